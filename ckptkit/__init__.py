@@ -1,0 +1,1 @@
+"""ckptkit: TensorFlow checkpoints in plain Python (numpy + protobuf), no TensorFlow needed."""

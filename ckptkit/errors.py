@@ -1,0 +1,48 @@
+"""Errors ckptkit raises on bad input.
+
+Every failure caused by what a user handed us (a path, a file's bytes, an argument)
+is a `CheckpointError`, so callers and the CLI can catch one type and print one line.
+Messages name the file and, where there is one, the tensor key.
+"""
+from __future__ import annotations
+
+import os
+
+
+class CheckpointError(Exception):
+    """Base of every error ckptkit raises on bad input."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None,
+                 key: str | None = None) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.key = key
+        parts = []
+        if self.path is not None:
+            parts.append(self.path)
+        if key is not None:
+            parts.append(f"key {key!r}")
+        self.message = message
+        super().__init__(": ".join(parts + [message]) if parts else message)
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0] if self.args else ""
+
+
+class NotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint, file or shard that should exist does not."""
+
+
+class TensorNotFoundError(CheckpointError, KeyError):
+    """A tensor key that the checkpoint does not hold (a KeyError, for the Mapping protocol)."""
+
+
+class DataLossError(CheckpointError):
+    """Bytes on disk are damaged: truncated, bad checksum, bad magic, malformed encoding."""
+
+
+class UnsupportedError(CheckpointError):
+    """Valid input that ckptkit does not handle (an unknown dtype, a compression codec)."""
+
+
+class InvalidArgumentError(CheckpointError, ValueError):
+    """An argument from the caller is unusable (a bad name, shape or option)."""
