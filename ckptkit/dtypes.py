@@ -1,0 +1,124 @@
+"""TensorFlow DataType numbers <-> numpy dtypes, with TF's dtype names.
+
+`get_variable_to_dtype_map()` must hand back objects whose `.name` is the name TF
+prints ("float32", "bfloat16", "string"), so code written against TF keeps working.
+bfloat16 and the float8/int4 types come from ml_dtypes, the package TF itself uses.
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from .errors import UnsupportedError
+
+__all__ = ["DType", "as_dtype", "from_enum", "STRING"]
+
+
+class DType:
+    """A TF dtype: its DataType enum number, TF's name and the numpy dtype it reads into."""
+
+    __slots__ = ("enum", "name", "numpy")
+
+    def __init__(self, enum: int, name: str, numpy_dtype) -> None:
+        self.enum = enum
+        self.name = name
+        self.numpy = np.dtype(numpy_dtype)
+
+    @property
+    def as_datatype_enum(self) -> int:
+        return self.enum
+
+    @property
+    def as_numpy_dtype(self):
+        return self.numpy.type
+
+    @property
+    def is_string(self) -> bool:
+        return self.enum == 7
+
+    @property
+    def itemsize(self) -> int:
+        return self.numpy.itemsize
+
+    def __repr__(self) -> str:
+        return f"tf.{self.name}"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, DType):
+            return self.enum == other.enum
+        if isinstance(other, str):
+            return self.name == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.enum)
+
+
+# (DataType enum, TF name, numpy dtype). Enum numbers: tensorflow/core/framework/types.proto.
+_TABLE = [
+    (1, "float32", np.float32),
+    (2, "float64", np.float64),
+    (3, "int32", np.int32),
+    (4, "uint8", np.uint8),
+    (5, "int16", np.int16),
+    (6, "int8", np.int8),
+    (7, "string", np.object_),
+    (8, "complex64", np.complex64),
+    (9, "int64", np.int64),
+    (10, "bool", np.bool_),
+    (14, "bfloat16", ml_dtypes.bfloat16),
+    (17, "uint16", np.uint16),
+    (18, "complex128", np.complex128),
+    (19, "float16", np.float16),
+    (22, "uint32", np.uint32),
+    (23, "uint64", np.uint64),
+    (24, "float8_e5m2", ml_dtypes.float8_e5m2),
+    (25, "float8_e4m3fn", ml_dtypes.float8_e4m3fn),
+    (26, "float8_e4m3fnuz", ml_dtypes.float8_e4m3fnuz),
+    (27, "float8_e4m3b11fnuz", ml_dtypes.float8_e4m3b11fnuz),
+    (28, "float8_e5m2fnuz", ml_dtypes.float8_e5m2fnuz),
+    (29, "int4", ml_dtypes.int4),
+    (30, "uint4", ml_dtypes.uint4),
+]
+
+_BY_ENUM = {enum: DType(enum, name, npd) for enum, name, npd in _TABLE}
+_BY_NAME = {d.name: d for d in _BY_ENUM.values()}
+_BY_NAME.update({"float": _BY_NAME["float32"], "double": _BY_NAME["float64"],
+                 "half": _BY_NAME["float16"]})
+# numpy dtype -> DType; object arrays are strings (bytes or str elements).
+_BY_NUMPY = {d.numpy: d for d in _BY_ENUM.values()}
+_REF_OFFSET = 100  # DT_FLOAT_REF = 101 etc.: a variable's ref type in old graphs
+STRING = _BY_ENUM[7]
+
+
+def from_enum(enum: int, *, path=None, key=None) -> DType:
+    """The DType for a DataType number read from a file (ref types map to their base)."""
+    if enum > _REF_OFFSET:
+        enum -= _REF_OFFSET
+    try:
+        return _BY_ENUM[enum]
+    except KeyError:
+        raise UnsupportedError(f"unsupported TensorFlow DataType {enum}", path=path, key=key) from None
+
+
+def as_dtype(value) -> DType:
+    """A DType from a DType, TF name ("float32"), DataType number, numpy dtype or TF dtype."""
+    if isinstance(value, DType):
+        return value
+    if isinstance(value, str) and value in _BY_NAME:
+        return _BY_NAME[value]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return from_enum(int(value))
+    enum = getattr(value, "as_datatype_enum", None)  # a tf.DType, without importing tf
+    if isinstance(enum, int):
+        return from_enum(enum)
+    try:
+        npd = np.dtype(value)
+    except TypeError:
+        raise UnsupportedError(f"cannot interpret {value!r} as a dtype") from None
+    if npd.kind in "OSU":
+        return STRING
+    try:
+        return _BY_NUMPY[npd.newbyteorder("=") if npd.byteorder == ">" else npd]
+    except KeyError:
+        raise UnsupportedError(f"numpy dtype {npd} has no TensorFlow equivalent") from None

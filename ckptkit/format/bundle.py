@@ -1,0 +1,390 @@
+"""TensorFlow V2 tensor bundles: `PREFIX.index` + `PREFIX.data-SSSSS-of-NNNNN`.
+
+The index is an SSTable (see table.py) mapping each tensor key to a serialized
+BundleEntryProto (dtype, shape, shard, offset, size, masked crc32c); key "" holds the
+BundleHeaderProto. Data shards are the tensors' raw bytes, concatenated; DT_STRING
+tensors are `[varint64 len]*N, masked crc32c of the lengths, bytes`.
+Facts from TF's `core/util/tensor_bundle/tensor_bundle.cc`; this module keeps the
+same byte layout so that TF and ckptkit produce identical index files.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from .. import dtypes as _dtypes
+from ..errors import DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
+from ..proto import tensor_bundle_pb2
+from .coding import FIXED32, VarintError, crc32c, decode_varint, encode_varint, mask_crc, unmask_crc
+from .files import AtomicFile, fsync_dir
+from .table import TableReader, TableWriter
+
+HEADER_KEY = ""
+BUNDLE_VERSION = 1  # kTensorBundleVersion: the producer version TF writes and accepts
+LITTLE, BIG = 0, 1  # BundleHeaderProto.Endianness
+STRING_ENUM = 7
+MAX_DIMS = 254      # TensorShape::MaxDimensions()
+
+BundleEntryProto = tensor_bundle_pb2.BundleEntryProto
+BundleHeaderProto = tensor_bundle_pb2.BundleHeaderProto
+
+
+def index_filename(prefix: str) -> str:
+    return f"{prefix}.index"
+
+
+def data_filename(prefix: str, shard: int, num_shards: int) -> str:
+    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+def decode_key(raw: bytes) -> str:
+    """Keys are bytes on disk; names are UTF-8, slice keys are binary: keep both lossless."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def encode_key(key: str | bytes) -> bytes:
+    return key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+
+
+def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
+    shape = entry.shape
+    if shape.unknown_rank or len(shape.dim) > MAX_DIMS:
+        raise DataLossError("invalid tensor shape in index", path=path, key=key)
+    dims = tuple(d.size for d in shape.dim)
+    if any(d < 0 for d in dims):
+        raise DataLossError(f"invalid tensor shape {list(dims)} in index", path=path, key=key)
+    return dims
+
+
+# --------------------------------------------------------------------------- reading
+
+class BundleIndex:
+    """The parsed `.index` file: header plus every entry, decoded on first use."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.path = index_filename(prefix)
+        try:
+            table = TableReader.open(self.path)
+        except FileNotFoundError:
+            raise NotFoundError("checkpoint index not found", path=self.path) from None
+        except IsADirectoryError:
+            raise NotFoundError("checkpoint index is a directory", path=self.path) from None
+        raw: dict[str, bytes] = {}
+        header_bytes = None
+        for key, value in table:
+            if key == b"":
+                header_bytes = bytes(value)
+            else:
+                raw[decode_key(key)] = bytes(value)
+        if header_bytes is None:
+            raise DataLossError("index has no header entry", path=self.path)
+        self.header = BundleHeaderProto()
+        try:
+            self.header.ParseFromString(header_bytes)
+        except Exception:  # protobuf raises DecodeError (or others on the C backend)
+            raise DataLossError("index header is not parseable", path=self.path) from None
+        if self.header.version.producer < 1 or BUNDLE_VERSION in self.header.version.bad_consumers \
+                or self.header.version.min_consumer > BUNDLE_VERSION:
+            raise UnsupportedError(f"unsupported bundle version ({self.header.version})".replace("\n", " "),
+                                   path=self.path)
+        if self.header.num_shards < 1 and raw:
+            raise DataLossError(f"index header says {self.header.num_shards} shards", path=self.path)
+        if self.header.endianness not in (LITTLE, BIG):
+            raise DataLossError(f"index header has unknown endianness {self.header.endianness}",
+                                path=self.path)
+        self._raw = raw
+        self._entries: dict[str, BundleEntryProto] = {}
+
+    @property
+    def num_shards(self) -> int:
+        return self.header.num_shards
+
+    def keys(self) -> list[str]:
+        return list(self._raw)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def raw_items(self) -> Iterator[tuple[str, bytes]]:
+        """(key, serialized BundleEntryProto) in key order: for index rewrites."""
+        return iter(self._raw.items())
+
+    def entry(self, key: str) -> BundleEntryProto:
+        entry = self._entries.get(key)
+        if entry is None:
+            raw = self._raw[key]  # KeyError for the caller to translate
+            entry = BundleEntryProto()
+            try:
+                entry.ParseFromString(raw)
+            except Exception:
+                raise DataLossError("index entry is not parseable", path=self.path, key=key) from None
+            if entry.shard_id < 0 or (not entry.slices and entry.shard_id >= max(self.num_shards, 1)):
+                raise DataLossError(f"entry names shard {entry.shard_id} of {self.num_shards}",
+                                    path=self.path, key=key)
+            self._entries[key] = entry
+        return entry
+
+
+class BundleData:
+    """Reads tensor bytes from the data shards of one bundle, verifying checksums."""
+
+    def __init__(self, index: BundleIndex) -> None:
+        self.index = index
+        self._files: dict[int, object] = {}
+        self._sizes: dict[int, int] = {}
+
+    def shard_path(self, shard: int) -> str:
+        return data_filename(self.index.prefix, shard, self.index.num_shards)
+
+    def _file(self, shard: int):
+        f = self._files.get(shard)
+        if f is None:
+            path = self.shard_path(shard)
+            try:
+                f = open(path, "rb", buffering=0)
+            except FileNotFoundError:
+                raise NotFoundError("data shard not found", path=path) from None
+            self._files[shard] = f
+            self._sizes[shard] = os.fstat(f.fileno()).st_size
+        return f
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def _check_span(self, key: str, entry: BundleEntryProto) -> None:
+        """Reject an entry that claims bytes its shard does not have, before allocating."""
+        self._file(entry.shard_id)
+        shard_size = self._sizes[entry.shard_id]
+        if entry.offset < 0 or entry.offset + entry.size > shard_size:
+            raise DataLossError(f"entry claims bytes {entry.offset}..{entry.offset + entry.size} "
+                                f"past the end of the shard ({shard_size} bytes)",
+                                path=self.shard_path(entry.shard_id), key=key)
+
+    def _read_into(self, key: str, entry: BundleEntryProto, buf) -> None:
+        f = self._file(entry.shard_id)
+        view = memoryview(buf)
+        f.seek(entry.offset)
+        got = 0
+        while got < entry.size:
+            n = f.readinto(view[got:])
+            if not n:
+                raise DataLossError("data shard ended early", path=self.shard_path(entry.shard_id), key=key)
+            got += n
+
+    def read(self, key: str, entry: BundleEntryProto, *, verify: bool = True) -> np.ndarray:
+        """The tensor stored by `entry` (a non-sliced entry) as a new numpy array."""
+        dtype = _dtypes.from_enum(entry.dtype, path=self.index.path, key=key)
+        shape = shape_of(entry, self.index.path, key)
+        count = math.prod(shape)
+        if dtype.is_string:
+            return self._read_strings(key, entry, shape, count, verify)
+        nbytes = count * dtype.itemsize
+        if entry.size != nbytes:
+            raise DataLossError(f"entry size {entry.size} does not match shape {list(shape)} "
+                                f"of {dtype.name} ({nbytes} bytes)", path=self.index.path, key=key)
+        self._check_span(key, entry)
+        flat = np.empty(nbytes, dtype=np.uint8)
+        self._read_into(key, entry, flat)
+        if verify and crc32c(flat) != unmask_crc(entry.crc32c):
+            raise DataLossError("checksum mismatch in tensor data",
+                                path=self.shard_path(entry.shard_id), key=key)
+        if self.index.header.endianness == BIG and dtype.itemsize > 1:
+            return flat.view(dtype.numpy.newbyteorder(">")).astype(dtype.numpy).reshape(shape)
+        return flat.view(dtype.numpy).reshape(shape)
+
+    def _read_strings(self, key, entry, shape, count, verify) -> np.ndarray:
+        path = self.shard_path(entry.shard_id)
+        if entry.size < count + 4:  # at least one varint byte per element, plus the checksum
+            raise DataLossError(f"entry size {entry.size} too small for {count} strings",
+                                path=self.index.path, key=key)
+        self._check_span(key, entry)
+        buf = bytearray(entry.size)
+        self._read_into(key, entry, buf)
+        buf = bytes(buf)
+        lengths = []
+        pos = 0
+        try:
+            for _ in range(count):
+                n, pos = decode_varint(buf, pos)
+                lengths.append(n)
+        except VarintError:
+            raise DataLossError("string lengths are malformed", path=path, key=key) from None
+        if pos + 4 > len(buf):
+            raise DataLossError("string tensor is truncated", path=path, key=key)
+        lengths_crc = crc32c(_length_bytes(lengths))
+        stored = FIXED32.unpack_from(buf, pos)[0]
+        if verify and stored != mask_crc(lengths_crc):
+            raise DataLossError("checksum mismatch in string lengths", path=path, key=key)
+        pos += 4
+        if pos + sum(lengths) != len(buf):
+            raise DataLossError("string lengths do not add up to the entry size", path=path, key=key)
+        if verify:
+            total = crc32c(memoryview(buf)[pos:], crc32c(buf[pos - 4:pos], lengths_crc))
+            if total != unmask_crc(entry.crc32c):
+                raise DataLossError("checksum mismatch in string data", path=path, key=key)
+        out = np.empty(count, dtype=object)
+        for i, n in enumerate(lengths):
+            out[i] = buf[pos:pos + n]
+            pos += n
+        return out.reshape(shape)
+
+
+def _length_bytes(lengths: list[int]) -> bytes:
+    """String lengths as TF checksums them: uint32 each, or uint64 when a length needs it."""
+    if all(n <= 0xFFFFFFFF for n in lengths):
+        return np.asarray(lengths, dtype="<u4").tobytes()
+    return b"".join(n.to_bytes(4 if n <= 0xFFFFFFFF else 8, "little") for n in lengths)
+
+
+# --------------------------------------------------------------------------- writing
+
+def to_array(value, key: str | None = None) -> tuple[np.ndarray, "_dtypes.DType"]:
+    """A C-contiguous little-endian array and its TF dtype, from anything array-like."""
+    if isinstance(value, (str, bytes)):
+        value = np.array(value, dtype=object)
+    arr = np.asarray(value)
+    if arr.dtype.kind in "OSU":
+        return arr.astype(object, copy=False) if arr.dtype.kind != "O" else arr, _dtypes.STRING
+    try:
+        dtype = _dtypes.as_dtype(arr.dtype)
+    except UnsupportedError as exc:
+        raise InvalidArgumentError(exc.message, key=key) from None
+    if arr.dtype != dtype.numpy or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr, dtype=dtype.numpy)
+    return arr, dtype
+
+
+def _string_element(value, key) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytearray, memoryview, np.bytes_)):
+        return bytes(value)
+    raise InvalidArgumentError(f"string tensor holds a {type(value).__name__}, not str/bytes", key=key)
+
+
+def string_payload(arr: np.ndarray, key: str) -> tuple[list[bytes], int]:
+    """The on-disk chunks of a DT_STRING tensor and their masked crc32c."""
+    items = [_string_element(v, key) for v in arr.reshape(-1)]
+    lengths = [len(b) for b in items]
+    lengths_crc = crc32c(_length_bytes(lengths))
+    checksum = FIXED32.pack(mask_crc(lengths_crc))
+    header = b"".join(encode_varint(n) for n in lengths) + checksum
+    crc = crc32c(checksum, lengths_crc)
+    for b in items:
+        crc = crc32c(b, crc)
+    return [header, *items], mask_crc(crc)
+
+
+def make_entry(dtype_enum: int, shape: tuple[int, ...], shard: int, offset: int, size: int,
+               crc_masked: int) -> BundleEntryProto:
+    entry = BundleEntryProto(dtype=dtype_enum, shard_id=shard, offset=offset, size=size, crc32c=crc_masked)
+    entry.shape.SetInParent()  # TF always writes the shape, even a scalar's empty one
+    for d in shape:
+        entry.shape.dim.add(size=d)
+    return entry
+
+
+def make_header(num_shards: int, endianness: int = LITTLE) -> BundleHeaderProto:
+    header = BundleHeaderProto(num_shards=num_shards, endianness=endianness)
+    header.version.producer = BUNDLE_VERSION
+    return header
+
+
+def write_index(prefix: str, header: BundleHeaderProto,
+                entries: Iterable[tuple[str | bytes, bytes]]) -> AtomicFile:
+    """Write an index (entries: key, serialized entry) to a temp file; caller commits it."""
+    out = AtomicFile(index_filename(prefix))
+    try:
+        table = TableWriter(out)
+        table.add(b"", header.SerializeToString())
+        for key, value in sorted((encode_key(k), v) for k, v in entries):
+            table.add(key, value)
+        table.finish()
+        out.close()
+    except BaseException:
+        out.discard()
+        raise
+    return out
+
+
+def _assign_shards(sizes: list[int], num_shards: int) -> list[int]:
+    """Contiguous runs of keys per shard with roughly equal bytes."""
+    total = sum(sizes) or 1
+    shards, run = [], 0
+    for size in sizes:
+        shard = min(run * num_shards // total, num_shards - 1)
+        shards.append(shard)
+        run += size
+    return shards
+
+
+def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
+                 progress=None) -> None:
+    """Write `tensors` as a V2 bundle at `prefix`, atomically.
+
+    Data shards and the index are written to temp files and fsynced; then any old index
+    at this prefix is removed, the shards renamed into place, and the index renamed
+    last, so that at every moment the prefix names either the old checkpoint, nothing,
+    or the new checkpoint whole.
+    """
+    if num_shards < 1:
+        raise InvalidArgumentError(f"num_shards must be >= 1, got {num_shards}", path=prefix)
+    for key in tensors:
+        if not isinstance(key, str) or key == HEADER_KEY:
+            raise InvalidArgumentError(f"tensor names must be non-empty strings, got {key!r}", path=prefix)
+    keys = sorted(tensors, key=encode_key)
+    arrays = [to_array(tensors[k], k) for k in keys]
+    shard_of = _assign_shards([a.nbytes for a, _ in arrays], num_shards)
+    directory = os.path.dirname(prefix)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    files = [AtomicFile(data_filename(prefix, s, num_shards)) for s in range(num_shards)]
+    index = None
+    try:
+        offsets = [0] * num_shards
+        entries = []
+        for key, (arr, dtype), shard in zip(keys, arrays, shard_of):
+            out = files[shard]
+            if dtype.is_string:
+                chunks, crc = string_payload(arr, key)
+                size = 0
+                for chunk in chunks:
+                    out.write(chunk)
+                    size += len(chunk)
+            else:
+                data = arr.reshape(-1).view(np.uint8)
+                size = data.nbytes
+                crc = mask_crc(crc32c(data))
+                out.write(data)
+            entries.append((key, make_entry(dtype.enum, arr.shape, shard, offsets[shard], size, crc)
+                            .SerializeToString()))
+            offsets[shard] += size
+            if progress is not None:
+                progress(size)
+        for f in files:
+            f.close()
+        index = write_index(prefix, make_header(num_shards), entries)
+        try:
+            os.unlink(index_filename(prefix))
+        except FileNotFoundError:
+            pass
+        for f in files:
+            f.commit()
+        index.commit()
+    finally:
+        for f in files:
+            f.discard()
+        if index is not None:
+            index.discard()
+    fsync_dir(directory)

@@ -1,0 +1,293 @@
+"""LevelDB-style SSTables, as TensorFlow writes them (`core/lib/io/table*.cc`).
+
+A table is data blocks, an (empty) metaindex block, an index block and a 48-byte
+footer. Every block carries a 5-byte trailer: compression type and masked crc32c.
+Block entries are prefix-compressed against the previous key, with restart points
+every `restart_interval` entries. This module knows bytes only: no protos, no policy.
+The writer reproduces TF's table builder decisions (block cut points, index key
+shortening) so that the same entries give the same bytes.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Iterator
+
+from ..errors import DataLossError, UnsupportedError
+from .coding import FIXED32, FIXED64, VarintError, crc32c, decode_varint, encode_varint, mask_crc, unmask_crc
+
+MAGIC = 0xDB4775248B80FB57
+FOOTER_SIZE = 48
+BLOCK_TRAILER_SIZE = 5
+MAX_HANDLE_SIZE = 20  # two varint64s
+BLOCK_SIZE = 256 * 1024
+RESTART_INTERVAL = 16
+NO_COMPRESSION = 0
+SNAPPY_COMPRESSION = 1
+
+
+# --------------------------------------------------------------------------- reading
+
+def _snappy_decompress(data: bytes, path) -> bytes:
+    """Snappy blocks appear in V1 files written by old TF 1.x builds."""
+    try:
+        import cramjam  # noqa: PLC0415 - optional
+        return bytes(cramjam.snappy.decompress_raw(data))
+    except ImportError:
+        pass
+    try:
+        import snappy  # noqa: PLC0415 - optional
+        return snappy.uncompress(data)
+    except ImportError:
+        raise UnsupportedError("table block is snappy-compressed; install 'cramjam' "
+                               "(pip install cramjam) to read it", path=path) from None
+
+
+def decode_handle(buf, pos: int, limit: int | None = None) -> tuple[int, int, int]:
+    """Decode a BlockHandle (offset, size) at buf[pos:]; return (offset, size, end)."""
+    offset, pos = decode_varint(buf, pos, limit)
+    size, pos = decode_varint(buf, pos, limit)
+    return offset, size, pos
+
+
+def encode_handle(offset: int, size: int) -> bytes:
+    return encode_varint(offset) + encode_varint(size)
+
+
+def iter_block(block, path=None) -> Iterator[tuple[bytes, memoryview]]:
+    """Yield (key, value) for every entry of one decoded block (trailer removed)."""
+    n = len(block)
+    if n < 4:
+        raise DataLossError("table block too short", path=path)
+    num_restarts = FIXED32.unpack_from(block, n - 4)[0]
+    if num_restarts > (n - 4) // 4:
+        raise DataLossError("table block has a bad restart count", path=path)
+    end = n - 4 - 4 * num_restarts
+    view = memoryview(block)
+    pos = 0
+    key = b""
+    try:
+        while pos < end:
+            # The three varints are nearly always one byte each: decode that case inline.
+            shared = block[pos]
+            if shared < 0x80:
+                pos += 1
+            else:
+                shared, pos = decode_varint(block, pos, end)
+            unshared = block[pos] if pos < end else 0x80
+            if unshared < 0x80:
+                pos += 1
+            else:
+                unshared, pos = decode_varint(block, pos, end)
+            vlen = block[pos] if pos < end else 0x80
+            if vlen < 0x80:
+                pos += 1
+            else:
+                vlen, pos = decode_varint(block, pos, end)
+            if shared > len(key) or pos + unshared + vlen > end:
+                raise DataLossError("table block entry is malformed", path=path)
+            key = key[:shared] + bytes(view[pos:pos + unshared])
+            pos += unshared
+            yield key, view[pos:pos + vlen]
+            pos += vlen
+    except VarintError as exc:
+        raise DataLossError(f"table block entry is malformed ({exc})", path=path) from None
+
+
+class TableReader:
+    """Reads a whole SSTable held in memory (index files are small next to their data)."""
+
+    def __init__(self, data: bytes, path: str | os.PathLike | None = None) -> None:
+        self.path = path
+        self.data = data
+        if len(data) < FOOTER_SIZE:
+            raise DataLossError(f"file too short to be a table ({len(data)} bytes)", path=path)
+        footer = len(data) - FOOTER_SIZE
+        if FIXED64.unpack_from(data, len(data) - 8)[0] != MAGIC:
+            raise DataLossError("not a table: bad magic number in footer", path=path)
+        try:
+            _, _, pos = decode_handle(data, footer, footer + 40)  # metaindex: unused, no filters
+            index_off, index_size, _ = decode_handle(data, pos, footer + 40)
+        except VarintError:
+            raise DataLossError("table footer is malformed", path=path) from None
+        index = self.read_block(index_off, index_size)
+        self._index_keys: list[bytes] = []
+        self._handles: list[tuple[int, int]] = []
+        for key, value in iter_block(index, path):
+            try:
+                off, size, _ = decode_handle(value, 0)
+            except VarintError:
+                raise DataLossError("table index entry is malformed", path=path) from None
+            self._index_keys.append(key)
+            self._handles.append((off, size))
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "TableReader":
+        with open(path, "rb") as f:
+            return cls(f.read(), path)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self._handles)
+
+    def read_block(self, offset: int, size: int) -> bytes:
+        """The contents of the block at `offset`, checksum verified and decompressed."""
+        data = self.data
+        end = offset + size
+        if end + BLOCK_TRAILER_SIZE > len(data) - FOOTER_SIZE:
+            raise DataLossError(f"table block at {offset} runs past the end of the file", path=self.path)
+        ctype = data[end]
+        stored = unmask_crc(FIXED32.unpack_from(data, end + 1)[0])
+        actual = crc32c(memoryview(data)[offset:end + 1])
+        if stored != actual:
+            raise DataLossError(f"table block at offset {offset} fails its checksum", path=self.path)
+        block = data[offset:end]
+        if ctype == NO_COMPRESSION:
+            return block
+        if ctype == SNAPPY_COMPRESSION:
+            return _snappy_decompress(block, self.path)
+        raise DataLossError(f"table block at {offset} has unknown compression type {ctype}", path=self.path)
+
+    def __iter__(self) -> Iterator[tuple[bytes, memoryview]]:
+        """Every (key, value) in key order; values are views into the block (copy to keep)."""
+        prev = None
+        for off, size in self._handles:
+            for key, value in iter_block(self.read_block(off, size), self.path):
+                if prev is not None and key <= prev:
+                    raise DataLossError("table keys are out of order", path=self.path)
+                prev = key
+                yield key, value
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value stored under `key`, or None."""
+        i = bisect.bisect_left(self._index_keys, key)
+        if i == len(self._handles):
+            return None
+        for k, v in iter_block(self.read_block(*self._handles[i]), self.path):
+            if k == key:
+                return bytes(v)
+            if k > key:
+                break
+        return None
+
+
+# --------------------------------------------------------------------------- writing
+
+def _shortest_separator(start: bytes, limit: bytes) -> bytes:
+    """A short key k with start <= k < limit (TF's bytewise comparator rule)."""
+    n = min(len(start), len(limit))
+    i = 0
+    while i < n and start[i] == limit[i]:
+        i += 1
+    if i < n:
+        byte = start[i]
+        if byte < 0xFF and byte + 1 < limit[i]:
+            return start[:i] + bytes([byte + 1])
+    return start
+
+
+def _short_successor(key: bytes) -> bytes:
+    """A short key >= `key` (TF: increment the first byte that is not 0xff)."""
+    for i, byte in enumerate(key):
+        if byte != 0xFF:
+            return key[:i] + bytes([byte + 1])
+    return key
+
+
+class _BlockBuilder:
+    def __init__(self, restart_interval: int) -> None:
+        self.restart_interval = restart_interval
+        self.reset()
+
+    def reset(self) -> None:
+        self.buf = bytearray()
+        self.restarts = [0]
+        self.counter = 0
+        self.last_key = b""
+        self.empty = True
+
+    def add(self, key: bytes, value) -> None:
+        shared = 0
+        if self.counter < self.restart_interval:
+            last = self.last_key
+            n = min(len(last), len(key))
+            while shared < n and last[shared] == key[shared]:
+                shared += 1
+        else:
+            self.restarts.append(len(self.buf))
+            self.counter = 0
+        buf = self.buf
+        for number in (shared, len(key) - shared, len(value)):
+            if number < 0x80:
+                buf.append(number)
+            else:
+                buf += encode_varint(number)
+        buf += key[shared:]
+        buf += value
+        self.last_key = key
+        self.counter += 1
+        self.empty = False
+
+    def size_estimate(self) -> int:
+        return len(self.buf) + 4 * len(self.restarts) + 4
+
+    def finish(self) -> bytes:
+        out = self.buf
+        for r in self.restarts:
+            out += FIXED32.pack(r)
+        out += FIXED32.pack(len(self.restarts))
+        return bytes(out)
+
+
+class TableWriter:
+    """Writes a table to a binary file object, in TF's layout. Keys must come sorted."""
+
+    def __init__(self, file, block_size: int = BLOCK_SIZE, restart_interval: int = RESTART_INTERVAL) -> None:
+        self.file = file
+        self.block_size = block_size
+        self.offset = 0
+        self.data_block = _BlockBuilder(restart_interval)
+        self.index_block = _BlockBuilder(1)
+        self.last_key: bytes | None = None
+        self.pending_handle: tuple[int, int] | None = None
+
+    def add(self, key: bytes, value: bytes) -> None:
+        if self.last_key is not None:
+            if key <= self.last_key:
+                raise ValueError(f"table keys must be added in increasing order: {key!r} after {self.last_key!r}")
+            if len(key) + len(value) >= 2 * self.block_size:
+                self._flush()
+        if self.pending_handle is not None:
+            self.index_block.add(_shortest_separator(self.last_key, key), encode_handle(*self.pending_handle))
+            self.pending_handle = None
+        self.last_key = key
+        self.data_block.add(key, value)
+        if self.data_block.size_estimate() >= self.block_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.data_block.empty:
+            return
+        self.pending_handle = self._write_block(self.data_block)
+
+    def _write_block(self, block: _BlockBuilder) -> tuple[int, int]:
+        contents = block.finish()
+        block.reset()
+        trailer = bytes([NO_COMPRESSION])
+        crc = mask_crc(crc32c(trailer, crc32c(contents)))
+        self.file.write(contents)
+        self.file.write(trailer + FIXED32.pack(crc))
+        handle = (self.offset, len(contents))
+        self.offset += len(contents) + BLOCK_TRAILER_SIZE
+        return handle
+
+    def finish(self) -> None:
+        self._flush()
+        metaindex = self._write_block(_BlockBuilder(RESTART_INTERVAL))
+        if self.pending_handle is not None:
+            self.index_block.add(_short_successor(self.last_key), encode_handle(*self.pending_handle))
+            self.pending_handle = None
+        index = self._write_block(self.index_block)
+        footer = (encode_handle(*metaindex) + encode_handle(*index)).ljust(2 * MAX_HANDLE_SIZE, b"\0")
+        self.file.write(footer + FIXED64.pack(MAGIC))
+        self.offset += FOOTER_SIZE
