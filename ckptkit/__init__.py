@@ -1,17 +1,47 @@
-"""ckptkit: TensorFlow checkpoints in plain Python (numpy + protobuf), no TensorFlow needed."""
-from .dtypes import DType, as_dtype
+"""ckptkit: TensorFlow checkpoints in plain Python (numpy + protobuf), no TensorFlow needed.
+
+The public API is imported lazily (PEP 562), so that `ckptkit --help` and other
+commands start without paying for numpy and protobuf until they need them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import (CheckpointError, DataLossError, InvalidArgumentError, NotFoundError,
                      TensorNotFoundError, UnsupportedError)
-from .reader import (CheckpointReader, NewCheckpointReader, list_variables, load, load_checkpoint,
-                     load_variable)
-from .state import checkpoint_exists, get_checkpoint_state, latest_checkpoint
-from .writer import save
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError", "CheckpointReader", "DType", "DataLossError", "InvalidArgumentError",
-    "NewCheckpointReader", "NotFoundError", "TensorNotFoundError", "UnsupportedError", "as_dtype",
-    "checkpoint_exists", "get_checkpoint_state", "latest_checkpoint", "list_variables", "load",
-    "load_checkpoint", "load_variable", "save",
-]
+# public name -> module that defines it
+_LAZY = {
+    "DType": "dtypes", "as_dtype": "dtypes",
+    "CheckpointReader": "reader", "NewCheckpointReader": "reader", "load_checkpoint": "reader",
+    "list_variables": "reader", "load_variable": "reader", "load": "reader",
+    "checkpoint_exists": "state", "get_checkpoint_state": "state", "latest_checkpoint": "state",
+    "save": "writer",
+}
+
+__all__ = ["CheckpointError", "DataLossError", "InvalidArgumentError", "NotFoundError",
+           "TensorNotFoundError", "UnsupportedError", *_LAZY]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ckptkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same names
+    from .dtypes import DType, as_dtype
+    from .reader import (CheckpointReader, NewCheckpointReader, list_variables, load,
+                         load_checkpoint, load_variable)
+    from .state import checkpoint_exists, get_checkpoint_state, latest_checkpoint
+    from .writer import save
