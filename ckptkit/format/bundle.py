@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 
 from .. import dtypes as _dtypes
-from ..errors import DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
+from ..errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from ..proto import tensor_bundle_pb2
 from .coding import FIXED32, VarintError, crc32c, decode_varint, encode_varint, mask_crc, unmask_crc
 from .files import AtomicFile, fsync_dir
@@ -71,8 +71,8 @@ class BundleIndex:
             table = TableReader.open(self.path)
         except FileNotFoundError:
             raise NotFoundError("checkpoint index not found", path=self.path) from None
-        except IsADirectoryError:
-            raise NotFoundError("checkpoint index is a directory", path=self.path) from None
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint index: {exc.strerror or exc}", path=self.path) from None
         raw: dict[str, bytes] = {}
         header_bytes = None
         for key, value in table:
@@ -151,6 +151,8 @@ class BundleData:
                 f = open(path, "rb", buffering=0)
             except FileNotFoundError:
                 raise NotFoundError("data shard not found", path=path) from None
+            except OSError as exc:
+                raise CheckpointError(f"cannot read data shard: {exc.strerror or exc}", path=path) from None
             self._files[shard] = f
             self._sizes[shard] = os.fstat(f.fileno()).st_size
         return f
