@@ -106,10 +106,11 @@ class TableReader:
         if FIXED64.unpack_from(data, len(data) - 8)[0] != MAGIC:
             raise DataLossError("not a table: bad magic number in footer", path=path)
         try:
-            _, _, pos = decode_handle(data, footer, footer + 40)  # metaindex: unused, no filters
+            meta_off, meta_size, pos = decode_handle(data, footer, footer + 40)
             index_off, index_size, _ = decode_handle(data, pos, footer + 40)
         except VarintError:
             raise DataLossError("table footer is malformed", path=path) from None
+        self.read_block(meta_off, meta_size)  # unused (no filters), but damage there is damage
         index = self.read_block(index_off, index_size)
         self._index_keys: list[bytes] = []
         self._handles: list[tuple[int, int]] = []
