@@ -8,19 +8,31 @@ name in this directory, if there is one.
 """
 from __future__ import annotations
 
+import glob
+import logging
 import os
+import re
+import stat
+from collections.abc import Iterable, Sequence
 
 from google.protobuf import text_format
 
-from .errors import DataLossError
+from .errors import DataLossError, InvalidArgumentError, NotFoundError
 from .format import bundle
-from .format.files import write_file_atomic
+from .format.files import fsync_dir, write_file_atomic
 from .proto.checkpoint_state_pb2 import CheckpointState
+from .proto.saver_pb2 import SaverDef
 
-__all__ = ["CheckpointState", "checkpoint_exists", "get_checkpoint_state", "latest_checkpoint",
-           "read_state_file", "write_state_file"]
+__all__ = ["CheckpointState", "V1", "V2", "checkpoint_exists", "checkpoint_files",
+           "generate_checkpoint_state_proto", "get_checkpoint_mtimes", "get_checkpoint_state",
+           "latest_checkpoint", "meta_graph_filename", "read_state_file", "remove_checkpoint",
+           "update_checkpoint_state", "write_state_file"]
 
 STATE_FILENAME = "checkpoint"
+V1 = SaverDef.V1  # SaverDef.CheckpointFormatVersion: V1 is one file at PREFIX (LEGACY too)
+V2 = SaverDef.V2  # PREFIX.index + PREFIX.data-SSSSS-of-NNNNN
+
+_log = logging.getLogger(__name__)
 
 
 def checkpoint_exists(prefix: str | os.PathLike) -> bool:
@@ -89,3 +101,184 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike, latest_filename: str | 
     if state is not None and checkpoint_exists(state.model_checkpoint_path):
         return state.model_checkpoint_path
     return None
+
+
+# --------------------------------------------------------------------------- writing the state
+
+def _path_list(paths: Iterable[str | os.PathLike] | None) -> list[str]:
+    if paths is None:
+        return []
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise InvalidArgumentError("all_model_checkpoint_paths must be a list of paths, not one path")
+    return [os.fspath(p) for p in paths]
+
+
+def generate_checkpoint_state_proto(save_dir: str | os.PathLike, model_checkpoint_path: str | os.PathLike,
+                                    all_model_checkpoint_paths: Iterable[str] | None = None,
+                                    all_model_checkpoint_timestamps: Sequence[float] | None = None,
+                                    last_preserved_timestamp: float | None = None) -> CheckpointState:
+    """The CheckpointState TF would write for these arguments (TF's function of the same name).
+
+    The latest path is appended to the list when it is not already its last element.
+    When `save_dir` is relative, relative paths are rewritten relative to it (they were
+    given relative to the working directory), so that the file is correct wherever it is
+    later read from. The caller's list is not modified (TF's is).
+    """
+    save_dir = os.fspath(save_dir) or os.curdir  # TF's relpath(p, "") fails; "" means here
+    model = os.fspath(model_checkpoint_path)
+    paths = _path_list(all_model_checkpoint_paths)
+    if not paths or paths[-1] != model:
+        paths.append(model)
+    timestamps = list(all_model_checkpoint_timestamps or [])
+    if timestamps and len(timestamps) != len(paths):
+        raise InvalidArgumentError(
+            f"checkpoint timestamps, if provided, must match checkpoint paths "
+            f"(got {len(paths)} paths {paths} and {len(timestamps)} timestamps)", path=save_dir)
+    if not os.path.isabs(save_dir):
+        if not os.path.isabs(model):
+            model = os.path.relpath(model, save_dir)
+        paths = [p if os.path.isabs(p) else os.path.relpath(p, save_dir) for p in paths]
+    state = CheckpointState(model_checkpoint_path=model, all_model_checkpoint_paths=paths,
+                            all_model_checkpoint_timestamps=timestamps)
+    if last_preserved_timestamp is not None:
+        state.last_preserved_timestamp = last_preserved_timestamp
+    return state
+
+
+def update_checkpoint_state(save_dir: str | os.PathLike, model_checkpoint_path: str | os.PathLike,
+                            all_model_checkpoint_paths: Iterable[str] | None = None,
+                            latest_filename: str | None = None,
+                            all_model_checkpoint_timestamps: Sequence[float] | None = None,
+                            last_preserved_timestamp: float | None = None,
+                            save_relative_paths: bool = False) -> None:
+    """Atomically rewrite the state file `save_dir/latest_filename` (default `checkpoint`).
+
+    TF's `update_checkpoint_state_internal`: with `save_relative_paths`, absolute paths
+    are written relative to `save_dir`; `all_model_checkpoint_paths` is oldest first and
+    gets the latest appended if it is not its last element. Raises InvalidArgumentError
+    (TF: ValueError/RuntimeError) when the timestamps don't match the paths or the
+    latest checkpoint would be the state file itself, and — stricter than TF — when
+    `latest_filename` has path components (the state file lives in `save_dir`).
+    """
+    save_dir = os.fspath(save_dir)
+    latest_filename = latest_filename or STATE_FILENAME
+    if os.path.split(latest_filename)[0] or latest_filename in (os.curdir, os.pardir):
+        raise InvalidArgumentError(f"latest_filename {latest_filename!r} must not contain path components",
+                                   path=save_dir)
+    state_path = os.path.join(save_dir, latest_filename)
+    model = os.fspath(model_checkpoint_path)
+    paths = _path_list(all_model_checkpoint_paths)
+    if save_relative_paths:
+        start = save_dir or os.curdir
+        model = os.path.relpath(model, start) if os.path.isabs(model) else model
+        paths = [os.path.relpath(p, start) if os.path.isabs(p) else p for p in paths]
+    state = generate_checkpoint_state_proto(save_dir, model, paths, all_model_checkpoint_timestamps,
+                                            last_preserved_timestamp)
+    if state.model_checkpoint_path == state_path:
+        raise InvalidArgumentError(f"save path {model!r} conflicts with the path of the checkpoint "
+                                   "state file; use a different save path", path=state_path)
+    if save_dir and not os.path.isdir(save_dir):
+        raise NotFoundError("directory for the checkpoint state file does not exist", path=save_dir)
+    write_state_file(state_path, state)
+
+
+# --------------------------------------------------------------------------- files of a checkpoint
+
+def meta_graph_filename(checkpoint_filename: str | os.PathLike, meta_graph_suffix: str = "meta") -> str:
+    """`PREFIX.meta`, with a sharded prefix's `-?????-of-NNNNN` tail dropped first (as TF)."""
+    base = re.sub(r"-[\d?]+-of-\d+$", "", os.fspath(checkpoint_filename))
+    return f"{base}.{meta_graph_suffix}"
+
+
+def _name_pattern(prefix: str, checkpoint_format_version: int, meta_graph_suffix: str) -> re.Pattern:
+    """A regex matching exactly the file names (no directory) of one checkpoint."""
+    base = os.path.basename(prefix)
+    meta = re.escape(os.path.basename(meta_graph_filename(prefix, meta_graph_suffix)))
+    if checkpoint_format_version == V2:
+        own = re.escape(base) + r"(?:\.index|\.data-\d{5}-of-\d{5})"
+    else:  # V1: the file PREFIX itself; TF globs it, which only matters for `-?????-of-N` shards
+        own = "".join(r"\d" if c == "?" else re.escape(c) for c in base)
+    return re.compile(f"(?:{own}|{meta})")
+
+
+def checkpoint_files(prefix: str | os.PathLike, checkpoint_format_version: int = V2,
+                     meta_graph_suffix: str = "meta") -> list[str]:
+    """The files on disk that belong to checkpoint `prefix`, found in its directory only.
+
+    A file counts if its name is one TF gives that checkpoint (`.index`, `.data-*-of-*`,
+    `.meta`, or the V1 file) and it is a regular file or a symlink (never a directory).
+    """
+    prefix = os.fspath(prefix)
+    directory, base = os.path.split(prefix)
+    if not base:
+        return []
+    pattern = _name_pattern(prefix, checkpoint_format_version, meta_graph_suffix)
+    try:
+        entries = list(os.scandir(directory or os.curdir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and (entry.is_symlink() or entry.is_file(follow_symlinks=False)):
+            found.append(os.path.join(directory, entry.name))
+    return sorted(found)
+
+
+def _same_directory(a: str, b: str) -> bool:
+    return os.path.realpath(a or os.curdir) == os.path.realpath(b or os.curdir)
+
+
+def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_version: int = V2,
+                      meta_graph_suffix: str = "meta", *, root: str | os.PathLike | None = None) -> list[str]:
+    """Delete the files of one checkpoint; return the paths deleted.
+
+    As TF's `remove_checkpoint`, but safe against hostile or stale state files: only
+    the files `checkpoint_files` lists are deleted, so nothing outside the prefix's own
+    directory and nothing that is not a file of this checkpoint. A symlink is removed
+    itself; its target is never touched. With `root` (the directory a Saver manages),
+    a prefix whose directory is not `root` (`../x`, `/elsewhere/y`, a symlinked
+    subdirectory) is refused with InvalidArgumentError and nothing is deleted.
+    """
+    prefix = os.fspath(checkpoint_prefix)
+    directory = os.path.dirname(prefix)
+    if root is not None and not _same_directory(directory, os.fspath(root)):
+        raise InvalidArgumentError(f"refusing to delete a checkpoint outside {os.fspath(root)!r}",
+                                   path=prefix)
+    removed = []
+    for path in checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix):
+        try:
+            os.unlink(path)  # on a symlink: removes the link, not its target
+        except FileNotFoundError:
+            _log.warning("%s: already deleted, perhaps by another process", path)
+            continue
+        removed.append(path)
+    if removed:
+        fsync_dir(directory)
+    return removed
+
+
+def get_checkpoint_mtimes(checkpoint_prefixes: Iterable[str | os.PathLike]) -> list[float]:
+    """Modification times (seconds since the Epoch) of the checkpoints that exist.
+
+    TF's function: V2's `.index` first, else the V1 file; checkpoints not found are
+    skipped, so the result may be shorter than the input.
+    """
+    mtimes = []
+    for prefix in checkpoint_prefixes:
+        prefix = os.fspath(prefix)
+        for candidate in (bundle.index_filename(prefix), prefix):
+            names = sorted(glob.glob(candidate)) if glob.has_magic(candidate) else [candidate]
+            found = None
+            for name in names:
+                try:
+                    found = os.stat(name)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                if stat.S_ISDIR(found.st_mode):
+                    found = None
+                    continue
+                break
+            if found is not None:
+                mtimes.append(found.st_mtime_ns / 1e9)
+                break
+    return mtimes
