@@ -261,7 +261,9 @@ def get_checkpoint_mtimes(checkpoint_prefixes: Iterable[str | os.PathLike]) -> l
     """Modification times (seconds since the Epoch) of the checkpoints that exist.
 
     TF's function: V2's `.index` first, else the V1 file; checkpoints not found are
-    skipped, so the result may be shorter than the input.
+    skipped, so the result may be shorter than the input. Whole seconds, as TF's local
+    filesystem reports them (its `mtime_nsec` is `st_mtime * 1e9`): a Saver recovering
+    its list then makes the same keep/delete decisions as TF's.
     """
     mtimes = []
     for prefix in checkpoint_prefixes:
@@ -279,6 +281,6 @@ def get_checkpoint_mtimes(checkpoint_prefixes: Iterable[str | os.PathLike]) -> l
                     continue
                 break
             if found is not None:
-                mtimes.append(found.st_mtime_ns / 1e9)
+                mtimes.append(float(found.st_mtime_ns // 1_000_000_000))
                 break
     return mtimes
