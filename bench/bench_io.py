@@ -1,0 +1,169 @@
+"""Benchmarks: ckptkit against TensorFlow (and safetensors, and raw file I/O) in one run.
+
+Prints medians and ratios; the figures we measured are recorded in bench/README.md.
+Not a test: nothing here asserts a time.
+
+    python bench/bench_io.py            # 1 GiB in 64 float32 tensors, 100k-variable listing
+    python bench/bench_io.py --gib 0.25 --repeat 5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def median_time(fn, repeat: int, setup=None) -> float:
+    times = []
+    for _ in range(repeat):
+        if setup is not None:
+            setup()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def report(rows: list[tuple[str, float, str]]) -> None:
+    width = max(len(name) for name, _, _ in rows)
+    for name, seconds, extra in rows:
+        print(f"  {name:<{width}}  {seconds * 1000:9.1f} ms  {extra}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gib", type=float, default=1.0, help="data size for write/read (GiB)")
+    parser.add_argument("--tensors", type=int, default=64)
+    parser.add_argument("--small-vars", type=int, default=100_000, help="variables for the listing bench")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    args = parser.parse_args()
+
+    import ckptkit
+    import tensorflow as tf
+
+    scratch = tempfile.mkdtemp(prefix="ckptkit-bench-", dir=args.dir)
+    try:
+        per = int(args.gib * (1 << 30)) // args.tensors // 4
+        rng = np.random.default_rng(0)
+        tensors = {f"layer_{i:03d}/kernel": rng.standard_normal(per, dtype=np.float32)
+                   for i in range(args.tensors)}
+        total = sum(a.nbytes for a in tensors.values())
+        gib = total / (1 << 30)
+        print(f"# write/read: {args.tensors} float32 tensors, {gib:.3f} GiB; median of {args.repeat}")
+        names = sorted(tensors)
+        tf_tensors = [tf.constant(tensors[n]) for n in names]
+
+        ours, theirs, raw = (os.path.join(scratch, n) for n in ("ours", "tf", "raw.bin"))
+
+        def write_raw(sync: bool):
+            with open(raw, "wb") as f:
+                for n in names:
+                    f.write(tensors[n])
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
+
+        t_ours = median_time(lambda: ckptkit.save(ours, tensors), args.repeat)
+        t_tf = median_time(lambda: tf.raw_ops.SaveV2(prefix=theirs, tensor_names=names,
+                                                     shape_and_slices=[""] * len(names), tensors=tf_tensors),
+                           args.repeat)
+        t_raw = median_time(lambda: write_raw(False), args.repeat)
+        t_raw_sync = median_time(lambda: write_raw(True), args.repeat)
+        rows = [("ckptkit.save (fsync'd)", t_ours, f"{gib / t_ours:5.2f} GiB/s"),
+                ("tf.raw_ops.SaveV2", t_tf, f"{gib / t_tf:5.2f} GiB/s"),
+                ("raw file write", t_raw, f"{gib / t_raw:5.2f} GiB/s"),
+                ("raw file write + fsync", t_raw_sync, f"{gib / t_raw_sync:5.2f} GiB/s")]
+        try:
+            from safetensors.numpy import load_file, save_file
+            st_path = os.path.join(scratch, "x.safetensors")
+            t_st = median_time(lambda: save_file(tensors, st_path), args.repeat)
+            rows.append(("safetensors save_file", t_st, f"{gib / t_st:5.2f} GiB/s"))
+        except ImportError:
+            load_file = None
+        report(rows)
+        print(f"  write ratio ckptkit/TF = {t_ours / t_tf:.2f}  (target <= 0.6); "
+              f"ckptkit/raw = {t_ours / t_raw:.2f}, ckptkit/(raw+fsync) = {t_ours / t_raw_sync:.2f}  (target <= 1.25)")
+
+        def read_ours():
+            with ckptkit.CheckpointReader(theirs) as r:
+                for n in names:
+                    r.get_tensor(n)
+
+        def read_tf():
+            r = tf.train.load_checkpoint(theirs)
+            for n in names:
+                r.get_tensor(n)
+
+        t_read_ours = median_time(read_ours, args.repeat)
+        t_read_tf = median_time(read_tf, args.repeat)
+        rows = [("ckptkit get_tensor (crc checked)", t_read_ours, f"{gib / t_read_ours:5.2f} GiB/s"),
+                ("TF load_checkpoint + get_tensor", t_read_tf, f"{gib / t_read_tf:5.2f} GiB/s")]
+        if load_file is not None:
+            t_read_st = median_time(lambda: load_file(st_path), args.repeat)
+            rows.append(("safetensors load_file", t_read_st, f"{gib / t_read_st:5.2f} GiB/s"))
+        print("# read (page cache warm: the files were just written)")
+        report(rows)
+        print(f"  read ratio ckptkit/TF = {t_read_ours / t_read_tf:.2f}  (target <= 0.4)")
+
+        try:
+            from ckptkit import edit
+        except ImportError:
+            edit = None
+        if edit is not None:
+            state = {"name": "layer_000/kernel"}
+
+            def rename_once():
+                new = "renamed/kernel" if state["name"] == "layer_000/kernel" else "layer_000/kernel"
+                edit.rename_keys(ours, {state["name"]: new})
+                state["name"] = new
+
+            t_rename = median_time(rename_once, max(args.repeat, 5))
+            print(f"# rename one key in the {gib:.2f} GiB checkpoint (index rewrite only)")
+            report([("ckptkit edit.rename_keys", t_rename, "(target <= 50 ms)")])
+
+        print(f"# listing a TF-written checkpoint of {args.small_vars} small variables (in-process, after import)")
+        small = {f"scope_{i // 1000:03d}/var_{i:06d}": tf.constant([float(i)]) for i in range(args.small_vars)}
+        many = os.path.join(scratch, "many")
+        keys = sorted(small)
+        tf.raw_ops.SaveV2(prefix=many, tensor_names=keys, shape_and_slices=[""] * len(keys),
+                          tensors=[small[k] for k in keys])
+
+        def list_ours():
+            r = ckptkit.CheckpointReader(many)
+            r.get_variable_to_shape_map()
+            r.get_variable_to_dtype_map()
+
+        def list_tf():
+            r = tf.train.load_checkpoint(many)
+            r.get_variable_to_shape_map()
+            r.get_variable_to_dtype_map()
+
+        t_list_ours = median_time(list_ours, args.repeat)
+        t_list_tf = median_time(list_tf, args.repeat)
+        report([("ckptkit shape+dtype maps", t_list_ours, ""), ("TF shape+dtype maps", t_list_tf, "")])
+        print(f"  list ratio ckptkit/TF = {t_list_ours / t_list_tf:.2f}  (target <= 0.5)")
+
+        print("# whole-process start-up (target <= 0.3 s)")
+        small_ckpt = ckptkit.save(os.path.join(scratch, "small"), {"v": np.zeros(3, np.float32)})
+        exe = [sys.executable, "-m", "ckptkit"]
+        rows = []
+        for label, argv in (("ckptkit --help", exe + ["--help"]), ("ckptkit ls small", exe + ["ls", small_ckpt])):
+            t = median_time(lambda: subprocess.run(argv, check=True, capture_output=True), max(args.repeat, 5))
+            rows.append((label, t, ""))
+        report(rows)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
