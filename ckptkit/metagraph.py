@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 
 from . import __version__
 from . import dtypes as _dtypes
-from .errors import DataLossError, InvalidArgumentError, NotFoundError
+from .errors import DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format.files import write_file_atomic
 from .proto import (attr_value_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, op_def_pb2,
                     saver_pb2, tensor_pb2, tensor_shape_pb2, variable_pb2)
@@ -134,7 +134,8 @@ def op_def(name: str) -> op_def_pb2.OpDef:
 
 
 # TensorProto field that carries one value of each dtype (tensor.proto); TF's Const
-# broadcasts the last value given over the full shape. Absent: no value, i.e. zeros.
+# broadcasts the last value given over the full shape. These are also the dtypes a .meta
+# can hold: TF has no Assign kernel for the float8 / int4 types.
 _ZERO_FIELD = {
     "float32": "float_val", "float64": "double_val", "float16": "half_val", "bfloat16": "half_val",
     "int8": "int_val", "int16": "int_val", "int32": "int_val", "uint8": "int_val",
@@ -160,9 +161,7 @@ def _tensor(dtype: _dtypes.DType, shape: tuple[int, ...], values=()) -> tensor_p
 
 def _zero_tensor(dtype: _dtypes.DType, shape: tuple[int, ...]) -> tensor_pb2.TensorProto:
     """A TensorProto of `shape` holding one zero (or b""), which TF broadcasts: O(1) bytes."""
-    field = _ZERO_FIELD.get(dtype.name)
-    if field is None:
-        return _tensor(dtype, shape)
+    field = _ZERO_FIELD[dtype.name]
     zero = {"string_val": b"", "bool_val": False}.get(field, 0)
     n = 2 if field in ("scomplex_val", "dcomplex_val") else 1
     return _tensor(dtype, shape, [zero] * n)
@@ -253,7 +252,12 @@ def _check_variables(variables, saved):
             raise InvalidArgumentError("variable spec must be (dtype, shape)", key=name) from None
         if any(d < 0 for d in shape):
             raise InvalidArgumentError(f"negative dimension in shape {list(shape)}", key=name)
-        specs[name] = (_dtypes.as_dtype(dtype), shape)
+        dtype = _dtypes.as_dtype(dtype)
+        if dtype.name not in _ZERO_FIELD:
+            # TF registers no Assign kernel for float8/int4 ref variables: restore would fail.
+            raise UnsupportedError(f"{dtype.name} variables cannot be restored through a TF1 "
+                                   "graph (no Assign kernel); save them without a .meta", key=name)
+        specs[name] = (dtype, shape)
     if saved is None:
         saved = {name: name for name in specs}
     if not isinstance(saved, Mapping):
