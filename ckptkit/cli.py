@@ -1,0 +1,657 @@
+"""The `ckptkit` command: look inside, check, edit and convert TF checkpoints.
+
+Only parsing and rendering live here; every number and every edit comes from the
+library (info, edit, convert, state, metagraph, saver). Heavy modules (numpy,
+protobuf, rich) are imported inside the commands, so `ckptkit --help` and shell
+completion start at the speed of click alone.
+
+Output: rich tables when stdout is a terminal, plain aligned text when it is not,
+`--json` for scripts. Bad input: one line `ckptkit: error: ...` on stderr, exit 1;
+usage errors exit 2; Ctrl-C exits 130; never a traceback (CKPTKIT_DEBUG=1 shows one).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import CheckpointError
+
+__all__ = ["cli", "main"]
+
+_DEBUG_ENV = "CKPTKIT_DEBUG"
+
+
+# --------------------------------------------------------------------------- errors
+
+class _Failure(click.ClickException):
+    """A one-line error on stderr and exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"ckptkit: error: {self.message}", err=True)
+
+
+def _os_message(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else ""
+    what = exc.strerror or str(exc)
+    return f"{where}: {what}" if where else what
+
+
+class _Group(click.Group):
+    """Turns every error a command can meet into a one-line message and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except CheckpointError as exc:
+            raise _Failure(str(exc)) from None
+        except BrokenPipeError:  # `ckptkit ls | head`: the reader left, which is fine
+            with contextlib.suppress(Exception):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(141) from None
+        except OSError as exc:
+            raise _Failure(_os_message(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get(_DEBUG_ENV):
+                raise
+            raise _Failure(f"internal error: {type(exc).__name__}: {exc} "
+                           f"(set {_DEBUG_ENV}=1 for a traceback)") from None
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console  # noqa: PLC0415
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default))
+
+
+def _json_default(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _table(columns: list[tuple[str, str]], rows: list[list], footer: list | None = None,
+           title: str | None = None) -> None:
+    """A table: rich on a terminal, plain aligned columns otherwise. columns: (header, 'l'|'r')."""
+    cells = [[str(c) for c in row] for row in rows]
+    foot = [str(c) for c in footer] if footer else None
+    if _stdout_is_tty():
+        from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
+        table = Table(title=Text(title) if title else None, show_footer=foot is not None,
+                      title_justify="left")
+        for i, (header, align) in enumerate(columns):
+            table.add_column(header, justify="right" if align == "r" else "left",
+                             footer=Text(foot[i]) if foot else "", overflow="fold")
+        for row in cells:
+            table.add_row(*(Text(c) for c in row))
+        _console().print(table)
+        return
+    if title:
+        click.echo(title)
+    all_rows = [[h for h, _ in columns], *cells, *([foot] if foot else [])]
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(columns))]
+    for row in all_rows:
+        parts = [c.rjust(w) if a == "r" else c.ljust(w)
+                 for c, w, (_, a) in zip(row, widths, columns)]
+        click.echo("  ".join(parts).rstrip())
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _shape(shape) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+@contextlib.contextmanager
+def _progress(total: int, description: str):
+    """A byte-count callback showing a rich progress bar on a terminal stderr, else None."""
+    if not _stderr_is_tty() or total <= 0:
+        yield None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress,  # noqa: PLC0415
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=_console(stderr=True),
+                  transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _note(message: str) -> None:
+    """A status line for people, on stderr (stdout stays parseable)."""
+    click.echo(message, err=True)
+
+
+# --------------------------------------------------------------------------- completion
+
+def _complete_tensor_names(ctx: click.Context, param, incomplete: str):
+    """Shell completion of tensor names from the command's checkpoint argument."""
+    path = ctx.params.get("ckpt") or "."
+    try:
+        from .reader import CheckpointReader  # noqa: PLC0415
+
+        with CheckpointReader(path) as reader:
+            return [k for k in reader if k.startswith(incomplete) and not k.startswith("\x00")]
+    except Exception:  # completion must never print errors
+        return []
+
+
+_CKPT_HELP = "checkpoint: a prefix, any of its files, or a directory (its latest checkpoint)"
+
+
+def _ckpt_option():
+    return click.option("-c", "--checkpoint", "ckpt", default=".", show_default=True,
+                        type=click.Path(), help=_CKPT_HELP)
+
+
+def _output_option():
+    return click.option("-o", "--output", type=click.Path(), default=None,
+                        help="write the result as a new checkpoint at this prefix (data shards "
+                             "hard-linked or copied) instead of editing in place")
+
+
+# --------------------------------------------------------------------------- commands
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ckptkit")
+def cli() -> None:
+    """Inspect, verify, edit and convert TensorFlow checkpoints, without TensorFlow.
+
+    CKPT may be a checkpoint prefix (model.ckpt-1000), any file of it (.index,
+    .data-*, .meta), or a directory (its latest checkpoint). Edits rewrite only
+    the .index file, atomically; data shards are never modified.
+    """
+
+
+@cli.command("ls")
+@click.argument("ckpt", default=".", required=False, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list for scripts")
+@click.option("--filter", "pattern", metavar="GLOB", help="only names matching GLOB (fnmatch; * crosses /)")
+@click.option("--sort", type=click.Choice(["name", "size"]), default="name", show_default=True,
+              help="order by name, or by size (largest first)")
+@click.option("--tree", is_flag=True, help="group tensors by their / scopes")
+def ls_cmd(ckpt: str, as_json: bool, pattern: str | None, sort: str, tree: bool) -> None:
+    """List tensors: name, dtype, shape, elements and bytes, with totals."""
+    import fnmatch  # noqa: PLC0415
+
+    from . import info  # noqa: PLC0415
+
+    prefix, infos = info.list_tensors(ckpt)
+    if pattern:
+        infos = [i for i in infos if fnmatch.fnmatchcase(i.name, pattern)]
+    if sort == "size":
+        infos.sort(key=lambda i: (-i.bytes, i.name))
+    if tree:
+        root = info.scope_tree(infos)
+        if as_json:
+            _echo_json(_tree_json(root))
+        else:
+            _print_tree(prefix, root)
+        return
+    if as_json:
+        _echo_json([i.as_dict() for i in infos])
+        return
+    rows = [[i.name, i.dtype + (" (sliced)" if i.sliced else ""), _shape(i.shape),
+             f"{i.elements:,}", f"{i.bytes:,}"] for i in infos]
+    total_el = sum(i.elements for i in infos)
+    total_b = sum(i.bytes for i in infos)
+    _table([("name", "l"), ("dtype", "l"), ("shape", "l"), ("elements", "r"), ("bytes", "r")], rows,
+           footer=[f"{len(infos)} tensors", "", "", f"{total_el:,}", f"{total_b:,} ({_human(total_b)})"],
+           title=prefix)
+
+
+def _tree_totals(node: dict) -> tuple[int, int]:
+    count, size = 0, 0
+    for key, child in node.items():
+        if key is None:
+            count, size = count + 1, size + child.bytes
+        else:
+            c, s = _tree_totals(child)
+            count, size = count + c, size + s
+    return count, size
+
+
+def _tree_json(node: dict) -> dict:
+    out: dict = {}
+    if None in node:
+        out["tensor"] = node[None].as_dict()
+    children = {k: _tree_json(v) for k, v in node.items() if k is not None}
+    if children:
+        out["children"] = children
+    return out
+
+
+def _tree_label(name: str, node: dict) -> str:
+    parts = [name]
+    if None in node:
+        t = node[None]
+        parts.append(f"{t.dtype}{_shape(t.shape)}  {t.bytes:,} B")
+    if len(node) > (1 if None in node else 0):
+        count, size = _tree_totals(node)
+        parts.append(f"({count} tensors, {_human(size)})")
+    return "  ".join(parts)
+
+
+def _print_tree(prefix: str, root: dict) -> None:
+    if _stdout_is_tty():
+        from rich.text import Text  # noqa: PLC0415
+        from rich.tree import Tree  # noqa: PLC0415
+
+        def add(branch, node):
+            for key, child in node.items():
+                if key is not None:
+                    add(branch.add(Text(_tree_label(key, child))), child)
+
+        top = Tree(Text(prefix))
+        add(top, root)
+        _console().print(top)
+        return
+    click.echo(prefix)
+
+    def walk(node, depth):
+        for key, child in node.items():
+            if key is not None:
+                click.echo("  " * depth + _tree_label(key, child))
+                walk(child, depth + 1)
+
+    walk(root, 1)
+
+
+@cli.command("show")
+@click.argument("ckpt", type=click.Path())
+@click.argument("name", shell_complete=_complete_tensor_names)
+@click.option("--stats", is_flag=True, help="min/max/mean/std and NaN/Inf counts")
+@click.option("--full", is_flag=True, help="print every value (default: numpy's summary)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (values only with --full or when small)")
+def show_cmd(ckpt: str, name: str, stats: bool, full: bool, as_json: bool) -> None:
+    """Print one tensor's values (and, with --stats, its statistics)."""
+    import numpy as np  # noqa: PLC0415
+
+    from . import info  # noqa: PLC0415
+    from .reader import CheckpointReader  # noqa: PLC0415
+
+    with CheckpointReader(ckpt) as reader:
+        array = reader.get_tensor(name)
+        dtype = reader.get_variable_to_dtype_map()[name].name
+    summary = info.tensor_stats(array) if stats else None
+    if as_json:
+        out = {"name": name, "dtype": dtype, "shape": list(array.shape)}
+        if full or array.size <= 1000:
+            out["values"] = (array.astype(np.float64) if array.dtype.kind == "V" else array).tolist()
+        if summary is not None:
+            out["stats"] = summary
+        _echo_json(out)
+        return
+    click.echo(f"{name}: {dtype}{_shape(array.shape)}")
+    threshold = sys.maxsize if full else 1000
+    with np.printoptions(threshold=threshold, linewidth=_width()):
+        click.echo(np.array2string(array, separator=", ") if array.ndim else str(array[()]))
+    if summary is not None:
+        _table([("stat", "l"), ("value", "r")], [[k, _fmt(v)] for k, v in summary.items()])
+
+
+def _width() -> int:
+    import shutil  # noqa: PLC0415
+
+    return shutil.get_terminal_size((100, 24)).columns if _stdout_is_tty() else 100
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.9g}"
+    return "-" if value is None else str(value)
+
+
+@cli.command("rename")
+@_ckpt_option()
+@click.argument("old")
+@click.argument("new")
+@click.option("--regex", is_flag=True,
+              help="OLD is a Python regex that must match a whole name (re.fullmatch); NEW is "
+                   "its expansion template (\\1, \\g<name>); applied to every name")
+@click.option("--overwrite", is_flag=True, help="allow renaming onto an existing name (drops it)")
+@click.option("--dry-run", is_flag=True, help="print the renames; change nothing")
+@_output_option()
+@click.option("--json", "as_json", is_flag=True, help="print {old: new} as JSON")
+def rename_cmd(ckpt, old, new, regex, overwrite, dry_run, output, as_json) -> None:
+    """Rename tensor OLD to NEW (only the .index is rewritten).
+
+    Example: ckptkit rename v v/ExponentialMovingAverage. With --regex,
+    '(.*)/ExponentialMovingAverage' '\\1' renames every shadow to its variable.
+    Renaming onto an existing name fails (exit 1, nothing changed) unless --overwrite.
+    """
+    from . import edit  # noqa: PLC0415
+
+    if regex:
+        import re  # noqa: PLC0415
+
+        try:
+            pattern = re.compile(old)
+        except re.error as exc:
+            raise click.BadParameter(f"{old!r}: {exc}", param_hint="OLD") from None
+
+        def renamer(key: str):
+            match = pattern.fullmatch(key)
+            if match is None:
+                return None
+            try:
+                return match.expand(new)
+            except (re.error, IndexError) as exc:
+                raise click.BadParameter(f"{new!r}: {exc}", param_hint="NEW") from None
+
+        mapping = edit.rename_keys(ckpt, renamer, overwrite=overwrite, output=output, dry_run=dry_run,
+                                   progress=None)
+        if not mapping and output is None:
+            raise _Failure(f"{ckpt}: no tensor name matches {old!r} (re.fullmatch)")
+    else:
+        with _progress(_copy_total(ckpt, output), "copying") as progress:
+            mapping = edit.rename_keys(ckpt, {old: new}, overwrite=overwrite, output=output,
+                                       dry_run=dry_run, progress=progress)
+    _report_mapping(mapping, as_json, dry_run, output, "renamed")
+
+
+def _copy_total(ckpt: str, output: str | None) -> int:
+    """Bytes an `-o` edit may copy (0 when editing in place: no progress bar then)."""
+    if output is None or not _stderr_is_tty():
+        return 0
+    from .convert import source_bytes  # noqa: PLC0415
+
+    return source_bytes(ckpt)
+
+
+def _report_mapping(mapping: dict, as_json: bool, dry_run: bool, output, verb: str) -> None:
+    if as_json:
+        _echo_json(mapping)
+    else:
+        for old, new in mapping.items():
+            click.echo(f"{old} -> {new}")
+    if dry_run:
+        _note(f"dry run: would have {verb} {len(mapping)} tensor(s); nothing changed")
+    else:
+        where = f" into {output}" if output else ""
+        _note(f"{verb} {len(mapping)} tensor(s){where}")
+
+
+@cli.command("ema")
+@_ckpt_option()
+@_output_option()
+@click.option("--ema-name", default="ExponentialMovingAverage", show_default=True,
+              help="the suffix of shadow names (the EMA's name)")
+@click.option("--json", "as_json", is_flag=True, help="print {shadow: variable} as JSON")
+def ema_cmd(ckpt, output, ema_name, as_json) -> None:
+    """Make the inference checkpoint: each variable takes its moving average.
+
+    v gets v/ExponentialMovingAverage's value (what EMA.variables_to_restore()
+    would restore) and the shadow names are dropped. Only the .index is rewritten.
+    """
+    from . import edit  # noqa: PLC0415
+
+    with _progress(_copy_total(ckpt, output), "copying") as progress:
+        mapping = edit.apply_ema(ckpt, output=output, ema_name=ema_name, progress=progress)
+    _report_mapping(mapping, as_json, False, output, "replaced by their averages:")
+
+
+@cli.command("rm")
+@_ckpt_option()
+@click.argument("names", nargs=-1, shell_complete=_complete_tensor_names)
+@click.option("--compact", is_flag=True,
+              help="also rewrite the data shards without the removed bytes (reclaims space)")
+@_output_option()
+def rm_cmd(ckpt, names, compact, output) -> None:
+    """Remove tensors NAMES from the checkpoint's index.
+
+    The removed tensors' bytes stay in the data shards, unreferenced, until
+    --compact rewrites the shards (which `rm --compact` with no names also does).
+    """
+    from . import edit  # noqa: PLC0415
+
+    if not names and not compact:
+        raise click.UsageError("give at least one NAME (or --compact alone to reclaim space)")
+    target = ckpt
+    if names:
+        with _progress(0 if compact else _copy_total(ckpt, output), "copying") as progress:
+            removed = edit.remove_keys(ckpt, names, output=None if compact else output,
+                                       progress=progress)
+        for name in removed:
+            click.echo(name)
+        _note(f"removed {len(removed)} tensor(s)" + ("" if compact else
+              "; their bytes stay in the data shards until `ckptkit rm --compact`"))
+    if compact:
+        total = _copy_total(ckpt, output or ckpt)
+        with _progress(total, "compacting") as progress:
+            freed = edit.compact(target, output=output, progress=progress)
+        _note(f"compacted: {_human(freed)} reclaimed")
+
+
+@cli.command("diff")
+@click.argument("a", type=click.Path())
+@click.argument("b", type=click.Path())
+@click.option("--atol", type=float, default=0.0, show_default=True,
+              help="values within this absolute tolerance count as equal")
+@click.option("--json", "as_json", is_flag=True, help="print the differences as JSON")
+@click.pass_context
+def diff_cmd(ctx, a, b, atol, as_json) -> None:
+    """Compare two checkpoints: names, dtypes, shapes and values.
+
+    Exit status as diff(1): 0 when equal, 1 when different, 2 on trouble with
+    the arguments (a missing checkpoint is an error: exit 1 with a message).
+    """
+    from . import info  # noqa: PLC0415
+
+    if atol < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--atol")
+    result = info.diff_checkpoints(a, b, atol=atol)
+    if as_json:
+        _echo_json(result)
+    else:
+        for key in result["only_a"]:
+            click.echo(f"only in A: {key}")
+        for key in result["only_b"]:
+            click.echo(f"only in B: {key}")
+        for c in result["changed"]:
+            click.echo(f"changed:   {c['name']}: {c['a']['dtype']}{_shape(c['a']['shape'])} -> "
+                       f"{c['b']['dtype']}{_shape(c['b']['shape'])}")
+        for v in result["values"]:
+            extra = f", max |a-b| {v['max_abs_diff']:.6g}" if v["max_abs_diff"] is not None else ""
+            click.echo(f"values:    {v['name']}: {v['mismatched']} of {v['elements']} differ{extra}")
+        if result["equal"]:
+            _note("checkpoints are equal")
+    ctx.exit(0 if result["equal"] else 1)
+
+
+@cli.command("verify")
+@click.argument("ckpt", default=".", required=False, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_context
+def verify_cmd(ctx, ckpt, as_json) -> None:
+    """Read every tensor, checking every crc32c; exit 1 naming each damaged tensor."""
+    from . import info  # noqa: PLC0415
+
+    total = info.total_bytes(ckpt) if _stderr_is_tty() else 0
+    with _progress(total, "verifying") as progress:
+        report = info.verify_checkpoint(ckpt, progress=progress)
+    if as_json:
+        _echo_json({"prefix": report.prefix, "tensors": report.tensors, "bytes": report.bytes,
+                    "ok": report.ok, "errors": [{"name": k, "error": m} for k, m in report.errors]})
+    else:
+        for _key, message in report.errors:
+            click.echo(f"ckptkit: error: {message}", err=True)
+        if report.ok:
+            click.echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes verified in {report.prefix}")
+        else:
+            click.echo(f"FAILED: {len(report.errors)} of {report.tensors} tensors damaged in {report.prefix}")
+    ctx.exit(0 if report.ok else 1)
+
+
+@cli.command("meta")
+@click.argument("file", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def meta_cmd(file, as_json) -> None:
+    """Summarize a .meta file (MetaGraphDef): ops, variables, saver, collections."""
+    try:
+        from . import metagraph  # noqa: PLC0415
+    except ImportError:
+        raise _Failure("this ckptkit has no metagraph module (ckptkit.metagraph)") from None
+    summary = metagraph.summarize_meta_graph(file)
+    if as_json:
+        _echo_json(summary)
+    else:
+        _print_nested(summary, 0)
+
+
+def _print_nested(value, depth: int) -> None:
+    """A YAML-like view of plain data (dicts, lists, scalars)."""
+    pad = "  " * depth
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                click.echo(f"{pad}{key}:" + (f" ({len(item)})" if isinstance(item, list) else ""))
+                _print_nested(item, depth + 1)
+            else:
+                click.echo(f"{pad}{key}: {_scalar(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                click.echo(f"{pad}-")
+                _print_nested(item, depth + 1)
+            else:
+                click.echo(f"{pad}- {_scalar(item)}")
+    else:
+        click.echo(f"{pad}{_scalar(value)}")
+
+
+def _scalar(value) -> str:
+    if isinstance(value, (dict, list)):
+        return "{}" if isinstance(value, dict) else "[]"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+@cli.command("state")
+@click.argument("directory", default=".", required=False, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="print the state as JSON")
+def state_cmd(directory, as_json) -> None:
+    """Show a directory's `checkpoint` file: latest, all checkpoints, save times, files."""
+    from . import info  # noqa: PLC0415
+
+    state = info.describe_state(directory)
+    if as_json:
+        _echo_json(state)
+        return
+    status = "" if state["latest_exists"] else "  (MISSING)"
+    click.echo(f"latest: {state['latest']}{status}")
+    rows = []
+    for c in state["checkpoints"]:
+        files = ", ".join(f"{f['name']} ({_human(f['bytes'])})" for f in c["files"]) or "-"
+        rows.append([("* " if c["latest"] else "  ") + c["path"], _timestamp(c["timestamp"]),
+                     "yes" if c["exists"] else "MISSING", files])
+    _table([("checkpoint", "l"), ("saved", "l"), ("exists", "l"), ("files", "l")], rows,
+           title=state["state_file"])
+
+
+def _timestamp(value) -> str:
+    if value is None:
+        return "-"
+    import datetime  # noqa: PLC0415
+
+    return datetime.datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
+
+
+@cli.command("convert")
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path())
+@click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True,
+              help="data shards when DST is a checkpoint")
+def convert_cmd(src, dst, num_shards) -> None:
+    """Convert between checkpoints, .npz and .safetensors (by extension).
+
+    A path ending in .npz or .safetensors is that format; anything else is a
+    checkpoint (SRC resolves like every CKPT; DST is the prefix to write).
+    """
+    from . import convert  # noqa: PLC0415
+
+    total = 2 * convert.source_bytes(src) if _stderr_is_tty() else 0
+    with _progress(total, "converting") as progress:
+        result = convert.convert(src, dst, num_shards=num_shards, progress=progress)
+    _note(f"converted {result['tensors']} tensors ({_human(result['bytes'])}): {src} -> {dst}")
+
+
+@cli.command("example")
+@click.argument("directory", type=click.Path())
+def example_cmd(directory) -> None:
+    """Write the classic example checkpoint into DIRECTORY to play with.
+
+    v = 10.0 and its moving average v/ExponentialMovingAverage = 0.099999905
+    (v started at 0; EMA(0.99); v := 10; one update), with .meta and the
+    `checkpoint` state file, at DIRECTORY/model.ckpt - as TF's Saver writes it.
+    """
+    try:
+        from . import saver as _saver  # noqa: PLC0415
+    except ImportError:
+        raise _Failure("this ckptkit has no Saver (ckptkit.saver)") from None
+    import numpy as np  # noqa: PLC0415
+
+    from .ema import ExponentialMovingAverage  # noqa: PLC0415
+
+    ema = ExponentialMovingAverage(0.99)
+    ema.apply({"v": np.float32(0.0)})   # v = tf.Variable(0.); the shadow starts at 0
+    v = np.float32(10.0)                # sess.run(v.assign(10))
+    ema.apply({"v": v})                 # sess.run(ema.apply([v]))
+    values = {"v": v, **ema.shadow_variables()}
+    os.makedirs(directory, exist_ok=True)
+    path = _saver.Saver().save(values, os.path.join(directory, "model.ckpt"))
+    for key, value in values.items():
+        click.echo(f"{key} = {np.asarray(value)!r}")
+    _note(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (`ckptkit`, `python -m ckptkit`, `python cli.py`)."""
+    try:
+        cli.main(args=argv, prog_name="ckptkit")
+    except KeyboardInterrupt:  # outside a command (while parsing): still no traceback
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

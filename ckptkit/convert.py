@@ -1,0 +1,299 @@
+"""Checkpoints to and from `.npz` and `.safetensors`, chosen by file extension.
+
+safetensors is read and written here directly (it is a small format, and ckptkit does
+not depend on the `safetensors` package): an 8-byte little-endian header length, a
+JSON header `{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]},
+"__metadata__": {str: str}}` padded with spaces to a multiple of 8 bytes, then the
+tensors' little-endian bytes, offsets counted from the end of the header.
+
+npz files are read with `allow_pickle=False`: they hold numbers, bools and
+fixed-width strings ('S' bytes or 'U' text, which become DT_STRING); object arrays
+would need unpickling, which would let a file run code, so they are refused.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zipfile
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from . import dtypes as _dtypes
+from .errors import DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
+from .format import bundle
+from .format.files import AtomicFile, fsync_dir
+from .reader import CheckpointReader
+
+__all__ = ["convert", "read_safetensors", "write_safetensors", "read_npz", "write_npz",
+           "read_any", "source_bytes"]
+
+Progress = Callable[[int], None]
+
+# TF dtype name <-> safetensors dtype code
+_ST_CODES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
+    "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8",
+    "bool": "BOOL", "complex64": "C64",
+    "float8_e5m2": "F8_E5M2", "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2fnuz": "F8_E5M2FNUZ", "float8_e4m3fnuz": "F8_E4M3FNUZ",
+}
+_ST_DTYPES = {code: name for name, code in _ST_CODES.items()}
+_HEADER_LEN = struct.Struct("<Q")
+_MAX_HEADER = 100 << 20  # the safetensors package's own limit
+
+
+def _kind(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith(".npz"):
+        return "npz"
+    if lower.endswith(".safetensors"):
+        return "safetensors"
+    return "checkpoint"
+
+
+# --------------------------------------------------------------------------- safetensors
+
+def read_safetensors(path: str | os.PathLike, progress: Progress | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """({name: array}, metadata) from a .safetensors file, every offset checked."""
+    path = os.fspath(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise NotFoundError("file not found", path=path) from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise DataLossError("not a safetensors file: shorter than its 8-byte header length", path=path)
+        (n,) = _HEADER_LEN.unpack(head)
+        if n > min(_MAX_HEADER, size - 8):
+            raise DataLossError(f"not a safetensors file: header length {n} exceeds the file", path=path)
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataLossError(f"safetensors header is not valid JSON: {exc}", path=path) from None
+        if not isinstance(header, dict):
+            raise DataLossError("safetensors header is not a JSON object", path=path)
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict):
+            raise DataLossError("safetensors __metadata__ is not an object", path=path)
+        data_start, data_size = 8 + n, size - 8 - n
+        tensors: dict[str, np.ndarray] = {}
+        for name, spec in sorted(header.items(), key=lambda kv: _offsets(kv[1])[0]):
+            dtype, shape, (begin, end) = _parse_spec(spec, path, name)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if not (0 <= begin <= end <= data_size) or end - begin != nbytes:
+                raise DataLossError(f"data_offsets [{begin}, {end}] do not fit {dtype.name}{shape} "
+                                    f"in {data_size} data bytes", path=path, key=name)
+            buf = np.empty(nbytes, dtype=np.uint8)
+            f.seek(data_start + begin)
+            if f.readinto(memoryview(buf)) != nbytes:
+                raise DataLossError("file ended early", path=path, key=name)
+            tensors[name] = buf.view(dtype.numpy).reshape(shape)
+            if progress is not None:
+                progress(nbytes)
+    return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _offsets(spec) -> list:
+    offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
+    return offsets if isinstance(offsets, list) and len(offsets) == 2 else [0, 0]
+
+
+def _parse_spec(spec, path, name):
+    if not isinstance(spec, dict):
+        raise DataLossError("tensor entry is not an object", path=path, key=name)
+    code, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
+    if code not in _ST_DTYPES:
+        raise UnsupportedError(f"unsupported safetensors dtype {code!r}", path=path, key=name)
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise DataLossError(f"invalid shape {shape!r}", path=path, key=name)
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        raise DataLossError(f"invalid data_offsets {offsets!r}", path=path, key=name)
+    return _dtypes.as_dtype(_ST_DTYPES[code]), shape, offsets
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
+                      metadata: Mapping[str, str] | None = None,
+                      progress: Progress | None = None) -> None:
+    """Write tensors as .safetensors, atomically (strings and complex128 are refused)."""
+    path = os.fspath(path)
+    header: dict = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    arrays = []
+    offset = 0
+    for name in sorted(tensors):
+        arr, dtype = bundle.to_array(tensors[name], name)
+        code = _ST_CODES.get(dtype.name)
+        if code is None:
+            raise UnsupportedError(f"safetensors has no {dtype.name} type", path=path, key=name)
+        header[name] = {"dtype": code, "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+        arrays.append(arr)
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    with AtomicFile(path) as out:
+        out.write(_HEADER_LEN.pack(len(blob)))
+        out.write(blob)
+        for arr in arrays:
+            out.write(arr.reshape(-1).view(np.uint8))
+            if progress is not None:
+                progress(arr.nbytes)
+        out.commit()
+    fsync_dir(os.path.dirname(path))
+
+
+# --------------------------------------------------------------------------- npz
+
+def read_npz(path: str | os.PathLike, progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """{name: array} from an .npz; 'S'/'U' arrays become DT_STRING object arrays of bytes."""
+    path = os.fspath(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise NotFoundError("file not found", path=path) from None
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise DataLossError(f"not a readable .npz file: {exc}", path=path) from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataLossError("not an .npz archive (a single .npy array?)", path=path)
+    out: dict[str, np.ndarray] = {}
+    with npz:
+        for name in npz.files:
+            try:
+                arr = npz[name]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise UnsupportedError("holds an object array, which would need unpickling; only "
+                                           "numeric, bool and fixed-width string ('S'/'U') arrays "
+                                           "are read", path=path, key=name) from None
+                raise DataLossError(f"array is unreadable: {exc}", path=path, key=name) from None
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise DataLossError(f"array is unreadable: {exc}", path=path, key=name) from None
+            out[name] = _from_npz_array(arr, path, name)
+            if progress is not None:
+                progress(arr.nbytes)
+    return out
+
+
+def _from_npz_array(arr: np.ndarray, path: str, name: str) -> np.ndarray:
+    if arr.dtype.kind == "S":
+        return _object_array([bytes(v) for v in arr.reshape(-1)], arr.shape)
+    if arr.dtype.kind == "U":
+        return _object_array([str(v).encode("utf-8") for v in arr.reshape(-1)], arr.shape)
+    try:
+        _dtypes.as_dtype(arr.dtype)
+    except UnsupportedError:
+        raise UnsupportedError(f"numpy dtype {arr.dtype} has no TensorFlow equivalent",
+                               path=path, key=name) from None
+    return arr
+
+
+def _object_array(items: list, shape) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out.reshape(shape)
+
+
+def write_npz(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
+              progress: Progress | None = None) -> None:
+    """Write tensors as an uncompressed .npz, atomically. Strings become 'S' arrays.
+
+    Types numpy's .npy format cannot describe (bfloat16, float8, int4) are refused:
+    they would come back as raw void bytes. Use .safetensors for those.
+    """
+    path = os.fspath(path)
+    arrays = {name: _to_npz_array(value, path, name) for name, value in tensors.items()}
+    with AtomicFile(path) as out:
+        with zipfile.ZipFile(out.file, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, arr in arrays.items():
+                with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
+                if progress is not None:
+                    progress(arr.nbytes)
+        out.commit()
+    fsync_dir(os.path.dirname(path))
+
+
+def _to_npz_array(value, path: str, name: str) -> np.ndarray:
+    arr, dtype = bundle.to_array(value, name)
+    if dtype.is_string:
+        items = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in arr.reshape(-1)]
+        if any(item.endswith(b"\0") for item in items):
+            raise UnsupportedError("string ends in NUL bytes, which a fixed-width 'S' array drops",
+                                   path=path, key=name)
+        return np.array(items, dtype=f"S{max((len(i) for i in items), default=0) or 1}").reshape(arr.shape)
+    if arr.dtype.kind == "V":
+        raise UnsupportedError(f"npz cannot hold {dtype.name} (it would read back as raw bytes); "
+                               "use .safetensors", path=path, key=name)
+    return arr
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _read_checkpoint(path: str, progress: Progress | None) -> dict[str, np.ndarray]:
+    with CheckpointReader(path) as reader:
+        tensors = {}
+        for key in reader:
+            if key.startswith("\x00"):
+                continue  # slice keys: their variable is refused below
+            entry = reader.entry(key)
+            if entry.slices:
+                raise UnsupportedError("cannot convert a partitioned (sliced) variable yet",
+                                       path=reader.prefix, key=key)
+            tensors[key] = reader.get_tensor(key)
+            if progress is not None:
+                progress(entry.size)
+        return tensors
+
+
+def read_any(path: str | os.PathLike, progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint, .npz or .safetensors file, by extension."""
+    path = os.fspath(path)
+    kind = _kind(path)
+    if kind == "npz":
+        return read_npz(path, progress)
+    if kind == "safetensors":
+        return read_safetensors(path, progress)[0]
+    return _read_checkpoint(path, progress)
+
+
+def source_bytes(path: str | os.PathLike) -> int:
+    """Roughly the bytes `read_any` will read (for progress bars)."""
+    path = os.fspath(path)
+    if _kind(path) == "checkpoint":
+        with CheckpointReader(path) as reader:
+            return sum(reader.entry(k).size for k in reader)
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int = 1,
+            progress: Progress | None = None) -> dict:
+    """Copy every tensor from `src` to `dst`, formats chosen by extension.
+
+    `.npz` and `.safetensors` name those formats; any other path is a checkpoint (a
+    source resolves like every ckptkit path; a destination is the prefix to write).
+    Returns {"src", "dst", "tensors", "bytes"}.
+    """
+    src, dst = os.fspath(src), os.fspath(dst)
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise InvalidArgumentError("source and destination are the same file", path=dst)
+    tensors = read_any(src, progress)
+    kind = _kind(dst)
+    if kind == "npz":
+        write_npz(dst, tensors, progress)
+    elif kind == "safetensors":
+        write_safetensors(dst, tensors, progress=progress)
+    else:
+        bundle.write_bundle(dst, tensors, num_shards=num_shards, progress=progress)
+    nbytes = sum(np.asarray(v).nbytes for v in tensors.values() if np.asarray(v).dtype.kind != "O")
+    return {"src": src, "dst": dst, "tensors": len(tensors), "bytes": nbytes}

@@ -1,0 +1,253 @@
+"""What the `ckptkit` commands report, as plain data: listings, stats, diffs, checks.
+
+The CLI only renders what these functions return (rich tables or JSON), so every
+number it prints can be had from Python too, and tested without a terminal.
+"""
+from __future__ import annotations
+
+import glob
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import dtypes as _dtypes
+from .errors import CheckpointError, NotFoundError
+from .format import bundle
+from .reader import CheckpointReader
+from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state, read_state_file
+
+__all__ = ["TensorInfo", "list_tensors", "scope_path", "scope_tree", "tensor_stats",
+           "verify_checkpoint", "VerifyReport", "diff_checkpoints", "describe_state"]
+
+
+@dataclass
+class TensorInfo:
+    """One tensor as the index describes it (no data read)."""
+
+    name: str
+    dtype: str            # TF's name: float32, bfloat16, string...
+    shape: list[int]
+    elements: int
+    bytes: int            # bytes in the data shard (strings: lengths + checksum + bytes)
+    shard: int
+    sliced: bool = False  # a partitioned variable: data lives under its slice keys
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_slice_key(key: str) -> bool:
+    return key.startswith("\x00")  # see edit.is_slice_key
+
+
+def _info(reader: CheckpointReader, key: str) -> TensorInfo:
+    entry = reader.entry(key)
+    path = reader.prefix
+    shape = list(bundle.shape_of(entry, path, key))
+    dtype = _dtypes.from_enum(entry.dtype, path=path, key=key)
+    return TensorInfo(key, dtype.name, shape, math.prod(shape), entry.size, entry.shard_id,
+                      bool(entry.slices))
+
+
+def list_tensors(path: str | os.PathLike) -> tuple[str, list[TensorInfo]]:
+    """(prefix, one TensorInfo per tensor in key order); slice keys are not listed."""
+    with CheckpointReader(path) as reader:
+        return reader.prefix, [_info(reader, k) for k in reader if not _is_slice_key(k)]
+
+
+def scope_path(name: str) -> list[str]:
+    """A TF1 name's scopes: 'dense/kernel/Adam' -> ['dense', 'kernel', 'Adam']."""
+    return name.split("/")
+
+
+def scope_tree(infos: Iterable[TensorInfo],
+               path_of: Callable[[str], list[str]] = scope_path) -> dict:
+    """Nested {component: subtree}, leaves under the key None hold the TensorInfo.
+
+    `path_of` is the hook for other views of the same keys (the TF2 object graph
+    names its tensors by object path instead of by scope).
+    """
+    root: dict = {}
+    for info in infos:
+        node = root
+        for part in path_of(info.name):
+            node = node.setdefault(part, {})
+        node[None] = info
+    return root
+
+
+def tensor_stats(array: np.ndarray) -> dict:
+    """min/max/mean/std and NaN/Inf counts (numbers), true/false counts (bool), lengths (strings)."""
+    stats: dict = {"elements": int(array.size)}
+    kind = array.dtype.kind
+    if kind == "O":
+        lengths = [len(v) for v in array.reshape(-1)]
+        stats.update(min_len=min(lengths, default=None), max_len=max(lengths, default=None))
+        return stats
+    if kind == "b":
+        true = int(np.count_nonzero(array))
+        stats.update(true=true, false=int(array.size) - true)
+        return stats
+    if kind == "c":
+        values = array.astype(np.complex128)
+        stats.update(nan=int(np.isnan(values).sum()), inf=int(np.isinf(values).sum()))
+        finite = values[np.isfinite(values)]
+        stats["mean_abs"] = float(np.abs(finite).mean()) if finite.size else None
+        return stats
+    if kind in "iu":
+        values = array.reshape(-1)
+        finite = values.astype(np.float64)
+        stats.update(min=int(values.min()) if values.size else None,
+                     max=int(values.max()) if values.size else None)
+    else:  # floats, including bfloat16 and float8 (numpy kind 'V' or 'f')
+        values = array.astype(np.float64).reshape(-1)
+        nan = np.isnan(values)
+        inf = np.isinf(values)
+        stats.update(nan=int(nan.sum()), inf=int(inf.sum()))
+        finite = values[~(nan | inf)]
+        stats.update(min=float(finite.min()) if finite.size else None,
+                     max=float(finite.max()) if finite.size else None)
+    stats.update(mean=float(finite.mean()) if finite.size else None,
+                 std=float(finite.std()) if finite.size else None)
+    return stats
+
+
+@dataclass
+class VerifyReport:
+    prefix: str
+    tensors: int = 0
+    bytes: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (key, message)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def verify_checkpoint(path: str | os.PathLike,
+                      progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Read every tensor, checking every crc32c; collect (not raise) per-tensor damage.
+
+    A damaged index cannot be checked tensor by tensor: that raises as on any read.
+    `progress(n)` is called with the bytes of each tensor checked.
+    """
+    with CheckpointReader(path, verify=True) as reader:
+        report = VerifyReport(reader.prefix)
+        for key in reader:
+            try:
+                entry = reader.entry(key)
+                if not entry.slices:
+                    reader.get_tensor(key)
+            except CheckpointError as exc:
+                report.errors.append((key, str(exc)))
+            except OSError as exc:
+                report.errors.append((key, f"{reader.prefix}: key {key!r}: {exc.strerror or exc}"))
+            else:
+                report.bytes += entry.size
+            report.tensors += 1
+            if progress is not None:
+                progress(entry.size)
+        return report
+
+
+def total_bytes(path: str | os.PathLike) -> int:
+    """Bytes referenced by the index: the work a full read or verify does."""
+    with CheckpointReader(path) as reader:
+        return sum(reader.entry(k).size for k in reader)
+
+
+def _comparable(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind in "OSUb":
+        return array
+    if array.dtype.kind == "c":
+        return array.astype(np.complex128)
+    return array.astype(np.float64)
+
+
+def _compare(a: np.ndarray, b: np.ndarray, atol: float) -> tuple[int, float | None]:
+    """(elements that differ beyond atol, max |a-b| over finite pairs)."""
+    if a.dtype.kind in "OSU" or a.dtype.kind == "b":
+        return int(np.count_nonzero(a.reshape(-1) != b.reshape(-1))), None
+    if a.dtype.kind in "iu" and atol == 0:
+        diff_mask = a != b
+        delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
+        return int(diff_mask.sum()), float(delta.max()) if delta.size else 0.0
+    x, y = _comparable(a), _comparable(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        delta = np.abs(x - y)
+        same = (x == y) | (np.isnan(x) & np.isnan(y)) | (delta <= atol)
+    finite = delta[np.isfinite(delta)]
+    return int((~same).sum()), float(finite.max()) if finite.size else None
+
+
+def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
+                     atol: float = 0.0) -> dict:
+    """Keys only in A, only in B, dtype/shape changes, and value changes beyond `atol`.
+
+    Values compare exactly by default (NaN equals NaN, 0.0 equals -0.0); `equal` is
+    True when nothing differs.
+    """
+    with CheckpointReader(path_a) as ra, CheckpointReader(path_b) as rb:
+        keys_a = [k for k in ra if not _is_slice_key(k)]
+        keys_b = [k for k in rb if not _is_slice_key(k)]
+        set_a, set_b = set(keys_a), set(keys_b)
+        result = {"a": ra.prefix, "b": rb.prefix,
+                  "only_a": [k for k in keys_a if k not in set_b],
+                  "only_b": [k for k in keys_b if k not in set_a],
+                  "changed": [], "values": []}
+        for key in keys_a:
+            if key not in set_b:
+                continue
+            ia, ib = _info(ra, key), _info(rb, key)
+            if (ia.dtype, ia.shape) != (ib.dtype, ib.shape):
+                result["changed"].append({"name": key, "a": {"dtype": ia.dtype, "shape": ia.shape},
+                                          "b": {"dtype": ib.dtype, "shape": ib.shape}})
+                continue
+            if ia.sliced or ib.sliced:
+                continue  # compared through their slice keys' owners later (slices issue)
+            a, b = ra.get_tensor(key), rb.get_tensor(key)
+            mismatched, max_diff = _compare(a, b, atol)
+            if mismatched:
+                result["values"].append({"name": key, "mismatched": mismatched,
+                                         "elements": int(a.size), "max_abs_diff": max_diff})
+    result["equal"] = not (result["only_a"] or result["only_b"] or result["changed"] or result["values"])
+    return result
+
+
+def _files_of(prefix: str) -> list[dict]:
+    names = sorted(glob.glob(glob.escape(prefix) + ".*"))
+    if os.path.isfile(prefix):
+        names.insert(0, prefix)
+    return [{"name": os.path.basename(n), "bytes": os.path.getsize(n)} for n in names
+            if os.path.isfile(n) and ".ckptkit-tmp-" not in n]
+
+
+def describe_state(directory: str | os.PathLike = ".") -> dict:
+    """The directory's `checkpoint` file: latest, every listed checkpoint with its save
+    time and whether (and which) files exist."""
+    directory = os.fspath(directory)
+    state_path = os.path.join(directory, STATE_FILENAME)
+    if os.path.isfile(directory):
+        raise NotFoundError("expected a directory holding a 'checkpoint' state file", path=directory)
+    raw = read_state_file(state_path)
+    if raw is None:
+        raise NotFoundError("no 'checkpoint' state file", path=state_path)
+    state = get_checkpoint_state(directory)
+    stamps = list(state.all_model_checkpoint_timestamps)
+    paths = list(state.all_model_checkpoint_paths)
+    if state.model_checkpoint_path not in paths:
+        paths.append(state.model_checkpoint_path)
+    checkpoints = []
+    for i, path in enumerate(paths):
+        stamp = stamps[i] if len(stamps) == len(state.all_model_checkpoint_paths) and i < len(stamps) else None
+        checkpoints.append({"path": path, "latest": path == state.model_checkpoint_path,
+                            "timestamp": stamp, "exists": checkpoint_exists(path),
+                            "files": _files_of(path)})
+    return {"directory": directory, "state_file": state_path,
+            "latest": state.model_checkpoint_path,
+            "latest_exists": checkpoint_exists(state.model_checkpoint_path),
+            "last_preserved_timestamp": state.last_preserved_timestamp or None,
+            "checkpoints": checkpoints}
