@@ -25,9 +25,9 @@ from google.protobuf.message import DecodeError
 
 from . import __version__
 from . import dtypes as _dtypes
-from .errors import DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
+from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format.files import write_file_atomic
-from .proto import (attr_value_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, op_def_pb2,
+from .proto import (attr_value_pb2, meta_graph_pb2, node_def_pb2, op_def_pb2,
                     saver_pb2, tensor_pb2, tensor_shape_pb2, variable_pb2)
 
 __all__ = ["build_meta_graph", "write_meta_graph", "read_meta_graph", "summarize_meta_graph",
@@ -387,10 +387,15 @@ def build_meta_graph(variables: Mapping[str, tuple[_dtypes.DType, tuple[int, ...
         max_to_keep = 0
     if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 0:
         raise InvalidArgumentError(f"max_to_keep must be a non-negative int, got {max_to_keep!r}")
+    try:
+        keep_hours = float(keep_checkpoint_every_n_hours)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError("keep_checkpoint_every_n_hours must be a number, got "
+                                   f"{keep_checkpoint_every_n_hours!r}") from None
     g = _GraphBuilder()
     var_defs = [_add_variable(g, name, dtype, shape) for name, (dtype, shape) in specs.items()]
     saver_def = _add_saver(g, entries, specs, sharded=bool(sharded), max_to_keep=max_to_keep,
-                           keep_hours=float(keep_checkpoint_every_n_hours))
+                           keep_hours=keep_hours)
 
     mg = meta_graph_pb2.MetaGraphDef()
     info = mg.meta_info_def
@@ -414,10 +419,17 @@ def write_meta_graph(path: str | os.PathLike,
                      keep_checkpoint_every_n_hours: float = 10000.0,
                      sharded: bool = False) -> None:
     """build_meta_graph(...) serialized to `path` (atomically: temp file, fsync, rename)."""
-    mg = build_meta_graph(variables, saved, max_to_keep=max_to_keep,
-                          keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
-                          sharded=sharded)
-    write_file_atomic(os.fspath(path), mg.SerializeToString(deterministic=True))
+    path = os.fspath(path)
+    try:
+        mg = build_meta_graph(variables, saved, max_to_keep=max_to_keep,
+                              keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
+                              sharded=sharded)
+    except CheckpointError as exc:  # name the file the caller was writing
+        raise type(exc)(exc.message, path=path, key=exc.key) from None
+    try:
+        write_file_atomic(path, mg.SerializeToString(deterministic=True))
+    except FileNotFoundError:
+        raise NotFoundError("directory does not exist", path=path) from None
 
 
 # --------------------------------------------------------------------------- reading
@@ -493,7 +505,7 @@ def _summarize_variables(mg: meta_graph_pb2.MetaGraphDef) -> list[dict]:
                 if "dtype" in node.attr:
                     try:
                         dtype = _dtypes.from_enum(node.attr["dtype"].type).name
-                    except Exception:  # noqa: BLE001 - an exotic dtype: report its number
+                    except UnsupportedError:  # a dtype ckptkit has no name for: its number
                         dtype = str(node.attr["dtype"].type)
                 if "shape" in node.attr:
                     s = node.attr["shape"].shape

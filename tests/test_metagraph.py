@@ -133,7 +133,8 @@ def test_seed_flow_restores_ema_shadow_into_variable(tmp_path, tf1):
 
 
 def test_mapping_with_keys_unlike_names(tmp_path, tf1):
-    values = {"ckpt/kernel": np.arange(6, dtype=np.float64).reshape(2, 3), "other": np.array(b"s", dtype=object)}
+    values = {"ckpt/kernel": np.arange(6, dtype=np.float64).reshape(2, 3),
+              "other": np.array(b"s", dtype=object)}
     prefix = ckptkit.save(str(tmp_path / "m"), values)
     specs = {"model/dense/kernel": (as_dtype("float64"), (2, 3)), "a/b/c": (as_dtype("string"), ()),
              "unsaved": (as_dtype("int32"), (4,))}
@@ -230,7 +231,7 @@ def test_save_scope_avoids_variable_names(tmp_path, tf1):
 
 # --------------------------------------------------------------------------- summarizing
 
-def _tf_summary_facts(tf_mg, graph, tf1):
+def _tf_summary_facts(tf_mg, graph):
     """What the summary should say, computed from TF's own objects."""
     ops = collections.Counter(n.op for n in graph.as_graph_def().node)
     cols = {}
@@ -254,7 +255,7 @@ def test_summarize_tf1_seed_graph_with_ema(tmp_path, tf, tf1):
         expected_vars = [(v.op.name, v.dtype.base_dtype.name, v.shape.as_list(),
                           any(v is t for t in tf1.trainable_variables()))
                          for v in tf1.global_variables()]
-        ops, cols = _tf_summary_facts(tf_mg, g, tf1)
+        ops, cols = _tf_summary_facts(tf_mg, g)
     s = summarize_meta_graph(path)
     assert s["tensorflow_version"] == tf.__version__
     assert s["tensorflow_git_version"] == tf.version.GIT_VERSION
@@ -292,7 +293,7 @@ def test_summarize_resource_variable_graph(tmp_path, tf, tf1):
         tf_mg.signature_def["serving_default"].CopyFrom(signature)
         with open(path, "wb") as f:
             f.write(tf_mg.SerializeToString())
-        ops, cols = _tf_summary_facts(tf_mg, g, tf1)
+        ops, cols = _tf_summary_facts(tf_mg, g)
     s = summarize_meta_graph(path)
     assert s["signature_defs"] == ["serving_default"]
     assert s["ops"] == ops and ops["VarHandleOp"] == 2
@@ -351,3 +352,12 @@ def test_empty_meta_raises_data_loss(tmp_path):
 def test_missing_meta_raises_not_found(tmp_path):
     with pytest.raises(NotFoundError, match="missing.meta"):
         read_meta_graph(str(tmp_path / "missing.meta"))
+
+
+def test_write_errors_name_the_file(tmp_path):
+    path = str(tmp_path / "bad.meta")
+    with pytest.raises(InvalidArgumentError, match="bad.meta"):
+        write_meta_graph(path, {"bad name": (as_dtype("float32"), ())})
+    with pytest.raises(NotFoundError, match="nodir"):
+        write_meta_graph(str(tmp_path / "nodir" / "m.meta"), {"v": (as_dtype("float32"), ())})
+    assert os.listdir(tmp_path) == []
