@@ -1,8 +1,10 @@
 """CheckpointReader: what TF's `tf.train.load_checkpoint` gives, without TensorFlow.
 
-Resolves whatever path a user has (a prefix, any file of a checkpoint, or a
-directory holding a `checkpoint` state file) to a checkpoint prefix, then reads the
-V2 index eagerly (it is small) and tensor data lazily, one tensor at a time.
+Resolves whatever path a user has (a prefix, any file of a checkpoint, a legacy V1
+file or shard pattern, or a directory holding a `checkpoint` state file) to a
+checkpoint, then reads its metadata eagerly (it is small) and tensor data lazily, one
+tensor at a time. V2 bundles and V1 tables answer through the same API; partitioned
+variables of either are listed and returned whole, as TF lists them.
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from . import dtypes as _dtypes
-from .errors import NotFoundError, TensorNotFoundError
-from .format import bundle
+from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
+from .format import bundle, v1
 from .state import latest_checkpoint
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
@@ -27,7 +29,8 @@ def resolve_prefix(path: str | os.PathLike) -> str:
     """The checkpoint prefix a user's path names.
 
     Accepts a prefix, a `.index`, `.data-*` or `.meta` file, or a directory (its latest
-    checkpoint, per the `checkpoint` state file).
+    checkpoint, per the `checkpoint` state file). A legacy V1 checkpoint resolves to its
+    file, or for sharded V1 files to TF's pattern `PREFIX-?????-of-NNNNN`.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -44,9 +47,79 @@ def resolve_prefix(path: str | os.PathLike) -> str:
         return stripped
     if os.path.isfile(bundle.index_filename(path)):
         return path
+    found = v1.find_v1_files(path)
+    if found is not None:
+        return found[0]
     if os.path.exists(path):
-        raise NotFoundError("not a TensorFlow V2 checkpoint (no matching .index file)", path=path)
+        raise NotFoundError("not a TensorFlow checkpoint (no matching .index file, not a V1 table)", path=path)
     raise NotFoundError("no checkpoint at this path", path=path)
+
+
+class _V2:
+    """A V2 bundle behind CheckpointReader's API."""
+
+    format_version = 2
+
+    def __init__(self, prefix: str) -> None:
+        self.index = bundle.BundleIndex(prefix)
+        self.data = bundle.BundleData(self.index)
+
+    def names(self) -> list[str]:
+        return self.index.visible_keys()
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return bundle.shape_of(self.index.entry(name), self.index.path, name)
+
+    def dtype_enum(self, name: str) -> int:
+        return self.index.entry(name).dtype
+
+    def read(self, name: str, verify: bool):
+        return self.data.read_full(name, self.index.entry(name), verify=verify)
+
+    def debug_string(self) -> bytes:
+        """TF's BundleReader::DebugString: every entry without slices, slice keys included."""
+        lines = []
+        for key in self.index.keys():
+            entry = self.index.entry(key)
+            if entry.slices:
+                continue
+            dims = ",".join(str(d) for d in bundle.shape_of(entry, self.index.path, key))
+            lines.append(f"{key} ({_enum_name(entry.dtype)}) [{dims}]\n")
+        return "".join(lines).encode("utf-8", "surrogateescape")
+
+    def close(self) -> None:
+        self.data.close()
+
+
+class _V1:
+    """A legacy V1 checkpoint (one or more table files) behind CheckpointReader's API."""
+
+    format_version = 1
+
+    def __init__(self, name: str) -> None:
+        found = v1.find_v1_files(name)
+        if found is None:
+            raise NotFoundError("no V1 checkpoint file at this path", path=name)
+        self.checkpoint = v1.V1Checkpoint(*found)
+        self.index = self.data = None
+
+    def names(self) -> list[str]:
+        return self.checkpoint.names()
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.checkpoint.shape(name)
+
+    def dtype_enum(self, name: str) -> int:
+        return self.checkpoint.dtype_enum(name)
+
+    def read(self, name: str, verify: bool):
+        return self.checkpoint.read(name)  # block crcs are always verified; V1 has no others
+
+    def debug_string(self) -> bytes:
+        return self.checkpoint.debug_string()
+
+    def close(self) -> None:
+        self.checkpoint.close()
 
 
 class CheckpointReader(Mapping):
@@ -55,45 +128,91 @@ class CheckpointReader(Mapping):
     A Mapping (`keys()`, `reader[name]`, `name in reader`, `len`, iteration) and a
     context manager (closes the data files). `get_tensor` verifies each tensor's
     crc32c, as TF does; pass `verify=False` to skip that.
+
+    Keys are what TF's reader lists: a partitioned variable appears once, under its
+    name and full shape, and `get_tensor` returns it whole (every slice's checksum
+    verified); the binary keys its slices are stored under are not listed (TF's
+    `debug_string` does show them for V2, and so does ours, to match it byte for byte).
+    `format_version` is 2 for bundles and 1 for legacy V1 tables.
     """
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = True) -> None:
         self.prefix = resolve_prefix(path)
         self.verify = verify
-        self._index = bundle.BundleIndex(self.prefix)
-        self._data = bundle.BundleData(self._index)
+        if os.path.isfile(bundle.index_filename(self.prefix)):
+            self._backend: _V2 | _V1 = _V2(self.prefix)
+        else:
+            self._backend = _V1(self.prefix)
+        self._index = self._backend.index  # V2 only (None for V1): for index-level tools
+        self._data = self._backend.data
+        self._names = self._backend.names()
+        self._name_set = set(self._names)
 
     # ---- TF's CheckpointReader API
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
-        return {k: list(bundle.shape_of(self._entry(k), self._index.path, k)) for k in self._index.keys()}
+        return {k: list(self._backend.shape(k)) for k in self._names}
 
     def get_variable_to_dtype_map(self) -> dict[str, _dtypes.DType]:
-        return {k: _dtypes.from_enum(self._entry(k).dtype, path=self._index.path, key=k)
-                for k in self._index.keys()}
+        return {k: _dtypes.from_enum(self._backend.dtype_enum(k), path=self.prefix, key=k)
+                for k in self._names}
 
     def has_tensor(self, name: str) -> bool:
-        return name in self._index
+        return name in self._name_set
 
     def get_tensor(self, name: str) -> np.ndarray:
-        return self._data.read(name, self._entry(name), verify=self.verify)
+        if name not in self._name_set:
+            raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
+        return self._backend.read(name, self.verify)
 
     def debug_string(self) -> bytes:
         """TF's format: one `name (DT_FLOAT) [2,3]` line per tensor, as bytes."""
-        lines = []
-        for key in self._index.keys():
-            entry = self._entry(key)
-            dims = ",".join(str(d) for d in bundle.shape_of(entry, self._index.path, key))
-            lines.append(f"{key} ({_enum_name(entry.dtype)}) [{dims}]\n")
-        return "".join(lines).encode("utf-8", "surrogateescape")
+        return self._backend.debug_string()
 
     # ---- extras
     @property
+    def format_version(self) -> int:
+        return self._backend.format_version
+
+    @property
     def num_shards(self) -> int:
+        """Data shards of a V2 bundle; files of a V1 checkpoint."""
+        if self._index is None:
+            return len(self._backend.checkpoint.files)
         return self._index.num_shards
 
+    @property
+    def files(self) -> list[str]:
+        """The files holding this checkpoint's tensors (V2: index and data shards)."""
+        if self._index is None:
+            return list(self._backend.checkpoint.files)
+        n = self._index.num_shards
+        return [self._index.path] + [bundle.data_filename(self.prefix, s, n) for s in range(n)]
+
     def entry(self, name: str):
-        """The raw BundleEntryProto for `name` (dtype, shape, shard, offset, size, crc)."""
+        """The raw BundleEntryProto for `name` (dtype, shape, shard, offset, size, crc); V2 only.
+
+        A partitioned variable's entry lists its `slices` and holds no data itself.
+        """
+        if self._index is None:
+            raise UnsupportedError("V1 checkpoints have no bundle entries", path=self.prefix, key=name)
         return self._entry(name)
+
+    def slices(self, name: str) -> list:
+        """The TensorSlices a partitioned tensor is stored as ([] for a tensor stored whole)."""
+        from .format.slices import TensorSlice  # noqa: PLC0415 - rarely needed
+
+        if name not in self._name_set:
+            raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
+        if self._index is None:
+            found = self._backend.checkpoint.slices(name)
+            return found if len(found) > 1 else []
+        return [TensorSlice.from_proto(p) for p in self._entry(name).slices]
+
+    def object_graph(self):
+        """The TF2 object graph (`ckptkit.objectgraph.ObjectGraph`), or None for TF1 checkpoints."""
+        from .objectgraph import ObjectGraph  # noqa: PLC0415 - only TF2 tools need it
+
+        return ObjectGraph.from_reader(self)
 
     def _entry(self, name: str):
         try:
@@ -106,16 +225,16 @@ class CheckpointReader(Mapping):
         return self.get_tensor(name)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._index
+        return name in self._name_set
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._index.keys())
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._names)
 
     def close(self) -> None:
-        self._data.close()
+        self._backend.close()
 
     def __enter__(self) -> "CheckpointReader":
         return self

@@ -20,6 +20,7 @@ from ..errors import CheckpointError, DataLossError, InvalidArgumentError, NotFo
 from ..proto import tensor_bundle_pb2
 from .coding import FIXED32, VarintError, crc32c, decode_varint, encode_varint, mask_crc, unmask_crc
 from .files import AtomicFile, fsync_dir
+from .slices import SlicedTensor, TensorSlice, assemble, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
 
 HEADER_KEY = ""
@@ -98,6 +99,7 @@ class BundleIndex:
                                 path=self.path)
         self._raw = raw
         self._entries: dict[str, BundleEntryProto] = {}
+        self._visible: list[str] | None = None
 
     @property
     def num_shards(self) -> int:
@@ -111,6 +113,23 @@ class BundleIndex:
 
     def __len__(self) -> int:
         return len(self._raw)
+
+    def visible_keys(self) -> list[str]:
+        """The keys TF's CheckpointReader lists: every key but the slices of partitioned tensors.
+
+        A partitioned variable shows under its own name with its full shape; the keys
+        its slices are stored under (the encodings of the slices its entry lists) are
+        hidden (TF's `CheckpointReader::BuildV2VarMaps`). Slice keys start with NUL, so
+        an index without such keys needs no parsing at all.
+        """
+        if self._visible is None:
+            if not any(is_slice_key(k) for k in self._raw):
+                self._visible = list(self._raw)
+            else:
+                hidden = {decode_key(encode_tensor_name_slice(k, TensorSlice.from_proto(p)))
+                          for k in self._raw for p in self.entry(k).slices}
+                self._visible = [k for k in self._raw if k not in hidden]
+        return self._visible
 
     def raw_items(self) -> Iterator[tuple[str, bytes]]:
         """(key, serialized BundleEntryProto) in key order: for index rewrites."""
@@ -202,6 +221,38 @@ class BundleData:
         if self.index.header.endianness == BIG and dtype.itemsize > 1:
             return flat.view(dtype.numpy.newbyteorder(">")).astype(dtype.numpy).reshape(shape)
         return flat.view(dtype.numpy).reshape(shape)
+
+    def read_full(self, key: str, entry: BundleEntryProto, *, verify: bool = True) -> np.ndarray:
+        """The whole tensor under `key`: read directly, or reassembled from its slices."""
+        if not entry.slices:
+            return self.read(key, entry, verify=verify)
+        path = self.index.path
+        dtype = _dtypes.from_enum(entry.dtype, path=path, key=key)
+        shape = shape_of(entry, path, key)
+        pieces = []
+        for proto in entry.slices:
+            tslice = TensorSlice.from_proto(proto)
+            if tslice.rank != len(shape):
+                raise DataLossError(f"slice {tslice.spec()} has rank {tslice.rank}, tensor has shape "
+                                    f"{list(shape)}", path=path, key=key)
+            pieces.append((tslice, lambda s=tslice: self._read_slice(key, dtype, shape, s, verify)))
+        return assemble(shape, dtype.numpy, pieces, path=path, key=key)
+
+    def _read_slice(self, key: str, dtype, shape, tslice: TensorSlice, verify: bool) -> np.ndarray:
+        slice_key = decode_key(encode_tensor_name_slice(key, tslice))
+        try:
+            entry = self.index.entry(slice_key)
+        except KeyError:
+            raise DataLossError(f"slice {tslice.spec()} is listed but missing from the index",
+                                path=self.index.path, key=key) from None
+        if entry.slices or entry.dtype != dtype.enum or shape_of(entry, self.index.path, key) \
+                != tslice.shape_in(shape):
+            raise DataLossError(f"entry of slice {tslice.spec()} does not match the tensor's dtype or shape",
+                                path=self.index.path, key=key)
+        try:
+            return self.read(slice_key, entry, verify=verify)
+        except DataLossError as exc:  # name the variable, not its binary slice key
+            raise DataLossError(f"slice {tslice.spec()}: {exc.message}", path=exc.path, key=key) from None
 
     def _read_strings(self, key, entry, shape, count, verify) -> np.ndarray:
         path = self.shard_path(entry.shard_id)
@@ -331,6 +382,53 @@ def _assign_shards(sizes: list[int], num_shards: int) -> list[int]:
     return shards
 
 
+def _stored_tensors(tensors: Mapping[str, object], prefix: str):
+    """What write_bundle stores: (keys, arrays with dtypes) sorted by key, plus data-less entries.
+
+    A `SlicedTensor` value becomes TF's layout for a partitioned variable
+    (`BundleWriter::AddSlice`): an entry under its name with dtype, full shape and the
+    list of slices but no data, and one ordinary entry per slice under its slice key.
+    """
+    stored: list[tuple[bytes, tuple[np.ndarray, _dtypes.DType]]] = []
+    sliced_entries: list[tuple[str, bytes]] = []
+    for name, value in tensors.items():
+        if isinstance(value, SlicedTensor) and len(value.pieces) == 1:
+            shape = value.shape  # one piece covering it all: TF writes it plainly too
+            value = value.pieces[0][1]
+            if np.shape(value) != shape:
+                raise InvalidArgumentError(f"the one slice of shape {list(shape)} has shape "
+                                           f"{list(np.shape(value))}", path=prefix, key=name)
+        if not isinstance(value, SlicedTensor):
+            stored.append((encode_key(name), to_array(value, name)))
+            continue
+        full = BundleEntryProto()
+        full.shape.SetInParent()
+        for d in value.shape:
+            full.shape.dim.add(size=d)
+        dtype = None
+        for tslice, piece in value.pieces:
+            arr, piece_dtype = to_array(piece, name)
+            if dtype is not None and piece_dtype.enum != dtype.enum:
+                raise InvalidArgumentError(f"slices of one tensor must share a dtype: {dtype.name} "
+                                           f"and {piece_dtype.name}", path=prefix, key=name)
+            dtype = piece_dtype
+            if arr.shape != tslice.shape_in(value.shape):
+                raise InvalidArgumentError(f"slice {tslice.spec()} of shape {list(value.shape)} needs "
+                                           f"an array of shape {list(tslice.shape_in(value.shape))}, "
+                                           f"got {list(arr.shape)}", path=prefix, key=name)
+            full.slices.append(tslice.to_proto())
+            stored.append((encode_tensor_name_slice(name, tslice), (arr, piece_dtype)))
+        full.dtype = dtype.enum
+        sliced_entries.append((name, full.SerializeToString()))
+    stored.sort(key=lambda item: item[0])
+    keys = [k for k, _ in stored]
+    for a, b in zip(keys, keys[1:]):
+        if a == b:
+            raise InvalidArgumentError("two tensors would be stored under the same key",
+                                       path=prefix, key=decode_key(a))
+    return [decode_key(k) for k in keys], [v for _, v in stored], sliced_entries
+
+
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
                  progress=None) -> None:
     """Write `tensors` as a V2 bundle at `prefix`, atomically.
@@ -345,8 +443,7 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
     for key in tensors:
         if not isinstance(key, str) or key == HEADER_KEY:
             raise InvalidArgumentError(f"tensor names must be non-empty strings, got {key!r}", path=prefix)
-    keys = sorted(tensors, key=encode_key)
-    arrays = [to_array(tensors[k], k) for k in keys]
+    keys, arrays, sliced_entries = _stored_tensors(tensors, prefix)
     shard_of = _assign_shards([a.nbytes for a, _ in arrays], num_shards)
     directory = os.path.dirname(prefix)
     if directory:
@@ -376,7 +473,7 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
                 progress(size)
         for f in files:
             f.close()
-        index = write_index(prefix, make_header(num_shards), entries)
+        index = write_index(prefix, make_header(num_shards), entries + sliced_entries)
         try:
             os.unlink(index_filename(prefix))
         except FileNotFoundError:

@@ -1,0 +1,292 @@
+"""Legacy V1 checkpoints: one SSTable of `SavedTensorSlices` per file.
+
+TF1's Saver with `write_version=V1` (and every TF before 0.12) wrote a checkpoint as
+one table file `PREFIX` (or shards `PREFIX-00000-of-00002`, ...). Key "" holds the
+metadata (`SavedTensorSlices.meta`: every tensor's name, shape, dtype and the slices
+this file holds); each slice is stored under its slice key (see slices.py) as
+`SavedTensorSlices.data`, a `SavedSlice` whose `TensorProto` holds the values in the
+typed repeated field for the dtype (float_val, int_val, half_val, ...), or raw
+bytes in `tensor_content`.
+Facts from TF's `core/util/tensor_slice_reader.cc`, `tensor_slice_writer.cc` and
+`saved_tensor_slice_util.h`. The files carry no checksum of their own besides the
+table blocks' crc32c, which TableReader verifies on every block read.
+
+Unlike TF 2.x (which lists sliced V1 checkpoints but cannot read their tensors),
+this reader reassembles partitioned tensors from their slices.
+"""
+from __future__ import annotations
+
+import glob
+import math
+import mmap
+import os
+import re
+
+import numpy as np
+
+from .. import dtypes as _dtypes
+from ..errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
+from ..proto import saved_tensor_slice_pb2, types_pb2
+from .slices import TensorSlice, assemble, encode_tensor_name_slice
+from .table import FOOTER_SIZE, MAGIC, TableReader
+
+__all__ = ["V1Checkpoint", "find_v1_files", "is_table_file", "tensor_from_proto", "SHARD_PATTERN"]
+
+SavedTensorSlices = saved_tensor_slice_pb2.SavedTensorSlices
+CHECKPOINT_VERSION = 1          # TF_CHECKPOINT_VERSION
+CHECKPOINT_MIN_PRODUCER = 0     # TF_CHECKPOINT_VERSION_MIN_PRODUCER
+SHARD_PATTERN = re.compile(r"^(?P<base>.*)-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
+
+
+# --------------------------------------------------------------------------- locating files
+
+def is_table_file(path: str) -> bool:
+    """True for a regular file that ends with the SSTable footer magic."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < FOOTER_SIZE:
+                return False
+            f.seek(-8, os.SEEK_END)
+            return int.from_bytes(f.read(8), "little") == MAGIC
+    except OSError:
+        return False
+
+
+def find_v1_files(path: str) -> tuple[str, list[str]] | None:
+    """(name, files) of the V1 checkpoint `path` names, or None if it names none.
+
+    `path` may be a V1 file, a glob pattern as TF's Saver records for sharded V1
+    checkpoints (`model.ckpt-?????-of-00002`), one shard of such a set (the whole set
+    is read), or the prefix of sharded files (`model.ckpt` for `model.ckpt-0000N-of-0000M`).
+    `name` is how the checkpoint is called: the file itself, or the shard pattern.
+    """
+    if glob.has_magic(path):
+        files = sorted(f for f in glob.glob(path) if os.path.isfile(f))
+        return (path, files) if files and all(is_table_file(f) for f in files) else None
+    m = SHARD_PATTERN.match(path)
+    if m and os.path.isfile(path):
+        pattern = f"{glob.escape(m['base'])}-?????-of-{m['count']}"
+        files = sorted(glob.glob(pattern))
+        if len(files) == int(m["count"]) and all(is_table_file(f) for f in files):
+            return f"{m['base']}-?????-of-{m['count']}", files
+    if os.path.isfile(path):
+        return (path, [path]) if is_table_file(path) else None
+    files = sorted(f for f in glob.glob(glob.escape(path) + "-?????-of-?????") if SHARD_PATTERN.match(f))
+    if files:
+        count = SHARD_PATTERN.match(files[-1])["count"]
+        files = [f for f in files if SHARD_PATTERN.match(f)["count"] == count]
+        if all(is_table_file(f) for f in files):
+            return f"{path}-?????-of-{count}", files
+    return None
+
+
+# --------------------------------------------------------------------------- TensorProto values
+
+# dtype enum -> (TensorProto field holding its values, how those values map to the dtype)
+_FIELD = {
+    1: "float_val", 2: "double_val", 3: "int_val", 4: "int_val", 5: "int_val", 6: "int_val",
+    7: "string_val", 8: "scomplex_val", 9: "int64_val", 10: "bool_val", 14: "half_val",
+    17: "int_val", 18: "dcomplex_val", 19: "half_val", 22: "uint32_val", 23: "uint64_val",
+    24: "float8_val", 25: "float8_val", 26: "float8_val", 27: "float8_val", 28: "float8_val",
+    29: "int_val", 30: "int_val",
+}
+
+
+def tensor_from_proto(proto, dtype: "_dtypes.DType", shape: tuple[int, ...], *, path=None,
+                      key: str | None = None) -> np.ndarray:
+    """The values of a TensorProto as an array of `dtype` and `shape`.
+
+    Raw `tensor_content` (little-endian) wins when present; otherwise the typed field:
+    int_val for the small integer types, half_val holding float16/bfloat16 bit
+    patterns, (re, im) pairs for complex. A field with fewer values than the shape
+    needs is an error here (V1 writers always store every value).
+    """
+    count = math.prod(shape)
+    if dtype.is_string:
+        values = list(proto.string_val)
+        if len(values) != count:
+            raise DataLossError(f"slice holds {len(values)} strings, shape {list(shape)} needs {count}",
+                                path=path, key=key)
+        out = np.empty(count, dtype=object)
+        out[:] = values
+        return out.reshape(shape)
+    if proto.tensor_content:
+        raw = proto.tensor_content
+        if len(raw) != count * dtype.itemsize:
+            raise DataLossError(f"slice holds {len(raw)} bytes, shape {list(shape)} of {dtype.name} "
+                                f"needs {count * dtype.itemsize}", path=path, key=key)
+        npd = dtype.numpy.newbyteorder("<") if dtype.itemsize > 1 else dtype.numpy
+        return np.frombuffer(raw, dtype=npd).astype(dtype.numpy).reshape(shape)
+    field = _FIELD.get(dtype.enum)
+    if field is None:
+        raise UnsupportedError(f"cannot decode {dtype.name} values from a V1 checkpoint", path=path, key=key)
+    values = getattr(proto, field)
+    per = 2 if field in ("scomplex_val", "dcomplex_val") else 1
+    if field == "float8_val":
+        got = np.frombuffer(values, dtype=np.uint8)
+    elif field == "half_val":
+        got = np.asarray(values, dtype=np.int64).astype(np.uint16)
+    elif field == "string_val":  # unreachable: strings handled above
+        raise AssertionError
+    else:
+        got = np.asarray(values)
+    if got.size != count * per:
+        raise DataLossError(f"slice holds {got.size // per} values, shape {list(shape)} needs {count}",
+                            path=path, key=key)
+    if field in ("half_val", "float8_val"):
+        return got.view(dtype.numpy).reshape(shape)
+    if per == 2:
+        real = np.float32 if dtype.enum == 8 else np.float64
+        pairs = got.astype(real).reshape(-1, 2)
+        return (pairs[:, 0] + 1j * pairs[:, 1]).astype(dtype.numpy).reshape(shape)
+    return got.astype(dtype.numpy).reshape(shape)
+
+
+# --------------------------------------------------------------------------- reading
+
+class _Tensor:
+    __slots__ = ("name", "shape", "dtype_enum", "slices")
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype_enum: int) -> None:
+        self.name = name
+        self.shape = shape
+        self.dtype_enum = dtype_enum
+        self.slices: list[tuple[TensorSlice, int]] = []  # (slice, index of the file holding it)
+
+
+def _open_table(path: str) -> TableReader:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except FileNotFoundError:
+        raise NotFoundError("checkpoint file not found", path=path) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint file: {exc.strerror or exc}", path=path) from None
+    return TableReader(data, path)
+
+
+def _parse(raw, path, key=None) -> SavedTensorSlices:
+    msg = SavedTensorSlices()
+    try:
+        msg.ParseFromString(bytes(raw))
+    except Exception:  # DecodeError, or others from the C backend
+        raise DataLossError("SavedTensorSlices record is not parseable", path=path, key=key) from None
+    return msg
+
+
+class V1Checkpoint:
+    """The tensors of a V1 checkpoint (one or more files), read lazily slice by slice."""
+
+    def __init__(self, name: str, files: list[str]) -> None:
+        self.name = name
+        self.files = list(files)
+        self._tables: list[TableReader] = []
+        self._tensors: dict[str, _Tensor] = {}
+        for i, path in enumerate(self.files):
+            table = _open_table(path)
+            self._tables.append(table)
+            meta_raw = table.get(b"")
+            if meta_raw is None:
+                raise DataLossError("no SavedTensorSlices metadata (key '') at the start of the file", path=path)
+            meta = _parse(meta_raw, path).meta
+            versions = meta.versions
+            if versions.producer < CHECKPOINT_MIN_PRODUCER or versions.min_consumer > CHECKPOINT_VERSION \
+                    or CHECKPOINT_VERSION in versions.bad_consumers:
+                raise UnsupportedError(f"unsupported V1 checkpoint version (producer {versions.producer}, "
+                                       f"min_consumer {versions.min_consumer})", path=path)
+            for ssm in meta.tensor:
+                self._register(ssm, i, path)
+
+    def _register(self, ssm, file_index: int, path: str) -> None:
+        name = ssm.name
+        if ssm.shape.unknown_rank or any(d.size < 0 for d in ssm.shape.dim):
+            raise DataLossError("invalid tensor shape in V1 metadata", path=path, key=name)
+        shape = tuple(d.size for d in ssm.shape.dim)
+        tensor = self._tensors.get(name)
+        if tensor is None:
+            tensor = self._tensors[name] = _Tensor(name, shape, ssm.type)
+        elif tensor.shape != shape or tensor.dtype_enum != ssm.type:
+            raise DataLossError("files of this checkpoint disagree on the tensor's shape or dtype",
+                                path=path, key=name)
+        for proto in ssm.slice:
+            tslice = TensorSlice.from_proto(proto)
+            if tslice.rank != len(shape) and not (tslice.rank == 0 and not shape):
+                raise DataLossError(f"slice {tslice.spec()} has rank {tslice.rank}, tensor has "
+                                    f"shape {list(shape)}", path=path, key=name)
+            tensor.slices.append((tslice, file_index))
+
+    # ---- queries
+    def names(self) -> list[str]:
+        return sorted(self._tensors)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tensors
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def _tensor(self, name: str) -> _Tensor:
+        return self._tensors[name]  # KeyError for the caller to translate
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._tensor(name).shape
+
+    def dtype_enum(self, name: str) -> int:
+        return self._tensor(name).dtype_enum
+
+    def num_slices(self, name: str) -> int:
+        return len(self._tensor(name).slices)
+
+    def slices(self, name: str) -> list[TensorSlice]:
+        return [s for s, _ in self._tensor(name).slices]
+
+    def read(self, name: str) -> np.ndarray:
+        """The whole tensor, reassembled from its slices across all files."""
+        tensor = self._tensor(name)
+        dtype = _dtypes.from_enum(tensor.dtype_enum, path=self.name, key=name)
+        pieces = [(tslice, (lambda s=tslice, f=fi: self._read_slice(tensor, dtype, s, f)))
+                  for tslice, fi in tensor.slices]
+        if not pieces:
+            raise DataLossError("tensor has no slices", path=self.name, key=name)
+        if not tensor.shape:  # a scalar: one slice of rank 0 holds it
+            return pieces[0][1]()
+        return assemble(tensor.shape, dtype.numpy, pieces, path=self.name, key=name)
+
+    def _read_slice(self, tensor: _Tensor, dtype, tslice: TensorSlice, file_index: int) -> np.ndarray:
+        path = self.files[file_index]
+        key = encode_tensor_name_slice(tensor.name, tslice)
+        raw = self._tables[file_index].get(key)
+        if raw is None:
+            raise DataLossError(f"slice {tslice.spec()} is listed but not stored", path=path, key=tensor.name)
+        saved = _parse(raw, path, tensor.name).data
+        if saved.name != tensor.name or TensorSlice.from_proto(saved.slice) != tslice:
+            raise DataLossError(f"record for slice {tslice.spec()} holds {saved.name!r} "
+                                f"{TensorSlice.from_proto(saved.slice).spec()}", path=path, key=tensor.name)
+        return tensor_from_proto(saved.data, dtype, tslice.shape_in(tensor.shape), path=path, key=tensor.name)
+
+    def debug_string(self) -> bytes:
+        """TF's TensorSliceReader::DebugString lines (`, N slices` for partitioned ones), by name."""
+        lines = []
+        for name in self.names():
+            t = self._tensors[name]
+            try:
+                type_name = types_pb2.DataType.Name(t.dtype_enum)
+            except ValueError:
+                type_name = str(t.dtype_enum)
+            line = f"{name} ({type_name}) [{','.join(str(d) for d in t.shape)}]"
+            if len(t.slices) > 1:
+                line += f", {len(t.slices)} slices"
+            lines.append(line + "\n")
+        return "".join(lines).encode("utf-8", "surrogateescape")
+
+    def close(self) -> None:
+        for table in self._tables:
+            data = table.data
+            if isinstance(data, mmap.mmap):
+                try:
+                    data.close()
+                except BufferError:  # a caller still holds a view: leave it to the GC
+                    pass
+        self._tables = []
