@@ -641,7 +641,7 @@ def example_cmd(directory) -> None:
     os.makedirs(directory, exist_ok=True)
     path = _saver.Saver().save(values, os.path.join(directory, "model.ckpt"))
     for key, value in values.items():
-        click.echo(f"{key} = {np.asarray(value)!r}")
+        click.echo(f"{key} = {np.asarray(value)[()]}")
     _note(f"wrote {path}")
 
 
