@@ -15,7 +15,6 @@ before the state file names it.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import time
@@ -63,14 +62,17 @@ def _normalize_var_list(var_list: VarList) -> dict[str, str] | None:
 
 
 def _step_number(global_step: Any) -> int:
-    """An int from an int or a 0-d numeric array (TF evaluates a step tensor and int()s it)."""
+    """An int from an int or a 0-d integer array (TF evaluates a step tensor and int()s it).
+
+    Floats are refused: a fractional step would silently name the wrong checkpoint.
+    """
     if isinstance(global_step, (bool, np.bool_)):
         raise InvalidArgumentError(f"global_step must be an integer, got {global_step!r}")
     if isinstance(global_step, (int, np.integer)):
         return int(global_step)
     arr = np.asarray(global_step)
-    if arr.ndim != 0 or arr.dtype.kind not in "iuf":
-        raise InvalidArgumentError(f"global_step must be an integer or a 0-d numeric array, "
+    if arr.ndim != 0 or arr.dtype.kind not in "iu":
+        raise InvalidArgumentError(f"global_step must be an integer or a 0-d integer array, "
                                    f"got {global_step!r}")
     return int(arr)
 
@@ -236,10 +238,6 @@ class Saver:
         os.makedirs(parent, exist_ok=True)
 
     def _write_meta_graph(self, path: str, values: Mapping[str, Any], saved: Mapping[str, str]) -> None:
-        if importlib.util.find_spec(f"{__package__}.metagraph") is None:
-            # TODO: ckptkit.metagraph is written by another helper; until it lands, no .meta.
-            _log.warning("ckptkit.metagraph is not available; not writing %s", path)
-            return
         from . import metagraph  # noqa: PLC0415 - lazy: graph building is only needed here
         variables = {}
         for key, name in saved.items():
