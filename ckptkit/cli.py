@@ -539,24 +539,32 @@ def meta_cmd(file, as_json) -> None:
 
 
 def _print_nested(value, depth: int) -> None:
+    for line in _nested_lines(value, depth):
+        click.echo(line)
+
+
+def _nested_lines(value, depth: int) -> list[str]:
     """A YAML-like view of plain data (dicts, lists, scalars)."""
     pad = "  " * depth
+    lines = []
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, (dict, list)) and item:
-                click.echo(f"{pad}{key}:" + (f" ({len(item)})" if isinstance(item, list) else ""))
-                _print_nested(item, depth + 1)
+                lines.append(f"{pad}{key}:" + (f" ({len(item)})" if isinstance(item, list) else ""))
+                lines.extend(_nested_lines(item, depth + 1))
             else:
-                click.echo(f"{pad}{key}: {_scalar(item)}")
+                lines.append(f"{pad}{key}: {_scalar(item)}")
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, (dict, list)) and item:
-                click.echo(f"{pad}-")
-                _print_nested(item, depth + 1)
+                inner = _nested_lines(item, depth + 1)
+                inner[0] = f"{pad}- " + inner[0].lstrip()
+                lines.extend(inner)
             else:
-                click.echo(f"{pad}- {_scalar(item)}")
+                lines.append(f"{pad}- {_scalar(item)}")
     else:
-        click.echo(f"{pad}{_scalar(value)}")
+        lines.append(f"{pad}{_scalar(value)}")
+    return lines
 
 
 def _scalar(value) -> str:
@@ -641,7 +649,7 @@ def example_cmd(directory) -> None:
     os.makedirs(directory, exist_ok=True)
     path = _saver.Saver().save(values, os.path.join(directory, "model.ckpt"))
     for key, value in values.items():
-        click.echo(f"{key} = {np.asarray(value)[()]}")
+        click.echo(f"{key} = {str(np.asarray(value)[()])}")
     _note(f"wrote {path}")
 
 

@@ -1,0 +1,447 @@
+"""The `ckptkit` command, through click's CliRunner and real subprocesses, checked by TF."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cli_fixtures import (CKPTKIT, REPO, SEED_EMA, dtypes_ckpt, dtypes_dir, partitioned,  # noqa: F401
+                          partitioned_dir, same, seed, seed_dir, subprocess_env, tf_contents)
+from click.testing import CliRunner
+
+from ckptkit import cli as cli_module
+from ckptkit.cli import cli
+from ckptkit.format import bundle
+
+
+def run(*args, **kwargs):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
+    assert "Traceback" not in result.output
+    return result
+
+
+def run_process(*args, cwd=None, env=None):
+    return subprocess.run([*CKPTKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env or subprocess_env(), timeout=120)
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("ckptkit: error: ") and "Traceback" not in stderr
+    return lines[0]
+
+
+def index_bytes(prefix: str) -> bytes:
+    with open(prefix + ".index", "rb") as f:
+        return f.read()
+
+
+def corrupt(prefix: str, key: str) -> None:
+    """Flip one byte inside `key`'s data."""
+    entry = bundle.BundleIndex(prefix).entry(key)
+    path = bundle.data_filename(prefix, entry.shard_id, 1)
+    with open(path, "r+b") as f:
+        f.seek(entry.offset + entry.size - 1)
+        byte = f.read(1)
+        f.seek(entry.offset + entry.size - 1)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+# --------------------------------------------------------------------------- ls / show
+
+def test_ls_json_matches_tf(tf, dtypes_ckpt):
+    result = run("ls", dtypes_ckpt, "--json")
+    assert result.exit_code == 0
+    listed = {t["name"]: t for t in json.loads(result.stdout)}
+    reader = tf.train.load_checkpoint(dtypes_ckpt)
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    assert sorted(listed) == sorted(shapes)
+    for name, t in listed.items():
+        assert t["shape"] == shapes[name] and t["dtype"] == dtypes[name].name, name
+        value = reader.get_tensor(name)
+        if value.dtype.kind != "O":
+            assert t["bytes"] == value.nbytes and t["elements"] == value.size, name
+    assert listed["names"]["bytes"] == 3 + 4 + len(b"alpha") + len("é".encode())  # lengths, crc, bytes
+
+
+def test_ls_table_filter_sort_tree(dtypes_ckpt):
+    out = run("ls", dtypes_ckpt).stdout
+    assert out.splitlines()[0] == dtypes_ckpt
+    assert "dense/kernel" in out and "bfloat16" in out and "12 tensors" in out
+    filtered = json.loads(run("ls", dtypes_ckpt, "--json", "--filter", "ints/*").stdout)
+    assert [t["name"] for t in filtered] == ["ints/i32", "ints/i64", "ints/i8", "ints/u8"]
+    by_size = json.loads(run("ls", dtypes_ckpt, "--json", "--sort", "size").stdout)
+    sizes = [t["bytes"] for t in by_size]
+    assert sizes == sorted(sizes, reverse=True)
+    tree = run("ls", dtypes_ckpt, "--tree").stdout
+    assert "\n  ints  (4 tensors" in tree and "\n    i32  int32[2,2]" in tree
+    tree_json = json.loads(run("ls", dtypes_ckpt, "--tree", "--json").stdout)
+    assert tree_json["children"]["ints"]["children"]["u8"]["tensor"]["dtype"] == "uint8"
+
+
+def test_ls_rich_on_a_terminal(dtypes_ckpt, monkeypatch):
+    monkeypatch.setattr(cli_module, "_stdout_is_tty", lambda: True)
+    out = run("ls", dtypes_ckpt).stdout
+    assert "┃" in out or "│" in out
+    assert "dense/kernel" in out and "12 tensors" in out
+    assert "ints" in run("ls", dtypes_ckpt, "--tree").stdout
+
+
+def test_ls_defaults_to_current_directory(seed):
+    cwd = os.getcwd()
+    try:
+        os.chdir(os.path.dirname(seed))
+        result = run("ls", "--json")
+    finally:
+        os.chdir(cwd)
+    assert [t["name"] for t in json.loads(result.stdout)] == ["v", "v/ExponentialMovingAverage"]
+
+
+def test_show_values_and_stats(tf, dtypes_ckpt):
+    expected = tf_contents(tf, dtypes_ckpt)
+    result = run("show", dtypes_ckpt, "dense/bias", "--stats", "--json")
+    out = json.loads(result.stdout)
+    assert out["dtype"] == "float64" and out["shape"] == [3]
+    assert out["stats"]["nan"] == 1 and out["stats"]["inf"] == 1
+    assert out["stats"]["min"] == out["stats"]["max"] == -1.5
+    kernel = expected["dense/kernel"].astype(np.float64)
+    stats = json.loads(run("show", dtypes_ckpt, "dense/kernel", "--stats", "--json").stdout)["stats"]
+    assert stats["mean"] == pytest.approx(kernel.mean()) and stats["std"] == pytest.approx(kernel.std())
+    assert stats["max"] == pytest.approx(5 / 7)
+    text = run("show", dtypes_ckpt, "dense/kernel", "--stats").stdout
+    assert text.startswith("dense/kernel: float32[2,3]") and "0.714285" in text and "mean" in text
+    assert "b'alpha'" in run("show", dtypes_ckpt, "names").stdout
+    assert "1.5" in run("show", dtypes_ckpt, "bf16").stdout
+
+
+def test_show_full_and_truncated(tmp_path):
+    import ckptkit
+
+    prefix = ckptkit.save(os.fspath(tmp_path / "big"), {"x": np.arange(5000, dtype=np.int32)})
+    assert "..." in run("show", prefix, "x").stdout
+    full = run("show", prefix, "x", "--full").stdout
+    assert "..." not in full and "4999" in full and "2500" in full
+
+
+def test_show_missing_tensor_is_one_line(seed):
+    result = run("show", seed, "nope")
+    assert result.exit_code == 1
+    line = one_error_line(result.stderr)
+    assert "'nope'" in line and seed in line
+
+
+# --------------------------------------------------------------------------- edits
+
+def test_rename_users_example(tf, seed):
+    """`ckptkit rename v v/ExponentialMovingAverage`: refused (the key exists), then forced."""
+    before = index_bytes(seed)
+    result = run("rename", "-c", seed, "v", "v/ExponentialMovingAverage")
+    assert result.exit_code == 1
+    line = one_error_line(result.stderr)
+    assert "v/ExponentialMovingAverage" in line and "already exists" in line and seed in line
+    assert index_bytes(seed) == before
+    result = run("rename", "-c", seed, "v", "v/ExponentialMovingAverage", "--overwrite")
+    assert result.exit_code == 0 and "v -> v/ExponentialMovingAverage" in result.stdout
+    after = tf_contents(tf, seed)
+    assert sorted(after) == ["v/ExponentialMovingAverage"]
+    assert same(after["v/ExponentialMovingAverage"], np.float32(10.0))
+
+
+def test_rename_plain_dry_run_and_output(tf, seed, tmp_path):
+    before = index_bytes(seed)
+    result = run("rename", "-c", seed, "v", "w", "--dry-run")
+    assert result.exit_code == 0 and result.stdout.strip() == "v -> w" and "dry run" in result.stderr
+    assert index_bytes(seed) == before
+    out = tmp_path / "o" / "model.ckpt"
+    assert run("rename", "-c", seed, "v", "w", "-o", out).exit_code == 0
+    assert index_bytes(seed) == before
+    got = tf_contents(tf, os.fspath(out))
+    assert sorted(got) == ["v/ExponentialMovingAverage", "w"] and same(got["w"], np.float32(10))
+    assert run("rename", "-c", seed, "v", "w").exit_code == 0
+    assert sorted(tf_contents(tf, seed)) == ["v/ExponentialMovingAverage", "w"]
+
+
+def test_rename_regex(tf, seed, dtypes_ckpt):
+    result = run("rename", "-c", seed, "--regex", r"(.*)/ExponentialMovingAverage", r"\1", "--json")
+    assert result.exit_code == 1 and "already exists" in result.stderr  # collision with v
+    result = run("rename", "-c", seed, "--regex", r"(.*)/ExponentialMovingAverage", r"\1",
+                 "--overwrite", "--json")
+    assert json.loads(result.stdout) == {"v/ExponentialMovingAverage": "v"}
+    assert tf_contents(tf, seed) == {"v": SEED_EMA}
+    before = tf_contents(tf, dtypes_ckpt)
+    result = run("rename", "-c", dtypes_ckpt, "--regex", r"ints/(?P<n>.*)", r"integers/\g<n>")
+    assert result.exit_code == 0
+    after = tf_contents(tf, dtypes_ckpt)
+    assert sorted(k for k in after if k.startswith("integers/")) == \
+        ["integers/i32", "integers/i64", "integers/i8", "integers/u8"]
+    assert same(after["integers/i64"], before["ints/i64"])
+    # fullmatch: 'dense' alone matches no name
+    result = run("rename", "-c", dtypes_ckpt, "--regex", "dense", "x")
+    assert result.exit_code == 1 and "no tensor name matches" in one_error_line(result.stderr)
+    assert run("rename", "-c", dtypes_ckpt, "--regex", "(", "x").exit_code == 2
+
+
+def test_ema_command(tf, seed, tmp_path):
+    out = tmp_path / "infer" / "model.ckpt"
+    result = run("ema", "-c", seed, "-o", out)
+    assert result.exit_code == 0 and "v/ExponentialMovingAverage -> v" in result.stdout
+    assert tf_contents(tf, os.fspath(out)) == {"v": SEED_EMA}
+    assert same(tf_contents(tf, os.fspath(out))["v"], SEED_EMA)
+    assert sorted(tf_contents(tf, seed)) == ["v", "v/ExponentialMovingAverage"]  # source untouched
+    assert run("ema", "-c", seed).exit_code == 0
+    assert same(tf_contents(tf, seed)["v"], SEED_EMA)
+    result = run("ema", "-c", seed)
+    assert result.exit_code == 1 and "no moving averages" in one_error_line(result.stderr)
+
+
+def test_rm_and_compact(tf, dtypes_ckpt):
+    before = tf_contents(tf, dtypes_ckpt)
+    size = os.path.getsize(dtypes_ckpt + ".data-00000-of-00001")
+    result = run("rm", "-c", dtypes_ckpt, "dense/kernel", "names")
+    assert result.exit_code == 0 and "stay in the data shards" in result.stderr
+    assert sorted(tf_contents(tf, dtypes_ckpt)) == sorted(set(before) - {"dense/kernel", "names"})
+    assert os.path.getsize(dtypes_ckpt + ".data-00000-of-00001") == size
+    result = run("rm", "-c", dtypes_ckpt, "--compact")
+    assert result.exit_code == 0 and "reclaimed" in result.stderr
+    assert os.path.getsize(dtypes_ckpt + ".data-00000-of-00001") < size
+    after = tf_contents(tf, dtypes_ckpt)
+    for key, value in after.items():
+        assert same(value, before[key]), key
+    result = run("rm", "-c", dtypes_ckpt, "ints/i8", "--compact")
+    assert result.exit_code == 0 and "ints/i8" not in tf_contents(tf, dtypes_ckpt)
+    assert run("rm", "-c", dtypes_ckpt).exit_code == 2
+    result = run("rm", "-c", dtypes_ckpt, "gone")
+    assert result.exit_code == 1 and "'gone'" in one_error_line(result.stderr)
+
+
+def test_sliced_rename_is_refused(partitioned):
+    before = index_bytes(partitioned)
+    result = run("rename", "-c", partitioned, "part", "whole")
+    assert result.exit_code == 1 and "partitioned" in one_error_line(result.stderr)
+    assert index_bytes(partitioned) == before
+    listed = json.loads(run("ls", partitioned, "--json").stdout)
+    assert [(t["name"], t["sliced"]) for t in listed] == [("part", True), ("plain", False)]
+    assert run("verify", partitioned).exit_code == 0
+
+
+# --------------------------------------------------------------------------- diff / verify
+
+def test_diff(tf, seed, dtypes_ckpt, tmp_path):
+    assert run("diff", seed, seed).exit_code == 0
+    other = tmp_path / "infer.ckpt"
+    run("ema", "-c", seed, "-o", other)
+    result = run("diff", seed, other, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["only_a"] == ["v/ExponentialMovingAverage"] and report["only_b"] == []
+    assert report["values"][0]["name"] == "v"
+    assert report["values"][0]["max_abs_diff"] == pytest.approx(10 - float(SEED_EMA))
+    text = run("diff", seed, other).stdout
+    assert "only in A: v/ExponentialMovingAverage" in text and "values:    v: 1 of 1 differ" in text
+    import ckptkit
+
+    a = ckptkit.save(os.fspath(tmp_path / "a"), {"x": np.array([1.0, np.nan], np.float32), "s": b"t"})
+    b = ckptkit.save(os.fspath(tmp_path / "b"), {"x": np.array([1.001, np.nan], np.float32), "s": b"t"})
+    assert run("diff", a, b).exit_code == 1
+    assert run("diff", a, b, "--atol", "0.01").exit_code == 0
+    c = ckptkit.save(os.fspath(tmp_path / "c"), {"x": np.array([1, 2], np.int32), "s": b"u"})
+    report = json.loads(run("diff", a, c, "--json").stdout)
+    assert [ch["name"] for ch in report["changed"]] == ["x"] and report["values"][0]["name"] == "s"
+    assert run("diff", a, tmp_path / "missing").exit_code == 1
+
+
+def test_verify_names_the_damaged_tensor(tf, dtypes_ckpt):
+    result = run("verify", dtypes_ckpt)
+    assert result.exit_code == 0 and result.stdout.startswith("OK: 12 tensors")
+    corrupt(dtypes_ckpt, "dense/kernel")
+    with pytest.raises(Exception, match="(?i)checksum|crc|corrupt|data"):  # TF agrees it is damaged
+        tf.train.load_checkpoint(dtypes_ckpt).get_tensor("dense/kernel")
+    result = run("verify", dtypes_ckpt)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ckptkit: error:")]
+    assert len(errors) == 1 and "'dense/kernel'" in errors[0] and "checksum" in errors[0]
+    assert "FAILED: 1 of 12" in result.stdout
+    report = json.loads(run("verify", dtypes_ckpt, "--json").stdout)
+    assert [e["name"] for e in report["errors"]] == ["dense/kernel"] and not report["ok"]
+
+
+def test_verify_progress_on_a_terminal(dtypes_ckpt, monkeypatch):
+    monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)
+    assert run("verify", dtypes_ckpt).exit_code == 0
+
+
+# --------------------------------------------------------------------------- meta / state / example / convert
+
+def test_meta_of_tf_written_file(seed):
+    result = run("meta", seed + ".meta", "--json")
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)
+    assert sorted(v["name"] for v in summary["variables"]) == ["v", "v/ExponentialMovingAverage"]
+    text = run("meta", seed + ".meta").stdout
+    assert "variables: (2)" in text and "VarHandleOp" in text and "  - name: v\n" in text
+    result = run("meta", seed + ".index")
+    assert result.exit_code == 1 and seed in one_error_line(result.stderr)
+
+
+def test_state(seed, monkeypatch):
+    directory = os.path.dirname(seed)
+    state = json.loads(run("state", directory, "--json").stdout)
+    assert state["latest"] == seed and state["latest_exists"]
+    names = {f["name"] for f in state["checkpoints"][0]["files"]}
+    assert names == {"model.ckpt.index", "model.ckpt.data-00000-of-00001", "model.ckpt.meta"}
+    assert "latest: " + seed in run("state", directory).stdout
+    monkeypatch.setattr(cli_module, "_stdout_is_tty", lambda: True)
+    assert "model.ckpt.index" in run("state", directory).stdout
+    result = run("state", os.path.join(directory, "nothing-here"))
+    assert result.exit_code == 1 and "checkpoint" in one_error_line(result.stderr)
+
+
+def test_example_loads_in_tf_like_tfs_own(tf, tf1, seed, tmp_path):
+    directory = tmp_path / "play"
+    result = run("example", directory)
+    assert result.exit_code == 0, result.output
+    assert "0.099999905" in result.stdout
+    prefix = os.fspath(directory / "model.ckpt")
+    ours, theirs = tf_contents(tf, prefix), tf_contents(tf, seed)
+    assert sorted(ours) == sorted(theirs)
+    for key in theirs:
+        assert same(ours[key], theirs[key]), key
+    assert tf.train.latest_checkpoint(os.fspath(directory)) == prefix
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        saver = tf1.train.import_meta_graph(prefix + ".meta")
+        saver.restore(sess, prefix)
+        assert same(sess.run("v/ExponentialMovingAverage:0"), SEED_EMA)
+
+
+def test_convert_roundtrip_through_cli(tf, dtypes_ckpt, tmp_path, monkeypatch):
+    before = tf_contents(tf, dtypes_ckpt)
+    result = run("convert", dtypes_ckpt, tmp_path / "x.safetensors")
+    assert result.exit_code == 1 and "'names'" in one_error_line(result.stderr)  # no strings there
+    assert not (tmp_path / "x.safetensors").exists()
+    monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)  # progress bar path
+    run("rm", "-c", dtypes_ckpt, "names", "bf16")
+    assert run("convert", dtypes_ckpt, tmp_path / "x.safetensors").exit_code == 0
+    assert run("convert", tmp_path / "x.safetensors", tmp_path / "back" / "m.ckpt",
+               "--num-shards", "2").exit_code == 0
+    after = tf_contents(tf, os.fspath(tmp_path / "back" / "m.ckpt"))
+    assert sorted(after) == sorted(set(before) - {"names", "bf16"})
+    for key, value in after.items():
+        assert same(value, before[key]), key
+
+
+# --------------------------------------------------------------------------- errors
+
+def test_missing_path_is_one_line(tmp_path):
+    missing = os.fspath(tmp_path / "no" / "such.ckpt")
+    for args in (["ls", missing], ["verify", missing], ["rename", "-c", missing, "a", "b"],
+                 ["show", missing, "v"], ["convert", missing, tmp_path / "x.npz"]):
+        result = run(*args)
+        assert result.exit_code == 1, args
+        assert missing in one_error_line(result.stderr), args
+
+
+def test_os_errors_are_one_line(seed, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run("rename", "-c", seed, "v", "w", "-o", blocker / "sub" / "m.ckpt")
+    assert result.exit_code == 1
+    assert str(blocker) in one_error_line(result.stderr)
+
+
+def test_usage_errors_exit_2(seed):
+    assert run("ls", seed, "--sort", "weight").exit_code == 2
+    assert run("rename", "-c", seed, "v").exit_code == 2
+    assert run("bogus").exit_code == 2
+
+
+def test_keyboard_interrupt_exits_130(seed, monkeypatch):
+    from ckptkit import info
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(info, "list_tensors", interrupted)
+    assert run("ls", seed).exit_code == 130
+
+
+def test_internal_errors_have_no_traceback(seed, monkeypatch):
+    from ckptkit import info
+
+    def broken(path):
+        raise TypeError("oops")
+
+    monkeypatch.setattr(info, "list_tensors", broken)
+    monkeypatch.delenv("CKPTKIT_DEBUG", raising=False)
+    result = run("ls", seed)
+    assert result.exit_code == 1 and "internal error: TypeError: oops" in one_error_line(result.stderr)
+
+
+# --------------------------------------------------------------------------- real processes
+
+def test_subprocess_ls_rename_verify(tf, seed, dtypes_ckpt):
+    result = run_process("ls", "--json", cwd=os.path.dirname(seed))
+    assert result.returncode == 0, result.stderr
+    assert [t["name"] for t in json.loads(result.stdout)] == ["v", "v/ExponentialMovingAverage"]
+    before = index_bytes(seed)
+    result = run_process("rename", "v", "v/ExponentialMovingAverage", cwd=os.path.dirname(seed))
+    assert result.returncode == 1 and "already exists" in one_error_line(result.stderr)
+    assert index_bytes(seed) == before
+    result = run_process("rename", "-c", seed, "v", "weights/v")
+    assert result.returncode == 0 and result.stdout.strip() == "v -> weights/v"
+    after = tf_contents(tf, seed)
+    assert sorted(after) == ["v/ExponentialMovingAverage", "weights/v"]
+    assert same(after["weights/v"], np.float32(10))
+    assert run_process("verify", dtypes_ckpt).returncode == 0
+    corrupt(dtypes_ckpt, "ints/i64")
+    result = run_process("verify", dtypes_ckpt)
+    assert result.returncode == 1 and "'ints/i64'" in result.stderr and "Traceback" not in result.stderr
+    result = run_process("ls", seed + "-missing")
+    assert result.returncode == 1 and seed in one_error_line(result.stderr)
+
+
+def test_launcher_from_a_checkout(seed, tmp_path):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), "ls", seed, "--json"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 2
+
+
+def test_help_imports_no_heavy_modules():
+    code = ("import sys\n"
+            "import ckptkit.cli\n"
+            "assert 'numpy' not in sys.modules, 'numpy imported by ckptkit.cli'\n"
+            "try:\n"
+            "    ckptkit.cli.main(['--help'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "heavy = [m for m in ('numpy', 'rich', 'google.protobuf', 'tensorflow') if m in sys.modules]\n"
+            "print(heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=subprocess_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_no_tensorflow_after_real_work(seed):
+    code = ("import sys\nfrom ckptkit.cli import main\n"
+            f"try:\n    main(['ls', {seed!r}])\nexcept SystemExit:\n    pass\n"
+            "print('tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=subprocess_env(), timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_shell_completion(seed):
+    env = subprocess_env()
+    env["_CKPTKIT_COMPLETE"] = "bash_source"
+    result = subprocess.run(CKPTKIT, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0 and "_ckptkit_completion" in result.stdout
+    env.update(_CKPTKIT_COMPLETE="bash_complete", COMP_WORDS=f"ckptkit show {seed} v/E", COMP_CWORD="3")
+    result = subprocess.run(CKPTKIT, capture_output=True, text=True, env=env, timeout=60)
+    assert "v/ExponentialMovingAverage" in result.stdout
