@@ -1,0 +1,166 @@
+"""ckptkit.convert: .npz and .safetensors, checked against TF and the `safetensors` package."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import ml_dtypes
+import numpy as np
+import pytest
+from cli_fixtures import dtype_tensors, dtypes_ckpt, dtypes_dir, same, tf_contents  # noqa: F401
+
+from ckptkit import convert
+from ckptkit.errors import DataLossError, UnsupportedError
+
+st_numpy = pytest.importorskip("safetensors.numpy")
+safe_open = pytest.importorskip("safetensors").safe_open
+
+NUMPY_SAFETENSORS = {"dense/kernel", "dense/bias", "ints/i32", "ints/i64", "ints/u8", "ints/i8",
+                     "flags", "half", "cplx", "empty"}  # dtypes safetensors.numpy can load
+
+
+@pytest.fixture
+def numeric_ckpt(tf, tmp_path) -> str:
+    """A TF-written checkpoint of every dtype safetensors can hold (no strings)."""
+    from cli_fixtures import make_dtypes
+
+    directory = tmp_path / "numeric"
+    directory.mkdir()
+    return make_dtypes(tf, os.fspath(directory), with_strings=False)
+
+
+def test_checkpoint_to_safetensors_read_by_the_package(tf, numeric_ckpt, tmp_path):
+    expected = tf_contents(tf, numeric_ckpt)
+    dst = os.fspath(tmp_path / "m.safetensors")
+    summary = convert.convert(numeric_ckpt, dst)
+    assert summary["tensors"] == len(expected)
+    with safe_open(dst, framework="numpy") as f:  # get_tensor: bf16 has no numpy type there
+        keys = set(f.keys())
+        assert keys == set(expected)
+        for key in NUMPY_SAFETENSORS:
+            assert same(f.get_tensor(key), expected[key]), key
+    with open(dst, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        assert (8 + n) % 8 == 0
+    assert header["bf16"]["dtype"] == "BF16" and header["cplx"]["dtype"] == "C64"
+    ours, _ = convert.read_safetensors(dst)
+    assert same(ours["bf16"], expected["bf16"])  # BF16 bytes round-trip exactly
+
+
+def test_safetensors_from_the_package_to_tf(tf, tmp_path):
+    tensors = {"a/w": np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32),
+               "a/b": np.arange(3, dtype=np.int64), "mask": np.array([True, False]),
+               "h": np.array([1.5], np.float16), "z": np.zeros((0,), np.uint32)}
+    src = os.fspath(tmp_path / "pkg.safetensors")
+    st_numpy.save_file(tensors, src, metadata={"format": "np"})
+    got, metadata = convert.read_safetensors(src)
+    assert metadata == {"format": "np"}
+    prefix = os.fspath(tmp_path / "out" / "model.ckpt")
+    convert.convert(src, prefix)
+    loaded = tf_contents(tf, prefix)
+    assert sorted(loaded) == sorted(tensors)
+    for key, value in tensors.items():
+        assert same(loaded[key], value), key
+
+
+def test_write_safetensors_metadata_and_refusals(tmp_path):
+    dst = os.fspath(tmp_path / "x.safetensors")
+    convert.write_safetensors(dst, {"x": np.ones(3, np.float32)}, metadata={"k": "v"})
+    with safe_open(dst, framework="numpy") as f:
+        assert f.metadata() == {"k": "v"}
+    with pytest.raises(UnsupportedError, match="'s'"):
+        convert.write_safetensors(os.fspath(tmp_path / "s.safetensors"), {"s": np.array([b"a"], object)})
+    with pytest.raises(UnsupportedError, match="complex128"):
+        convert.write_safetensors(os.fspath(tmp_path / "c.safetensors"), {"c": np.ones(1, np.complex128)})
+    assert not [n for n in os.listdir(tmp_path) if n != "x.safetensors"]
+
+
+def test_damaged_safetensors(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", 1000) + b"{}")
+    with pytest.raises(DataLossError, match="header length"):
+        convert.read_safetensors(path)
+    header = json.dumps({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 8)
+    with pytest.raises(DataLossError, match="'x'"):
+        convert.read_safetensors(path)
+    header = json.dumps({"x": {"dtype": "F4", "shape": [1], "data_offsets": [0, 1]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0")
+    with pytest.raises(UnsupportedError, match="F4"):
+        convert.read_safetensors(path)
+
+
+def test_checkpoint_to_npz_and_back(tf, dtypes_ckpt, tmp_path):
+    from ckptkit import edit
+
+    edit.remove_keys(dtypes_ckpt, ["bf16"])  # npz cannot hold bfloat16 (tested below)
+    expected = tf_contents(tf, dtypes_ckpt)
+    npz = os.fspath(tmp_path / "m.npz")
+    convert.convert(dtypes_ckpt, npz)
+    with np.load(npz, allow_pickle=False) as data:
+        assert sorted(data.files) == sorted(expected)
+        assert data["names"].dtype.kind == "S"
+        assert list(data["names"]) == [b"alpha", b"", "é".encode()]
+        for key in expected:
+            if key != "names":
+                assert same(data[key], expected[key]), key
+    prefix = os.fspath(tmp_path / "back.ckpt")
+    convert.convert(npz, prefix)
+    back = tf_contents(tf, prefix)
+    for key, value in expected.items():
+        assert same(back[key], value), key
+
+
+def test_npz_text_strings_and_odd_names(tf, tmp_path):
+    npz = os.fspath(tmp_path / "u.npz")
+    np.savez(npz, text=np.array(["héllo", "x"]), other=np.arange(2))
+    prefix = os.fspath(tmp_path / "u.ckpt")
+    convert.convert(npz, prefix)
+    got = tf_contents(tf, prefix)
+    assert list(got["text"]) == ["héllo".encode(), b"x"] and same(got["other"], np.arange(2))
+    # np.savez(file, **arrays) cannot take an array named "file"; write_npz can
+    out = os.fspath(tmp_path / "again.npz")
+    convert.write_npz(out, {"file": np.arange(2), "allow_pickle": np.ones(1)})
+    with np.load(out) as data:
+        assert sorted(data.files) == ["allow_pickle", "file"]
+
+
+def test_npz_refusals(tmp_path):
+    npz = os.fspath(tmp_path / "obj.npz")
+    np.savez(npz, ok=np.ones(2), bad=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(UnsupportedError, match="'bad'.*object array"):
+        convert.read_npz(npz)
+    with pytest.raises(UnsupportedError, match="bfloat16"):
+        convert.write_npz(os.fspath(tmp_path / "b.npz"), {"b": np.ones(2, ml_dtypes.bfloat16)})
+    with pytest.raises(UnsupportedError, match="NUL"):
+        convert.write_npz(os.fspath(tmp_path / "n.npz"), {"n": np.array([b"a\0"], object)})
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataLossError):
+        convert.read_npz(tmp_path / "junk.npz")
+    assert sorted(os.listdir(tmp_path)) == ["junk.npz", "obj.npz"]
+
+
+def test_cli_refuses_object_npz_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from ckptkit.cli import cli
+
+    npz = os.fspath(tmp_path / "obj.npz")
+    np.savez(npz, bad=np.array([None], dtype=object))
+    result = CliRunner().invoke(cli, ["convert", npz, os.fspath(tmp_path / "x.ckpt")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("ckptkit: error: ") and "'bad'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_same_source_and_destination(tmp_path):
+    path = os.fspath(tmp_path / "a.npz")
+    np.savez(path, x=np.ones(1))
+    with pytest.raises(Exception, match="same"):
+        convert.convert(path, path)
+
+
+def test_dtype_tensors_cover_every_safetensors_numpy_type(tf):
+    assert NUMPY_SAFETENSORS | {"bf16"} == set(dtype_tensors(tf, with_strings=False))
