@@ -186,7 +186,8 @@ class Saver:
         saved = self._var_list if self._var_list is not None else {k: k for k in values}
         for key, name in saved.items():
             if name not in values:
-                raise InvalidArgumentError(f"values has no variable {name!r} to save", path=save_path, key=key)
+                raise InvalidArgumentError(f"values has no variable {name!r} to save",
+                                           path=save_path, key=key)
         return saved
 
     def save(self, values: Mapping[str, Any], save_path: str | os.PathLike, global_step: Any = None,

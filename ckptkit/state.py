@@ -242,8 +242,8 @@ def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_ve
     prefix = os.fspath(checkpoint_prefix)
     directory = os.path.dirname(prefix)
     if root is not None and not _same_directory(directory, os.fspath(root)):
-        raise InvalidArgumentError(f"refusing to delete a checkpoint outside {os.fspath(root)!r}",
-                                   path=prefix)
+        shown = os.fspath(root) or os.curdir
+        raise InvalidArgumentError(f"refusing to delete a checkpoint outside {shown!r}", path=prefix)
     removed = []
     for path in checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix):
         try:

@@ -19,6 +19,7 @@ import pytest
 
 import ckptkit
 from ckptkit import state
+from ckptkit.ema import ExponentialMovingAverage
 from ckptkit.errors import CheckpointError, InvalidArgumentError, NotFoundError, TensorNotFoundError
 from ckptkit.saver import Saver
 
@@ -227,6 +228,17 @@ def test_relative_save_path_like_tf(tf_saver, tmp_path, clock, monkeypatch):
         assert ck_s.save(VALUES, "ck/run/model", global_step=step) == f"ck/run/model-{step}"
     assert snapshot("ck/run") == snapshot("tf/run")
     assert (tmp_path / "ck/run/checkpoint").read_text() == (tmp_path / "tf/run/checkpoint").read_text()
+    tf_s, ck_s = tf_saver(max_to_keep=1), Saver(max_to_keep=1)
+    for who in ("tf", "ck"):  # a bare name: the working directory
+        monkeypatch.chdir(tmp_path / who)
+        for step in (8, 9):
+            if who == "tf":
+                assert tf_s.save("model", global_step=step) == f"model-{step}"
+            else:
+                assert ck_s.save(VALUES, "model", global_step=step) == f"model-{step}"
+    assert snapshot(tmp_path / "ck") == snapshot(tmp_path / "tf")
+    files = snapshot(tmp_path / "ck")[0]
+    assert "model-9.index" in files and "model-8.index" not in files
 
 
 @pytest.mark.parametrize("step", [7, np.int64(7), np.int32(7), np.array(7), np.array(7, np.uint8)])
@@ -373,12 +385,11 @@ def test_seed_example_restore_shadow_into_v(tf1, tmp_path):
     assert got["v"] == tf_shadow == np.float32(0.099999905)
     assert Saver({"v": "v"}).restore(path)["v"] == np.float32(10.0)
     assert Saver(["v"]).restore(path) == {"v": np.float32(10.0)}
-    # and the same mapping with ckptkit's own EMA naming helper
-    ema_ck = ckptkit.ema.ExponentialMovingAverage(0.99) if hasattr(ckptkit, "ema") else None
-    if ema_ck is not None:
-        ema_ck.apply({"v": np.float32(0)})
-        ema_ck.apply({"v": np.float32(10)})
-        assert Saver(ema_ck.variables_to_restore(["v"])).restore(path)["v"] == tf_shadow
+    # the seed's third way: the mapping from ExponentialMovingAverage.variables_to_restore()
+    ema_ck = ExponentialMovingAverage(0.99)
+    ema_ck.apply({"v": np.float32(1)})
+    assert ema_ck.variables_to_restore() == {"v/ExponentialMovingAverage": "v"}
+    assert Saver(ema_ck.variables_to_restore()).restore(path) == {"v": tf_shadow}
 
 
 def test_dict_var_list_save_is_read_by_tf_with_the_same_mapping(tf_saver, tmp_path):
@@ -477,7 +488,8 @@ def test_tf_saver_does_delete_outside_in_the_same_setup(tf_saver, tmp_path, cloc
     import tensorflow as tf  # noqa: PLC0415
     managed, outside_files = hostile_setup(tmp_path, "tf")
     s = tf_saver(max_to_keep=1)
-    s.recover_last_checkpoints(tf.compat.v1.train.get_checkpoint_state(str(managed)).all_model_checkpoint_paths)
+    s.recover_last_checkpoints(
+        tf.compat.v1.train.get_checkpoint_state(str(managed)).all_model_checkpoint_paths)
     for step in range(6):
         clock.now += 1
         s.save(managed / "model", global_step=step, write_meta_graph=False)

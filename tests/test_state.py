@@ -150,7 +150,8 @@ def test_latest_checkpoint_custom_latest_filename(tf1, tmp_path):
     fake_v2(str(tmp_path / "a-1"))
     state.update_checkpoint_state(tmp_path, tmp_path / "a-1", latest_filename="mystate")
     assert state.latest_checkpoint(tmp_path) is None
-    assert state.latest_checkpoint(tmp_path, "mystate") == tf1.train.latest_checkpoint(str(tmp_path), "mystate")
+    theirs = tf1.train.latest_checkpoint(str(tmp_path), "mystate")
+    assert state.latest_checkpoint(tmp_path, "mystate") == theirs
     assert state.latest_checkpoint(tmp_path, latest_filename="mystate") == str(tmp_path / "a-1")
 
 
