@@ -361,32 +361,34 @@ def rename_cmd(ckpt, old, new, regex, overwrite, dry_run, output, as_json) -> No
     """
     from . import edit  # noqa: PLC0415
 
-    if regex:
-        import re  # noqa: PLC0415
-
-        try:
-            pattern = re.compile(old)
-        except re.error as exc:
-            raise click.BadParameter(f"{old!r}: {exc}", param_hint="OLD") from None
-
-        def renamer(key: str):
-            match = pattern.fullmatch(key)
-            if match is None:
-                return None
-            try:
-                return match.expand(new)
-            except (re.error, IndexError) as exc:
-                raise click.BadParameter(f"{new!r}: {exc}", param_hint="NEW") from None
-
-        mapping = edit.rename_keys(ckpt, renamer, overwrite=overwrite, output=output, dry_run=dry_run,
-                                   progress=None)
-        if not mapping and output is None:
-            raise _Failure(f"{ckpt}: no tensor name matches {old!r} (re.fullmatch)")
-    else:
-        with _progress(_copy_total(ckpt, output), "copying") as progress:
-            mapping = edit.rename_keys(ckpt, {old: new}, overwrite=overwrite, output=output,
-                                       dry_run=dry_run, progress=progress)
+    renamer = _regex_renamer(old, new) if regex else {old: new}
+    if regex and not edit.rename_keys(ckpt, renamer, overwrite=overwrite, dry_run=True):
+        raise _Failure(f"{ckpt}: no tensor name matches {old!r} (re.fullmatch)")
+    with _progress(0 if dry_run else _copy_total(ckpt, output), "copying") as progress:
+        mapping = edit.rename_keys(ckpt, renamer, overwrite=overwrite, output=output,
+                                   dry_run=dry_run, progress=progress)
     _report_mapping(mapping, as_json, dry_run, output, "renamed")
+
+
+def _regex_renamer(old: str, new: str):
+    """key -> re.fullmatch(old, key).expand(new), or None where the pattern does not match."""
+    import re  # noqa: PLC0415
+
+    try:
+        pattern = re.compile(old)
+    except re.error as exc:
+        raise click.BadParameter(f"{old!r}: {exc}", param_hint="OLD") from None
+
+    def renamer(key: str):
+        match = pattern.fullmatch(key)
+        if match is None:
+            return None
+        try:
+            return match.expand(new)
+        except (re.error, IndexError) as exc:
+            raise click.BadParameter(f"{new!r}: {exc}", param_hint="NEW") from None
+
+    return renamer
 
 
 def _copy_total(ckpt: str, output: str | None) -> int:

@@ -183,6 +183,9 @@ def test_rename_regex(tf, seed, dtypes_ckpt):
     result = run("rename", "-c", dtypes_ckpt, "--regex", "dense", "x")
     assert result.exit_code == 1 and "no tensor name matches" in one_error_line(result.stderr)
     assert run("rename", "-c", dtypes_ckpt, "--regex", "(", "x").exit_code == 2
+    assert run("rename", "-c", dtypes_ckpt, "--regex", "flags", r"\2").exit_code == 2  # bad group
+    result = run("rename", "-c", dtypes_ckpt, "--regex", "nothing", "x", "-o", dtypes_ckpt + "-copy")
+    assert result.exit_code == 1 and not os.path.exists(dtypes_ckpt + "-copy.index")
 
 
 def test_ema_command(tf, seed, tmp_path):
