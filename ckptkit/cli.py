@@ -136,6 +136,10 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
+def _count(n: int, what: str = "tensor") -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 def _shape(shape) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
@@ -235,7 +239,7 @@ def ls_cmd(ckpt: str, as_json: bool, pattern: str | None, sort: str, tree: bool)
     total_el = sum(i.elements for i in infos)
     total_b = sum(i.bytes for i in infos)
     _table([("name", "l"), ("dtype", "l"), ("shape", "l"), ("elements", "r"), ("bytes", "r")], rows,
-           footer=[f"{len(infos)} tensors", "", "", f"{total_el:,}", f"{total_b:,} ({_human(total_b)})"],
+           footer=[_count(len(infos)), "", "", f"{total_el:,}", f"{total_b:,} ({_human(total_b)})"],
            title=prefix)
 
 
@@ -267,7 +271,7 @@ def _tree_label(name: str, node: dict) -> str:
         parts.append(f"{t.dtype}{_shape(t.shape)}  {t.bytes:,} B")
     if len(node) > (1 if None in node else 0):
         count, size = _tree_totals(node)
-        parts.append(f"({count} tensors, {_human(size)})")
+        parts.append(f"({_count(count)}, {_human(size)})")
     return "  ".join(parts)
 
 
