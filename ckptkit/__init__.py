@@ -19,7 +19,12 @@ _LAZY = {
     "CheckpointReader": "reader", "NewCheckpointReader": "reader", "load_checkpoint": "reader",
     "list_variables": "reader", "load_variable": "reader", "load": "reader",
     "checkpoint_exists": "state", "get_checkpoint_state": "state", "latest_checkpoint": "state",
+    "update_checkpoint_state": "state", "remove_checkpoint": "state", "get_checkpoint_mtimes": "state",
     "save": "writer",
+    "Saver": "saver",
+    "ExponentialMovingAverage": "ema",
+    "build_meta_graph": "metagraph", "write_meta_graph": "metagraph", "read_meta_graph": "metagraph",
+    "summarize_meta_graph": "metagraph",
 }
 
 __all__ = ["CheckpointError", "DataLossError", "InvalidArgumentError", "NotFoundError",
@@ -43,5 +48,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same name
     from .dtypes import DType, as_dtype
     from .reader import (CheckpointReader, NewCheckpointReader, list_variables, load,
                          load_checkpoint, load_variable)
-    from .state import checkpoint_exists, get_checkpoint_state, latest_checkpoint
+    from .ema import ExponentialMovingAverage
+    from .metagraph import build_meta_graph, read_meta_graph, summarize_meta_graph, write_meta_graph
+    from .saver import Saver
+    from .state import (checkpoint_exists, get_checkpoint_mtimes, get_checkpoint_state, latest_checkpoint,
+                        remove_checkpoint, update_checkpoint_state)
     from .writer import save

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError
 from .format import bundle
+from .format.files import write_file_atomic
 from .proto.saver_pb2 import SaverDef
 from .reader import CheckpointReader
 from .state import (V2, checkpoint_exists, get_checkpoint_mtimes, meta_graph_filename,
@@ -216,10 +217,14 @@ class Saver:
             return None
         parent = os.path.dirname(save_path)
         self._make_parent(parent, save_path)
+        # Build (and so validate) the graph before any file is written: a name TF's graph
+        # can't hold must fail the save cleanly, not after the data landed.
+        graph = self._build_meta_graph(values, saved, checkpoint_file) if write_meta_graph else None
         bundle.write_bundle(checkpoint_file, {key: values[name] for key, name in saved.items()},
                             num_shards=self._num_shards)
-        if write_meta_graph:
-            self._write_meta_graph(meta_graph_filename(checkpoint_file, meta_graph_suffix), values, saved)
+        if graph is not None:
+            write_file_atomic(meta_graph_filename(checkpoint_file, meta_graph_suffix),
+                              graph.SerializeToString(deterministic=True))
         if write_state:
             self._record_last_checkpoint(checkpoint_file)
             update_checkpoint_state(parent, checkpoint_file, self.last_checkpoints,
@@ -238,17 +243,21 @@ class Saver:
             raise InvalidArgumentError("parent directory doesn't exist, can't save", path=save_path)
         os.makedirs(parent, exist_ok=True)
 
-    def _write_meta_graph(self, path: str, values: Mapping[str, Any], saved: Mapping[str, str]) -> None:
+    def _build_meta_graph(self, values: Mapping[str, Any], saved: Mapping[str, str], checkpoint_file: str):
         from . import metagraph  # noqa: PLC0415 - lazy: graph building is only needed here
         variables = {}
         for key, name in saved.items():
             if name not in variables:
                 arr, dtype = bundle.to_array(values[name], key)
                 variables[name] = (dtype, tuple(arr.shape))
-        metagraph.write_meta_graph(path, variables, dict(saved),
-                                   max_to_keep=self.saver_def.max_to_keep,
-                                   keep_checkpoint_every_n_hours=self.saver_def.keep_checkpoint_every_n_hours,
-                                   sharded=self._sharded)
+        try:
+            return metagraph.build_meta_graph(
+                variables, dict(saved), max_to_keep=self.saver_def.max_to_keep,
+                keep_checkpoint_every_n_hours=self.saver_def.keep_checkpoint_every_n_hours,
+                sharded=self._sharded)
+        except CheckpointError as exc:  # name the checkpoint the caller was writing
+            raise type(exc)(f"{exc.message} (pass write_meta_graph=False to save without a .meta)",
+                            path=checkpoint_file, key=exc.key) from None
 
     def restore(self, save_path: str | os.PathLike) -> dict[str, np.ndarray]:
         """{variable name: array} read from checkpoint `save_path` through the var_list mapping.

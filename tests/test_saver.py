@@ -521,3 +521,13 @@ def test_meta_graph_written_and_importable_by_tf(tf1, tmp_path, var_list):
         got = sess.run({n: g.get_tensor_by_name(f"{n}:0") for n in names})
     for k in names:
         np.testing.assert_array_equal(got[k], VALUES[k])
+
+
+def test_name_tf_graph_cannot_hold_fails_before_any_file_is_written(tmp_path):
+    saver = ckptkit.Saver()
+    with pytest.raises(ckptkit.InvalidArgumentError, match="write_meta_graph=False"):
+        saver.save({"bad name": np.zeros(2)}, str(tmp_path / "model.ckpt"), global_step=1)
+    assert os.listdir(tmp_path) == []
+    prefix = saver.save({"bad name": np.zeros(2)}, str(tmp_path / "model.ckpt"), global_step=1,
+                        write_meta_graph=False)
+    assert ckptkit.load(prefix)["bad name"].tolist() == [0, 0]
