@@ -60,25 +60,36 @@ def find_v1_files(path: str) -> tuple[str, list[str]] | None:
     checkpoints (`model.ckpt-?????-of-00002`), one shard of such a set (the whole set
     is read), or the prefix of sharded files (`model.ckpt` for `model.ckpt-0000N-of-0000M`).
     `name` is how the checkpoint is called: the file itself, or the shard pattern.
+    A shard set with a file missing is a NotFoundError naming the missing file.
     """
     if glob.has_magic(path):
         files = sorted(f for f in glob.glob(path) if os.path.isfile(f))
-        return (path, files) if files and all(is_table_file(f) for f in files) else None
+        if not files or not all(is_table_file(f) for f in files):
+            return None
+        m = SHARD_PATTERN.match(files[0])
+        return (path, _complete_set(m["base"], m["count"])) if m else (path, files)
     m = SHARD_PATTERN.match(path)
-    if m and os.path.isfile(path):
-        pattern = f"{glob.escape(m['base'])}-?????-of-{m['count']}"
-        files = sorted(glob.glob(pattern))
-        if len(files) == int(m["count"]) and all(is_table_file(f) for f in files):
-            return f"{m['base']}-?????-of-{m['count']}", files
+    if m and is_table_file(path):
+        return _shard_pattern(m["base"], m["count"]), _complete_set(m["base"], m["count"])
     if os.path.isfile(path):
         return (path, [path]) if is_table_file(path) else None
     files = sorted(f for f in glob.glob(glob.escape(path) + "-?????-of-?????") if SHARD_PATTERN.match(f))
-    if files:
+    if files and is_table_file(files[0]):
         count = SHARD_PATTERN.match(files[-1])["count"]
-        files = [f for f in files if SHARD_PATTERN.match(f)["count"] == count]
-        if all(is_table_file(f) for f in files):
-            return f"{path}-?????-of-{count}", files
+        return _shard_pattern(path, count), _complete_set(path, count)
     return None
+
+
+def _shard_pattern(base: str, count: str) -> str:
+    return f"{base}-?????-of-{count}"
+
+
+def _complete_set(base: str, count: str) -> list[str]:
+    files = [f"{base}-{i:05d}-of-{count}" for i in range(int(count))]
+    for f in files:
+        if not os.path.isfile(f):
+            raise NotFoundError(f"shard {os.path.basename(f)} of this V1 checkpoint is missing", path=f)
+    return files
 
 
 # --------------------------------------------------------------------------- TensorProto values
