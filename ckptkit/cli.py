@@ -136,6 +136,10 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
+def _bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
 def _count(n: int, what: str = "tensor") -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
@@ -235,9 +239,9 @@ def ls_cmd(ckpt: str, as_json: bool, pattern: str | None, sort: str, tree: bool)
         _echo_json([i.as_dict() for i in infos])
         return
     rows = [[i.name, i.dtype + (" (sliced)" if i.sliced else ""), _shape(i.shape),
-             f"{i.elements:,}", f"{i.bytes:,}"] for i in infos]
+             f"{i.elements:,}", _bytes(i.bytes)] for i in infos]
     total_el = sum(i.elements for i in infos)
-    total_b = sum(i.bytes for i in infos)
+    total_b = sum(i.bytes or 0 for i in infos)
     _table([("name", "l"), ("dtype", "l"), ("shape", "l"), ("elements", "r"), ("bytes", "r")], rows,
            footer=[_count(len(infos)), "", "", f"{total_el:,}", f"{total_b:,} ({_human(total_b)})"],
            title=prefix)
@@ -247,7 +251,7 @@ def _tree_totals(node: dict) -> tuple[int, int]:
     count, size = 0, 0
     for key, child in node.items():
         if key is None:
-            count, size = count + 1, size + child.bytes
+            count, size = count + 1, size + (child.bytes or 0)
         else:
             c, s = _tree_totals(child)
             count, size = count + c, size + s
@@ -268,7 +272,7 @@ def _tree_label(name: str, node: dict) -> str:
     parts = [name]
     if None in node:
         t = node[None]
-        parts.append(f"{t.dtype}{_shape(t.shape)}  {t.bytes:,} B")
+        parts.append(f"{t.dtype}{_shape(t.shape)}  {_bytes(t.bytes)} B")
     if len(node) > (1 if None in node else 0):
         count, size = _tree_totals(node)
         parts.append(f"({_count(count)}, {_human(size)})")
@@ -454,17 +458,17 @@ def rm_cmd(ckpt, names, compact, output) -> None:
         raise click.UsageError("give at least one NAME (or --compact alone to reclaim space)")
     target = ckpt
     if names:
-        with _progress(0 if compact else _copy_total(ckpt, output), "copying") as progress:
-            removed = edit.remove_keys(ckpt, names, output=None if compact else output,
-                                       progress=progress)
+        with _progress(_copy_total(ckpt, output), "copying") as progress:
+            removed = edit.remove_keys(ckpt, names, output=output, progress=progress)
         for name in removed:
             click.echo(name)
-        _note(f"removed {len(removed)} tensor(s)" + ("" if compact else
+        _note(f"removed {_count(len(removed))}" + ("" if compact else
               "; their bytes stay in the data shards until `ckptkit rm --compact`"))
+        target = output or ckpt  # with -o, the new checkpoint's shards are compacted in place
     if compact:
-        total = _copy_total(ckpt, output or ckpt)
-        with _progress(total, "compacting") as progress:
-            freed = edit.compact(target, output=output, progress=progress)
+        compact_output = None if names else output
+        with _progress(_copy_total(target, compact_output or target), "compacting") as progress:
+            freed = edit.compact(target, output=compact_output, progress=progress)
         _note(f"compacted: {_human(freed)} reclaimed")
 
 

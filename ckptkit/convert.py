@@ -238,18 +238,13 @@ def _to_npz_array(value, path: str, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------- checkpoints
 
 def _read_checkpoint(path: str, progress: Progress | None) -> dict[str, np.ndarray]:
+    """Every tensor as TF lists them (partitioned variables whole; V1 or V2)."""
     with CheckpointReader(path) as reader:
         tensors = {}
         for key in reader:
-            if key.startswith("\x00"):
-                continue  # slice keys: their variable is refused below
-            entry = reader.entry(key)
-            if entry.slices:
-                raise UnsupportedError("cannot convert a partitioned (sliced) variable yet",
-                                       path=reader.prefix, key=key)
             tensors[key] = reader.get_tensor(key)
             if progress is not None:
-                progress(entry.size)
+                progress(tensors[key].nbytes)
         return tensors
 
 
@@ -269,7 +264,9 @@ def source_bytes(path: str | os.PathLike) -> int:
     path = os.fspath(path)
     if _kind(path) == "checkpoint":
         with CheckpointReader(path) as reader:
-            return sum(reader.entry(k).size for k in reader)
+            shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+            return sum(math.prod(shapes[k]) * (0 if dtypes[k].is_string else dtypes[k].itemsize)
+                       for k in reader)
     try:
         return os.path.getsize(path)
     except OSError:

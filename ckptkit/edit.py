@@ -50,6 +50,9 @@ class _Edit:
 
     def __init__(self, prefix: str | os.PathLike) -> None:
         self.prefix = resolve_prefix(prefix)
+        if not os.path.isfile(bundle.index_filename(self.prefix)):
+            raise UnsupportedError("only V2 checkpoints (.index + .data) can be edited; rewrite a "
+                                   "V1 checkpoint first with `ckptkit convert OLD NEW`", path=self.prefix)
         self.index = bundle.BundleIndex(self.prefix)
         self.items = dict(self.index.raw_items())
 

@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import dtypes as _dtypes
 from .errors import CheckpointError, NotFoundError
-from .format import bundle
 from .reader import CheckpointReader
 from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state, read_state_file
 
@@ -25,37 +23,43 @@ __all__ = ["TensorInfo", "list_tensors", "scope_path", "scope_tree", "tensor_sta
 
 @dataclass
 class TensorInfo:
-    """One tensor as the index describes it (no data read)."""
+    """One tensor as the checkpoint's metadata describes it (no data read)."""
 
     name: str
-    dtype: str            # TF's name: float32, bfloat16, string...
+    dtype: str               # TF's name: float32, bfloat16, string...
     shape: list[int]
     elements: int
-    bytes: int            # bytes in the data shard (strings: lengths + checksum + bytes)
-    shard: int
-    sliced: bool = False  # a partitioned variable: data lives under its slice keys
+    bytes: int | None        # bytes on disk (V2 strings: lengths + checksum + bytes); None if unknown
+    shard: int | None        # V2 data shard (None for V1 and partitioned variables)
+    sliced: bool = False     # a partitioned variable, stored as several slices
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _is_slice_key(key: str) -> bool:
-    return key.startswith("\x00")  # see edit.is_slice_key
-
-
-def _info(reader: CheckpointReader, key: str) -> TensorInfo:
-    entry = reader.entry(key)
-    path = reader.prefix
-    shape = list(bundle.shape_of(entry, path, key))
-    dtype = _dtypes.from_enum(entry.dtype, path=path, key=key)
-    return TensorInfo(key, dtype.name, shape, math.prod(shape), entry.size, entry.shard_id,
-                      bool(entry.slices))
+def _infos(reader: CheckpointReader) -> list[TensorInfo]:
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    infos = []
+    for name in reader:
+        shape, dtype = shapes[name], dtypes[name]
+        elements = math.prod(shape)
+        sliced = bool(reader.slices(name))
+        size = shard = None
+        if reader.format_version == 2 and not sliced:
+            entry = reader.entry(name)
+            size, shard = entry.size, entry.shard_id
+        elif not dtype.is_string:
+            size = elements * dtype.itemsize
+        infos.append(TensorInfo(name, dtype.name, list(shape), elements, size, shard, sliced))
+    return infos
 
 
 def list_tensors(path: str | os.PathLike) -> tuple[str, list[TensorInfo]]:
-    """(prefix, one TensorInfo per tensor in key order); slice keys are not listed."""
+    """(prefix, one TensorInfo per tensor in key order), as TF lists them (V1 and V2;
+    a partitioned variable once, whole)."""
     with CheckpointReader(path) as reader:
-        return reader.prefix, [_info(reader, k) for k in reader if not _is_slice_key(k)]
+        return reader.prefix, _infos(reader)
 
 
 def scope_path(name: str) -> list[str]:
@@ -131,32 +135,31 @@ def verify_checkpoint(path: str | os.PathLike,
                       progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Read every tensor, checking every crc32c; collect (not raise) per-tensor damage.
 
-    A damaged index cannot be checked tensor by tensor: that raises as on any read.
+    A partitioned variable is read whole, which checks each of its slices. A damaged
+    index cannot be checked tensor by tensor: that raises as on any read.
     `progress(n)` is called with the bytes of each tensor checked.
     """
     with CheckpointReader(path, verify=True) as reader:
         report = VerifyReport(reader.prefix)
-        for key in reader:
+        for info in _infos(reader):
             try:
-                entry = reader.entry(key)
-                if not entry.slices:
-                    reader.get_tensor(key)
+                value = reader.get_tensor(info.name)
             except CheckpointError as exc:
-                report.errors.append((key, str(exc)))
+                report.errors.append((info.name, str(exc)))
             except OSError as exc:
-                report.errors.append((key, f"{reader.prefix}: key {key!r}: {exc.strerror or exc}"))
+                report.errors.append((info.name, f"{reader.prefix}: key {info.name!r}: "
+                                                 f"{exc.strerror or exc}"))
             else:
-                report.bytes += entry.size
+                report.bytes += info.bytes if info.bytes is not None else value.nbytes
             report.tensors += 1
             if progress is not None:
-                progress(entry.size)
+                progress(info.bytes or 0)
         return report
 
 
 def total_bytes(path: str | os.PathLike) -> int:
-    """Bytes referenced by the index: the work a full read or verify does."""
-    with CheckpointReader(path) as reader:
-        return sum(reader.entry(k).size for k in reader)
+    """Bytes of tensor data (as far as the metadata tells): the work of a full read."""
+    return sum(i.bytes or 0 for i in list_tensors(path)[1])
 
 
 def _comparable(array: np.ndarray) -> np.ndarray:
@@ -191,27 +194,24 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
     True when nothing differs.
     """
     with CheckpointReader(path_a) as ra, CheckpointReader(path_b) as rb:
-        keys_a = [k for k in ra if not _is_slice_key(k)]
-        keys_b = [k for k in rb if not _is_slice_key(k)]
-        set_a, set_b = set(keys_a), set(keys_b)
+        infos_a, infos_b = _infos(ra), {i.name: i for i in _infos(rb)}
+        names_a = {i.name for i in infos_a}
         result = {"a": ra.prefix, "b": rb.prefix,
-                  "only_a": [k for k in keys_a if k not in set_b],
-                  "only_b": [k for k in keys_b if k not in set_a],
+                  "only_a": [i.name for i in infos_a if i.name not in infos_b],
+                  "only_b": [n for n in infos_b if n not in names_a],
                   "changed": [], "values": []}
-        for key in keys_a:
-            if key not in set_b:
+        for ia in infos_a:
+            ib = infos_b.get(ia.name)
+            if ib is None:
                 continue
-            ia, ib = _info(ra, key), _info(rb, key)
             if (ia.dtype, ia.shape) != (ib.dtype, ib.shape):
-                result["changed"].append({"name": key, "a": {"dtype": ia.dtype, "shape": ia.shape},
+                result["changed"].append({"name": ia.name, "a": {"dtype": ia.dtype, "shape": ia.shape},
                                           "b": {"dtype": ib.dtype, "shape": ib.shape}})
                 continue
-            if ia.sliced or ib.sliced:
-                continue  # compared through their slice keys' owners later (slices issue)
-            a, b = ra.get_tensor(key), rb.get_tensor(key)
+            a, b = ra.get_tensor(ia.name), rb.get_tensor(ia.name)
             mismatched, max_diff = _compare(a, b, atol)
             if mismatched:
-                result["values"].append({"name": key, "mismatched": mismatched,
+                result["values"].append({"name": ia.name, "mismatched": mismatched,
                                          "elements": int(a.size), "max_abs_diff": max_diff})
     result["equal"] = not (result["only_a"] or result["only_b"] or result["changed"] or result["values"])
     return result

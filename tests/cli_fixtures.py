@@ -77,6 +77,19 @@ def make_partitioned(tf1, directory: str) -> str:
             return saver.save(sess, os.path.join(directory, "part.ckpt"))
 
 
+def make_v1(tf1, directory: str) -> str:
+    """A legacy V1 checkpoint (one SSTable file) written by TF1's Saver."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    with tf.Graph().as_default():
+        tf1.Variable([[1.0, 2.0], [3.0, 4.0]], name="w")
+        tf1.Variable(b"text", name="s")
+        saver = tf1.train.Saver(write_version=tf1.train.SaverDef.V1, save_relative_paths=True)
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            return saver.save(sess, os.path.join(directory, "old.ckpt"))
+
+
 def tf_contents(tf, prefix: str) -> dict:
     """{key: numpy value} as TF's own reader sees the checkpoint."""
     reader = tf.train.load_checkpoint(prefix)

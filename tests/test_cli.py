@@ -217,6 +217,16 @@ def test_rm_and_compact(tf, dtypes_ckpt):
     result = run("rm", "-c", dtypes_ckpt, "ints/i8", "--compact")
     assert result.exit_code == 0 and "ints/i8" not in tf_contents(tf, dtypes_ckpt)
     assert run("rm", "-c", dtypes_ckpt).exit_code == 2
+    index = index_bytes(dtypes_ckpt)
+    out = dtypes_ckpt + "-small"
+    result = run("rm", "-c", dtypes_ckpt, "dense/bias", "--compact", "-o", out)
+    assert result.exit_code == 0 and index_bytes(dtypes_ckpt) == index  # source untouched
+    small = tf_contents(tf, out)
+    assert sorted(small) == sorted(set(tf_contents(tf, dtypes_ckpt)) - {"dense/bias"})
+    assert os.path.getsize(out + ".data-00000-of-00001") < \
+        os.path.getsize(dtypes_ckpt + ".data-00000-of-00001")
+    for key, value in small.items():
+        assert same(value, before[key]), key
     result = run("rm", "-c", dtypes_ckpt, "gone")
     assert result.exit_code == 1 and "'gone'" in one_error_line(result.stderr)
 
@@ -229,6 +239,57 @@ def test_sliced_rename_is_refused(partitioned):
     listed = json.loads(run("ls", partitioned, "--json").stdout)
     assert [(t["name"], t["sliced"]) for t in listed] == [("part", True), ("plain", False)]
     assert run("verify", partitioned).exit_code == 0
+    from ckptkit import edit
+    from ckptkit.format.coding import crc32c, mask_crc
+
+    # Change one slice's value (bytes and crc), as a different training run would.
+    index = bundle.BundleIndex(partitioned)
+    key = next(k for k in index.keys() if edit.is_slice_key(k))
+    entry = index.entry(key)
+    other = partitioned + "-other"
+    edit.rename_keys(partitioned, {}, output=other)  # a copy (linked shards: rewrite below)
+    with open(other + ".data-00000-of-00001", "rb") as f:
+        data = bytearray(f.read())
+    os.unlink(other + ".data-00000-of-00001")
+    data[entry.offset:entry.offset + 4] = np.float32(7).tobytes()
+    with open(other + ".data-00000-of-00001", "wb") as f:
+        f.write(data)
+    raw = dict(index.raw_items())
+    entry.crc32c = mask_crc(crc32c(bytes(data[entry.offset:entry.offset + entry.size])))
+    raw[key] = entry.SerializeToString()
+    bundle.write_index(other, index.header, raw.items()).commit()
+    result = run("diff", partitioned, other, "--json")
+    assert result.exit_code == 1
+    assert [v["name"] for v in json.loads(result.stdout)["values"]] == ["part"]
+    assert json.loads(result.stdout)["values"][0]["mismatched"] == 1
+
+
+def test_partitioned_converts_whole(tf, partitioned, tmp_path):
+    npz = tmp_path / "p.npz"
+    assert run("convert", partitioned, npz).exit_code == 0
+    expected = tf_contents(tf, partitioned)
+    with np.load(npz) as data:
+        assert sorted(data.files) == sorted(expected)
+        for key in expected:
+            assert same(data[key], expected[key]), key
+
+
+def test_v1_checkpoint(tf, tf1, tmp_path):
+    from cli_fixtures import make_v1
+
+    prefix = make_v1(tf1, os.fspath(tmp_path))
+    expected = tf_contents(tf, prefix)
+    listed = json.loads(run("ls", prefix, "--json").stdout)
+    assert [(t["name"], t["dtype"], t["shape"]) for t in listed] == [("s", "string", []),
+                                                                    ("w", "float32", [2, 2])]
+    assert listed[1]["bytes"] == 16
+    assert run("verify", prefix).exit_code == 0
+    result = run("rename", "-c", prefix, "w", "x")
+    assert result.exit_code == 1 and "V1" in one_error_line(result.stderr)
+    new = tmp_path / "v2" / "new.ckpt"
+    assert run("convert", prefix, new).exit_code == 0
+    got = tf_contents(tf, os.fspath(new))
+    assert sorted(got) == sorted(expected) and same(got["w"], expected["w"]) and got["s"] == b"text"
 
 
 # --------------------------------------------------------------------------- diff / verify
