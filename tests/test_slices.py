@@ -258,3 +258,13 @@ def test_sliced_string_tensor_round_trips(tmp_path):
     got = ckptkit.load_variable(prefix, "s")
     assert got.tolist() == value.tolist()
     assert TableReader.open(prefix + ".index").num_blocks == 1
+
+
+def test_sliced_variables_across_data_shards(tf, tmp_path):
+    value = np.arange(400, dtype=np.float32).reshape(40, 10)
+    prefix = ckptkit.save(str(tmp_path / "x"), {"v": SlicedTensor.split(value, 4), "w": np.ones(100)},
+                          num_shards=3)
+    index = bundle.BundleIndex(prefix)
+    assert len({index.entry(k).shard_id for k in index.keys() if k.startswith("\x00")}) > 1
+    np.testing.assert_array_equal(tf.train.load_checkpoint(prefix).get_tensor("v"), value)
+    np.testing.assert_array_equal(ckptkit.load_variable(prefix, "v"), value)
