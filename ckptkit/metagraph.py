@@ -277,8 +277,13 @@ def _check_variables(variables, saved):
     return specs, sorted(saved.items())
 
 
+def is_trainable_by_default(name: str) -> bool:
+    """TF creates `global_step` and moving-average shadows with trainable=False."""
+    return name != "global_step" and not name.endswith("/ExponentialMovingAverage")
+
+
 def _add_variable(g: _GraphBuilder, name: str, dtype: _dtypes.DType,
-                  shape: tuple[int, ...]) -> variable_pb2.VariableDef:
+                  shape: tuple[int, ...], trainable: bool) -> variable_pb2.VariableDef:
     """VariableV2 + initial value + initializer + read snapshot, as tf.compat.v1.Variable makes them."""
     init = g.const(f"{name}/initial_value", _zero_tensor(dtype, shape))
     g.add(name, "VariableV2", shape=_shape_proto(shape), dtype=_type_attr(dtype.enum),
@@ -288,7 +293,7 @@ def _add_variable(g: _GraphBuilder, name: str, dtype: _dtypes.DType,
     read = g.add(f"{name}/read", "Identity", [name], T=_type_attr(dtype.enum), _class=_colocate(name))
     return variable_pb2.VariableDef(variable_name=f"{name}:0", initializer_name=assign,
                                     snapshot_name=f"{read}:0", initial_value_name=f"{init}:0",
-                                    trainable=True)
+                                    trainable=trainable)
 
 
 def _add_saver(g: _GraphBuilder, entries: list[tuple[str, str]], specs, *, sharded: bool,
@@ -373,11 +378,14 @@ def _add_saver(g: _GraphBuilder, entries: list[tuple[str, str]], specs, *, shard
 def build_meta_graph(variables: Mapping[str, tuple[_dtypes.DType, tuple[int, ...]]],
                      saved: Mapping[str, str] | None = None, *, max_to_keep: int = 5,
                      keep_checkpoint_every_n_hours: float = 10000.0,
-                     sharded: bool = False) -> meta_graph_pb2.MetaGraphDef:
+                     sharded: bool = False,
+                     trainable: Iterable[str] | None = None) -> meta_graph_pb2.MetaGraphDef:
     """The MetaGraphDef tf.compat.v1.train.Saver would export for these variables.
 
-    `variables`: {variable name: (dtype, shape)}; every variable is trainable and starts
-    at zeros (b"" for strings) when its initializer runs. `saved`: {checkpoint key:
+    `variables`: {variable name: (dtype, shape)}; each starts at zeros (b"" for strings)
+    when its initializer runs. `trainable`: the names listed in `trainable_variables`;
+    default every variable but `global_step` and `*/ExponentialMovingAverage` shadows, as
+    TF creates those. `saved`: {checkpoint key:
     variable name}, default identity over `variables` (e.g. {"v/ExponentialMovingAverage":
     "v"} restores the EMA shadow into `v`). The SaverDef carries `max_to_keep`,
     `keep_checkpoint_every_n_hours` and `sharded`, which TF's Saver reads back on import.
@@ -393,7 +401,10 @@ def build_meta_graph(variables: Mapping[str, tuple[_dtypes.DType, tuple[int, ...
         raise InvalidArgumentError("keep_checkpoint_every_n_hours must be a number, got "
                                    f"{keep_checkpoint_every_n_hours!r}") from None
     g = _GraphBuilder()
-    var_defs = [_add_variable(g, name, dtype, shape) for name, (dtype, shape) in specs.items()]
+    trainable = ({n for n in specs if is_trainable_by_default(n)} if trainable is None
+                 else set(trainable))
+    var_defs = [_add_variable(g, name, dtype, shape, name in trainable)
+                for name, (dtype, shape) in specs.items()]
     saver_def = _add_saver(g, entries, specs, sharded=bool(sharded), max_to_keep=max_to_keep,
                            keep_hours=keep_hours)
 
@@ -407,9 +418,9 @@ def build_meta_graph(variables: Mapping[str, tuple[_dtypes.DType, tuple[int, ...
     mg.graph_def.node.extend(g.nodes)
     mg.graph_def.versions.producer = GRAPH_PRODUCER
     mg.saver_def.CopyFrom(saver_def)
-    serialized = [d.SerializeToString() for d in var_defs]
-    mg.collection_def["variables"].bytes_list.value.extend(serialized)
-    mg.collection_def["trainable_variables"].bytes_list.value.extend(serialized)
+    mg.collection_def["variables"].bytes_list.value.extend(d.SerializeToString() for d in var_defs)
+    mg.collection_def["trainable_variables"].bytes_list.value.extend(
+        d.SerializeToString() for d in var_defs if d.trainable)
     return mg
 
 
@@ -417,13 +428,13 @@ def write_meta_graph(path: str | os.PathLike,
                      variables: Mapping[str, tuple[_dtypes.DType, tuple[int, ...]]],
                      saved: Mapping[str, str] | None = None, *, max_to_keep: int = 5,
                      keep_checkpoint_every_n_hours: float = 10000.0,
-                     sharded: bool = False) -> None:
+                     sharded: bool = False, trainable: Iterable[str] | None = None) -> None:
     """build_meta_graph(...) serialized to `path` (atomically: temp file, fsync, rename)."""
     path = os.fspath(path)
     try:
         mg = build_meta_graph(variables, saved, max_to_keep=max_to_keep,
                               keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
-                              sharded=sharded)
+                              sharded=sharded, trainable=trainable)
     except CheckpointError as exc:  # name the file the caller was writing
         raise type(exc)(exc.message, path=path, key=exc.key) from None
     try:

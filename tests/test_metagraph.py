@@ -361,3 +361,26 @@ def test_write_errors_name_the_file(tmp_path):
     with pytest.raises(NotFoundError, match="nodir"):
         write_meta_graph(str(tmp_path / "nodir" / "m.meta"), {"v": (as_dtype("float32"), ())})
     assert os.listdir(tmp_path) == []
+
+
+def test_trainable_split_matches_tf_for_the_seed_example(tmp_path, tf1):
+    """TF makes global_step and EMA shadows non-trainable; our default graph agrees."""
+    with tf1.Graph().as_default():
+        v = tf1.Variable(0.0, name="v")
+        tf1.train.get_or_create_global_step()
+        tf1.train.ExponentialMovingAverage(0.99).apply([v])
+        tf_trainable = sorted(x.op.name for x in tf1.trainable_variables())
+        tf_all = sorted(x.op.name for x in tf1.global_variables())
+    values = {"v": np.float32(10), "v/ExponentialMovingAverage": np.float32(0.1),
+              "global_step": np.int64(1)}
+    prefix = ckptkit.save(str(tmp_path / "model.ckpt"), values)
+    write_meta_graph(prefix + ".meta", _specs(values))
+    with tf1.Graph().as_default():
+        tf1.train.import_meta_graph(prefix + ".meta")
+        assert sorted(x.op.name for x in tf1.global_variables()) == tf_all
+        assert sorted(x.op.name for x in tf1.trainable_variables()) == tf_trainable == ["v"]
+    explicit = str(tmp_path / "explicit.meta")
+    write_meta_graph(explicit, _specs(values), trainable=["global_step"])
+    with tf1.Graph().as_default():
+        tf1.train.import_meta_graph(explicit)
+        assert [x.op.name for x in tf1.trainable_variables()] == ["global_step"]
