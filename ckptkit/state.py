@@ -42,7 +42,8 @@ def checkpoint_exists(prefix: str | os.PathLike) -> bool:
         return True
     if os.path.isfile(prefix):
         return True
-    import glob  # noqa: PLC0415 - rare path: sharded V1 files
+    if glob.has_magic(prefix):  # TF's sharded V1 Saver records `model.ckpt-?????-of-00002`
+        return bool(glob.glob(prefix))
     return bool(glob.glob(glob.escape(prefix) + "-?????-of-?????"))
 
 

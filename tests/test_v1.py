@@ -149,7 +149,7 @@ def test_sharded_v1_saver_on_two_devices(tf, tf1, tmp_path):
     assert saved == prefix + "-?????-of-00002"
     shards = [prefix + "-00000-of-00002", prefix + "-00001-of-00002"]
     assert all(os.path.isfile(s) for s in shards)
-    for where in (saved, prefix, shards[1]):
+    for where in (saved, prefix, shards[1], str(tmp_path)):  # the directory: via its state file
         with ckptkit.CheckpointReader(where) as reader:
             assert reader.prefix == saved and reader.files == shards and reader.num_shards == 2
             assert_matches_tf_listing(tf, saved, reader)
