@@ -25,6 +25,9 @@ _LAZY = {
     "ExponentialMovingAverage": "ema",
     "build_meta_graph": "metagraph", "write_meta_graph": "metagraph", "read_meta_graph": "metagraph",
     "summarize_meta_graph": "metagraph",
+    "SlicedTensor": "format.slices", "TensorSlice": "format.slices",
+    "ObjectGraph": "objectgraph",
+    "rename_keys": "edit", "remove_keys": "edit", "apply_ema": "edit",
 }
 
 __all__ = ["CheckpointError", "DataLossError", "InvalidArgumentError", "NotFoundError",
@@ -48,7 +51,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same name
     from .dtypes import DType, as_dtype
     from .reader import (CheckpointReader, NewCheckpointReader, list_variables, load,
                          load_checkpoint, load_variable)
+    from .edit import apply_ema, remove_keys, rename_keys
     from .ema import ExponentialMovingAverage
+    from .format.slices import SlicedTensor, TensorSlice
+    from .objectgraph import ObjectGraph
     from .metagraph import build_meta_graph, read_meta_graph, summarize_meta_graph, write_meta_graph
     from .saver import Saver
     from .state import (checkpoint_exists, get_checkpoint_mtimes, get_checkpoint_state, latest_checkpoint,

@@ -216,7 +216,8 @@ def cli() -> None:
 @click.option("--filter", "pattern", metavar="GLOB", help="only names matching GLOB (fnmatch; * crosses /)")
 @click.option("--sort", type=click.Choice(["name", "size"]), default="name", show_default=True,
               help="order by name, or by size (largest first)")
-@click.option("--tree", is_flag=True, help="group tensors by their / scopes")
+@click.option("--tree", is_flag=True,
+              help="group tensors by / scopes (TF2 checkpoints: by their object graph)")
 def ls_cmd(ckpt: str, as_json: bool, pattern: str | None, sort: str, tree: bool) -> None:
     """List tensors: name, dtype, shape, elements and bytes, with totals."""
     import fnmatch  # noqa: PLC0415
@@ -229,7 +230,7 @@ def ls_cmd(ckpt: str, as_json: bool, pattern: str | None, sort: str, tree: bool)
     if sort == "size":
         infos.sort(key=lambda i: (-i.bytes, i.name))
     if tree:
-        root = info.scope_tree(infos)
+        root = info.scope_tree(infos, info.tree_path_of(prefix))
         if as_json:
             _echo_json(_tree_json(root))
         else:

@@ -67,6 +67,24 @@ def scope_path(name: str) -> list[str]:
     return name.split("/")
 
 
+def tree_path_of(path: str | os.PathLike) -> Callable[[str], list[str]]:
+    """How `ls --tree` places a key: by TF2 object path when the checkpoint has an
+    object graph (`model/layer_with_weights-0/kernel`), else by `/` scopes."""
+    with CheckpointReader(path) as reader:
+        graph = reader.object_graph()
+    if graph is None:
+        return scope_path
+    objects = graph.key_to_object()
+
+    def path_of(key: str) -> list[str]:
+        if key not in objects:
+            return scope_path(key)
+        obj_path, attribute = objects[key]
+        return [part for part in obj_path.split("/") if part] + [attribute]
+
+    return path_of
+
+
 def scope_tree(infos: Iterable[TensorInfo],
                path_of: Callable[[str], list[str]] = scope_path) -> dict:
     """Nested {component: subtree}, leaves under the key None hold the TensorInfo.

@@ -509,3 +509,21 @@ def test_shell_completion(seed):
     env.update(_CKPTKIT_COMPLETE="bash_complete", COMP_WORDS=f"ckptkit show {seed} v/E", COMP_CWORD="3")
     result = subprocess.run(CKPTKIT, capture_output=True, text=True, env=env, timeout=60)
     assert "v/ExponentialMovingAverage" in result.stdout
+
+
+def test_ls_tree_follows_the_tf2_object_graph(tf, tmp_path):
+    """TF2 checkpoints group by object path, attributes as leaves (no `.ATTRIBUTES` level)."""
+    inner = tf.Module()
+    inner.kernel = tf.Variable(tf.ones([2, 3]))
+    root = tf.Module()
+    root.dense = inner
+    root.step = tf.Variable(3, dtype=tf.int64)
+    prefix = tf.train.Checkpoint(net=root).write(str(tmp_path / "tf2"))
+    result = run("ls", prefix, "--tree", "--json")
+    assert result.exit_code == 0, result.output
+    tree = json.loads(result.output)["children"]
+    leaf = tree["net"]["children"]["dense"]["children"]["kernel"]["children"]["VARIABLE_VALUE"]
+    assert leaf["tensor"]["name"] == "net/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    assert leaf["tensor"]["shape"] == [2, 3]
+    assert tree["net"]["children"]["step"]["children"]["VARIABLE_VALUE"]["tensor"]["dtype"] == "int64"
+    assert ".ATTRIBUTES" not in json.dumps(list(tree["net"]["children"]))
