@@ -8,10 +8,18 @@ says to keep one. The policy follows TF's `_RecordLastCheckpoint` and
 list longer than `max_to_keep` stays that long), because users rely on which files
 survive.
 
-Two things are deliberately stricter than TF: pruning never deletes a file outside
-the directory of the current `save_path` (a hostile or stale state file cannot make
-it delete elsewhere), and a new checkpoint is complete on disk (bundle and `.meta`)
-before the state file names it.
+Deliberately stricter than TF: pruning never deletes a file outside the directory
+of the current `save_path` (a hostile or stale state file cannot make it delete
+elsewhere); a new checkpoint is complete on disk (bundle and `.meta`) before the
+state file names it; a save holds the directory's lock (ckptkit/lock.py), so a second
+Saver saving into the same directory at the same time fails clearly instead of
+corrupting the state file; and each save first deletes the temp files that crashed
+ckptkit writers left in that directory (`files.sweep_stale_temps` says which are
+stale: a dead writer's on this machine, or anyone's untouched for an hour).
+
+Crash safety: kill a save at any moment and `latest_checkpoint(dir)` still names a
+complete checkpoint (the previous one, or the new one once the state file is
+renamed into place); a new Saver, after `recover_last_checkpoints`, carries on.
 """
 from __future__ import annotations
 
@@ -25,7 +33,8 @@ import numpy as np
 
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError
 from .format import bundle
-from .format.files import write_file_atomic
+from .format.files import STALE_TEMP_SECONDS, sweep_stale_temps, write_file_atomic
+from .lock import DirectoryLock
 from .proto.saver_pb2 import SaverDef
 from .reader import CheckpointReader
 from .state import (V2, checkpoint_exists, get_checkpoint_mtimes, meta_graph_filename,
@@ -84,12 +93,15 @@ class Saver:
     `var_list`: None (every value handed to `save`; on restore, every tensor in the
     checkpoint), a list of names, or a dict {checkpoint key: variable name} — so
     `Saver({"v/ExponentialMovingAverage": "v"}).restore(path)` returns {"v": shadow}.
+    `lock_timeout`: seconds a save waits for another Saver saving into the same
+    directory to finish (0, the default: fail at once with DirectoryLockedError; None:
+    wait as long as it takes).
     """
 
     def __init__(self, var_list: VarList = None, *, max_to_keep: int | None = 5,
                  keep_checkpoint_every_n_hours: float = 10000.0, pad_step_number: bool = False,
                  save_relative_paths: bool = False, sharded: bool = False, num_shards: int = 1,
-                 allow_empty: bool = False) -> None:
+                 allow_empty: bool = False, lock_timeout: float | None = 0.0) -> None:
         if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
                                         or max_to_keep < 0):
             raise InvalidArgumentError(f"max_to_keep must be None or an int >= 0, got {max_to_keep!r}")
@@ -101,6 +113,10 @@ class Saver:
         if self._var_list is not None and not self._var_list and not allow_empty:
             raise InvalidArgumentError("no variables to save (empty var_list; pass allow_empty=True)")
         self._allow_empty = allow_empty
+        if lock_timeout is not None and (isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float))
+                                         or lock_timeout < 0):
+            raise InvalidArgumentError(f"lock_timeout must be None or seconds >= 0, got {lock_timeout!r}")
+        self._lock_timeout = lock_timeout
         self._pad_step_number = pad_step_number
         self._save_relative_paths = save_relative_paths
         self._sharded = sharded
@@ -198,7 +214,8 @@ class Saver:
 
         The prefix is `save_path`, or `save_path-N` with `global_step` (an int or 0-d
         array). Order on disk: data shards and index (renamed into place), `.meta`, then
-        the state file, then pruning of checkpoints beyond `max_to_keep`. Returns None
+        the state file, then pruning of checkpoints beyond `max_to_keep` — all while
+        holding the directory's lock, after sweeping stale temp files. Returns None
         for an empty Saver made with allow_empty=True (nothing is written).
         """
         save_path = os.fspath(save_path)
@@ -220,17 +237,19 @@ class Saver:
         # Build (and so validate) the graph before any file is written: a name TF's graph
         # can't hold must fail the save cleanly, not after the data landed.
         graph = self._build_meta_graph(values, saved, checkpoint_file) if write_meta_graph else None
-        bundle.write_bundle(checkpoint_file, {key: values[name] for key, name in saved.items()},
-                            num_shards=self._num_shards)
-        if graph is not None:
-            write_file_atomic(meta_graph_filename(checkpoint_file, meta_graph_suffix),
-                              graph.SerializeToString(deterministic=True))
-        if write_state:
-            self._record_last_checkpoint(checkpoint_file)
-            update_checkpoint_state(parent, checkpoint_file, self.last_checkpoints,
-                                    latest_filename=latest_filename,
-                                    save_relative_paths=self._save_relative_paths)
-            self._maybe_delete_old_checkpoints(meta_graph_suffix, root=parent)
+        with DirectoryLock(parent, self._lock_timeout):
+            sweep_stale_temps(parent, max_age=STALE_TEMP_SECONDS)
+            bundle.write_bundle(checkpoint_file, {key: values[name] for key, name in saved.items()},
+                                num_shards=self._num_shards)
+            if graph is not None:
+                write_file_atomic(meta_graph_filename(checkpoint_file, meta_graph_suffix),
+                                  graph.SerializeToString(deterministic=True))
+            if write_state:
+                self._record_last_checkpoint(checkpoint_file)
+                update_checkpoint_state(parent, checkpoint_file, self.last_checkpoints,
+                                        latest_filename=latest_filename,
+                                        save_relative_paths=self._save_relative_paths)
+                self._maybe_delete_old_checkpoints(meta_graph_suffix, root=parent)
         return checkpoint_file
 
     @staticmethod

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 from google.protobuf import text_format
 
-from .errors import DataLossError, InvalidArgumentError, NotFoundError
+from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError
 from .format import bundle
 from .format.files import fsync_dir, write_file_atomic
 from .proto.checkpoint_state_pb2 import CheckpointState
@@ -35,26 +35,66 @@ V2 = SaverDef.V2  # PREFIX.index + PREFIX.data-SSSSS-of-NNNNN
 _log = logging.getLogger(__name__)
 
 
+def _glob_one_directory(pattern: str) -> list[str]:
+    """glob.glob(pattern), but only for a pattern whose wildcards are all in its last
+    component (TF's sharded V1 name `model.ckpt-?????-of-00002`).
+
+    Paths come from state files, which may be hostile: a pattern like `/*/*/*/...`
+    would walk the whole filesystem (or recurse until RecursionError), and a NUL byte
+    makes glob raise ValueError. Such a path names no checkpoint: [].
+    """
+    if "\0" in pattern or glob.has_magic(os.path.dirname(pattern)):
+        return []
+    try:
+        return glob.glob(pattern)
+    except (OSError, ValueError, RecursionError):
+        return []
+
+
 def checkpoint_exists(prefix: str | os.PathLike) -> bool:
     """True if a V2 checkpoint (its .index) or a V1 file exists at `prefix`."""
     prefix = os.fspath(prefix)
+    if "\0" in prefix:  # no file can have that name (os functions would raise ValueError)
+        return False
     if os.path.isfile(bundle.index_filename(prefix)):
         return True
     if os.path.isfile(prefix):
         return True
     if glob.has_magic(prefix):  # TF's sharded V1 Saver records `model.ckpt-?????-of-00002`
-        return bool(glob.glob(prefix))
-    return bool(glob.glob(glob.escape(prefix) + "-?????-of-?????"))
+        return bool(_glob_one_directory(prefix))
+    return bool(_glob_one_directory(glob.escape(prefix) + "-?????-of-?????"))
+
+
+# A real state file is a few hundred bytes per checkpoint listed; anything near this
+# is not one, and reading it whole would only cost memory.
+MAX_STATE_FILE_BYTES = 64 << 20
 
 
 def read_state_file(path: str | os.PathLike) -> CheckpointState | None:
-    """Parse a state file as stored (paths untouched); None if it does not exist."""
+    """Parse a state file as stored (paths untouched); None if it does not exist.
+
+    Hostile files fail cleanly: a FIFO or device is refused without blocking on it
+    (opened non-blocking, then checked to be a regular file), a directory or an
+    unreadable file is a CheckpointError, and so is a file over MAX_STATE_FILE_BYTES.
+    """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            text = f.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint state file: {exc.strerror or exc}", path=path) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DataLossError("checkpoint state file is not a regular file", path=path)
+        if st.st_size > MAX_STATE_FILE_BYTES:
+            raise DataLossError(f"checkpoint state file is implausibly large ({st.st_size} bytes)", path=path)
+        try:
+            text = f.read(MAX_STATE_FILE_BYTES + 1)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint state file: {exc.strerror or exc}",
+                                  path=path) from None
     state = CheckpointState()
     try:
         text_format.Parse(text.decode("utf-8"), state)
@@ -81,14 +121,23 @@ def _resolve(directory: str, path: str) -> str:
 
 def get_checkpoint_state(checkpoint_dir: str | os.PathLike,
                          latest_filename: str | None = None) -> CheckpointState | None:
-    """The directory's CheckpointState with every path resolved, or None if it has none."""
+    """The directory's CheckpointState with every path resolved, or None if it has none.
+
+    Paths may name checkpoints anywhere — absolute, `../other/model`, through
+    symlinks — as TF allows, and readers follow them (reading is harmless; a user may
+    keep the state file apart from the data). Deleting is another matter: the Saver
+    prunes only checkpoints in its own directory (`remove_checkpoint(..., root=)`).
+    A path with a NUL byte can name no file and marks the state file as corrupt.
+    """
     checkpoint_dir = os.fspath(checkpoint_dir)
-    state = read_state_file(os.path.join(checkpoint_dir, latest_filename or STATE_FILENAME))
+    state_path = os.path.join(checkpoint_dir, latest_filename or STATE_FILENAME)
+    state = read_state_file(state_path)
     if state is None:
         return None
     if not state.model_checkpoint_path:
-        raise DataLossError("checkpoint state file has no model_checkpoint_path",
-                            path=os.path.join(checkpoint_dir, latest_filename or STATE_FILENAME))
+        raise DataLossError("checkpoint state file has no model_checkpoint_path", path=state_path)
+    if any("\0" in p for p in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]):
+        raise DataLossError("checkpoint state file names a path with a NUL byte", path=state_path)
     state.model_checkpoint_path = _resolve(checkpoint_dir, state.model_checkpoint_path)
     resolved = [_resolve(checkpoint_dir, p) for p in state.all_model_checkpoint_paths]
     del state.all_model_checkpoint_paths[:]
@@ -216,7 +265,7 @@ def checkpoint_files(prefix: str | os.PathLike, checkpoint_format_version: int =
     pattern = _name_pattern(prefix, checkpoint_format_version, meta_graph_suffix)
     try:
         entries = list(os.scandir(directory or os.curdir))
-    except (FileNotFoundError, NotADirectoryError):
+    except (OSError, ValueError):  # missing, not a directory, unreadable, NUL in the name
         return []
     found = []
     for entry in entries:
@@ -241,12 +290,18 @@ def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_ve
     subdirectory) is refused with InvalidArgumentError and nothing is deleted.
     """
     prefix = os.fspath(checkpoint_prefix)
+    if "\0" in prefix:
+        raise InvalidArgumentError("checkpoint path contains a NUL byte", path=repr(prefix))
     directory = os.path.dirname(prefix)
     if root is not None and not _same_directory(directory, os.fspath(root)):
         shown = os.fspath(root) or os.curdir
         raise InvalidArgumentError(f"refusing to delete a checkpoint outside {shown!r}", path=prefix)
     removed = []
-    for path in checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix):
+    # The index goes first: from then on the checkpoint no longer exists for any
+    # reader, so a crash part-way leaves orphan data files, never a half checkpoint.
+    files = sorted(checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix),
+                   key=lambda p: not p.endswith(".index"))
+    for path in files:
         try:
             os.unlink(path)  # on a symlink: removes the link, not its target
         except FileNotFoundError:
@@ -270,12 +325,14 @@ def get_checkpoint_mtimes(checkpoint_prefixes: Iterable[str | os.PathLike]) -> l
     for prefix in checkpoint_prefixes:
         prefix = os.fspath(prefix)
         for candidate in (bundle.index_filename(prefix), prefix):
-            names = sorted(glob.glob(candidate)) if glob.has_magic(candidate) else [candidate]
+            if "\0" in candidate:
+                continue
+            names = sorted(_glob_one_directory(candidate)) if glob.has_magic(candidate) else [candidate]
             found = None
             for name in names:
                 try:
                     found = os.stat(name)
-                except (FileNotFoundError, NotADirectoryError):
+                except OSError:  # missing, or a name no file can have (too long, ...)
                     continue
                 if stat.S_ISDIR(found.st_mode):
                     found = None
