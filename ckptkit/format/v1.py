@@ -22,6 +22,7 @@ import math
 import mmap
 import os
 import re
+import stat
 
 import numpy as np
 
@@ -42,16 +43,24 @@ SHARD_PATTERN = re.compile(r"^(?P<base>.*)-(?P<shard>\d{5})-of-(?P<count>\d{5})$
 # --------------------------------------------------------------------------- locating files
 
 def is_table_file(path: str) -> bool:
-    """True for a regular file that ends with the SSTable footer magic."""
+    """True for a regular file that ends with the SSTable footer magic.
+
+    Opened non-blocking and checked to be a regular file before reading, so that a
+    FIFO or device where a checkpoint is expected is "not a table", never a hang.
+    """
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() < FOOTER_SIZE:
-                return False
-            f.seek(-8, os.SEEK_END)
-            return int.from_bytes(f.read(8), "little") == MAGIC
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < FOOTER_SIZE:
+            return False
+        return int.from_bytes(os.pread(fd, 8, st.st_size - 8), "little") == MAGIC
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 def find_v1_files(path: str) -> tuple[str, list[str]] | None:
@@ -170,8 +179,10 @@ class _Tensor:
 def _open_table(path: str) -> TableReader:
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise DataLossError("checkpoint file is not a regular file", path=path)
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if st.st_size else b""
     except FileNotFoundError:
         raise NotFoundError("checkpoint file not found", path=path) from None
     except OSError as exc:
@@ -197,9 +208,11 @@ class V1Checkpoint:
         self._tables: list[TableReader] = []
         self._tensors: dict[str, _Tensor] = {}
         self._block_cache: dict[int, tuple[int, dict[bytes, memoryview]]] = {}
+        self._total_bytes = 0
         for i, path in enumerate(self.files):
             table = _open_table(path)
             self._tables.append(table)
+            self._total_bytes += len(table.data)
             meta_raw = table.get(b"")
             if meta_raw is None:
                 raise DataLossError("no SavedTensorSlices metadata (key '') at the start of the file", path=path)
@@ -259,6 +272,13 @@ class V1Checkpoint:
         """The whole tensor, reassembled from its slices across all files."""
         tensor = self._tensor(name)
         dtype = _dtypes.from_enum(tensor.dtype_enum, path=self.name, key=name)
+        count = math.prod(tensor.shape)
+        if count > self._total_bytes:
+            # Every stored value takes at least one byte of a file (packed varints, raw
+            # bytes, length-prefixed strings), so this shape is a lie; refuse it before
+            # allocating the output (2^62 elements would be a MemoryError, or worse).
+            raise DataLossError(f"metadata claims {count} elements, more than the checkpoint's "
+                                f"{self._total_bytes} bytes could hold", path=self.name, key=name)
         pieces = [(tslice, (lambda s=tslice, f=fi: self._read_slice(tensor, dtype, s, f)))
                   for tslice, fi in tensor.slices]
         if not pieces:
