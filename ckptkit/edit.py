@@ -166,7 +166,7 @@ def _apply_renames(edit: _Edit, mapping: dict[str, str], overwrite: bool) -> dic
             if not overwrite:
                 raise InvalidArgumentError(
                     f"cannot rename {old!r} to {new!r}: that key already exists "
-                    "(use overwrite to replace it)", path=edit.prefix, key=new)
+                    "(overwrite=True, or ckptkit rename --overwrite, replaces it)", path=edit.prefix, key=new)
             edit.refuse_sliced(new, "overwrite")
     items = {k: v for k, v in edit.items.items() if k not in mapping and k not in sources}
     for old, new in mapping.items():
