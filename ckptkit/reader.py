@@ -68,10 +68,13 @@ class _V2:
         return self.index.visible_keys()
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return bundle.shape_of(self.index.entry(name), self.index.path, name)
+        return self.index.meta(name)[1]
 
     def dtype_enum(self, name: str) -> int:
-        return self.index.entry(name).dtype
+        return self.index.meta(name)[0]
+
+    def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        return self.index.metas(self.names())
 
     def read(self, name: str, verify: bool):
         return self.data.read_full(name, self.index.entry(name), verify=verify)
@@ -112,6 +115,9 @@ class _V1:
     def dtype_enum(self, name: str) -> int:
         return self.checkpoint.dtype_enum(name)
 
+    def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        return {k: (self.dtype_enum(k), self.shape(k)) for k in self.names()}
+
     def read(self, name: str, verify: bool):
         return self.checkpoint.read(name)  # block crcs are always verified; V1 has no others
 
@@ -147,14 +153,24 @@ class CheckpointReader(Mapping):
         self._data = self._backend.data
         self._names = self._backend.names()
         self._name_set = set(self._names)
+        self._meta_map: dict[str, tuple[int, tuple[int, ...]]] | None = None
 
     # ---- TF's CheckpointReader API
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
-        return {k: list(self._backend.shape(k)) for k in self._names}
+        return {k: list(shape) for k, (_, shape) in self._metas().items()}
 
     def get_variable_to_dtype_map(self) -> dict[str, _dtypes.DType]:
-        return {k: _dtypes.from_enum(self._backend.dtype_enum(k), path=self.prefix, key=k)
-                for k in self._names}
+        metas = self._metas()
+        enums = [enum for enum, _ in metas.values()]
+        first = dict(zip(reversed(enums), reversed(list(metas))))  # a bad dtype names its first key
+        found = {enum: _dtypes.from_enum(enum, path=self.prefix, key=k) for enum, k in first.items()}
+        return dict(zip(metas, map(found.__getitem__, enums)))
+
+    def _metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """{name: (dtype enum, shape)} of every listed tensor, decoded once per reader."""
+        if self._meta_map is None:
+            self._meta_map = self._backend.metas()
+        return self._meta_map
 
     def has_tensor(self, name: str) -> bool:
         return name in self._name_set

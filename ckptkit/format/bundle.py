@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -62,6 +63,15 @@ def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
 
 # --------------------------------------------------------------------------- reading
 
+# An entry as TF serializes it, fields in number order: dtype (1, one-byte varint), shape
+# (2, length < 128), then only shard_id (3, one byte), offset (4), size (5), crc32c (6).
+# For such an entry, dtype and shape are exactly the bytes before the rest, and no later
+# field can change them (a repeated dtype or shape field would, protobuf merges those).
+_ENTRY_HEAD = re.compile(rb"\x08[\x01-\x7f]\x12[\x00-\x7f]")
+_ENTRY_REST = re.compile(rb"(?:\x18([\x00-\x7f]))?(?:\x20[\x80-\xff]{0,8}[\x00-\x7f])?"
+                         rb"(?:\x28[\x80-\xff]{0,8}[\x00-\x7f])?(?:\x35.{4})?", re.S)
+
+
 class BundleIndex:
     """The parsed `.index` file: header plus every entry, decoded on first use."""
 
@@ -74,13 +84,9 @@ class BundleIndex:
             raise NotFoundError("checkpoint index not found", path=self.path) from None
         except OSError as exc:
             raise CheckpointError(f"cannot read checkpoint index: {exc.strerror or exc}", path=self.path) from None
-        raw: dict[str, bytes] = {}
-        header_bytes = None
-        for key, value in table:
-            if key == b"":
-                header_bytes = bytes(value)
-            else:
-                raw[decode_key(key)] = bytes(value)
+        # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).
+        raw: dict[str, bytes] = {k.decode("utf-8", "surrogateescape"): v for k, v in table}
+        header_bytes = raw.pop(HEADER_KEY, None)
         if header_bytes is None:
             raise DataLossError("index has no header entry", path=self.path)
         self.header = BundleHeaderProto()
@@ -100,6 +106,7 @@ class BundleIndex:
         self._raw = raw
         self._entries: dict[str, BundleEntryProto] = {}
         self._visible: list[str] | None = None
+        self._meta_cache: dict[bytes, tuple[int, tuple[int, ...]]] = {}
 
     @property
     def num_shards(self) -> int:
@@ -123,7 +130,8 @@ class BundleIndex:
         an index without such keys needs no parsing at all.
         """
         if self._visible is None:
-            if not any(is_slice_key(k) for k in self._raw):
+            # Keys come in table order and slice keys (leading NUL) sort first.
+            if not is_slice_key(next(iter(self._raw), "")):
                 self._visible = list(self._raw)
             else:
                 hidden = {decode_key(encode_tensor_name_slice(k, TensorSlice.from_proto(p)))
@@ -134,6 +142,49 @@ class BundleIndex:
     def raw_items(self) -> Iterator[tuple[str, bytes]]:
         """(key, serialized BundleEntryProto) in key order: for index rewrites."""
         return iter(self._raw.items())
+
+    def meta(self, key: str) -> tuple[int, tuple[int, ...]]:
+        """(dtype enum, shape) of `key`, as `entry(key)` gives them and checked alike."""
+        return self.metas((key,))[key]  # KeyError for the caller to translate
+
+    def metas(self, keys: Iterable[str] | None = None) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """{key: (dtype enum, shape)} for `keys` (default: all), as `entry` would give them.
+
+        Listing a checkpoint needs only these, and entries written by TF start with the
+        same dtype+shape bytes for every tensor of a shape: those bytes are decoded once
+        and looked up after that, so 100k entries cost a regex match and a dict lookup
+        each. An entry not in TF's plain layout goes through the full protobuf parse.
+        """
+        raw = self._raw
+        cache = self._meta_cache
+        head_match, rest_match = _ENTRY_HEAD.match, _ENTRY_REST.fullmatch
+        num_shards = self.num_shards
+        out = {}
+        for key in (raw if keys is None else keys):
+            value = raw[key]
+            if head_match(value):
+                end = 4 + value[3]
+                rest = rest_match(value, end)
+                if rest is not None:
+                    shard = rest.group(1)
+                    if shard is None or shard[0] < num_shards:
+                        head = value[:end]
+                        found = cache.get(head)
+                        if found is None:
+                            found = cache[head] = self._parse_meta(key, head)
+                        out[key] = found
+                        continue
+            entry = self.entry(key)
+            out[key] = (entry.dtype, shape_of(entry, self.path, key))
+        return out
+
+    def _parse_meta(self, key: str, head: bytes) -> tuple[int, tuple[int, ...]]:
+        entry = BundleEntryProto()
+        try:
+            entry.ParseFromString(head)
+        except Exception:
+            raise DataLossError("index entry is not parseable", path=self.path, key=key) from None
+        return entry.dtype, shape_of(entry, self.path, key)
 
     def entry(self, key: str) -> BundleEntryProto:
         entry = self._entries.get(key)
