@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from google.protobuf import text_format
 
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError
-from .format import bundle
-from .format.files import fsync_dir, write_file_atomic
+from .format import bundle, v1
+from .format.files import fsync_dir, match_in_directory, write_file_atomic
 from .proto.checkpoint_state_pb2 import CheckpointState
 from .proto.saver_pb2 import SaverDef
 
@@ -35,22 +35,6 @@ V2 = SaverDef.V2  # PREFIX.index + PREFIX.data-SSSSS-of-NNNNN
 _log = logging.getLogger(__name__)
 
 
-def _glob_one_directory(pattern: str) -> list[str]:
-    """glob.glob(pattern), but only for a pattern whose wildcards are all in its last
-    component (TF's sharded V1 name `model.ckpt-?????-of-00002`).
-
-    Paths come from state files, which may be hostile: a pattern like `/*/*/*/...`
-    would walk the whole filesystem (or recurse until RecursionError), and a NUL byte
-    makes glob raise ValueError. Such a path names no checkpoint: [].
-    """
-    if "\0" in pattern or glob.has_magic(os.path.dirname(pattern)):
-        return []
-    try:
-        return glob.glob(pattern)
-    except (OSError, ValueError, RecursionError):
-        return []
-
-
 def checkpoint_exists(prefix: str | os.PathLike) -> bool:
     """True if a V2 checkpoint (its .index) or a V1 file exists at `prefix`."""
     prefix = os.fspath(prefix)
@@ -60,9 +44,10 @@ def checkpoint_exists(prefix: str | os.PathLike) -> bool:
         return True
     if os.path.isfile(prefix):
         return True
-    if glob.has_magic(prefix):  # TF's sharded V1 Saver records `model.ckpt-?????-of-00002`
-        return bool(_glob_one_directory(prefix))
-    return bool(_glob_one_directory(glob.escape(prefix) + "-?????-of-?????"))
+    directory, base = os.path.split(prefix)
+    if v1.SHARD_GLOB.search(base):  # TF's sharded V1 Saver records `model.ckpt-?????-of-00002`
+        return bool(match_in_directory(directory, base))
+    return bool(match_in_directory(directory, glob.escape(base) + "-?????-of-?????"))
 
 
 # A real state file is a few hundred bytes per checkpoint listed; anything near this
@@ -84,12 +69,13 @@ def read_state_file(path: str | os.PathLike) -> CheckpointState | None:
         return None
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint state file: {exc.strerror or exc}", path=path) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE_FILE_BYTES:
+        os.close(fd)
         if not stat.S_ISREG(st.st_mode):
             raise DataLossError("checkpoint state file is not a regular file", path=path)
-        if st.st_size > MAX_STATE_FILE_BYTES:
-            raise DataLossError(f"checkpoint state file is implausibly large ({st.st_size} bytes)", path=path)
+        raise DataLossError(f"checkpoint state file is implausibly large ({st.st_size} bytes)", path=path)
+    with os.fdopen(fd, "rb") as f:
         try:
             text = f.read(MAX_STATE_FILE_BYTES + 1)
         except OSError as exc:
@@ -327,7 +313,8 @@ def get_checkpoint_mtimes(checkpoint_prefixes: Iterable[str | os.PathLike]) -> l
         for candidate in (bundle.index_filename(prefix), prefix):
             if "\0" in candidate:
                 continue
-            names = sorted(_glob_one_directory(candidate)) if glob.has_magic(candidate) else [candidate]
+            directory, base = os.path.split(candidate)
+            names = match_in_directory(directory, base) if v1.SHARD_GLOB.search(base) else [candidate]
             found = None
             for name in names:
                 try:

@@ -30,14 +30,19 @@ from .. import dtypes as _dtypes
 from ..errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
 from ..proto import saved_tensor_slice_pb2, types_pb2
 from .slices import TensorSlice, assemble, encode_tensor_name_slice
+from .files import match_in_directory
 from .table import FOOTER_SIZE, MAGIC, TableReader, iter_block
 
-__all__ = ["V1Checkpoint", "find_v1_files", "is_table_file", "tensor_from_proto", "SHARD_PATTERN"]
+__all__ = ["V1Checkpoint", "find_v1_files", "is_table_file", "tensor_from_proto", "SHARD_PATTERN",
+           "SHARD_GLOB"]
 
 SavedTensorSlices = saved_tensor_slice_pb2.SavedTensorSlices
 CHECKPOINT_VERSION = 1          # TF_CHECKPOINT_VERSION
 CHECKPOINT_MIN_PRODUCER = 0     # TF_CHECKPOINT_VERSION_MIN_PRODUCER
 SHARD_PATTERN = re.compile(r"^(?P<base>.*)-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
+# The only wildcard name ckptkit globs: what TF's sharded V1 Saver records, `PREFIX-?????-of-00002`.
+# Any other wildcard in a path is taken literally (state files may be hostile).
+SHARD_GLOB = re.compile(r"-\?{5}-of-\d{5}$")
 
 
 # --------------------------------------------------------------------------- locating files
@@ -72,8 +77,9 @@ def find_v1_files(path: str) -> tuple[str, list[str]] | None:
     `name` is how the checkpoint is called: the file itself, or the shard pattern.
     A shard set with a file missing is a NotFoundError naming the missing file.
     """
-    if glob.has_magic(path):
-        files = sorted(f for f in glob.glob(path) if os.path.isfile(f))
+    directory, base = os.path.split(path)
+    if SHARD_GLOB.search(base):
+        files = [f for f in match_in_directory(directory, base) if os.path.isfile(f)]
         if not files or not all(is_table_file(f) for f in files):
             return None
         m = SHARD_PATTERN.match(files[0])
@@ -83,7 +89,8 @@ def find_v1_files(path: str) -> tuple[str, list[str]] | None:
         return _shard_pattern(m["base"], m["count"]), _complete_set(m["base"], m["count"])
     if os.path.isfile(path):
         return (path, [path]) if is_table_file(path) else None
-    files = sorted(f for f in glob.glob(glob.escape(path) + "-?????-of-?????") if SHARD_PATTERN.match(f))
+    files = [f for f in match_in_directory(directory, glob.escape(base) + "-?????-of-?????")
+             if SHARD_PATTERN.match(f)]
     if files and is_table_file(files[0]):
         count = SHARD_PATTERN.match(files[-1])["count"]
         return _shard_pattern(path, count), _complete_set(path, count)
