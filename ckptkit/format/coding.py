@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
+
 import crc32c as _crc32c
 
 MASK_DELTA = 0xA282EAD8
@@ -66,3 +68,49 @@ def decode_varint(buf, pos: int, limit: int | None = None) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise VarintError("varint longer than 64 bits")
+
+
+# --------------------------------------------------------------------------- many varints at once
+
+def encode_varints(values) -> bytes:
+    """The varints of many unsigned ints, concatenated (numpy: no per-value Python loop)."""
+    v = np.asarray(values, dtype=np.uint64).reshape(-1)
+    if not v.size:
+        return b""
+    nbytes = np.ones(v.size, dtype=np.int64)
+    for k in range(1, 10):
+        nbytes += v >= np.uint64(1 << (7 * k))
+    ends = np.cumsum(nbytes)
+    starts = ends - nbytes
+    out = np.empty(int(ends[-1]), dtype=np.uint8)
+    for k in range(int(nbytes.max())):
+        has = nbytes > k
+        more = (nbytes[has] > k + 1).astype(np.uint8) << np.uint8(7)
+        out[starts[has] + k] = ((v[has] >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8) | more
+    return out.tobytes()
+
+
+def decode_varints(buf, count: int, pos: int = 0) -> tuple[np.ndarray, int]:
+    """Decode `count` consecutive varint64s at buf[pos:]; return (uint64 array, end position).
+
+    Raises VarintError when the buffer ends first or a varint is longer than 64 bits.
+    """
+    if count == 0:
+        return np.zeros(0, dtype=np.uint64), pos
+    window = np.frombuffer(buf, dtype=np.uint8, count=min(len(buf) - pos, 10 * count), offset=pos) \
+        if len(buf) > pos else np.zeros(0, dtype=np.uint8)
+    ends = np.flatnonzero(window < 0x80)[:count] + 1
+    if ends.size < count:
+        raise VarintError("truncated varint")
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1]
+    lengths = ends - starts
+    longest = int(lengths.max())
+    if longest > 10 or (longest == 10 and window[ends[lengths == 10] - 1].max() > 1):
+        raise VarintError("varint longer than 64 bits")
+    values = np.zeros(count, dtype=np.uint64)
+    for k in range(longest):
+        has = lengths > k
+        values[has] |= (window[starts[has] + k] & np.uint8(0x7F)).astype(np.uint64) << np.uint64(7 * k)
+    return values, pos + int(ends[-1])
