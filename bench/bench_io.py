@@ -1,10 +1,11 @@
 """Benchmarks: ckptkit against TensorFlow (and safetensors, and raw file I/O) in one run.
 
-Prints medians and ratios; the figures we measured are recorded in bench/README.md.
+Prints medians, [min .. max] and ratios; contenders run interleaved, round by round; the figures we measured are recorded in bench/README.md.
 Not a test: nothing here asserts a time.
 
     python bench/bench_io.py            # 1 GiB in 64 float32 tensors, 100k-variable listing
     python bench/bench_io.py --gib 0.25 --repeat 5
+    python bench/bench_mem.py           # peak memory of save and read (separate processes)
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+SPREAD: dict[str, tuple[float, float]] = {}
+
+
 def median_time(fn, repeat: int, setup=None) -> float:
     times = []
     for _ in range(repeat):
@@ -33,10 +37,31 @@ def median_time(fn, repeat: int, setup=None) -> float:
     return statistics.median(times)
 
 
+def interleaved(contenders: dict, repeat: int, setup=None) -> dict[str, float]:
+    """Median seconds per contender, run in rounds with a rotating order.
+
+    Alternating keeps one contender from always paying for another's leftovers (dirty
+    pages, freed page cache); the spread (min..max) goes to SPREAD for the report.
+    """
+    names = list(contenders)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeat):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            if setup is not None:
+                setup()
+            start = time.perf_counter()
+            contenders[n]()
+            times[n].append(time.perf_counter() - start)
+    for n, ts in times.items():
+        SPREAD[n] = (min(ts), max(ts))
+    return {n: statistics.median(ts) for n, ts in times.items()}
+
+
 def report(rows: list[tuple[str, float, str]]) -> None:
     width = max(len(name) for name, _, _ in rows)
     for name, seconds, extra in rows:
-        print(f"  {name:<{width}}  {seconds * 1000:9.1f} ms  {extra}")
+        lo, hi = SPREAD.get(name, (seconds, seconds))
+        print(f"  {name:<{width}}  {seconds * 1000:9.1f} ms  [{lo * 1000:7.1f} .. {hi * 1000:7.1f}]  {extra}")
 
 
 def main() -> None:
@@ -46,6 +71,7 @@ def main() -> None:
     parser.add_argument("--small-vars", type=int, default=100_000, help="variables for the listing bench")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--safetensors", action="store_true", help="also time safetensors save/load")
     args = parser.parse_args()
 
     import ckptkit
@@ -75,24 +101,21 @@ def main() -> None:
 
         # os.sync() before each timed write: every contender starts with no dirty pages
         # queued, so none pays for another's writeback.
-        t_ours = median_time(lambda: ckptkit.save(ours, tensors), args.repeat, os.sync)
-        t_tf = median_time(lambda: tf.raw_ops.SaveV2(prefix=theirs, tensor_names=names,
-                                                     shape_and_slices=[""] * len(names), tensors=tf_tensors),
-                           args.repeat, os.sync)
-        t_raw = median_time(lambda: write_raw(False), args.repeat, os.sync)
-        t_raw_sync = median_time(lambda: write_raw(True), args.repeat, os.sync)
-        rows = [("ckptkit.save (fsync'd)", t_ours, f"{gib / t_ours:5.2f} GiB/s"),
-                ("tf.raw_ops.SaveV2", t_tf, f"{gib / t_tf:5.2f} GiB/s"),
-                ("raw file write", t_raw, f"{gib / t_raw:5.2f} GiB/s"),
-                ("raw file write + fsync", t_raw_sync, f"{gib / t_raw_sync:5.2f} GiB/s")]
-        try:
+        contenders = {"ckptkit.save (fsync'd)": lambda: ckptkit.save(ours, tensors),
+                      "tf.raw_ops.SaveV2": lambda: tf.raw_ops.SaveV2(
+                          prefix=theirs, tensor_names=names, shape_and_slices=[""] * len(names),
+                          tensors=tf_tensors),
+                      "raw file write": lambda: write_raw(False),
+                      "raw file write + fsync": lambda: write_raw(True)}
+        load_file = None
+        if args.safetensors:
             from safetensors.numpy import load_file, save_file
             st_path = os.path.join(scratch, "x.safetensors")
-            t_st = median_time(lambda: save_file(tensors, st_path), args.repeat, os.sync)
-            rows.append(("safetensors save_file", t_st, f"{gib / t_st:5.2f} GiB/s"))
-        except ImportError:
-            load_file = None
-        report(rows)
+            contenders["safetensors save_file"] = lambda: save_file(tensors, st_path)
+        t = interleaved(contenders, args.repeat, os.sync)
+        report([(n, sec, f"{gib / sec:5.2f} GiB/s") for n, sec in t.items()])
+        t_ours, t_tf = t["ckptkit.save (fsync'd)"], t["tf.raw_ops.SaveV2"]
+        t_raw, t_raw_sync = t["raw file write"], t["raw file write + fsync"]
         print(f"  write ratio ckptkit/TF = {t_ours / t_tf:.2f}  (target <= 0.6); "
               f"ckptkit/raw = {t_ours / t_raw:.2f}, ckptkit/(raw+fsync) = {t_ours / t_raw_sync:.2f}  (target <= 1.25)")
 
@@ -106,16 +129,22 @@ def main() -> None:
             for n in names:
                 r.get_tensor(n)
 
-        t_read_ours = median_time(read_ours, args.repeat)
-        t_read_tf = median_time(read_tf, args.repeat)
-        rows = [("ckptkit get_tensor (crc checked)", t_read_ours, f"{gib / t_read_ours:5.2f} GiB/s"),
-                ("TF load_checkpoint + get_tensor", t_read_tf, f"{gib / t_read_tf:5.2f} GiB/s")]
+        def read_views():
+            with ckptkit.CheckpointReader(theirs, mmap=True) as r:
+                for n in names:
+                    r.get_tensor(n)  # crc32c checked: every page of the view is touched
+
+        contenders = {"ckptkit get_tensor (crc checked)": read_ours,
+                      "TF load_checkpoint + get_tensor": read_tf,
+                      "ckptkit mmap views (crc checked)": read_views}
         if load_file is not None:
-            t_read_st = median_time(lambda: load_file(st_path), args.repeat)
-            rows.append(("safetensors load_file", t_read_st, f"{gib / t_read_st:5.2f} GiB/s"))
+            contenders["safetensors load_file"] = lambda: load_file(st_path)
+        t = interleaved(contenders, args.repeat)
         print("# read (page cache warm: the files were just written)")
-        report(rows)
-        print(f"  read ratio ckptkit/TF = {t_read_ours / t_read_tf:.2f}  (target <= 0.4)")
+        report([(n, sec, f"{gib / sec:5.2f} GiB/s") for n, sec in t.items()])
+        t_read_ours, t_read_tf = t["ckptkit get_tensor (crc checked)"], t["TF load_checkpoint + get_tensor"]
+        print(f"  read ratio ckptkit/TF = {t_read_ours / t_read_tf:.2f}  (target <= 0.4); "
+              f"mmap views/TF = {t['ckptkit mmap views (crc checked)'] / t_read_tf:.2f}")
 
         try:
             from ckptkit import edit
@@ -150,9 +179,9 @@ def main() -> None:
             r.get_variable_to_shape_map()
             r.get_variable_to_dtype_map()
 
-        t_list_ours = median_time(list_ours, args.repeat)
-        t_list_tf = median_time(list_tf, args.repeat)
-        report([("ckptkit shape+dtype maps", t_list_ours, ""), ("TF shape+dtype maps", t_list_tf, "")])
+        t = interleaved({"ckptkit shape+dtype maps": list_ours, "TF shape+dtype maps": list_tf}, args.repeat)
+        t_list_ours, t_list_tf = t["ckptkit shape+dtype maps"], t["TF shape+dtype maps"]
+        report([(n, sec, "") for n, sec in t.items()])
         print(f"  list ratio ckptkit/TF = {t_list_ours / t_list_tf:.2f}  (target <= 0.5)")
 
         print("# whole-process start-up (target <= 0.3 s)")

@@ -76,8 +76,8 @@ class _V2:
     def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         return self.index.metas(self.names())
 
-    def read(self, name: str, verify: bool):
-        return self.data.read_full(name, self.index.entry(name), verify=verify)
+    def read(self, name: str, verify: bool, copy: bool = True):
+        return self.data.read_full(name, self.index.entry(name), verify=verify, copy=copy)
 
     def debug_string(self) -> bytes:
         """TF's BundleReader::DebugString: every entry without slices, slice keys included."""
@@ -118,7 +118,7 @@ class _V1:
     def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         return {k: (self.dtype_enum(k), self.shape(k)) for k in self.names()}
 
-    def read(self, name: str, verify: bool):
+    def read(self, name: str, verify: bool, copy: bool = True):
         return self.checkpoint.read(name)  # block crcs are always verified; V1 has no others
 
     def debug_string(self) -> bytes:
@@ -140,11 +140,20 @@ class CheckpointReader(Mapping):
     verified); the binary keys its slices are stored under are not listed (TF's
     `debug_string` does show them for V2, and so does ours, to match it byte for byte).
     `format_version` is 2 for bundles and 1 for legacy V1 tables.
+
+    `mmap=True` makes `get_tensor` return read-only numpy views of the memory-mapped
+    data shard instead of new arrays (no copy, pages read on first touch); the crc32c
+    is still checked on every call unless `verify=False`. `get_tensor(name, copy=...)`
+    chooses per call. A view stays valid after `close()` (the mapping lives as long as
+    an array uses it); checkpoint files are replaced by rename, never rewritten in
+    place, so a view keeps showing the bytes it was checked against. String tensors,
+    partitioned variables, big-endian bundles and V1 checkpoints are always copied.
     """
 
-    def __init__(self, path: str | os.PathLike, *, verify: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, *, verify: bool = True, mmap: bool = False) -> None:
         self.prefix = resolve_prefix(path)
         self.verify = verify
+        self.mmap = mmap
         if os.path.isfile(bundle.index_filename(self.prefix)):
             self._backend: _V2 | _V1 = _V2(self.prefix)
         else:
@@ -175,10 +184,15 @@ class CheckpointReader(Mapping):
     def has_tensor(self, name: str) -> bool:
         return name in self._name_set
 
-    def get_tensor(self, name: str) -> np.ndarray:
+    def get_tensor(self, name: str, *, copy: bool | None = None) -> np.ndarray:
+        """The tensor `name`, crc32c verified (unless the reader has verify=False).
+
+        `copy=False` returns a read-only view of the mapped shard where the data allow it
+        (see the class doc); the default follows the reader's `mmap` option.
+        """
         if name not in self._name_set:
             raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
-        return self._backend.read(name, self.verify)
+        return self._backend.read(name, self.verify, not self.mmap if copy is None else copy)
 
     def debug_string(self) -> bytes:
         """TF's format: one `name (DT_FLOAT) [2,3]` line per tensor, as bytes."""
