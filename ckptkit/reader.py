@@ -166,7 +166,9 @@ class CheckpointReader(Mapping):
 
     # ---- TF's CheckpointReader API
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
-        return {k: list(shape) for k, (_, shape) in self._metas().items()}
+        metas = self._metas()
+        with bundle.gc_paused():
+            return {k: list(shape) for k, (_, shape) in metas.items()}
 
     def get_variable_to_dtype_map(self) -> dict[str, _dtypes.DType]:
         metas = self._metas()
