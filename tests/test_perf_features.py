@@ -263,3 +263,12 @@ def test_read_holds_no_more_than_the_tensor(tmp_path):
             tracemalloc.stop()
     assert peak < 2 * 4 * MIB, peak
 
+
+
+def test_crc32c_combine_matches_whole_crc():
+    from ckptkit.format.coding import crc32c, crc32c_combine
+
+    rng = np.random.default_rng(5)
+    for len_a, len_b in [(0, 0), (5, 0), (0, 7), (100, 8 * MIB), (3, 8 * MIB + 5)]:
+        a, b = rng.bytes(len_a), rng.bytes(len_b)
+        assert crc32c_combine(crc32c(a), crc32c(b), len_b) == crc32c(a + b)

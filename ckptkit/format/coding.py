@@ -137,3 +137,46 @@ def decode_varints(buf, count: int, pos: int = 0) -> tuple[np.ndarray, int]:
         has = lengths > k
         values[has] |= (window[starts[has] + k] & np.uint8(0x7F)).astype(np.uint64) << np.uint64(7 * k)
     return values, pos + int(ends[-1])
+
+
+# --------------------------------------------------------------------------- crc of concatenations
+
+_POLY = 0x82F63B78  # crc32c, bit-reflected
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a * b modulo the crc polynomial (bit-reflected: x^0 is the top bit)."""
+    m = 1 << 31
+    p = 0
+    while True:
+        if a & m:
+            p ^= b
+            if not a & (m - 1):
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+_X2N = [1 << 30]  # x^(2^k) mod p: x^1, x^2, x^4, ...
+for _ in range(31):
+    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
+_SHIFTS: dict[int, int] = {}
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    """crc32c(A + B) from crc1 = crc32c(A), crc2 = crc32c(B) and len(B), in microseconds.
+
+    Lets pieces of one tensor be read and summed on several threads. The factor
+    x^(8 len2) mod p is cached per length: the pieces of a read are mostly one size.
+    """
+    shift = _SHIFTS.get(len2)
+    if shift is None:
+        shift, n, k = 1 << 31, len2, 3
+        while n:
+            if n & 1:
+                shift = _multmodp(_X2N[k & 31], shift)
+            n >>= 1
+            k += 1
+        if len(_SHIFTS) < 64:
+            _SHIFTS[len2] = shift
+    return _multmodp(shift, crc1) ^ crc2
