@@ -10,12 +10,9 @@ from __future__ import annotations
 import ast
 import contextlib
 import logging
-import math
 import os
 import pathlib
 import signal
-import sys
-import time
 import tracemalloc
 
 import numpy as np
@@ -149,12 +146,12 @@ def test_sliced_entry_claiming_a_huge_tensor(tmp_path):
 
 
 def test_huge_number_of_slices_listed(tmp_path):
-    """10^5 slices listed, none stored: refused promptly (was quadratic: hours).
+    """5 x 10^4 slices listed, none stored: refused promptly (pairwise checks: an hour).
 
     Memory here is proportional to the index (Python objects per listed slice, ~1 KB
     each), not to anything the file claims: bounded by 2 KB per slice.
     """
-    n = 100_000
+    n = 50_000
     tslices = [slices.TensorSlice([(i, 1)]) for i in range(n)]
     refused(hostile_v2(tmp_path, {"x": sliced_entry(FLOAT, (n,), tslices)}), "missing from the index",
             seconds=20, memory=2048 * n)
@@ -162,7 +159,7 @@ def test_huge_number_of_slices_listed(tmp_path):
 
 def test_huge_number_of_overlapping_slices(tmp_path, monkeypatch):
     """Overlaps among many slices are found without comparing every pair, on both code paths."""
-    n = 50_000
+    n = 25_000
     tslices = [slices.TensorSlice([(i, 1), (0, slices.FULL)]) for i in range(n)]
     tslices.append(slices.TensorSlice([(n - 7, 3), (0, slices.FULL)]))
     tslices.append(slices.TensorSlice([(n, 1), (0, slices.FULL)]))
@@ -258,6 +255,23 @@ def test_v1_tensor_proto_lying_about_its_contents(tmp_path):
                 reader.get_tensor(name)
 
 
+@pytest.mark.xfail(strict=True, reason="convert.read_npz lets numpy allocate the shape an .npy header "
+                   "claims before reading its data (MemoryError, or a lazily huge array)")
+def test_npz_header_claiming_a_huge_array(tmp_path):
+    import zipfile
+
+    from ckptkit.convert import read_npz
+
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }"
+    header = header.ljust(117) + "\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(64)
+    path = str(tmp_path / "huge.npz")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", npy)
+    with time_limit(10), bounded_memory(), pytest.raises(CheckpointError, match="x"):
+        read_npz(path)
+
+
 # --------------------------------------------------------------------------- state files aimed elsewhere
 
 def make_ckpt(prefix: str, value: float = 1.0) -> str:
@@ -292,8 +306,8 @@ def assert_untouched(outside, files) -> None:
 
 def test_saver_never_prunes_outside_its_directory(layout, caplog):
     managed, outside, decoys, files = layout
-    hostile = ["../outside/rel", str(outside / "abs"), "linked/link", "evil", "../../" * 30 + str(outside / "passwd")[1:],
-               "../outside/passwd"]
+    hostile = ["../outside/rel", str(outside / "abs"), "linked/link", "evil",
+               "../../" * 30 + str(outside / "passwd")[1:], "../outside/passwd"]
     write_state(managed, hostile[-1], hostile)
     state = ckptkit.get_checkpoint_state(str(managed))
     saver = ckptkit.Saver(max_to_keep=1)
