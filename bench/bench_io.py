@@ -26,17 +26,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SPREAD: dict[str, tuple[float, float]] = {}
 
 
-def median_time(fn, repeat: int, setup=None) -> float:
-    times = []
-    for _ in range(repeat):
-        if setup is not None:
-            setup()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def interleaved(contenders: dict, repeat: int, setup=None) -> dict[str, float]:
     """Median seconds per contender, run in rounds with a rotating order.
 
@@ -158,7 +147,8 @@ def main() -> None:
                 edit.rename_keys(ours, {state["name"]: new})
                 state["name"] = new
 
-            t_rename = median_time(rename_once, max(args.repeat, 5))
+            t_rename = interleaved({"ckptkit edit.rename_keys": rename_once}, max(args.repeat, 5))[
+                "ckptkit edit.rename_keys"]
             print(f"# rename one key in the {gib:.2f} GiB checkpoint (index rewrite only)")
             report([("ckptkit edit.rename_keys", t_rename, "(target <= 50 ms)")])
 
@@ -189,7 +179,8 @@ def main() -> None:
         exe = [sys.executable, "-m", "ckptkit"]
         rows = []
         for label, argv in (("ckptkit --help", exe + ["--help"]), ("ckptkit ls small", exe + ["ls", small_ckpt])):
-            t = median_time(lambda: subprocess.run(argv, check=True, capture_output=True), max(args.repeat, 5))
+            t = interleaved({label: lambda: subprocess.run(argv, check=True, capture_output=True)},
+                            max(args.repeat, 5))[label]
             rows.append((label, t, ""))
         report(rows)
     finally:
