@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from . import __version__
 from . import dtypes as _dtypes
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
-from .format.files import write_file_atomic
+from .format.files import open_regular, write_file_atomic
 from .proto import (attr_value_pb2, meta_graph_pb2, node_def_pb2, op_def_pb2,
                     saver_pb2, tensor_pb2, tensor_shape_pb2, variable_pb2)
 
@@ -448,13 +448,11 @@ def write_meta_graph(path: str | os.PathLike,
 def read_meta_graph(path: str | os.PathLike) -> meta_graph_pb2.MetaGraphDef:
     """Parse a `.meta` file (binary, or text format as TF also accepts)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
+    with open_regular(path, "meta graph file") as f:
+        try:
             data = f.read()
-    except FileNotFoundError:
-        raise NotFoundError("meta graph file not found", path=path) from None
-    except IsADirectoryError:
-        raise NotFoundError("meta graph path is a directory", path=path) from None
+        except OSError as exc:
+            raise CheckpointError(f"cannot read meta graph file: {exc.strerror or exc}", path=path) from None
     mg = meta_graph_pb2.MetaGraphDef()
     try:
         mg.ParseFromString(data)

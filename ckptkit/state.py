@@ -19,7 +19,7 @@ from google.protobuf import text_format
 
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError
 from .format import bundle, v1
-from .format.files import fsync_dir, match_in_directory, write_file_atomic
+from .format.files import fsync_dir, match_in_directory, open_regular, write_file_atomic
 from .proto.checkpoint_state_pb2 import CheckpointState
 from .proto.saver_pb2 import SaverDef
 
@@ -64,18 +64,13 @@ def read_state_file(path: str | os.PathLike) -> CheckpointState | None:
     """
     path = os.fspath(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except (FileNotFoundError, NotADirectoryError):
+        f = open_regular(path, "checkpoint state file")
+    except NotFoundError:
         return None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint state file: {exc.strerror or exc}", path=path) from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_STATE_FILE_BYTES:
-        os.close(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise DataLossError("checkpoint state file is not a regular file", path=path)
-        raise DataLossError(f"checkpoint state file is implausibly large ({st.st_size} bytes)", path=path)
-    with os.fdopen(fd, "rb") as f:
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_STATE_FILE_BYTES:
+            raise DataLossError(f"checkpoint state file is implausibly large ({size} bytes)", path=path)
         try:
             text = f.read(MAX_STATE_FILE_BYTES + 1)
         except OSError as exc:

@@ -18,11 +18,14 @@ import socket
 import stat
 import time
 
+from ..errors import CheckpointError, DataLossError, NotFoundError
+
 TEMP_MARKER = ".ckptkit-tmp-"
 # A temp file untouched this long is stale whoever wrote it: a live writer keeps
 # writing to at least one of its temp files (they are all written within one save).
 STALE_TEMP_SECONDS = 3600.0
 
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _MAX_PATTERN = 1024  # file names are at most 255 bytes; a longer pattern is no real one
 _TEMP_TAIL = re.compile(r"(?:(?P<writer>[0-9a-f]{8})-)?(?P<pid>\d+)-[0-9a-f]+")
 _writer_id: str | None = None
@@ -145,6 +148,28 @@ def match_in_directory(directory: str, name_pattern: str) -> list[str]:
     except (OSError, ValueError):
         return []
     return sorted(os.path.join(directory, n) for n in fnmatch.filter(names, name_pattern))
+
+
+def open_regular(path: str, what: str):
+    """Open `path` for unbuffered binary reading, refusing anything but a regular file.
+
+    Opened non-blocking, then checked with fstat, so that a FIFO or device where a
+    checkpoint file is expected fails at once instead of hanging. Errors are
+    CheckpointErrors naming the file and which file of the checkpoint (`what`) it is.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: NUL in the path
+        raise NotFoundError(f"{what} not found", path=path) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what}: {exc.strerror or exc}", path=path) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise CheckpointError(f"{what} is a directory", path=path)
+        raise DataLossError(f"{what} is not a regular file", path=path)
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 def fsync_dir(directory: str) -> None:

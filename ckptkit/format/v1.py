@@ -30,7 +30,7 @@ from .. import dtypes as _dtypes
 from ..errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
 from ..proto import saved_tensor_slice_pb2, types_pb2
 from .slices import TensorSlice, assemble, encode_tensor_name_slice
-from .files import match_in_directory
+from .files import match_in_directory, open_regular
 from .table import FOOTER_SIZE, MAGIC, TableReader, iter_block
 
 __all__ = ["V1Checkpoint", "find_v1_files", "is_table_file", "tensor_from_proto", "SHARD_PATTERN",
@@ -54,18 +54,15 @@ def is_table_file(path: str) -> bool:
     FIFO or device where a checkpoint is expected is "not a table", never a hang.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except (OSError, ValueError):  # ValueError: a NUL byte in the path
+        f = open_regular(path, "checkpoint file")
+    except CheckpointError:
         return False
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size < FOOTER_SIZE:
+    with f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            return size >= FOOTER_SIZE and int.from_bytes(os.pread(f.fileno(), 8, size - 8), "little") == MAGIC
+        except OSError:
             return False
-        return int.from_bytes(os.pread(fd, 8, st.st_size - 8), "little") == MAGIC
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def find_v1_files(path: str) -> tuple[str, list[str]] | None:
