@@ -28,6 +28,13 @@ def test_varints(value, encoded):
         coding.decode_varint(encoded[:-1], 0)
 
 
+def test_varint_past_64_bits_is_refused():
+    with pytest.raises(coding.VarintError):
+        coding.decode_varint(b"\xff" * 9 + b"\x02", 0)  # 2^64 and more
+    with pytest.raises(coding.VarintError):
+        coding.decode_varint(b"\xff" * 10 + b"\x01", 0)
+
+
 def test_index_key_shortening_matches_leveldb_rules():
     assert _shortest_separator(b"the quick brown fox", b"the who") == b"the r"
     assert _shortest_separator(b"abc", b"abcd") == b"abc"   # prefix: unchanged

@@ -22,10 +22,10 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 
 from .. import dtypes as _dtypes
-from ..errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
+from ..errors import CheckpointError, DataLossError, InvalidArgumentError, UnsupportedError
 from ..proto import tensor_bundle_pb2
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
-from .files import AtomicFile, fsync_dir
+from .files import AtomicFile, fsync_dir, open_regular
 from .slices import SlicedTensor, TensorSlice, assemble, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
 
@@ -101,15 +101,10 @@ class BundleIndex:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.path = index_filename(prefix)
-        try:
-            with gc_paused():
-                table = TableReader.open(self.path)
-                # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).
-                raw: dict[str, bytes] = {k.decode("utf-8", "surrogateescape"): v for k, v in table}
-        except FileNotFoundError:
-            raise NotFoundError("checkpoint index not found", path=self.path) from None
-        except OSError as exc:
-            raise CheckpointError(f"cannot read checkpoint index: {exc.strerror or exc}", path=self.path) from None
+        with gc_paused():
+            table = TableReader.open(self.path, "checkpoint index")
+            # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).
+            raw: dict[str, bytes] = {k.decode("utf-8", "surrogateescape"): v for k, v in table}
         header_bytes = raw.pop(HEADER_KEY, None)
         if header_bytes is None:
             raise DataLossError("index has no header entry", path=self.path)
@@ -250,13 +245,7 @@ class BundleData:
     def _file(self, shard: int):
         f = self._files.get(shard)
         if f is None:
-            path = self.shard_path(shard)
-            try:
-                f = open(path, "rb", buffering=0)
-            except FileNotFoundError:
-                raise NotFoundError("data shard not found", path=path) from None
-            except OSError as exc:
-                raise CheckpointError(f"cannot read data shard: {exc.strerror or exc}", path=path) from None
+            f = open_regular(self.shard_path(shard), "data shard")
             self._files[shard] = f
             self._sizes[shard] = os.fstat(f.fileno()).st_size
         return f
@@ -282,6 +271,20 @@ class BundleData:
             except BufferError:
                 pass  # arrays still view it: the mapping goes when the last of them does
         self._maps.clear()
+
+    def _check_entry(self, key: str, entry: BundleEntryProto, dtype, shape: tuple[int, ...]) -> int:
+        """Check an entry's size against its shape and its shard, before anything is
+        allocated for it; return its element count."""
+        count = math.prod(shape)
+        if dtype.is_string:
+            if entry.size < count + 4:  # at least one varint byte per element, plus the checksum
+                raise DataLossError(f"entry size {entry.size} too small for {count} strings",
+                                    path=self.index.path, key=key)
+        elif entry.size != count * dtype.itemsize:
+            raise DataLossError(f"entry size {entry.size} does not match shape {list(shape)} "
+                                f"of {dtype.name} ({count * dtype.itemsize} bytes)", path=self.index.path, key=key)
+        self._check_span(key, entry)
+        return count
 
     def _check_span(self, key: str, entry: BundleEntryProto) -> None:
         """Reject an entry that claims bytes its shard does not have, before allocating."""
@@ -328,14 +331,10 @@ class BundleData:
         bundles are always copied)."""
         dtype = _dtypes.from_enum(entry.dtype, path=self.index.path, key=key)
         shape = shape_of(entry, self.index.path, key)
-        count = math.prod(shape)
+        count = self._check_entry(key, entry, dtype, shape)
         if dtype.is_string:
             return self._read_strings(key, entry, shape, count, verify)
-        nbytes = count * dtype.itemsize
-        if entry.size != nbytes:
-            raise DataLossError(f"entry size {entry.size} does not match shape {list(shape)} "
-                                f"of {dtype.name} ({nbytes} bytes)", path=self.index.path, key=key)
-        self._check_span(key, entry)
+        nbytes = entry.size
         big = self.index.header.endianness == BIG and dtype.itemsize > 1
         if not copy and not big and nbytes:
             flat = np.frombuffer(self._map(entry.shard_id), dtype=np.uint8, count=nbytes, offset=entry.offset)
@@ -359,26 +358,35 @@ class BundleData:
         path = self.index.path
         dtype = _dtypes.from_enum(entry.dtype, path=path, key=key)
         shape = shape_of(entry, path, key)
+        # Every slice's entry is found and checked against its shard first, so that a
+        # hostile full shape can't make assemble() allocate what the files don't hold.
         pieces = []
         for proto in entry.slices:
             tslice = TensorSlice.from_proto(proto)
             if tslice.rank != len(shape):
                 raise DataLossError(f"slice {tslice.spec()} has rank {tslice.rank}, tensor has shape "
                                     f"{list(shape)}", path=path, key=key)
-            pieces.append((tslice, lambda s=tslice: self._read_slice(key, dtype, shape, s, verify)))
+            slice_key, slice_entry = self._slice_entry(key, dtype, shape, tslice)
+            pieces.append((tslice, lambda k=slice_key, e=slice_entry, t=tslice:
+                           self._read_slice(key, k, e, t, verify)))
         return assemble(shape, dtype.numpy, pieces, path=path, key=key)
 
-    def _read_slice(self, key: str, dtype, shape, tslice: TensorSlice, verify: bool) -> np.ndarray:
+    def _slice_entry(self, key: str, dtype, shape, tslice: TensorSlice) -> tuple[str, BundleEntryProto]:
         slice_key = decode_key(encode_tensor_name_slice(key, tslice))
         try:
             entry = self.index.entry(slice_key)
         except KeyError:
             raise DataLossError(f"slice {tslice.spec()} is listed but missing from the index",
                                 path=self.index.path, key=key) from None
-        if entry.slices or entry.dtype != dtype.enum or shape_of(entry, self.index.path, key) \
-                != tslice.shape_in(shape):
+        slice_shape = shape_of(entry, self.index.path, key)
+        if entry.slices or entry.dtype != dtype.enum or slice_shape != tslice.shape_in(shape):
             raise DataLossError(f"entry of slice {tslice.spec()} does not match the tensor's dtype or shape",
                                 path=self.index.path, key=key)
+        self._check_entry(key, entry, dtype, slice_shape)
+        return slice_key, entry
+
+    def _read_slice(self, key: str, slice_key: str, entry: BundleEntryProto, tslice: TensorSlice,
+                    verify: bool) -> np.ndarray:
         try:
             return self.read(slice_key, entry, verify=verify)
         except DataLossError as exc:  # name the variable, not its binary slice key
@@ -386,10 +394,6 @@ class BundleData:
 
     def _read_strings(self, key, entry, shape, count, verify) -> np.ndarray:
         path = self.shard_path(entry.shard_id)
-        if entry.size < count + 4:  # at least one varint byte per element, plus the checksum
-            raise DataLossError(f"entry size {entry.size} too small for {count} strings",
-                                path=self.index.path, key=key)
-        self._check_span(key, entry)
         buf = bytearray(entry.size)
         self._read_into(key, entry, buf)
         buf = bytes(buf)

@@ -85,12 +85,12 @@ def decode_varint(buf, pos: int, limit: int | None = None) -> tuple[int, int]:
             raise VarintError("truncated varint")
         byte = buf[pos]
         pos += 1
+        if shift == 63 and byte > 1:
+            raise VarintError("varint longer than 64 bits")
         result |= (byte & 0x7F) << shift
         if byte < 0x80:
             return result, pos
         shift += 7
-        if shift > 63:
-            raise VarintError("varint longer than 64 bits")
 
 
 # --------------------------------------------------------------------------- many varints at once

@@ -13,7 +13,8 @@ import bisect
 import os
 from collections.abc import Iterator
 
-from ..errors import DataLossError, UnsupportedError
+from ..errors import CheckpointError, DataLossError, UnsupportedError
+from .files import open_regular
 from .coding import FIXED32, FIXED64, VarintError, crc32c, decode_varint, encode_varint, mask_crc, unmask_crc
 
 MAGIC = 0xDB4775248B80FB57
@@ -131,9 +132,14 @@ class TableReader:
             self._handles.append((off, size))
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "TableReader":
-        with open(path, "rb") as f:
-            return cls(f.read(), path)
+    def open(cls, path: str | os.PathLike, what: str = "table file") -> "TableReader":
+        """Read the table at `path`; `what` names it in errors ("checkpoint index")."""
+        with open_regular(os.fspath(path), what) as f:
+            try:
+                data = f.read()
+            except OSError as exc:
+                raise CheckpointError(f"cannot read {what}: {exc.strerror or exc}", path=path) from None
+        return cls(data, path)
 
     @property
     def num_blocks(self) -> int:
