@@ -166,6 +166,7 @@ def read_npz(path: str | os.PathLike, progress: Progress | None = None) -> dict[
     out: dict[str, np.ndarray] = {}
     with npz:
         for name in npz.files:
+            _check_npy_header(npz, name, path)
             try:
                 arr = npz[name]
             except ValueError as exc:
@@ -180,6 +181,32 @@ def read_npz(path: str | os.PathLike, progress: Progress | None = None) -> dict[
             if progress is not None:
                 progress(arr.nbytes)
     return out
+
+
+_DEFLATE_MAX_RATIO = 1032  # zlib's best case: a deflated member can't be larger than this
+
+
+def _check_npy_header(npz, name: str, path: str) -> None:
+    """Refuse a member whose header claims more data than the archive can hold, or an
+    object dtype, before numpy allocates (or unpickles) anything for it."""
+    member = name if name in npz.zip.namelist() else f"{name}.npy"
+    try:
+        info = npz.zip.getinfo(member)
+        with npz.zip.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            header_len = f.tell()
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataLossError(f"array header is unreadable: {exc}", path=path, key=name) from None
+    if dtype.hasobject:
+        raise UnsupportedError("holds an object array, which would need unpickling; only numeric, "
+                               "bool and fixed-width string ('S'/'U') arrays are read", path=path, key=name)
+    stored = min(info.file_size, info.compress_size * _DEFLATE_MAX_RATIO) - header_len
+    if math.prod(shape) * dtype.itemsize > stored:
+        raise DataLossError(f"array header claims shape {list(shape)} of {dtype}, more than the "
+                            f"archive holds", path=path, key=name)
 
 
 def _from_npz_array(arr: np.ndarray, path: str, name: str) -> np.ndarray:

@@ -253,8 +253,6 @@ def test_v1_tensor_proto_lying_about_its_contents(tmp_path):
                 reader.get_tensor(name)
 
 
-@pytest.mark.xfail(strict=True, reason="convert.read_npz lets numpy allocate the shape an .npy header "
-                   "claims before reading its data (MemoryError, or a lazily huge array)")
 def test_npz_header_claiming_a_huge_array(tmp_path):
     import zipfile
 
