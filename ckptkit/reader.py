@@ -15,8 +15,9 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from . import dtypes as _dtypes
-from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
+from .errors import CheckpointError, NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle, v1
+from .format.files import is_temp_name
 from .state import latest_checkpoint
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
@@ -35,10 +36,7 @@ def resolve_prefix(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if os.path.isdir(path):
         prefix = latest_checkpoint(path)
-        if prefix is None:
-            raise NotFoundError("no checkpoint found in directory (no usable 'checkpoint' state file)",
-                                path=path)
-        return prefix
+        return prefix if prefix is not None else _only_checkpoint_in(path)
     for suffix in (".index", ".meta"):
         if path.endswith(suffix) and os.path.isfile(bundle.index_filename(path[: -len(suffix)])):
             return path[: -len(suffix)]
@@ -53,6 +51,25 @@ def resolve_prefix(path: str | os.PathLike) -> str:
     if os.path.exists(path):
         raise NotFoundError("not a TensorFlow checkpoint (no matching .index file, not a V1 table)", path=path)
     raise NotFoundError("no checkpoint at this path", path=path)
+
+
+def _only_checkpoint_in(directory: str) -> str:
+    """A directory without a usable state file (files copied without it, or written by
+    `ckptkit.save`) names its checkpoint when it holds exactly one V2 checkpoint."""
+    suffix = ".index"
+    try:
+        names = sorted(n[: -len(suffix)] for n in os.listdir(directory)
+                       if n.endswith(suffix) and not is_temp_name(n))
+    except OSError as exc:
+        raise CheckpointError(f"cannot list directory: {exc.strerror or exc}", path=directory) from None
+    if len(names) == 1:
+        return os.path.join(directory, names[0])
+    if not names:
+        raise NotFoundError("no checkpoint found in directory (no 'checkpoint' state file, "
+                            "no .index file)", path=directory)
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    raise NotFoundError(f"no 'checkpoint' state file says which of {len(names)} checkpoints "
+                        f"to use ({shown}): name one", path=directory)
 
 
 class _V2:

@@ -172,3 +172,12 @@ def test_copy_of_checkpoint_dir_still_reads(ckpt, tmp_path):
         if name.startswith("model.ckpt"):
             shutil.copy(tmp_path / name, copy / name)
     assert not assert_original_or_error(str(copy / "model.ckpt"))
+
+
+def test_directory_without_state_file(tmp_path):
+    """One checkpoint and no `checkpoint` file: the directory names it; two: say which exist."""
+    first = ckptkit.save(str(tmp_path / "first"), VALUES)
+    assert ckptkit.CheckpointReader(str(tmp_path)).prefix == first
+    ckptkit.save(str(tmp_path / "second"), VALUES)
+    with pytest.raises(NotFoundError, match=r"which of 2 checkpoints to use \(first, second\)"):
+        ckptkit.load(str(tmp_path))
