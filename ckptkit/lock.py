@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
 import time
 
 from .errors import CheckpointError
@@ -86,7 +85,7 @@ class DirectoryLock:
                 time.sleep(_POLL_SECONDS)
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {os.uname().nodename}\n".encode(), 0)
         except OSError:
             pass  # the holder note is informative only
         self._fd = fd

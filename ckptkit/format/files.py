@@ -10,11 +10,9 @@ even when the directory is shared with other machines or containers.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import re
 import secrets
-import socket
 import stat
 import time
 
@@ -40,6 +38,9 @@ def writer_id() -> str:
     """
     global _writer_id
     if _writer_id is None:
+        import hashlib  # noqa: PLC0415 - only writers need an id; readers start faster without
+        import socket  # noqa: PLC0415
+
         parts = [socket.gethostname()]
         try:
             with open("/proc/sys/kernel/random/boot_id", "rb") as f:
