@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ckptkit
-from tests.tensors import STRINGS, assert_same_tensor, variety
+from tensors import STRINGS, assert_same_tensor, variety
 
 
 def tf_save_v2(tf, prefix: str, tensors: dict[str, np.ndarray]) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 import ckptkit
 from ckptkit.format import files
-from tests.cli_fixtures import subprocess_env
+from cli_fixtures import subprocess_env
 
 KILLS = 30
 

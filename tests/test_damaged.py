@@ -9,7 +9,7 @@ import pytest
 
 import ckptkit
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, TensorNotFoundError
-from tests.tensors import assert_same_tensor
+from tensors import assert_same_tensor
 
 VALUES = {
     "a/kernel": np.arange(24, dtype=np.float32).reshape(4, 6),

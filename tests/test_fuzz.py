@@ -27,8 +27,8 @@ import pytest
 import ckptkit
 from ckptkit.errors import CheckpointError
 from ckptkit.format.table import TableReader
-from tests.cli_fixtures import same
-from tests.test_hostile import time_limit
+from cli_fixtures import same
+from test_hostile import time_limit
 
 SEED = 1234
 CASES_PER_FILE = 1500

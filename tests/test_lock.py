@@ -15,7 +15,7 @@ import ckptkit
 from ckptkit.errors import CheckpointError
 from ckptkit.format import files
 from ckptkit.lock import LOCK_FILENAME, DirectoryLock, DirectoryLockedError
-from tests.cli_fixtures import subprocess_env
+from cli_fixtures import subprocess_env
 
 HOLDER = r"""
 import sys

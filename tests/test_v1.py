@@ -13,8 +13,8 @@ from ckptkit.errors import DataLossError, NotFoundError, UnsupportedError
 from ckptkit.format import table as table_mod
 from ckptkit.format.coding import FIXED32, FIXED64, crc32c, encode_varint, mask_crc
 from ckptkit.format.table import TableReader
-from tests.tensors import assert_same_tensor, random_array
-from tests.test_slices import PARTITIONERS, save_partitioned_tf1
+from tensors import assert_same_tensor, random_array
+from test_slices import PARTITIONERS, save_partitioned_tf1
 
 V1_DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
              "bool", "complex64", "complex128"]
