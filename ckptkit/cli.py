@@ -206,7 +206,7 @@ def cli() -> None:
 
     CKPT may be a checkpoint prefix (model.ckpt-1000), any file of it (.index,
     .data-*, .meta), or a directory (its latest checkpoint). Edits rewrite only
-    the .index file, atomically; data shards are never modified.
+    the .index file, atomically (only rm --compact rewrites the data shards).
     """
 
 
