@@ -101,6 +101,16 @@ def from_enum(enum: int, *, path=None, key=None) -> DType:
         raise UnsupportedError(f"unsupported TensorFlow DataType {enum}", path=path, key=key) from None
 
 
+def enum_name(enum: int) -> str:
+    """TF's DataType name for a number ("DT_FLOAT"), as TF's debug strings print it."""
+    from .proto import types_pb2  # noqa: PLC0415 - only debug strings need names
+
+    try:
+        return types_pb2.DataType.Name(enum)
+    except ValueError:
+        return str(enum)
+
+
 def as_dtype(value) -> DType:
     """A DType from a DType, TF name ("float32"), DataType number, numpy dtype or TF dtype."""
     if isinstance(value, DType):

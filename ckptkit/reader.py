@@ -104,7 +104,7 @@ class _V2:
             if entry.slices:
                 continue
             dims = ",".join(str(d) for d in bundle.shape_of(entry, self.index.path, key))
-            lines.append(f"{key} ({_enum_name(entry.dtype)}) [{dims}]\n")
+            lines.append(f"{key} ({_dtypes.enum_name(entry.dtype)}) [{dims}]\n")
         return "".join(lines).encode("utf-8", "surrogateescape")
 
     def close(self) -> None:
@@ -293,15 +293,6 @@ class CheckpointReader(Mapping):
 
     def __repr__(self) -> str:
         return f"<CheckpointReader {self.prefix!r}: {len(self)} tensors>"
-
-
-def _enum_name(enum: int) -> str:
-    from .proto import types_pb2  # noqa: PLC0415 - only debug_string needs names
-
-    try:
-        return types_pb2.DataType.Name(enum)
-    except ValueError:
-        return str(enum)
 
 
 def NewCheckpointReader(path: str | os.PathLike) -> CheckpointReader:  # noqa: N802 - TF's name

@@ -22,13 +22,12 @@ import math
 import mmap
 import os
 import re
-import stat
 
 import numpy as np
 
 from .. import dtypes as _dtypes
 from ..errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
-from ..proto import saved_tensor_slice_pb2, types_pb2
+from ..proto import saved_tensor_slice_pb2
 from .slices import TensorSlice, assemble, encode_tensor_name_slice
 from .files import match_in_directory, open_regular
 from .table import FOOTER_SIZE, MAGIC, TableReader, iter_block
@@ -181,16 +180,12 @@ class _Tensor:
 
 
 def _open_table(path: str) -> TableReader:
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise DataLossError("checkpoint file is not a regular file", path=path)
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if st.st_size else b""
-    except FileNotFoundError:
-        raise NotFoundError("checkpoint file not found", path=path) from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint file: {exc.strerror or exc}", path=path) from None
+    with open_regular(path, "checkpoint file") as f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except OSError as exc:
+            raise CheckpointError(f"cannot read checkpoint file: {exc.strerror or exc}", path=path) from None
     return TableReader(data, path)
 
 
@@ -322,11 +317,7 @@ class V1Checkpoint:
         lines = []
         for name in self.names():
             t = self._tensors[name]
-            try:
-                type_name = types_pb2.DataType.Name(t.dtype_enum)
-            except ValueError:
-                type_name = str(t.dtype_enum)
-            line = f"{name} ({type_name}) [{','.join(str(d) for d in t.shape)}]"
+            line = f"{name} ({_dtypes.enum_name(t.dtype_enum)}) [{','.join(str(d) for d in t.shape)}]"
             if len(t.slices) > 1:
                 line += f", {len(t.slices)} slices"
             lines.append(line + "\n")
