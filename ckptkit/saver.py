@@ -33,8 +33,8 @@ import numpy as np
 
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError
 from .format import bundle
-from .format.files import STALE_TEMP_SECONDS, sweep_stale_temps, write_file_atomic
-from .lock import DirectoryLock
+from .format.commit import Commit, locked_directory
+from .format.lock import SAVER
 from .proto.saver_pb2 import SaverDef
 from .reader import CheckpointReader
 from .state import (V2, checkpoint_exists, get_checkpoint_mtimes, meta_graph_filename,
@@ -237,13 +237,14 @@ class Saver:
         # Build (and so validate) the graph before any file is written: a name TF's graph
         # can't hold must fail the save cleanly, not after the data landed.
         graph = self._build_meta_graph(values, saved, checkpoint_file) if write_meta_graph else None
-        with DirectoryLock(parent, self._lock_timeout):
-            sweep_stale_temps(parent, max_age=STALE_TEMP_SECONDS)
+        with locked_directory(parent, self._lock_timeout, role=SAVER):
             bundle.write_bundle(checkpoint_file, {key: values[name] for key, name in saved.items()},
                                 num_shards=self._num_shards)
             if graph is not None:
-                write_file_atomic(meta_graph_filename(checkpoint_file, meta_graph_suffix),
-                                  graph.SerializeToString(deterministic=True))
+                with Commit(parent) as tx:
+                    tx.file(meta_graph_filename(checkpoint_file, meta_graph_suffix)).write(
+                        graph.SerializeToString(deterministic=True))
+                    tx.publish()
             if write_state:
                 self._record_last_checkpoint(checkpoint_file)
                 update_checkpoint_state(parent, checkpoint_file, self.last_checkpoints,

@@ -14,12 +14,12 @@ import pytest
 import ckptkit
 from ckptkit.errors import CheckpointError
 from ckptkit.format import files
-from ckptkit.lock import LOCK_FILENAME, DirectoryLock, DirectoryLockedError
+from ckptkit.format.lock import LOCK_FILENAME, DirectoryLock, DirectoryLockedError
 from cli_fixtures import subprocess_env
 
 HOLDER = r"""
 import sys
-from ckptkit.lock import DirectoryLock
+from ckptkit.format.lock import DirectoryLock
 with DirectoryLock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.readline()          # hold until told (or killed)
@@ -30,7 +30,7 @@ SAVER = r"""
 import os, sys
 import numpy as np
 import ckptkit
-from ckptkit.lock import DirectoryLockedError
+from ckptkit.format.lock import DirectoryLockedError
 directory, name, count, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 saver = ckptkit.Saver(max_to_keep=2, lock_timeout=None if timeout == "none" else float(timeout))
 print("ready", flush=True)
@@ -41,7 +41,7 @@ for step in range(count):
         saver.save({"v": np.full(200_000, step, np.float32)}, os.path.join(directory, name), global_step=step)
         ok += 1
     except DirectoryLockedError as exc:
-        assert "another ckptkit Saver is writing to" in str(exc) and "pid" in str(exc), exc
+        assert "another ckptkit writer is writing to" in str(exc) and "pid" in str(exc), exc
         refused += 1
 print(ok, refused, flush=True)
 """
@@ -73,7 +73,7 @@ def test_second_saver_fails_clearly_and_writes_nothing(tmp_path, holder):
     with pytest.raises(DirectoryLockedError) as info:
         save(tmp_path, 1)
     message = str(info.value)
-    assert f"another ckptkit Saver is writing to {tmp_path} (pid {holder.pid} on " in message
+    assert f"another ckptkit writer is writing to {tmp_path} (pid {holder.pid} on " in message
     assert isinstance(info.value, CheckpointError)
     assert sorted(os.listdir(tmp_path)) == before  # nothing written, nothing swept
     holder.stdin.write("\n")
@@ -150,9 +150,21 @@ def test_two_threads_exclude_each_other(tmp_path):
     """flock belongs to an open file: two Savers in one process are caught as well."""
     lock = DirectoryLock(str(tmp_path))
     lock.acquire()
-    try:
-        with pytest.raises(DirectoryLockedError, match=f"pid {os.getpid()}"):
+    caught = []
+
+    def other_thread():
+        try:
             save(tmp_path, 4)
+        except DirectoryLockedError as exc:
+            caught.append(exc)
+
+    try:
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert len(caught) == 1 and f"pid {os.getpid()}" in str(caught[0])
+        # the lock is reentrant within its own thread: a writer inside a writer goes on
+        assert save(tmp_path, 3) == str(tmp_path / "model-3")
     finally:
         lock.release()
     assert save(tmp_path, 4) == str(tmp_path / "model-4")

@@ -10,6 +10,7 @@ same byte layout so that TF and ckptkit produce identical index files.
 from __future__ import annotations
 
 import gc
+import glob
 import math
 import mmap
 import os
@@ -23,7 +24,8 @@ from .. import dtypes as _dtypes
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError, UnsupportedError
 from ..proto import tensor_bundle_pb2
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
-from .files import AtomicFile, fsync_dir, open_regular
+from .commit import Commit, open_pending, pending_renames
+from .files import AtomicFile, match_in_directory
 from .shard_writer import CHUNK as _CHUNK, ShardWriter
 from .slices import SlicedTensor, TensorSlice, assemble, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
@@ -44,6 +46,12 @@ def index_filename(prefix: str) -> str:
 
 def data_filename(prefix: str, shard: int, num_shards: int) -> str:
     return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+def existing_data_files(prefix: str) -> list[str]:
+    """Every data shard file of `prefix` on disk, whatever its shard count."""
+    directory, base = os.path.split(prefix)
+    return match_in_directory(directory, glob.escape(base) + ".data-?????-of-?????")
 
 
 def decode_key(raw: bytes) -> str:
@@ -100,8 +108,16 @@ class BundleIndex:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.path = index_filename(prefix)
+        # A commit whose writer died after its commit point is read through its journal.
+        self.pending = pending_renames(self.path)
+        with open_pending(self.path, self.pending, "checkpoint index") as f:
+            try:
+                data = f.read()
+            except OSError as exc:
+                raise CheckpointError(f"cannot read checkpoint index: {exc.strerror or exc}",
+                                      path=self.path) from None
         with gc_paused():
-            table = TableReader.open(self.path, "checkpoint index")
+            table = TableReader(data, self.path)
             # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).
             raw: dict[str, bytes] = {k.decode("utf-8", "surrogateescape"): v for k, v in table}
         header_bytes = raw.pop(HEADER_KEY, None)
@@ -244,7 +260,7 @@ class BundleData:
     def _file(self, shard: int):
         f = self._files.get(shard)
         if f is None:
-            f = open_regular(self.shard_path(shard), "data shard")
+            f = open_pending(self.shard_path(shard), self.index.pending, "data shard")
             self._files[shard] = f
             self._sizes[shard] = os.fstat(f.fileno()).st_size
         return f
@@ -512,9 +528,11 @@ def make_header(num_shards: int, endianness: int = LITTLE) -> BundleHeaderProto:
 
 
 def write_index(prefix: str, header: BundleHeaderProto,
-                entries: Iterable[tuple[str | bytes, bytes]]) -> AtomicFile:
-    """Write an index (entries: key, serialized entry) to a temp file; caller commits it."""
-    out = AtomicFile(index_filename(prefix))
+                entries: Iterable[tuple[str | bytes, bytes]], out: AtomicFile | None = None) -> AtomicFile:
+    """Write an index (entries: key, serialized entry) to a temp file, flushed and
+    fsynced: `out` (a `Commit.file`, which publishes it) or a new AtomicFile, which the
+    caller commits (tests use that to plant hand-made indexes)."""
+    out = AtomicFile(index_filename(prefix)) if out is None else out
     try:
         table = TableWriter(out)
         table.add(b"", header.SerializeToString())
@@ -587,13 +605,13 @@ def _stored_tensors(tensors: Mapping[str, object], prefix: str):
 
 
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
-                 progress=None) -> None:
-    """Write `tensors` as a V2 bundle at `prefix`, atomically.
+                 progress=None, *, lock_timeout: float | None = 0.0) -> None:
+    """Write `tensors` as a V2 bundle at `prefix`, atomically (commit.Commit).
 
-    Data shards and the index are written to temp files and fsynced; then any old index
-    at this prefix is removed, the shards renamed into place, and the index renamed
-    last, so that at every moment the prefix names either the old checkpoint, nothing,
-    or the new checkpoint whole.
+    Data shards and then the index are published together under the directory lock:
+    at every moment, even across a crash, the prefix names the old checkpoint or the
+    new one, whole. Data shards of an older checkpoint at this prefix with another
+    shard count are deleted after the new index is in place.
     """
     if num_shards < 1:
         raise InvalidArgumentError(f"num_shards must be >= 1, got {num_shards}", path=prefix)
@@ -605,11 +623,8 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
     directory = os.path.dirname(prefix)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    files: list[ShardWriter] = []
-    index = None
-    try:
-        for s in range(num_shards):
-            files.append(ShardWriter(data_filename(prefix, s, num_shards)))
+    with Commit(directory, lock_timeout=lock_timeout) as tx:
+        files = [tx.shard(data_filename(prefix, s, num_shards)) for s in range(num_shards)]
         entries = []
         for key, (arr, dtype), shard in zip(keys, arrays, shard_of):
             out = files[shard]
@@ -629,17 +644,10 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
                 progress(out.offset - start)
         for f in files:
             f.close()
-        index = write_index(prefix, make_header(num_shards), entries + sliced_entries)
-        try:
-            os.unlink(index_filename(prefix))
-        except FileNotFoundError:
-            pass
-        for f in files:
-            f.commit()
-        index.commit()
-    finally:
-        for f in files:
-            f.discard()
-        if index is not None:
-            index.discard()
-    fsync_dir(directory)
+        write_index(prefix, make_header(num_shards), entries + sliced_entries,
+                    out=tx.file(index_filename(prefix)))
+        new = {f.path for f in files}
+        for old in existing_data_files(prefix):
+            if old not in new:
+                tx.delete_after(old)
+        tx.publish()

@@ -191,14 +191,19 @@ class AtomicFile:
     """A binary file written under a temp name and renamed into place by commit().
 
     Use as a context manager: leaving the block by an exception deletes the temp file.
-    Several AtomicFiles can be committed in an order chosen by the caller.
+    Several AtomicFiles are published together, in order, by a `commit.Commit`.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, temp: str | None = None) -> None:
         self.path = path
-        self.temp = temp_name(path)
-        self.file = open(self.temp, "wb")
         self.done = False
+        if temp is None:
+            self.temp = temp_name(path)
+            self.file = open(self.temp, "xb")
+        else:  # adopt a finished temp file (a hard link made by the caller)
+            self.temp = temp
+            self.file = open(os.devnull, "wb")
+            self.file.close()
 
     def write(self, data) -> int:
         return self.file.write(data)
@@ -206,9 +211,11 @@ class AtomicFile:
     def close(self) -> None:
         """Flush and fsync the temp file (idempotent)."""
         if not self.file.closed:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
+            try:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+            finally:
+                _close_quietly(self.file)
 
     def commit(self) -> None:
         self.close()
@@ -216,14 +223,15 @@ class AtomicFile:
         self.done = True
 
     def discard(self) -> None:
-        if not self.file.closed:
-            self.file.close()
+        """Delete the temp file: always, even when flushing what is buffered fails again
+        (a full disk fails the write, then fails the flush in close as well)."""
+        _close_quietly(self.file)
         if not self.done:
+            self.done = True
             try:
                 os.unlink(self.temp)
-            except FileNotFoundError:
+            except OSError:
                 pass
-            self.done = True
 
     def __enter__(self) -> "AtomicFile":
         return self
@@ -233,8 +241,19 @@ class AtomicFile:
             self.discard()
 
 
+def _close_quietly(file) -> None:
+    """Close `file`, dropping unwritten buffered bytes if flushing them fails."""
+    try:
+        file.close()
+    except OSError:
+        try:  # close() flushed and failed: the fd is still open; drop the buffer and close it
+            os.close(file.fileno())
+        except (OSError, ValueError):
+            pass
+
+
 def write_file_atomic(path: str, data: bytes) -> None:
-    """Write a whole small file atomically and durably."""
+    """Write a whole small file atomically and durably (no lock: see commit.Commit)."""
     with AtomicFile(path) as f:
         f.write(data)
         f.commit()

@@ -1,12 +1,22 @@
-"""One writer per checkpoint directory: an advisory lock held while a Saver saves.
+"""One writer per checkpoint directory: an advisory lock held by every ckptkit writer.
 
 Two Savers writing into one directory (two training jobs pointed at the same
 `--model_dir`, a restarted job whose old process still runs) overwrite each other's
-`checkpoint` state file and prune each other's checkpoints. TF does not notice;
-ckptkit does: `Saver.save` holds `DIR/.ckptkit.lock` with `fcntl.flock` from the
-first byte written until the state file is updated and old checkpoints are pruned.
-A second Saver that tries to save meanwhile waits up to its `lock_timeout` (default
-0: not at all) and then raises `DirectoryLockedError` naming the holder's pid and host.
+`checkpoint` state file and prune each other's checkpoints; an edit that reads an
+index while a save replaces it would publish an index built from the old one. TF does
+not notice; ckptkit does: every writer (`Saver.save`, `ckptkit.save`, edits, convert,
+state updates) holds `DIR/.ckptkit.lock` with `fcntl.flock` from before it reads what
+it will change until its last file is published.
+
+Who waits: a writer that finds the lock held waits up to its own timeout and then
+raises `DirectoryLockedError` naming the holder's pid, host and role. A Saver's
+default timeout is 0 — a second Saver in the directory is a bug worth failing for —
+but whatever its timeout, it waits up to EDIT_WAIT_SECONDS for a holder that is not a
+Saver (an edit or a one-off save takes milliseconds to seconds), so running
+`ckptkit rename` beside a training job never makes the job's save fail.
+
+The lock is reentrant within a thread: a Saver holding it calls writers that take it
+again (the bundle write, the state update) without deadlocking on its own flock.
 
 Why flock: the kernel drops the lock when its holder dies, even by SIGKILL, so a
 crash never leaves the directory locked, and there is no pid file to go stale.
@@ -26,19 +36,23 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 import time
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; saving still works, unguarded
     fcntl = None
 
-__all__ = ["LOCK_FILENAME", "DirectoryLock", "DirectoryLockedError"]
+__all__ = ["LOCK_FILENAME", "DirectoryLock", "DirectoryLockedError", "SAVER", "EDIT"]
 
 LOCK_FILENAME = ".ckptkit.lock"
+SAVER, EDIT = "saver", "edit"  # holder roles, written into the lock file
+EDIT_WAIT_SECONDS = 60.0       # how long anyone waits for a holder that is not a Saver
 _POLL_SECONDS = 0.05
+_held = threading.local()      # {realpath of directory: depth} locked by this thread
 
 _log = logging.getLogger(__name__)
 
@@ -53,42 +67,62 @@ class DirectoryLock:
     `timeout` is in seconds: 0 fails at once, None waits forever.
     """
 
-    def __init__(self, directory: str, timeout: float | None = 0.0) -> None:
+    def __init__(self, directory: str, timeout: float | None = 0.0, role: str = SAVER) -> None:
         self.directory = directory or os.curdir
         self.path = os.path.join(self.directory, LOCK_FILENAME)
         self.timeout = timeout
+        self.role = role
         self._fd: int | None = None
+        self._key: str | None = None
+        self.outermost = False  # True when this acquire took the lock (not a reentry)
 
     def acquire(self) -> None:
-        if fcntl is None:
+        key = os.path.realpath(self.directory)
+        depths = _held.__dict__.setdefault("depths", {})
+        if key in depths:  # this thread holds it already
+            depths[key] += 1
+            self._key = key
+            self.outermost = False
             return
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        if fcntl is not None:
+            self._fd = self._acquire()
+        depths[key] = 1
+        self._key = key
+        self.outermost = True
+
+    def _acquire(self) -> int | None:
+        start = time.monotonic()
         while True:
             fd = self._open()
             if fd is None:
-                return
+                return None
             state = self._try_lock(fd)
             if state == "locked":
                 break
             if state == "unsupported":
-                return
-            if state == "busy" and deadline is not None and time.monotonic() >= deadline:
-                holder = _read_holder(fd)
-                os.close(fd)
-                waited = f" (waited {self.timeout:g} s)" if self.timeout else ""
-                raise DirectoryLockedError(
-                    f"another ckptkit Saver is writing to {self.directory} ({holder}){waited}; "
-                    "two Savers in one directory would overwrite each other's state file",
-                    path=self.directory)
+                return None
+            if state == "busy":
+                holder, role = _read_holder(fd)
+                limit = self.timeout
+                if role != SAVER and limit is not None:
+                    limit = max(limit, EDIT_WAIT_SECONDS)
+                waited = time.monotonic() - start
+                if limit is not None and waited >= limit:
+                    os.close(fd)
+                    waited_note = f" (waited {waited:.3g} s)" if limit else ""
+                    raise DirectoryLockedError(
+                        f"another ckptkit writer is writing to {self.directory} ({holder}){waited_note}; "
+                        "two writers in one directory would overwrite each other's files",
+                        path=self.directory)
             os.close(fd)
             if state == "busy":
                 time.sleep(_POLL_SECONDS)
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {os.uname().nodename}\n".encode(), 0)
+            os.pwrite(fd, f"{os.getpid()} {os.uname().nodename} {self.role}\n".encode(), 0)
         except OSError:
             pass  # the holder note is informative only
-        self._fd = fd
+        return fd
 
     def _open(self) -> int | None:
         try:
@@ -119,6 +153,14 @@ class DirectoryLock:
         return "locked" if same else "stale"  # stale: its holder deleted it as we waited
 
     def release(self) -> None:
+        key, self._key = self._key, None
+        if key is None:
+            return
+        depths = _held.__dict__.setdefault("depths", {})
+        depths[key] -= 1
+        if depths[key]:
+            return
+        del depths[key]
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -135,13 +177,15 @@ class DirectoryLock:
         self.release()
 
 
-def _read_holder(fd: int) -> str:
+def _read_holder(fd: int) -> tuple[str, str | None]:
+    """(a description of the lock's holder for messages, its role or None if unknown)."""
     try:
         text = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
     except OSError:
         text = []
+    role = text[2] if len(text) >= 3 else None
     if len(text) >= 2 and text[0].isdigit():
-        return f"pid {text[0]} on {text[1]}"
+        return f"pid {text[0]} on {text[1]}" + (f", {role}" if role else ""), role
     if text and text[0].isdigit():
-        return f"pid {text[0]}"
-    return "pid unknown"
+        return f"pid {text[0]}", role
+    return "pid unknown", role

@@ -1,0 +1,324 @@
+"""The one commit protocol every ckptkit writer uses: temp files, a journal, renames.
+
+A checkpoint is several files (data shards, then the `.index` that makes them a
+checkpoint), and a rewrite of an existing prefix (a re-save without global_step,
+`compact`, an edit onto an existing `-o` output) must replace files the current index
+depends on. No filesystem renames several files at once, so:
+
+1. prepare: every new file is written under a temp name in the checkpoint's own
+   directory (`files.temp_name`), flushed and fsynced; the directory is fsynced.
+2. commit point: when more than one rename is needed and one of them replaces an
+   existing file, or old files must go, a journal `LAST_FILE.ckptkit-journal`
+   (written atomically itself) lists every (temp, final) rename and every deletion.
+   From this moment the new checkpoint is the checkpoint.
+3. apply: the renames, in order (the index last), a directory fsync, the deletions,
+   and the journal is removed.
+
+A crash before 2 leaves the old checkpoint whole (its files were never touched) and
+temp files that the next writer sweeps. A crash after 2 leaves the journal: the next
+writer in the directory rolls it forward (`recover`) before anything else, and readers
+in the meantime read the new checkpoint through it (`pending_renames`), so every
+ckptkit reader sees the old checkpoint or the new one, whole, at every moment. The
+old index is never unlinked first: a reader never sees "no checkpoint".
+
+Every writer holds the directory lock (lock.py) from before it reads what it changes
+until its last rename; `Commit.guard` records a file it started from (an index being
+edited) and publication refuses to go on if anything outside ckptkit changed it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import CheckpointError, NotFoundError
+from .files import (STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular,
+                    sweep_stale_temps, temp_name)
+from .lock import EDIT, DirectoryLock
+from .shard_writer import ShardWriter
+
+__all__ = ["JOURNAL_SUFFIX", "Commit", "ConcurrentModificationError", "identity", "locked_directory",
+           "open_pending", "pending_renames", "recover"]
+
+JOURNAL_SUFFIX = ".ckptkit-journal"
+_JOURNAL_VERSION = 1
+_MAX_JOURNAL_BYTES = 1 << 20
+_COPY_CHUNK = 8 << 20
+
+_log = logging.getLogger(__name__)
+
+
+class ConcurrentModificationError(CheckpointError):
+    """A file this write started from was changed by someone else; nothing was written."""
+
+
+# --------------------------------------------------------------------------- the journal
+
+def _journal_path(last_final: str) -> str:
+    return last_final + JOURNAL_SUFFIX
+
+
+def _read_journal(path: str) -> tuple[list[tuple[str, str]], list[str]] | None:
+    """(renames as (temp, final) paths, deletions) of a journal; None if there is none.
+
+    Every name must be a plain file name in the journal's own directory — temp names for
+    rename sources, real names elsewhere — so a hostile journal can rename or delete
+    nothing outside that directory and nothing but checkpoint files in it.
+    """
+    try:
+        with open_regular(path, "commit journal") as f:
+            data = f.read(_MAX_JOURNAL_BYTES + 1)
+    except NotFoundError:
+        return None
+    directory = os.path.dirname(path)
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        if doc["version"] != _JOURNAL_VERSION or len(data) > _MAX_JOURNAL_BYTES:
+            raise ValueError("unknown journal")
+        renames = [(str(t), str(f)) for t, f in doc["renames"]]
+        deletes = [str(d) for d in doc["deletes"]]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError("commit journal is damaged; remove it to keep the old files",
+                              path=path) from None
+    names = [n for pair in renames for n in pair] + deletes
+    if any(not n or n in (".", "..") or "/" in n or os.sep in n or "\0" in n for n in names) \
+            or not all(is_temp_name(t) and not is_temp_name(f) for t, f in renames) \
+            or any(is_temp_name(d) for d in deletes):
+        raise CheckpointError("commit journal names files it may not touch", path=path)
+    return ([(os.path.join(directory, t), os.path.join(directory, f)) for t, f in renames],
+            [os.path.join(directory, d) for d in deletes])
+
+
+def pending_renames(last_final: str) -> dict[str, str]:
+    """{final path: temp path} of a commit whose journal is `last_final`'s and not yet
+    applied: readers open the temp where it still exists, so a checkpoint whose writer
+    died after its commit point reads as the new checkpoint. {} when there is none (or
+    the journal is unusable: then the old files were never touched)."""
+    try:
+        found = _read_journal(_journal_path(last_final))
+    except CheckpointError:
+        return {}
+    if found is None:
+        return {}
+    return {final: temp for temp, final in found[0]}
+
+
+def open_pending(path: str, pending: dict[str, str], what: str):
+    """`files.open_regular` of a checkpoint file, through a pending commit's temp if any.
+
+    A live writer may rename the temp to `path` between our look and our open: then
+    `path` holds the same bytes, so falling back to it is right.
+    """
+    temp = pending.get(path)
+    if temp is not None:
+        try:
+            return open_regular(temp, what)
+        except NotFoundError:
+            pass
+    return open_regular(path, what)
+
+
+def _apply(renames: list[tuple[str, str]], deletes: list[str], directory: str) -> None:
+    for temp, final in renames:
+        try:
+            os.replace(temp, final)
+        except FileNotFoundError:
+            if not os.path.lexists(final):  # neither: the commit can't be completed
+                raise
+            # renamed already (a recovery after a crash between two renames)
+    fsync_dir(directory)
+    for path in deletes:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    if deletes:
+        fsync_dir(directory)
+
+
+def recover(directory: str) -> list[str]:
+    """Roll forward every commit a dead writer left in `directory`; return their journals.
+
+    Call with the directory lock held (so no live writer is mid-commit). A journal that
+    is damaged (it is written atomically, so only outside hands can damage it) is left
+    alone with a warning, and so are the files it names.
+    """
+    try:
+        names = [e.name for e in os.scandir(directory or os.curdir)
+                 if e.name.endswith(JOURNAL_SUFFIX) and not is_temp_name(e.name)]
+    except OSError:
+        return []
+    done = []
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        try:
+            found = _read_journal(path)
+            if found is None:
+                continue
+            _apply(*found, directory)
+            os.unlink(path)
+        except (CheckpointError, OSError) as exc:
+            _log.warning("cannot complete the interrupted commit %s: %s", path, exc)
+            continue
+        fsync_dir(directory)
+        done.append(path)
+    return done
+
+
+# --------------------------------------------------------------------------- writing
+
+@contextmanager
+def locked_directory(directory: str, timeout: float | None = 0.0, role: str = EDIT) -> Iterator[None]:
+    """Hold `directory`'s lock; on first entry also complete interrupted commits and
+    sweep dead writers' temp files (in that order: a journal's temps must not be swept)."""
+    directory = directory or os.curdir
+    lock = DirectoryLock(directory, timeout, role=role)
+    lock.acquire()
+    try:
+        if lock.outermost:
+            recover(directory)
+            sweep_stale_temps(directory, max_age=STALE_TEMP_SECONDS)
+        yield
+    finally:
+        lock.release()
+
+
+def identity(path: str) -> tuple[int, int, int, int] | None:
+    """What `Commit.guard` compares: a file's device, inode, size and mtime (None: absent)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class Commit:
+    """`with Commit(directory) as tx:` — create files with `tx.file`/`tx.shard`/`tx.link`,
+    then `tx.publish()`; leaving the block without publishing deletes every temp file.
+
+    Files are published in the order they were created, so create the index last.
+    Every file lives in `directory`, whose lock the block holds (reentrantly).
+    """
+
+    def __init__(self, directory: str, *, lock_timeout: float | None = 0.0, role: str = EDIT) -> None:
+        self.directory = directory or os.curdir
+        self._lock = locked_directory(self.directory, lock_timeout, role)
+        self._parts: list = []           # AtomicFile or ShardWriter, in publication order
+        self._deletes: list[str] = []
+        self._guards: dict[str, tuple | None] = {}
+        self._published = False
+
+    def __enter__(self) -> "Commit":
+        self._lock.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if not self._published:
+                self.abort()
+        finally:
+            self._lock.__exit__(exc_type, exc, tb)
+
+    def _own(self, path: str) -> str:
+        if os.path.realpath(os.path.dirname(path) or os.curdir) != os.path.realpath(self.directory):
+            raise CheckpointError(f"refusing to write outside {self.directory}", path=path)
+        return path
+
+    def file(self, path: str) -> AtomicFile:
+        """A new file to be published at `path` (written through the page cache)."""
+        part = AtomicFile(self._own(path))
+        self._parts.append(part)
+        return part
+
+    def shard(self, path: str) -> ShardWriter:
+        """A new data shard to be published at `path` (streamed, O_DIRECT where possible)."""
+        part = ShardWriter(self._own(path))
+        self._parts.append(part)
+        return part
+
+    def link(self, source: str, path: str, what: str = "data shard", progress=None) -> None:
+        """Publish `source`'s bytes at `path` too: a hard link where the filesystem allows,
+        else a copy. `source` must be a regular file (a FIFO or device fails, never hangs),
+        and a link is kept only if it is that very file."""
+        self._own(path)
+        with open_regular(source, what) as src:
+            st = os.fstat(src.fileno())
+            temp = temp_name(path)
+            try:
+                os.link(source, temp)
+                linked = os.stat(temp, follow_symlinks=False)
+                if (linked.st_dev, linked.st_ino) == (st.st_dev, st.st_ino) and stat.S_ISREG(linked.st_mode):
+                    part = AtomicFile(path, temp)
+                    self._parts.append(part)
+                    if progress is not None:
+                        progress(st.st_size)
+                    return
+                os.unlink(temp)  # a symlink was swapped in between: copy what we opened
+            except OSError:
+                pass
+            out = self.file(path)
+            remaining = st.st_size
+            while remaining:
+                chunk = src.read(min(remaining, _COPY_CHUNK))
+                if not chunk:
+                    raise CheckpointError(f"{what} shrank while being copied", path=source)
+                out.write(chunk)
+                remaining -= len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+
+    def delete_after(self, path: str) -> None:
+        """Delete `path` once the new files are published (an old file nothing will use)."""
+        self._deletes.append(self._own(path))
+
+    def guard(self, path: str, since: tuple | None) -> None:
+        """Publication fails (ConcurrentModificationError) unless `path` still has the
+        `identity` it had when the caller read it (`since`)."""
+        self._guards[path] = since
+
+    def publish(self) -> None:
+        """Flush and fsync every file, then make them all visible (see the module docstring)."""
+        for part in self._parts:
+            part.close()
+        for path, before in self._guards.items():
+            if identity(path) != before:
+                raise ConcurrentModificationError(
+                    "changed by another program while this edit ran; nothing was written, run it again",
+                    path=path)
+        atomics = [getattr(p, "atomic", p) for p in self._parts]  # a ShardWriter's AtomicFile
+        renames = [(a.temp, a.path) for a in atomics]
+        finals = [final for _, final in renames]
+        deletes = [d for d in dict.fromkeys(self._deletes) if d not in finals]
+        fsync_dir(self.directory)
+        journal = None
+        if deletes or any(os.path.lexists(f) for f in finals[:-1]):
+            journal = _journal_path(finals[-1]) if finals else _journal_path(deletes[-1])
+            doc = {"version": _JOURNAL_VERSION,
+                   "renames": [[os.path.basename(t), os.path.basename(f)] for t, f in renames],
+                   "deletes": [os.path.basename(d) for d in deletes]}
+            with AtomicFile(journal) as out:
+                out.write(json.dumps(doc).encode("utf-8"))
+                out.commit()
+            fsync_dir(self.directory)
+        self._published = True  # from here on the new files are the checkpoint
+        for atomic in atomics:
+            atomic.done = True
+        _apply(renames, deletes, self.directory)
+        if journal is not None:
+            try:
+                os.unlink(journal)
+            except FileNotFoundError:  # a recovery without locks (see lock.py) completed it
+                pass
+            fsync_dir(self.directory)
+
+    def abort(self) -> None:
+        """Delete every temp file; each one is tried even if another fails."""
+        for part in self._parts:
+            try:
+                part.discard()
+            except Exception as exc:  # noqa: BLE001 - keep cleaning; report once below
+                _log.debug("discarding %s: %s", part.path, exc)
+        self._parts.clear()
