@@ -19,20 +19,23 @@ re-encoded, which is not supported yet (UnsupportedError).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import Union
 
-from .errors import (DataLossError, InvalidArgumentError, NotFoundError, TensorNotFoundError,
-                     UnsupportedError)
+from .errors import (DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError)
 from .format import bundle
-from .format.files import AtomicFile, fsync_dir, temp_name
+from .format.commit import Commit, identity, locked_directory
 from .reader import resolve_prefix
 
-__all__ = ["rename_keys", "remove_keys", "apply_ema", "ema_mapping", "compact", "is_slice_key"]
+__all__ = ["rename_keys", "remove_keys", "apply_ema", "ema_mapping", "compact", "is_slice_key",
+           "EDIT_LOCK_TIMEOUT"]
 
 Renamer = Union[Mapping[str, str], Callable[[str], Union[str, None]]]
 Progress = Callable[[int], None]
 
+# How long an edit waits for another writer (a Saver mid-save) to leave the directory.
+EDIT_LOCK_TIMEOUT = 60.0
 _COPY_CHUNK = 8 << 20
 
 
@@ -46,15 +49,24 @@ def is_slice_key(key: str) -> bool:
 
 
 class _Edit:
-    """An index as (key, serialized entry) pairs, checked and then written out."""
+    """An index as (key, serialized entry) pairs, read under the directory lock, checked,
+    and then published (in place, or under `output` with the data shards linked)."""
 
-    def __init__(self, prefix: str | os.PathLike) -> None:
-        self.prefix = resolve_prefix(prefix)
-        if not os.path.isfile(bundle.index_filename(self.prefix)):
+    def __init__(self, prefix: str, output: str | None) -> None:
+        self.prefix = prefix
+        self.target = prefix if output is None else output
+        self.in_place = os.path.abspath(self.target) == os.path.abspath(prefix)
+        index_path = bundle.index_filename(prefix)
+        if not os.path.isfile(index_path):
             raise UnsupportedError("only V2 checkpoints (.index + .data) can be edited; rewrite a "
-                                   "V1 checkpoint first with `ckptkit convert OLD NEW`", path=self.prefix)
-        self.index = bundle.BundleIndex(self.prefix)
+                                   "V1 checkpoint first with `ckptkit convert OLD NEW`", path=prefix)
+        self.read_as = identity(index_path)
+        self.index = bundle.BundleIndex(prefix)
+        self.data = bundle.BundleData(self.index)
         self.items = dict(self.index.raw_items())
+
+    def close(self) -> None:
+        self.data.close()
 
     def require(self, key: str) -> None:
         if key not in self.items:
@@ -65,65 +77,64 @@ class _Edit:
             raise UnsupportedError(f"cannot {what} a partitioned (sliced) variable yet",
                                    path=self.prefix, key=key)
 
-    def write(self, items: Mapping[str, bytes], output: str | os.PathLike | None,
-              progress: Progress | None = None) -> str:
-        """Write `items` as the index of `output` (default: in place); return the prefix."""
-        target = self.prefix if output is None else os.fspath(output)
-        if os.path.abspath(target) == os.path.abspath(self.prefix):
-            index = bundle.write_index(self.prefix, self.index.header, items.items())
-            index.commit()
-            fsync_dir(os.path.dirname(self.prefix))
-            return self.prefix
-        _check_output(target)
+    def data_entries(self, items: Mapping[str, bytes]) -> list[tuple[str, bundle.BundleEntryProto]]:
+        """(source key, entry) of every entry of the source index still in `items` (whose
+        values are the source's serialized entries, under old or new keys) that stores
+        bytes, each checked by `BundleData.checked` — the same checks a read makes, so an
+        edit never trusts a lying index further than a read does."""
+        live = {id(v) for v in items.values()}
+        out = []
+        for key in [k for k, v in self.items.items() if id(v) in live]:
+            entry = self.data.checked(key, known_dtype=False).entry
+            if not entry.slices:  # a partitioned variable's own entry holds no bytes
+                out.append((key, entry))
+        return out
+
+    def write(self, items: Mapping[str, bytes], progress: Progress | None = None) -> str:
+        """Publish `items` as the index of the target; return the target prefix."""
         n = self.index.num_shards
-        shards = [(bundle.data_filename(self.prefix, s, n), bundle.data_filename(target, s, n))
-                  for s in range(n)]
-        _place_shards(shards, progress)
-        index = bundle.write_index(target, self.index.header, items.items())
-        index.commit()
-        fsync_dir(os.path.dirname(target))
-        return target
+        directory = os.path.dirname(self.target)
+        with Commit(directory) as tx:
+            tx.guard(bundle.index_filename(self.prefix), self.read_as)
+            if not self.in_place:
+                shards = sorted({entry.shard_id for _, entry in self.data_entries(items)})
+                new = set()
+                for s in shards:
+                    new.add(bundle.data_filename(self.target, s, n))
+                    tx.link(self.data.shard_path(s), bundle.data_filename(self.target, s, n),
+                            progress=progress)
+                for old in bundle.existing_data_files(self.target):
+                    if old not in new:
+                        tx.delete_after(old)
+            bundle.write_index(self.target, self.index.header, items.items(),
+                               out=tx.file(bundle.index_filename(self.target)))
+            tx.publish()
+        return self.target
 
 
-def _check_output(target: str) -> None:
-    if not os.path.basename(target):
-        raise InvalidArgumentError("output prefix must name a checkpoint, not a directory", path=target)
-    directory = os.path.dirname(target)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    try:  # the old index goes first: the prefix never pairs new shards with an old index
-        os.unlink(bundle.index_filename(target))
-    except FileNotFoundError:
-        pass
+@contextmanager
+def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
+             lock_timeout: float | None) -> Iterator[_Edit]:
+    """Lock the checkpoint's directory (and the output's), then read the index.
 
-
-def _place_shards(shards: list[tuple[str, str]], progress: Progress | None) -> None:
-    """Hard-link (or, across filesystems, copy) each source shard to its new name."""
-    for src, dst in shards:
-        if not os.path.exists(src):
-            raise NotFoundError("data shard not found", path=src)
-        tmp = temp_name(dst)
-        try:
-            os.link(src, tmp)
-        except OSError:
-            _copy_file(src, dst, progress)
-            continue
-        try:
-            os.replace(tmp, dst)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        if progress is not None:
-            progress(os.path.getsize(dst))
-
-
-def _copy_file(src: str, dst: str, progress: Progress | None) -> None:
-    with open(src, "rb") as fin, AtomicFile(dst) as out:
-        while chunk := fin.read(_COPY_CHUNK):
-            out.write(chunk)
-            if progress is not None:
-                progress(len(chunk))
-        out.commit()
+    Reading under the lock means no ckptkit writer can replace the index between this
+    read and the edit's publication; `Commit.guard` catches any other program.
+    """
+    prefix = resolve_prefix(prefix)
+    target = None if output is None else os.fspath(output)
+    if target is not None:
+        if not os.path.basename(target):
+            raise InvalidArgumentError("output prefix must name a checkpoint, not a directory", path=target)
+        if os.path.dirname(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+    directories = {os.path.realpath(os.path.dirname(p) or os.curdir)
+                   for p in (prefix, target) if p is not None}
+    with ExitStack() as stack:
+        for directory in sorted(directories):  # one order for everyone: no lock-order deadlock
+            stack.enter_context(locked_directory(directory, lock_timeout))
+        edit = _Edit(prefix, target)
+        stack.callback(edit.close)
+        yield edit
 
 
 def _plan_renames(edit: _Edit, renamer: Renamer) -> dict[str, str]:
@@ -176,7 +187,8 @@ def _apply_renames(edit: _Edit, mapping: dict[str, str], overwrite: bool) -> dic
 
 def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite: bool = False,
                 output: str | os.PathLike | None = None, dry_run: bool = False,
-                progress: Progress | None = None) -> dict[str, str]:
+                progress: Progress | None = None,
+                lock_timeout: float | None = EDIT_LOCK_TIMEOUT) -> dict[str, str]:
     """Rename tensors by rewriting the index; return {old: new} for every key renamed.
 
     `mapping_or_fn` is a {old: new} mapping (every old key must exist) or a function
@@ -185,17 +197,19 @@ def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite:
     existing key not itself renamed away is refused (InvalidArgumentError) unless
     `overwrite=True`, which drops that tensor. All checks happen before any write.
     `dry_run=True` checks and returns the mapping, writing nothing.
+    Every edit holds the directory lock, waiting up to `lock_timeout` seconds for it.
     """
-    edit = _Edit(prefix)
-    mapping = _plan_renames(edit, mapping_or_fn)
-    items = _apply_renames(edit, mapping, overwrite)
-    if not dry_run and (mapping or output is not None):
-        edit.write(items, output, progress)
+    with _editing(prefix, output, lock_timeout) as edit:
+        mapping = _plan_renames(edit, mapping_or_fn)
+        items = _apply_renames(edit, mapping, overwrite)
+        if not dry_run and (mapping or output is not None):
+            edit.write(items, progress)
     return mapping
 
 
 def remove_keys(prefix: str | os.PathLike, names: Iterable[str], *,
-                output: str | os.PathLike | None = None, progress: Progress | None = None) -> list[str]:
+                output: str | os.PathLike | None = None, progress: Progress | None = None,
+                lock_timeout: float | None = EDIT_LOCK_TIMEOUT) -> list[str]:
     """Drop tensors from the index; return the names removed.
 
     The removed tensors' bytes stay in the data shards (nothing references them any
@@ -203,13 +217,13 @@ def remove_keys(prefix: str | os.PathLike, names: Iterable[str], *,
     """
     if isinstance(names, str):
         names = [names]
-    edit = _Edit(prefix)
     names = list(dict.fromkeys(names))
-    for name in names:
-        edit.require(name)
-        edit.refuse_sliced(name, "remove")
-    items = {k: v for k, v in edit.items.items() if k not in set(names)}
-    edit.write(items, output, progress)
+    with _editing(prefix, output, lock_timeout) as edit:
+        for name in names:
+            edit.require(name)
+            edit.refuse_sliced(name, "remove")
+        gone = set(names)
+        edit.write({k: v for k, v in edit.items.items() if k not in gone}, progress)
     return names
 
 
@@ -225,84 +239,86 @@ def ema_mapping(keys: Iterable[str], ema_name: str = "ExponentialMovingAverage")
 
 
 def apply_ema(prefix: str | os.PathLike, *, output: str | os.PathLike | None = None,
-              ema_name: str = "ExponentialMovingAverage",
-              progress: Progress | None = None) -> dict[str, str]:
+              ema_name: str = "ExponentialMovingAverage", progress: Progress | None = None,
+              lock_timeout: float | None = EDIT_LOCK_TIMEOUT) -> dict[str, str]:
     """Make the inference checkpoint: each variable takes its moving average's entry.
 
     `v` gets `v/ExponentialMovingAverage`'s entry (bytes untouched) and the shadow keys
     disappear; tensors without an average stay as they are. Returns {shadow: variable}.
     """
-    edit = _Edit(prefix)
-    mapping = ema_mapping(edit.items, ema_name)
-    if not mapping:
-        raise InvalidArgumentError(f"no moving averages in checkpoint (no key ends in '/{ema_name}')",
-                                   path=edit.prefix)
-    for old in mapping:
-        edit.refuse_sliced(old, "rename")
-    items = _apply_renames(edit, mapping, overwrite=True)
-    edit.write(items, output, progress)
+    with _editing(prefix, output, lock_timeout) as edit:
+        mapping = ema_mapping(edit.items, ema_name)
+        if not mapping:
+            raise InvalidArgumentError(f"no moving averages in checkpoint (no key ends in '/{ema_name}')",
+                                       path=edit.prefix)
+        for old in mapping:
+            edit.refuse_sliced(old, "rename")
+        edit.write(_apply_renames(edit, mapping, overwrite=True), progress)
     return mapping
 
 
 def compact(prefix: str | os.PathLike, *, output: str | os.PathLike | None = None,
-            progress: Progress | None = None) -> int:
+            progress: Progress | None = None, lock_timeout: float | None = EDIT_LOCK_TIMEOUT) -> int:
     """Rewrite the data shards holding only the bytes the index references; return bytes freed.
 
     Entries keep their shard and order; only offsets change, and checksums are carried
-    over (the bytes are the same). In place, the old index is removed before the new
-    shards are renamed in, so the prefix names the old checkpoint, none, or the new one.
+    over (the bytes are the same). Each entry is checked against its shard first, as a
+    read would be; only shards some entry references are read or written, and data
+    files of the prefix that no entry references any more are deleted. Published with
+    the commit protocol: the prefix names the old checkpoint or the new one, never none.
     """
-    edit = _Edit(prefix)
-    target = edit.prefix if output is None else os.fspath(output)
-    in_place = os.path.abspath(target) == os.path.abspath(edit.prefix)
-    n = edit.index.num_shards
-    by_shard: dict[int, list[tuple[str, object]]] = {s: [] for s in range(n)}
-    for key in edit.items:
-        entry = edit.index.entry(key)
-        if entry.size:
-            by_shard[entry.shard_id].append((key, entry))
-    if not in_place:
-        _check_output(target)
-    outs = [AtomicFile(bundle.data_filename(target, s, n)) for s in range(n)]
-    index = None
-    freed = 0
-    try:
+    with _editing(prefix, output, lock_timeout) as edit:
+        by_shard: dict[int, list[tuple[str, bundle.BundleEntryProto]]] = {}
+        for key, entry in edit.data_entries(edit.items):
+            by_shard.setdefault(entry.shard_id, []).append((key, entry))
+        n = edit.index.num_shards
         items = dict(edit.items)
-        for shard, entries in by_shard.items():
-            src = bundle.data_filename(edit.prefix, shard, n)
-            entries.sort(key=lambda ke: ke[1].offset)
-            offset = 0
-            with open(src, "rb") as fin:
-                freed += os.fstat(fin.fileno()).st_size
-                for key, entry in entries:
-                    fin.seek(entry.offset)
-                    remaining = entry.size
-                    while remaining:
-                        chunk = fin.read(min(remaining, _COPY_CHUNK))
-                        if not chunk:
-                            raise DataLossError("data shard ended early", path=src, key=key)
-                        outs[shard].write(chunk)
-                        remaining -= len(chunk)
-                        if progress is not None:
-                            progress(len(chunk))
-                    entry.offset = offset
-                    offset += entry.size
+        freed = 0
+        directory = os.path.dirname(edit.target)
+        with Commit(directory) as tx:
+            tx.guard(bundle.index_filename(edit.prefix), edit.read_as)
+            new = set()
+            for shard in sorted(by_shard):
+                entries = sorted(by_shard[shard], key=lambda ke: ke[1].offset)
+                out = tx.shard(bundle.data_filename(edit.target, shard, n))
+                new.add(out.path)
+                freed += edit.data.shard_size(shard)
+                fd = edit.data.shard_fd(shard)
+                for key, checked in entries:
+                    entry = bundle.BundleEntryProto()
+                    entry.CopyFrom(checked)  # the reader's cached entry stays as read
+                    start = out.offset
+                    _copy_range(fd, entry.offset, entry.size, out, edit.data.shard_path(shard), key, progress)
+                    entry.offset = start
                     items[key] = entry.SerializeToString()
-            freed -= offset
-        for f in outs:
-            f.close()
-        index = bundle.write_index(target, edit.index.header, items.items())
-        try:
-            os.unlink(bundle.index_filename(target))
-        except FileNotFoundError:
-            pass
-        for f in outs:
-            f.commit()
-        index.commit()
-    finally:
-        for f in outs:
-            f.discard()
-        if index is not None:
-            index.discard()
-    fsync_dir(os.path.dirname(target))
+                freed -= out.offset
+                out.close()
+            for old in bundle.existing_data_files(edit.target):
+                if old not in new:
+                    if edit.in_place:
+                        freed += _size(old)
+                    tx.delete_after(old)
+            bundle.write_index(edit.target, edit.index.header, items.items(),
+                               out=tx.file(bundle.index_filename(edit.target)))
+            tx.publish()
     return freed
+
+
+def _copy_range(fd: int, offset: int, size: int, out, path: str, key: str, progress: Progress | None) -> None:
+    """Copy `size` bytes at `offset` of `fd` to `out` (sizes were checked against the shard)."""
+    while size:
+        chunk = os.pread(fd, min(size, _COPY_CHUNK), offset)
+        if not chunk:
+            raise DataLossError("data shard ended early", path=path, key=key)
+        out.write(chunk)
+        offset += len(chunk)
+        size -= len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
