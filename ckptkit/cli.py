@@ -1,4 +1,4 @@
-"""The `ckptkit` command: look inside, check, edit and convert TF checkpoints.
+r"""The `ckptkit` command: look inside, check, edit and convert TF checkpoints.
 
 Only parsing and rendering live here; every number and every edit comes from the
 library (info, edit, convert, state, metagraph, saver). Heavy modules (numpy,
@@ -6,14 +6,23 @@ protobuf, rich) are imported inside the commands, so `ckptkit --help` and shell
 completion start at the speed of click alone.
 
 Output: rich tables when stdout is a terminal, plain aligned text when it is not,
-`--json` for scripts. Bad input: one line `ckptkit: error: ...` on stderr, exit 1;
+`--json` for scripts. Bad input: one line `ckptkit: error: FILE: ...` on stderr, exit 1;
 usage errors exit 2; Ctrl-C exits 130; never a traceback (CKPTKIT_DEBUG=1 shows one).
+
+Names and paths are printed safely whatever they hold. TF keys are bytes, which
+ckptkit decodes as UTF-8 with undecodable bytes kept as surrogate escapes; in text
+output such a byte shows as `\xff`, and control characters as `\x0a` (`\u0085` for
+C1 controls), so that one name is one line and the printed form is what bash's
+`$'...'` quoting turns back into the name. Backslashes are not doubled, so text
+output is for people: `--json` is exact, writing an undecodable byte as the JSON
+escape `\udcff` (Python's `json.loads` gives back the str ckptkit uses as the key).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import sys
 
 import click
@@ -34,7 +43,42 @@ class _Failure(click.ClickException):
     exit_code = 1
 
     def show(self, file=None) -> None:
-        click.echo(f"ckptkit: error: {self.message}", err=True)
+        _echo(f"ckptkit: error: {_printable(self.message)}", err=True)
+
+
+_LONG_KEY = 120  # keys longer than this are shortened in error messages
+# An undecodable byte in repr(key), `\udcff`, shown as the byte it stands for, `\xff`.
+_BYTE_IN_REPR = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+
+def _error_text(exc: CheckpointError, fallback_path: str | None = None) -> str:
+    """The one-line message of a CheckpointError: its file (or `fallback_path`, the
+    command's checkpoint, when the library named none), its key (shortened if long)."""
+    key = exc.key
+    path = exc.path if exc.path is not None else fallback_path
+    if path == exc.path and (key is None or (len(key) <= _LONG_KEY and not _SURROGATES.search(key))):
+        return str(exc)
+    parts = [] if path is None else [path]
+    if key is not None:
+        shown = repr(key) if len(key) <= _LONG_KEY else f"{key[:_LONG_KEY]!r}... ({len(key)} characters)"
+        parts.append("key " + _BYTE_IN_REPR.sub(r"\1\\x\2", shown))
+    return ": ".join([*parts, exc.message])
+
+
+# The parameter naming the file a command works on, for errors the library raised
+# without one (commands with two files, diff and convert, have none).
+_FILE_PARAMS = ("ckpt", "file", "directory")
+
+
+class _Command(click.Command):
+    """A command whose CheckpointErrors always name a file: its own when the library's don't."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CheckpointError as exc:
+            fallback = next((ctx.params[p] for p in _FILE_PARAMS if ctx.params.get(p)), None)
+            raise _Failure(_error_text(exc, fallback)) from None
 
 
 def _os_message(exc: OSError) -> str:
@@ -46,13 +90,15 @@ def _os_message(exc: OSError) -> str:
 class _Group(click.Group):
     """Turns every error a command can meet into a one-line message and an exit code."""
 
+    command_class = _Command
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except CheckpointError as exc:
-            raise _Failure(str(exc)) from None
+            raise _Failure(_error_text(exc)) from None
         except BrokenPipeError:  # `ckptkit ls | head`: the reader left, which is fine
             with contextlib.suppress(Exception):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -71,6 +117,41 @@ class _Group(click.Group):
 
 # --------------------------------------------------------------------------- rendering
 
+# Lone surrogates: undecodable bytes of a name or path (surrogateescape), or worse.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# ...and what else must not reach a terminal raw: C0 controls, DEL, C1 controls.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escape_char(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # the byte 0x80-0xff that surrogateescape kept
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}"
+
+
+def _printable(text: str) -> str:
+    """A name or path as one printable line: undecodable bytes as \\xff, controls escaped."""
+    return _UNPRINTABLE.sub(_escape_char, str(text))
+
+
+def _safe(text: str, stream) -> str:
+    """`text` (possibly many lines) made writable to `stream`: surrogates escaped, and
+    characters its encoding lacks as backslash escapes (a strict non-UTF-8 locale)."""
+    text = _SURROGATES.sub(_escape_char, text)
+    encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("_", "-")
+    if encoding not in ("utf-8", "utf8"):
+        text = text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+    return text
+
+
+def _echo(text: str = "", err: bool = False) -> None:
+    """click.echo that never fails on what a name or path holds."""
+    click.echo(_safe(text, sys.stderr if err else sys.stdout), err=err)
+
+
 def _stdout_is_tty() -> bool:
     return sys.stdout.isatty()
 
@@ -86,7 +167,13 @@ def _console(stderr: bool = False):
 
 
 def _echo_json(value) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default))
+    """JSON on stdout. Strings are exact: an undecodable byte of a name (a lone surrogate
+    in Python) is written as its JSON escape (`\\udcff`); all of it is ASCII when
+    stdout is not UTF-8."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "utf-8").lower().replace("_", "-")
+    ascii_only = encoding not in ("utf-8", "utf8")
+    text = json.dumps(value, indent=2, ensure_ascii=ascii_only, default=_json_default)
+    click.echo(_SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def _json_default(value):
@@ -102,8 +189,9 @@ def _json_default(value):
 def _table(columns: list[tuple[str, str]], rows: list[list], footer: list | None = None,
            title: str | None = None) -> None:
     """A table: rich on a terminal, plain aligned columns otherwise. columns: (header, 'l'|'r')."""
-    cells = [[str(c) for c in row] for row in rows]
-    foot = [str(c) for c in footer] if footer else None
+    cells = [[_printable(c) for c in row] for row in rows]
+    foot = [_printable(c) for c in footer] if footer else None
+    title = _printable(title) if title else title
     if _stdout_is_tty():
         from rich.table import Table  # noqa: PLC0415
         from rich.text import Text  # noqa: PLC0415
@@ -118,13 +206,13 @@ def _table(columns: list[tuple[str, str]], rows: list[list], footer: list | None
         _console().print(table)
         return
     if title:
-        click.echo(title)
+        _echo(title)
     all_rows = [[h for h, _ in columns], *cells, *([foot] if foot else [])]
     widths = [max(len(r[i]) for r in all_rows) for i in range(len(columns))]
     for row in all_rows:
         parts = [c.rjust(w) if a == "r" else c.ljust(w)
                  for c, w, (_, a) in zip(row, widths, columns)]
-        click.echo("  ".join(parts).rstrip())
+        _echo("  ".join(parts).rstrip())
 
 
 def _human(n: int) -> str:
@@ -166,7 +254,7 @@ def _progress(total: int, description: str):
 
 def _note(message: str) -> None:
     """A status line for people, on stderr (stdout stays parseable)."""
-    click.echo(message, err=True)
+    _echo(message, err=True)
 
 
 # --------------------------------------------------------------------------- completion
@@ -183,16 +271,20 @@ def _complete_tensor_names(ctx: click.Context, param, incomplete: str):
         return []
 
 
+# No checks at parse time: click's (readable, exists) would make a bad path a usage
+# error (exit 2); the library's own checks name the file and exit 1.
+_PATH = click.Path(readable=False)
+
 _CKPT_HELP = "checkpoint: a prefix, any of its files, or a directory (its latest checkpoint)"
 
 
 def _ckpt_option():
     return click.option("-c", "--checkpoint", "ckpt", default=".", show_default=True,
-                        type=click.Path(), help=_CKPT_HELP)
+                        type=_PATH, help=_CKPT_HELP)
 
 
 def _output_option():
-    return click.option("-o", "--output", type=click.Path(), default=None,
+    return click.option("-o", "--output", type=_PATH, default=None,
                         help="write the result as a new checkpoint at this prefix (data shards "
                              "hard-linked or copied) instead of editing in place")
 
@@ -211,7 +303,7 @@ def cli() -> None:
 
 
 @cli.command("ls")
-@click.argument("ckpt", default=".", required=False, type=click.Path())
+@click.argument("ckpt", default=".", required=False, type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list for scripts")
 @click.option("--filter", "pattern", metavar="GLOB", help="only names matching GLOB (fnmatch; * crosses /)")
 @click.option("--sort", type=click.Choice(["name", "size"]), default="name", show_default=True,
@@ -270,7 +362,7 @@ def _tree_json(node: dict) -> dict:
 
 
 def _tree_label(name: str, node: dict) -> str:
-    parts = [name]
+    parts = [_printable(name)]
     if None in node:
         t = node[None]
         parts.append(f"{t.dtype}{_shape(t.shape)}  {_bytes(t.bytes)} B")
@@ -290,23 +382,23 @@ def _print_tree(prefix: str, root: dict) -> None:
                 if key is not None:
                     add(branch.add(Text(_tree_label(key, child))), child)
 
-        top = Tree(Text(prefix))
+        top = Tree(Text(_printable(prefix)))
         add(top, root)
         _console().print(top)
         return
-    click.echo(prefix)
+    _echo(_printable(prefix))
 
     def walk(node, depth):
         for key, child in node.items():
             if key is not None:
-                click.echo("  " * depth + _tree_label(key, child))
+                _echo("  " * depth + _tree_label(key, child))
                 walk(child, depth + 1)
 
     walk(root, 1)
 
 
 @cli.command("show")
-@click.argument("ckpt", type=click.Path())
+@click.argument("ckpt", type=_PATH)
 @click.argument("name", shell_complete=_complete_tensor_names)
 @click.option("--stats", is_flag=True, help="min/max/mean/std and NaN/Inf counts")
 @click.option("--full", is_flag=True, help="print every value (default: numpy's summary)")
@@ -330,10 +422,10 @@ def show_cmd(ckpt: str, name: str, stats: bool, full: bool, as_json: bool) -> No
             out["stats"] = summary
         _echo_json(out)
         return
-    click.echo(f"{name}: {dtype}{_shape(array.shape)}")
+    _echo(f"{_printable(name)}: {dtype}{_shape(array.shape)}")
     threshold = sys.maxsize if full else 1000
     with np.printoptions(threshold=threshold, linewidth=_width()):
-        click.echo(np.array2string(array, separator=", ") if array.ndim else str(array[()]))
+        _echo(np.array2string(array, separator=", ") if array.ndim else str(array[()]))
     if summary is not None:
         _table([("stat", "l"), ("value", "r")], [[k, _fmt(v)] for k, v in summary.items()])
 
@@ -370,6 +462,7 @@ def rename_cmd(ckpt, old, new, regex, overwrite, dry_run, output, as_json) -> No
     """
     from . import edit  # noqa: PLC0415
 
+    _check_output(output)
     renamer = _regex_renamer(old, new) if regex else {old: new}
     if regex and not edit.rename_keys(ckpt, renamer, overwrite=overwrite, dry_run=True):
         raise _Failure(f"{ckpt}: no tensor name matches {old!r} (re.fullmatch)")
@@ -400,6 +493,14 @@ def _regex_renamer(old: str, new: str):
     return renamer
 
 
+def _check_output(output: str | None) -> None:
+    """An `-o` prefix that no file could be written under fails before anything is read."""
+    if output is not None:
+        from .convert import check_destination  # noqa: PLC0415
+
+        check_destination(output, make_parents=True)
+
+
 def _copy_total(ckpt: str, output: str | None) -> int:
     """Bytes an `-o` edit may copy (0 when editing in place: no progress bar then)."""
     if output is None or not _stderr_is_tty():
@@ -414,11 +515,11 @@ def _report_mapping(mapping: dict, as_json: bool, dry_run: bool, output, verb: s
         _echo_json(mapping)
     else:
         for old, new in mapping.items():
-            click.echo(f"{old} -> {new}")
+            _echo(f"{_printable(old)} -> {_printable(new)}")
     if dry_run:
         _note(f"dry run: would have {verb} {len(mapping)} tensor(s); nothing changed")
     else:
-        where = f" into {output}" if output else ""
+        where = f" into {_printable(output)}" if output else ""
         _note(f"{verb} {len(mapping)} tensor(s){where}")
 
 
@@ -436,6 +537,7 @@ def ema_cmd(ckpt, output, ema_name, as_json) -> None:
     """
     from . import edit  # noqa: PLC0415
 
+    _check_output(output)
     with _progress(_copy_total(ckpt, output), "copying") as progress:
         mapping = edit.apply_ema(ckpt, output=output, ema_name=ema_name, progress=progress)
     _report_mapping(mapping, as_json, False, output, "replaced by their averages:")
@@ -457,12 +559,13 @@ def rm_cmd(ckpt, names, compact, output) -> None:
 
     if not names and not compact:
         raise click.UsageError("give at least one NAME (or --compact alone to reclaim space)")
+    _check_output(output)
     target = ckpt
     if names:
         with _progress(_copy_total(ckpt, output), "copying") as progress:
             removed = edit.remove_keys(ckpt, names, output=output, progress=progress)
         for name in removed:
-            click.echo(name)
+            _echo(_printable(name))
         _note(f"removed {_count(len(removed))}" + ("" if compact else
               "; their bytes stay in the data shards until `ckptkit rm --compact`"))
         target = output or ckpt  # with -o, the new checkpoint's shards are compacted in place
@@ -474,8 +577,8 @@ def rm_cmd(ckpt, names, compact, output) -> None:
 
 
 @cli.command("diff")
-@click.argument("a", type=click.Path())
-@click.argument("b", type=click.Path())
+@click.argument("a", type=_PATH)
+@click.argument("b", type=_PATH)
 @click.option("--atol", type=float, default=0.0, show_default=True,
               help="values within this absolute tolerance count as equal")
 @click.option("--json", "as_json", is_flag=True, help="print the differences as JSON")
@@ -495,22 +598,22 @@ def diff_cmd(ctx, a, b, atol, as_json) -> None:
         _echo_json(result)
     else:
         for key in result["only_a"]:
-            click.echo(f"only in A: {key}")
+            _echo(f"only in A: {_printable(key)}")
         for key in result["only_b"]:
-            click.echo(f"only in B: {key}")
+            _echo(f"only in B: {_printable(key)}")
         for c in result["changed"]:
-            click.echo(f"changed:   {c['name']}: {c['a']['dtype']}{_shape(c['a']['shape'])} -> "
-                       f"{c['b']['dtype']}{_shape(c['b']['shape'])}")
+            _echo(f"changed:   {_printable(c['name'])}: {c['a']['dtype']}{_shape(c['a']['shape'])} -> "
+                  f"{c['b']['dtype']}{_shape(c['b']['shape'])}")
         for v in result["values"]:
             extra = f", max |a-b| {v['max_abs_diff']:.6g}" if v["max_abs_diff"] is not None else ""
-            click.echo(f"values:    {v['name']}: {v['mismatched']} of {v['elements']} differ{extra}")
+            _echo(f"values:    {_printable(v['name'])}: {v['mismatched']} of {v['elements']} differ{extra}")
         if result["equal"]:
             _note("checkpoints are equal")
     ctx.exit(0 if result["equal"] else 1)
 
 
 @cli.command("verify")
-@click.argument("ckpt", default=".", required=False, type=click.Path())
+@click.argument("ckpt", default=".", required=False, type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.pass_context
 def verify_cmd(ctx, ckpt, as_json) -> None:
@@ -524,17 +627,20 @@ def verify_cmd(ctx, ckpt, as_json) -> None:
         _echo_json({"prefix": report.prefix, "tensors": report.tensors, "bytes": report.bytes,
                     "ok": report.ok, "errors": [{"name": k, "error": m} for k, m in report.errors]})
     else:
-        for _key, message in report.errors:
-            click.echo(f"ckptkit: error: {message}", err=True)
+        for key, message in report.errors:
+            if not message.startswith(report.prefix):  # the library named neither file nor key
+                message = f"{report.prefix}: key {key!r}: {message}"
+            _echo(f"ckptkit: error: {_printable(message)}", err=True)
+        prefix = _printable(report.prefix)
         if report.ok:
-            click.echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes verified in {report.prefix}")
+            _echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes verified in {prefix}")
         else:
-            click.echo(f"FAILED: {len(report.errors)} of {report.tensors} tensors damaged in {report.prefix}")
+            _echo(f"FAILED: {len(report.errors)} of {report.tensors} tensors damaged in {prefix}")
     ctx.exit(0 if report.ok else 1)
 
 
 @cli.command("meta")
-@click.argument("file", type=click.Path())
+@click.argument("file", type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def meta_cmd(file, as_json) -> None:
     """Summarize a .meta file (MetaGraphDef): ops, variables, saver, collections."""
@@ -551,7 +657,7 @@ def meta_cmd(file, as_json) -> None:
 
 def _print_nested(value, depth: int) -> None:
     for line in _nested_lines(value, depth):
-        click.echo(line)
+        _echo(line)
 
 
 def _nested_lines(value, depth: int) -> list[str]:
@@ -561,10 +667,10 @@ def _nested_lines(value, depth: int) -> list[str]:
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, (dict, list)) and item:
-                lines.append(f"{pad}{key}:" + (f" ({len(item)})" if isinstance(item, list) else ""))
+                lines.append(f"{pad}{_printable(key)}:" + (f" ({len(item)})" if isinstance(item, list) else ""))
                 lines.extend(_nested_lines(item, depth + 1))
             else:
-                lines.append(f"{pad}{key}: {_scalar(item)}")
+                lines.append(f"{pad}{_printable(key)}: {_scalar(item)}")
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, (dict, list)) and item:
@@ -582,12 +688,12 @@ def _scalar(value) -> str:
     if isinstance(value, (dict, list)):
         return "{}" if isinstance(value, dict) else "[]"
     if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return str(value)
+        return _printable(value.decode("utf-8", "backslashreplace"))
+    return _printable(value)
 
 
 @cli.command("state")
-@click.argument("directory", default=".", required=False, type=click.Path())
+@click.argument("directory", default=".", required=False, type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="print the state as JSON")
 def state_cmd(directory, as_json) -> None:
     """Show a directory's `checkpoint` file: latest, all checkpoints, save times, files."""
@@ -598,10 +704,10 @@ def state_cmd(directory, as_json) -> None:
         _echo_json(state)
         return
     status = "" if state["latest_exists"] else "  (MISSING)"
-    click.echo(f"latest: {state['latest']}{status}")
+    _echo(f"latest: {_printable(state['latest'])}{status}")
     rows = []
     for c in state["checkpoints"]:
-        files = ", ".join(f"{f['name']} ({_human(f['bytes'])})" for f in c["files"]) or "-"
+        files = ", ".join(f"{_printable(f['name'])} ({_human(f['bytes'])})" for f in c["files"]) or "-"
         rows.append([("* " if c["latest"] else "  ") + c["path"], _timestamp(c["timestamp"]),
                      "yes" if c["exists"] else "MISSING", files])
     _table([("checkpoint", "l"), ("saved", "l"), ("exists", "l"), ("files", "l")], rows,
@@ -617,8 +723,8 @@ def _timestamp(value) -> str:
 
 
 @cli.command("convert")
-@click.argument("src", type=click.Path())
-@click.argument("dst", type=click.Path())
+@click.argument("src", type=_PATH)
+@click.argument("dst", type=_PATH)
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True,
               help="data shards when DST is a checkpoint")
 def convert_cmd(src, dst, num_shards) -> None:
@@ -632,11 +738,12 @@ def convert_cmd(src, dst, num_shards) -> None:
     total = 2 * convert.source_bytes(src) if _stderr_is_tty() else 0
     with _progress(total, "converting") as progress:
         result = convert.convert(src, dst, num_shards=num_shards, progress=progress)
-    _note(f"converted {result['tensors']} tensors ({_human(result['bytes'])}): {src} -> {dst}")
+    _note(f"converted {result['tensors']} tensors ({_human(result['bytes'])}): "
+          f"{_printable(src)} -> {_printable(dst)}")
 
 
 @cli.command("example")
-@click.argument("directory", type=click.Path())
+@click.argument("directory", type=_PATH)
 def example_cmd(directory) -> None:
     """Write the classic example checkpoint into DIRECTORY to play with.
 
@@ -660,8 +767,8 @@ def example_cmd(directory) -> None:
     os.makedirs(directory, exist_ok=True)
     path = _saver.Saver().save(values, os.path.join(directory, "model.ckpt"))
     for key, value in values.items():
-        click.echo(f"{key} = {str(np.asarray(value)[()])}")
-    _note(f"wrote {path}")
+        _echo(f"{key} = {str(np.asarray(value)[()])}")
+    _note(f"wrote {_printable(path)}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ import math
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -24,10 +25,10 @@ import numpy as np
 from . import dtypes as _dtypes
 from .errors import DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import bundle
-from .format.files import AtomicFile, fsync_dir
+from .format.files import AtomicFile, fsync_dir, open_regular
 from .reader import CheckpointReader
 
-__all__ = ["convert", "read_safetensors", "write_safetensors", "read_npz", "write_npz",
+__all__ = ["check_destination", "convert", "read_safetensors", "write_safetensors", "read_npz", "write_npz",
            "read_any", "source_bytes"]
 
 Progress = Callable[[int], None]
@@ -61,11 +62,7 @@ def read_safetensors(path: str | os.PathLike, progress: Progress | None = None
                      ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """({name: array}, metadata) from a .safetensors file, every offset checked."""
     path = os.fspath(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise NotFoundError("file not found", path=path) from None
-    with f:
+    with open_regular(path, ".safetensors file") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
@@ -74,8 +71,8 @@ def read_safetensors(path: str | os.PathLike, progress: Progress | None = None
         if n > min(_MAX_HEADER, size - 8):
             raise DataLossError(f"not a safetensors file: header length {n} exceeds the file", path=path)
         try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            header = json.loads(_read_exactly(f, n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise DataLossError(f"safetensors header is not valid JSON: {exc}", path=path) from None
         if not isinstance(header, dict):
             raise DataLossError("safetensors header is not a JSON object", path=path)
@@ -84,38 +81,85 @@ def read_safetensors(path: str | os.PathLike, progress: Progress | None = None
             raise DataLossError("safetensors __metadata__ is not an object", path=path)
         data_start, data_size = 8 + n, size - 8 - n
         tensors: dict[str, np.ndarray] = {}
-        for name, spec in sorted(header.items(), key=lambda kv: _offsets(kv[1])[0]):
-            dtype, shape, (begin, end) = _parse_spec(spec, path, name)
+        specs = {name: _parse_spec(spec, path, name) for name, spec in header.items()}
+        for name, (dtype, shape, (begin, end)) in sorted(specs.items(), key=lambda kv: kv[1][2][0]):
             nbytes = math.prod(shape) * dtype.itemsize
             if not (0 <= begin <= end <= data_size) or end - begin != nbytes:
                 raise DataLossError(f"data_offsets [{begin}, {end}] do not fit {dtype.name}{shape} "
                                     f"in {data_size} data bytes", path=path, key=name)
             buf = np.empty(nbytes, dtype=np.uint8)
             f.seek(data_start + begin)
-            if f.readinto(memoryview(buf)) != nbytes:
-                raise DataLossError("file ended early", path=path, key=name)
+            view, got = memoryview(buf), 0
+            while got < nbytes:  # an unbuffered file may return less than asked
+                n_read = f.readinto(view[got:])
+                if not n_read:
+                    raise DataLossError("file ended early", path=path, key=name)
+                got += n_read
             tensors[name] = buf.view(dtype.numpy).reshape(shape)
             if progress is not None:
                 progress(nbytes)
     return tensors, {str(k): str(v) for k, v in metadata.items()}
 
 
-def _offsets(spec) -> list:
-    offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
-    return offsets if isinstance(offsets, list) and len(offsets) == 2 else [0, 0]
+def _read_exactly(f, n: int) -> bytes:
+    """n bytes from an unbuffered file (which may return fewer per read), or fewer at EOF."""
+    chunks, got = [], 0
+    while got < n:
+        chunk = f.read(n - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+_MAX_RANK = 64  # numpy's limit (TF's is 254, but such a tensor could not be an array here)
 
 
 def _parse_spec(spec, path, name):
+    if not _is_key_text(name):
+        raise DataLossError(f"tensor name {name!r} holds a lone surrogate, which no tensor name can",
+                            path=path)
     if not isinstance(spec, dict):
         raise DataLossError("tensor entry is not an object", path=path, key=name)
     code, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-    if code not in _ST_DTYPES:
+    if not isinstance(code, str) or code not in _ST_DTYPES:
         raise UnsupportedError(f"unsupported safetensors dtype {code!r}", path=path, key=name)
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
         raise DataLossError(f"invalid shape {shape!r}", path=path, key=name)
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+    if len(shape) > _MAX_RANK:
+        raise UnsupportedError(f"rank {len(shape)} is above numpy's limit of {_MAX_RANK} dimensions",
+                               path=path, key=name)
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
         raise DataLossError(f"invalid data_offsets {offsets!r}", path=path, key=name)
     return _dtypes.as_dtype(_ST_DTYPES[code]), shape, offsets
+
+
+def _is_key_text(name: str) -> bool:
+    """True if `name` can be a tensor key: encodable (undecodable bytes as surrogateescape)."""
+    try:
+        name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_member_names(path: str, names, fmt: str, limit: int | None = None) -> None:
+    """Refuse names `fmt` can't store, before anything is written: not valid UTF-8 (keys
+    are bytes; undecodable ones come as surrogate escapes), with NUL bytes, or over `limit`
+    UTF-8 bytes."""
+    for name in names:
+        try:
+            raw = name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsupportedError(f"tensor name is not valid UTF-8, which {fmt} names must be; "
+                                   "rename it first (ckptkit rename)", path=path, key=name) from None
+        if "\0" in name:
+            raise UnsupportedError(f"tensor name holds a NUL byte, which {fmt} names cannot",
+                                   path=path, key=name)
+        if limit is not None and len(raw) > limit:
+            raise UnsupportedError(f"tensor name is {len(raw)} bytes long; {fmt} names are at most "
+                                   f"{limit} bytes", path=path, key=name)
 
 
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
@@ -123,6 +167,10 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
                       progress: Progress | None = None) -> None:
     """Write tensors as .safetensors, atomically (strings and complex128 are refused)."""
     path = os.fspath(path)
+    _check_member_names(path, tensors, "safetensors")
+    if "__metadata__" in tensors:
+        raise UnsupportedError("a tensor named '__metadata__' would collide with the safetensors "
+                               "metadata; rename it first", path=path, key="__metadata__")
     header: dict = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -139,6 +187,9 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
         arrays.append(arr)
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)
+    if len(blob) > _MAX_HEADER:
+        raise UnsupportedError(f"the safetensors header would be {len(blob)} bytes, over the "
+                               f"format's limit of {_MAX_HEADER} (names too long or too many)", path=path)
     with AtomicFile(path) as out:
         out.write(_HEADER_LEN.pack(len(blob)))
         out.write(blob)
@@ -155,14 +206,32 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
 def read_npz(path: str | os.PathLike, progress: Progress | None = None) -> dict[str, np.ndarray]:
     """{name: array} from an .npz; 'S'/'U' arrays become DT_STRING object arrays of bytes."""
     path = os.fspath(path)
+    with open_regular(path, ".npz file") as f:
+        return _read_npz_file(f, path, progress)
+
+
+# What a damaged zip archive or .npy member raises from zipfile, zlib and numpy (an
+# unknown compression method is NotImplementedError, an encrypted member RuntimeError).
+_ZIP_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile,
+               NotImplementedError, RuntimeError, zlib.error, struct.error)
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive's end record
+
+
+def _read_npz_file(f, path: str, progress: Progress | None) -> dict[str, np.ndarray]:
+    magic = _read_exactly(f, 6)
+    if not magic:
+        raise DataLossError("empty file, not an .npz archive", path=path)
+    if magic == np.lib.format.MAGIC_PREFIX:
+        raise DataLossError("a single .npy array, not an .npz archive", path=path)
+    if magic[:4] not in _ZIP_MAGICS:
+        raise DataLossError("not an .npz file (not a zip archive)", path=path)
+    f.seek(0)
     try:
-        npz = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise NotFoundError("file not found", path=path) from None
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        npz = np.load(f, allow_pickle=False)
+    except _ZIP_ERRORS as exc:
         raise DataLossError(f"not a readable .npz file: {exc}", path=path) from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DataLossError("not an .npz archive (a single .npy array?)", path=path)
+        raise DataLossError("not an .npz archive", path=path)
     out: dict[str, np.ndarray] = {}
     with npz:
         for name in npz.files:
@@ -175,7 +244,7 @@ def read_npz(path: str | os.PathLike, progress: Progress | None = None) -> dict[
                                            "numeric, bool and fixed-width string ('S'/'U') arrays "
                                            "are read", path=path, key=name) from None
                 raise DataLossError(f"array is unreadable: {exc}", path=path, key=name) from None
-            except (OSError, zipfile.BadZipFile) as exc:
+            except _ZIP_ERRORS as exc:
                 raise DataLossError(f"array is unreadable: {exc}", path=path, key=name) from None
             out[name] = _from_npz_array(arr, path, name)
             if progress is not None:
@@ -198,7 +267,7 @@ def _check_npy_header(npz, name: str, path: str) -> None:
                            else np.lib.format.read_array_header_2_0)
             shape, _, dtype = read_header(f)
             header_len = f.tell()
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+    except (KeyError, *_ZIP_ERRORS) as exc:
         raise DataLossError(f"array header is unreadable: {exc}", path=path, key=name) from None
     if dtype.hasobject:
         raise UnsupportedError("holds an object array, which would need unpickling; only numeric, "
@@ -236,6 +305,7 @@ def write_npz(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
     they would come back as raw void bytes. Use .safetensors for those.
     """
     path = os.fspath(path)
+    _check_member_names(path, tensors, ".npz member", limit=_MAX_ZIP_NAME - len(".npy"))
     arrays = {name: _to_npz_array(value, path, name) for name, value in tensors.items()}
     with AtomicFile(path) as out:
         with zipfile.ZipFile(out.file, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -246,6 +316,9 @@ def write_npz(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
                     progress(arr.nbytes)
         out.commit()
     fsync_dir(os.path.dirname(path))
+
+
+_MAX_ZIP_NAME = 0xFFFF  # a zip member name's length is a 16-bit field
 
 
 def _to_npz_array(value, path: str, name: str) -> np.ndarray:
@@ -300,6 +373,31 @@ def source_bytes(path: str | os.PathLike) -> int:
         return 0
 
 
+def check_destination(path: str | os.PathLike, *, make_parents: bool = False) -> None:
+    """Raise a CheckpointError naming `path` if a file could not be written there.
+
+    Checked before anything is read or written: `path` must not be a directory, and
+    its directory must exist (or, with `make_parents` - a checkpoint prefix, whose
+    missing directories are created as TF does - be creatable: no ancestor may be a
+    file). Permissions and free space are left to the write itself.
+    """
+    path = os.fspath(path)
+    if "\0" in path:
+        raise InvalidArgumentError("path contains a NUL byte", path=repr(path))
+    if os.path.isdir(path) and _kind(path) != "checkpoint":
+        raise InvalidArgumentError("destination is a directory", path=path)
+    parent = os.path.dirname(path)
+    while parent and not os.path.isdir(parent):
+        if os.path.lexists(parent):
+            raise InvalidArgumentError(f"cannot write here: {parent} is not a directory", path=path)
+        if not make_parents:
+            raise NotFoundError(f"directory {parent} does not exist", path=path)
+        up = os.path.dirname(parent)
+        if up == parent:
+            break
+        parent = up
+
+
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int = 1,
             progress: Progress | None = None) -> dict:
     """Copy every tensor from `src` to `dst`, formats chosen by extension.
@@ -311,8 +409,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     src, dst = os.fspath(src), os.fspath(dst)
     if os.path.abspath(src) == os.path.abspath(dst):
         raise InvalidArgumentError("source and destination are the same file", path=dst)
-    tensors = read_any(src, progress)
     kind = _kind(dst)
+    check_destination(dst, make_parents=kind == "checkpoint")
+    tensors = read_any(src, progress)
     if kind == "npz":
         write_npz(dst, tensors, progress)
     elif kind == "safetensors":

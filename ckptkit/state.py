@@ -23,7 +23,7 @@ from .format.files import fsync_dir, match_in_directory, open_regular, write_fil
 from .proto.checkpoint_state_pb2 import CheckpointState
 from .proto.saver_pb2 import SaverDef
 
-__all__ = ["CheckpointState", "V1", "V2", "checkpoint_exists", "checkpoint_files",
+__all__ = ["CheckpointState", "V1", "V2", "check_state_file_path", "checkpoint_exists", "checkpoint_files",
            "generate_checkpoint_state_proto", "get_checkpoint_mtimes", "get_checkpoint_state",
            "latest_checkpoint", "meta_graph_filename", "read_state_file", "remove_checkpoint",
            "update_checkpoint_state", "write_state_file"]
@@ -84,9 +84,45 @@ def read_state_file(path: str | os.PathLike) -> CheckpointState | None:
     return state
 
 
+def check_state_file_path(path: str | os.PathLike) -> None:
+    """Raise a CheckpointError naming `path` if a state file could not be written there.
+
+    The file is replaced by a rename, which fails on a directory (and a directory
+    named `checkpoint` is no state file anyone should lose), and needs its directory
+    to exist. A symlink is replaced itself, as TF does; its target is never written.
+    Callers (update_checkpoint_state, a Saver) can check this before writing anything.
+    """
+    path = os.fspath(path)
+    if "\0" in path:
+        raise InvalidArgumentError("checkpoint state file path contains a NUL byte", path=repr(path))
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except NotADirectoryError:
+        raise NotFoundError("directory for the checkpoint state file is not a directory",
+                            path=path) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot check checkpoint state file: {exc.strerror or exc}",
+                              path=path) from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise CheckpointError("checkpoint state file is a directory; cannot replace it", path=path)
+    directory = os.path.dirname(path)
+    if directory and not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise NotFoundError(f"directory for the checkpoint state file {what}", path=directory)
+
+
 def write_state_file(path: str | os.PathLike, state: CheckpointState) -> None:
-    """Write a state file atomically, in the text format TF writes."""
-    write_file_atomic(os.fspath(path), text_format.MessageToString(state).encode("utf-8"))
+    """Write a state file atomically, in the text format TF writes.
+
+    Refused before anything is written (CheckpointError naming the file) when the
+    path is a directory or its directory is missing. A failing write (permissions, a
+    full disk) raises the OSError, as every writer does, and leaves no temp file.
+    """
+    path = os.fspath(path)
+    check_state_file_path(path)
+    write_file_atomic(path, text_format.MessageToString(state).encode("utf-8"))
 
 
 def _resolve(directory: str, path: str) -> str:
@@ -209,7 +245,8 @@ def update_checkpoint_state(save_dir: str | os.PathLike, model_checkpoint_path: 
         raise InvalidArgumentError(f"save path {model!r} conflicts with the path of the checkpoint "
                                    "state file; use a different save path", path=state_path)
     if save_dir and not os.path.isdir(save_dir):
-        raise NotFoundError("directory for the checkpoint state file does not exist", path=save_dir)
+        what = "is not a directory" if os.path.exists(save_dir) else "does not exist"
+        raise NotFoundError(f"directory for the checkpoint state file {what}", path=save_dir)
     write_state_file(state_path, state)
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import DataLossError, InvalidArgumentError
+from ..errors import CheckpointError, DataLossError, InvalidArgumentError
 from ..proto import tensor_slice_pb2
 
 __all__ = ["FULL", "TensorSlice", "SlicedTensor", "encode_tensor_name_slice",
@@ -150,16 +150,21 @@ class TensorSlice:
 
     __slots__ = ("extents",)
 
-    def __init__(self, extents: Iterable[tuple[int, int]]) -> None:
+    def __init__(self, extents: Iterable[tuple[int, int]], *, path=None, key: str | None = None,
+                 error: type[CheckpointError] = InvalidArgumentError) -> None:
+        """Extents (start, length) per dimension; anything but start >= 0 and length > 0 (or
+        the full extent (0, FULL)) raises `error` naming `path` and `key` where given."""
         ext = []
         for start, length in extents:
             start, length = int(start), int(length)
             if length == FULL:
                 if start != 0:
-                    raise InvalidArgumentError(f"a full extent must start at 0, got start {start}")
+                    raise error(f"a full extent must start at 0, got start {start}", path=path, key=key)
             elif start < 0 or length <= 0:
-                raise InvalidArgumentError(
-                    f"slice extents need start >= 0 and length > 0, got ({start}, {length})")
+                raise error(f"slice extents need start >= 0 and length > 0, got ({start}, {length})",
+                            path=path, key=key)
+            elif start + length >= 1 << 63:
+                raise error(f"slice extent ({start}, {length}) ends past 2^63", path=path, key=key)
             ext.append((start, length))
         self.extents: tuple[tuple[int, int], ...] = tuple(ext)
 
@@ -168,20 +173,31 @@ class TensorSlice:
         return cls([(0, FULL)] * rank)
 
     @classmethod
-    def from_proto(cls, proto) -> "TensorSlice":
-        """From a TensorSliceProto: an extent without a length is the whole dimension."""
-        return cls((e.start, e.length if e.HasField("length") else FULL) for e in proto.extent)
+    def from_proto(cls, proto, *, path=None, key: str | None = None) -> "TensorSlice":
+        """From a TensorSliceProto: an extent without a length is the whole dimension.
+
+        The proto comes from a file, so a bad extent (a negative start, a zero or
+        negative length other than the full extent's -1) is a DataLossError naming
+        `path` and `key` (the tensor) where the caller gives them.
+        """
+        return cls(((e.start, e.length if e.HasField("length") else FULL) for e in proto.extent),
+                   path=path, key=key, error=DataLossError)
 
     @classmethod
-    def parse(cls, spec: str) -> "TensorSlice":
-        """TF's slice string: `0,3:-` (start,length per dim, `-` for a whole dim)."""
+    def parse(cls, spec: str, *, path=None, key: str | None = None) -> "TensorSlice":
+        """TF's slice string: `0,3:-` (start,length per dim, `-` for a whole dim).
+
+        A malformed spec (a negative start among them) is an InvalidArgumentError naming
+        `path` and `key` where given.
+        """
         extents = []
         for item in (s for s in spec.split(":") if s):
             m = _SPEC_ITEM.match(item)
             if not m:
-                raise InvalidArgumentError(f"bad slice spec {spec!r}: expected 'start,length' or '-'")
+                raise InvalidArgumentError(f"bad slice spec {spec!r}: expected 'start,length' or '-' "
+                                           "with start >= 0 and length > 0", path=path, key=key)
             extents.append((0, FULL) if item == "-" else (int(m.group(2)), int(m.group(3))))
-        return cls(extents)
+        return cls(extents, path=path, key=key)
 
     @classmethod
     def from_index(cls, index, shape: Sequence[int]) -> "TensorSlice":
@@ -289,7 +305,8 @@ def decode_tensor_name_slice(key: bytes, *, path=None) -> tuple[str, TensorSlice
             extents.append((start, length) if length >= 0 else (0, FULL))
         return name.decode("utf-8", "surrogateescape"), TensorSlice(extents)
     except (OrderedCodeError, InvalidArgumentError) as exc:
-        raise DataLossError(f"malformed tensor slice key ({exc})", path=path, key=repr(key)) from None
+        raise DataLossError(f"malformed tensor slice key ({exc})", path=path,
+                            key=key.decode("utf-8", "surrogateescape")) from None
 
 
 def is_slice_key(key: str | bytes) -> bool:
