@@ -101,6 +101,11 @@ def from_enum(enum: int, *, path=None, key=None) -> DType:
         raise UnsupportedError(f"unsupported TensorFlow DataType {enum}", path=path, key=key) from None
 
 
+def known_enum(enum: int) -> bool:
+    """Whether `from_enum(enum)` gives a DType (ckptkit can decode that DataType)."""
+    return (enum - _REF_OFFSET if enum > _REF_OFFSET else enum) in _BY_ENUM
+
+
 def enum_name(enum: int) -> str:
     """TF's DataType name for a number ("DT_FLOAT"), as TF's debug strings print it."""
     from .proto import types_pb2  # noqa: PLC0415 - only debug strings need names

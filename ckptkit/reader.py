@@ -94,7 +94,7 @@ class _V2:
         return self.index.metas(self.names())
 
     def read(self, name: str, verify: bool, copy: bool = True):
-        return self.data.read_full(name, self.index.entry(name), verify=verify, copy=copy)
+        return self.data.read_full(name, verify=verify, copy=copy)
 
     def debug_string(self) -> bytes:
         """TF's BundleReader::DebugString: every entry without slices, slice keys included."""
@@ -231,11 +231,14 @@ class CheckpointReader(Mapping):
 
     @property
     def files(self) -> list[str]:
-        """The files holding this checkpoint's tensors (V2: index and data shards)."""
+        """The files holding this checkpoint's tensors (V2: the index and the data shards
+        its entries reference, every entry validated; a header's shard count alone
+        names no file)."""
         if self._index is None:
             return list(self._backend.checkpoint.files)
         n = self._index.num_shards
-        return [self._index.path] + [bundle.data_filename(self.prefix, s, n) for s in range(n)]
+        return [self._index.path] + [bundle.data_filename(self.prefix, s, n)
+                                     for s in self._data.referenced_shards()]
 
     def entry(self, name: str):
         """The raw BundleEntryProto for `name` (dtype, shape, shard, offset, size, crc); V2 only.

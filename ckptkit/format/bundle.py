@@ -15,19 +15,22 @@ import math
 import mmap
 import os
 import re
+import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import dtypes as _dtypes
-from ..errors import CheckpointError, DataLossError, InvalidArgumentError, UnsupportedError
+from ..errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
 from ..proto import tensor_bundle_pb2
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
 from .commit import Commit, open_pending, pending_renames
+from .lock import EDIT_WAIT_SECONDS
 from .files import AtomicFile, match_in_directory
 from .shard_writer import CHUNK as _CHUNK, ShardWriter
-from .slices import SlicedTensor, TensorSlice, assemble, encode_tensor_name_slice, is_slice_key
+from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
 
 HEADER_KEY = ""
@@ -64,12 +67,21 @@ def encode_key(key: str | bytes) -> bytes:
 
 
 def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
+    """The entry's dims, if TF's TensorShape::IsValid accepts them: rank <= 254, every
+    dim >= 0, and the element count, multiplied out in dimension order, never past
+    2^63 - 1 (so `[0, 2**62]` is valid, `[2**62, 4, 0]` is not). Else DataLossError."""
     shape = entry.shape
     if shape.unknown_rank or len(shape.dim) > MAX_DIMS:
         raise DataLossError("invalid tensor shape in index", path=path, key=key)
     dims = tuple(d.size for d in shape.dim)
-    if any(d < 0 for d in dims):
-        raise DataLossError(f"invalid tensor shape {list(dims)} in index", path=path, key=key)
+    count = 1
+    for d in dims:
+        if d < 0:
+            raise DataLossError(f"invalid tensor shape {list(dims)} in index", path=path, key=key)
+        count *= d
+        if count > _INT64_MAX:
+            raise DataLossError(f"invalid tensor shape {list(dims)} in index: more than 2^63 elements",
+                                path=path, key=key)
     return dims
 
 
@@ -253,9 +265,16 @@ class BundleData:
         self._files: dict[int, object] = {}
         self._sizes: dict[int, int] = {}
         self._maps: dict[int, mmap.mmap] = {}
+        self._checked: dict[tuple[str, bool], CheckedEntry] = {}
 
     def shard_path(self, shard: int) -> str:
         return data_filename(self.index.prefix, shard, self.index.num_shards)
+
+    def shard_fd(self, shard: int) -> int:
+        """The open descriptor of data shard `shard`, checked as `shard_size` checks it
+        (for edits that copy byte ranges of entries `checked` has validated)."""
+        self.shard_size(shard)
+        return self._files[shard].fileno()
 
     def _file(self, shard: int):
         f = self._files.get(shard)
@@ -287,28 +306,153 @@ class BundleData:
                 pass  # arrays still view it: the mapping goes when the last of them does
         self._maps.clear()
 
-    def _check_entry(self, key: str, entry: BundleEntryProto, dtype, shape: tuple[int, ...]) -> int:
-        """Check an entry's size against its shape and its shard, before anything is
-        allocated for it; return its element count."""
-        count = math.prod(shape)
-        if dtype.is_string:
-            if entry.size < count + 4:  # at least one varint byte per element, plus the checksum
-                raise DataLossError(f"entry size {entry.size} too small for {count} strings",
-                                    path=self.index.path, key=key)
-        elif entry.size != count * dtype.itemsize:
-            raise DataLossError(f"entry size {entry.size} does not match shape {list(shape)} "
-                                f"of {dtype.name} ({count * dtype.itemsize} bytes)", path=self.index.path, key=key)
-        self._check_span(key, entry)
-        return count
+    # ---- the validated view of an entry: every read (and every edit) goes through it
 
-    def _check_span(self, key: str, entry: BundleEntryProto) -> None:
-        """Reject an entry that claims bytes its shard does not have, before allocating."""
-        self._file(entry.shard_id)
-        shard_size = self._sizes[entry.shard_id]
-        if entry.offset < 0 or entry.offset + entry.size > shard_size:
-            raise DataLossError(f"entry claims bytes {entry.offset}..{entry.offset + entry.size} "
+    def shard_size(self, shard: int, key: str | None = None) -> int:
+        """The real size in bytes of data shard `shard`, opening it on first use.
+
+        `shard` must be one of the header's `num_shards`; the file must exist and be a
+        regular file (opened non-blocking, so a FIFO fails at once instead of hanging).
+        Anything else is a CheckpointError naming the shard file (and `key` if given).
+        Only shards asked for are ever opened: a header's `num_shards` drives no loop.
+        """
+        num_shards = self.index.num_shards
+        if not 0 <= shard < num_shards:
+            raise DataLossError(f"entry names shard {shard} of {num_shards}", path=self.index.path, key=key)
+        if shard not in self._sizes:
+            try:
+                self._file(shard)
+            except CheckpointError as exc:  # name the tensor that needs this shard
+                raise type(exc)(exc.message, path=exc.path, key=key) from None
+            except OSError as exc:
+                raise CheckpointError(f"cannot read data shard: {exc.strerror or exc}",
+                                      path=self.shard_path(shard), key=key) from None
+        return self._sizes[shard]
+
+    def checked(self, key: str, *, known_dtype: bool = True) -> CheckedEntry:
+        """The entry under `key` with its dtype, shape and element count, validated.
+
+        The one validated view of an index entry, for readers and index rewrites alike.
+        On return it is guaranteed that:
+        - the entry parses; with `known_dtype` (the default) its dtype is one ckptkit
+          reads (else UnsupportedError), without it `dtype` may be None (edits can copy
+          bytes of dtypes they cannot decode, e.g. DT_VARIANT);
+        - its shape is one TF accepts (rank <= 254, dims >= 0, element count computed
+          with overflow-checked arithmetic in dimension order, as TF's
+          TensorShape::IsValid: else DataLossError) and one numpy can build (rank <= 64
+          in numpy 2, `itemsize * product of non-zero dims` < 2^63: else
+          UnsupportedError, a valid TF tensor that cannot be a numpy array);
+        - a plain entry has 0 <= shard_id < num_shards, `offset >= 0`, `size >= 0`, its
+          shard file exists and is a regular file, `offset + size` is within the
+          shard's real length, and `size` fits the shape (exactly `count * itemsize`;
+          strings: at least one byte per element plus the 4-byte checksum);
+        - a partitioned entry (`entry.slices`): every slice is well formed, of the
+          tensor's rank and inside its shape, the slices tile the shape exactly, and
+          every slice's own entry exists and passes these checks with the tensor's
+          dtype and the slice's shape.
+        Every failure is a CheckpointError subclass naming the file and `key` (a
+        missing key: TensorNotFoundError). Results are cached per key.
+        """
+        cache_key = (key, known_dtype)
+        found = self._checked.get(cache_key)
+        if found is not None:
+            return found
+        path = self.index.path
+        try:
+            entry = self.index.entry(key)
+        except KeyError:
+            raise TensorNotFoundError("tensor not found in checkpoint", path=self.index.prefix, key=key) from None
+        if known_dtype or _dtypes.known_enum(entry.dtype):
+            dtype = _dtypes.from_enum(entry.dtype, path=path, key=key)
+        else:
+            dtype = None
+        shape = shape_of(entry, path, key)
+        count = math.prod(shape)  # shape_of checked it in dimension order, as TF does
+        if len(shape) > numpy_max_dims():
+            raise UnsupportedError(f"tensor has {len(shape)} dimensions; numpy arrays have at most "
+                                   f"{numpy_max_dims()}", path=path, key=key)
+        if entry.slices:
+            self._check_slices(key, entry, dtype, shape, known_dtype)
+        else:
+            self._check_plain(key, entry, dtype, shape, count)
+        # Data that passed those checks fits in its files; only an empty tensor can still
+        # have a shape too large for numpy (`[0, 2**62]` of float32: valid in TF).
+        _check_numpy_shape(shape, dtype, path, key)
+        found = self._checked[cache_key] = CheckedEntry(entry, dtype, shape, count)
+        return found
+
+    def checked_entry(self, key: str, *, known_dtype: bool = True) -> BundleEntryProto:
+        """The BundleEntryProto under `key`, validated as `checked` describes."""
+        return self.checked(key, known_dtype=known_dtype).entry
+
+    def referenced_shards(self, *, known_dtype: bool = False) -> list[int]:
+        """Sorted ids of the data shards that entries reference, each entry validated.
+
+        Every entry of the index goes through `checked` (so every referenced shard is
+        opened and its size known, see `shard_size`); partitioned entries reference
+        shards through their slices' entries. Shards no entry names are not opened
+        and not listed, however many the header claims.
+        """
+        shards = set()
+        for key in self.index.keys():
+            entry = self.checked(key, known_dtype=known_dtype).entry
+            if not entry.slices:
+                shards.add(entry.shard_id)
+        return sorted(shards)
+
+    def _check_plain(self, key: str, entry: BundleEntryProto, dtype, shape: tuple[int, ...], count: int) -> None:
+        """An entry holding data: its size fits its shape, its bytes lie inside its shard."""
+        path = self.index.path
+        offset, size = entry.offset, entry.size
+        if offset < 0 or size < 0:
+            raise DataLossError(f"entry has offset {offset} and size {size}: bytes outside the shard "
+                                "(before its start or past the end)", path=path, key=key)
+        if dtype is None:
+            pass
+        elif dtype.is_string:
+            # at least one varint byte per element, plus the checksum; TF also reads an
+            # empty string tensor stored as no bytes at all
+            if size < count + 4 and not (count == 0 and size == 0):
+                raise DataLossError(f"entry size {size} too small for {count} strings", path=path, key=key)
+        elif size != count * dtype.itemsize:
+            raise DataLossError(f"entry size {size} does not match shape {list(shape)} "
+                                f"of {dtype.name} ({count * dtype.itemsize} bytes)", path=path, key=key)
+        shard_size = self.shard_size(entry.shard_id, key)
+        if offset + size > shard_size:
+            raise DataLossError(f"entry claims bytes {offset}..{offset + size} "
                                 f"past the end of the shard ({shard_size} bytes)",
                                 path=self.shard_path(entry.shard_id), key=key)
+
+    def _check_slices(self, key: str, entry: BundleEntryProto, dtype, shape: tuple[int, ...],
+                      known_dtype: bool) -> None:
+        """A partitioned entry: slices well formed and tiling the shape, each slice's
+        entry present, plain, of the same dtype and of the slice's shape."""
+        path = self.index.path
+        tslices = []
+        for proto in entry.slices:
+            try:
+                tslice = TensorSlice.from_proto(proto)
+            except CheckpointError as exc:
+                raise DataLossError(f"bad slice in index: {exc.message}", path=path, key=key) from None
+            if tslice.rank != len(shape):
+                raise DataLossError(f"slice {tslice.spec()} has rank {tslice.rank}, tensor has shape "
+                                    f"{list(shape)}", path=path, key=key)
+            tslices.append(tslice)
+        check_tiling(shape, tslices, path=path, key=key)
+        for tslice in tslices:
+            slice_key = decode_key(encode_tensor_name_slice(key, tslice))
+            try:
+                part = self.checked(slice_key, known_dtype=known_dtype)
+            except TensorNotFoundError:
+                raise DataLossError(f"slice {tslice.spec()} is listed but missing from the index",
+                                    path=path, key=key) from None
+            except CheckpointError as exc:  # name the variable, not its binary slice key
+                raise type(exc)(f"slice {tslice.spec()}: {exc.message}", path=exc.path, key=key) from None
+            if part.entry.slices or part.entry.dtype != entry.dtype or part.shape != tslice.shape_in(shape):
+                raise DataLossError(f"entry of slice {tslice.spec()} does not match the tensor's dtype or shape",
+                                    path=path, key=key)
+
+    # ---- reading
 
     def _read_into(self, key: str, entry: BundleEntryProto, buf, verify: bool = False) -> int:
         """Fill `buf` with the entry's bytes; return their crc32c when `verify` (else 0).
@@ -325,7 +469,11 @@ class BundleData:
             part = view[start:start + _CHUNK]
             got = 0
             while got < len(part):
-                n = os.preadv(fd, [part[got:]], offset + start + got)
+                try:
+                    n = os.preadv(fd, [part[got:]], offset + start + got)
+                except OSError as exc:
+                    raise CheckpointError(f"cannot read data shard: {exc.strerror or exc}",
+                                          path=self.shard_path(entry.shard_id), key=key) from None
                 if not n:
                     raise DataLossError("data shard ended early", path=self.shard_path(entry.shard_id), key=key)
                 got += n
@@ -340,19 +488,25 @@ class BundleData:
             crc = crc32c_combine(crc, part_crc, min(_CHUNK, entry.size - start))
         return crc
 
-    def read(self, key: str, entry: BundleEntryProto, *, verify: bool = True, copy: bool = True) -> np.ndarray:
-        """The tensor stored by `entry` (a non-sliced entry): a new array, or with
+    def read(self, key: str, entry: BundleEntryProto | None = None, *, verify: bool = True,
+             copy: bool = True) -> np.ndarray:
+        """The tensor stored under `key` (a plain, non-sliced entry): a new array, or with
         `copy=False` a read-only view of the mapped shard (strings and big-endian
-        bundles are always copied)."""
-        dtype = _dtypes.from_enum(entry.dtype, path=self.index.path, key=key)
-        shape = shape_of(entry, self.index.path, key)
-        count = self._check_entry(key, entry, dtype, shape)
+        bundles are always copied). The entry is validated first (`checked`); `entry`
+        is accepted for compatibility and must be the index's entry for `key`."""
+        entry, dtype, shape, count = self.checked(key)
+        if entry.slices:
+            raise DataLossError("a partitioned entry holds no data of its own", path=self.index.path, key=key)
         if dtype.is_string:
             return self._read_strings(key, entry, shape, count, verify)
         nbytes = entry.size
         big = self.index.header.endianness == BIG and dtype.itemsize > 1
         if not copy and not big and nbytes:
-            flat = np.frombuffer(self._map(entry.shard_id), dtype=np.uint8, count=nbytes, offset=entry.offset)
+            try:
+                mapped = self._map(entry.shard_id)
+            except CheckpointError as exc:
+                raise type(exc)(exc.message, path=exc.path, key=key) from None
+            flat = np.frombuffer(mapped, dtype=np.uint8, count=nbytes, offset=entry.offset)
             crc = crc32c(flat) if verify else 0
         else:
             flat = np.empty(nbytes, dtype=np.uint8)
@@ -364,51 +518,43 @@ class BundleData:
             return flat.view(dtype.numpy.newbyteorder(">")).astype(dtype.numpy).reshape(shape)
         return flat.view(dtype.numpy).reshape(shape)
 
-    def read_full(self, key: str, entry: BundleEntryProto, *, verify: bool = True,
+    def read_full(self, key: str, entry: BundleEntryProto | None = None, *, verify: bool = True,
                   copy: bool = True) -> np.ndarray:
         """The whole tensor under `key`: read directly, or reassembled from its slices
-        (a reassembled tensor is always a new array)."""
+        (a reassembled tensor is always a new array). Validated first (`checked`), so
+        nothing is allocated for what the files do not hold."""
+        found = self.checked(key)
+        entry = found.entry
         if not entry.slices:
-            return self.read(key, entry, verify=verify, copy=copy)
-        path = self.index.path
-        dtype = _dtypes.from_enum(entry.dtype, path=path, key=key)
-        shape = shape_of(entry, path, key)
-        # Every slice's entry is found and checked against its shard first, so that a
-        # hostile full shape can't make assemble() allocate what the files don't hold.
+            return self.read(key, verify=verify, copy=copy)
         pieces = []
         for proto in entry.slices:
-            tslice = TensorSlice.from_proto(proto)
-            if tslice.rank != len(shape):
-                raise DataLossError(f"slice {tslice.spec()} has rank {tslice.rank}, tensor has shape "
-                                    f"{list(shape)}", path=path, key=key)
-            slice_key, slice_entry = self._slice_entry(key, dtype, shape, tslice)
-            pieces.append((tslice, lambda k=slice_key, e=slice_entry, t=tslice:
-                           self._read_slice(key, k, e, t, verify)))
-        return assemble(shape, dtype.numpy, pieces, path=path, key=key)
+            tslice = TensorSlice.from_proto(proto)  # checked() parsed these already
+            slice_key = decode_key(encode_tensor_name_slice(key, tslice))
+            pieces.append((tslice, lambda k=slice_key, t=tslice: self._read_slice(key, k, t, verify)))
+        return assemble(found.shape, found.dtype.numpy, pieces, path=self.index.path, key=key)
 
-    def _slice_entry(self, key: str, dtype, shape, tslice: TensorSlice) -> tuple[str, BundleEntryProto]:
-        slice_key = decode_key(encode_tensor_name_slice(key, tslice))
+    def _read_slice(self, key: str, slice_key: str, tslice: TensorSlice, verify: bool) -> np.ndarray:
         try:
-            entry = self.index.entry(slice_key)
-        except KeyError:
-            raise DataLossError(f"slice {tslice.spec()} is listed but missing from the index",
-                                path=self.index.path, key=key) from None
-        slice_shape = shape_of(entry, self.index.path, key)
-        if entry.slices or entry.dtype != dtype.enum or slice_shape != tslice.shape_in(shape):
-            raise DataLossError(f"entry of slice {tslice.spec()} does not match the tensor's dtype or shape",
-                                path=self.index.path, key=key)
-        self._check_entry(key, entry, dtype, slice_shape)
-        return slice_key, entry
-
-    def _read_slice(self, key: str, slice_key: str, entry: BundleEntryProto, tslice: TensorSlice,
-                    verify: bool) -> np.ndarray:
-        try:
-            return self.read(slice_key, entry, verify=verify)
-        except DataLossError as exc:  # name the variable, not its binary slice key
-            raise DataLossError(f"slice {tslice.spec()}: {exc.message}", path=exc.path, key=key) from None
+            return self.read(slice_key, verify=verify)
+        except CheckpointError as exc:  # name the variable, not its binary slice key
+            raise type(exc)(f"slice {tslice.spec()}: {exc.message}", path=exc.path, key=key) from None
 
     def _read_strings(self, key, entry, shape, count, verify) -> np.ndarray:
+        """A DT_STRING tensor: varint64 lengths, their masked crc32c, the bytes.
+
+        As TF's ReadStringTensor: the varints are byte-order free; the lengths are
+        checksummed as uint32 (uint64 when a length needs it) in the byte order of the
+        bundle's header, and under a big-endian header the stored length checksum is a
+        big-endian fixed32 (TF byte-swaps both on a little-endian host). The entry's
+        crc then covers that lengths crc, the 4 checksum bytes as stored, the bytes.
+        """
         path = self.shard_path(entry.shard_id)
+        if entry.size == 0:  # count == 0 (checked): TF reads no bytes, and its crc is 0
+            if verify and unmask_crc(entry.crc32c) != 0:
+                raise DataLossError("checksum mismatch in string data", path=path, key=key)
+            return np.empty(shape, dtype=object)
+        big = self.index.header.endianness == BIG
         buf = bytearray(entry.size)
         self._read_into(key, entry, buf)
         buf = bytes(buf)
@@ -418,8 +564,8 @@ class BundleData:
             raise DataLossError("string lengths are malformed", path=path, key=key) from None
         if pos + 4 > len(buf):
             raise DataLossError("string tensor is truncated", path=path, key=key)
-        lengths_crc = crc32c(_length_bytes(lengths))
-        stored = FIXED32.unpack_from(buf, pos)[0]
+        lengths_crc = crc32c(_length_bytes(lengths, big))
+        stored = (_BE32 if big else FIXED32).unpack_from(buf, pos)[0]
         if verify and stored != mask_crc(lengths_crc):
             raise DataLossError("checksum mismatch in string lengths", path=path, key=key)
         pos += 4
@@ -438,12 +584,49 @@ class BundleData:
         return out.reshape(shape)
 
 
-def _length_bytes(lengths: np.ndarray) -> bytes:
-    """String lengths as TF checksums them: uint32 each, or uint64 when a length needs it."""
+class CheckedEntry(NamedTuple):
+    """An index entry that passed `BundleData.checked`: its proto, dtype (None only when
+    asked for with known_dtype=False and unknown), shape and element count."""
+
+    entry: BundleEntryProto
+    dtype: _dtypes.DType | None
+    shape: tuple[int, ...]
+    count: int
+
+
+_BE32 = struct.Struct(">I")
+_INT64_MAX = (1 << 63) - 1
+_numpy_max_dims: int | None = None
+
+
+def numpy_max_dims() -> int:
+    """The most dimensions a numpy array may have here (64 in numpy 2, 32 before)."""
+    global _numpy_max_dims
+    if _numpy_max_dims is None:
+        _numpy_max_dims = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+    return _numpy_max_dims
+
+
+def _check_numpy_shape(shape: tuple[int, ...], dtype, path, key) -> None:
+    """A shape TF accepts but numpy cannot build is UnsupportedError, before numpy sees it."""
+    itemsize = 1 if dtype is None else dtype.numpy.itemsize  # object (strings): a pointer each
+    nbytes = itemsize
+    for d in shape:
+        if d:
+            nbytes *= d
+            if nbytes > _INT64_MAX:
+                raise UnsupportedError(f"tensor shape {list(shape)} is too large for a numpy array",
+                                       path=path, key=key)
+
+
+def _length_bytes(lengths: np.ndarray, big: bool = False) -> bytes:
+    """String lengths as TF checksums them: uint32 each, or uint64 when a length needs it,
+    in the bundle's byte order (`big`: a big-endian header)."""
     lengths = np.asarray(lengths, dtype=np.uint64)
+    order = "big" if big else "little"
     if not lengths.size or int(lengths.max()) <= 0xFFFFFFFF:
-        return lengths.astype("<u4").tobytes()
-    return b"".join(n.to_bytes(4 if n <= 0xFFFFFFFF else 8, "little") for n in lengths.tolist())
+        return lengths.astype(">u4" if big else "<u4").tobytes()
+    return b"".join(n.to_bytes(4 if n <= 0xFFFFFFFF else 8, order) for n in lengths.tolist())
 
 
 # --------------------------------------------------------------------------- writing
@@ -605,7 +788,7 @@ def _stored_tensors(tensors: Mapping[str, object], prefix: str):
 
 
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
-                 progress=None, *, lock_timeout: float | None = 0.0) -> None:
+                 progress=None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> None:
     """Write `tensors` as a V2 bundle at `prefix`, atomically (commit.Commit).
 
     Data shards and then the index are published together under the directory lock:
