@@ -30,18 +30,42 @@ SNAPPY_COMPRESSION = 1
 # --------------------------------------------------------------------------- reading
 
 def _snappy_decompress(data: bytes, path) -> bytes:
-    """Snappy blocks appear in V1 files written by old TF 1.x builds."""
+    """Snappy blocks appear in V1 files (and V2 indexes) written by old TF 1.x builds.
+
+    A block that is not valid snappy is a DataLossError naming the file, whatever the
+    decoder raises. The uncompressed length a block claims (its leading varint) is
+    checked first against what snappy can expand to (every 2 or 3 input bytes give at
+    most 64 output bytes), so a lying length never drives an allocation.
+    """
+    try:
+        claimed, _ = decode_varint(data, 0)
+    except VarintError:
+        raise DataLossError("snappy block has a malformed length", path=path) from None
+    if claimed > 32 * len(data) + 64:
+        raise DataLossError(f"snappy block of {len(data)} bytes claims {claimed} bytes uncompressed",
+                            path=path)
     try:
         import cramjam  # noqa: PLC0415 - optional
-        return bytes(cramjam.snappy.decompress_raw(data))
     except ImportError:
-        pass
-    try:
-        import snappy  # noqa: PLC0415 - optional
-        return snappy.uncompress(data)
-    except ImportError:
-        raise UnsupportedError("table block is snappy-compressed; install 'cramjam' "
-                               "(pip install cramjam) to read it", path=path) from None
+        cramjam = None
+    if cramjam is not None:
+        try:
+            out = bytes(cramjam.snappy.decompress_raw(data))
+        except Exception as exc:  # noqa: BLE001 - cramjam.DecompressionError, or anything else
+            raise DataLossError(f"snappy block is corrupt ({exc})", path=path) from None
+    else:
+        try:
+            import snappy  # noqa: PLC0415 - optional
+        except ImportError:
+            raise UnsupportedError("table block is snappy-compressed; install 'cramjam' "
+                                   "(pip install cramjam) to read it", path=path) from None
+        try:
+            out = snappy.uncompress(data)
+        except Exception as exc:  # noqa: BLE001 - python-snappy raises its own types
+            raise DataLossError(f"snappy block is corrupt ({exc})", path=path) from None
+    if len(out) != claimed:
+        raise DataLossError("snappy block decompressed to the wrong length", path=path)
+    return out
 
 
 def decode_handle(buf, pos: int, limit: int | None = None) -> tuple[int, int, int]:
