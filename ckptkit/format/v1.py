@@ -5,8 +5,12 @@ one table file `PREFIX` (or shards `PREFIX-00000-of-00002`, ...). Key "" holds t
 metadata (`SavedTensorSlices.meta`: every tensor's name, shape, dtype and the slices
 this file holds); each slice is stored under its slice key (see slices.py) as
 `SavedTensorSlices.data`, a `SavedSlice` whose `TensorProto` holds the values in the
-typed repeated field for the dtype (float_val, int_val, half_val, ...), or raw
-bytes in `tensor_content`.
+typed repeated field for the dtype (float_val, int_val, half_val, ...). TF's V1
+reader reads only those typed fields and never `tensor_content`
+(`saved_tensor_slice_util.h` TensorProtoData; `tensor_slice_reader.h` CopySliceData),
+so ckptkit ignores `tensor_content` too: a record holding both gives the typed
+values, as in TF, and one holding only `tensor_content` is an error (TF 2.21: "not
+found in checkpoint file").
 Facts from TF's `core/util/tensor_slice_reader.cc`, `tensor_slice_writer.cc` and
 `saved_tensor_slice_util.h`. The files carry no checksum of their own besides the
 table blocks' crc32c, which TableReader verifies on every block read.
@@ -121,10 +125,11 @@ def tensor_from_proto(proto, dtype: "_dtypes.DType", shape: tuple[int, ...], *, 
                       key: str | None = None) -> np.ndarray:
     """The values of a TensorProto as an array of `dtype` and `shape`.
 
-    Raw `tensor_content` (little-endian) wins when present; otherwise the typed field:
-    int_val for the small integer types, half_val holding float16/bfloat16 bit
-    patterns, (re, im) pairs for complex. A field with fewer values than the shape
-    needs is an error here (V1 writers always store every value).
+    Values come from the typed field only, as TF's V1 reader takes them: int_val for
+    the small integer types, half_val holding float16/bfloat16 bit patterns, (re, im)
+    pairs for complex. `tensor_content` is never read (TF ignores it in V1 records;
+    a record with both gives the typed values). A field with a different number of
+    values than the shape needs is an error (TF refuses it as well).
     """
     count = math.prod(shape)
     if dtype.is_string:
@@ -135,13 +140,6 @@ def tensor_from_proto(proto, dtype: "_dtypes.DType", shape: tuple[int, ...], *, 
         out = np.empty(count, dtype=object)
         out[:] = values
         return out.reshape(shape)
-    if proto.tensor_content:
-        raw = proto.tensor_content
-        if len(raw) != count * dtype.itemsize:
-            raise DataLossError(f"slice holds {len(raw)} bytes, shape {list(shape)} of {dtype.name} "
-                                f"needs {count * dtype.itemsize}", path=path, key=key)
-        npd = dtype.numpy.newbyteorder("<") if dtype.itemsize > 1 else dtype.numpy
-        return np.frombuffer(raw, dtype=npd).astype(dtype.numpy).reshape(shape)
     field = _FIELD.get(dtype.enum)
     if field is None:
         raise UnsupportedError(f"cannot decode {dtype.name} values from a V1 checkpoint", path=path, key=key)
