@@ -26,16 +26,14 @@ from typing import Union
 from .errors import (DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError)
 from .format import bundle
 from .format.commit import Commit, identity, locked_directory
+from .format.lock import EDIT_WAIT_SECONDS
 from .reader import resolve_prefix
 
-__all__ = ["rename_keys", "remove_keys", "apply_ema", "ema_mapping", "compact", "is_slice_key",
-           "EDIT_LOCK_TIMEOUT"]
+__all__ = ["rename_keys", "remove_keys", "apply_ema", "ema_mapping", "compact", "is_slice_key"]
 
 Renamer = Union[Mapping[str, str], Callable[[str], Union[str, None]]]
 Progress = Callable[[int], None]
 
-# How long an edit waits for another writer (a Saver mid-save) to leave the directory.
-EDIT_LOCK_TIMEOUT = 60.0
 _COPY_CHUNK = 8 << 20
 
 
@@ -188,7 +186,7 @@ def _apply_renames(edit: _Edit, mapping: dict[str, str], overwrite: bool) -> dic
 def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite: bool = False,
                 output: str | os.PathLike | None = None, dry_run: bool = False,
                 progress: Progress | None = None,
-                lock_timeout: float | None = EDIT_LOCK_TIMEOUT) -> dict[str, str]:
+                lock_timeout: float | None = EDIT_WAIT_SECONDS) -> dict[str, str]:
     """Rename tensors by rewriting the index; return {old: new} for every key renamed.
 
     `mapping_or_fn` is a {old: new} mapping (every old key must exist) or a function
@@ -209,7 +207,7 @@ def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite:
 
 def remove_keys(prefix: str | os.PathLike, names: Iterable[str], *,
                 output: str | os.PathLike | None = None, progress: Progress | None = None,
-                lock_timeout: float | None = EDIT_LOCK_TIMEOUT) -> list[str]:
+                lock_timeout: float | None = EDIT_WAIT_SECONDS) -> list[str]:
     """Drop tensors from the index; return the names removed.
 
     The removed tensors' bytes stay in the data shards (nothing references them any
@@ -240,7 +238,7 @@ def ema_mapping(keys: Iterable[str], ema_name: str = "ExponentialMovingAverage")
 
 def apply_ema(prefix: str | os.PathLike, *, output: str | os.PathLike | None = None,
               ema_name: str = "ExponentialMovingAverage", progress: Progress | None = None,
-              lock_timeout: float | None = EDIT_LOCK_TIMEOUT) -> dict[str, str]:
+              lock_timeout: float | None = EDIT_WAIT_SECONDS) -> dict[str, str]:
     """Make the inference checkpoint: each variable takes its moving average's entry.
 
     `v` gets `v/ExponentialMovingAverage`'s entry (bytes untouched) and the shadow keys
@@ -258,7 +256,7 @@ def apply_ema(prefix: str | os.PathLike, *, output: str | os.PathLike | None = N
 
 
 def compact(prefix: str | os.PathLike, *, output: str | os.PathLike | None = None,
-            progress: Progress | None = None, lock_timeout: float | None = EDIT_LOCK_TIMEOUT) -> int:
+            progress: Progress | None = None, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> int:
     """Rewrite the data shards holding only the bytes the index references; return bytes freed.
 
     Entries keep their shard and order; only offsets change, and checksums are carried

@@ -26,7 +26,8 @@ from google.protobuf.message import DecodeError
 from . import __version__
 from . import dtypes as _dtypes
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
-from .format.files import open_regular, write_file_atomic
+from .format.commit import write_file
+from .format.files import open_regular
 from .proto import (attr_value_pb2, meta_graph_pb2, node_def_pb2, op_def_pb2,
                     saver_pb2, tensor_pb2, tensor_shape_pb2, variable_pb2)
 
@@ -438,7 +439,7 @@ def write_meta_graph(path: str | os.PathLike,
     except CheckpointError as exc:  # name the file the caller was writing
         raise type(exc)(exc.message, path=path, key=exc.key) from None
     try:
-        write_file_atomic(path, mg.SerializeToString(deterministic=True))
+        write_file(path, mg.SerializeToString(deterministic=True))
     except FileNotFoundError:
         raise NotFoundError("directory does not exist", path=path) from None
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError
 from .format import bundle
-from .format.commit import Commit, locked_directory
+from .format.commit import locked_directory, write_file
 from .format.lock import SAVER
 from .proto.saver_pb2 import SaverDef
 from .reader import CheckpointReader
@@ -241,10 +241,8 @@ class Saver:
             bundle.write_bundle(checkpoint_file, {key: values[name] for key, name in saved.items()},
                                 num_shards=self._num_shards)
             if graph is not None:
-                with Commit(parent) as tx:
-                    tx.file(meta_graph_filename(checkpoint_file, meta_graph_suffix)).write(
-                        graph.SerializeToString(deterministic=True))
-                    tx.publish()
+                write_file(meta_graph_filename(checkpoint_file, meta_graph_suffix),
+                           graph.SerializeToString(deterministic=True))
             if write_state:
                 self._record_last_checkpoint(checkpoint_file)
                 update_checkpoint_state(parent, checkpoint_file, self.last_checkpoints,

@@ -7,15 +7,17 @@ depends on. No filesystem renames several files at once, so:
 
 1. prepare: every new file is written under a temp name in the checkpoint's own
    directory (`files.temp_name`), flushed and fsynced; the directory is fsynced.
-2. commit point: when more than one rename is needed and one of them replaces an
-   existing file, or old files must go, a journal `LAST_FILE.ckptkit-journal`
-   (written atomically itself) lists every (temp, final) rename and every deletion.
-   From this moment the new checkpoint is the checkpoint.
+2. commit point: when more than one rename is needed, or old files must go, a journal
+   `LAST_FILE.ckptkit-journal` (written atomically itself) lists every (temp, final)
+   rename and every deletion. From this moment the new checkpoint is the checkpoint.
+   (A single file — a `.meta`, a state file, an edited index — needs no journal: its
+   one rename is the commit point.)
 3. apply: the renames, in order (the index last), a directory fsync, the deletions,
    and the journal is removed.
 
 A crash before 2 leaves the old checkpoint whole (its files were never touched) and
-temp files that the next writer sweeps. A crash after 2 leaves the journal: the next
+temp files that the next writer sweeps; no data file ever appears under a real name
+without the index that makes it part of a checkpoint. A crash after 2 leaves the journal: the next
 writer in the directory rolls it forward (`recover`) before anything else, and readers
 in the meantime read the new checkpoint through it (`pending_renames`), so every
 ckptkit reader sees the old checkpoint or the new one, whole, at every moment. The
@@ -37,11 +39,11 @@ from contextlib import contextmanager
 from ..errors import CheckpointError, NotFoundError
 from .files import (STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular,
                     sweep_stale_temps, temp_name)
-from .lock import EDIT, DirectoryLock
+from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
 from .shard_writer import ShardWriter
 
 __all__ = ["JOURNAL_SUFFIX", "Commit", "ConcurrentModificationError", "identity", "locked_directory",
-           "open_pending", "pending_renames", "recover"]
+           "open_pending", "pending_renames", "recover", "write_file"]
 
 JOURNAL_SUFFIX = ".ckptkit-journal"
 _JOURNAL_VERSION = 1
@@ -171,7 +173,7 @@ def recover(directory: str) -> list[str]:
 # --------------------------------------------------------------------------- writing
 
 @contextmanager
-def locked_directory(directory: str, timeout: float | None = 0.0, role: str = EDIT) -> Iterator[None]:
+def locked_directory(directory: str, timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT) -> Iterator[None]:
     """Hold `directory`'s lock; on first entry also complete interrupted commits and
     sweep dead writers' temp files (in that order: a journal's temps must not be swept)."""
     directory = directory or os.curdir
@@ -203,7 +205,7 @@ class Commit:
     Every file lives in `directory`, whose lock the block holds (reentrantly).
     """
 
-    def __init__(self, directory: str, *, lock_timeout: float | None = 0.0, role: str = EDIT) -> None:
+    def __init__(self, directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT) -> None:
         self.directory = directory or os.curdir
         self._lock = locked_directory(self.directory, lock_timeout, role)
         self._parts: list = []           # AtomicFile or ShardWriter, in publication order
@@ -294,7 +296,7 @@ class Commit:
         deletes = [d for d in dict.fromkeys(self._deletes) if d not in finals]
         fsync_dir(self.directory)
         journal = None
-        if deletes or any(os.path.lexists(f) for f in finals[:-1]):
+        if deletes or len(renames) > 1:
             journal = _journal_path(finals[-1]) if finals else _journal_path(deletes[-1])
             doc = {"version": _JOURNAL_VERSION,
                    "renames": [[os.path.basename(t), os.path.basename(f)] for t, f in renames],
@@ -322,3 +324,10 @@ class Commit:
             except Exception as exc:  # noqa: BLE001 - keep cleaning; report once below
                 _log.debug("discarding %s: %s", part.path, exc)
         self._parts.clear()
+
+
+def write_file(path: str, data: bytes, *, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> None:
+    """Publish one whole small file (a `.meta`, a state file) by the protocol above."""
+    with Commit(os.path.dirname(path), lock_timeout=lock_timeout) as tx:
+        tx.file(path).write(data)
+        tx.publish()

@@ -46,11 +46,12 @@ try:
 except ImportError:  # Windows: no advisory locks; saving still works, unguarded
     fcntl = None
 
-__all__ = ["LOCK_FILENAME", "DirectoryLock", "DirectoryLockedError", "SAVER", "EDIT"]
+__all__ = ["LOCK_FILENAME", "DirectoryLock", "DirectoryLockedError", "EDIT", "EDIT_WAIT_SECONDS", "SAVER"]
 
 LOCK_FILENAME = ".ckptkit.lock"
 SAVER, EDIT = "saver", "edit"  # holder roles, written into the lock file
-EDIT_WAIT_SECONDS = 60.0       # how long anyone waits for a holder that is not a Saver
+EDIT_WAIT_SECONDS = 60.0       # how long anyone waits for a holder that is not a Saver, and
+                               # the default wait of every writer that is not a Saver
 _POLL_SECONDS = 0.05
 _held = threading.local()      # {realpath of directory: depth} locked by this thread
 
