@@ -206,12 +206,15 @@ def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite:
 
 
 def remove_keys(prefix: str | os.PathLike, names: Iterable[str], *,
-                output: str | os.PathLike | None = None, progress: Progress | None = None,
+                output: str | os.PathLike | None = None, compact: bool = False,
+                progress: Progress | None = None,
                 lock_timeout: float | None = EDIT_WAIT_SECONDS) -> list[str]:
     """Drop tensors from the index; return the names removed.
 
     The removed tensors' bytes stay in the data shards (nothing references them any
-    more); call `compact` to rewrite the shards without them.
+    more) unless `compact=True`, which rewrites the shards without them in the same
+    commit (see `compact`): the checkpoint is then either untouched or both smaller
+    and without the names, never one without the other.
     """
     if isinstance(names, str):
         names = [names]
@@ -221,7 +224,11 @@ def remove_keys(prefix: str | os.PathLike, names: Iterable[str], *,
             edit.require(name)
             edit.refuse_sliced(name, "remove")
         gone = set(names)
-        edit.write({k: v for k, v in edit.items.items() if k not in gone}, progress)
+        items = {k: v for k, v in edit.items.items() if k not in gone}
+        if compact:
+            _compact(edit, items, progress)
+        else:
+            edit.write(items, progress)
     return names
 
 
@@ -266,39 +273,42 @@ def compact(prefix: str | os.PathLike, *, output: str | os.PathLike | None = Non
     the commit protocol: the prefix names the old checkpoint or the new one, never none.
     """
     with _editing(prefix, output, lock_timeout) as edit:
-        by_shard: dict[int, list[tuple[str, bundle.BundleEntryProto]]] = {}
-        for key, entry in edit.data_entries(edit.items):
-            by_shard.setdefault(entry.shard_id, []).append((key, entry))
-        n = edit.index.num_shards
-        items = dict(edit.items)
-        freed = 0
-        directory = os.path.dirname(edit.target)
-        with Commit(directory) as tx:
-            tx.guard(bundle.index_filename(edit.prefix), edit.read_as)
-            new = set()
-            for shard in sorted(by_shard):
-                entries = sorted(by_shard[shard], key=lambda ke: ke[1].offset)
-                out = tx.shard(bundle.data_filename(edit.target, shard, n))
-                new.add(out.path)
-                freed += edit.data.shard_size(shard)
-                fd = edit.data.shard_fd(shard)
-                for key, checked in entries:
-                    entry = bundle.BundleEntryProto()
-                    entry.CopyFrom(checked)  # the reader's cached entry stays as read
-                    start = out.offset
-                    _copy_range(fd, entry.offset, entry.size, out, edit.data.shard_path(shard), key, progress)
-                    entry.offset = start
-                    items[key] = entry.SerializeToString()
-                freed -= out.offset
-                out.close()
-            for old in bundle.existing_data_files(edit.target):
-                if old not in new:
-                    if edit.in_place:
-                        freed += _size(old)
-                    tx.delete_after(old)
-            bundle.write_index(edit.target, edit.index.header, items.items(),
-                               out=tx.file(bundle.index_filename(edit.target)))
-            tx.publish()
+        return _compact(edit, edit.items, progress)
+
+
+def _compact(edit: _Edit, items: Mapping[str, bytes], progress: Progress | None) -> int:
+    """Publish `items` (source entries) with freshly written shards; return bytes freed."""
+    by_shard: dict[int, list[tuple[str, bundle.BundleEntryProto]]] = {}
+    for key, entry in edit.data_entries(items):
+        by_shard.setdefault(entry.shard_id, []).append((key, entry))
+    new_key = {id(v): k for k, v in items.items()}
+    out_items = dict(items)
+    n = edit.index.num_shards
+    freed = 0
+    with Commit(os.path.dirname(edit.target)) as tx:
+        tx.guard(bundle.index_filename(edit.prefix), edit.read_as)
+        new = set()
+        for shard in sorted(by_shard):
+            out = tx.shard(bundle.data_filename(edit.target, shard, n))
+            new.add(out.path)
+            freed += edit.data.shard_size(shard)
+            fd = edit.data.shard_fd(shard)
+            for key, checked in sorted(by_shard[shard], key=lambda ke: ke[1].offset):
+                entry = bundle.BundleEntryProto()
+                entry.CopyFrom(checked)  # the reader's cached entry stays as read
+                entry.offset = out.offset
+                _copy_range(fd, checked.offset, checked.size, out, edit.data.shard_path(shard), key, progress)
+                out_items[new_key[id(edit.items[key])]] = entry.SerializeToString()
+            freed -= out.offset
+            out.close()
+        for old in bundle.existing_data_files(edit.target):
+            if old not in new:
+                if edit.in_place:
+                    freed += _size(old)
+                tx.delete_after(old)
+        bundle.write_index(edit.target, edit.index.header, out_items.items(),
+                           out=tx.file(bundle.index_filename(edit.target)))
+        tx.publish()
     return freed
 
 
