@@ -225,6 +225,10 @@ class BundleIndex:
                         out[key] = found
                         continue
             entry = self.entry(key)
+            if not entry.slices and not 0 <= entry.shard_id < max(num_shards, 1):
+                # listing refuses what every read would (BundleData.checked checks the rest)
+                raise DataLossError(f"entry names shard {entry.shard_id} of {num_shards}",
+                                    path=self.path, key=key)
             out[key] = (entry.dtype, shape_of(entry, self.path, key))
         return out
 
@@ -237,6 +241,8 @@ class BundleIndex:
         return entry.dtype, shape_of(entry, self.path, key)
 
     def entry(self, key: str) -> BundleEntryProto:
+        """The parsed entry under `key` (KeyError if absent), as stored: only parsing is
+        checked here; `BundleData.checked` validates it against its shards."""
         entry = self._entries.get(key)
         if entry is None:
             raw = self._raw[key]  # KeyError for the caller to translate
@@ -245,9 +251,6 @@ class BundleIndex:
                 entry.ParseFromString(raw)
             except Exception:
                 raise DataLossError("index entry is not parseable", path=self.path, key=key) from None
-            if entry.shard_id < 0 or (not entry.slices and entry.shard_id >= max(self.num_shards, 1)):
-                raise DataLossError(f"entry names shard {entry.shard_id} of {self.num_shards}",
-                                    path=self.path, key=key)
             self._entries[key] = entry
         return entry
 
