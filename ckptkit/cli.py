@@ -43,7 +43,12 @@ class _Failure(click.ClickException):
     exit_code = 1
 
     def show(self, file=None) -> None:
-        _echo(f"ckptkit: error: {_printable(self.message)}", err=True)
+        _echo(_error_line(self.message), err=True)
+
+
+def _error_line(message: str) -> str:
+    """`ckptkit: error: MESSAGE` as one printable line (a key's undecodable bytes as \\xff)."""
+    return "ckptkit: error: " + _printable(_BYTE_IN_REPR.sub(r"\1\\x\2", message))
 
 
 _LONG_KEY = 120  # keys longer than this are shortened in error messages
@@ -630,7 +635,7 @@ def verify_cmd(ctx, ckpt, as_json) -> None:
         for key, message in report.errors:
             if not message.startswith(report.prefix):  # the library named neither file nor key
                 message = f"{report.prefix}: key {key!r}: {message}"
-            _echo(f"ckptkit: error: {_printable(message)}", err=True)
+            _echo(_error_line(message), err=True)
         prefix = _printable(report.prefix)
         if report.ok:
             _echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes verified in {prefix}")

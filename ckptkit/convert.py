@@ -12,6 +12,7 @@ would need unpickling, which would let a file run code, so they are refused.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from . import dtypes as _dtypes
-from .errors import DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
+from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import bundle
 from .format.files import AtomicFile, fsync_dir, open_regular
 from .reader import CheckpointReader
@@ -373,6 +374,21 @@ def source_bytes(path: str | os.PathLike) -> int:
         return 0
 
 
+@contextlib.contextmanager
+def _naming(path: str):
+    """Give a CheckpointError raised without a file (a bad slice, a bad value) `path`."""
+    try:
+        yield
+    except CheckpointError as exc:
+        if exc.path is not None:
+            raise
+        try:
+            named = type(exc)(exc.message, path=path, key=exc.key)
+        except TypeError:  # a subclass with another signature: leave it as it is
+            raise exc from None
+        raise named from None
+
+
 def check_destination(path: str | os.PathLike, *, make_parents: bool = False) -> None:
     """Raise a CheckpointError naming `path` if a file could not be written there.
 
@@ -411,12 +427,14 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
         raise InvalidArgumentError("source and destination are the same file", path=dst)
     kind = _kind(dst)
     check_destination(dst, make_parents=kind == "checkpoint")
-    tensors = read_any(src, progress)
-    if kind == "npz":
-        write_npz(dst, tensors, progress)
-    elif kind == "safetensors":
-        write_safetensors(dst, tensors, progress=progress)
-    else:
-        bundle.write_bundle(dst, tensors, num_shards=num_shards, progress=progress)
+    with _naming(src):
+        tensors = read_any(src, progress)
+    with _naming(dst):
+        if kind == "npz":
+            write_npz(dst, tensors, progress)
+        elif kind == "safetensors":
+            write_safetensors(dst, tensors, progress=progress)
+        else:
+            bundle.write_bundle(dst, tensors, num_shards=num_shards, progress=progress)
     nbytes = sum(np.asarray(v).nbytes for v in tensors.values() if np.asarray(v).dtype.kind != "O")
     return {"src": src, "dst": dst, "tensors": len(tensors), "bytes": nbytes}
