@@ -137,7 +137,7 @@ def _escape_char(match: re.Match) -> str:
     return f"\\u{code:04x}"
 
 
-def _printable(text: str) -> str:
+def _printable(text: object) -> str:
     """A name or path as one printable line: undecodable bytes as \\xff, controls escaped."""
     return _UNPRINTABLE.sub(_escape_char, str(text))
 
@@ -769,6 +769,7 @@ def example_cmd(directory) -> None:
     v = np.float32(10.0)                # sess.run(v.assign(10))
     ema.apply({"v": v})                 # sess.run(ema.apply([v]))
     values = {"v": v, **ema.shadow_variables()}
+    _check_output(os.path.join(directory, "model.ckpt"))
     os.makedirs(directory, exist_ok=True)
     path = _saver.Saver().save(values, os.path.join(directory, "model.ckpt"))
     for key, value in values.items():

@@ -492,3 +492,11 @@ def test_npz_written_is_a_plain_zip(tmp_path):
     convert.write_npz(path, {"é": np.float32(1)})
     with zipfile.ZipFile(path) as zf:
         assert zf.namelist() == ["é.npy"]
+
+
+def test_example_into_bad_directories(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    fails("example", afile / "x", naming=str(afile))
+    (tmp_path / "d" / "checkpoint").mkdir(parents=True)
+    fails("example", tmp_path / "d", naming=str(tmp_path / "d" / "checkpoint"))
