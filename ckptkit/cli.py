@@ -565,20 +565,20 @@ def rm_cmd(ckpt, names, compact, output) -> None:
     if not names and not compact:
         raise click.UsageError("give at least one NAME (or --compact alone to reclaim space)")
     _check_output(output)
-    target = ckpt
-    if names:
-        with _progress(_copy_total(ckpt, output), "copying") as progress:
-            removed = edit.remove_keys(ckpt, names, output=output, progress=progress)
-        for name in removed:
-            _echo(_printable(name))
-        _note(f"removed {_count(len(removed))}" + ("" if compact else
-              "; their bytes stay in the data shards until `ckptkit rm --compact`"))
-        target = output or ckpt  # with -o, the new checkpoint's shards are compacted in place
     if compact:
-        compact_output = None if names else output
-        with _progress(_copy_total(target, compact_output or target), "compacting") as progress:
-            freed = edit.compact(target, output=compact_output, progress=progress)
+        with _progress(_copy_total(ckpt, output or ckpt), "compacting") as progress:
+            freed = edit.compact(ckpt, remove=names, output=output, progress=progress)
+        for name in names:
+            _echo(_printable(name))
+        if names:
+            _note(f"removed {_count(len(dict.fromkeys(names)))}")
         _note(f"compacted: {_human(freed)} reclaimed")
+        return
+    with _progress(_copy_total(ckpt, output), "copying") as progress:
+        removed = edit.remove_keys(ckpt, names, output=output, progress=progress)
+    for name in removed:
+        _echo(_printable(name))
+    _note(f"removed {_count(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`")
 
 
 @cli.command("diff")

@@ -26,7 +26,8 @@ import numpy as np
 from . import dtypes as _dtypes
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import bundle
-from .format.files import AtomicFile, fsync_dir, open_regular
+from .format.commit import Commit
+from .format.files import open_regular
 from .reader import CheckpointReader
 
 __all__ = ["check_destination", "convert", "read_safetensors", "write_safetensors", "read_npz", "write_npz",
@@ -191,15 +192,15 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     if len(blob) > _MAX_HEADER:
         raise UnsupportedError(f"the safetensors header would be {len(blob)} bytes, over the "
                                f"format's limit of {_MAX_HEADER} (names too long or too many)", path=path)
-    with AtomicFile(path) as out:
+    with Commit(os.path.dirname(path)) as tx:
+        out = tx.file(path)
         out.write(_HEADER_LEN.pack(len(blob)))
         out.write(blob)
         for arr in arrays:
             out.write(arr.reshape(-1).view(np.uint8))
             if progress is not None:
                 progress(arr.nbytes)
-        out.commit()
-    fsync_dir(os.path.dirname(path))
+        tx.publish()
 
 
 # --------------------------------------------------------------------------- npz
@@ -308,15 +309,15 @@ def write_npz(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
     path = os.fspath(path)
     _check_member_names(path, tensors, ".npz member", limit=_MAX_ZIP_NAME - len(".npy"))
     arrays = {name: _to_npz_array(value, path, name) for name, value in tensors.items()}
-    with AtomicFile(path) as out:
+    with Commit(os.path.dirname(path)) as tx:
+        out = tx.file(path)
         with zipfile.ZipFile(out.file, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, arr in arrays.items():
                 with zf.open(name + ".npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, arr, allow_pickle=False)
                 if progress is not None:
                     progress(arr.nbytes)
-        out.commit()
-    fsync_dir(os.path.dirname(path))
+        tx.publish()
 
 
 _MAX_ZIP_NAME = 0xFFFF  # a zip member name's length is a 16-bit field

@@ -206,30 +206,30 @@ def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite:
 
 
 def remove_keys(prefix: str | os.PathLike, names: Iterable[str], *,
-                output: str | os.PathLike | None = None, compact: bool = False,
-                progress: Progress | None = None,
+                output: str | os.PathLike | None = None, progress: Progress | None = None,
                 lock_timeout: float | None = EDIT_WAIT_SECONDS) -> list[str]:
     """Drop tensors from the index; return the names removed.
 
     The removed tensors' bytes stay in the data shards (nothing references them any
-    more) unless `compact=True`, which rewrites the shards without them in the same
-    commit (see `compact`): the checkpoint is then either untouched or both smaller
-    and without the names, never one without the other.
+    more); `compact(prefix, remove=names)` removes and reclaims in one commit.
     """
-    if isinstance(names, str):
-        names = [names]
-    names = list(dict.fromkeys(names))
+    names = _names(names)
     with _editing(prefix, output, lock_timeout) as edit:
-        for name in names:
-            edit.require(name)
-            edit.refuse_sliced(name, "remove")
-        gone = set(names)
-        items = {k: v for k, v in edit.items.items() if k not in gone}
-        if compact:
-            _compact(edit, items, progress)
-        else:
-            edit.write(items, progress)
+        edit.write(_without(edit, names), progress)
     return names
+
+
+def _names(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys([names] if isinstance(names, str) else names))
+
+
+def _without(edit: _Edit, names: list[str]) -> dict[str, bytes]:
+    """The index items without `names` (each must exist and not be partitioned)."""
+    for name in names:
+        edit.require(name)
+        edit.refuse_sliced(name, "remove")
+    gone = set(names)
+    return {k: v for k, v in edit.items.items() if k not in gone}
 
 
 def ema_mapping(keys: Iterable[str], ema_name: str = "ExponentialMovingAverage") -> dict[str, str]:
@@ -262,18 +262,22 @@ def apply_ema(prefix: str | os.PathLike, *, output: str | os.PathLike | None = N
     return mapping
 
 
-def compact(prefix: str | os.PathLike, *, output: str | os.PathLike | None = None,
-            progress: Progress | None = None, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> int:
+def compact(prefix: str | os.PathLike, *, remove: Iterable[str] = (),
+            output: str | os.PathLike | None = None, progress: Progress | None = None,
+            lock_timeout: float | None = EDIT_WAIT_SECONDS) -> int:
     """Rewrite the data shards holding only the bytes the index references; return bytes freed.
 
+    `remove` names tensors to drop first, in the same commit: the checkpoint is then
+    either untouched or both without them and compacted, never one without the other.
     Entries keep their shard and order; only offsets change, and checksums are carried
     over (the bytes are the same). Each entry is checked against its shard first, as a
     read would be; only shards some entry references are read or written, and data
     files of the prefix that no entry references any more are deleted. Published with
     the commit protocol: the prefix names the old checkpoint or the new one, never none.
     """
+    names = _names(remove)
     with _editing(prefix, output, lock_timeout) as edit:
-        return _compact(edit, edit.items, progress)
+        return _compact(edit, _without(edit, names), progress)
 
 
 def _compact(edit: _Edit, items: Mapping[str, bytes], progress: Progress | None) -> int:

@@ -37,7 +37,7 @@ from .format.commit import locked_directory, write_file
 from .format.lock import SAVER
 from .proto.saver_pb2 import SaverDef
 from .reader import CheckpointReader
-from .state import (V2, checkpoint_exists, get_checkpoint_mtimes, meta_graph_filename,
+from .state import (V2, check_state_file_path, checkpoint_exists, get_checkpoint_mtimes, meta_graph_filename,
                     remove_checkpoint, update_checkpoint_state)
 
 __all__ = ["Saver"]
@@ -237,6 +237,8 @@ class Saver:
         # Build (and so validate) the graph before any file is written: a name TF's graph
         # can't hold must fail the save cleanly, not after the data landed.
         graph = self._build_meta_graph(values, saved, checkpoint_file) if write_meta_graph else None
+        if write_state:  # a state file that can't be written fails the save before any byte
+            check_state_file_path(os.path.join(parent, latest_filename))
         with locked_directory(parent, self._lock_timeout, role=SAVER):
             bundle.write_bundle(checkpoint_file, {key: values[name] for key, name in saved.items()},
                                 num_shards=self._num_shards)

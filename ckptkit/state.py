@@ -19,7 +19,8 @@ from google.protobuf import text_format
 
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError
 from .format import bundle, v1
-from .format.files import fsync_dir, match_in_directory, open_regular, write_file_atomic
+from .format.commit import locked_directory, write_file
+from .format.files import fsync_dir, match_in_directory, open_regular
 from .proto.checkpoint_state_pb2 import CheckpointState
 from .proto.saver_pb2 import SaverDef
 
@@ -114,7 +115,7 @@ def check_state_file_path(path: str | os.PathLike) -> None:
 
 
 def write_state_file(path: str | os.PathLike, state: CheckpointState) -> None:
-    """Write a state file atomically, in the text format TF writes.
+    """Write a state file atomically, in the text format TF writes, holding the lock.
 
     Refused before anything is written (CheckpointError naming the file) when the
     path is a directory or its directory is missing. A failing write (permissions, a
@@ -122,7 +123,7 @@ def write_state_file(path: str | os.PathLike, state: CheckpointState) -> None:
     """
     path = os.fspath(path)
     check_state_file_path(path)
-    write_file_atomic(path, text_format.MessageToString(state).encode("utf-8"))
+    write_file(path, text_format.MessageToString(state).encode("utf-8"))
 
 
 def _resolve(directory: str, path: str) -> str:
@@ -315,19 +316,20 @@ def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_ve
         shown = os.fspath(root) or os.curdir
         raise InvalidArgumentError(f"refusing to delete a checkpoint outside {shown!r}", path=prefix)
     removed = []
-    # The index goes first: from then on the checkpoint no longer exists for any
-    # reader, so a crash part-way leaves orphan data files, never a half checkpoint.
-    files = sorted(checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix),
-                   key=lambda p: not p.endswith(".index"))
-    for path in files:
-        try:
-            os.unlink(path)  # on a symlink: removes the link, not its target
-        except FileNotFoundError:
-            _log.warning("%s: already deleted, perhaps by another process", path)
-            continue
-        removed.append(path)
-    if removed:
-        fsync_dir(directory)
+    with locked_directory(directory):
+        # The index goes first: from then on the checkpoint no longer exists for any
+        # reader, so a crash part-way leaves orphan data files, never a half checkpoint.
+        files = sorted(checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix),
+                       key=lambda p: not p.endswith(".index"))
+        for path in files:
+            try:
+                os.unlink(path)  # on a symlink: removes the link, not its target
+            except FileNotFoundError:
+                _log.warning("%s: already deleted, perhaps by another process", path)
+                continue
+            removed.append(path)
+        if removed:
+            fsync_dir(directory)
     return removed
 
 

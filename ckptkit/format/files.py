@@ -250,11 +250,3 @@ def _close_quietly(file) -> None:
             os.close(file.fileno())
         except (OSError, ValueError):
             pass
-
-
-def write_file_atomic(path: str, data: bytes) -> None:
-    """Write a whole small file atomically and durably (no lock: see commit.Commit)."""
-    with AtomicFile(path) as f:
-        f.write(data)
-        f.commit()
-    fsync_dir(os.path.dirname(path))
