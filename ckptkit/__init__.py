@@ -28,7 +28,7 @@ _LAZY = {
     "SlicedTensor": "format.slices", "TensorSlice": "format.slices",
     "ObjectGraph": "objectgraph",
     "rename_keys": "edit", "remove_keys": "edit", "apply_ema": "edit",
-    "DirectoryLockedError": "format.lock",
+    "DirectoryLockedError": "format.lock", "ConcurrentModificationError": "format.commit",
 }
 
 __all__ = ["CheckpointError", "DataLossError", "InvalidArgumentError", "NotFoundError",
@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same name
     from .edit import apply_ema, remove_keys, rename_keys
     from .ema import ExponentialMovingAverage
     from .format.slices import SlicedTensor, TensorSlice
+    from .format.commit import ConcurrentModificationError
     from .format.lock import DirectoryLockedError
     from .objectgraph import ObjectGraph
     from .metagraph import build_meta_graph, read_meta_graph, summarize_meta_graph, write_meta_graph

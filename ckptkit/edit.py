@@ -25,7 +25,7 @@ from typing import Union
 
 from .errors import (DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError)
 from .format import bundle
-from .format.commit import Commit, identity, locked_directory
+from .format.commit import Commit, ConcurrentModificationError, identity, locked_directory
 from .format.lock import EDIT_WAIT_SECONDS
 from .reader import resolve_prefix
 
@@ -118,7 +118,7 @@ def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
     Reading under the lock means no ckptkit writer can replace the index between this
     read and the edit's publication; `Commit.guard` catches any other program.
     """
-    prefix = resolve_prefix(prefix)
+    given, prefix = prefix, resolve_prefix(prefix)
     target = None if output is None else os.fspath(output)
     if target is not None:
         if not os.path.basename(target):
@@ -130,7 +130,12 @@ def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
     with ExitStack() as stack:
         for directory in sorted(directories):  # one order for everyone: no lock-order deadlock
             stack.enter_context(locked_directory(directory, lock_timeout))
-        edit = _Edit(prefix, target)
+        # Again, under the lock: a Saver may have pruned or replaced what `given` named.
+        now = resolve_prefix(given)
+        if os.path.dirname(now) != os.path.dirname(prefix):
+            raise ConcurrentModificationError("changed by another program while waiting for its lock; "
+                                              "nothing was written, run it again", path=os.fspath(given))
+        edit = _Edit(now, target)
         stack.callback(edit.close)
         yield edit
 

@@ -183,11 +183,8 @@ def test_saver_edits_and_readers_race(mode, tmp_path, tf):
     assert same_values(tf_values(tf, latest), ckptkit.load(latest))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an edit of `-c DIR` whose latest checkpoint the Saver prunes "
-                   "between resolve_prefix and taking the lock fails with UnsupportedError 'only V2 "
-                   "checkpoints (.index + .data) can be edited; rewrite a V1 checkpoint first', "
-                   "not a NotFoundError saying the checkpoint is gone (seen in the 'step' race)")
 def test_edit_of_a_checkpoint_pruned_before_the_lock_says_not_found(tmp_path, monkeypatch):
+    """The path is resolved again under the lock: a checkpoint pruned meanwhile is 'not found'."""
     prefix = str(tmp_path / "model-5")
     ckptkit.save(prefix, {"a": np.float32(1)})
     real = edit.resolve_prefix
