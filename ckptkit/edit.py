@@ -8,9 +8,12 @@ and every checksum, untouched. The price of `remove_keys` is that the removed te
 bytes stay in the shard until `compact` rewrites the shards with live data only.
 
 With `output=`, the edited checkpoint is written under a new prefix instead: a new
-index plus the data shards hard-linked (same filesystem) or copied under the new
-names. Every write, here and in `compact`, goes through temp names and renames, so a
-hard-linked shard is never modified in place and the source checkpoint never changes.
+index plus the data shards its entries reference, hard-linked (same filesystem) or
+copied under the new names. Every edit holds the directory lock from before it reads
+the index until it publishes, and publishes through `format.commit.Commit` (temp
+names, a journal where several files change, renames, the index last), so a
+hard-linked shard is never modified in place, the source checkpoint never changes,
+and a crash leaves the old checkpoint or the new one.
 
 Partitioned variables (entries with `slices`) store their data under binary slice
 keys derived from the variable's name; renaming or removing them needs those keys
