@@ -145,6 +145,9 @@ class _V1:
         self.checkpoint.close()
 
 
+_REOPENS = 3  # times get_tensor reopens a checkpoint replaced under it before giving up
+
+
 class CheckpointReader(Mapping):
     """Read-only access to one checkpoint, keyed by tensor name.
 
@@ -171,6 +174,9 @@ class CheckpointReader(Mapping):
         self.prefix = resolve_prefix(path)
         self.verify = verify
         self.mmap = mmap
+        self._open()
+
+    def _open(self) -> None:
         if os.path.isfile(bundle.index_filename(self.prefix)):
             self._backend: _V2 | _V1 = _V2(self.prefix)
         else:
@@ -180,6 +186,7 @@ class CheckpointReader(Mapping):
         self._names = self._backend.names()
         self._name_set = set(self._names)
         self._meta_map: dict[str, tuple[int, tuple[int, ...]]] | None = None
+        self.generation = getattr(self, "generation", -1) + 1  # counts reopens (see get_tensor)
 
     # ---- TF's CheckpointReader API
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
@@ -209,9 +216,19 @@ class CheckpointReader(Mapping):
         `copy=False` returns a read-only view of the mapped shard where the data allow it
         (see the class doc); the default follows the reader's `mmap` option.
         """
-        if name not in self._name_set:
-            raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
-        return self._backend.read(name, self.verify, not self.mmap if copy is None else copy)
+        for attempt in range(_REOPENS + 1):
+            if name not in self._name_set:
+                raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
+            try:
+                return self._backend.read(name, self.verify, not self.mmap if copy is None else copy)
+            except bundle.IndexReplacedError:
+                if attempt == _REOPENS:
+                    raise
+                # A writer replaced the checkpoint (a re-save of this prefix) after this
+                # reader read its index: read the new one, as a fresh reader would.
+                self._backend.close()
+                self._open()
+        raise AssertionError("unreachable")
 
     def debug_string(self) -> bytes:
         """TF's format: one `name (DT_FLOAT) [2,3]` line per tensor, as bytes."""
@@ -317,6 +334,18 @@ def load_variable(path: str | os.PathLike, name: str) -> np.ndarray:
 
 
 def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a checkpoint, as {name: array}."""
+    """Every tensor of a checkpoint, as {name: array}: all from one checkpoint, even when a
+    writer replaces it meanwhile (then the new one is read whole)."""
     with CheckpointReader(path) as reader:
-        return {name: reader.get_tensor(name) for name in reader}
+        for _ in range(_REOPENS):
+            generation = reader.generation
+            try:
+                values = {name: reader.get_tensor(name) for name in list(reader)}
+            except TensorNotFoundError:  # a name of the checkpoint that was replaced
+                if reader.generation == generation:
+                    raise
+                continue
+            if reader.generation == generation:
+                return values
+        raise bundle.IndexReplacedError("the checkpoint was replaced again and again while it was "
+                                        "being read", path=reader.prefix)

@@ -171,3 +171,39 @@ def test_link_of_a_shard_that_is_not_a_regular_file_fails_cleanly(tmp_path):
                 tx.link(str(tmp_path / name), str(tmp_path / f"out-{name}"))
     assert leftovers(tmp_path) == []
     assert not [n for n in os.listdir(tmp_path) if n.startswith("out-")]
+
+
+def test_a_reader_opened_before_a_resave_reads_the_new_checkpoint_whole(tmp_path):
+    """The shards are opened lazily: one opened after a re-save belongs to the new index."""
+    prefix = str(tmp_path / "model")
+    old = {f"t{i}": np.full(8, i, np.float32) for i in range(6)}
+    new = {f"t{i}": np.full(8, 10 + i, np.float32) for i in range(6)}
+    ckptkit.save(prefix, old, num_shards=3)
+    reader = ckptkit.CheckpointReader(prefix)
+    ckptkit.save(prefix, new, num_shards=3)
+    np.testing.assert_array_equal(reader.get_tensor("t0"), new["t0"])
+    assert reader.generation == 1
+    # load(): one shard read, then a re-save, then the next shard: it starts over
+    reader = ckptkit.CheckpointReader(prefix)
+    first = reader.get_tensor("t0")  # shard 0 open, the others not yet
+    ckptkit.save(prefix, old, num_shards=3)
+    np.testing.assert_array_equal(first, new["t0"])
+    got = ckptkit.load(prefix)
+    assert all(np.array_equal(got[k], old[k]) for k in old)
+
+
+def test_load_never_mixes_two_checkpoints(tmp_path, monkeypatch):
+    prefix = str(tmp_path / "model")
+    ckptkit.save(prefix, {f"t{i}": np.full(4, i, np.int64) for i in range(4)}, num_shards=4)
+    real = ckptkit.CheckpointReader.get_tensor
+    calls = {"n": 0}
+
+    def get_tensor(self, name, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:  # between the first and the second tensor, a re-save
+            ckptkit.save(prefix, {f"t{i}": np.full(4, 100 + i, np.int64) for i in range(4)}, num_shards=4)
+        return real(self, name, **kw)
+
+    monkeypatch.setattr(ckptkit.CheckpointReader, "get_tensor", get_tensor)
+    got = ckptkit.load(prefix)
+    assert {k: int(v[0]) for k, v in got.items()} == {f"t{i}": 100 + i for i in range(4)}

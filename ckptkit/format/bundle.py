@@ -26,7 +26,7 @@ from .. import dtypes as _dtypes
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
 from ..proto import tensor_bundle_pb2
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
-from .commit import Commit, open_pending, pending_renames
+from .commit import Commit, identity, open_pending, pending_renames, published_identity
 from .lock import EDIT_WAIT_SECONDS
 from .files import AtomicFile, match_in_directory
 from .shard_writer import CHUNK as _CHUNK, ShardWriter
@@ -114,6 +114,10 @@ class gc_paused:  # noqa: N801 - used like a function: `with gc_paused():`
             gc.enable()
 
 
+class IndexReplacedError(DataLossError):
+    """A commit replaced the checkpoint after its index was read (CheckpointReader reopens)."""
+
+
 class BundleIndex:
     """The parsed `.index` file: header plus every entry, decoded on first use."""
 
@@ -123,6 +127,7 @@ class BundleIndex:
         # A commit whose writer died after its commit point is read through its journal.
         self.pending = pending_renames(self.path)
         with open_pending(self.path, self.pending, "checkpoint index") as f:
+            self.read_as = identity(f.fileno())  # which index this is (see BundleData._file)
             try:
                 data = f.read()
             except OSError as exc:
@@ -283,6 +288,12 @@ class BundleData:
         f = self._files.get(shard)
         if f is None:
             f = open_pending(self.shard_path(shard), self.index.pending, "data shard")
+            # A shard opened after a commit replaced the checkpoint may hold the new
+            # checkpoint's bytes, which the index read before does not describe.
+            if published_identity(self.index.path) != self.index.read_as:
+                f.close()
+                raise IndexReplacedError("the checkpoint was replaced while it was being read",
+                                         path=self.index.path)
             self._files[shard] = f
             self._sizes[shard] = os.fstat(f.fileno()).st_size
         return f

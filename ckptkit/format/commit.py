@@ -43,7 +43,7 @@ from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
 from .shard_writer import ShardWriter
 
 __all__ = ["JOURNAL_SUFFIX", "Commit", "ConcurrentModificationError", "identity", "locked_directory",
-           "open_pending", "pending_renames", "recover", "write_file"]
+           "open_pending", "pending_renames", "published_identity", "recover", "write_file"]
 
 JOURNAL_SUFFIX = ".ckptkit-journal"
 _JOURNAL_VERSION = 1
@@ -188,13 +188,23 @@ def locked_directory(directory: str, timeout: float | None = EDIT_WAIT_SECONDS, 
         lock.release()
 
 
-def identity(path: str) -> tuple[int, int, int, int] | None:
-    """What `Commit.guard` compares: a file's device, inode, size and mtime (None: absent)."""
+def identity(path: str | int) -> tuple[int, int, int, int] | None:
+    """What `Commit.guard` compares: a file's (path's or descriptor's) device, inode, size
+    and mtime (None: absent). A rename keeps it; any rewrite or replacement changes it."""
     try:
         st = os.stat(path)
     except OSError:
         return None
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def published_identity(last_final: str) -> tuple[int, int, int, int] | None:
+    """The `identity` of the file a reader opening `last_final` now would read: the
+    pending commit's temp while its journal is there, else the file itself. A reader
+    compares it with what it read to learn whether a commit replaced the checkpoint."""
+    temp = pending_renames(last_final).get(last_final)
+    found = identity(temp) if temp is not None else None
+    return found if found is not None else identity(last_final)
 
 
 class Commit:
