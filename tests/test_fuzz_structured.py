@@ -570,7 +570,6 @@ def test_v1_records_mutated(small_v1, traced, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- edits on mutated indexes
 
-@pytest.mark.xfail(reason="edits validated by lead", strict=False)
 def test_edits_on_mutated_indexes(v2_work, tmp_path):
     """compact and rename_keys -o on a lying index: a result that reads like the source
     (or fails like it), or a CheckpointError; never another exception or a hang."""
