@@ -29,7 +29,7 @@ from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints
 from .commit import Commit, identity, open_pending, pending_renames, published_identity
 from .lock import EDIT_WAIT_SECONDS
 from .files import AtomicFile, match_in_directory
-from .shard_writer import CHUNK as _CHUNK, ShardWriter
+from .shard_writer import CHUNK as _CHUNK
 from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
 
