@@ -120,6 +120,9 @@ def test_a_resave_with_fewer_shards_deletes_the_old_shards_after_the_new_index(t
     {"version": 1, "renames": [], "deletes": ["sub/precious"]},
     {"version": 2, "renames": [], "deletes": ["precious"]},
     "not json at all",
+    "[" * 100_000,
+    {"version": 1, "renames": [["a"]], "deletes": []},
+    ["a list"],
 ])
 def test_a_hostile_or_damaged_journal_touches_nothing(tmp_path, journal):
     directory = tmp_path / "run"

@@ -82,7 +82,7 @@ def _read_journal(path: str) -> tuple[list[tuple[str, str]], list[str]] | None:
             raise ValueError("unknown journal")
         renames = [(str(t), str(f)) for t, f in doc["renames"]]
         deletes = [str(d) for d in doc["deletes"]]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: "[[[[..."
         raise CheckpointError("commit journal is damaged; remove it to keep the old files",
                               path=path) from None
     names = [n for pair in renames for n in pair] + deletes
