@@ -26,10 +26,11 @@ byte-range locks, which covers writers on different machines; on filesystems wit
 working locks (some FUSE mounts) or platforms without fcntl (Windows), the lock is
 skipped with a debug log and saving works as before.
 
-The lock file exists only while a save runs (so a directory at rest holds exactly
+The lock file exists only while a write runs (so a directory at rest holds exactly
 the files TF's Saver would leave): the holder deletes it before unlocking, and a
 locker that finds its locked file no longer at the path retries with a fresh one.
-It holds the holder's `pid host`, for the error message only.
+It holds the holder's `pid host role`: the role decides how long others wait, the rest
+is for the error message.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ _log = logging.getLogger(__name__)
 
 
 class DirectoryLockedError(CheckpointError):
-    """Another ckptkit Saver holds the directory's lock (it is saving right now)."""
+    """Another ckptkit writer holds the directory's lock (it is writing right now)."""
 
 
 class DirectoryLock:
@@ -170,7 +171,7 @@ class DirectoryLock:
                 pass
             os.close(fd)  # closing the only descriptor releases the flock
 
-    def __enter__(self) -> "DirectoryLock":
+    def __enter__(self) -> DirectoryLock:
         self.acquire()
         return self
 
