@@ -1,0 +1,193 @@
+"""Snappy-compressed table blocks, as TF 1.x and early 2.x builds wrote V2 indexes too.
+
+Two real files written by released TF builds (../shared/testdata, TF Serving's test data)
+must read in a default install with TF's values. Multi-block snappy indexes are built
+here with a byte-exact snappy encoder (every element kind: short and long literals,
+copies with 1-, 2- and 4-byte offsets), checked against the cramjam decoder and read by
+TF and by ckptkit alike.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import cramjam  # a runtime dependency of ckptkit (the snappy decoder)
+import numpy as np
+import pytest
+
+import ckptkit
+from ckptkit.format import bundle, table
+from ckptkit.format.coding import FIXED32, crc32c, encode_varint, mask_crc
+
+TESTDATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "tf-serving"
+SAVED_MODEL_VARIABLES = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123" / "variables" / "variables"
+V1_EXPORT = TESTDATA / "bad_half_plus_two" / "00000123" / "export"
+SNAPPY = 1  # the block trailer's compression type for snappy (table_format.h kSnappyCompression)
+
+
+def test_testdata_is_there():
+    assert SAVED_MODEL_VARIABLES.with_suffix(".index").is_file(), TESTDATA
+    assert V1_EXPORT.is_file()
+
+
+def test_saved_model_with_snappy_index_reads_with_tfs_values(tf):
+    prefix = str(SAVED_MODEL_VARIABLES)
+    expected = {"a": 0.5, "b": 2.0, "a2": 0.5, "c": 3.0, "c2": 3.0}  # as the testdata README says
+    got = ckptkit.load(prefix)
+    assert {k: float(v) for k, v in got.items()} == expected
+    assert all(v.dtype == np.float32 and v.shape == () for v in got.values())
+    reader = tf.train.load_checkpoint(prefix)
+    assert {k: float(reader.get_tensor(k)) for k in reader.get_variable_to_shape_map()} == expected
+    index = table.TableReader.open(bundle.index_filename(prefix))
+    assert any(index.data[off + size] == SNAPPY for off, size in index._handles), "not a snappy file?"
+
+
+def test_tf0_v1_export_reads_with_tfs_values(tf):
+    got = ckptkit.load(str(V1_EXPORT))
+    assert {k: float(v) for k, v in got.items()} == {"Variable": 0.5, "Variable_1": 2.0}
+    reader = tf.train.load_checkpoint(str(V1_EXPORT))
+    assert {k: float(reader.get_tensor(k)) for k in reader.get_variable_to_shape_map()} == \
+        {"Variable": 0.5, "Variable_1": 2.0}
+
+
+# --------------------------------------------------------------------------- a snappy encoder
+
+def _literal(data: bytes) -> bytes:
+    n = len(data) - 1
+    if n < 60:
+        return bytes([n << 2]) + data
+    size = (n.bit_length() + 7) // 8  # 1..4 extra bytes: tags 60..63
+    return bytes([(59 + size) << 2]) + n.to_bytes(size, "little") + data
+
+
+def _copy(offset: int, length: int) -> bytes:
+    out = b""
+    while length:
+        if 4 <= length <= 11 and offset < 2048:
+            return out + bytes([((offset >> 8) << 5) | ((length - 4) << 2) | 1, offset & 0xFF])
+        n = min(length, 64)
+        if length - n and length - n < 4:  # keep what is left a valid copy of >= 4 bytes
+            n = length - 4
+        if offset < 65536:
+            out += bytes([((n - 1) << 2) | 2]) + offset.to_bytes(2, "little")
+        else:
+            out += bytes([((n - 1) << 2) | 3]) + offset.to_bytes(4, "little")
+        length -= n
+    return out
+
+
+def snappy_compress(data: bytes) -> bytes:
+    """Raw snappy (no framing): greedy matches of >= 4 bytes found through a hash of the
+    last position of each 4-byte string, at any distance (so 4-byte offsets occur)."""
+    out = [encode_varint(len(data))]
+    last: dict[bytes, int] = {}
+    pos = start = 0
+    while pos + 4 <= len(data):
+        key = data[pos:pos + 4]
+        candidate = last.get(key)
+        last[key] = pos
+        if candidate is None:
+            pos += 1
+            continue
+        length = 4
+        while pos + length < len(data) and data[candidate + length] == data[pos + length]:
+            length += 1
+        if start < pos:
+            out.append(_literal(data[start:pos]))
+        out.append(_copy(pos - candidate, length))
+        pos += length
+        start = pos
+    if start < len(data):
+        out.append(_literal(data[start:]))
+    return b"".join(out)
+
+
+class SnappyTableWriter(table.TableWriter):
+    """A TableWriter whose blocks are snappy-compressed where that saves 1/8, as
+    LevelDB's TableBuilder (and TF's table_builder.cc) decides."""
+
+    def _write_block(self, block):
+        contents = block.finish()
+        block.reset()
+        compressed = snappy_compress(contents)
+        kind = SNAPPY if len(compressed) < len(contents) - len(contents) // 8 else table.NO_COMPRESSION
+        body = compressed if kind == SNAPPY else contents
+        trailer = bytes([kind])
+        self.file.write(body)
+        self.file.write(trailer + FIXED32.pack(mask_crc(crc32c(trailer, crc32c(body)))))
+        handle = (self.offset, len(body))
+        self.offset += len(body) + table.BLOCK_TRAILER_SIZE
+        return handle
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"a", b"abcd" * 3, bytes(range(256)) * 300, b"x" * 100_000,
+    os.urandom(70) + b"0123456789" * 9000 + os.urandom(70) + b"0123456789",  # copies from 90 KB back
+    np.random.default_rng(1).integers(0, 4, 200_000, dtype=np.uint8).tobytes(),
+])
+def test_the_snappy_encoder_is_what_snappy_decodes(data):
+    encoded = snappy_compress(data)
+    assert bytes(cramjam.snappy.decompress_raw(encoded)) == data
+    kinds = {b & 3 for b in _tags(encoded)}
+    if len(data) > 1000:
+        assert kinds >= {0, 2} or kinds >= {0, 1}, kinds
+
+
+def _tags(encoded: bytes):
+    """The element tags of a snappy stream (to see which kinds an encoding used)."""
+    pos = 0
+    while encoded[pos] & 0x80:
+        pos += 1
+    pos += 1
+    while pos < len(encoded):
+        tag = encoded[pos]
+        yield tag
+        kind = tag & 3
+        if kind == 0:
+            n = tag >> 2
+            if n < 60:
+                pos += 1 + n + 1
+            else:
+                size = n - 59
+                pos += 1 + size + int.from_bytes(encoded[pos + 1:pos + 1 + size], "little") + 1
+        else:
+            pos += {1: 2, 2: 3, 3: 5}[kind]
+
+
+def test_every_snappy_element_kind_is_exercised():
+    encoded = snappy_compress(os.urandom(70_000) + b"abcdefgh" * 20 + os.urandom(100) + b"abcdefghijkl"
+                              + os.urandom(70_000)[:10] + b"z" * 3000)
+    big = snappy_compress(b"Q" * 5 + os.urandom(70_000) + b"Q" * 5)
+    tags = list(_tags(encoded)) + list(_tags(big))
+    assert {t & 3 for t in tags} == {0, 1, 2, 3}
+    assert any(t & 3 == 0 and t >> 2 >= 60 for t in tags)  # a long literal
+
+
+def test_multi_block_snappy_index_reads_exactly_in_tf_and_ckptkit(tmp_path, tf):
+    prefix = str(tmp_path / "model")
+    rng = np.random.default_rng(7)
+    values = {f"layer_{i:04d}/kernel": rng.standard_normal((3, i % 5 + 1)).astype(np.float32)
+              for i in range(1500)}
+    values["names"] = np.array([b"snappy", b"", b"\xff" * 100], dtype=object)
+    ckptkit.save(prefix, values)
+    index = bundle.BundleIndex(prefix)
+    items = sorted((bundle.encode_key(k), v) for k, v in index.raw_items())
+    with open(bundle.index_filename(prefix), "wb") as f:
+        writer = SnappyTableWriter(f, block_size=4096)  # many blocks (TF writes 256 KiB ones)
+        writer.add(b"", index.header.SerializeToString())
+        for key, value in items:
+            writer.add(key, value)
+        writer.finish()
+    compressed = table.TableReader.open(bundle.index_filename(prefix))
+    kinds = [compressed.data[off + size] for off, size in compressed._handles]
+    assert len(kinds) > 10 and kinds.count(SNAPPY) > 10
+    got = ckptkit.load(prefix)
+    reader = tf.train.load_checkpoint(prefix)
+    assert sorted(got) == sorted(reader.get_variable_to_shape_map()) == sorted(values)
+    for name, value in values.items():
+        ours, theirs = got[name], reader.get_tensor(name)
+        if value.dtype == object:
+            assert list(ours) == list(theirs) == list(value)
+        else:
+            np.testing.assert_array_equal(ours, value)
+            np.testing.assert_array_equal(theirs, value)
