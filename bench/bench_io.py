@@ -1,6 +1,7 @@
 """Benchmarks: ckptkit against TensorFlow (and safetensors, and raw file I/O) in one run.
 
-Prints medians, [min .. max] and ratios; contenders run interleaved, round by round; the figures we measured are recorded in bench/README.md.
+Prints medians, [min .. max] and ratios; contenders run interleaved, round by round; the figures we
+measured are recorded in bench/README.md.
 Not a test: nothing here asserts a time.
 
     python bench/bench_io.py            # 1 GiB in 64 float32 tensors, 100k-variable listing
@@ -63,8 +64,9 @@ def main() -> None:
     parser.add_argument("--safetensors", action="store_true", help="also time safetensors save/load")
     args = parser.parse_args()
 
-    import ckptkit
     import tensorflow as tf
+
+    import ckptkit
 
     scratch = tempfile.mkdtemp(prefix="ckptkit-bench-", dir=args.dir)
     try:
@@ -179,7 +181,7 @@ def main() -> None:
         exe = [sys.executable, "-m", "ckptkit"]
         rows = []
         for label, argv in (("ckptkit --help", exe + ["--help"]), ("ckptkit ls small", exe + ["ls", small_ckpt])):
-            t = interleaved({label: lambda: subprocess.run(argv, check=True, capture_output=True)},
+            t = interleaved({label: lambda argv=argv: subprocess.run(argv, check=True, capture_output=True)},
                             max(args.repeat, 5))[label]
             rows.append((label, t, ""))
         report(rows)

@@ -8,8 +8,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .errors import (CheckpointError, DataLossError, InvalidArgumentError, NotFoundError,
-                     TensorNotFoundError, UnsupportedError)
+from .errors import (
+    CheckpointError,
+    DataLossError,
+    InvalidArgumentError,
+    NotFoundError,
+    TensorNotFoundError,
+    UnsupportedError,
+)
 
 __version__ = "0.1.0"
 
@@ -48,18 +54,33 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same names
-    from .dtypes import DType, as_dtype
-    from .reader import (CheckpointReader, NewCheckpointReader, list_variables, load,
-                         load_checkpoint, load_variable)
-    from .edit import apply_ema, remove_keys, rename_keys
-    from .ema import ExponentialMovingAverage
-    from .format.slices import SlicedTensor, TensorSlice
-    from .format.commit import ConcurrentModificationError
-    from .format.lock import DirectoryLockedError
-    from .objectgraph import ObjectGraph
-    from .metagraph import build_meta_graph, read_meta_graph, summarize_meta_graph, write_meta_graph
-    from .saver import Saver
-    from .state import (checkpoint_exists, get_checkpoint_mtimes, get_checkpoint_state, latest_checkpoint,
-                        remove_checkpoint, update_checkpoint_state)
-    from .writer import save
+if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same names (`x as x`: re-exported)
+    from .dtypes import DType as DType
+    from .dtypes import as_dtype as as_dtype
+    from .edit import apply_ema as apply_ema
+    from .edit import remove_keys as remove_keys
+    from .edit import rename_keys as rename_keys
+    from .ema import ExponentialMovingAverage as ExponentialMovingAverage
+    from .format.commit import ConcurrentModificationError as ConcurrentModificationError
+    from .format.lock import DirectoryLockedError as DirectoryLockedError
+    from .format.slices import SlicedTensor as SlicedTensor
+    from .format.slices import TensorSlice as TensorSlice
+    from .metagraph import build_meta_graph as build_meta_graph
+    from .metagraph import read_meta_graph as read_meta_graph
+    from .metagraph import summarize_meta_graph as summarize_meta_graph
+    from .metagraph import write_meta_graph as write_meta_graph
+    from .objectgraph import ObjectGraph as ObjectGraph
+    from .reader import CheckpointReader as CheckpointReader
+    from .reader import NewCheckpointReader as NewCheckpointReader
+    from .reader import list_variables as list_variables
+    from .reader import load as load
+    from .reader import load_checkpoint as load_checkpoint
+    from .reader import load_variable as load_variable
+    from .saver import Saver as Saver
+    from .state import checkpoint_exists as checkpoint_exists
+    from .state import get_checkpoint_mtimes as get_checkpoint_mtimes
+    from .state import get_checkpoint_state as get_checkpoint_state
+    from .state import latest_checkpoint as latest_checkpoint
+    from .state import remove_checkpoint as remove_checkpoint
+    from .state import update_checkpoint_state as update_checkpoint_state
+    from .writer import save as save

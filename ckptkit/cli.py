@@ -216,7 +216,7 @@ def _table(columns: list[tuple[str, str]], rows: list[list], footer: list | None
     widths = [max(len(r[i]) for r in all_rows) for i in range(len(columns))]
     for row in all_rows:
         parts = [c.rjust(w) if a == "r" else c.ljust(w)
-                 for c, w, (_, a) in zip(row, widths, columns)]
+                 for c, w, (_, a) in zip(row, widths, columns, strict=True)]
         _echo("  ".join(parts).rstrip())
 
 
@@ -247,8 +247,7 @@ def _progress(total: int, description: str):
     if not _stderr_is_tty() or total <= 0:
         yield None
         return
-    from rich.progress import (BarColumn, DownloadColumn, Progress,  # noqa: PLC0415
-                               TimeRemainingColumn, TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn  # noqa: PLC0415
 
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=_console(stderr=True),

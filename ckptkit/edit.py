@@ -24,9 +24,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from typing import Union
 
-from .errors import (DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError)
+from .errors import DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
 from .format import bundle
 from .format.commit import Commit, ConcurrentModificationError, identity, locked_directory
 from .format.lock import EDIT_WAIT_SECONDS
@@ -34,7 +33,7 @@ from .reader import resolve_prefix
 
 __all__ = ["rename_keys", "remove_keys", "apply_ema", "ema_mapping", "compact", "is_slice_key"]
 
-Renamer = Union[Mapping[str, str], Callable[[str], Union[str, None]]]
+Renamer = Mapping[str, str] | Callable[[str], str | None]
 Progress = Callable[[int], None]
 
 _COPY_CHUNK = 8 << 20
@@ -146,7 +145,7 @@ def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
 def _plan_renames(edit: _Edit, renamer: Renamer) -> dict[str, str]:
     """{old: new} for every key that changes name (explicit keys must exist)."""
     if isinstance(renamer, Mapping):
-        for old, new in renamer.items():
+        for old in renamer:
             edit.require(old)
         pairs = dict(renamer)
     elif callable(renamer):

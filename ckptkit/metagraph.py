@@ -28,8 +28,16 @@ from . import dtypes as _dtypes
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format.commit import write_file
 from .format.files import open_regular
-from .proto import (attr_value_pb2, meta_graph_pb2, node_def_pb2, op_def_pb2,
-                    saver_pb2, tensor_pb2, tensor_shape_pb2, variable_pb2)
+from .proto import (
+    attr_value_pb2,
+    meta_graph_pb2,
+    node_def_pb2,
+    op_def_pb2,
+    saver_pb2,
+    tensor_pb2,
+    tensor_shape_pb2,
+    variable_pb2,
+)
 
 __all__ = ["build_meta_graph", "write_meta_graph", "read_meta_graph", "summarize_meta_graph",
            "GRAPH_PRODUCER"]

@@ -64,7 +64,7 @@ class Node:
     id: int
     path: str | None = None  # None: not reachable from the root (TF saved it but nothing names it)
     attributes: list[Attribute] = field(default_factory=list)
-    children: dict[str, "Node"] = field(default_factory=dict)
+    children: dict[str, Node] = field(default_factory=dict)
     slot_variables: list[SlotVariable] = field(default_factory=list)  # on an optimizer
     slots: dict[str, SlotVariable] = field(default_factory=dict)     # on a variable: slot name -> slot
     registered_saver: str | None = None
@@ -90,7 +90,7 @@ class ObjectGraph:
         self.proto = proto
         self.nodes = [Node(i) for i in range(len(proto.nodes))]
         n = len(self.nodes)
-        for node, obj in zip(self.nodes, proto.nodes):
+        for node, obj in zip(self.nodes, proto.nodes, strict=True):
             for ref in obj.children:
                 if not 0 <= ref.node_id < n:
                     raise DataLossError(f"object graph edge {ref.local_name!r} points to node {ref.node_id} "
@@ -106,7 +106,7 @@ class ObjectGraph:
 
     # ---- construction
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ObjectGraph":
+    def from_bytes(cls, data: bytes) -> ObjectGraph:
         proto = trackable_object_graph_pb2.TrackableObjectGraph()
         try:
             proto.ParseFromString(data)
@@ -116,7 +116,7 @@ class ObjectGraph:
         return cls(proto)
 
     @classmethod
-    def from_reader(cls, reader) -> "ObjectGraph | None":
+    def from_reader(cls, reader) -> ObjectGraph | None:
         """The object graph of a checkpoint reader, or None for a TF1 (name-based) checkpoint."""
         if OBJECT_GRAPH_KEY not in reader:
             return None
@@ -146,7 +146,7 @@ class ObjectGraph:
                     child.path = _join(node.path, escape_local_name(local_name))
                     queue.append(child)
         # Slot variables hang off their optimizer; no edge names them.
-        for opt_node, obj in zip(self.nodes, self.proto.nodes):
+        for opt_node, obj in zip(self.nodes, self.proto.nodes, strict=True):
             for ref in obj.slot_variables:
                 n = len(self.nodes)
                 if not (0 <= ref.original_variable_node_id < n and 0 <= ref.slot_variable_node_id < n):

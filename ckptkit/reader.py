@@ -197,9 +197,9 @@ class CheckpointReader(Mapping):
     def get_variable_to_dtype_map(self) -> dict[str, _dtypes.DType]:
         metas = self._metas()
         enums = [enum for enum, _ in metas.values()]
-        first = dict(zip(reversed(enums), reversed(list(metas))))  # a bad dtype names its first key
+        first = dict(zip(reversed(enums), reversed(list(metas)), strict=True))  # a bad dtype names its first key
         found = {enum: _dtypes.from_enum(enum, path=self.prefix, key=k) for enum, k in first.items()}
-        return dict(zip(metas, map(found.__getitem__, enums)))
+        return dict(zip(metas, map(found.__getitem__, enums), strict=True))
 
     def _metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         """{name: (dtype enum, shape)} of every listed tensor, decoded once per reader."""
@@ -305,7 +305,7 @@ class CheckpointReader(Mapping):
     def close(self) -> None:
         self._backend.close()
 
-    def __enter__(self) -> "CheckpointReader":
+    def __enter__(self) -> CheckpointReader:
         return self
 
     def __exit__(self, *exc) -> None:

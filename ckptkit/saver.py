@@ -37,8 +37,15 @@ from .format.commit import locked_directory, write_file
 from .format.lock import SAVER
 from .proto.saver_pb2 import SaverDef
 from .reader import CheckpointReader
-from .state import (V2, check_state_file_path, checkpoint_exists, get_checkpoint_mtimes, meta_graph_filename,
-                    remove_checkpoint, update_checkpoint_state)
+from .state import (
+    V2,
+    check_state_file_path,
+    checkpoint_exists,
+    get_checkpoint_mtimes,
+    meta_graph_filename,
+    remove_checkpoint,
+    update_checkpoint_state,
+)
 
 __all__ = ["Saver"]
 

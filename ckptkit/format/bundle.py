@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import glob
+import itertools
 import math
 import mmap
 import os
@@ -27,8 +28,8 @@ from ..errors import CheckpointError, DataLossError, InvalidArgumentError, Tenso
 from ..proto import tensor_bundle_pb2
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
 from .commit import Commit, identity, open_pending, pending_renames, published_identity
-from .lock import EDIT_WAIT_SECONDS
 from .files import AtomicFile, match_in_directory
+from .lock import EDIT_WAIT_SECONDS
 from .shard_writer import CHUNK as _CHUNK
 from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
@@ -498,7 +499,7 @@ class BundleData:
             return piece(0) if entry.size else 0
         crcs = list(_reader_pool().map(piece, starts))
         crc = crcs[0]
-        for start, part_crc in zip(starts[1:], crcs[1:]):
+        for start, part_crc in zip(starts[1:], crcs[1:], strict=True):
             crc = crc32c_combine(crc, part_crc, min(_CHUNK, entry.size - start))
         return crc
 
@@ -594,7 +595,8 @@ class BundleData:
                 raise DataLossError("checksum mismatch in string data", path=path, key=key)
         ends = np.cumsum(lengths, dtype=np.int64) + pos
         out = np.empty(count, dtype=object)
-        out[:] = [buf[start:end] for start, end in zip((ends - lengths.astype(np.int64)).tolist(), ends.tolist())]
+        out[:] = [buf[start:end] for start, end in zip((ends - lengths.astype(np.int64)).tolist(), ends.tolist(),
+                                                                  strict=True)]
         return out.reshape(shape)
 
 
@@ -645,7 +647,7 @@ def _length_bytes(lengths: np.ndarray, big: bool = False) -> bytes:
 
 # --------------------------------------------------------------------------- writing
 
-def _as_array(value, key: str | None = None) -> tuple[np.ndarray, "_dtypes.DType"]:
+def _as_array(value, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
     """`value` as an array (no copy of an ndarray) and its TF dtype; see to_array."""
     if isinstance(value, (str, bytes)):
         value = np.array(value, dtype=object)
@@ -658,13 +660,13 @@ def _as_array(value, key: str | None = None) -> tuple[np.ndarray, "_dtypes.DType
         raise InvalidArgumentError(exc.message, key=key) from None
 
 
-def _contiguous(arr: np.ndarray, dtype: "_dtypes.DType") -> np.ndarray:
+def _contiguous(arr: np.ndarray, dtype: _dtypes.DType) -> np.ndarray:
     if dtype.is_string or (arr.dtype == dtype.numpy and arr.flags.c_contiguous):
         return arr
     return np.ascontiguousarray(arr, dtype=dtype.numpy)
 
 
-def to_array(value, key: str | None = None) -> tuple[np.ndarray, "_dtypes.DType"]:
+def to_array(value, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
     """A C-contiguous little-endian array and its TF dtype, from anything array-like."""
     arr, dtype = _as_array(value, key)
     return _contiguous(arr, dtype), dtype
@@ -794,7 +796,7 @@ def _stored_tensors(tensors: Mapping[str, object], prefix: str):
         sliced_entries.append((name, full.SerializeToString()))
     stored.sort(key=lambda item: item[0])
     keys = [k for k, _ in stored]
-    for a, b in zip(keys, keys[1:]):
+    for a, b in itertools.pairwise(keys):
         if a == b:
             raise InvalidArgumentError("two tensors would be stored under the same key",
                                        path=prefix, key=decode_key(a))
@@ -823,7 +825,7 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
     with Commit(directory, lock_timeout=lock_timeout) as tx:
         files = [tx.shard(data_filename(prefix, s, num_shards)) for s in range(num_shards)]
         entries = []
-        for key, (arr, dtype), shard in zip(keys, arrays, shard_of):
+        for key, (arr, dtype), shard in zip(keys, arrays, shard_of, strict=True):
             out = files[shard]
             start = out.offset
             if dtype.is_string:

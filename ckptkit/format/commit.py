@@ -37,8 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import CheckpointError, NotFoundError
-from .files import (STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular,
-                    sweep_stale_temps, temp_name)
+from .files import STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular, sweep_stale_temps, temp_name
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
 from .shard_writer import ShardWriter
 
@@ -223,7 +222,7 @@ class Commit:
         self._guards: dict[str, tuple | None] = {}
         self._published = False
 
-    def __enter__(self) -> "Commit":
+    def __enter__(self) -> Commit:
         self._lock.__enter__()
         return self
 

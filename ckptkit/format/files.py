@@ -233,7 +233,7 @@ class AtomicFile:
             except OSError:
                 pass
 
-    def __enter__(self) -> "AtomicFile":
+    def __enter__(self) -> AtomicFile:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

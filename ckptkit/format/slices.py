@@ -169,11 +169,11 @@ class TensorSlice:
         self.extents: tuple[tuple[int, int], ...] = tuple(ext)
 
     @classmethod
-    def full(cls, rank: int) -> "TensorSlice":
+    def full(cls, rank: int) -> TensorSlice:
         return cls([(0, FULL)] * rank)
 
     @classmethod
-    def from_proto(cls, proto, *, path=None, key: str | None = None) -> "TensorSlice":
+    def from_proto(cls, proto, *, path=None, key: str | None = None) -> TensorSlice:
         """From a TensorSliceProto: an extent without a length is the whole dimension.
 
         The proto comes from a file, so a bad extent (a negative start, a zero or
@@ -184,7 +184,7 @@ class TensorSlice:
                    path=path, key=key, error=DataLossError)
 
     @classmethod
-    def parse(cls, spec: str, *, path=None, key: str | None = None) -> "TensorSlice":
+    def parse(cls, spec: str, *, path=None, key: str | None = None) -> TensorSlice:
         """TF's slice string: `0,3:-` (start,length per dim, `-` for a whole dim).
 
         A malformed spec (a negative start among them) is an InvalidArgumentError naming
@@ -200,7 +200,7 @@ class TensorSlice:
         return cls(extents, path=path, key=key)
 
     @classmethod
-    def from_index(cls, index, shape: Sequence[int]) -> "TensorSlice":
+    def from_index(cls, index, shape: Sequence[int]) -> TensorSlice:
         """From a tuple of Python slices (step 1) into a tensor of `shape`."""
         if not isinstance(index, tuple):
             index = (index,)
@@ -208,7 +208,7 @@ class TensorSlice:
             raise InvalidArgumentError(f"slice {index!r} has more dimensions than shape {list(shape)}")
         index = index + (slice(None),) * (len(shape) - len(index))
         extents = []
-        for s, dim in zip(index, shape):
+        for s, dim in zip(index, shape, strict=True):
             if not isinstance(s, slice):
                 raise InvalidArgumentError(f"slice {index!r}: use slices (a:b), not integers")
             start, stop, step = s.indices(dim)
@@ -243,11 +243,13 @@ class TensorSlice:
 
     def bounds(self, shape: Sequence[int]) -> list[tuple[int, int]]:
         """(start, stop) per dimension within a tensor of `shape`."""
+        # not strict: a V1 scalar is read through its one slice without a rank check
         return [(0, dim) if length == FULL else (start, start + length)
-                for (start, length), dim in zip(self.extents, shape)]
+                for (start, length), dim in zip(self.extents, shape, strict=False)]
 
     def fits(self, shape: Sequence[int]) -> bool:
-        return len(shape) == self.rank and all(stop <= dim for (_, stop), dim in zip(self.bounds(shape), shape))
+        return len(shape) == self.rank and all(
+            stop <= dim for (_, stop), dim in zip(self.bounds(shape), shape, strict=True))
 
     def shape_in(self, shape: Sequence[int]) -> tuple[int, ...]:
         return tuple(stop - start for start, stop in self.bounds(shape))
@@ -380,7 +382,7 @@ def _find_overlap(boxes: list[list[tuple[int, int]]], rank: int) -> tuple[int, i
         while active and active[0][0] <= start:
             heapq.heappop(active)
         for _, m in active:
-            if all(a0 < b1 and b0 < a1 for (a0, a1), (b0, b1) in zip(boxes[n], boxes[m])):
+            if all(a0 < b1 and b0 < a1 for (a0, a1), (b0, b1) in zip(boxes[n], boxes[m], strict=True)):
                 return m, n
         heapq.heappush(active, (boxes[n][d][1], n))
     return None
@@ -397,7 +399,7 @@ def assemble(shape: Sequence[int], numpy_dtype, pieces: Sequence[tuple[TensorSli
     shape = tuple(shape)
     boxes = check_tiling(shape, [s for s, _ in pieces], path=path, key=key)
     out = np.empty(shape, dtype=numpy_dtype)
-    for (tslice, load), box in zip(pieces, boxes):
+    for (tslice, load), box in zip(pieces, boxes, strict=True):
         want = tuple(b - a for a, b in box)
         data = load()
         if tuple(data.shape) != want:
@@ -448,7 +450,7 @@ class SlicedTensor:
         check_tiling(self.shape, [s for s, _ in self.pieces], error=InvalidArgumentError)
 
     @classmethod
-    def split(cls, value, num_partitions: int, axis: int = 0) -> "SlicedTensor":
+    def split(cls, value, num_partitions: int, axis: int = 0) -> SlicedTensor:
         """Cut `value` along `axis` into `num_partitions` pieces, as fixed_size_partitioner does."""
         arr = np.asarray(value)
         if arr.ndim == 0:

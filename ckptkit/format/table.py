@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterator
 
 from ..errors import CheckpointError, DataLossError, UnsupportedError
-from .files import open_regular
 from .coding import FIXED32, FIXED64, VarintError, crc32c, decode_varint, encode_varint, mask_crc, unmask_crc
+from .files import open_regular
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -156,7 +156,7 @@ class TableReader:
             self._handles.append((off, size))
 
     @classmethod
-    def open(cls, path: str | os.PathLike, what: str = "table file") -> "TableReader":
+    def open(cls, path: str | os.PathLike, what: str = "table file") -> TableReader:
         """Read the table at `path`; `what` names it in errors ("checkpoint index")."""
         with open_regular(os.fspath(path), what) as f:
             try:

@@ -32,8 +32,8 @@ import numpy as np
 from .. import dtypes as _dtypes
 from ..errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
 from ..proto import saved_tensor_slice_pb2
-from .slices import TensorSlice, assemble, encode_tensor_name_slice
 from .files import match_in_directory, open_regular
+from .slices import TensorSlice, assemble, encode_tensor_name_slice
 from .table import FOOTER_SIZE, MAGIC, TableReader, iter_block
 
 __all__ = ["V1Checkpoint", "find_v1_files", "is_table_file", "tensor_from_proto", "SHARD_PATTERN",
@@ -121,7 +121,7 @@ _FIELD = {
 }
 
 
-def tensor_from_proto(proto, dtype: "_dtypes.DType", shape: tuple[int, ...], *, path=None,
+def tensor_from_proto(proto, dtype: _dtypes.DType, shape: tuple[int, ...], *, path=None,
                       key: str | None = None) -> np.ndarray:
     """The values of a TensorProto as an array of `dtype` and `shape`.
 
