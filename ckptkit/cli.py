@@ -419,7 +419,7 @@ def show_cmd(ckpt: str, name: str, stats: bool, full: bool, as_json: bool) -> No
         dtype = reader.get_variable_to_dtype_map()[name].name
     summary = info.tensor_stats(array) if stats else None
     if as_json:
-        out = {"name": name, "dtype": dtype, "shape": list(array.shape)}
+        out: dict[str, object] = {"name": name, "dtype": dtype, "shape": list(array.shape)}
         if full or array.size <= 1000:
             out["values"] = (array.astype(np.float64) if array.dtype.kind == "V" else array).tolist()
         if summary is not None:

@@ -91,7 +91,7 @@ def read_safetensors(path: str | os.PathLike, progress: Progress | None = None
                                     f"in {data_size} data bytes", path=path, key=name)
             buf = np.empty(nbytes, dtype=np.uint8)
             f.seek(data_start + begin)
-            view, got = memoryview(buf), 0
+            view, got = buf.data, 0  # a memoryview of buf
             while got < nbytes:  # an unbuffered file may return less than asked
                 n_read = f.readinto(view[got:])
                 if not n_read:

@@ -6,10 +6,15 @@ bfloat16 and the float8/int4 types come from ml_dtypes, the package TF itself us
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import ml_dtypes
 import numpy as np
 
 from .errors import UnsupportedError
+
+if TYPE_CHECKING:  # the generated enum type; at run time its values are plain ints
+    from .proto.types_pb2 import DataType
 
 __all__ = ["DType", "as_dtype", "from_enum", "STRING"]
 
@@ -20,7 +25,7 @@ class DType:
     __slots__ = ("enum", "name", "numpy")
 
     def __init__(self, enum: int, name: str, numpy_dtype) -> None:
-        self.enum = enum
+        self.enum = cast("DataType", enum)
         self.name = name
         self.numpy = np.dtype(numpy_dtype)
 

@@ -49,17 +49,19 @@ def _op(ufunc: np.ufunc, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _real(x: Any, what: str) -> float:
     """A finite real number, or InvalidArgumentError (TF would silently produce NaNs)."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (Real, np.integer, np.floating)):
+    # one boolean, not two isinstance() branches: x stays Any (numpy's stubs reject numbers.Real)
+    is_real = not isinstance(x, (bool, np.bool_)) and isinstance(x, (Real, np.integer, np.floating))
+    if not is_real:
         raise InvalidArgumentError(f"{what} must be a real number, got {x!r}")
     if not np.isfinite(x):
         raise InvalidArgumentError(f"{what} must be finite, got {x!r}")
     return x
 
 
-def _to_float32(x: Real) -> np.float32:
+def _to_float32(x: float) -> np.float32:
     """Cast like TF: ints convert straight to float32 (no double rounding via float64)."""
     if isinstance(x, (int, np.integer)):
-        return np.asarray(x, dtype=np.int64).astype(np.float32)[()]
+        return np.float32(np.asarray(x, dtype=np.int64).astype(np.float32))  # 0-d array -> scalar, exact
     return np.float32(x)
 
 
@@ -100,7 +102,7 @@ class ExponentialMovingAverage:
         """The suffix of every shadow name (``v`` -> ``v/<name>``)."""
         return self._name
 
-    def _effective_decay(self, num_updates: Real | None) -> np.float32:
+    def _effective_decay(self, num_updates: float | None) -> np.float32:
         """TF's float32 decay, lowered early in training when num_updates is known."""
         decay = self._decay
         if num_updates is not None:

@@ -10,12 +10,13 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .errors import CheckpointError, NotFoundError
 from .reader import CheckpointReader
-from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state, read_state_file
+from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state
 
 __all__ = ["TensorInfo", "list_tensors", "scope_path", "scope_tree", "tensor_stats",
            "verify_checkpoint", "VerifyReport", "diff_checkpoints", "describe_state"]
@@ -114,10 +115,10 @@ def tensor_stats(array: np.ndarray) -> dict:
         stats.update(true=true, false=int(array.size) - true)
         return stats
     if kind == "c":
-        values = array.astype(np.complex128)
-        stats.update(nan=int(np.isnan(values).sum()), inf=int(np.isinf(values).sum()))
-        finite = values[np.isfinite(values)]
-        stats["mean_abs"] = float(np.abs(finite).mean()) if finite.size else None
+        complex_values = array.astype(np.complex128)
+        stats.update(nan=int(np.isnan(complex_values).sum()), inf=int(np.isinf(complex_values).sum()))
+        complex_finite = complex_values[np.isfinite(complex_values)]
+        stats["mean_abs"] = float(np.abs(complex_finite).mean()) if complex_finite.size else None
         return stats
     if kind in "iu":
         values = array.reshape(-1)
@@ -214,10 +215,10 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
     with CheckpointReader(path_a) as ra, CheckpointReader(path_b) as rb:
         infos_a, infos_b = _infos(ra), {i.name: i for i in _infos(rb)}
         names_a = {i.name for i in infos_a}
-        result = {"a": ra.prefix, "b": rb.prefix,
-                  "only_a": [i.name for i in infos_a if i.name not in infos_b],
-                  "only_b": [n for n in infos_b if n not in names_a],
-                  "changed": [], "values": []}
+        result: dict[str, Any] = {"a": ra.prefix, "b": rb.prefix,
+                                  "only_a": [i.name for i in infos_a if i.name not in infos_b],
+                                  "only_b": [n for n in infos_b if n not in names_a],
+                                  "changed": [], "values": []}
         for ia in infos_a:
             ib = infos_b.get(ia.name)
             if ib is None:
@@ -250,10 +251,9 @@ def describe_state(directory: str | os.PathLike = ".") -> dict:
     state_path = os.path.join(directory, STATE_FILENAME)
     if os.path.isfile(directory):
         raise NotFoundError("expected a directory holding a 'checkpoint' state file", path=directory)
-    raw = read_state_file(state_path)
-    if raw is None:
+    state = get_checkpoint_state(directory)  # read once: None when there is no state file
+    if state is None:
         raise NotFoundError("no 'checkpoint' state file", path=state_path)
-    state = get_checkpoint_state(directory)
     stamps = list(state.all_model_checkpoint_timestamps)
     paths = list(state.all_model_checkpoint_paths)
     if state.model_checkpoint_path not in paths:

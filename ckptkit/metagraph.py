@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
@@ -36,6 +37,7 @@ from .proto import (
     saver_pb2,
     tensor_pb2,
     tensor_shape_pb2,
+    types_pb2,
     variable_pb2,
 )
 
@@ -52,9 +54,7 @@ PRODUCER_NAME = f"ckptkit {__version__}"
 _NODE_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-/>]*\Z")
 _CPU = "/device:CPU:0"
 _CPU_ANY = "/device:CPU:*"
-_STRING = 7
-_INT32 = 3
-_BOOL = 10
+_STRING = _dtypes.STRING.enum
 
 # OpDefs as TF 2.21 registers them (descriptions stripped, as in TF's stripped_op_list).
 # Facts from tensorflow/core/ops/{state,array,io,string,math,no_op}_ops.cc.
@@ -195,11 +195,11 @@ def _attr(value) -> attr_value_pb2.AttrValue:
     raise TypeError(f"no AttrValue for {value!r}")
 
 
-def _type_attr(enum: int) -> attr_value_pb2.AttrValue:
+def _type_attr(enum: types_pb2.DataType) -> attr_value_pb2.AttrValue:
     return attr_value_pb2.AttrValue(type=enum)
 
 
-def _types_attr(enums: Iterable[int]) -> attr_value_pb2.AttrValue:
+def _types_attr(enums: Iterable[types_pb2.DataType]) -> attr_value_pb2.AttrValue:
     return attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(type=list(enums)))
 
 
@@ -244,7 +244,8 @@ class _GraphBuilder:
 
 # --------------------------------------------------------------------------- building
 
-def _check_variables(variables, saved):
+def _check_variables(variables: Any, saved: Any
+                     ) -> tuple[dict[str, tuple[_dtypes.DType, tuple[int, ...]]], list[tuple[str, str]]]:
     """Validate and normalize the arguments: [(name, dtype, shape)], [(key, var)] sorted by key."""
     if not isinstance(variables, Mapping):
         raise InvalidArgumentError("variables must be a mapping {name: (dtype, shape)}")

@@ -200,7 +200,8 @@ class ObjectGraph:
 
     def variables(self) -> dict[str, dict[str, str]]:
         """{object path: {attribute name: checkpoint key}} for every object that saved tensors."""
-        return {n.path: {a.name: a.checkpoint_key for a in n.attributes} for n in self.walk() if n.attributes}
+        return {n.path: {a.name: a.checkpoint_key for a in n.attributes}
+                for n in self.walk() if n.path is not None and n.attributes}  # walk() yields named nodes only
 
     def slot_map(self) -> dict[str, dict[str, str | None]]:
         """{variable path: {slot name: slot's checkpoint key}}: the optimizer's slots per variable."""
@@ -212,7 +213,8 @@ class ObjectGraph:
 
     def key_to_object(self) -> dict[str, tuple[str, str]]:
         """{checkpoint key: (object path, attribute name)}."""
-        return {a.checkpoint_key: (n.path, a.name) for n in self.walk() for a in n.attributes}
+        return {a.checkpoint_key: (n.path, a.name)
+                for n in self.walk() if n.path is not None for a in n.attributes}  # walk(): named nodes only
 
     # ---- rendering helpers (plain data; the CLI draws them)
     def format_tree(self, shapes: dict[str, Any] | None = None) -> dict:
@@ -227,7 +229,7 @@ class ObjectGraph:
         shapes = shapes or {}
 
         def attr(a: Attribute) -> dict:
-            d = {"name": a.name, "full_name": a.full_name, "checkpoint_key": a.checkpoint_key}
+            d: dict[str, Any] = {"name": a.name, "full_name": a.full_name, "checkpoint_key": a.checkpoint_key}
             if a.checkpoint_key in shapes:
                 d["shape"] = list(shapes[a.checkpoint_key])
             return d
@@ -238,7 +240,8 @@ class ObjectGraph:
             if node.slots:
                 d["slots"] = []
                 for sv in node.slots.values():
-                    s = {"slot_name": sv.slot_name, "optimizer": sv.optimizer, "checkpoint_key": sv.checkpoint_key}
+                    s: dict[str, Any] = {"slot_name": sv.slot_name, "optimizer": sv.optimizer,
+                                         "checkpoint_key": sv.checkpoint_key}
                     if sv.checkpoint_key in shapes:
                         s["shape"] = list(shapes[sv.checkpoint_key])
                     d["slots"].append(s)
@@ -279,5 +282,6 @@ class ObjectGraph:
         return f"<ObjectGraph: {len(self.nodes)} objects>"
 
 
-def _join(parent: str, name: str) -> str:
+def _join(parent: str | None, name: str) -> str:
+    """`parent/name`; a root parent ("" or None) adds no prefix."""
     return f"{parent}/{name}" if parent else name

@@ -242,20 +242,22 @@ class CheckpointReader(Mapping):
     @property
     def num_shards(self) -> int:
         """Data shards of a V2 bundle; files of a V1 checkpoint."""
-        if self._index is None:
-            return len(self._backend.checkpoint.files)
-        return self._index.num_shards
+        backend = self._backend
+        if isinstance(backend, _V1):
+            return len(backend.checkpoint.files)
+        return backend.index.num_shards
 
     @property
     def files(self) -> list[str]:
         """The files holding this checkpoint's tensors (V2: the index and the data shards
         its entries reference, every entry validated; a header's shard count alone
         names no file)."""
-        if self._index is None:
-            return list(self._backend.checkpoint.files)
-        n = self._index.num_shards
-        return [self._index.path] + [bundle.data_filename(self.prefix, s, n)
-                                     for s in self._data.referenced_shards()]
+        backend = self._backend
+        if isinstance(backend, _V1):
+            return list(backend.checkpoint.files)
+        n = backend.index.num_shards
+        return [backend.index.path] + [bundle.data_filename(self.prefix, s, n)
+                                       for s in backend.data.referenced_shards()]
 
     def entry(self, name: str):
         """The raw BundleEntryProto for `name` (dtype, shape, shard, offset, size, crc); V2 only.
@@ -272,8 +274,9 @@ class CheckpointReader(Mapping):
 
         if name not in self._name_set:
             raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
-        if self._index is None:
-            found = self._backend.checkpoint.slices(name)
+        backend = self._backend
+        if isinstance(backend, _V1):
+            found = backend.checkpoint.slices(name)
             return found if len(found) > 1 else []
         return [TensorSlice.from_proto(p) for p in self._entry(name).slices]
 
@@ -284,6 +287,7 @@ class CheckpointReader(Mapping):
         return ObjectGraph.from_reader(self)
 
     def _entry(self, name: str):
+        assert self._index is not None  # V2 only: callers turn V1 away first
         try:
             return self._index.entry(name)
         except KeyError:

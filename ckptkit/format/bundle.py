@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import glob
+import io
 import itertools
 import math
 import mmap
@@ -19,7 +20,7 @@ import re
 import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,12 +37,12 @@ from .table import TableReader, TableWriter
 
 HEADER_KEY = ""
 BUNDLE_VERSION = 1  # kTensorBundleVersion: the producer version TF writes and accepts
-LITTLE, BIG = 0, 1  # BundleHeaderProto.Endianness
 STRING_ENUM = 7
 MAX_DIMS = 254      # TensorShape::MaxDimensions()
 
 BundleEntryProto = tensor_bundle_pb2.BundleEntryProto
 BundleHeaderProto = tensor_bundle_pb2.BundleHeaderProto
+LITTLE, BIG = BundleHeaderProto.LITTLE, BundleHeaderProto.BIG
 
 
 def index_filename(prefix: str) -> str:
@@ -271,7 +272,7 @@ class BundleData:
 
     def __init__(self, index: BundleIndex) -> None:
         self.index = index
-        self._files: dict[int, object] = {}
+        self._files: dict[int, io.FileIO] = {}
         self._sizes: dict[int, int] = {}
         self._maps: dict[int, mmap.mmap] = {}
         self._checked: dict[tuple[str, bool], CheckedEntry] = {}
@@ -285,7 +286,7 @@ class BundleData:
         self.shard_size(shard)
         return self._files[shard].fileno()
 
-    def _file(self, shard: int):
+    def _file(self, shard: int) -> io.FileIO:
         f = self._files.get(shard)
         if f is None:
             f = open_pending(self.shard_path(shard), self.index.pending, "data shard")
@@ -510,6 +511,7 @@ class BundleData:
         bundles are always copied). The entry is validated first (`checked`); `entry`
         is accepted for compatibility and must be the index's entry for `key`."""
         entry, dtype, shape, count = self.checked(key)
+        assert dtype is not None  # known_dtype=True: checked() raised for an unknown dtype
         if entry.slices:
             raise DataLossError("a partitioned entry holds no data of its own", path=self.index.path, key=key)
         if dtype.is_string:
@@ -539,6 +541,7 @@ class BundleData:
         (a reassembled tensor is always a new array). Validated first (`checked`), so
         nothing is allocated for what the files do not hold."""
         found = self.checked(key)
+        assert found.dtype is not None  # known_dtype=True: checked() raised for an unknown dtype
         entry = found.entry
         if not entry.slices:
             return self.read(key, verify=verify, copy=copy)
@@ -570,9 +573,9 @@ class BundleData:
                 raise DataLossError("checksum mismatch in string data", path=path, key=key)
             return np.empty(shape, dtype=object)
         big = self.index.header.endianness == BIG
-        buf = bytearray(entry.size)
-        self._read_into(key, entry, buf)
-        buf = bytes(buf)
+        raw = bytearray(entry.size)
+        self._read_into(key, entry, raw)
+        buf = bytes(raw)
         try:
             lengths, pos = decode_varints(buf, count)
         except VarintError:
@@ -607,7 +610,7 @@ class CheckedEntry(NamedTuple):
     entry: BundleEntryProto
     dtype: _dtypes.DType | None
     shape: tuple[int, ...]
-    count: int
+    count: int  # type: ignore[assignment]  # a field named count shadows tuple.count, on purpose
 
 
 _BE32 = struct.Struct(">I")
@@ -711,7 +714,7 @@ def _reader_pool():
         return _POOL
 
 
-def make_entry(dtype_enum: int, shape: tuple[int, ...], shard: int, offset: int, size: int,
+def make_entry(dtype_enum: _dtypes.DataType, shape: tuple[int, ...], shard: int, offset: int, size: int,
                crc_masked: int) -> BundleEntryProto:
     entry = BundleEntryProto(dtype=dtype_enum, shard_id=shard, offset=offset, size=size, crc32c=crc_masked)
     entry.shape.SetInParent()  # TF always writes the shape, even a scalar's empty one
@@ -720,7 +723,7 @@ def make_entry(dtype_enum: int, shape: tuple[int, ...], shard: int, offset: int,
     return entry
 
 
-def make_header(num_shards: int, endianness: int = LITTLE) -> BundleHeaderProto:
+def make_header(num_shards: int, endianness: BundleHeaderProto.Endianness = LITTLE) -> BundleHeaderProto:
     header = BundleHeaderProto(num_shards=num_shards, endianness=endianness)
     header.version.producer = BUNDLE_VERSION
     return header
@@ -756,7 +759,7 @@ def _assign_shards(sizes: list[int], num_shards: int) -> list[int]:
     return shards
 
 
-def _stored_tensors(tensors: Mapping[str, object], prefix: str):
+def _stored_tensors(tensors: Mapping[str, Any], prefix: str):
     """What write_bundle stores: (keys, arrays with dtypes) sorted by key, plus data-less entries.
 
     A `SlicedTensor` value becomes TF's layout for a partitioned variable
@@ -792,6 +795,7 @@ def _stored_tensors(tensors: Mapping[str, object], prefix: str):
                                            f"got {list(arr.shape)}", path=prefix, key=name)
             full.slices.append(tslice.to_proto())
             stored.append((encode_tensor_name_slice(name, tslice), (arr, piece_dtype)))
+        assert dtype is not None  # a SlicedTensor has at least one piece
         full.dtype = dtype.enum
         sliced_entries.append((name, full.SerializeToString()))
     stored.sort(key=lambda item: item[0])

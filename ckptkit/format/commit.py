@@ -29,6 +29,7 @@ edited) and publication refuses to go on if anything outside ckptkit changed it.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -107,7 +108,7 @@ def pending_renames(last_final: str) -> dict[str, str]:
     return {final: temp for temp, final in found[0]}
 
 
-def open_pending(path: str, pending: dict[str, str], what: str):
+def open_pending(path: str, pending: dict[str, str], what: str) -> io.FileIO:
     """`files.open_regular` of a checkpoint file, through a pending commit's temp if any.
 
     A live writer may rename the temp to `path` between our look and our open: then

@@ -10,6 +10,7 @@ even when the directory is shared with other machines or containers.
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
 import re
 import secrets
@@ -151,7 +152,7 @@ def match_in_directory(directory: str, name_pattern: str) -> list[str]:
     return sorted(os.path.join(directory, n) for n in fnmatch.filter(names, name_pattern))
 
 
-def open_regular(path: str, what: str):
+def open_regular(path: str, what: str) -> io.FileIO:
     """Open `path` for unbuffered binary reading, refusing anything but a regular file.
 
     Opened non-blocking, then checked with fstat, so that a FIFO or device where a

@@ -45,7 +45,7 @@ from ..errors import CheckpointError
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; saving still works, unguarded
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # None marks "no fcntl"; every use checks for it
 
 __all__ = ["LOCK_FILENAME", "DirectoryLock", "DirectoryLockedError", "EDIT", "EDIT_WAIT_SECONDS", "SAVER"]
 

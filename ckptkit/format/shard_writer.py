@@ -65,13 +65,16 @@ class ShardWriter:
 
     def write(self, data, crc: int = 0) -> int:
         """Append `data` (any buffer); return crc32c(data, crc), unmasked."""
+        fd = self._fd
+        if fd is None:
+            raise ValueError(f"write to closed shard {self.path}")
         view = memoryview(data).cast("B")
         n = len(view)
         if self._thread is None:
             for pos in range(0, n, CHUNK):
                 piece = view[pos:pos + CHUNK]
                 crc = crc32c(piece, crc)
-                _pwrite_all(self._fd, piece, self.offset + pos)
+                _pwrite_all(fd, piece, self.offset + pos)
         else:
             pos = 0
             while pos < n:
@@ -118,6 +121,7 @@ class ShardWriter:
                     raise
                 fd, self._direct_fd = self._direct_fd, None  # no direct I/O here after all
                 os.close(fd)
+        assert self._fd is not None  # closed only after this thread is joined
         _pwrite_all(self._fd, view, offset)
 
     def close(self) -> None:
@@ -133,6 +137,7 @@ class ShardWriter:
             if self._error is not None:
                 raise self._error
             if len(tail):  # the unaligned tail goes through the page cache
+                assert self._fd is not None  # open while the thread ran
                 _pwrite_all(self._fd, tail, self._buf_start)
         if self._fd is not None:
             os.fsync(self._fd)

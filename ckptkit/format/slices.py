@@ -22,6 +22,7 @@ import heapq
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -323,7 +324,7 @@ _GRID_CELLS = 1 << 22
 
 
 def check_tiling(shape: Sequence[int], tslices: Sequence[TensorSlice], *, path=None, key: str | None = None,
-                 error: type[Exception] = DataLossError) -> list[list[tuple[int, int]]]:
+                 error: type[CheckpointError] = DataLossError) -> list[list[tuple[int, int]]]:
     """Check that `tslices` tile `shape` exactly; return each one's (start, stop) bounds.
 
     Each slice must fit the shape and no two may overlap; then the slices cover the
@@ -388,6 +389,11 @@ def _find_overlap(boxes: list[list[tuple[int, int]]], rank: int) -> tuple[int, i
     return None
 
 
+def _loader(arr: np.ndarray) -> Callable[[], np.ndarray]:
+    """A loader (as `assemble` takes) of an array already in memory."""
+    return lambda: arr
+
+
 def assemble(shape: Sequence[int], numpy_dtype, pieces: Sequence[tuple[TensorSlice, Callable[[], np.ndarray]]],
              *, path=None, key: str | None = None) -> np.ndarray:
     """The full tensor of `shape` from its slices; each piece is (slice, loader of its data).
@@ -435,11 +441,11 @@ class SlicedTensor:
         SlicedTensor((7, 4), [((slice(0, 3),), a), ...])     # or Python slices
     """
 
-    def __init__(self, shape: Sequence[int], pieces: Iterable[tuple[object, object]]) -> None:
+    def __init__(self, shape: Sequence[int], pieces: Iterable[tuple[Any, Any]]) -> None:
         self.shape = tuple(int(d) for d in shape)
         if any(d < 0 for d in self.shape):
             raise InvalidArgumentError(f"bad shape {list(self.shape)}")
-        self.pieces: list[tuple[TensorSlice, object]] = []
+        self.pieces: list[tuple[TensorSlice, Any]] = []  # (slice, array-like)
         for spec, value in pieces:
             tslice = as_slice(spec, self.shape)
             if not tslice.fits(self.shape):
@@ -469,7 +475,7 @@ class SlicedTensor:
     def to_numpy(self) -> np.ndarray:
         """The full tensor (for checks; the writer never builds it)."""
         arrays = [(s, np.asarray(v)) for s, v in self.pieces]
-        return assemble(self.shape, arrays[0][1].dtype, [(s, (lambda a=a: a)) for s, a in arrays])
+        return assemble(self.shape, arrays[0][1].dtype, [(s, _loader(a)) for s, a in arrays])
 
     def __repr__(self) -> str:
         return f"SlicedTensor(shape={list(self.shape)}, slices={[s.spec() for s, _ in self.pieces]})"

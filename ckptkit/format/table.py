@@ -10,6 +10,7 @@ shortening) so that the same entries give the same bytes.
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 from collections.abc import Iterator
 
@@ -47,13 +48,6 @@ def _snappy_decompress(data: bytes, path) -> bytes:
     try:
         import cramjam  # noqa: PLC0415 - optional
     except ImportError:
-        cramjam = None
-    if cramjam is not None:
-        try:
-            out = bytes(cramjam.snappy.decompress_raw(data))
-        except Exception as exc:  # noqa: BLE001 - cramjam.DecompressionError, or anything else
-            raise DataLossError(f"snappy block is corrupt ({exc})", path=path) from None
-    else:
         try:
             import snappy  # noqa: PLC0415 - optional
         except ImportError:
@@ -62,6 +56,11 @@ def _snappy_decompress(data: bytes, path) -> bytes:
         try:
             out = snappy.uncompress(data)
         except Exception as exc:  # noqa: BLE001 - python-snappy raises its own types
+            raise DataLossError(f"snappy block is corrupt ({exc})", path=path) from None
+    else:
+        try:
+            out = bytes(cramjam.snappy.decompress_raw(data))
+        except Exception as exc:  # noqa: BLE001 - cramjam.DecompressionError, or anything else
             raise DataLossError(f"snappy block is corrupt ({exc})", path=path) from None
     if len(out) != claimed:
         raise DataLossError("snappy block decompressed to the wrong length", path=path)
@@ -95,7 +94,7 @@ def block_entries(block, path=None) -> list[tuple[bytes, bytes]]:
     end = n - 4 - 4 * num_restarts
     if not isinstance(block, bytes):
         block = bytes(block)
-    out = []
+    out: list[tuple[bytes, bytes]] = []
     append = out.append
     pos = 0
     key = b""
@@ -130,7 +129,7 @@ def iter_block(block, path=None) -> Iterator[tuple[bytes, bytes]]:
 class TableReader:
     """Reads a whole SSTable held in memory (index files are small next to their data)."""
 
-    def __init__(self, data: bytes, path: str | os.PathLike | None = None) -> None:
+    def __init__(self, data: bytes | mmap.mmap, path: str | os.PathLike | None = None) -> None:
         self.path = path
         self.data = data
         if len(data) < FOOTER_SIZE:
@@ -303,6 +302,7 @@ class TableWriter:
             if len(key) + len(value) >= 2 * self.block_size:
                 self._flush()
         if self.pending_handle is not None:
+            assert self.last_key is not None  # a written block held keys
             self.index_block.add(_shortest_separator(self.last_key, key), encode_handle(*self.pending_handle))
             self.pending_handle = None
         self.last_key = key
@@ -330,6 +330,7 @@ class TableWriter:
         self._flush()
         metaindex = self._write_block(_BlockBuilder(RESTART_INTERVAL))
         if self.pending_handle is not None:
+            assert self.last_key is not None  # a written block held keys
             self.index_block.add(_short_successor(self.last_key), encode_handle(*self.pending_handle))
             self.pending_handle = None
         index = self._write_block(self.index_block)

@@ -92,7 +92,9 @@ def find_v1_files(path: str) -> tuple[str, list[str]] | None:
     files = [f for f in match_in_directory(directory, glob.escape(base) + "-?????-of-?????")
              if SHARD_PATTERN.match(f)]
     if files and is_table_file(files[0]):
-        count = SHARD_PATTERN.match(files[-1])["count"]
+        last = SHARD_PATTERN.match(files[-1])
+        assert last is not None  # files were filtered by this pattern
+        count = last["count"]
         return _shard_pattern(path, count), _complete_set(path, count)
     return None
 
@@ -204,7 +206,7 @@ class V1Checkpoint:
         self.files = list(files)
         self._tables: list[TableReader] = []
         self._tensors: dict[str, _Tensor] = {}
-        self._block_cache: dict[int, tuple[int, dict[bytes, memoryview]]] = {}
+        self._block_cache: dict[int, tuple[int, dict[bytes, bytes]]] = {}
         self._total_bytes = 0
         for i, path in enumerate(self.files):
             table = _open_table(path)
