@@ -324,7 +324,7 @@ def ls_cmd(ckpt: str, as_json: bool, pattern: str | None, sort: str, tree: bool)
     if pattern:
         infos = [i for i in infos if fnmatch.fnmatchcase(i.name, pattern)]
     if sort == "size":
-        infos.sort(key=lambda i: (-i.bytes, i.name))
+        infos.sort(key=lambda i: (-(i.bytes or 0), i.name))  # unknown sizes (sliced strings, V1 strings) count 0
     if tree:
         root = info.scope_tree(infos, info.tree_path_of(prefix))
         if as_json:
