@@ -1,4 +1,4 @@
-"""Shared test helpers.
+"""Fixtures shared by every tests/ subfolder (plain helpers are in helpers.py).
 
 TensorFlow is the oracle. Where it is absent, interop tests skip, except under
 CKPTKIT_REQUIRE_TF=1 (CI), where a missing TensorFlow fails the run instead.
@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from helpers import copy_dir, make_dtypes, make_partitioned, make_seed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -32,3 +33,43 @@ def tf():
 def tf1(tf):
     """tf.compat.v1 for graph-mode (Saver, Session) tests; each test builds its own Graph."""
     return tf.compat.v1
+
+
+# --------------------------------------------------------------------------- TF-written checkpoints
+# TF writes each kind once per session; tests get a private copy to edit.
+
+@pytest.fixture(scope="session")
+def seed_dir(tf, tf1, tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("seed")
+    make_seed(tf1, os.fspath(directory))
+    return os.fspath(directory)
+
+
+@pytest.fixture(scope="session")
+def dtypes_dir(tf, tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("dtypes")
+    make_dtypes(tf, os.fspath(directory))
+    return os.fspath(directory)
+
+
+@pytest.fixture(scope="session")
+def partitioned_dir(tf, tf1, tmp_path_factory) -> str:
+    directory = tmp_path_factory.mktemp("part")
+    make_partitioned(tf1, os.fspath(directory))
+    return os.fspath(directory)
+
+
+@pytest.fixture
+def seed(seed_dir, tmp_path) -> str:
+    """A private copy of the seed example; returns its prefix."""
+    return os.path.join(copy_dir(seed_dir, tmp_path / "seed"), "model.ckpt")
+
+
+@pytest.fixture
+def dtypes_ckpt(dtypes_dir, tmp_path) -> str:
+    return os.path.join(copy_dir(dtypes_dir, tmp_path / "dtypes"), "dtypes.ckpt")
+
+
+@pytest.fixture
+def partitioned(partitioned_dir, tmp_path) -> str:
+    return os.path.join(copy_dir(partitioned_dir, tmp_path / "part"), "part.ckpt")

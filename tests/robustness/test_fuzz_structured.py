@@ -27,6 +27,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import same, subprocess_env, time_limit
 
 import ckptkit
 from ckptkit import info
@@ -34,9 +35,6 @@ from ckptkit.errors import CheckpointError
 from ckptkit.format import bundle
 from ckptkit.format.table import TableReader, TableWriter
 from ckptkit.proto import saved_tensor_slice_pb2, tensor_bundle_pb2
-from cli_fixtures import same, subprocess_env
-from test_fuzz import tf_v2  # noqa: F401 - the TF-written V2 checkpoint (a fixture)
-from test_hostile import time_limit
 
 SEED = 4321
 CASE_SECONDS = 5
@@ -202,7 +200,7 @@ def entry_mutations(entry: tensor_bundle_pb2.BundleEntryProto, shard_len: int):
         yield "slices cleared", lambda e: e.ClearField("slices")
         yield "first slice dropped", lambda e: e.slices.pop(0)
         yield "slice duplicated", lambda e: e.slices.append(e.slices[0])
-        for i, extent in enumerate(entry.slices[0].extent):
+        for i in range(len(entry.slices[0].extent)):
             for value in INTS:
                 yield f"slice0.extent[{i}].start={value}", lambda e, i=i, v=value: setattr(
                     e.slices[0].extent[i], "start", v)
@@ -315,7 +313,7 @@ def v2_cases(items, shard_lens: dict[int, int], rng, n_random: int):
 
 
 @pytest.fixture(scope="module")
-def v2_work(tf_v2, tmp_path_factory):  # noqa: F811 - the imported fixture
+def v2_work(tf_v2, tmp_path_factory):
     """A copy of the TF checkpoint's data shards, and everything a case needs."""
     _, prefix, expected = tf_v2
     work = str(tmp_path_factory.mktemp("structured_v2"))
@@ -436,7 +434,7 @@ def test_v2_mutations_read_like_tf(v2_work, traced, tmp_path, capsys):
     tf_results = tf_read_cases(prefixes, str(tmp_path))
     compared = both_values = crashed = 0
     outcomes = Outcomes()
-    for i, (n, prefix) in enumerate(zip(picked, prefixes)):
+    for i, (n, prefix) in enumerate(zip(picked, prefixes, strict=True)):
         desc = cases[n][0]
         ours = run_case(prefix, expected, budget, f"TF case {n} ({desc})", outcomes)
         theirs = tf_results.get(i)

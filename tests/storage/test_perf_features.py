@@ -117,7 +117,8 @@ def test_write_error_in_writer_thread_surfaces_and_keeps_old_checkpoint(tmp_path
 def test_varints_vectorized_match_scalar():
     rng = np.random.default_rng(3)
     values = [0, 1, 127, 128, 16383, 16384, 2**32 - 1, 2**32, 2**63, 2**64 - 1]
-    values += [int(x) >> int(s) for x, s in zip(rng.integers(0, 2**63, 500, dtype=np.int64), rng.integers(0, 63, 500))]
+    numbers, shifts = rng.integers(0, 2**63, 500, dtype=np.int64), rng.integers(0, 63, 500)
+    values += [int(x) >> int(s) for x, s in zip(numbers, shifts, strict=True)]
     encoded = encode_varints(values)
     assert encoded == b"".join(encode_varint(v) for v in values)
     decoded, end = decode_varints(b"ab" + encoded + b"tail", len(values), 2)

@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 import pytest
+from helpers import subprocess_env
 
 import ckptkit
 from ckptkit.format import files
-from cli_fixtures import subprocess_env
 
 KILLS = 30
 
@@ -88,7 +88,7 @@ def test_sigkill_while_saving(tmp_path):
     rng = random.Random(20240607)
     stats = {"saves": 0, "kills_with_temp_files": 0, "kills_before_first_save": 0}
     last_step = -1
-    for kill in range(KILLS):
+    for _ in range(KILLS):
         child = run_child(directory, 1000)
         ready = child.stdout.readline()
         assert ready.startswith("ready"), child.stderr.read()

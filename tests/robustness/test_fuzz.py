@@ -17,18 +17,16 @@ or fails cleanly.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
 
 import numpy as np
 import pytest
+from helpers import same, time_limit
 
 import ckptkit
 from ckptkit.errors import CheckpointError
 from ckptkit.format.table import TableReader
-from cli_fixtures import same
-from test_hostile import time_limit
 
 SEED = 1234
 CASES_PER_FILE = 1500
@@ -36,48 +34,6 @@ CASE_SECONDS = 5
 
 
 # --------------------------------------------------------------------------- TF-written checkpoints
-
-def tf_read_all(tf, prefix: str) -> dict:
-    reader = tf.train.load_checkpoint(prefix)
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
-
-
-@pytest.fixture(scope="module")
-def tf_v2(tf, tf1, tmp_path_factory):
-    """A sharded TF1 Saver's V2 checkpoint on two devices: two data shards, .meta, state file."""
-    directory = str(tmp_path_factory.mktemp("tf_v2"))
-    counter = itertools.count()
-
-    def alternate(op):  # variables (and the partitions of one) alternate between the CPUs
-        if op.type in ("VariableV2", "VarHandleOp"):
-            return f"/cpu:{next(counter) % 2}"
-        return op.device
-
-    graph = tf.Graph()
-    rng = np.random.default_rng(SEED)
-    with graph.as_default(), graph.device(alternate):
-        tf1.Variable(rng.standard_normal((64, 48)).astype(np.float32), name="dense/kernel")
-        tf1.Variable(rng.standard_normal(48), name="dense/bias")  # float64
-        tf1.Variable(np.arange(-50, 50, dtype=np.int32), name="ints/i32")
-        tf1.Variable(np.array([2**40, -5], dtype=np.int64), name="ints/i64")
-        tf1.Variable(np.array([True, False, True]), name="flags")
-        tf1.Variable(np.array([0.5, -2.0, 65504], dtype=np.float16), name="half")
-        tf1.Variable(np.array([b"alpha", b"", "é".encode(), b"x" * 300], dtype=object), name="names")
-        tf1.get_variable("part", shape=[9, 4], initializer=tf1.random_normal_initializer(seed=SEED),
-                         partitioner=tf1.fixed_size_partitioner(3))
-        step = tf1.train.get_or_create_global_step()
-        saver = tf1.train.Saver(sharded=True, save_relative_paths=True)
-        config = tf1.ConfigProto(device_count={"CPU": 2})
-        with tf1.Session(graph=graph, config=config) as sess:
-            sess.run(tf1.global_variables_initializer())
-            sess.run(step.assign(1234))
-            prefix = saver.save(sess, os.path.join(directory, "model.ckpt"), global_step=step)
-    assert prefix.endswith("model.ckpt-1234")
-    names = sorted(os.listdir(directory))
-    assert names == ["checkpoint", "model.ckpt-1234.data-00000-of-00002", "model.ckpt-1234.data-00001-of-00002",
-                     "model.ckpt-1234.index", "model.ckpt-1234.meta"], names
-    return directory, prefix, tf_read_all(tf, prefix)
-
 
 @pytest.fixture(scope="module")
 def tf_v1(tf, tf1, tmp_path_factory):

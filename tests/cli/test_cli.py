@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from cli_fixtures import (CKPTKIT, REPO, SEED_EMA, dtypes_ckpt, dtypes_dir, partitioned,  # noqa: F401
-                          partitioned_dir, same, seed, seed_dir, subprocess_env, tf_contents)
 from click.testing import CliRunner
+from helpers import CKPTKIT, REPO, SEED_EMA, make_v1, same, subprocess_env, tf_values
 
 from ckptkit import cli as cli_module
 from ckptkit.cli import cli
@@ -102,7 +101,7 @@ def test_ls_defaults_to_current_directory(seed):
 
 
 def test_show_values_and_stats(tf, dtypes_ckpt):
-    expected = tf_contents(tf, dtypes_ckpt)
+    expected = tf_values(tf, dtypes_ckpt)
     result = run("show", dtypes_ckpt, "dense/bias", "--stats", "--json")
     out = json.loads(result.stdout)
     assert out["dtype"] == "float64" and out["shape"] == [3]
@@ -146,7 +145,7 @@ def test_rename_users_example(tf, seed):
     assert index_bytes(seed) == before
     result = run("rename", "-c", seed, "v", "v/ExponentialMovingAverage", "--overwrite")
     assert result.exit_code == 0 and "v -> v/ExponentialMovingAverage" in result.stdout
-    after = tf_contents(tf, seed)
+    after = tf_values(tf, seed)
     assert sorted(after) == ["v/ExponentialMovingAverage"]
     assert same(after["v/ExponentialMovingAverage"], np.float32(10.0))
 
@@ -159,10 +158,10 @@ def test_rename_plain_dry_run_and_output(tf, seed, tmp_path):
     out = tmp_path / "o" / "model.ckpt"
     assert run("rename", "-c", seed, "v", "w", "-o", out).exit_code == 0
     assert index_bytes(seed) == before
-    got = tf_contents(tf, os.fspath(out))
+    got = tf_values(tf, os.fspath(out))
     assert sorted(got) == ["v/ExponentialMovingAverage", "w"] and same(got["w"], np.float32(10))
     assert run("rename", "-c", seed, "v", "w").exit_code == 0
-    assert sorted(tf_contents(tf, seed)) == ["v/ExponentialMovingAverage", "w"]
+    assert sorted(tf_values(tf, seed)) == ["v/ExponentialMovingAverage", "w"]
 
 
 def test_rename_regex(tf, seed, dtypes_ckpt):
@@ -171,11 +170,11 @@ def test_rename_regex(tf, seed, dtypes_ckpt):
     result = run("rename", "-c", seed, "--regex", r"(.*)/ExponentialMovingAverage", r"\1",
                  "--overwrite", "--json")
     assert json.loads(result.stdout) == {"v/ExponentialMovingAverage": "v"}
-    assert tf_contents(tf, seed) == {"v": SEED_EMA}
-    before = tf_contents(tf, dtypes_ckpt)
+    assert tf_values(tf, seed) == {"v": SEED_EMA}
+    before = tf_values(tf, dtypes_ckpt)
     result = run("rename", "-c", dtypes_ckpt, "--regex", r"ints/(?P<n>.*)", r"integers/\g<n>")
     assert result.exit_code == 0
-    after = tf_contents(tf, dtypes_ckpt)
+    after = tf_values(tf, dtypes_ckpt)
     assert sorted(k for k in after if k.startswith("integers/")) == \
         ["integers/i32", "integers/i64", "integers/i8", "integers/u8"]
     assert same(after["integers/i64"], before["ints/i64"])
@@ -192,37 +191,37 @@ def test_ema_command(tf, seed, tmp_path):
     out = tmp_path / "infer" / "model.ckpt"
     result = run("ema", "-c", seed, "-o", out)
     assert result.exit_code == 0 and "v/ExponentialMovingAverage -> v" in result.stdout
-    assert tf_contents(tf, os.fspath(out)) == {"v": SEED_EMA}
-    assert same(tf_contents(tf, os.fspath(out))["v"], SEED_EMA)
-    assert sorted(tf_contents(tf, seed)) == ["v", "v/ExponentialMovingAverage"]  # source untouched
+    assert tf_values(tf, os.fspath(out)) == {"v": SEED_EMA}
+    assert same(tf_values(tf, os.fspath(out))["v"], SEED_EMA)
+    assert sorted(tf_values(tf, seed)) == ["v", "v/ExponentialMovingAverage"]  # source untouched
     assert run("ema", "-c", seed).exit_code == 0
-    assert same(tf_contents(tf, seed)["v"], SEED_EMA)
+    assert same(tf_values(tf, seed)["v"], SEED_EMA)
     result = run("ema", "-c", seed)
     assert result.exit_code == 1 and "no moving averages" in one_error_line(result.stderr)
 
 
 def test_rm_and_compact(tf, dtypes_ckpt):
-    before = tf_contents(tf, dtypes_ckpt)
+    before = tf_values(tf, dtypes_ckpt)
     size = os.path.getsize(dtypes_ckpt + ".data-00000-of-00001")
     result = run("rm", "-c", dtypes_ckpt, "dense/kernel", "names")
     assert result.exit_code == 0 and "stay in the data shards" in result.stderr
-    assert sorted(tf_contents(tf, dtypes_ckpt)) == sorted(set(before) - {"dense/kernel", "names"})
+    assert sorted(tf_values(tf, dtypes_ckpt)) == sorted(set(before) - {"dense/kernel", "names"})
     assert os.path.getsize(dtypes_ckpt + ".data-00000-of-00001") == size
     result = run("rm", "-c", dtypes_ckpt, "--compact")
     assert result.exit_code == 0 and "reclaimed" in result.stderr
     assert os.path.getsize(dtypes_ckpt + ".data-00000-of-00001") < size
-    after = tf_contents(tf, dtypes_ckpt)
+    after = tf_values(tf, dtypes_ckpt)
     for key, value in after.items():
         assert same(value, before[key]), key
     result = run("rm", "-c", dtypes_ckpt, "ints/i8", "--compact")
-    assert result.exit_code == 0 and "ints/i8" not in tf_contents(tf, dtypes_ckpt)
+    assert result.exit_code == 0 and "ints/i8" not in tf_values(tf, dtypes_ckpt)
     assert run("rm", "-c", dtypes_ckpt).exit_code == 2
     index = index_bytes(dtypes_ckpt)
     out = dtypes_ckpt + "-small"
     result = run("rm", "-c", dtypes_ckpt, "dense/bias", "--compact", "-o", out)
     assert result.exit_code == 0 and index_bytes(dtypes_ckpt) == index  # source untouched
-    small = tf_contents(tf, out)
-    assert sorted(small) == sorted(set(tf_contents(tf, dtypes_ckpt)) - {"dense/bias"})
+    small = tf_values(tf, out)
+    assert sorted(small) == sorted(set(tf_values(tf, dtypes_ckpt)) - {"dense/bias"})
     assert os.path.getsize(out + ".data-00000-of-00001") < \
         os.path.getsize(dtypes_ckpt + ".data-00000-of-00001")
     for key, value in small.items():
@@ -267,7 +266,7 @@ def test_sliced_rename_is_refused(partitioned):
 def test_partitioned_converts_whole(tf, partitioned, tmp_path):
     npz = tmp_path / "p.npz"
     assert run("convert", partitioned, npz).exit_code == 0
-    expected = tf_contents(tf, partitioned)
+    expected = tf_values(tf, partitioned)
     with np.load(npz) as data:
         assert sorted(data.files) == sorted(expected)
         for key in expected:
@@ -275,10 +274,8 @@ def test_partitioned_converts_whole(tf, partitioned, tmp_path):
 
 
 def test_v1_checkpoint(tf, tf1, tmp_path):
-    from cli_fixtures import make_v1
-
     prefix = make_v1(tf1, os.fspath(tmp_path))
-    expected = tf_contents(tf, prefix)
+    expected = tf_values(tf, prefix)
     listed = json.loads(run("ls", prefix, "--json").stdout)
     assert [(t["name"], t["dtype"], t["shape"]) for t in listed] == [("s", "string", []),
                                                                     ("w", "float32", [2, 2])]
@@ -288,7 +285,7 @@ def test_v1_checkpoint(tf, tf1, tmp_path):
     assert result.exit_code == 1 and "V1" in one_error_line(result.stderr)
     new = tmp_path / "v2" / "new.ckpt"
     assert run("convert", prefix, new).exit_code == 0
-    got = tf_contents(tf, os.fspath(new))
+    got = tf_values(tf, os.fspath(new))
     assert sorted(got) == sorted(expected) and same(got["w"], expected["w"]) and got["s"] == b"text"
 
 
@@ -370,7 +367,7 @@ def test_example_loads_in_tf_like_tfs_own(tf, tf1, seed, tmp_path):
     assert result.exit_code == 0, result.output
     assert "0.099999905" in result.stdout
     prefix = os.fspath(directory / "model.ckpt")
-    ours, theirs = tf_contents(tf, prefix), tf_contents(tf, seed)
+    ours, theirs = tf_values(tf, prefix), tf_values(tf, seed)
     assert sorted(ours) == sorted(theirs)
     for key in theirs:
         assert same(ours[key], theirs[key]), key
@@ -382,7 +379,7 @@ def test_example_loads_in_tf_like_tfs_own(tf, tf1, seed, tmp_path):
 
 
 def test_convert_roundtrip_through_cli(tf, dtypes_ckpt, tmp_path, monkeypatch):
-    before = tf_contents(tf, dtypes_ckpt)
+    before = tf_values(tf, dtypes_ckpt)
     result = run("convert", dtypes_ckpt, tmp_path / "x.safetensors")
     assert result.exit_code == 1 and "'names'" in one_error_line(result.stderr)  # no strings there
     assert not (tmp_path / "x.safetensors").exists()
@@ -391,7 +388,7 @@ def test_convert_roundtrip_through_cli(tf, dtypes_ckpt, tmp_path, monkeypatch):
     assert run("convert", dtypes_ckpt, tmp_path / "x.safetensors").exit_code == 0
     assert run("convert", tmp_path / "x.safetensors", tmp_path / "back" / "m.ckpt",
                "--num-shards", "2").exit_code == 0
-    after = tf_contents(tf, os.fspath(tmp_path / "back" / "m.ckpt"))
+    after = tf_values(tf, os.fspath(tmp_path / "back" / "m.ckpt"))
     assert sorted(after) == sorted(set(before) - {"names", "bf16"})
     for key, value in after.items():
         assert same(value, before[key]), key
@@ -456,7 +453,7 @@ def test_subprocess_ls_rename_verify(tf, seed, dtypes_ckpt):
     assert index_bytes(seed) == before
     result = run_process("rename", "-c", seed, "v", "weights/v")
     assert result.returncode == 0 and result.stdout.strip() == "v -> weights/v"
-    after = tf_contents(tf, seed)
+    after = tf_values(tf, seed)
     assert sorted(after) == ["v/ExponentialMovingAverage", "weights/v"]
     assert same(after["weights/v"], np.float32(10))
     assert run_process("verify", dtypes_ckpt).returncode == 0

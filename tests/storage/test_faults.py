@@ -2,7 +2,7 @@
 
 Kill: each writing command runs in a forked child that SIGKILLs itself right before,
 or right after, its Nth call of os.replace/rename/unlink/fsync/link, for every N the
-command makes (faults_helpers.run_forked). After every kill, on a fresh copy of the
+command makes (helpers.run_forked). After every kill, on a fresh copy of the
 directory:
 - the checkpoint reads whole (ckptkit.load and CheckpointReader agree) and holds
   exactly the old values or the new ones (a brand-new prefix may be missing), and the
@@ -30,14 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from faults_helpers import (
+from helpers import (
     label_of,
     leftovers,
     run_forked,
     same_values,
+    seeded_values,
     temps_and_journals,
     tf_values,
-    values,
 )
 
 import ckptkit
@@ -46,9 +46,9 @@ from ckptkit.format import bundle
 from ckptkit.format import files as ck_files
 from ckptkit.format.lock import LOCK_FILENAME
 
-OLD, NEW = values(1), values(2)
+OLD, NEW = seeded_values(1), seeded_values(2)
 SHADOW = "v/ExponentialMovingAverage"
-EDITABLE = {**values(1), "v": np.arange(10, dtype=np.float32), SHADOW: np.arange(10, dtype=np.float32) + 100}
+EDITABLE = {**seeded_values(1), "v": np.arange(10, dtype=np.float32), SHADOW: np.arange(10, dtype=np.float32) + 100}
 
 
 def renamed(vals: dict, old: str, new: str) -> dict:
@@ -89,7 +89,7 @@ def expect_shards(prefix: str, n: int) -> None:
 
 def _save_scenario(old_shards: int | None, new_shards: int) -> Scenario:
     def build(d):
-        ckptkit.save(p(d, "other"), values(9))
+        ckptkit.save(p(d, "other"), seeded_values(9))
         if old_shards is not None:
             ckptkit.save(p(d, "m"), OLD, num_shards=old_shards)
 
@@ -97,12 +97,12 @@ def _save_scenario(old_shards: int | None, new_shards: int) -> Scenario:
         ckptkit.save(p(d, "m"), NEW, num_shards=new_shards)
 
     def observe(d):
-        label_of(p(d, "other"), {"same": values(9)})
+        label_of(p(d, "other"), {"same": seeded_values(9)})
         choices = {"new": NEW} if old_shards is None else {"old": OLD, "new": NEW}
         return label_of(p(d, "m"), choices, allow_missing=old_shards is None)
 
     def next_op(d):
-        ckptkit.save(p(d, "next"), values(3))
+        ckptkit.save(p(d, "next"), seeded_values(3))
 
     def after_next(d, label):
         now = observe(d)
@@ -113,11 +113,11 @@ def _save_scenario(old_shards: int | None, new_shards: int) -> Scenario:
             assert now in ("none", "new")
             if now == "none":
                 assert data_files(p(d, "m")) == []
-                return {p(d, "next"): values(3)}
+                return {p(d, "next"): seeded_values(3)}
         else:
             assert now == label  # recovery completes exactly what readers were shown
         expect_shards(p(d, "m"), new_shards if now == "new" else old_shards)
-        return {p(d, "m"): NEW if now == "new" else OLD, p(d, "next"): values(3)}
+        return {p(d, "m"): NEW if now == "new" else OLD, p(d, "next"): seeded_values(3)}
 
     return Scenario(build, op, observe, next_op, after_next)
 
@@ -128,33 +128,33 @@ def _saver_step_scenario() -> Scenario:
     def build(d):
         saver = ckptkit.Saver(max_to_keep=2, save_relative_paths=True)
         for step in (1, 2):
-            saver.save(values(step), p(d, "model"), global_step=step)
+            saver.save(seeded_values(step), p(d, "model"), global_step=step)
 
     def save_step(d, step):
         saver = ckptkit.Saver(max_to_keep=2, save_relative_paths=True)
         saver.recover_last_checkpoints(list(ckptkit.get_checkpoint_state(d).all_model_checkpoint_paths))
-        saver.save(values(step), p(d, "model"), global_step=step)
+        saver.save(seeded_values(step), p(d, "model"), global_step=step)
 
     def check_state(d) -> int:
         latest = ckptkit.latest_checkpoint(d)
         assert latest is not None, "latest_checkpoint lost the checkpoint"
         step = int(latest.rsplit("-", 1)[1])
-        label_of(latest, {"whole": values(step)})
+        label_of(latest, {"whole": seeded_values(step)})
         for path in ckptkit.get_checkpoint_state(d).all_model_checkpoint_paths:
-            label_of(path, {"whole": values(int(path.rsplit("-", 1)[1]))})
+            label_of(path, {"whole": seeded_values(int(path.rsplit("-", 1)[1]))})
         return step
 
     def observe(d):
         step = check_state(d)
         assert step in (2, 3), step
-        label_of(p(d, "model-2"), {"whole": values(2)})  # never pruned here
+        label_of(p(d, "model-2"), {"whole": seeded_values(2)})  # never pruned here
         return "old" if step == 2 else "new"
 
     def after_next(d, label):
         assert check_state(d) == 4
         paths = ckptkit.get_checkpoint_state(d).all_model_checkpoint_paths
         assert [os.path.basename(x) for x in paths] == ["model-3" if label == "new" else "model-2", "model-4"]
-        return {p(d, "model-4"): values(4)}
+        return {p(d, "model-4"): seeded_values(4)}
 
     return Scenario(build, lambda d: save_step(d, 3), observe, lambda d: save_step(d, 4), after_next)
 
@@ -169,12 +169,12 @@ def _saver_same_prefix_scenario() -> Scenario:
 
     def after_next(d, label):
         assert ckptkit.latest_checkpoint(d) == p(d, "m")
-        label_of(p(d, "m"), {"next": values(3)})
+        label_of(p(d, "m"), {"next": seeded_values(3)})
         assert os.path.exists(p(d, "m.meta"))
-        return {p(d, "m"): values(3)}
+        return {p(d, "m"): seeded_values(3)}
 
     return Scenario(build, lambda d: ckptkit.Saver(save_relative_paths=True).save(NEW, p(d, "m")), observe,
-                    lambda d: ckptkit.Saver(save_relative_paths=True).save(values(3), p(d, "m")), after_next)
+                    lambda d: ckptkit.Saver(save_relative_paths=True).save(seeded_values(3), p(d, "m")), after_next)
 
 
 # --------------------------------------------------------------------------- edits in place
@@ -205,7 +205,7 @@ def _edit_scenario(op, new: dict, *, removed_before: str | None = None) -> Scena
 def _output_scenario(op, new: dict, *, removed_before: str | None = None) -> Scenario:
     """An edit of `m` written with output= onto the existing checkpoint `o` (3 shards)."""
     src = EDITABLE if removed_before is None else without(EDITABLE, removed_before)
-    old_o = values(7)
+    old_o = seeded_values(7)
 
     def build(d):
         ckptkit.save(p(d, "m"), EDITABLE, num_shards=2)
@@ -247,7 +247,7 @@ def _state_scenario() -> Scenario:
 
     return Scenario(build, lambda d: ckptkit.update_checkpoint_state(
         d, p(d, "m2"), [p(d, "m1"), p(d, "m2")], save_relative_paths=True),
-                    observe, lambda d: ckptkit.save(p(d, "next"), values(3)), after_next)
+                    observe, lambda d: ckptkit.save(p(d, "next"), seeded_values(3)), after_next)
 
 
 SCENARIOS = {
@@ -377,12 +377,12 @@ def test_kill_at_random_times_during_a_larger_write(command, tmp_path, tf):
 
 # --------------------------------------------------------------------------- full disk
 
-NUMERIC = without(values(4), "c")
+NUMERIC = without(seeded_values(4), "c")
 
 
 def _convert_scenario(ext: str) -> Scenario:
     src_vals = EDITABLE if ext != ".safetensors" else without(EDITABLE, "c")
-    old_vals = values(7) if ext != ".safetensors" else without(values(7), "c")
+    old_vals = seeded_values(7) if ext != ".safetensors" else without(seeded_values(7), "c")
     dst = "out" + ext
 
     def build(d):
@@ -405,7 +405,7 @@ def _convert_scenario(ext: str) -> Scenario:
         return {p(d, "src"): src_vals}
 
     return Scenario(build, lambda d: convert.convert(p(d, "src"), p(d, dst)), observe,
-                    lambda d: ckptkit.save(p(d, "next"), values(3)), after_next)
+                    lambda d: ckptkit.save(p(d, "next"), seeded_values(3)), after_next)
 
 
 FULL_DISK = {**{k: v for k, v in SCENARIOS.items() if "new-prefix-3" not in k},

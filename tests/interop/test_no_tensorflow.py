@@ -6,7 +6,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
+ROOT = Path(REPO)
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 import pytest
+from helpers import STRINGS, assert_same_tensor, variety
 
 import ckptkit
-from tensors import STRINGS, assert_same_tensor, variety
 
 
 def tf_save_v2(tf, prefix: str, tensors: dict[str, np.ndarray]) -> None:

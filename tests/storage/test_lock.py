@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 import pytest
+from helpers import subprocess_env
 
 import ckptkit
 from ckptkit.errors import CheckpointError
 from ckptkit.format import files
 from ckptkit.format.lock import LOCK_FILENAME, DirectoryLock, DirectoryLockedError
-from cli_fixtures import subprocess_env
 
 HOLDER = r"""
 import sys

@@ -25,8 +25,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from cli_fixtures import subprocess_env
-from faults_helpers import leftovers, same_values, tf_values
+from helpers import leftovers, same_values, subprocess_env, tf_values
 
 import ckptkit
 from ckptkit import edit

@@ -8,16 +8,14 @@ run code from it, and never delete a file outside the directory a Saver manages.
 from __future__ import annotations
 
 import ast
-import contextlib
 import logging
 import os
 import pathlib
-import signal
-import tracemalloc
 
 import numpy as np
 import pytest
 from google.protobuf import text_format
+from helpers import MEMORY_LIMIT, bounded_memory, hostile_v2, time_limit
 
 import ckptkit
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError
@@ -28,41 +26,6 @@ from ckptkit.proto import saved_tensor_slice_pb2, tensor_pb2
 from ckptkit.state import checkpoint_files, read_state_file, remove_checkpoint
 
 PACKAGE = pathlib.Path(ckptkit.__file__).parent
-MEMORY_LIMIT = 16 << 20  # peak bytes a rejected hostile read may allocate
-
-
-class Hang(Exception):
-    """Raised by time_limit when a guarded block runs too long."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fail a block that runs longer than `seconds` (SIGALRM; interrupts blocking opens too)."""
-    def on_alarm(signum, frame):
-        raise Hang(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@contextlib.contextmanager
-def bounded_memory(limit: int = MEMORY_LIMIT):
-    """Assert that the block's peak traced allocation stays under `limit` bytes."""
-    tracemalloc.start()
-    tracemalloc.reset_peak()
-    try:
-        yield
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    assert peak < limit, f"peak allocation {peak} bytes"
-
-
 def refused(prefix: str, match: str | None = None, seconds: float = 10,
             memory: int = MEMORY_LIMIT) -> CheckpointError:
     """Read every tensor of `prefix`; it must raise a CheckpointError, cheaply and promptly."""
@@ -72,17 +35,6 @@ def refused(prefix: str, match: str | None = None, seconds: float = 10,
 
 
 # --------------------------------------------------------------------------- V2: lying entries
-
-def hostile_v2(tmp_path, entries: dict, data: bytes = b"\0" * 16, num_shards: int = 1) -> str:
-    """A bundle whose index holds `entries` {key: BundleEntryProto} over a small data shard."""
-    prefix = str(tmp_path / "hostile")
-    for shard in range(num_shards):
-        with open(bundle.data_filename(prefix, shard, num_shards), "wb") as f:
-            f.write(data)
-    items = sorted((bundle.encode_key(k), e.SerializeToString()) for k, e in entries.items())
-    bundle.write_index(prefix, bundle.make_header(num_shards), items).commit()
-    return prefix
-
 
 FLOAT, INT8, STRING = 1, 6, 7
 
@@ -128,7 +80,7 @@ def test_string_length_past_64_bits(tmp_path):
     refused(hostile_v2(tmp_path, {"x": bundle.make_entry(STRING, (1,), 0, 0, len(data), crc)}, data))
 
 
-def sliced_entry(dtype: int, shape, tslices) -> "bundle.BundleEntryProto":
+def sliced_entry(dtype: int, shape, tslices) -> bundle.BundleEntryProto:
     full = bundle.make_entry(dtype, tuple(shape), 0, 0, 0, 0)
     for tslice in tslices:
         full.slices.append(tslice.to_proto())
@@ -188,7 +140,7 @@ def test_tiling_checks_agree_on_random_slices():
                 ext.append((a, int(rng.integers(1, dim - a + 1))))
             boxes.append(slices.TensorSlice(ext))
         bounds = [b.bounds(shape) for b in boxes]
-        pairwise = any(all(a0 < b1 and b0 < a1 for (a0, a1), (b0, b1) in zip(bounds[i], bounds[j]))
+        pairwise = any(all(a0 < b1 and b0 < a1 for (a0, a1), (b0, b1) in zip(bounds[i], bounds[j], strict=True))
                        for i in range(len(bounds)) for j in range(i))
         grid = slices._find_overlap(bounds, len(shape)) is not None
         old = slices._GRID_CELLS

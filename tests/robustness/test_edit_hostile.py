@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_hostile import bounded_memory, hostile_v2, time_limit
+from helpers import bounded_memory, hostile_v2, time_limit
 
 import ckptkit
 from ckptkit import edit

@@ -6,10 +6,10 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import assert_same_tensor
 
 import ckptkit
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, TensorNotFoundError
-from tensors import assert_same_tensor
 
 VALUES = {
     "a/kernel": np.arange(24, dtype=np.float32).reshape(4, 6),

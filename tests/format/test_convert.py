@@ -8,7 +8,7 @@ import struct
 import ml_dtypes
 import numpy as np
 import pytest
-from cli_fixtures import dtype_tensors, dtypes_ckpt, dtypes_dir, same, tf_contents  # noqa: F401
+from helpers import dtype_tensors, make_dtypes, same, tf_values
 
 from ckptkit import convert
 from ckptkit.errors import DataLossError, UnsupportedError
@@ -23,15 +23,13 @@ NUMPY_SAFETENSORS = {"dense/kernel", "dense/bias", "ints/i32", "ints/i64", "ints
 @pytest.fixture
 def numeric_ckpt(tf, tmp_path) -> str:
     """A TF-written checkpoint of every dtype safetensors can hold (no strings)."""
-    from cli_fixtures import make_dtypes
-
     directory = tmp_path / "numeric"
     directory.mkdir()
     return make_dtypes(tf, os.fspath(directory), with_strings=False)
 
 
 def test_checkpoint_to_safetensors_read_by_the_package(tf, numeric_ckpt, tmp_path):
-    expected = tf_contents(tf, numeric_ckpt)
+    expected = tf_values(tf, numeric_ckpt)
     dst = os.fspath(tmp_path / "m.safetensors")
     summary = convert.convert(numeric_ckpt, dst)
     assert summary["tensors"] == len(expected)
@@ -59,7 +57,7 @@ def test_safetensors_from_the_package_to_tf(tf, tmp_path):
     assert metadata == {"format": "np"}
     prefix = os.fspath(tmp_path / "out" / "model.ckpt")
     convert.convert(src, prefix)
-    loaded = tf_contents(tf, prefix)
+    loaded = tf_values(tf, prefix)
     assert sorted(loaded) == sorted(tensors)
     for key, value in tensors.items():
         assert same(loaded[key], value), key
@@ -96,7 +94,7 @@ def test_checkpoint_to_npz_and_back(tf, dtypes_ckpt, tmp_path):
     from ckptkit import edit
 
     edit.remove_keys(dtypes_ckpt, ["bf16"])  # npz cannot hold bfloat16 (tested below)
-    expected = tf_contents(tf, dtypes_ckpt)
+    expected = tf_values(tf, dtypes_ckpt)
     npz = os.fspath(tmp_path / "m.npz")
     convert.convert(dtypes_ckpt, npz)
     with np.load(npz, allow_pickle=False) as data:
@@ -108,7 +106,7 @@ def test_checkpoint_to_npz_and_back(tf, dtypes_ckpt, tmp_path):
                 assert same(data[key], expected[key]), key
     prefix = os.fspath(tmp_path / "back.ckpt")
     convert.convert(npz, prefix)
-    back = tf_contents(tf, prefix)
+    back = tf_values(tf, prefix)
     for key, value in expected.items():
         assert same(back[key], value), key
 
@@ -118,7 +116,7 @@ def test_npz_text_strings_and_odd_names(tf, tmp_path):
     np.savez(npz, text=np.array(["héllo", "x"]), other=np.arange(2))
     prefix = os.fspath(tmp_path / "u.ckpt")
     convert.convert(npz, prefix)
-    got = tf_contents(tf, prefix)
+    got = tf_values(tf, prefix)
     assert list(got["text"]) == ["héllo".encode(), b"x"] and same(got["other"], np.arange(2))
     # np.savez(file, **arrays) cannot take an array named "file"; write_npz can
     out = os.fspath(tmp_path / "again.npz")

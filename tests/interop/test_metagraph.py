@@ -17,8 +17,7 @@ import pytest
 import ckptkit
 from ckptkit.dtypes import as_dtype
 from ckptkit.errors import DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
-from ckptkit.metagraph import (GRAPH_PRODUCER, build_meta_graph, read_meta_graph,
-                               summarize_meta_graph, write_meta_graph)
+from ckptkit.metagraph import GRAPH_PRODUCER, build_meta_graph, read_meta_graph, summarize_meta_graph, write_meta_graph
 
 NUMERIC = ["float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
            "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128"]

@@ -6,8 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from cli_fixtures import (SEED_EMA, dtypes_ckpt, dtypes_dir, partitioned, partitioned_dir,  # noqa: F401
-                          same, seed, seed_dir, tf_contents)
+from helpers import SEED_EMA, same, tf_values
 
 import ckptkit
 from ckptkit import edit
@@ -24,10 +23,10 @@ def digest(path: str) -> str:
 
 def test_rename_rewrites_only_the_index(tf, seed):
     data_before = digest(seed + DATA)
-    before = tf_contents(tf, seed)
+    before = tf_values(tf, seed)
     mapping = edit.rename_keys(seed, {"v": "w"})
     assert mapping == {"v": "w"}
-    after = tf_contents(tf, seed)
+    after = tf_values(tf, seed)
     assert sorted(after) == ["v/ExponentialMovingAverage", "w"]
     assert same(after["w"], before["v"]) and same(after["v/ExponentialMovingAverage"], SEED_EMA)
     assert digest(seed + DATA) == data_before
@@ -53,14 +52,14 @@ def test_rename_onto_existing_key_is_refused_and_changes_nothing(tf, seed):
 
 def test_rename_overwrite_drops_the_old_target(tf, seed):
     edit.rename_keys(seed, {"v": "v/ExponentialMovingAverage"}, overwrite=True)
-    after = tf_contents(tf, seed)
+    after = tf_values(tf, seed)
     assert sorted(after) == ["v/ExponentialMovingAverage"]
     assert same(after["v/ExponentialMovingAverage"], np.float32(10.0))
 
 
 def test_swap_and_collisions(tf, seed):
     edit.rename_keys(seed, {"v": "v/ExponentialMovingAverage", "v/ExponentialMovingAverage": "v"})
-    after = tf_contents(tf, seed)
+    after = tf_values(tf, seed)
     assert same(after["v"], SEED_EMA) and same(after["v/ExponentialMovingAverage"], np.float32(10.0))
     index_before = digest(seed + ".index")
     with pytest.raises(InvalidArgumentError, match="both"):
@@ -73,7 +72,7 @@ def test_swap_and_collisions(tf, seed):
 
 
 def test_rename_with_function_and_dry_run(tf, dtypes_ckpt):
-    before = tf_contents(tf, dtypes_ckpt)
+    before = tf_values(tf, dtypes_ckpt)
     index_before = digest(dtypes_ckpt + ".index")
 
     def renamer(key):
@@ -84,7 +83,7 @@ def test_rename_with_function_and_dry_run(tf, dtypes_ckpt):
                        "ints/i8": "model/ints/i8", "ints/u8": "model/ints/u8"}
     assert digest(dtypes_ckpt + ".index") == index_before
     assert edit.rename_keys(dtypes_ckpt, renamer) == planned
-    after = tf_contents(tf, dtypes_ckpt)
+    after = tf_values(tf, dtypes_ckpt)
     assert sorted(after) == sorted(planned.get(k, k) for k in before)
     for old, value in before.items():
         assert same(after[planned.get(old, old)], value), old
@@ -95,8 +94,8 @@ def test_output_links_shards_and_leaves_source(tf, seed, tmp_path):
     out = os.fspath(tmp_path / "out" / "renamed.ckpt")
     edit.rename_keys(seed, {"v": "w"}, output=out)
     assert digest(seed + ".index") == index_before
-    assert sorted(tf_contents(tf, seed)) == ["v", "v/ExponentialMovingAverage"]
-    after = tf_contents(tf, out)
+    assert sorted(tf_values(tf, seed)) == ["v", "v/ExponentialMovingAverage"]
+    after = tf_values(tf, out)
     assert sorted(after) == ["v/ExponentialMovingAverage", "w"] and same(after["w"], np.float32(10))
     assert os.stat(out + DATA).st_ino == os.stat(seed + DATA).st_ino  # same filesystem: hard link
 
@@ -110,7 +109,7 @@ def test_output_copies_when_linking_fails(tf, seed, tmp_path, monkeypatch):
     edit.rename_keys(seed, {"v": "w"}, output=out)
     assert os.stat(out + DATA).st_ino != os.stat(seed + DATA).st_ino
     assert digest(out + DATA) == digest(seed + DATA)
-    assert same(tf_contents(tf, out)["w"], np.float32(10))
+    assert same(tf_values(tf, out)["w"], np.float32(10))
 
 
 def test_multi_shard_output_loads_in_tf(tf, tmp_path):
@@ -118,22 +117,22 @@ def test_multi_shard_output_loads_in_tf(tf, tmp_path):
                        {f"layer{i}/w": np.full((100,), i, np.float32) for i in range(6)}, num_shards=3)
     out = os.fspath(tmp_path / "o.ckpt")
     edit.rename_keys(src, lambda k: k.replace("layer", "block"), output=out)
-    got = tf_contents(tf, out)
+    got = tf_values(tf, out)
     assert sorted(got) == [f"block{i}/w" for i in range(6)]
     for i in range(6):
         assert same(got[f"block{i}/w"], np.full((100,), i, np.float32))
 
 
 def test_remove_and_compact(tf, dtypes_ckpt):
-    before = tf_contents(tf, dtypes_ckpt)
+    before = tf_values(tf, dtypes_ckpt)
     size_before = os.path.getsize(dtypes_ckpt + DATA)
     assert edit.remove_keys(dtypes_ckpt, ["dense/kernel", "names"]) == ["dense/kernel", "names"]
-    after = tf_contents(tf, dtypes_ckpt)
+    after = tf_values(tf, dtypes_ckpt)
     assert sorted(after) == sorted(set(before) - {"dense/kernel", "names"})
     assert os.path.getsize(dtypes_ckpt + DATA) == size_before  # bytes stay until compaction
     freed = edit.compact(dtypes_ckpt)
     assert freed == size_before - os.path.getsize(dtypes_ckpt + DATA) > 0
-    compacted = tf_contents(tf, dtypes_ckpt)
+    compacted = tf_values(tf, dtypes_ckpt)
     assert sorted(compacted) == sorted(after)
     for key, value in after.items():
         assert same(compacted[key], value), key
@@ -145,7 +144,7 @@ def test_compact_to_output_keeps_strings(tf, dtypes_ckpt, tmp_path):
     edit.remove_keys(dtypes_ckpt, ["bf16"])
     out = os.fspath(tmp_path / "c.ckpt")
     edit.compact(dtypes_ckpt, output=out)
-    src, got = tf_contents(tf, dtypes_ckpt), tf_contents(tf, out)
+    src, got = tf_values(tf, dtypes_ckpt), tf_values(tf, out)
     assert sorted(got) == sorted(src)
     for key in src:
         assert same(got[key], src[key]), key
@@ -169,7 +168,7 @@ def test_apply_ema_matches_tf_variables_to_restore(tf, tf1, seed, tmp_path):
         assert ours.variables_to_restore() == {"v/ExponentialMovingAverage": "v"}
     mapping = edit.apply_ema(seed)
     assert mapping == {"v/ExponentialMovingAverage": "v"}
-    after = tf_contents(tf, seed)
+    after = tf_values(tf, seed)
     assert sorted(after) == ["v"]
     assert same(after["v"], expected) and same(after["v"], SEED_EMA)
     # A plain TF1 Saver now loads the averaged value straight into v.
@@ -193,7 +192,7 @@ def test_sliced_variables_are_refused(tf, partitioned):
     assert digest(partitioned + ".index") == index_before
     # Renaming the plain variable next to it works, and TF still restores both.
     edit.rename_keys(partitioned, {"plain": "scalar"})
-    got = tf_contents(tf, partitioned)
+    got = tf_values(tf, partitioned)
     assert sorted(got) == ["part", "scalar"] and same(got["part"], np.ones((4, 2), np.float32))
 
 

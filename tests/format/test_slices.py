@@ -5,18 +5,27 @@ import os
 
 import numpy as np
 import pytest
+from helpers import save_partitioned_tf1
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ckptkit
 from ckptkit.errors import DataLossError, InvalidArgumentError
 from ckptkit.format import bundle
-from ckptkit.format.slices import (FULL, SlicedTensor, TensorSlice, decode_tensor_name_slice,
-                                   encode_tensor_name_slice, read_num_increasing,
-                                   read_signed_num_increasing, read_string, write_num_increasing,
-                                   write_signed_num_increasing, write_string)
+from ckptkit.format.slices import (
+    FULL,
+    SlicedTensor,
+    TensorSlice,
+    decode_tensor_name_slice,
+    encode_tensor_name_slice,
+    read_num_increasing,
+    read_signed_num_increasing,
+    read_string,
+    write_num_increasing,
+    write_signed_num_increasing,
+    write_string,
+)
 from ckptkit.format.table import TableReader
-
 
 # --------------------------------------------------------------------------- OrderedCode
 
@@ -57,7 +66,8 @@ def test_slice_keys_written_by_tf_decode_and_reencode(tf, tmp_path):
              "wide": ("3 70000", "-:65536,4", (3, 4)),
              "odd\x00name\xff".encode("latin-1").decode("latin-1"): ("5", "2,3", (3,))}
     names = list(specs)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[specs[n][0] + " " + specs[n][1] for n in names],
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                      shape_and_slices=[specs[n][0] + " " + specs[n][1] for n in names],
                       tensors=[tf.ones(specs[n][2]) for n in names])
     index = bundle.BundleIndex(prefix)
     slice_keys = [k for k in index.keys() if k.startswith("\x00")]
@@ -83,43 +93,6 @@ def test_tensor_slice_forms():
 
 
 # --------------------------------------------------------------------------- TF1 partitioned variables
-
-PARTITIONERS = {
-    "fixed3_axis0": lambda tf1: tf1.fixed_size_partitioner(3),
-    "fixed2_axis1": lambda tf1: tf1.fixed_size_partitioner(2, axis=1),
-    "minmax": lambda tf1: tf1.min_max_variable_partitioner(max_partitions=4, min_slice_size=256),
-    "axis_size": lambda tf1: tf1.variable_axis_size_partitioner(max_shard_bytes=1000),
-}
-SHAPES = {"fixed3_axis0": [7, 4], "fixed2_axis1": [5, 6], "minmax": [40, 30], "axis_size": [50, 20]}
-
-
-def save_partitioned_tf1(tf, tf1, directory: str, version: str = "V2", extra_dtypes: bool = False):
-    """Build TF1 partitioned variables, save with a Saver; return (path, {name: full value})."""
-    graph = tf.Graph()
-    with graph.as_default():
-        tf1.set_random_seed(7)
-        variables = {name: tf1.get_variable(name, shape=SHAPES[name], partitioner=make(tf1),
-                                            initializer=tf1.random_normal_initializer())
-                     for name, make in PARTITIONERS.items()}
-        variables["plain"] = tf1.get_variable("plain", shape=[3], initializer=tf1.ones_initializer())
-        if extra_dtypes:
-            variables["ints"] = tf1.get_variable(
-                "ints", shape=[9, 2], dtype=tf.int64, partitioner=tf1.fixed_size_partitioner(4),
-                initializer=tf1.random_uniform_initializer(-(1 << 40), 1 << 40, dtype=tf.int64))
-            variables["f64"] = tf1.get_variable(
-                "f64", shape=[6], dtype=tf.float64, partitioner=tf1.fixed_size_partitioner(3),
-                initializer=tf1.random_normal_initializer(dtype=tf.float64))
-        write_version = getattr(tf1.train.SaverDef, version)
-        saver = tf1.train.Saver(write_version=write_version)
-        with tf1.Session(graph=graph) as sess:
-            sess.run(tf1.global_variables_initializer())
-            path = saver.save(sess, os.path.join(directory, "model.ckpt"))
-            values = {name: sess.run(v.as_tensor() if hasattr(v, "as_tensor") else v)
-                      for name, v in variables.items()}
-    for name in PARTITIONERS:  # every test variable really is partitioned
-        assert len(list(variables[name])) > 1, name
-    return path, values
-
 
 @pytest.fixture(scope="module")
 def tf1_v2_partitioned(tf, tmp_path_factory):

@@ -14,6 +14,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import bounded_memory, snappy_literal, time_limit, write_snappy_table
 
 import ckptkit
 from ckptkit.cli import cli
@@ -23,7 +24,6 @@ from ckptkit.format.coding import crc32c, encode_varints, mask_crc
 from ckptkit.format.table import TableReader, TableWriter
 from ckptkit.proto import saved_tensor_slice_pb2
 from ckptkit.reader import CheckpointReader
-from test_hostile import bounded_memory, time_limit
 
 FLOAT, INT8, STRING = 1, 6, 7
 DATA = np.arange(4, dtype=np.float32)  # 16 bytes: the one tensor of every plain case
@@ -348,8 +348,6 @@ def test_big_endian_header_refuses_little_endian_string_checksums(tf, tmp_path, 
 # --------------------------------------------------------------------------- snappy
 
 def test_corrupt_snappy_block_is_data_loss(tf, tmp_path):
-    from test_v1 import write_snappy_table
-
     path = str(tmp_path / "plain.ckpt")
     tf.raw_ops.Save(filename=path, tensor_names=["a"], data=[tf.constant(np.arange(50, dtype=np.float32))])
     entries = [(bytes(k), bytes(v)) for k, v in TableReader.open(path)]
@@ -358,13 +356,7 @@ def test_corrupt_snappy_block_is_data_loss(tf, tmp_path):
                               lambda b: b"\x80" * 11,                         # varint past 64 bits
                               lambda b: b[:len(b) // 2]]):                    # truncated
         bad = str(tmp_path / f"snappy{i}.ckpt")
-        write_snappy_table(bad, entries, lambda data, f=junk: f(_literal(data)))
+        write_snappy_table(bad, entries, lambda data, f=junk: f(snappy_literal(data)))
         with time_limit(10), bounded_memory(), pytest.raises(DataLossError, match="snappy") as info:
             ckptkit.load(bad)
         assert bad in str(info.value)
-
-
-def _literal(data: bytes) -> bytes:
-    from test_v1 import snappy_literal
-
-    return snappy_literal(data)

@@ -31,7 +31,8 @@ def keras_checkpoint(tf, tmp_path_factory):
     x = np.ones((2, 3), np.float32)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(model(x) ** 2)
-    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
     path = tf.train.Checkpoint(model=model, optimizer=optimizer).save(str(tmp_path_factory.mktemp("keras") / "ckpt"))
     return path, model, optimizer
 
@@ -88,7 +89,7 @@ def test_optimizer_slot_variables(tf, tmp_path):
     variables = [net.kernel, net.weights["a/b.c"]]
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(net.kernel ** 2) + tf.reduce_sum(net.weights["a/b.c"])
-    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
     path = tf.train.Checkpoint(net=net, optimizer=optimizer).save(str(tmp_path / "ckpt"))
 
     with ckptkit.CheckpointReader(path) as reader:

@@ -14,12 +14,13 @@ import pathlib
 import cramjam  # a runtime dependency of ckptkit (the snappy decoder)
 import numpy as np
 import pytest
+from helpers import REPO
 
 import ckptkit
 from ckptkit.format import bundle, table
 from ckptkit.format.coding import FIXED32, crc32c, encode_varint, mask_crc
 
-TESTDATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "tf-serving"
+TESTDATA = pathlib.Path(REPO).parent / "shared" / "testdata" / "tf-serving"
 SAVED_MODEL_VARIABLES = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123" / "variables" / "variables"
 V1_EXPORT = TESTDATA / "bad_half_plus_two" / "00000123" / "export"
 SNAPPY = 1  # the block trailer's compression type for snappy (table_format.h kSnappyCompression)

@@ -304,7 +304,7 @@ def test_restart_recovers_list_like_tf(tf_saver, tmp_path, clock, second_max):
         pair.save(global_step=step)
     # the process restarts two hours later; mtimes are made identical in both directories
     listed = {}
-    for who, d in pair.dirs.items():
+    for d in pair.dirs.values():
         for i, p in enumerate(sorted(d.glob("*.index"))):
             os.utime(p, (T0 + 1000 * i + 0.75, T0 + 1000 * i + 0.75))
     clock.now = T0 + 2 * HOUR

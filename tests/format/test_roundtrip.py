@@ -5,12 +5,12 @@ import tempfile
 
 import ml_dtypes
 import numpy as np
+from helpers import NUMERIC_DTYPES, assert_same_tensor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ckptkit
-from tensors import NUMERIC_DTYPES, assert_same_tensor
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)
 names = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)

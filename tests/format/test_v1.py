@@ -7,14 +7,18 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import (
+    PARTITIONERS,
+    assert_same_tensor,
+    random_array,
+    save_partitioned_tf1,
+    snappy_literal,
+    write_snappy_table,
+)
 
 import ckptkit
 from ckptkit.errors import DataLossError, NotFoundError, UnsupportedError
-from ckptkit.format import table as table_mod
-from ckptkit.format.coding import FIXED32, FIXED64, crc32c, encode_varint, mask_crc
 from ckptkit.format.table import TableReader
-from tensors import assert_same_tensor, random_array
-from test_slices import PARTITIONERS, save_partitioned_tf1
 
 V1_DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
              "bool", "complex64", "complex128"]
@@ -183,48 +187,6 @@ def test_random_file_is_not_a_checkpoint(tmp_path):
 
 
 # --------------------------------------------------------------------------- snappy blocks
-
-def snappy_literal(data: bytes) -> bytes:
-    """Snappy's raw format with literals only: varint length, then (tag, bytes) chunks."""
-    out = bytearray(encode_varint(len(data)))
-    for i in range(0, len(data), 65536):
-        chunk = data[i:i + 65536]
-        n = len(chunk) - 1
-        if n < 60:
-            out.append(n << 2)
-        elif n < 256:
-            out += bytes([60 << 2, n])
-        else:
-            out += bytes([61 << 2]) + n.to_bytes(2, "little")
-        out += chunk
-    return bytes(out)
-
-
-def write_snappy_table(path: str, entries: list[tuple[bytes, bytes]], compress, per_block: int = 2) -> None:
-    """A table whose data blocks are snappy-compressed, as old TF 1.x builds wrote them."""
-    out = bytearray()
-
-    def put(contents: bytes, ctype: int) -> tuple[int, int]:
-        offset = len(out)
-        out.extend(contents)
-        trailer = bytes([ctype])
-        out.extend(trailer + FIXED32.pack(mask_crc(crc32c(trailer, crc32c(contents)))))
-        return offset, len(contents)
-
-    index = table_mod._BlockBuilder(1)
-    for i in range(0, len(entries), per_block):
-        block = table_mod._BlockBuilder(table_mod.RESTART_INTERVAL)
-        for key, value in entries[i:i + per_block]:
-            block.add(key, value)
-        handle = put(compress(block.finish()), table_mod.SNAPPY_COMPRESSION)
-        index.add(entries[min(i + per_block, len(entries)) - 1][0], table_mod.encode_handle(*handle))
-    meta = put(table_mod._BlockBuilder(16).finish(), 0)
-    idx = put(index.finish(), 0)
-    footer = (table_mod.encode_handle(*meta) + table_mod.encode_handle(*idx)).ljust(40, b"\0")
-    out.extend(footer + FIXED64.pack(table_mod.MAGIC))
-    with open(path, "wb") as f:
-        f.write(bytes(out))
-
 
 @pytest.fixture
 def tf_v1_entries(tf, tmp_path):

@@ -8,16 +8,12 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import leftovers
 
 import ckptkit
 from ckptkit.errors import CheckpointError
-from ckptkit.format import bundle, commit, files
+from ckptkit.format import bundle, commit
 from ckptkit.format.commit import JOURNAL_SUFFIX, Commit
-
-
-def leftovers(directory) -> list[str]:
-    return sorted(n for n in os.listdir(directory)
-                  if files.is_temp_name(n) or n.endswith(JOURNAL_SUFFIX) or n == ".ckptkit.lock")
 
 
 class Crash(BaseException):

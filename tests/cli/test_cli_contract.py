@@ -18,17 +18,16 @@ import zipfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import REPO
 
 import ckptkit
 from ckptkit import convert, state
 from ckptkit.cli import cli
-from ckptkit.errors import (CheckpointError, DataLossError, InvalidArgumentError, NotFoundError,
-                            UnsupportedError)
+from ckptkit.errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from ckptkit.format import bundle
 from ckptkit.format.slices import SlicedTensor, TensorSlice
 from ckptkit.proto import tensor_slice_pb2
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAD = "a\udcff/b"      # the key b"a\xff/b": not UTF-8, decoded with surrogateescape
 BAD_TEXT = "a\\xff/b"  # how text output shows it
 ODD = {BAD: np.float32(1.5), "nl\nx": np.float32(2), "esc\x1b[31m": np.float32(3), "ok": np.arange(3)}

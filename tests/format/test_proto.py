@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
-import pkgutil
 import re
 import subprocess
 import sys
@@ -12,8 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(REPO)
 GEN_DIR = ROOT / "ckptkit" / "proto"
 sys.path.insert(0, str(ROOT / "proto"))
 import generate  # noqa: E402  (proto/generate.py)
@@ -249,7 +249,7 @@ def test_descriptors_match_tensorflow(tf):
     _import_tf_modules()
     default = descriptor_pool.Default()
     seen: set[str] = set()
-    for name, mod in _import_all().items():
+    for mod in _import_all().values():
         fd = mod.DESCRIPTOR
         assert fd.package == "tensorflow"
         for e in fd.enum_types_by_name.values():
