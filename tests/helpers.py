@@ -144,7 +144,7 @@ SEED_EMA = np.float32(0.099999905)  # the seed documents' figure, as TF computes
 
 def make_seed(tf1, directory: str) -> str:
     """The seed example with TF1: v=0, EMA(0.99), v:=10, apply, Saver().save."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415 - helpers must import without TF; only TF tests call this
 
     graph = tf.Graph()
     with graph.as_default():
@@ -191,7 +191,7 @@ def make_dtypes(tf, directory: str, with_strings: bool = True) -> str:
 
 def make_partitioned(tf1, directory: str) -> str:
     """A TF1 checkpoint with a partitioned variable (slice entries) and a plain one."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415 - helpers must import without TF; only TF tests call this
 
     with tf.Graph().as_default():
         tf1.get_variable("part", shape=[4, 2], initializer=tf1.ones_initializer(),
@@ -205,7 +205,7 @@ def make_partitioned(tf1, directory: str) -> str:
 
 def make_v1(tf1, directory: str) -> str:
     """A legacy V1 checkpoint (one SSTable file) written by TF1's Saver."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415 - helpers must import without TF; only TF tests call this
 
     with tf.Graph().as_default():
         tf1.Variable([[1.0, 2.0], [3.0, 4.0]], name="w")

@@ -154,7 +154,10 @@ def test_runtime_floor_matches_gencode():
     (stamp,) = stamps
     pyproject = (ROOT / "pyproject.toml").read_text()
     floor = re.search(r'"protobuf>=([\d.]+)', pyproject)[1]
-    as_tuple = lambda v: tuple(int(x) for x in v.split("."))  # noqa: E731
+
+    def as_tuple(version: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in version.split("."))
+
     assert as_tuple(floor) >= as_tuple(stamp)
     assert f'"grpcio-tools=={generate.GRPCIO_TOOLS_VERSION}"' in pyproject
 

@@ -199,12 +199,12 @@ def tf_v1_entries(tf, tmp_path):
 
 def _snappy_compressor():
     try:
-        import cramjam  # noqa: PLC0415
+        import cramjam  # noqa: PLC0415 - whichever snappy codec is installed
         return lambda data: bytes(cramjam.snappy.compress_raw(data))
     except ImportError:
         pass
     try:
-        import snappy  # noqa: PLC0415
+        import snappy  # noqa: PLC0415 - whichever snappy codec is installed
         return snappy.compress
     except ImportError:
         pytest.skip("neither cramjam nor python-snappy is installed")

@@ -163,7 +163,7 @@ def _strip(node_def):
 @pytest.mark.parametrize("sharded", [False, True])
 def test_graph_matches_what_tf_exports(tf1, sharded):
     """Same nodes, inputs, devices and attrs as TF's Saver graph, and TF's own OpDefs."""
-    from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta_graph_pb2  # noqa: PLC0415
+    from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta_graph_pb2  # noqa: PLC0415 - TF only inside TF tests
 
     specs = {"v": ("float32", (2, 3)), "a/s": ("string", ()), "z/int": ("int64", (0,))}
     with tf1.Graph().as_default():

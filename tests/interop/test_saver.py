@@ -127,7 +127,7 @@ class Pair:
 
 def test_tf_saver_reads_time_time(tf):
     """The fake clock is only fair if TF's Saver really asks `time.time()`."""
-    from tensorflow.python.training import saver as tf_saver_module  # noqa: PLC0415
+    from tensorflow.python.training import saver as tf_saver_module  # noqa: PLC0415 - TF only inside TF tests
     assert tf_saver_module.time is time
     assert "time.time()" in inspect.getsource(tf_saver_module.Saver._RecordLastCheckpoint)
     assert "time.time()" in inspect.getsource(tf_saver_module.Saver._build)
@@ -309,7 +309,7 @@ def test_restart_recovers_list_like_tf(tf_saver, tmp_path, clock, second_max):
             os.utime(p, (T0 + 1000 * i + 0.75, T0 + 1000 * i + 0.75))
     clock.now = T0 + 2 * HOUR
     pair2 = Pair(tf_saver, tmp_path, max_to_keep=second_max, keep_checkpoint_every_n_hours=0.5)
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415 - TF only inside TF tests
     listed["tf"] = tf.compat.v1.train.get_checkpoint_state(str(pair.dirs["tf"])).all_model_checkpoint_paths
     listed["ck"] = state.get_checkpoint_state(pair.dirs["ck"]).all_model_checkpoint_paths
     pair2.tf.recover_last_checkpoints(listed["tf"])
@@ -485,7 +485,7 @@ def test_pruning_never_deletes_outside_managed_directory(tmp_path, clock, caplog
 
 def test_tf_saver_does_delete_outside_in_the_same_setup(tf_saver, tmp_path, clock):
     """Why the safety rule exists: TF's Saver follows the hostile state file out of its directory."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415 - TF only inside TF tests
     managed, outside_files = hostile_setup(tmp_path, "tf")
     s = tf_saver(max_to_keep=1)
     s.recover_last_checkpoints(

@@ -15,11 +15,12 @@ import pytest
 import ckptkit
 from ckptkit import state
 from ckptkit.errors import InvalidArgumentError, NotFoundError
+from ckptkit.saver import Saver
 
 
 @pytest.fixture(scope="module")
 def cm(tf):
-    from tensorflow.python.checkpoint import checkpoint_management  # noqa: PLC0415
+    from tensorflow.python.checkpoint import checkpoint_management  # noqa: PLC0415 - TF only inside TF tests
     return checkpoint_management
 
 
@@ -163,7 +164,6 @@ def test_latest_checkpoint_state_naming_missing_checkpoint(tf1, tmp_path):
 def test_moved_directory_resolves_into_new_place(tf1, tmp_path):
     """Better than TF: absolute paths into the old place find the same checkpoint here."""
     old = tmp_path / "old"
-    from ckptkit.saver import Saver  # noqa: PLC0415
     s = Saver(max_to_keep=3)
     for step in (1, 2):
         s.save({"v": np.float32(step)}, str(old / "model"), global_step=step, write_meta_graph=False)
@@ -280,7 +280,6 @@ def test_meta_graph_filename_like_tf(cm):
 def test_copied_directory_does_not_touch_original(tmp_path):
     """A copy whose state names absolute paths into the original: removal stays in the copy."""
     orig = tmp_path / "orig"
-    from ckptkit.saver import Saver  # noqa: PLC0415
     s = Saver(max_to_keep=2)
     for step in (1, 2):
         s.save({"v": np.float32(step)}, str(orig / "m"), global_step=step, write_meta_graph=False)

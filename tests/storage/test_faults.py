@@ -557,7 +557,7 @@ def test_enospc_on_a_full_tmpfs(name, small_disk, tmp_path, monkeypatch, tf):
                 try:
                     sc.op(d)
                     exc = None
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - the outcome is checked below, whatever it is
                     exc = e
             _check_failed_write(name, sc, d, exc, tf)
         return
