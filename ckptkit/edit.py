@@ -29,6 +29,7 @@ from .errors import DataLossError, InvalidArgumentError, TensorNotFoundError, Un
 from .format import bundle
 from .format.commit import Commit, ConcurrentModificationError, identity, locked_directory
 from .format.lock import EDIT_WAIT_SECONDS
+from .format.slices import is_slice_key  # re-exported: part of this module's API
 from .reader import resolve_prefix
 
 __all__ = ["rename_keys", "remove_keys", "apply_ema", "ema_mapping", "compact", "is_slice_key"]
@@ -37,15 +38,6 @@ Renamer = Mapping[str, str] | Callable[[str], str | None]
 Progress = Callable[[int], None]
 
 _COPY_CHUNK = 8 << 20
-
-
-def is_slice_key(key: str) -> bool:
-    """True for the binary keys under which partitioned variables keep their slices.
-
-    TF encodes them with OrderedCode, which starts every such key with the number 0,
-    written as a single 0x00 byte; no variable name starts with NUL.
-    """
-    return key.startswith("\x00")
 
 
 class _Edit:

@@ -313,7 +313,11 @@ def decode_tensor_name_slice(key: bytes, *, path=None) -> tuple[str, TensorSlice
 
 
 def is_slice_key(key: str | bytes) -> bool:
-    """Slice keys start with OrderedCode's 0, a single NUL byte; no tensor name does."""
+    """True for the binary keys under which partitioned variables keep their slices.
+
+    TF encodes them with OrderedCode, which starts every such key with the number 0,
+    written as a single 0x00 byte; no tensor name starts with NUL.
+    """
     return key[:1] in ("\x00", b"\x00")
 
 
