@@ -39,7 +39,7 @@ class DType:
 
     @property
     def is_string(self) -> bool:
-        return self.enum == 7
+        return self.enum == _DT_STRING
 
     @property
     def itemsize(self) -> int:
@@ -60,6 +60,7 @@ class DType:
 
 
 # (DataType enum, TF name, numpy dtype). Enum numbers: tensorflow/core/framework/types.proto.
+_DT_STRING = 7
 _TABLE = [
     (1, "float32", np.float32),
     (2, "float64", np.float64),
@@ -67,7 +68,7 @@ _TABLE = [
     (4, "uint8", np.uint8),
     (5, "int16", np.int16),
     (6, "int8", np.int8),
-    (7, "string", np.object_),
+    (_DT_STRING, "string", np.object_),
     (8, "complex64", np.complex64),
     (9, "int64", np.int64),
     (10, "bool", np.bool_),
@@ -93,7 +94,7 @@ _BY_NAME.update({"float": _BY_NAME["float32"], "double": _BY_NAME["float64"],
 # numpy dtype -> DType; object arrays are strings (bytes or str elements).
 _BY_NUMPY = {d.numpy: d for d in _BY_ENUM.values()}
 _REF_OFFSET = 100  # DT_FLOAT_REF = 101 etc.: a variable's ref type in old graphs
-STRING = _BY_ENUM[7]
+STRING = _BY_ENUM[_DT_STRING]
 
 
 def from_enum(enum: int, *, path=None, key=None) -> DType:

@@ -37,7 +37,6 @@ from .table import TableReader, TableWriter
 
 HEADER_KEY = ""
 BUNDLE_VERSION = 1  # kTensorBundleVersion: the producer version TF writes and accepts
-STRING_ENUM = 7
 MAX_DIMS = 254      # TensorShape::MaxDimensions()
 
 BundleEntryProto = tensor_bundle_pb2.BundleEntryProto

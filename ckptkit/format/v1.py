@@ -113,13 +113,14 @@ def _complete_set(base: str, count: str) -> list[str]:
 
 # --------------------------------------------------------------------------- TensorProto values
 
-# dtype enum -> (TensorProto field holding its values, how those values map to the dtype)
+# dtype name -> the TensorProto field holding its values (tensor.proto)
 _FIELD = {
-    1: "float_val", 2: "double_val", 3: "int_val", 4: "int_val", 5: "int_val", 6: "int_val",
-    7: "string_val", 8: "scomplex_val", 9: "int64_val", 10: "bool_val", 14: "half_val",
-    17: "int_val", 18: "dcomplex_val", 19: "half_val", 22: "uint32_val", 23: "uint64_val",
-    24: "float8_val", 25: "float8_val", 26: "float8_val", 27: "float8_val", 28: "float8_val",
-    29: "int_val", 30: "int_val",
+    "float32": "float_val", "float64": "double_val", "int32": "int_val", "uint8": "int_val",
+    "int16": "int_val", "int8": "int_val", "string": "string_val", "complex64": "scomplex_val",
+    "int64": "int64_val", "bool": "bool_val", "bfloat16": "half_val", "uint16": "int_val",
+    "complex128": "dcomplex_val", "float16": "half_val", "uint32": "uint32_val", "uint64": "uint64_val",
+    "float8_e5m2": "float8_val", "float8_e4m3fn": "float8_val", "float8_e4m3fnuz": "float8_val",
+    "float8_e4m3b11fnuz": "float8_val", "float8_e5m2fnuz": "float8_val", "int4": "int_val", "uint4": "int_val",
 }
 
 
@@ -142,7 +143,7 @@ def tensor_from_proto(proto, dtype: _dtypes.DType, shape: tuple[int, ...], *, pa
         out = np.empty(count, dtype=object)
         out[:] = values
         return out.reshape(shape)
-    field = _FIELD.get(dtype.enum)
+    field = _FIELD.get(dtype.name)
     if field is None:
         raise UnsupportedError(f"cannot decode {dtype.name} values from a V1 checkpoint", path=path, key=key)
     values = getattr(proto, field)
@@ -161,7 +162,7 @@ def tensor_from_proto(proto, dtype: _dtypes.DType, shape: tuple[int, ...], *, pa
     if field in ("half_val", "float8_val"):
         return got.view(dtype.numpy).reshape(shape)
     if per == 2:
-        real = np.float32 if dtype.enum == 8 else np.float64
+        real = np.float32 if field == "scomplex_val" else np.float64
         pairs = got.astype(real).reshape(-1, 2)
         return (pairs[:, 0] + 1j * pairs[:, 1]).astype(dtype.numpy).reshape(shape)
     return got.astype(dtype.numpy).reshape(shape)
