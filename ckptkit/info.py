@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CheckpointError, NotFoundError
+from .format.files import TEMP_MARKER
 from .reader import CheckpointReader
 from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state
 
@@ -241,7 +242,7 @@ def _files_of(prefix: str) -> list[dict]:
     if os.path.isfile(prefix):
         names.insert(0, prefix)
     return [{"name": os.path.basename(n), "bytes": os.path.getsize(n)} for n in names
-            if os.path.isfile(n) and ".ckptkit-tmp-" not in n]
+            if os.path.isfile(n) and TEMP_MARKER not in n]
 
 
 def describe_state(directory: str | os.PathLike = ".") -> dict:

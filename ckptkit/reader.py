@@ -9,22 +9,18 @@ variables of either are listed and returned whole, as TF lists them.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 from . import dtypes as _dtypes
 from .errors import CheckpointError, NotFoundError, TensorNotFoundError, UnsupportedError
-from .format import bundle, v1
+from .format import bundle, naming, v1
 from .format.files import is_temp_name
 from .state import latest_checkpoint
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
            "list_variables", "load_variable", "load"]
-
-_DATA_SUFFIX = re.compile(r"\.data-\d{5}-of-\d{5}$")
-
 
 def resolve_prefix(path: str | os.PathLike) -> str:
     """The checkpoint prefix a user's path names.
@@ -37,13 +33,13 @@ def resolve_prefix(path: str | os.PathLike) -> str:
     if os.path.isdir(path):
         prefix = latest_checkpoint(path)
         return prefix if prefix is not None else _only_checkpoint_in(path)
-    for suffix in (".index", ".meta"):
-        if path.endswith(suffix) and os.path.isfile(bundle.index_filename(path[: -len(suffix)])):
+    for suffix in (naming.INDEX_SUFFIX, "." + naming.META_SUFFIX):
+        if path.endswith(suffix) and os.path.isfile(naming.index_filename(path[: -len(suffix)])):
             return path[: -len(suffix)]
-    stripped = _DATA_SUFFIX.sub("", path)
-    if stripped != path and os.path.isfile(bundle.index_filename(stripped)):
+    stripped = naming.DATA_SUFFIX.sub("", path)
+    if stripped != path and os.path.isfile(naming.index_filename(stripped)):
         return stripped
-    if os.path.isfile(bundle.index_filename(path)):
+    if os.path.isfile(naming.index_filename(path)):
         return path
     found = v1.find_v1_files(path)
     if found is not None:
@@ -56,7 +52,7 @@ def resolve_prefix(path: str | os.PathLike) -> str:
 def _only_checkpoint_in(directory: str) -> str:
     """A directory without a usable state file (files copied without it, or written by
     `ckptkit.save`) names its checkpoint when it holds exactly one V2 checkpoint."""
-    suffix = ".index"
+    suffix = naming.INDEX_SUFFIX
     try:
         names = sorted(n[: -len(suffix)] for n in os.listdir(directory)
                        if n.endswith(suffix) and not is_temp_name(n))
@@ -177,7 +173,7 @@ class CheckpointReader(Mapping):
         self._open()
 
     def _open(self) -> None:
-        if os.path.isfile(bundle.index_filename(self.prefix)):
+        if os.path.isfile(naming.index_filename(self.prefix)):
             self._backend: _V2 | _V1 = _V2(self.prefix)
         else:
             self._backend = _V1(self.prefix)
@@ -256,7 +252,7 @@ class CheckpointReader(Mapping):
         if isinstance(backend, _V1):
             return list(backend.checkpoint.files)
         n = backend.index.num_shards
-        return [backend.index.path] + [bundle.data_filename(self.prefix, s, n)
+        return [backend.index.path] + [naming.data_filename(self.prefix, s, n)
                                        for s in backend.data.referenced_shards()]
 
     def entry(self, name: str):

@@ -8,7 +8,6 @@ name in this directory, if there is one.
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
@@ -18,9 +17,10 @@ from collections.abc import Iterable, Sequence
 from google.protobuf import text_format
 
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError
-from .format import bundle, v1
+from .format import naming
 from .format.commit import locked_directory, write_file
 from .format.files import fsync_dir, match_in_directory, open_regular
+from .format.naming import meta_graph_filename  # re-exported: part of this module's API
 from .proto.checkpoint_state_pb2 import CheckpointState
 from .proto.saver_pb2 import SaverDef
 
@@ -41,14 +41,14 @@ def checkpoint_exists(prefix: str | os.PathLike) -> bool:
     prefix = os.fspath(prefix)
     if "\0" in prefix:  # no file can have that name (os functions would raise ValueError)
         return False
-    if os.path.isfile(bundle.index_filename(prefix)):
+    if os.path.isfile(naming.index_filename(prefix)):
         return True
     if os.path.isfile(prefix):
         return True
     directory, base = os.path.split(prefix)
-    if v1.SHARD_GLOB.search(base):  # TF's sharded V1 Saver records `model.ckpt-?????-of-00002`
+    if naming.V1_SHARD_GLOB.search(base):  # TF's sharded V1 Saver records `model.ckpt-?????-of-00002`
         return bool(match_in_directory(directory, base))
-    return bool(match_in_directory(directory, glob.escape(base) + "-?????-of-?????"))
+    return bool(naming.existing_v1_shards(directory, base))
 
 
 # A real state file is a few hundred bytes per checkpoint listed; anything near this
@@ -253,18 +253,12 @@ def update_checkpoint_state(save_dir: str | os.PathLike, model_checkpoint_path: 
 
 # --------------------------------------------------------------------------- files of a checkpoint
 
-def meta_graph_filename(checkpoint_filename: str | os.PathLike, meta_graph_suffix: str = "meta") -> str:
-    """`PREFIX.meta`, with a sharded prefix's `-?????-of-NNNNN` tail dropped first (as TF)."""
-    base = re.sub(r"-[\d?]+-of-\d+$", "", os.fspath(checkpoint_filename))
-    return f"{base}.{meta_graph_suffix}"
-
-
 def _name_pattern(prefix: str, checkpoint_format_version: int, meta_graph_suffix: str) -> re.Pattern:
     """A regex matching exactly the file names (no directory) of one checkpoint."""
     base = os.path.basename(prefix)
     meta = re.escape(os.path.basename(meta_graph_filename(prefix, meta_graph_suffix)))
     if checkpoint_format_version == V2:
-        own = re.escape(base) + r"(?:\.index|\.data-\d{5}-of-\d{5})"
+        own = naming.v2_file_regex(base)
     else:  # V1: the file PREFIX itself; TF globs it, which only matters for `-?????-of-N` shards
         own = "".join(r"\d" if c == "?" else re.escape(c) for c in base)
     return re.compile(f"(?:{own}|{meta})")
@@ -320,7 +314,7 @@ def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_ve
         # The index goes first: from then on the checkpoint no longer exists for any
         # reader, so a crash part-way leaves orphan data files, never a half checkpoint.
         files = sorted(checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix),
-                       key=lambda p: not p.endswith(".index"))
+                       key=lambda p: not p.endswith(naming.INDEX_SUFFIX))
         for path in files:
             try:
                 os.unlink(path)  # on a symlink: removes the link, not its target
@@ -344,11 +338,11 @@ def get_checkpoint_mtimes(checkpoint_prefixes: Iterable[str | os.PathLike]) -> l
     mtimes = []
     for prefix in checkpoint_prefixes:
         prefix = os.fspath(prefix)
-        for candidate in (bundle.index_filename(prefix), prefix):
+        for candidate in (naming.index_filename(prefix), prefix):
             if "\0" in candidate:
                 continue
             directory, base = os.path.split(candidate)
-            names = match_in_directory(directory, base) if v1.SHARD_GLOB.search(base) else [candidate]
+            names = match_in_directory(directory, base) if naming.V1_SHARD_GLOB.search(base) else [candidate]
             found = None
             for name in names:
                 try:

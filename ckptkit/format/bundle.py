@@ -10,7 +10,6 @@ same byte layout so that TF and ckptkit produce identical index files.
 from __future__ import annotations
 
 import gc
-import glob
 import io
 import itertools
 import math
@@ -29,8 +28,9 @@ from ..errors import CheckpointError, DataLossError, InvalidArgumentError, Tenso
 from ..proto import tensor_bundle_pb2
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
 from .commit import Commit, identity, open_pending, pending_renames, published_identity
-from .files import AtomicFile, match_in_directory
+from .files import AtomicFile
 from .lock import EDIT_WAIT_SECONDS
+from .naming import data_filename, existing_data_files, index_filename  # re-exported: used as bundle.*
 from .shard_writer import CHUNK as _CHUNK
 from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
@@ -44,18 +44,6 @@ BundleHeaderProto = tensor_bundle_pb2.BundleHeaderProto
 LITTLE, BIG = BundleHeaderProto.LITTLE, BundleHeaderProto.BIG
 
 
-def index_filename(prefix: str) -> str:
-    return f"{prefix}.index"
-
-
-def data_filename(prefix: str, shard: int, num_shards: int) -> str:
-    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
-
-
-def existing_data_files(prefix: str) -> list[str]:
-    """Every data shard file of `prefix` on disk, whatever its shard count."""
-    directory, base = os.path.split(prefix)
-    return match_in_directory(directory, glob.escape(base) + ".data-?????-of-?????")
 
 
 def decode_key(raw: bytes) -> str:

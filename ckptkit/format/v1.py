@@ -21,17 +21,16 @@ this reader reassembles partitioned tensors from their slices.
 from __future__ import annotations
 
 import bisect
-import glob
 import math
 import mmap
 import os
-import re
 
 import numpy as np
 
 from .. import dtypes as _dtypes
 from ..errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
 from ..proto import saved_tensor_slice_pb2
+from . import naming
 from .files import match_in_directory, open_regular
 from .slices import TensorSlice, assemble, encode_tensor_name_slice
 from .table import FOOTER_SIZE, MAGIC, TableReader, iter_block
@@ -42,10 +41,8 @@ __all__ = ["V1Checkpoint", "find_v1_files", "is_table_file", "tensor_from_proto"
 SavedTensorSlices = saved_tensor_slice_pb2.SavedTensorSlices
 CHECKPOINT_VERSION = 1          # TF_CHECKPOINT_VERSION
 CHECKPOINT_MIN_PRODUCER = 0     # TF_CHECKPOINT_VERSION_MIN_PRODUCER
-SHARD_PATTERN = re.compile(r"^(?P<base>.*)-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
-# The only wildcard name ckptkit globs: what TF's sharded V1 Saver records, `PREFIX-?????-of-00002`.
-# Any other wildcard in a path is taken literally (state files may be hostile).
-SHARD_GLOB = re.compile(r"-\?{5}-of-\d{5}$")
+SHARD_PATTERN = naming.V1_SHARD_PATTERN  # the names' rules live in naming.py
+SHARD_GLOB = naming.V1_SHARD_GLOB
 
 
 # --------------------------------------------------------------------------- locating files
@@ -86,25 +83,20 @@ def find_v1_files(path: str) -> tuple[str, list[str]] | None:
         return (path, _complete_set(m["base"], m["count"])) if m else (path, files)
     m = SHARD_PATTERN.match(path)
     if m and is_table_file(path):
-        return _shard_pattern(m["base"], m["count"]), _complete_set(m["base"], m["count"])
+        return naming.v1_shard_set_pattern(m["base"], m["count"]), _complete_set(m["base"], m["count"])
     if os.path.isfile(path):
         return (path, [path]) if is_table_file(path) else None
-    files = [f for f in match_in_directory(directory, glob.escape(base) + "-?????-of-?????")
-             if SHARD_PATTERN.match(f)]
+    files = [f for f in naming.existing_v1_shards(directory, base) if SHARD_PATTERN.match(f)]
     if files and is_table_file(files[0]):
         last = SHARD_PATTERN.match(files[-1])
         assert last is not None  # files were filtered by this pattern
         count = last["count"]
-        return _shard_pattern(path, count), _complete_set(path, count)
+        return naming.v1_shard_set_pattern(path, count), _complete_set(path, count)
     return None
 
 
-def _shard_pattern(base: str, count: str) -> str:
-    return f"{base}-?????-of-{count}"
-
-
 def _complete_set(base: str, count: str) -> list[str]:
-    files = [f"{base}-{i:05d}-of-{count}" for i in range(int(count))]
+    files = [naming.v1_shard_filename(base, i, count) for i in range(int(count))]
     for f in files:
         if not os.path.isfile(f):
             raise NotFoundError(f"shard {os.path.basename(f)} of this V1 checkpoint is missing", path=f)
