@@ -218,7 +218,9 @@ class ObjectGraph:
 
     # ---- rendering helpers (plain data; the CLI draws them)
     def format_tree(self, shapes: dict[str, Any] | None = None) -> dict:
-        """The object tree as nested plain dicts, for `ckptkit ls --tree` and `--json`.
+        """The object tree as nested plain dicts (objects, attributes, slots), for tools that
+        show the object graph itself; `ckptkit ls --tree` groups keys by scope instead
+        (`info.scope_tree`).
 
         Each object appears once, where breadth-first search first reaches it; a later
         edge to it is a leaf `{"name", "ref": <its path>}`. Node dict keys: `name`,
@@ -256,7 +258,7 @@ class ObjectGraph:
         return build(self.root, "")
 
     def tree_lines(self, shapes: dict[str, Any] | None = None) -> list[str]:
-        """The tree as indented text lines (what `ls --tree` prints without rich)."""
+        """`format_tree` as indented text lines."""
         lines: list[str] = []
 
         def emit(d: dict, depth: int) -> None:
