@@ -44,6 +44,7 @@ TF_MODULES = [
     "tensorflow.core.protobuf.struct_pb2",
     "tensorflow.core.protobuf.saver_pb2",
     "tensorflow.core.protobuf.meta_graph_pb2",
+    "tensorflow.core.protobuf.saved_model_pb2",
     "tensorflow.core.protobuf.tensor_bundle_pb2",
     "tensorflow.core.protobuf.trackable_object_graph_pb2",
     "tensorflow.core.util.saved_tensor_slice_pb2",
