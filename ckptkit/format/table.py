@@ -14,7 +14,7 @@ import mmap
 import os
 from collections.abc import Iterator
 
-from ..errors import CheckpointError, DataLossError, UnsupportedError
+from ..errors import CheckpointError, DataLossError
 from .coding import FIXED32, FIXED64, VarintError, crc32c, decode_varint, encode_varint, mask_crc, unmask_crc
 from .files import open_regular
 
@@ -31,7 +31,7 @@ SNAPPY_COMPRESSION = 1
 # --------------------------------------------------------------------------- reading
 
 def _snappy_decompress(data: bytes, path) -> bytes:
-    """Snappy blocks appear in V1 files (and V2 indexes) written by old TF 1.x builds.
+    """Snappy blocks appear in V1 files and V2 indexes written by TF 1.x and early 2.x builds.
 
     A block that is not valid snappy is a DataLossError naming the file, whatever the
     decoder raises. The uncompressed length a block claims (its leading varint) is
@@ -45,23 +45,12 @@ def _snappy_decompress(data: bytes, path) -> bytes:
     if claimed > 32 * len(data) + 64:
         raise DataLossError(f"snappy block of {len(data)} bytes claims {claimed} bytes uncompressed",
                             path=path)
+    import cramjam  # noqa: PLC0415 - a dependency, imported only when a snappy block shows up
+
     try:
-        import cramjam  # noqa: PLC0415 - optional
-    except ImportError:
-        try:
-            import snappy  # noqa: PLC0415 - optional
-        except ImportError:
-            raise UnsupportedError("table block is snappy-compressed; install 'cramjam' "
-                                   "(pip install cramjam) to read it", path=path) from None
-        try:
-            out = snappy.uncompress(data)
-        except Exception as exc:  # noqa: BLE001 - python-snappy raises its own types
-            raise DataLossError(f"snappy block is corrupt ({exc})", path=path) from None
-    else:
-        try:
-            out = bytes(cramjam.snappy.decompress_raw(data))
-        except Exception as exc:  # noqa: BLE001 - cramjam.DecompressionError, or anything else
-            raise DataLossError(f"snappy block is corrupt ({exc})", path=path) from None
+        out = bytes(cramjam.snappy.decompress_raw(data))
+    except Exception as exc:  # noqa: BLE001 - cramjam.DecompressionError, or anything else
+        raise DataLossError(f"snappy block is corrupt ({exc})", path=path) from None
     if len(out) != claimed:
         raise DataLossError("snappy block decompressed to the wrong length", path=path)
     return out
