@@ -261,20 +261,54 @@ def save_partitioned_tf1(tf, tf1, directory: str, version: str = "V2", extra_dty
 
 # --------------------------------------------------------------------------- snappy tables (as TF 1.x wrote)
 
-def snappy_literal(data: bytes) -> bytes:
-    """Snappy's raw format with literals only: varint length, then (tag, bytes) chunks."""
-    out = bytearray(encode_varint(len(data)))
-    for i in range(0, len(data), 65536):
-        chunk = data[i:i + 65536]
-        n = len(chunk) - 1
-        if n < 60:
-            out.append(n << 2)
-        elif n < 256:
-            out += bytes([60 << 2, n])
+def _literal(data: bytes) -> bytes:
+    n = len(data) - 1
+    if n < 60:
+        return bytes([n << 2]) + data
+    size = (n.bit_length() + 7) // 8  # 1..4 extra bytes: tags 60..63
+    return bytes([(59 + size) << 2]) + n.to_bytes(size, "little") + data
+
+
+def _copy(offset: int, length: int) -> bytes:
+    out = b""
+    while length:
+        if 4 <= length <= 11 and offset < 2048:
+            return out + bytes([((offset >> 8) << 5) | ((length - 4) << 2) | 1, offset & 0xFF])
+        n = min(length, 64)
+        if length - n and length - n < 4:  # keep what is left a valid copy of >= 4 bytes
+            n = length - 4
+        if offset < 65536:
+            out += bytes([((n - 1) << 2) | 2]) + offset.to_bytes(2, "little")
         else:
-            out += bytes([61 << 2]) + n.to_bytes(2, "little")
-        out += chunk
-    return bytes(out)
+            out += bytes([((n - 1) << 2) | 3]) + offset.to_bytes(4, "little")
+        length -= n
+    return out
+
+
+def snappy_compress(data: bytes) -> bytes:
+    """Raw snappy (no framing): greedy matches of >= 4 bytes found through a hash of the
+    last position of each 4-byte string, at any distance (so 4-byte offsets occur)."""
+    out = [encode_varint(len(data))]
+    last: dict[bytes, int] = {}
+    pos = start = 0
+    while pos + 4 <= len(data):
+        key = data[pos:pos + 4]
+        candidate = last.get(key)
+        last[key] = pos
+        if candidate is None:
+            pos += 1
+            continue
+        length = 4
+        while pos + length < len(data) and data[candidate + length] == data[pos + length]:
+            length += 1
+        if start < pos:
+            out.append(_literal(data[start:pos]))
+        out.append(_copy(pos - candidate, length))
+        pos += length
+        start = pos
+    if start < len(data):
+        out.append(_literal(data[start:]))
+    return b"".join(out)
 
 
 def write_snappy_table(path: str, entries: list[tuple[bytes, bytes]], compress, per_block: int = 2) -> None:

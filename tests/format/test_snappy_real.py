@@ -2,9 +2,9 @@
 
 Two real files written by released TF builds (../shared/testdata, TF Serving's test data)
 must read in a default install with TF's values. Multi-block snappy indexes are built
-here with a byte-exact snappy encoder (every element kind: short and long literals,
-copies with 1-, 2- and 4-byte offsets), checked against the cramjam decoder and read by
-TF and by ckptkit alike.
+here with the tests' own snappy encoder (helpers.snappy_compress: every element kind,
+short and long literals, copies with 1-, 2- and 4-byte offsets), checked against the
+cramjam decoder and read by TF and by ckptkit alike.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pathlib
 import cramjam  # a runtime dependency of ckptkit (the snappy decoder)
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, snappy_compress
 
 import ckptkit
 from ckptkit.format import bundle, table
-from ckptkit.format.coding import FIXED32, crc32c, encode_varint, mask_crc
+from ckptkit.format.coding import FIXED32, crc32c, mask_crc
 
 TESTDATA = pathlib.Path(REPO).parent / "shared" / "testdata" / "tf-serving"
 SAVED_MODEL_VARIABLES = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123" / "variables" / "variables"
@@ -49,58 +49,6 @@ def test_tf0_v1_export_reads_with_tfs_values(tf):
     reader = tf.train.load_checkpoint(str(V1_EXPORT))
     assert {k: float(reader.get_tensor(k)) for k in reader.get_variable_to_shape_map()} == \
         {"Variable": 0.5, "Variable_1": 2.0}
-
-
-# --------------------------------------------------------------------------- a snappy encoder
-
-def _literal(data: bytes) -> bytes:
-    n = len(data) - 1
-    if n < 60:
-        return bytes([n << 2]) + data
-    size = (n.bit_length() + 7) // 8  # 1..4 extra bytes: tags 60..63
-    return bytes([(59 + size) << 2]) + n.to_bytes(size, "little") + data
-
-
-def _copy(offset: int, length: int) -> bytes:
-    out = b""
-    while length:
-        if 4 <= length <= 11 and offset < 2048:
-            return out + bytes([((offset >> 8) << 5) | ((length - 4) << 2) | 1, offset & 0xFF])
-        n = min(length, 64)
-        if length - n and length - n < 4:  # keep what is left a valid copy of >= 4 bytes
-            n = length - 4
-        if offset < 65536:
-            out += bytes([((n - 1) << 2) | 2]) + offset.to_bytes(2, "little")
-        else:
-            out += bytes([((n - 1) << 2) | 3]) + offset.to_bytes(4, "little")
-        length -= n
-    return out
-
-
-def snappy_compress(data: bytes) -> bytes:
-    """Raw snappy (no framing): greedy matches of >= 4 bytes found through a hash of the
-    last position of each 4-byte string, at any distance (so 4-byte offsets occur)."""
-    out = [encode_varint(len(data))]
-    last: dict[bytes, int] = {}
-    pos = start = 0
-    while pos + 4 <= len(data):
-        key = data[pos:pos + 4]
-        candidate = last.get(key)
-        last[key] = pos
-        if candidate is None:
-            pos += 1
-            continue
-        length = 4
-        while pos + length < len(data) and data[candidate + length] == data[pos + length]:
-            length += 1
-        if start < pos:
-            out.append(_literal(data[start:pos]))
-        out.append(_copy(pos - candidate, length))
-        pos += length
-        start = pos
-    if start < len(data):
-        out.append(_literal(data[start:]))
-    return b"".join(out)
 
 
 class SnappyTableWriter(table.TableWriter):

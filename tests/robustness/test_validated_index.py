@@ -14,7 +14,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import bounded_memory, snappy_literal, time_limit, write_snappy_table
+from helpers import bounded_memory, snappy_compress, time_limit, write_snappy_table
 
 import ckptkit
 from ckptkit.cli import cli
@@ -356,7 +356,7 @@ def test_corrupt_snappy_block_is_data_loss(tf, tmp_path):
                               lambda b: b"\x80" * 11,                         # varint past 64 bits
                               lambda b: b[:len(b) // 2]]):                    # truncated
         bad = str(tmp_path / f"snappy{i}.ckpt")
-        write_snappy_table(bad, entries, lambda data, f=junk: f(snappy_literal(data)))
+        write_snappy_table(bad, entries, lambda data, f=junk: f(snappy_compress(data)))
         with time_limit(10), bounded_memory(), pytest.raises(DataLossError, match="snappy") as info:
             ckptkit.load(bad)
         assert bad in str(info.value)
