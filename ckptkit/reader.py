@@ -22,17 +22,28 @@ from .state import latest_checkpoint
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
            "list_variables", "load_variable", "load"]
 
-def resolve_prefix(path: str | os.PathLike) -> str:
+def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
     """The checkpoint prefix a user's path names.
 
-    Accepts a prefix, a `.index`, `.data-*` or `.meta` file, or a directory (its latest
-    checkpoint, per the `checkpoint` state file). A legacy V1 checkpoint resolves to its
-    file, or for sharded V1 files to TF's pattern `PREFIX-?????-of-NNNNN`.
+    Accepts a prefix, a `.index`, `.data-*` or `.meta` file, a SavedModel directory or
+    its `saved_model.pb` (its variables, `variables/variables`), or a directory (its
+    latest checkpoint, per the `checkpoint` state file, else the one checkpoint in it,
+    else `DIR.index` beside it: a save prefix that is an existing directory, which TF's
+    Saver writes next to the directory). A legacy V1 checkpoint resolves to its file,
+    or for sharded V1 files to TF's pattern `PREFIX-?????-of-NNNNN`.
+
+    `as_prefix=True` takes `path` as a save prefix first, as TF's `Saver.restore` and
+    `NewCheckpointReader` do: when `PATH.index` exists it is the checkpoint, even if
+    `PATH` is also a directory holding checkpoints of its own (`tf.train.load_checkpoint`
+    and the default here read the directory's latest checkpoint instead).
     """
     path = os.fspath(path)
+    if as_prefix and os.path.isfile(naming.index_filename(path)):
+        return path
     if os.path.isdir(path):
-        prefix = latest_checkpoint(path)
-        return prefix if prefix is not None else _only_checkpoint_in(path)
+        return _resolve_directory(path)
+    if os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and os.path.isfile(path):
+        return _saved_model_variables(os.path.dirname(path) or ".")
     for suffix in (naming.INDEX_SUFFIX, "." + naming.META_SUFFIX):
         if path.endswith(suffix) and os.path.isfile(naming.index_filename(path[: -len(suffix)])):
             return path[: -len(suffix)]
@@ -47,6 +58,31 @@ def resolve_prefix(path: str | os.PathLike) -> str:
     if os.path.exists(path):
         raise NotFoundError("not a TensorFlow checkpoint (no matching .index file, not a V1 table)", path=path)
     raise NotFoundError("no checkpoint at this path", path=path)
+
+
+def _resolve_directory(directory: str) -> str:
+    if naming.saved_model_file(directory) is not None:
+        return _saved_model_variables(directory)
+    prefix = latest_checkpoint(directory)
+    if prefix is not None:
+        return prefix
+    try:
+        return _only_checkpoint_in(directory)
+    except NotFoundError:
+        # `Saver.save(values, "run")` with `run/` an existing directory writes `run.index`
+        # beside it (as TF does); the directory itself names no checkpoint, so that one.
+        # (`run/`, with its slash, names the directory only: `run/.index` is no such file.)
+        if not os.path.isfile(naming.index_filename(directory)):
+            raise
+        return directory
+
+
+def _saved_model_variables(export_dir: str) -> str:
+    """The variables checkpoint of a SavedModel directory (TF: `variables/variables`)."""
+    prefix = naming.saved_model_variables_prefix(export_dir)
+    if not os.path.isfile(naming.index_filename(prefix)):
+        raise NotFoundError("SavedModel without variables (no variables/variables.index)", path=export_dir)
+    return prefix
 
 
 def _only_checkpoint_in(directory: str) -> str:
@@ -166,8 +202,9 @@ class CheckpointReader(Mapping):
     partitioned variables, big-endian bundles and V1 checkpoints are always copied.
     """
 
-    def __init__(self, path: str | os.PathLike, *, verify: bool = True, mmap: bool = False) -> None:
-        self.prefix = resolve_prefix(path)
+    def __init__(self, path: str | os.PathLike, *, verify: bool = True, mmap: bool = False,
+                 as_prefix: bool = False) -> None:
+        self.prefix = resolve_prefix(path, as_prefix=as_prefix)
         self.verify = verify
         self.mmap = mmap
         self._open()
@@ -316,10 +353,14 @@ class CheckpointReader(Mapping):
 
 
 def NewCheckpointReader(path: str | os.PathLike) -> CheckpointReader:  # noqa: N802 - TF's name
+    """TF's `NewCheckpointReader`: `path` is a save prefix first (`PATH.index` wins over a
+    directory `PATH`), then resolved like `load_checkpoint`."""
+    return CheckpointReader(path, as_prefix=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> CheckpointReader:
+    """TF's `tf.train.load_checkpoint`: a directory means its latest checkpoint."""
     return CheckpointReader(path)
-
-
-load_checkpoint = NewCheckpointReader
 
 
 def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:

@@ -2,7 +2,9 @@
 
 V2 (tensor bundle): `PREFIX.index` and `PREFIX.data-SSSSS-of-NNNNN`; the graph goes in
 `PREFIX.meta`. V1: one table file `PREFIX`, or shards `PREFIX-SSSSS-of-NNNNN`, which
-TF's sharded Saver records as the pattern `PREFIX-?????-of-NNNNN`.
+TF's sharded Saver records as the pattern `PREFIX-?????-of-NNNNN`. A SavedModel
+directory holds `saved_model.pb` (or `saved_model.pbtxt`) and its variables as the V2
+checkpoint `variables/variables` (TF's saved_model/constants.py).
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from .files import match_in_directory
 
 __all__ = ["INDEX_SUFFIX", "DATA_SUFFIX", "V1_SHARD_PATTERN", "V1_SHARD_GLOB", "index_filename", "data_filename",
            "existing_data_files", "v2_file_regex", "meta_graph_filename", "v1_shard_filename",
-           "v1_shard_set_pattern", "existing_v1_shards"]
+           "v1_shard_set_pattern", "existing_v1_shards", "SAVED_MODEL_FILENAMES",
+           "saved_model_file", "saved_model_variables_prefix"]
 
 INDEX_SUFFIX = ".index"
 META_SUFFIX = "meta"  # TF's default meta_graph_suffix (no dot)
@@ -74,3 +77,25 @@ def v1_shard_set_pattern(base: str, count: str) -> str:
 def existing_v1_shards(directory: str, base: str) -> list[str]:
     """Files named like V1 shards of `base` (any shard, any count) in `directory`."""
     return match_in_directory(directory, glob.escape(base) + _V1_SHARDS_GLOB)
+
+
+# --------------------------------------------------------------------------- SavedModel
+
+# TF's SAVED_MODEL_FILENAME_PB, then SAVED_MODEL_FILENAME_PBTXT: the loader tries them in this order.
+SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
+_VARIABLES_DIRECTORY = "variables"  # VARIABLES_DIRECTORY
+_VARIABLES_FILENAME = "variables"   # VARIABLES_FILENAME
+
+
+def saved_model_file(export_dir: str) -> str | None:
+    """The `saved_model.pb` (or `.pbtxt`) of SavedModel directory `export_dir`, or None."""
+    for name in SAVED_MODEL_FILENAMES:
+        candidate = os.path.join(export_dir, name)
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def saved_model_variables_prefix(export_dir: str) -> str:
+    """The checkpoint prefix of a SavedModel's variables: `export_dir/variables/variables`."""
+    return os.path.join(export_dir, _VARIABLES_DIRECTORY, _VARIABLES_FILENAME)

@@ -1,0 +1,182 @@
+"""Path semantics, each checked against TF 2.21.
+
+* A save prefix that is an existing directory: TF's Saver writes `DIR.index` (and
+  `DIR.data-*`, `DIR.meta`) beside the directory and the state file in its parent;
+  `Saver.restore(sess, DIR)` and `NewCheckpointReader(DIR)` read `DIR.index` back, while
+  `tf.train.load_checkpoint(DIR)` reads the directory's latest checkpoint (and raises
+  ValueError when the directory has none). ckptkit: `Saver.save` writes what TF writes;
+  `NewCheckpointReader(DIR)` (as_prefix) reads `DIR.index` first, as TF; `load`,
+  `load_checkpoint`, `CheckpointReader` and the CLI read the directory's latest checkpoint,
+  and where the directory has none, `DIR.index` beside it (TF raises there).
+* Sharded V1 checkpoints: TF's sharded V1 Saver writes `model.ckpt-0000N-of-00002` and
+  records `model.ckpt-?????-of-00002`; that pattern restores in TF and reads in ckptkit.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import ckptkit
+from ckptkit.cli import cli
+
+
+def _tf_save(tf1, prefix: str, value: float) -> str:
+    """Save `v = value` (float32 scalar) with TF's Saver at `prefix`; return TF's path."""
+    graph = tf1.Graph()
+    with graph.as_default():
+        tf1.get_variable("v", initializer=np.float32(value))
+        saver = tf1.train.Saver()
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            return saver.save(sess, prefix)
+
+
+def _tf_restore(tf1, prefix: str) -> float:
+    """`v` as TF's Saver.restore(sess, prefix) reads it."""
+    graph = tf1.Graph()
+    with graph.as_default():
+        v = tf1.get_variable("v", initializer=np.float32(-1.0))
+        saver = tf1.train.Saver()
+        with tf1.Session() as sess:
+            saver.restore(sess, prefix)
+            return float(sess.run(v))
+
+
+# --------------------------------------------------------------------------- prefix = directory
+
+def test_tf_saves_beside_an_existing_directory_and_ckptkit_reads_it(tf, tf1, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "events.log").write_text("not a checkpoint")
+    assert _tf_save(tf1, str(run), 3.0) == str(run)
+    assert {"run.index", "run.meta", "checkpoint"} <= set(os.listdir(tmp_path))
+    assert _tf_restore(tf1, str(run)) == 3.0
+    assert float(tf.compat.v1.train.NewCheckpointReader(str(run)).get_tensor("v")) == 3.0
+    with pytest.raises(ValueError):  # TF: a directory means its latest checkpoint; it has none
+        tf.train.load_checkpoint(str(run))
+
+    assert ckptkit.NewCheckpointReader(str(run)).prefix == str(run)
+    assert float(ckptkit.load(str(run))["v"]) == 3.0  # ckptkit: falls back to run.index
+    assert float(ckptkit.Saver().restore(str(run))["v"]) == 3.0
+    assert ckptkit.latest_checkpoint(str(tmp_path)) == tf.train.latest_checkpoint(str(tmp_path))
+    res = CliRunner().invoke(cli, ["ls", str(run), "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"v"' in res.output
+
+
+def test_ckptkit_saves_beside_an_existing_directory_as_tf(tf, tf1, tmp_path):
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for top in (ours, theirs):
+        (top / "run").mkdir(parents=True)
+    _tf_save(tf1, str(theirs / "run"), 3.0)
+    got = ckptkit.Saver().save({"v": np.float32(3.0)}, str(ours / "run"))
+    assert got == str(ours / "run")
+    assert sorted(os.listdir(ours)) == sorted(os.listdir(theirs))
+    assert os.listdir(ours / "run") == []
+    assert _tf_restore(tf1, str(ours / "run")) == 3.0
+    assert float(tf.compat.v1.train.NewCheckpointReader(str(ours / "run")).get_tensor("v")) == 3.0
+    assert float(ckptkit.Saver().restore(str(ours / "run"))["v"]) == 3.0
+    assert ckptkit.checkpoint_exists(str(ours / "run"))
+
+
+def test_directory_with_its_own_checkpoints_and_an_index_beside_it(tf, tf1, tmp_path):
+    """`run.index` beside `run/`, and `run/` holding a checkpoint of its own: TF's readers
+    disagree, and ckptkit's follow each of them."""
+    run = tmp_path / "run"
+    run.mkdir()
+    _tf_save(tf1, str(run), 3.0)
+    _tf_save(tf1, str(run / "inner"), 7.0)
+    assert _tf_restore(tf1, str(run)) == 3.0
+    assert float(tf.compat.v1.train.NewCheckpointReader(str(run)).get_tensor("v")) == 3.0
+    assert float(tf.train.load_checkpoint(str(run)).get_tensor("v")) == 7.0
+
+    assert float(ckptkit.NewCheckpointReader(str(run)).get_tensor("v")) == 3.0
+    assert float(ckptkit.CheckpointReader(str(run), as_prefix=True).get_tensor("v")) == 3.0
+    assert float(ckptkit.load_checkpoint(str(run)).get_tensor("v")) == 7.0
+    assert float(ckptkit.load(str(run))["v"]) == 7.0
+
+
+def test_trailing_slash_names_the_directory_only(tf1, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    _tf_save(tf1, str(run), 3.0)
+    with pytest.raises(ckptkit.CheckpointError):
+        ckptkit.load(str(run) + os.sep)
+
+
+# --------------------------------------------------------------------------- sharded V1
+
+@pytest.fixture(scope="module")
+def sharded_v1(tf, tmp_path_factory):
+    """A sharded V1 checkpoint written by TF's Saver(sharded=True, write_version=V1) over
+    two CPU devices: (recorded pattern, directory, values)."""
+    tf1 = tf.compat.v1
+    directory = tmp_path_factory.mktemp("sharded_v1")
+    values = {"a": np.array([1.0, 2.0], np.float32), "b": np.int64(5)}
+    graph = tf1.Graph()
+    with graph.as_default():
+        with tf.device("/cpu:0"):
+            tf1.get_variable("a", initializer=values["a"])
+        with tf.device("/cpu:1"):
+            tf1.get_variable("b", initializer=values["b"])
+        saver = tf1.train.Saver(sharded=True, write_version=tf1.train.SaverDef.V1)
+        with tf1.Session(config=tf1.ConfigProto(device_count={"CPU": 2})) as sess:
+            sess.run(tf1.global_variables_initializer())
+            path = saver.save(sess, str(directory / "model.ckpt"))
+    return path, str(directory), values
+
+
+def test_tf_writes_sharded_v1_under_the_pattern(tf, sharded_v1):
+    path, directory, values = sharded_v1
+    assert path == os.path.join(directory, "model.ckpt-?????-of-00002")
+    assert sorted(os.listdir(directory)) == ["checkpoint", "model.ckpt-00000-of-00002",
+                                             "model.ckpt-00001-of-00002", "model.ckpt.meta"]
+    assert tf.train.latest_checkpoint(directory) == path
+    reader = tf.train.load_checkpoint(path)
+    assert sorted(reader.get_variable_to_shape_map()) == sorted(values)
+
+
+def test_sharded_v1_pattern_reads_like_tf(tf, sharded_v1):
+    path, directory, values = sharded_v1
+    tf_reader = tf.train.load_checkpoint(path)
+    for form in (path, directory, os.path.join(directory, "model.ckpt-00001-of-00002"),
+                 os.path.join(directory, "model.ckpt")):
+        with ckptkit.CheckpointReader(form) as reader:
+            assert reader.prefix == path, form
+            assert reader.format_version == 1
+            assert reader.get_variable_to_shape_map() == tf_reader.get_variable_to_shape_map()
+            assert {k: v.name for k, v in reader.get_variable_to_dtype_map().items()} == {
+                k: v.name for k, v in tf_reader.get_variable_to_dtype_map().items()}
+    got = ckptkit.load(path)
+    assert sorted(got) == sorted(values)
+    for name, want in values.items():
+        assert np.array_equal(got[name], want) and got[name].dtype == np.asarray(want).dtype
+        assert np.array_equal(got[name], tf_reader.get_tensor(name))
+    assert ckptkit.latest_checkpoint(directory) == path
+    assert ckptkit.list_variables(path) == [(k, list(v)) for k, v in tf.train.list_variables(path)]
+
+
+def test_sharded_v1_pattern_restores_like_tf(tf, sharded_v1):
+    path, _, values = sharded_v1
+    tf1 = tf.compat.v1
+    graph = tf1.Graph()
+    with graph.as_default():
+        with tf.device("/cpu:0"):
+            a = tf1.get_variable("a", initializer=np.zeros(2, np.float32))
+        with tf.device("/cpu:1"):
+            b = tf1.get_variable("b", initializer=np.int64(0))
+        saver = tf1.train.Saver(sharded=True, write_version=tf1.train.SaverDef.V1)
+        with tf1.Session(config=tf1.ConfigProto(device_count={"CPU": 2})) as sess:
+            saver.restore(sess, path)
+            tf_values = {"a": sess.run(a), "b": sess.run(b)}
+    assert ckptkit.checkpoint_exists(path)
+    got = ckptkit.Saver().restore(path)
+    assert sorted(got) == sorted(tf_values)
+    for name, want in tf_values.items():
+        assert np.array_equal(got[name], want)
+    assert ckptkit.Saver(var_list={"a": "a_restored"}).restore(path)["a_restored"].tolist() == [1.0, 2.0]
+    res = CliRunner().invoke(cli, ["verify", path])
+    assert res.exit_code == 0, res.output
