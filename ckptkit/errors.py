@@ -3,6 +3,10 @@
 Every failure caused by what a user handed us (a path, a file's bytes, an argument)
 is a `CheckpointError`, so callers and the CLI can catch one type and print one line.
 Messages name the file and, where there is one, the tensor key.
+
+Where TF raises a builtin for the same mistake, ours subclass it too, so code written
+against TF keeps working: NotFoundError is a FileNotFoundError, TensorNotFoundError a
+KeyError; InvalidArgumentError, InvalidStateError and NoCheckpointError are ValueErrors.
 """
 from __future__ import annotations
 
@@ -32,12 +36,21 @@ class NotFoundError(CheckpointError, FileNotFoundError):
     """A checkpoint, file or shard that should exist does not."""
 
 
+class NoCheckpointError(NotFoundError, ValueError):
+    """A path given as a checkpoint to restore names none (TF's Saver.restore: ValueError)."""
+
+
 class TensorNotFoundError(CheckpointError, KeyError):
     """A tensor key that the checkpoint does not hold (a KeyError, for the Mapping protocol)."""
 
 
 class DataLossError(CheckpointError):
     """Bytes on disk are damaged: truncated, bad checksum, bad magic, malformed encoding."""
+
+
+class InvalidStateError(DataLossError, ValueError):
+    """A `checkpoint` state file that TF also refuses with a ValueError: it names no latest
+    checkpoint (empty, or cut at a line end), or is not UTF-8 (TF: UnicodeDecodeError)."""
 
 
 class UnsupportedError(CheckpointError):

@@ -370,6 +370,10 @@ def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:
 
 
 def load_variable(path: str | os.PathLike, name: str) -> np.ndarray:
+    """One tensor of a checkpoint, like `tf.train.load_variable`: a trailing `:0` (a
+    graph tensor's name, `v:0`) is dropped first, as TF drops it; `v:1` is left alone."""
+    if isinstance(name, str) and name.endswith(":0"):
+        name = name[:-2]
     with CheckpointReader(path) as reader:
         return reader.get_tensor(name)
 

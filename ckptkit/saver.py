@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError, InvalidArgumentError, NotFoundError
+from .errors import CheckpointError, InvalidArgumentError, NoCheckpointError
 from .format import bundle
 from .format.commit import locked_directory, write_file
 from .format.lock import SAVER
@@ -67,14 +67,19 @@ def _normalize_var_list(var_list: VarList) -> dict[str, str] | None:
         items = [(n, n) for n in names]
         seen = set()
         for name in names:
-            if name in seen:
+            if name in seen:  # TF: "At least two variables have the same name: v"
                 raise InvalidArgumentError(f"variable {name!r} appears twice in var_list", key=name)
             seen.add(name)
+    saved_as: dict[str, str] = {}  # variable name -> its first checkpoint key
     for key, name in items:
         if not isinstance(key, str) or not key:
             raise InvalidArgumentError(f"checkpoint keys must be non-empty strings, got {key!r}")
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"variable names must be non-empty strings, got {name!r}", key=key)
+        if name in saved_as:  # TF: "The same saveable will be restored with two names: b"
+            raise InvalidArgumentError(f"variable {name!r} would be saved and restored under two names, "
+                                       f"{saved_as[name]!r} and {key!r}", key=key)
+        saved_as[name] = key
     return dict(items)
 
 
@@ -225,6 +230,8 @@ class Saver:
         holding the directory's lock, after sweeping stale temp files. Returns None
         for an empty Saver made with allow_empty=True (nothing is written).
         """
+        if save_path is None:  # TF: TypeError "Expected binary or unicode string, got None"
+            raise InvalidArgumentError("can't save when save_path is None")
         save_path = os.fspath(save_path)
         latest_filename = latest_filename or "checkpoint"
         if os.path.split(latest_filename)[0]:
@@ -262,13 +269,28 @@ class Saver:
 
     @staticmethod
     def _make_parent(parent: str, save_path: str) -> None:
-        """TF's save creates a missing last directory level, and fails on a deeper miss."""
+        """TF's save creates a missing last directory level, and fails on a deeper miss.
+
+        A parent (or grandparent) that is a regular file fails the same way, before
+        anything is written (TF: ValueError "Parent directory of ... doesn't exist").
+        """
         if not parent or os.path.isdir(parent):
             return
+        if os.path.lexists(parent):
+            raise InvalidArgumentError(f"parent directory {parent!r} is not a directory, can't save",
+                                       path=save_path)
         grandparent = os.path.dirname(parent)
         if grandparent and not os.path.isdir(grandparent):
             raise InvalidArgumentError("parent directory doesn't exist, can't save", path=save_path)
-        os.makedirs(parent, exist_ok=True)
+        try:
+            os.mkdir(parent)
+        except FileExistsError:  # made meanwhile by another process: fine if a directory
+            if not os.path.isdir(parent):
+                raise InvalidArgumentError(f"parent directory {parent!r} is not a directory, can't save",
+                                           path=save_path) from None
+        except OSError as exc:
+            raise CheckpointError(f"cannot create parent directory {parent!r}: {exc.strerror or exc}",
+                                  path=save_path) from None
 
     def _build_meta_graph(self, values: Mapping[str, Any], saved: Mapping[str, str], checkpoint_file: str):
         from . import metagraph  # noqa: PLC0415 - lazy: graph building is only needed here
@@ -290,7 +312,7 @@ class Saver:
         """{variable name: array} read from checkpoint `save_path` through the var_list mapping.
 
         A missing key raises TensorNotFoundError naming the file and key; a path with no
-        checkpoint raises NotFoundError.
+        checkpoint raises NoCheckpointError (a NotFoundError and, as TF's, a ValueError).
         """
         if save_path is None:
             raise InvalidArgumentError("can't load save_path when it is None")
@@ -298,7 +320,7 @@ class Saver:
         if self._var_list is not None and not self._var_list:
             return {}
         if not checkpoint_exists(save_path):
-            raise NotFoundError("the passed save_path is not a valid checkpoint", path=save_path)
+            raise NoCheckpointError("the passed save_path is not a valid checkpoint", path=save_path)
         with CheckpointReader(save_path) as reader:
             mapping = self._var_list if self._var_list is not None else {k: k for k in reader}
             return {name: reader.get_tensor(key) for key, name in mapping.items()}

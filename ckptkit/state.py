@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from google.protobuf import text_format
 
-from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError
+from .errors import CheckpointError, DataLossError, InvalidArgumentError, InvalidStateError, NotFoundError
 from .format import naming
 from .format.commit import locked_directory, write_file
 from .format.files import fsync_dir, match_in_directory, open_regular
@@ -27,7 +27,7 @@ from .proto.saver_pb2 import SaverDef
 __all__ = ["CheckpointState", "V1", "V2", "check_state_file_path", "checkpoint_exists", "checkpoint_files",
            "generate_checkpoint_state_proto", "get_checkpoint_mtimes", "get_checkpoint_state",
            "latest_checkpoint", "meta_graph_filename", "read_state_file", "remove_checkpoint",
-           "update_checkpoint_state", "write_state_file"]
+           "resolve_checkpoint_path", "update_checkpoint_state", "write_state_file"]
 
 STATE_FILENAME = "checkpoint"
 V1 = SaverDef.V1  # SaverDef.CheckpointFormatVersion: V1 is one file at PREFIX (LEGACY too)
@@ -37,7 +37,14 @@ _log = logging.getLogger(__name__)
 
 
 def checkpoint_exists(prefix: str | os.PathLike) -> bool:
-    """True if a V2 checkpoint (its .index) or a V1 file exists at `prefix`."""
+    """True if a V2 checkpoint (its .index) or a V1 file exists at `prefix`.
+
+    As TF's `checkpoint_exists_internal`, which globs `PREFIX.index`, then `PREFIX`:
+    sharded V1 files (`PREFIX-00000-of-00002`) count only when `prefix` is their
+    pattern `PREFIX-?????-of-00002` (what TF's sharded V1 Saver records), never for
+    the bare `PREFIX`. Unlike TF, no other glob is expanded and a directory is no
+    checkpoint (TF: `checkpoint_exists("some_dir")` is True).
+    """
     prefix = os.fspath(prefix)
     if "\0" in prefix:  # no file can have that name (os functions would raise ValueError)
         return False
@@ -48,7 +55,7 @@ def checkpoint_exists(prefix: str | os.PathLike) -> bool:
     directory, base = os.path.split(prefix)
     if naming.V1_SHARD_GLOB.search(base):  # TF's sharded V1 Saver records `model.ckpt-?????-of-00002`
         return bool(match_in_directory(directory, base))
-    return bool(naming.existing_v1_shards(directory, base))
+    return False
 
 
 # A real state file is a few hundred bytes per checkpoint listed; anything near this
@@ -56,14 +63,9 @@ def checkpoint_exists(prefix: str | os.PathLike) -> bool:
 MAX_STATE_FILE_BYTES = 64 << 20
 
 
-def read_state_file(path: str | os.PathLike) -> CheckpointState | None:
-    """Parse a state file as stored (paths untouched); None if it does not exist.
-
-    Hostile files fail cleanly: a FIFO or device is refused without blocking on it
-    (opened non-blocking, then checked to be a regular file), a directory or an
-    unreadable file is a CheckpointError, and so is a file over MAX_STATE_FILE_BYTES.
-    """
-    path = os.fspath(path)
+def _read_state_bytes(path: str) -> bytes | None:
+    """The state file's bytes, None if it does not exist; a CheckpointError if it can't be
+    read as a plain file (a FIFO, a directory, unreadable, implausibly large)."""
     try:
         f = open_regular(path, "checkpoint state file")
     except NotFoundError:
@@ -73,16 +75,41 @@ def read_state_file(path: str | os.PathLike) -> CheckpointState | None:
         if size > MAX_STATE_FILE_BYTES:
             raise DataLossError(f"checkpoint state file is implausibly large ({size} bytes)", path=path)
         try:
-            text = f.read(MAX_STATE_FILE_BYTES + 1)
+            return f.read(MAX_STATE_FILE_BYTES + 1)
         except OSError as exc:
             raise CheckpointError(f"cannot read checkpoint state file: {exc.strerror or exc}",
                                   path=path) from None
+
+
+class _Unparseable(DataLossError):
+    """Text that is not a CheckpointState (TF: a ParseError, which it logs and ignores)."""
+
+
+def _parse_state(data: bytes, path: str) -> CheckpointState:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # TF raises UnicodeDecodeError, a ValueError
+        raise InvalidStateError(f"checkpoint state file is not UTF-8: {exc}", path=path) from None
     state = CheckpointState()
     try:
-        text_format.Parse(text.decode("utf-8"), state)
-    except (text_format.ParseError, UnicodeDecodeError) as exc:
-        raise DataLossError(f"checkpoint state file is not parseable: {exc}", path=path) from None
+        text_format.Parse(text, state)
+    except text_format.ParseError as exc:
+        raise _Unparseable(f"checkpoint state file is not parseable: {exc}", path=path) from None
     return state
+
+
+def read_state_file(path: str | os.PathLike) -> CheckpointState | None:
+    """Parse a state file as stored (paths untouched); None if it does not exist.
+
+    Strict: text that is not a CheckpointState is a DataLossError (`get_checkpoint_state`
+    logs and ignores it, as TF does); bytes that are not UTF-8 an InvalidStateError.
+    Hostile files fail cleanly: a FIFO or device is refused without blocking on it
+    (opened non-blocking, then checked to be a regular file), a directory or an
+    unreadable file is a CheckpointError, and so is a file over MAX_STATE_FILE_BYTES.
+    """
+    path = os.fspath(path)
+    data = _read_state_bytes(path)
+    return None if data is None else _parse_state(data, path)
 
 
 def check_state_file_path(path: str | os.PathLike) -> None:
@@ -137,9 +164,28 @@ def _resolve(directory: str, path: str) -> str:
     return path
 
 
-def get_checkpoint_state(checkpoint_dir: str | os.PathLike,
-                         latest_filename: str | None = None) -> CheckpointState | None:
+def resolve_checkpoint_path(checkpoint_dir: str | os.PathLike, path: str) -> str:
+    """Where a path recorded in `checkpoint_dir`'s state file points from here.
+
+    Relative: joined to the directory (TF does the same). Absolute but missing while
+    the directory holds a checkpoint of the same name: that one (the directory was
+    moved or copied; TF would follow the stale path).
+    """
+    return _resolve(os.fspath(checkpoint_dir), path)
+
+
+def get_checkpoint_state(checkpoint_dir: str | os.PathLike, latest_filename: str | None = None,
+                         *, strict: bool = False) -> CheckpointState | None:
     """The directory's CheckpointState with every path resolved, or None if it has none.
+
+    As TF: a state file whose text does not parse is logged (a warning on this
+    module's logger) and ignored, so a resume loop goes on as if there were none;
+    `strict=True` raises that DataLossError instead. A file that parses but names no
+    latest checkpoint (empty, or cut at the end of a line), or that is not UTF-8,
+    raises InvalidStateError, a ValueError, as TF raises ValueError. A state file
+    that can't be read as a plain file (a FIFO, a directory, over
+    MAX_STATE_FILE_BYTES) is a CheckpointError either way (TF logs unreadable files
+    and ignores them, and blocks on a FIFO).
 
     Paths may name checkpoints anywhere — absolute, `../other/model`, through
     symlinks — as TF allows, and readers follow them (reading is harmless; a user may
@@ -149,11 +195,18 @@ def get_checkpoint_state(checkpoint_dir: str | os.PathLike,
     """
     checkpoint_dir = os.fspath(checkpoint_dir)
     state_path = os.path.join(checkpoint_dir, latest_filename or STATE_FILENAME)
-    state = read_state_file(state_path)
+    try:
+        state = read_state_file(state_path)
+    except _Unparseable as exc:
+        if strict:
+            raise
+        _log.warning("%s; checkpoint state ignored", exc)
+        return None
     if state is None:
         return None
     if not state.model_checkpoint_path:
-        raise DataLossError("checkpoint state file has no model_checkpoint_path", path=state_path)
+        raise InvalidStateError("checkpoint state file names no model_checkpoint_path "
+                                "(TF: Invalid checkpoint state)", path=state_path)
     if any("\0" in p for p in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]):
         raise DataLossError("checkpoint state file names a path with a NUL byte", path=state_path)
     state.model_checkpoint_path = _resolve(checkpoint_dir, state.model_checkpoint_path)
@@ -163,9 +216,14 @@ def get_checkpoint_state(checkpoint_dir: str | os.PathLike,
     return state
 
 
-def latest_checkpoint(checkpoint_dir: str | os.PathLike, latest_filename: str | None = None) -> str | None:
-    """The prefix of the directory's latest checkpoint, or None if there is none on disk."""
-    state = get_checkpoint_state(checkpoint_dir, latest_filename)
+def latest_checkpoint(checkpoint_dir: str | os.PathLike, latest_filename: str | None = None,
+                      *, strict: bool = False) -> str | None:
+    """The prefix of the directory's latest checkpoint, or None if there is none on disk.
+
+    None too, with a logged warning, for a state file that does not parse (as TF);
+    `strict=True` raises DataLossError instead (see `get_checkpoint_state`).
+    """
+    state = get_checkpoint_state(checkpoint_dir, latest_filename, strict=strict)
     if state is not None and checkpoint_exists(state.model_checkpoint_path):
         return state.model_checkpoint_path
     return None

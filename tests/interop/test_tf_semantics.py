@@ -1,0 +1,215 @@
+"""TF's own semantics at the edges (issue 12): each test runs TF 2.21 on the same input
+and checks that ckptkit answers the same way - the same value, or an error of the
+same builtin family (`except ValueError` written against TF keeps working).
+
+Where ckptkit deliberately differs, the test says so and the README's
+"Differences from TensorFlow" section gives the reason.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+
+import ckptkit
+from ckptkit import state
+from ckptkit.errors import (
+    CheckpointError,
+    DataLossError,
+    InvalidArgumentError,
+    InvalidStateError,
+    NoCheckpointError,
+    NotFoundError,
+    TensorNotFoundError,
+)
+from ckptkit.saver import Saver
+
+
+@pytest.fixture(scope="module")
+def cm(tf):
+    from tensorflow.python.checkpoint import checkpoint_management  # noqa: PLC0415 - TF only inside TF tests
+    return checkpoint_management
+
+
+def tf_graph_saver(tf1, var_list_of):
+    """A graph with variable `v` (and `w`), a Session, and TF's Saver on var_list_of(vars)."""
+    graph = tf1.Graph()
+    with graph.as_default():
+        variables = {"v": tf1.Variable(1.0, name="v"), "w": tf1.Variable(2.0, name="w")}
+        saver = tf1.train.Saver(var_list_of(variables))
+        sess = tf1.Session(graph=graph)
+        sess.run(tf1.global_variables_initializer())
+    return graph, saver, sess
+
+
+VALUES = {"v": np.float32(1.0), "w": np.float32(2.0)}
+
+
+# ---- 1. one variable under two checkpoint names ----------------------------------------------
+
+def test_one_variable_under_two_names_refused_like_tf(tf1):
+    with pytest.raises(ValueError, match="The same saveable will be restored with two names: b"):
+        tf_graph_saver(tf1, lambda v: {"a": v["v"], "b": v["v"]})
+    with pytest.raises(InvalidArgumentError, match="'v' would be saved and restored under two names") as info:
+        Saver({"a": "v", "b": "v"})
+    assert isinstance(info.value, ValueError) and info.value.key == "b"
+    # two variables, two names; and a list naming one variable twice (TF: "same name")
+    tf_graph_saver(tf1, lambda v: {"a": v["v"], "b": v["w"]})
+    Saver({"a": "v", "b": "w"})
+    with pytest.raises(ValueError, match="At least two variables have the same name: v"):
+        tf_graph_saver(tf1, lambda v: [v["v"], v["v"]])
+    with pytest.raises(InvalidArgumentError, match="appears twice"):
+        Saver(["v", "v"])
+
+
+# ---- 2. a save path whose parent is a regular file ----------------------------------------
+
+@pytest.mark.parametrize("below", ["afile/m", "afile/sub/m"])
+def test_parent_that_is_a_file_is_a_value_error_like_tf(tf1, tmp_path, below):
+    for side in ("tf", "ck"):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "afile").write_bytes(b"not a directory")
+    graph, saver, sess = tf_graph_saver(tf1, lambda v: None)
+    with graph.as_default(), pytest.raises(ValueError, match="Parent directory of .* doesn't exist, can't save"):
+        saver.save(sess, str(tmp_path / "tf" / below))
+    with pytest.raises(InvalidArgumentError, match="can't save") as info:
+        Saver().save(VALUES, tmp_path / "ck" / below)
+    assert isinstance(info.value, ValueError) and info.value.path == str(tmp_path / "ck" / below)
+    assert sorted(os.listdir(tmp_path / "ck")) == ["afile"]
+
+
+# ---- 3. a damaged `checkpoint` state file --------------------------------------------------
+
+# (content, what TF 2.21 does): "none" = logs a warning and returns None; "value" = raises ValueError
+STATE_FILES = {
+    "empty": (b"", "value"),                                        # no model_checkpoint_path
+    "cut-at-line": (b'all_model_checkpoint_paths: "m-1"\n', "value"),
+    "cut-in-string": (b'model_checkpoint_path: "m-1"\nall_model_checkpoint_paths: "m', "none"),
+    "junk": (b"hello world", "none"),
+    "unknown-field": (b'model_checkpoint_path: "m-1"\nfoo: 1\n', "none"),
+    "not-utf8": (b'model_checkpoint_path: "\xff"\n', "value"),     # TF: UnicodeDecodeError
+}
+
+
+@pytest.mark.parametrize("case", sorted(STATE_FILES))
+def test_damaged_state_file_like_tf(tf, tmp_path, caplog, case):
+    content, expected = STATE_FILES[case]
+    Saver().save(VALUES, tmp_path / "m", global_step=1)
+    (tmp_path / "checkpoint").write_bytes(content)
+    directory = str(tmp_path)
+    for ours, theirs in ((state.get_checkpoint_state, tf.train.get_checkpoint_state),
+                         (state.latest_checkpoint, tf.train.latest_checkpoint)):
+        if expected == "value":
+            with pytest.raises(ValueError):
+                theirs(directory)
+            with pytest.raises(InvalidStateError) as info:
+                ours(directory)
+            assert isinstance(info.value, ValueError) and isinstance(info.value, DataLossError)
+            assert info.value.path == str(tmp_path / "checkpoint")
+        else:
+            assert theirs(directory) is None
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="ckptkit.state"):
+                assert ours(directory) is None
+            assert [r.levelno for r in caplog.records] == [logging.WARNING]
+            assert str(tmp_path / "checkpoint") in caplog.records[0].getMessage()
+            # strict callers get the damage as an error
+            with pytest.raises(DataLossError, match="not parseable"):
+                ours(directory, strict=True)
+        # reading the file as stored is strict about the text, not about what it names
+        if case in ("empty", "cut-at-line"):
+            assert state.read_state_file(tmp_path / "checkpoint").model_checkpoint_path == ""
+        else:
+            with pytest.raises(DataLossError):
+                state.read_state_file(tmp_path / "checkpoint")
+
+
+def test_resume_loop_goes_on_after_unparseable_state(tmp_path, caplog):
+    """What TF's behaviour is for: a loop that resumes from latest_checkpoint starts over."""
+    (tmp_path / "checkpoint").write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="ckptkit.state"):
+        assert ckptkit.latest_checkpoint(str(tmp_path)) is None
+    saver = Saver()
+    saver.save(VALUES, tmp_path / "model", global_step=0)
+    assert ckptkit.latest_checkpoint(str(tmp_path)) == str(tmp_path / "model-0")
+
+
+# ---- 4. ValueError where TF raises ValueError --------------------------------------------
+
+def test_value_errors_where_tf_raises_value_error(tf1, cm, tmp_path):
+    graph, tf_saver, sess = tf_graph_saver(tf1, lambda v: None)
+    (tmp_path / "tf").mkdir()
+    (tmp_path / "ck").mkdir()
+    with graph.as_default():
+        with pytest.raises(ValueError, match="Can't load save_path when it is None"):
+            tf_saver.restore(sess, None)
+        with pytest.raises(ValueError, match="not a valid checkpoint"):
+            tf_saver.restore(sess, str(tmp_path / "tf" / "nothing"))
+        with pytest.raises(ValueError, match="must not contain path components"):
+            tf_saver.save(sess, str(tmp_path / "tf" / "m"), latest_filename="a/b")
+        with pytest.raises(ValueError, match="collides"):
+            tf_saver.save(sess, str(tmp_path / "tf" / "checkpoint"))
+        with pytest.raises(TypeError):  # TF: as_str(None); ckptkit: a ValueError (README)
+            tf_saver.save(sess, None)
+    with pytest.raises(InvalidArgumentError):
+        Saver().restore(None)
+    with pytest.raises(NoCheckpointError, match="not a valid checkpoint") as info:
+        Saver().restore(tmp_path / "ck" / "nothing")
+    assert isinstance(info.value, ValueError) and isinstance(info.value, FileNotFoundError)
+    assert isinstance(info.value, NotFoundError)
+    with pytest.raises(InvalidArgumentError, match="path components"):
+        Saver().save(VALUES, tmp_path / "ck" / "m", latest_filename="a/b")
+    with pytest.raises(InvalidArgumentError, match="collides"):
+        Saver().save(VALUES, tmp_path / "ck" / "checkpoint")
+    with pytest.raises(InvalidArgumentError, match="None"):
+        Saver().save(VALUES, None)
+    # update_checkpoint_state: mismatched timestamps (TF: ValueError)
+    d = str(tmp_path / "ck")
+    with pytest.raises(ValueError):
+        cm.update_checkpoint_state(d, f"{d}/m-2", [f"{d}/m-1"], all_model_checkpoint_timestamps=[1.0])
+    with pytest.raises(ValueError):
+        state.update_checkpoint_state(d, f"{d}/m-2", [f"{d}/m-1"], all_model_checkpoint_timestamps=[1.0])
+    for cls in (InvalidArgumentError, InvalidStateError, NoCheckpointError):
+        assert issubclass(cls, ValueError) and issubclass(cls, CheckpointError)
+    assert sorted(os.listdir(tmp_path / "ck")) == []
+
+
+# ---- 5. load_variable strips ":0" ---------------------------------------------------------
+
+def test_load_variable_strips_colon_zero_like_tf(tf, tmp_path):
+    prefix = Saver().save({"w": np.arange(3, dtype=np.float32), "x:1": np.float32(5)}, tmp_path / "m",
+                          write_meta_graph=False)  # "x:1" is no graph node name
+    for name in ("w", "w:0"):
+        np.testing.assert_array_equal(ckptkit.load_variable(prefix, name), tf.train.load_variable(prefix, name))
+        np.testing.assert_array_equal(ckptkit.load_variable(str(tmp_path), name),
+                                      tf.train.load_variable(str(tmp_path), name))
+    # only ":0" is TF's graph-tensor suffix; ":1" is part of the key
+    assert ckptkit.load_variable(prefix, "x:1") == tf.train.load_variable(prefix, "x:1") == 5
+    with pytest.raises(tf.errors.NotFoundError):
+        tf.train.load_variable(prefix, "w:1")
+    with pytest.raises(TensorNotFoundError):
+        ckptkit.load_variable(prefix, "w:1")
+
+
+# ---- 7. checkpoint_exists with only sharded V1 files --------------------------------------
+
+def test_checkpoint_exists_sharded_v1_like_tf(cm, tmp_path):
+    for name in ("sh-00000-of-00002", "sh-00001-of-00002"):
+        (tmp_path / name).write_bytes(b"x")
+    for prefix in ("sh", "sh-?????-of-00002", "sh-00000-of-00002", "other", "other-?????-of-00002"):
+        path = str(tmp_path / prefix)
+        assert state.checkpoint_exists(path) == cm.checkpoint_exists_internal(path), prefix
+    assert not state.checkpoint_exists(str(tmp_path / "sh"))
+
+
+def test_checkpoint_exists_differences_from_tf(cm, tmp_path):
+    """Deliberate (README): TF globs every prefix and counts a directory; ckptkit expands only
+    the sharded-V1 pattern and wants a file."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "m1").write_bytes(b"x")
+    assert cm.checkpoint_exists_internal(str(tmp_path / "adir"))
+    assert not state.checkpoint_exists(str(tmp_path / "adir"))
+    assert cm.checkpoint_exists_internal(str(tmp_path / "m*"))
+    assert not state.checkpoint_exists(str(tmp_path / "m*"))
