@@ -647,14 +647,23 @@ def verify_cmd(ctx, ckpt, as_json) -> None:
 @click.argument("file", type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def meta_cmd(file, as_json) -> None:
-    """Summarize a .meta file (MetaGraphDef): ops, variables, saver, collections."""
+    """Summarize a SavedModel or a .meta file (MetaGraphDef).
+
+    FILE may be a SavedModel directory or its saved_model.pb (tag-sets, signatures with
+    their inputs and outputs as `saved_model_cli show --all` prints them, and the
+    variables), a .meta file (ops, variables, saver, collections), or a checkpoint
+    prefix or directory (the .meta of that checkpoint).
+    """
     try:
         from . import metagraph  # noqa: PLC0415
     except ImportError:
         raise _Failure("this ckptkit has no metagraph module (ckptkit.metagraph)") from None
-    summary = metagraph.summarize_meta_graph(file)
+    summary = metagraph.summarize(file)
     if as_json:
         _echo_json(summary)
+    elif summary["kind"] == "saved_model":
+        for line in metagraph.format_saved_model(summary):
+            _echo(_printable(line))
     else:
         _print_nested(summary, 0)
 

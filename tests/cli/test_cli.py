@@ -344,8 +344,10 @@ def test_meta_of_tf_written_file(seed):
     assert sorted(v["name"] for v in summary["variables"]) == ["v", "v/ExponentialMovingAverage"]
     text = run("meta", seed + ".meta").stdout
     assert "variables: (2)" in text and "VarHandleOp" in text and "  - name: v\n" in text
-    result = run("meta", seed + ".index")
-    assert result.exit_code == 1 and seed in one_error_line(result.stderr)
+    assert run("meta", seed + ".index").stdout == text  # a checkpoint's file or prefix: its .meta
+    state_file = os.path.join(os.path.dirname(seed), "checkpoint")
+    result = run("meta", state_file)
+    assert result.exit_code == 1 and state_file in one_error_line(result.stderr)
 
 
 def test_state(seed, monkeypatch):
