@@ -740,17 +740,46 @@ def _timestamp(value) -> str:
 @click.argument("dst", type=_PATH)
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True,
               help="data shards when DST is a checkpoint")
-def convert_cmd(src, dst, num_shards) -> None:
+@click.option("--include", multiple=True, metavar="GLOB", help="only tensors matching GLOB (repeatable)")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="leave out tensors matching GLOB (repeatable)")
+@click.option("--cast", "casts", multiple=True, metavar="FROM=TO",
+              help="convert dtype FROM to TO, e.g. bfloat16=float32 (repeatable)")
+@click.option("--rename", nargs=2, metavar="REGEX TEMPLATE",
+              help="a name REGEX fully matches becomes TEMPLATE (\\1, \\g<name> expand)")
+@click.option("--friendly-names", is_flag=True,
+              help="TF2 keys as object paths (model/dense/kernel), without /.ATTRIBUTES/VARIABLE_VALUE")
+@click.option("--strict", is_flag=True, help="fail instead of leaving out tensors DST cannot hold")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_names, strict, as_json) -> None:
     """Convert between checkpoints, .npz and .safetensors (by extension).
 
     A path ending in .npz or .safetensors is that format; anything else is a
-    checkpoint (SRC resolves like every CKPT; DST is the prefix to write).
+    checkpoint (SRC resolves like every CKPT; DST is the prefix to write). One
+    tensor is in memory at a time. Tensors DST cannot hold (strings and the TF2
+    object graph in .safetensors, bfloat16/float8 in .npz) are left out with a
+    note, unless --strict; --cast bfloat16=float32 keeps them.
     """
     from . import convert  # noqa: PLC0415
 
-    total = 2 * convert.source_bytes(src) if _stderr_is_tty() else 0
+    cast = {}
+    for pair in casts:
+        a, sep, b = pair.partition("=")
+        if not sep or not a or not b:
+            raise click.BadParameter(f"{pair!r} is not FROM=TO", param_hint="--cast")
+        cast[a] = b
+    total = convert.source_bytes(src) if _stderr_is_tty() else 0
     with _progress(total, "converting") as progress:
-        result = convert.convert(src, dst, num_shards=num_shards, progress=progress)
+        result = convert.convert(src, dst, num_shards=num_shards, include=include, exclude=exclude,
+                                 cast=cast, rename=tuple(rename) if rename else None,
+                                 friendly_names=friendly_names, strict=strict, progress=progress)
+    if as_json:
+        _echo_json(result)
+        return
+    left = result["left_out"]
+    if left:
+        shown = ", ".join(f"{_printable(d['name'])} ({d['reason']})" for d in left[:5])
+        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+        _note(f"left out {_count(len(left))}: {shown}{more} (--strict makes this an error)")
     _note(f"converted {result['tensors']} tensors ({_human(result['bytes'])}): "
           f"{_printable(src)} -> {_printable(dst)}")
 

@@ -18,7 +18,7 @@ import os
 import re
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -637,6 +637,43 @@ def _length_bytes(lengths: np.ndarray, big: bool = False) -> bytes:
 
 # --------------------------------------------------------------------------- writing
 
+class Deferred(NamedTuple):
+    """A tensor to be written whose bytes are read only when its turn comes: dtype and
+    shape are known up front (for shard assignment, headers), `load()` gives the array.
+
+    Writers (write_bundle, convert's .npz and .safetensors writers) accept it wherever
+    they accept an array, so a conversion holds one tensor in memory at a time.
+    """
+
+    dtype: _dtypes.DType
+    shape: tuple[int, ...]
+    load: Callable[[], Any]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the data (0 for strings, whose size is known only once read)."""
+        return 0 if self.dtype.is_string else math.prod(self.shape) * self.dtype.itemsize
+
+
+def meta_of(value, key: str | None = None) -> tuple[_dtypes.DType, tuple[int, ...]]:
+    """(TF dtype, shape) of an array-like or a Deferred, without loading a Deferred."""
+    if isinstance(value, Deferred):
+        return value.dtype, tuple(value.shape)
+    arr, dtype = _as_array(value, key)
+    return dtype, tuple(arr.shape)
+
+
+def loaded(value, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
+    """`to_array(value)`, loading a Deferred first and holding it to what it declared."""
+    if not isinstance(value, Deferred):
+        return to_array(value, key)
+    arr, dtype = to_array(value.load(), key)
+    if dtype.enum != value.dtype.enum or tuple(arr.shape) != tuple(value.shape):
+        raise DataLossError(f"read {dtype.name}{list(arr.shape)} where {value.dtype.name}"
+                            f"{list(value.shape)} was declared", key=key)
+    return arr, dtype
+
+
 def _as_array(value, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
     """`value` as an array (no copy of an ndarray) and its TF dtype; see to_array."""
     if isinstance(value, (str, bytes)):
@@ -753,7 +790,7 @@ def _stored_tensors(tensors: Mapping[str, Any], prefix: str):
     (`BundleWriter::AddSlice`): an entry under its name with dtype, full shape and the
     list of slices but no data, and one ordinary entry per slice under its slice key.
     """
-    stored: list[tuple[bytes, tuple[np.ndarray, _dtypes.DType]]] = []
+    stored: list[tuple[bytes, tuple[np.ndarray | Deferred, _dtypes.DType]]] = []
     sliced_entries: list[tuple[str, bytes]] = []
     for name, value in tensors.items():
         if isinstance(value, SlicedTensor) and len(value.pieces) == 1:
@@ -762,6 +799,9 @@ def _stored_tensors(tensors: Mapping[str, Any], prefix: str):
             if np.shape(value) != shape:
                 raise InvalidArgumentError(f"the one slice of shape {list(shape)} has shape "
                                            f"{list(np.shape(value))}", path=prefix, key=name)
+        if isinstance(value, Deferred):
+            stored.append((encode_key(name), (value, value.dtype)))
+            continue
         if not isinstance(value, SlicedTensor):
             stored.append((encode_key(name), _as_array(value, name)))
             continue
@@ -816,7 +856,8 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
     with Commit(directory, lock_timeout=lock_timeout) as tx:
         files = [tx.shard(data_filename(prefix, s, num_shards)) for s in range(num_shards)]
         entries = []
-        for key, (arr, dtype), shard in zip(keys, arrays, shard_of, strict=True):
+        for key, (value, dtype), shard in zip(keys, arrays, shard_of, strict=True):
+            arr = loaded(value, key)[0] if isinstance(value, Deferred) else value
             out = files[shard]
             start = out.offset
             if dtype.is_string:

@@ -382,9 +382,13 @@ def test_example_loads_in_tf_like_tfs_own(tf, tf1, seed, tmp_path):
 
 def test_convert_roundtrip_through_cli(tf, dtypes_ckpt, tmp_path, monkeypatch):
     before = tf_values(tf, dtypes_ckpt)
-    result = run("convert", dtypes_ckpt, tmp_path / "x.safetensors")
+    result = run("convert", dtypes_ckpt, tmp_path / "x.safetensors", "--strict")
     assert result.exit_code == 1 and "'names'" in one_error_line(result.stderr)  # no strings there
     assert not (tmp_path / "x.safetensors").exists()
+    result = run("convert", dtypes_ckpt, tmp_path / "x.safetensors")  # left out, with a note
+    assert result.exit_code == 0
+    assert "left out 1 tensor: names (safetensors has no strings)" in result.stderr
+    (tmp_path / "x.safetensors").unlink()
     monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)  # progress bar path
     run("rm", "-c", dtypes_ckpt, "names", "bf16")
     assert run("convert", dtypes_ckpt, tmp_path / "x.safetensors").exit_code == 0
