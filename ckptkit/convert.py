@@ -225,7 +225,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
         raise UnsupportedError(f"the safetensors header would be {len(blob)} bytes, over the "
                                f"format's limit of {_MAX_HEADER} (names too long or too many)", path=path)
     with Commit(os.path.dirname(path)) as tx:
-        out = tx.file(path)
+        out = tx.shard(path)  # streamed like a data shard: O_DIRECT where it can, bounded buffers
         out.write(_HEADER_LEN.pack(len(blob)))
         out.write(blob)
         for name in sorted(tensors):  # one tensor in memory at a time (a Deferred loads here)
@@ -234,6 +234,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
             if progress is not None:
                 progress(arr.nbytes)
             del arr
+        out.close()
         tx.publish()
 
 
