@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -157,6 +158,9 @@ def test_sharded_v1_pattern_reads_like_tf(tf, sharded_v1):
         assert np.array_equal(got[name], tf_reader.get_tensor(name))
     assert ckptkit.latest_checkpoint(directory) == path
     assert ckptkit.list_variables(path) == [(k, list(v)) for k, v in tf.train.list_variables(path)]
+    res = CliRunner().invoke(cli, ["meta", path, "--json"])  # the set's .meta: model.ckpt.meta, as TF names it
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["path"] == os.path.join(directory, "model.ckpt.meta")
 
 
 def test_sharded_v1_pattern_restores_like_tf(tf, sharded_v1):
