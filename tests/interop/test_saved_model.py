@@ -267,3 +267,25 @@ def test_meta_without_a_meta_file_is_one_line_error(tmp_path):
         metagraph.summarize(prefix)
     res = CliRunner().invoke(cli, ["meta", str(tmp_path / "nothing_here")])
     assert res.exit_code == 1
+
+
+def test_saved_model_pbtxt_reads_like_the_pb(tf, saved_models, tmp_path):
+    """TF's loader also takes `saved_model.pbtxt` (text format); with both, the `.pb` wins."""
+    from google.protobuf import text_format  # noqa: PLC0415
+    from tensorflow.python.tools import saved_model_utils  # noqa: PLC0415 - TF only in the oracle
+
+    source = saved_models["module"]
+    copy = tmp_path / "text"
+    copy.mkdir()
+    sm = saved_model_utils.read_saved_model(source)
+    (copy / "saved_model.pbtxt").write_text(text_format.MessageToString(sm))
+    os.symlink(os.path.join(source, "variables"), copy / "variables")
+    want = metagraph.summarize_saved_model(source)
+    got = metagraph.summarize_saved_model(str(copy))
+    assert got["file"] == str(copy / "saved_model.pbtxt")
+    assert got["meta_graphs"] == want["meta_graphs"]
+    assert got["variables"]["tensors"] == want["variables"]["tensors"]
+    assert ckptkit.list_variables(str(copy)) == ckptkit.list_variables(source)
+    (copy / "saved_model.pb").write_bytes(pathlib.Path(source, "saved_model.pb").read_bytes())
+    (copy / "saved_model.pbtxt").write_text("not: [a SavedModel")
+    assert metagraph.summarize_saved_model(str(copy))["meta_graphs"] == want["meta_graphs"]
