@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ckptkit.ema import ExponentialMovingAverage
-from ckptkit.errors import CheckpointError, InvalidArgumentError, UnsupportedError
+from ckptkit.errors import InvalidArgumentError
 
 EMA_NAME = "ExponentialMovingAverage"
 
@@ -320,12 +320,164 @@ def test_bad_call_arguments():
         ema.average_name(3)
 
 
-def test_zero_debias_unsupported():
-    with pytest.raises(UnsupportedError) as info:
-        ExponentialMovingAverage(0.9, zero_debias=True)
-    assert isinstance(info.value, CheckpointError)
+def test_zero_debias_is_ignored_for_variables(tf1):
+    """As TF: zero_debias=True changes nothing for variables (see the tensor tests below)."""
+    rng = np.random.default_rng(7)
+    plain, debias = ExponentialMovingAverage(0.99), ExponentialMovingAverage(0.99, zero_debias=True)
+    for _ in range(5):
+        value = rng.normal(size=3).astype(np.float32)
+        plain.apply({"v": value})
+        debias.apply({"v": value})
+    assert bits(plain.average("v")) == bits(debias.average("v"))
+    assert list(debias.shadow_variables()) == ["v/ExponentialMovingAverage"]
 
 
 def test_module_does_not_import_tensorflow():
     code = "import ckptkit.ema, sys; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- plain tensors, zero_debias, scopes (issue 12) ------------------------------------------
+
+class TFTensorEma:
+    """A TF1 graph averaging variables and plain tensors (identity of placeholders) with
+    one EMA, applied inside `variable_scope(scope)` when scope is given."""
+
+    def __init__(self, tf1, variables: dict, tensors: dict, decay: float, zero_debias: bool,
+                 with_num_updates: bool = False, scope: str | None = None, name: str = EMA_NAME) -> None:
+        import contextlib  # noqa: PLC0415
+
+        self.graph = tf1.Graph()
+        with self.graph.as_default():
+            self.vars = {n: tf1.Variable(v, name=n) for n, v in variables.items()}
+            self.feeds = {n: tf1.placeholder(np.asarray(v).dtype, np.shape(v)) for n, v in tensors.items()}
+            self.tensors = {n: tf1.identity(self.feeds[n], name=n) for n in tensors}
+            self.step = tf1.placeholder(tf1.int64, [], name="step") if with_num_updates else None
+            self.ema = tf1.train.ExponentialMovingAverage(decay, num_updates=self.step,
+                                                          zero_debias=zero_debias, name=name)
+            outer = tf1.variable_scope(scope) if scope else contextlib.nullcontext()
+            with outer:
+                self.apply_op = self.ema.apply([*self.vars.values(), *self.tensors.values()])
+            self.var_feeds = {n: tf1.placeholder(v.dtype.base_dtype, v.shape) for n, v in self.vars.items()}
+            self.assigns = [v.assign(self.var_feeds[n]) for n, v in self.vars.items()]
+            self.globals = {v.op.name: v for v in tf1.global_variables()}
+            self.average_names = {n: self.ema.average_name(t) for n, t in {**self.vars, **self.tensors}.items()}
+            init = tf1.global_variables_initializer()
+        self.sess = tf1.Session(graph=self.graph)
+        self.sess.run(init)
+
+    def apply(self, variables: dict, tensors: dict, step: int | None = None) -> None:
+        if variables:
+            self.sess.run(self.assigns, {self.var_feeds[n]: v for n, v in variables.items()})
+        feed = {self.feeds[n]: v for n, v in tensors.items()}
+        if self.step is not None:
+            feed[self.step] = step
+        self.sess.run(self.apply_op, feed)
+
+    def state(self) -> dict:
+        """Every variable the graph holds except the averaged variables themselves."""
+        return self.sess.run({k: v for k, v in self.globals.items() if k not in self.vars})
+
+
+TENSOR_DTYPES = [np.float32, np.float64, np.float16, ml_dtypes.bfloat16]
+
+
+@pytest.mark.parametrize("zero_debias", [False, True], ids=["plain", "zero_debias"])
+@pytest.mark.parametrize("dtype", TENSOR_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("with_num_updates", [False, True], ids=["decay", "num_updates"])
+def test_tensors_and_zero_debias_match_tf_bitwise(tf1, zero_debias, dtype, with_num_updates):
+    """Variables ignore zero_debias; tensors start at zero and, debiased, keep biased and
+    local_step: every variable TF made equals ckptkit's, bit for bit, after every step."""
+    rng = np.random.default_rng(12 + zero_debias + 2 * with_num_updates)
+    shape = (5,)
+    first = {"v": rng.normal(size=shape).astype(dtype)}
+    tensors = {"x": rng.normal(size=shape).astype(dtype), "s/y": np.asarray(rng.normal(), dtype)}
+    theirs = TFTensorEma(tf1, first, tensors, 0.9, zero_debias, with_num_updates)
+    ours = ExponentialMovingAverage(0.9, zero_debias=zero_debias)
+    variables = dict(first)
+    for step in range(12):
+        if step:
+            variables = {"v": rng.normal(size=shape).astype(dtype)}
+            tensors = {"x": (rng.normal(size=shape) * 10.0 ** rng.integers(-3, 3)).astype(dtype),
+                       "s/y": np.asarray(rng.normal() + 3, dtype)}
+        theirs.apply(variables if step else {}, tensors, step * 7 if with_num_updates else None)
+        ours.apply({**variables, **tensors}, step * 7 if with_num_updates else None, tensors=("x", "s/y"))
+        want = theirs.state()
+        got = ours.shadow_variables()
+        assert sorted(got) == sorted(want)
+        for key in want:
+            assert bits(got[key]) == bits(want[key]), (step, key, got[key], want[key])
+    if zero_debias:
+        assert "x/ExponentialMovingAverage/biased" in want and "s/y/ExponentialMovingAverage/local_step" in want
+
+
+def test_debiased_average_of_a_constant_is_close_to_it(tf1):
+    """What zero_debias is for: the average of a constant tensor is about the constant from
+    the first step, where the plain (zero-started) average is far below it."""
+    plain, debiased = ExponentialMovingAverage(0.9), ExponentialMovingAverage(0.9, zero_debias=True)
+    for _ in range(3):
+        plain.apply({"x": np.float32(6)}, tensors=["x"])
+        debiased.apply({"x": np.float32(6)}, tensors=["x"])
+    assert abs(float(debiased.average("x")) - 6) < 1e-5
+    assert float(plain.average("x")) < 2.0
+    assert ExponentialMovingAverage(0.9, zero_debias=True).zero_debias
+
+
+@pytest.mark.parametrize("scope,name", [(None, EMA_NAME), ("outer", EMA_NAME), ("outer/inner", "Avg"),
+                                        (None, "Avg")])
+def test_shadow_names_under_scopes_like_tf(tf1, scope, name):
+    """Names as TF gives them: `scope/v` -> `scope/v/<name>`; applied inside a variable
+    scope, `outer/scope/v/<name>`, and the debias variables `outer/outer/x/<name>/biased`."""
+    variables = {"scope/v": np.float32(1)}
+    tensors = {"x": np.float32(2), "s/y": np.float32(3)}
+    theirs = TFTensorEma(tf1, variables, tensors, 0.5, True, scope=scope, name=name)
+    theirs.apply({}, tensors)
+    ours = ExponentialMovingAverage(0.5, zero_debias=True, name=name)
+    ours.apply({**variables, **tensors}, tensors=["x", "s/y"], scope=scope)
+    assert sorted(ours.shadow_variables()) == sorted(theirs.state())
+    for n, key in theirs.average_names.items():
+        assert ours.average_name(n) == key
+    got, want = ours.shadow_variables(), theirs.state()
+    assert all(bits(got[k]) == bits(want[k]) for k in want)
+    # tensors have no variable to restore into; their shadows restore as themselves
+    restore = ours.variables_to_restore()
+    assert restore[ours.average_name("scope/v")] == "scope/v"
+    assert "x" not in restore.values() and restore[ours.average_name("x")] == ours.average_name("x")
+
+
+def test_tensor_arguments_checked():
+    ema = ExponentialMovingAverage(0.9)
+    with pytest.raises(InvalidArgumentError, match="not among the values"):
+        ema.apply({"v": np.float32(1)}, tensors=["w"])
+    with pytest.raises(InvalidArgumentError):
+        ema.apply({"v": np.float32(1)}, tensors="v")  # a lone string: one name per letter
+    ema.apply({"v": np.float32(1)})
+    with pytest.raises(InvalidArgumentError, match="first applied as a variable"):
+        ema.apply({"v": np.float32(1)}, tensors=["v"])
+    ema.apply({"t:0": np.float32(4)}, tensors=["t:0"])
+    assert ema.average("t") == np.float32(4) * (np.float32(1) - np.float32(0.9))  # starts at 0
+    with pytest.raises(InvalidArgumentError, match="first applied as a tensor"):
+        ema.apply({"t": np.float32(1)})
+    for bad in ("", 3):
+        with pytest.raises(InvalidArgumentError):
+            ema.apply({"u": np.float32(1)}, scope=bad)
+    with pytest.raises(InvalidArgumentError):
+        ExponentialMovingAverage(0.9, zero_debias="yes")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("decay", [0.5, 0.93, 0.9997])
+def test_long_debiased_run_matches_tf_bitwise(tf1, dtype, decay):
+    """Hundreds of steps: local_step climbs, (1 - d) ** local_step goes through TF's Pow
+    kernel (C's powf/pow on one element, which numpy's power is not) and underflows."""
+    rng = np.random.default_rng(int(decay * 1e4))
+    theirs = TFTensorEma(tf1, {}, {"x": np.zeros(3, dtype)}, decay, True)
+    ours = ExponentialMovingAverage(decay, zero_debias=True)
+    for step in range(300):
+        x = (rng.normal(size=3) * 10.0 ** rng.integers(-2, 3)).astype(dtype)
+        theirs.apply({}, {"x": x})
+        ours.apply({"x": x}, tensors=["x"])
+        if step % 10 == 9 or step < 10:
+            want, got = theirs.state(), ours.shadow_variables()
+            for key in want:
+                assert bits(got[key]) == bits(want[key]), (step, key, got[key], want[key])
