@@ -75,10 +75,74 @@ def _error_text(exc: CheckpointError, fallback_path: str | None = None) -> str:
 _FILE_PARAMS = ("ckpt", "file", "directory")
 
 
+# Parameters that may name a directory standing for its latest checkpoint.
+_CKPT_PARAMS = ("ckpt", "src", "a", "b")
+
+
+@contextlib.contextmanager
+def _quiet_state_log():
+    """While a command runs, ckptkit.state's warning about a state file it ignores (as TF
+    does) stays off stderr: the note or the command's error says it, once."""
+    import logging  # noqa: PLC0415
+
+    log = logging.getLogger("ckptkit.state")
+    was = log.disabled
+    log.disabled = True
+    try:
+        yield
+    finally:
+        log.disabled = was
+
+
+def _resolution_note(directory: str) -> str | None:
+    """One line saying which checkpoint `directory` opens and why, when it is not simply
+    the latest one its state file names (a stale or damaged state file, a moved
+    directory); None when it is, or when the command itself will report an error."""
+    from . import reader, state  # noqa: PLC0415
+
+    state_file = os.path.join(directory, state.STATE_FILENAME)
+    try:
+        opened = reader.resolve_prefix(directory)
+    except (CheckpointError, OSError, ValueError):
+        return None  # the command fails with its own message
+    try:
+        recorded = state.read_state_file(state_file)
+    except CheckpointError as exc:
+        return (f"note: {_printable(state_file)} is unusable ({_printable(exc.message)}); "
+                f"opened {_printable(opened)}, the only checkpoint in {_printable(directory)}")
+    if recorded is None or not recorded.model_checkpoint_path:
+        return None
+    named = recorded.model_checkpoint_path
+    latest = state.resolve_checkpoint_path(directory, named)
+    as_written = named if os.path.isabs(named) else os.path.join(directory, named)
+    if opened == latest == as_written:
+        return None
+    if opened == latest:
+        why = "the checkpoint of that name in this directory (moved or copied here)"
+    else:
+        why = f"the only checkpoint in {_printable(directory)}"
+    return (f"note: {_printable(state_file)} names {_printable(named)} as latest, which does not "
+            f"exist; opened {_printable(opened)}, {why}")
+
+
 class _Command(click.Command):
-    """A command whose CheckpointErrors always name a file: its own when the library's don't."""
+    """A command whose CheckpointErrors always name a file: its own when the library's don't.
+
+    A directory given as a checkpoint that does not open its state file's latest (stale
+    or damaged state file, moved directory) gets a note on stderr saying which it opens.
+    """
 
     def invoke(self, ctx: click.Context):
+        with _quiet_state_log():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context):
+        for param in _CKPT_PARAMS:
+            value = ctx.params.get(param)
+            if isinstance(value, str) and os.path.isdir(value):
+                note = _resolution_note(value)
+                if note:
+                    _note(note)
         try:
             return super().invoke(ctx)
         except CheckpointError as exc:
@@ -709,22 +773,48 @@ def _scalar(value) -> str:
 @click.argument("directory", default=".", required=False, type=_PATH)
 @click.option("--json", "as_json", is_flag=True, help="print the state as JSON")
 def state_cmd(directory, as_json) -> None:
-    """Show a directory's `checkpoint` file: latest, all checkpoints, save times, files."""
-    from . import info  # noqa: PLC0415
+    """Show a directory's `checkpoint` file: latest, all checkpoints, save times, files.
 
-    state = info.describe_state(directory)
+    Paths are shown as recorded in the file and, separately, what they resolve to
+    here, with the checkpoint a reader of DIRECTORY opens. A damaged state file is an
+    error (readers, like TF's, would ignore it).
+    """
+    from . import info, reader, state  # noqa: PLC0415
+
+    recorded = None
+    if os.path.isdir(directory):  # strict: report damage instead of "no state file"
+        state.get_checkpoint_state(directory, strict=True)
+        recorded = state.read_state_file(os.path.join(directory, state.STATE_FILENAME))
+    described = info.describe_state(directory)
+    rec_paths: list[str | None] = []
+    if recorded is not None:
+        rec_paths = list(recorded.all_model_checkpoint_paths)
+        if described["latest"] not in [c["path"] for c in described["checkpoints"][:len(rec_paths)]]:
+            rec_paths.append(recorded.model_checkpoint_path)
+    if len(rec_paths) != len(described["checkpoints"]):  # the file changed between reads
+        rec_paths = [None] * len(described["checkpoints"])
+    for c, rec in zip(described["checkpoints"], rec_paths, strict=True):
+        c["recorded"] = rec
+    described["recorded_latest"] = recorded.model_checkpoint_path if recorded is not None else None
+    try:
+        described["opens"], described["opens_error"] = reader.resolve_prefix(directory), None
+    except CheckpointError as exc:
+        described["opens"], described["opens_error"] = None, str(exc)
     if as_json:
-        _echo_json(state)
+        _echo_json(described)
         return
-    status = "" if state["latest_exists"] else "  (MISSING)"
-    _echo(f"latest: {_printable(state['latest'])}{status}")
+    status = "" if described["latest_exists"] else "  (MISSING)"
+    _echo(f"latest: {_printable(described['latest'])}{status}")
+    _echo(f"recorded: {_printable(described['recorded_latest'])}")
+    opens = described["opens"] if described["opens"] is not None else f"nothing ({described['opens_error']})"
+    _echo(f"opens: {_printable(opens)}")
     rows = []
-    for c in state["checkpoints"]:
+    for c in described["checkpoints"]:
         files = ", ".join(f"{_printable(f['name'])} ({_human(f['bytes'])})" for f in c["files"]) or "-"
-        rows.append([("* " if c["latest"] else "  ") + c["path"], _timestamp(c["timestamp"]),
-                     "yes" if c["exists"] else "MISSING", files])
-    _table([("checkpoint", "l"), ("saved", "l"), ("exists", "l"), ("files", "l")], rows,
-           title=state["state_file"])
+        rows.append([("* " if c["latest"] else "  ") + _printable(c["recorded"] or "?"), _printable(c["path"]),
+                     _timestamp(c["timestamp"]), "yes" if c["exists"] else "MISSING", files])
+    _table([("recorded", "l"), ("here", "l"), ("saved", "l"), ("exists", "l"), ("files", "l")], rows,
+           title=described["state_file"])
 
 
 def _timestamp(value) -> str:

@@ -7,6 +7,7 @@ Where ckptkit deliberately differs, the test says so and the README's
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -213,3 +214,82 @@ def test_checkpoint_exists_differences_from_tf(cm, tmp_path):
     assert not state.checkpoint_exists(str(tmp_path / "adir"))
     assert cm.checkpoint_exists_internal(str(tmp_path / "m*"))
     assert not state.checkpoint_exists(str(tmp_path / "m*"))
+
+
+# ---- 3 and 8 in the CLI: damaged and stale state files --------------------------------------
+
+def run_cli(*args):
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from ckptkit.cli import cli  # noqa: PLC0415
+    result = CliRunner().invoke(cli, [os.fspath(a) for a in args], catch_exceptions=False)
+    assert "Traceback" not in result.output
+    return result
+
+
+def saved_steps(directory, steps, max_to_keep=5, prefix="model"):
+    saver = Saver(max_to_keep=max_to_keep)
+    return [saver.save({"v": np.float32(s)}, directory / prefix, global_step=s) for s in steps]
+
+
+@pytest.mark.parametrize("case", sorted(STATE_FILES))
+def test_cli_state_reports_a_damaged_state_file(tmp_path, case):
+    saved_steps(tmp_path, [1])
+    (tmp_path / "checkpoint").write_bytes(STATE_FILES[case][0])
+    result = run_cli("state", tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("ckptkit: error: ") and str(tmp_path / "checkpoint") in lines[0]
+    assert result.stdout == ""
+
+
+def test_cli_notes_a_stale_state_file(tf, tmp_path):
+    """The latest checkpoint is gone, another remains: TF opens nothing (latest_checkpoint is
+    None); ckptkit opens the one left and says so on stderr, in one line."""
+    saved_steps(tmp_path, [1, 2])
+    for name in os.listdir(tmp_path):
+        if name.startswith("model-2."):
+            os.remove(tmp_path / name)
+    os.remove(tmp_path / "model-1.index")  # model-1 is gone too: one checkpoint ("other") is left
+    Saver().save({"v": np.float32(9)}, tmp_path / "other", write_state=False)
+    assert tf.train.latest_checkpoint(str(tmp_path)) is None
+    result = run_cli("ls", tmp_path)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("note: "), result.stderr
+    assert f"names {tmp_path / 'model-2'} as latest, which does not exist" in lines[0]
+    assert f"opened {tmp_path / 'other'}, the only checkpoint in {tmp_path}" in lines[0]
+    assert result.stdout.splitlines()[0] == str(tmp_path / "other")
+    # `state` shows what is recorded, what it resolves to here, and what a reader opens
+    shown = run_cli("state", tmp_path)
+    assert shown.exit_code == 0 and "latest: " + str(tmp_path / "model-2") + "  (MISSING)" in shown.stdout
+    assert "opens: " + str(tmp_path / "other") in shown.stdout
+
+
+def test_cli_notes_a_moved_directory_and_state_shows_recorded_paths(tf, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    saved_steps(old, [1, 2])
+    os.rename(old, new)
+    assert tf.train.latest_checkpoint(str(new)) is None  # TF follows the stale absolute path
+    result = run_cli("ls", new)
+    assert result.exit_code == 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"names {old / 'model-2'} as latest" in lines[0]
+    assert f"opened {new / 'model-2'}, the checkpoint of that name in this directory" in lines[0]
+    described = json.loads(run_cli("state", new, "--json").stdout)
+    assert described["recorded_latest"] == str(old / "model-2") and described["latest"] == str(new / "model-2")
+    assert described["opens"] == str(new / "model-2")
+    assert [(c["recorded"], c["path"]) for c in described["checkpoints"]] == \
+        [(str(old / f"model-{s}"), str(new / f"model-{s}")) for s in (1, 2)]
+    text = run_cli("state", new).stdout
+    assert f"recorded: {old / 'model-2'}" in text and str(new / "model-1") in text
+
+
+def test_cli_state_relative_paths_and_no_note_when_latest_opens(tmp_path):
+    saved_steps(tmp_path, [1], prefix="model")
+    state.update_checkpoint_state(str(tmp_path), "model-1")  # recorded relative
+    described = json.loads(run_cli("state", tmp_path, "--json").stdout)
+    assert described["recorded_latest"] == "model-1" and described["latest"] == str(tmp_path / "model-1")
+    result = run_cli("ls", tmp_path)
+    assert result.exit_code == 0 and result.stderr == ""
