@@ -76,7 +76,7 @@ _FILE_PARAMS = ("ckpt", "file", "directory")
 
 
 # Parameters that may name a directory standing for its latest checkpoint.
-_CKPT_PARAMS = ("ckpt", "src", "a", "b")
+_CKPT_PARAMS = ("ckpt", "file", "src", "a", "b")
 
 
 @contextlib.contextmanager
