@@ -12,6 +12,8 @@ from .errors import (
     CheckpointError,
     DataLossError,
     InvalidArgumentError,
+    InvalidStateError,
+    NoCheckpointError,
     NotFoundError,
     TensorNotFoundError,
     UnsupportedError,
@@ -37,8 +39,8 @@ _LAZY = {
     "DirectoryLockedError": "format.lock", "ConcurrentModificationError": "format.commit",
 }
 
-__all__ = ["CheckpointError", "DataLossError", "InvalidArgumentError", "NotFoundError",
-           "TensorNotFoundError", "UnsupportedError", *_LAZY]
+__all__ = ["CheckpointError", "DataLossError", "InvalidArgumentError", "InvalidStateError", "NoCheckpointError",
+           "NotFoundError", "TensorNotFoundError", "UnsupportedError", *_LAZY]
 
 
 def __getattr__(name: str):

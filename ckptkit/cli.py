@@ -107,9 +107,8 @@ def _resolution_note(directory: str) -> str | None:
         return None  # the command fails with its own message
     try:
         recorded = state.read_state_file(state_file)
-    except CheckpointError as exc:
-        return (f"note: {_printable(state_file)} is unusable ({_printable(exc.message)}); "
-                f"opened {_printable(opened)}, the only checkpoint in {_printable(directory)}")
+    except CheckpointError:  # unreachable in practice: resolve_prefix reads it strictly
+        return None
     if recorded is None or not recorded.model_checkpoint_path:
         return None
     named = recorded.model_checkpoint_path

@@ -252,7 +252,7 @@ def describe_state(directory: str | os.PathLike = ".") -> dict:
     state_path = os.path.join(directory, STATE_FILENAME)
     if os.path.isfile(directory):
         raise NotFoundError("expected a directory holding a 'checkpoint' state file", path=directory)
-    state = get_checkpoint_state(directory)  # read once: None when there is no state file
+    state = get_checkpoint_state(directory, strict=True)  # read once: None when there is no state file
     if state is None:
         raise NotFoundError("no 'checkpoint' state file", path=state_path)
     stamps = list(state.all_model_checkpoint_timestamps)

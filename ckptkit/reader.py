@@ -17,7 +17,7 @@ from . import dtypes as _dtypes
 from .errors import CheckpointError, NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle, naming, v1
 from .format.files import is_temp_name
-from .state import latest_checkpoint
+from .state import get_checkpoint_state, latest_checkpoint
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
            "list_variables", "load_variable", "load"]
@@ -63,7 +63,9 @@ def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
 def _resolve_directory(directory: str) -> str:
     if naming.saved_model_file(directory) is not None:
         return _saved_model_variables(directory)
-    prefix = latest_checkpoint(directory)
+    # strict: a state file that does not parse fails here (TF's load_checkpoint fails too)
+    # rather than silently opening some other checkpoint of the directory
+    prefix = latest_checkpoint(directory, strict=True)
     if prefix is not None:
         return prefix
     try:
@@ -100,6 +102,11 @@ def _only_checkpoint_in(directory: str) -> str:
         raise NotFoundError("no checkpoint found in directory (no 'checkpoint' state file, "
                             "no .index file)", path=directory)
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    state = get_checkpoint_state(directory, strict=True)
+    if state is not None and state.model_checkpoint_path:
+        raise NotFoundError(f"the 'checkpoint' state file names {state.model_checkpoint_path}, which does not "
+                            f"exist, and {len(names)} other checkpoints are here ({shown}): name one",
+                            path=directory)
     raise NotFoundError(f"no 'checkpoint' state file says which of {len(names)} checkpoints "
                         f"to use ({shown}): name one", path=directory)
 

@@ -321,6 +321,6 @@ class Saver:
             return {}
         if not checkpoint_exists(save_path):
             raise NoCheckpointError("the passed save_path is not a valid checkpoint", path=save_path)
-        with CheckpointReader(save_path) as reader:
+        with CheckpointReader(save_path, as_prefix=True) as reader:  # TF: PREFIX.index first
             mapping = self._var_list if self._var_list is not None else {k: k for k in reader}
             return {name: reader.get_tensor(key) for key, name in mapping.items()}

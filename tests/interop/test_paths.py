@@ -98,6 +98,7 @@ def test_directory_with_its_own_checkpoints_and_an_index_beside_it(tf, tf1, tmp_
     assert float(ckptkit.CheckpointReader(str(run), as_prefix=True).get_tensor("v")) == 3.0
     assert float(ckptkit.load_checkpoint(str(run)).get_tensor("v")) == 7.0
     assert float(ckptkit.load(str(run))["v"]) == 7.0
+    assert float(ckptkit.Saver().restore(str(run))["v"]) == 3.0  # TF's Saver.restore: run.index
 
 
 def test_trailing_slash_names_the_directory_only(tf1, tmp_path):
