@@ -293,3 +293,22 @@ def test_cli_state_relative_paths_and_no_note_when_latest_opens(tmp_path):
     assert described["recorded_latest"] == "model-1" and described["latest"] == str(tmp_path / "model-1")
     result = run_cli("ls", tmp_path)
     assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_a_directory_whose_state_file_does_not_parse_opens_nothing(tf, tmp_path):
+    """TF's load_checkpoint(dir) fails there (latest_checkpoint is None); so does ckptkit,
+    instead of silently opening the directory's only checkpoint."""
+    ckptkit.save(str(tmp_path / "model-1"), {"v": np.float32(1)})
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model-1')  # cut mid-string
+    with pytest.raises(ValueError):
+        tf.train.load_checkpoint(str(tmp_path))
+    with pytest.raises(ckptkit.DataLossError, match="checkpoint"):
+        ckptkit.load(str(tmp_path))
+
+
+def test_a_stale_state_file_with_several_checkpoints_says_what_it_names(tmp_path):
+    for step in (1, 2):
+        ckptkit.save(str(tmp_path / f"model-{step}"), {"v": np.float32(step)})
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model-3"\n')
+    with pytest.raises(ckptkit.NotFoundError, match="model-3, which does not exist, and 2 other"):
+        ckptkit.load(str(tmp_path))
