@@ -364,8 +364,9 @@ def cli() -> None:
     """Inspect, verify, edit and convert TensorFlow checkpoints, without TensorFlow.
 
     CKPT may be a checkpoint prefix (model.ckpt-1000), any file of it (.index,
-    .data-*, .meta), or a directory (its latest checkpoint). Edits rewrite only
-    the .index file, atomically (only rm --compact rewrites the data shards).
+    .data-*, .meta), a directory (its latest checkpoint) or a SavedModel directory
+    (its variables/variables). Edits rewrite only the .index file, atomically (only
+    rm --compact rewrites the data shards), holding the directory's lock.
     """
 
 
