@@ -29,7 +29,7 @@ from . import dtypes as _dtypes
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import naming
 from .format.commit import write_file
-from .format.files import open_regular
+from .format.files import open_regular, read_whole
 from .proto import (
     attr_value_pb2,
     meta_graph_pb2,
@@ -462,10 +462,7 @@ def read_meta_graph(path: str | os.PathLike) -> meta_graph_pb2.MetaGraphDef:
     """Parse a `.meta` file (binary, or text format as TF also accepts)."""
     path = os.fspath(path)
     with open_regular(path, "meta graph file") as f:
-        try:
-            data = f.read()
-        except OSError as exc:
-            raise CheckpointError(f"cannot read meta graph file: {exc.strerror or exc}", path=path) from None
+        data = read_whole(f, "meta graph file", path)
     mg = meta_graph_pb2.MetaGraphDef()
     try:
         mg.ParseFromString(data)
@@ -591,10 +588,7 @@ def read_saved_model(path: str | os.PathLike) -> saved_model_pb2.SavedModel:
     if filename is None:
         raise NotFoundError("not a SavedModel directory (no saved_model.pb or saved_model.pbtxt)", path=path)
     with open_regular(filename, "SavedModel file") as f:
-        try:
-            data = f.read()
-        except OSError as exc:
-            raise CheckpointError(f"cannot read SavedModel file: {exc.strerror or exc}", path=filename) from None
+        data = read_whole(f, "SavedModel file", filename)
     sm = saved_model_pb2.SavedModel()
     try:
         if filename.endswith(".pbtxt"):

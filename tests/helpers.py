@@ -9,6 +9,7 @@ TF; snappy tables; guards (time, memory); hostile indexes; fault injection (fork
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import select
@@ -520,3 +521,16 @@ def label_of(prefix: str, choices: dict, allow_missing: bool = False) -> str:
         if same_values(got, want):
             return label
     raise AssertionError(f"{prefix} holds neither of {sorted(choices)}: keys {sorted(got)}")
+
+
+def alternate_cpus():
+    """A TF1 device function putting variables (and the partitions of one) on /cpu:0 and
+    /cpu:1 in turn: a sharded Saver then writes two shards (run with two CPU devices)."""
+    counter = itertools.count()
+
+    def device(op):
+        if op.type in ("VariableV2", "VarHandleOp"):
+            return f"/cpu:{next(counter) % 2}"
+        return op.device
+
+    return device

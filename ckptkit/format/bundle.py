@@ -28,7 +28,7 @@ from ..errors import CheckpointError, DataLossError, InvalidArgumentError, Tenso
 from ..proto import tensor_bundle_pb2
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
 from .commit import Commit, identity, open_pending, pending_renames, published_identity
-from .files import AtomicFile
+from .files import AtomicFile, read_whole
 from .lock import EDIT_WAIT_SECONDS
 from .naming import data_filename, existing_data_files, index_filename  # re-exported: used as bundle.*
 from .shard_writer import CHUNK as _CHUNK
@@ -117,11 +117,7 @@ class BundleIndex:
         self.pending = pending_renames(self.path)
         with open_pending(self.path, self.pending, "checkpoint index") as f:
             self.read_as = identity(f.fileno())  # which index this is (see BundleData._file)
-            try:
-                data = f.read()
-            except OSError as exc:
-                raise CheckpointError(f"cannot read checkpoint index: {exc.strerror or exc}",
-                                      path=self.path) from None
+            data = read_whole(f, "checkpoint index", self.path)
         with gc_paused():
             table = TableReader(data, self.path)
             # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).

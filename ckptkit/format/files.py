@@ -174,6 +174,15 @@ def open_regular(path: str, what: str) -> io.FileIO:
     return os.fdopen(fd, "rb", buffering=0)
 
 
+def read_whole(file, what: str, path: str) -> bytes:
+    """All of an opened (small) checkpoint file: an index, a `.meta`, a SavedModel; a read
+    error is a CheckpointError naming the file and which file of the checkpoint it is."""
+    try:
+        return file.read()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what}: {exc.strerror or exc}", path=path) from None
+
+
 def fsync_dir(directory: str) -> None:
     """Make renames in `directory` durable (no-op where directories can't be opened)."""
     try:

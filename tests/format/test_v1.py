@@ -1,7 +1,6 @@
 """Legacy V1 checkpoints (one SSTable of SavedTensorSlices per file), written by TF."""
 from __future__ import annotations
 
-import itertools
 import os
 
 import cramjam
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 from helpers import (
     PARTITIONERS,
+    alternate_cpus,
     assert_same_tensor,
     random_array,
     save_partitioned_tf1,
@@ -129,13 +129,7 @@ def test_v1_multi_block_table(tf, tf1, tmp_path):
 
 
 def test_sharded_v1_saver_on_two_devices(tf, tf1, tmp_path):
-    counter = itertools.count()
-
-    def alternate(op):  # variables (and the partitions of one) alternate between the CPUs
-        if op.type in ("VariableV2", "VarHandleOp"):
-            return f"/cpu:{next(counter) % 2}"
-        return op.device
-
+    alternate = alternate_cpus()
     graph = tf.Graph()
     with graph.as_default():
         with graph.device(alternate):

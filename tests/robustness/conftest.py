@@ -1,12 +1,11 @@
 """Fixtures of the robustness tests: real TF-written checkpoints that the fuzzers damage."""
 from __future__ import annotations
 
-import itertools
 import os
 
 import numpy as np
 import pytest
-from helpers import tf_values
+from helpers import alternate_cpus, tf_values
 
 TF_V2_SEED = 1234  # the values of tf_v2's variables
 
@@ -15,13 +14,7 @@ TF_V2_SEED = 1234  # the values of tf_v2's variables
 def tf_v2(tf, tf1, tmp_path_factory):
     """A sharded TF1 Saver's V2 checkpoint on two devices: two data shards, .meta, state file."""
     directory = str(tmp_path_factory.mktemp("tf_v2"))
-    counter = itertools.count()
-
-    def alternate(op):  # variables (and the partitions of one) alternate between the CPUs
-        if op.type in ("VariableV2", "VarHandleOp"):
-            return f"/cpu:{next(counter) % 2}"
-        return op.device
-
+    alternate = alternate_cpus()
     graph = tf.Graph()
     rng = np.random.default_rng(TF_V2_SEED)
     with graph.as_default(), graph.device(alternate):
