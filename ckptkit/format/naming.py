@@ -14,7 +14,8 @@ import re
 
 from .files import match_in_directory
 
-__all__ = ["INDEX_SUFFIX", "DATA_SUFFIX", "V1_SHARD_PATTERN", "V1_SHARD_GLOB", "index_filename", "data_filename",
+__all__ = ["TENSOR_FILE_SUFFIXES", "tensor_file_format",
+           "INDEX_SUFFIX", "DATA_SUFFIX", "V1_SHARD_PATTERN", "V1_SHARD_GLOB", "index_filename", "data_filename",
            "existing_data_files", "v2_file_regex", "meta_graph_filename", "v1_shard_filename",
            "v1_shard_set_pattern", "existing_v1_shards", "SAVED_MODEL_FILENAMES",
            "saved_model_file", "saved_model_variables_prefix"]
@@ -36,6 +37,19 @@ _SHARD_TAIL = re.compile(r"-[\d?]+-of-\d+$")
 
 
 # --------------------------------------------------------------------------- V2
+
+TENSOR_FILE_SUFFIXES = {".npz": "npz", ".safetensors": "safetensors"}
+
+
+def tensor_file_format(path: str) -> str | None:
+    """"npz" or "safetensors" for a path with that extension (any case): a single file
+    of tensors, not a checkpoint prefix; None otherwise."""
+    lower = path.lower()
+    for suffix, fmt in TENSOR_FILE_SUFFIXES.items():
+        if lower.endswith(suffix):
+            return fmt
+    return None
+
 
 def index_filename(prefix: str) -> str:
     return f"{prefix}{INDEX_SUFFIX}"

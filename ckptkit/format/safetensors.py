@@ -1,0 +1,229 @@
+"""safetensors, read and written directly (ckptkit does not depend on the `safetensors` package).
+
+The format: an 8-byte little-endian header length, a JSON header `{name: {"dtype": "F32",
+"shape": [...], "data_offsets": [begin, end]}, "__metadata__": {str: str}}` padded with
+spaces to a multiple of 8 bytes, then the tensors' little-endian bytes, offsets counted from
+the end of the header. Bytes only: which tensors to write, and what to leave out, is the
+caller's policy (ckptkit.convert, ckptkit.reader).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import dtypes as _dtypes
+from ..errors import DataLossError, UnsupportedError
+from . import bundle
+from .commit import Commit
+from .files import open_regular
+
+__all__ = ["SafetensorsFile", "read_safetensors", "write_safetensors"]
+
+Progress = Callable[[int], None]
+
+# TF dtype name <-> safetensors dtype code
+_ST_CODES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
+    "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8",
+    "bool": "BOOL", "complex64": "C64",
+    "float8_e5m2": "F8_E5M2", "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2fnuz": "F8_E5M2FNUZ", "float8_e4m3fnuz": "F8_E4M3FNUZ",
+}
+_ST_DTYPES = {code: name for name, code in _ST_CODES.items()}
+_HEADER_LEN = struct.Struct("<Q")
+_MAX_HEADER = 100 << 20  # the safetensors package's own limit
+
+
+def read_safetensors(path: str | os.PathLike, progress: Progress | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """({name: array}, metadata) from a .safetensors file, every offset checked."""
+    with _SafetensorsSource(os.fspath(path)) as source:
+        return _read_all(source, progress), source.metadata
+
+
+class _SafetensorsSource:
+    """A .safetensors file: the header parsed and every offset checked on open; each
+    tensor's bytes read when asked for."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file = open_regular(path, ".safetensors file")
+        try:
+            self._parse()
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _parse(self) -> None:
+        path, f = self.path, self.file
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise DataLossError("not a safetensors file: shorter than its 8-byte header length", path=path)
+        (n,) = _HEADER_LEN.unpack(head)
+        if n > min(_MAX_HEADER, size - 8):
+            raise DataLossError(f"not a safetensors file: header length {n} exceeds the file", path=path)
+        try:
+            header = json.loads(_read_exactly(f, n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise DataLossError(f"safetensors header is not valid JSON: {exc}", path=path) from None
+        if not isinstance(header, dict):
+            raise DataLossError("safetensors header is not a JSON object", path=path)
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict):
+            raise DataLossError("safetensors __metadata__ is not an object", path=path)
+        self.metadata = {str(k): str(v) for k, v in metadata.items()}
+        self.data_start, data_size = 8 + n, size - 8 - n
+        specs = {name: _parse_spec(spec, path, name) for name, spec in header.items()}
+        for name, (dtype, shape, (begin, end)) in specs.items():
+            if not (0 <= begin <= end <= data_size) or end - begin != math.prod(shape) * dtype.itemsize:
+                raise DataLossError(f"data_offsets [{begin}, {end}] do not fit {dtype.name}{shape} "
+                                    f"in {data_size} data bytes", path=path, key=name)
+        self.specs = specs
+        self.names = sorted(specs, key=lambda k: specs[k][2][0])  # file order: sequential reads
+
+    def meta(self, name: str) -> tuple[_dtypes.DType, tuple[int, ...]]:
+        dtype, shape, _ = self.specs[name]
+        return dtype, tuple(shape)
+
+    def read(self, name: str) -> np.ndarray:
+        dtype, shape, (begin, end) = self.specs[name]
+        buf = np.empty(end - begin, dtype=np.uint8)
+        view, got = buf.data, 0  # a memoryview of buf
+        while got < len(buf):  # an unbuffered file may return less than asked
+            n_read = os.preadv(self.file.fileno(), [view[got:]], self.data_start + begin + got)
+            if not n_read:
+                raise DataLossError("file ended early", path=self.path, key=name)
+            got += n_read
+        return buf.view(dtype.numpy).reshape(shape)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> _SafetensorsSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_exactly(f, n: int) -> bytes:
+    """n bytes from an unbuffered file (which may return fewer per read), or fewer at EOF."""
+    chunks, got = [], 0
+    while got < n:
+        chunk = f.read(n - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+_MAX_RANK = 64  # numpy's limit (TF's is 254, but such a tensor could not be an array here)
+
+
+def _parse_spec(spec, path, name):
+    if not _is_key_text(name):
+        raise DataLossError(f"tensor name {name!r} holds a lone surrogate, which no tensor name can",
+                            path=path)
+    if not isinstance(spec, dict):
+        raise DataLossError("tensor entry is not an object", path=path, key=name)
+    code, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
+    if not isinstance(code, str) or code not in _ST_DTYPES:
+        raise UnsupportedError(f"unsupported safetensors dtype {code!r}", path=path, key=name)
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+        raise DataLossError(f"invalid shape {shape!r}", path=path, key=name)
+    if len(shape) > _MAX_RANK:
+        raise UnsupportedError(f"rank {len(shape)} is above numpy's limit of {_MAX_RANK} dimensions",
+                               path=path, key=name)
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+        raise DataLossError(f"invalid data_offsets {offsets!r}", path=path, key=name)
+    return _dtypes.as_dtype(_ST_DTYPES[code]), shape, offsets
+
+
+def _is_key_text(name: str) -> bool:
+    """True if `name` can be a tensor key: encodable (undecodable bytes as surrogateescape)."""
+    try:
+        name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_member_names(path: str, names, fmt: str, limit: int | None = None) -> None:
+    """Refuse names `fmt` can't store, before anything is written: not valid UTF-8 (keys
+    are bytes; undecodable ones come as surrogate escapes), with NUL bytes, or over `limit`
+    UTF-8 bytes."""
+    for name in names:
+        try:
+            raw = name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsupportedError(f"tensor name is not valid UTF-8, which {fmt} names must be; "
+                                   "rename it first (ckptkit rename)", path=path, key=name) from None
+        if "\0" in name:
+            raise UnsupportedError(f"tensor name holds a NUL byte, which {fmt} names cannot",
+                                   path=path, key=name)
+        if limit is not None and len(raw) > limit:
+            raise UnsupportedError(f"tensor name is {len(raw)} bytes long; {fmt} names are at most "
+                                   f"{limit} bytes", path=path, key=name)
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
+                      metadata: Mapping[str, str] | None = None,
+                      progress: Progress | None = None) -> None:
+    """Write tensors as .safetensors, atomically (strings and complex128 are refused)."""
+    path = os.fspath(path)
+    _check_member_names(path, tensors, "safetensors")
+    if "__metadata__" in tensors:
+        raise UnsupportedError("a tensor named '__metadata__' would collide with the safetensors "
+                               "metadata; rename it first", path=path, key="__metadata__")
+    header: dict = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for name in sorted(tensors):
+        dtype, shape = bundle.meta_of(tensors[name], name)
+        code = _ST_CODES.get(dtype.name)
+        if code is None:
+            raise UnsupportedError(f"safetensors has no {dtype.name} type", path=path, key=name)
+        nbytes = math.prod(shape) * dtype.itemsize
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    if len(blob) > _MAX_HEADER:
+        raise UnsupportedError(f"the safetensors header would be {len(blob)} bytes, over the "
+                               f"format's limit of {_MAX_HEADER} (names too long or too many)", path=path)
+    with Commit(os.path.dirname(path)) as tx:
+        out = tx.shard(path)  # streamed like a data shard: O_DIRECT where it can, bounded buffers
+        out.write(_HEADER_LEN.pack(len(blob)))
+        out.write(blob)
+        for name in sorted(tensors):  # one tensor in memory at a time (a Deferred loads here)
+            arr, _ = bundle.loaded(tensors[name], name)
+            out.write(arr.reshape(-1).view(np.uint8))
+            if progress is not None:
+                progress(arr.nbytes)
+            del arr
+        out.close()
+        tx.publish()
+
+
+
+SafetensorsFile = _SafetensorsSource
+
+
+def _read_all(source, progress: Progress | None) -> dict[str, np.ndarray]:
+    """Every tensor of an open source (`names`, `read`), in its order."""
+    out = {}
+    for name in source.names:
+        out[name] = source.read(name)
+        if progress is not None:
+            progress(out[name].nbytes)
+    return out
