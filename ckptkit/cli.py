@@ -365,7 +365,8 @@ def cli() -> None:
 
     CKPT may be a checkpoint prefix (model.ckpt-1000), any file of it (.index,
     .data-*, .meta), a directory (its latest checkpoint) or a SavedModel directory
-    (its variables/variables). Edits rewrite only the .index file, atomically (only
+    (its variables/variables); ls, show, diff and verify also read .npz and
+    .safetensors files (by extension; nothing is unpickled). Edits rewrite only the .index file, atomically (only
     rm --compact rewrites the data shards), holding the directory's lock.
     """
 
@@ -685,22 +686,29 @@ def diff_cmd(ctx, a, b, atol, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.pass_context
 def verify_cmd(ctx, ckpt, as_json) -> None:
-    """Read every tensor, checking every crc32c; exit 1 naming each damaged tensor."""
+    """Read every tensor, checking every crc32c; exit 1 naming each damaged tensor.
+
+    .safetensors and .npz files have no checksums: their headers are checked and
+    every tensor is read.
+    """
     from . import info  # noqa: PLC0415
 
     total = info.total_bytes(ckpt) if _stderr_is_tty() else 0
     with _progress(total, "verifying") as progress:
         report = info.verify_checkpoint(ckpt, progress=progress)
     if as_json:
-        _echo_json({"prefix": report.prefix, "tensors": report.tensors, "bytes": report.bytes,
-                    "ok": report.ok, "errors": [{"name": k, "error": m} for k, m in report.errors]})
+        _echo_json({"prefix": report.prefix, "format": report.format, "checked": report.checked,
+                    "tensors": report.tensors, "bytes": report.bytes, "ok": report.ok,
+                    "errors": [{"name": k, "error": m} for k, m in report.errors]})
     else:
         for key, message in report.errors:
             if not message.startswith(report.prefix):  # the library named neither file nor key
                 message = f"{report.prefix}: key {key!r}: {message}"
             _echo(_error_line(message), err=True)
         prefix = _printable(report.prefix)
-        if report.ok:
+        if report.ok and report.format in ("safetensors", "npz"):
+            _echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes read in {prefix} ({report.checked})")
+        elif report.ok:
             _echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes verified in {prefix}")
         else:
             _echo(f"FAILED: {len(report.errors)} of {report.tensors} tensors damaged in {prefix}")

@@ -51,7 +51,8 @@ class _Edit:
         index_path = bundle.index_filename(prefix)
         if not os.path.isfile(index_path):
             raise UnsupportedError("only V2 checkpoints (.index + .data) can be edited; rewrite a "
-                                   "V1 checkpoint first with `ckptkit convert OLD NEW`", path=prefix)
+                                   "V1 checkpoint (or a .npz/.safetensors file) first with "
+                                   "`ckptkit convert OLD NEW`", path=prefix)
         self.read_as = identity(index_path)
         self.index = bundle.BundleIndex(prefix)
         self.data = bundle.BundleData(self.index)

@@ -1,10 +1,11 @@
 """CheckpointReader: what TF's `tf.train.load_checkpoint` gives, without TensorFlow.
 
 Resolves whatever path a user has (a prefix, any file of a checkpoint, a legacy V1
-file or shard pattern, or a directory holding a `checkpoint` state file) to a
-checkpoint, then reads its metadata eagerly (it is small) and tensor data lazily, one
-tensor at a time. V2 bundles and V1 tables answer through the same API; partitioned
-variables of either are listed and returned whole, as TF lists them.
+file or shard pattern, a directory holding a `checkpoint` state file, or a `.npz` or
+`.safetensors` file) to a checkpoint, then reads its metadata eagerly (it is small) and tensor data lazily, one
+tensor at a time. V2 bundles, V1 tables, `.safetensors` and `.npz` files answer through
+the same API; partitioned variables of either TF format are listed and returned whole,
+as TF lists them.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from . import dtypes as _dtypes
 from .errors import CheckpointError, NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle, naming, v1
 from .format.files import is_temp_name
+from .format.npz import NpzFile
+from .format.safetensors import SafetensorsFile
 from .state import get_checkpoint_state, latest_checkpoint
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
@@ -30,7 +33,8 @@ def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
     latest checkpoint, per the `checkpoint` state file, else the one checkpoint in it,
     else `DIR.index` beside it: a save prefix that is an existing directory, which TF's
     Saver writes next to the directory). A legacy V1 checkpoint resolves to its file,
-    or for sharded V1 files to TF's pattern `PREFIX-?????-of-NNNNN`.
+    or for sharded V1 files to TF's pattern `PREFIX-?????-of-NNNNN`. An existing `.npz`
+    or `.safetensors` file (by extension) is returned as it is.
 
     `as_prefix=True` takes `path` as a save prefix first, as TF's `Saver.restore` and
     `NewCheckpointReader` do: when `PATH.index` exists it is the checkpoint, even if
@@ -40,6 +44,8 @@ def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
     path = os.fspath(path)
     if as_prefix and os.path.isfile(naming.index_filename(path)):
         return path
+    if naming.tensor_file_format(path) is not None and os.path.isfile(path):
+        return path  # a .npz / .safetensors file is read as it is: no prefix to find
     if os.path.isdir(path):
         return _resolve_directory(path)
     if os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and os.path.isfile(path):
@@ -184,6 +190,50 @@ class _V1:
         self.checkpoint.close()
 
 
+class _TensorFile:
+    """A `.safetensors` or `.npz` file behind CheckpointReader's API (format_version 0).
+
+    Every header is checked on open (safetensors: dtypes, shapes and data offsets inside
+    the file; npz: each member's .npy header, object arrays refused before anything is
+    unpickled); each tensor is read when asked for. Neither format stores checksums, so
+    `verify` has nothing to check beyond that. Names are listed sorted, as TF lists keys.
+    """
+
+    format_version = 0
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.format = fmt
+        self.path = path
+        self.file: SafetensorsFile | NpzFile = SafetensorsFile(path) if fmt == "safetensors" else NpzFile(path)
+        self.index = self.data = None
+        self._names = sorted(self.file.names)
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.file.meta(name)[1]
+
+    def dtype_enum(self, name: str) -> int:
+        return self.file.meta(name)[0].enum
+
+    def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        return {k: (self.dtype_enum(k), self.shape(k)) for k in self._names}
+
+    def read(self, name: str, verify: bool, copy: bool = True):
+        return self.file.read(name)  # always a new array: no checksums to verify
+
+    def debug_string(self) -> bytes:
+        lines = []
+        for name in self._names:
+            dtype, shape = self.file.meta(name)
+            lines.append(f"{name} ({_dtypes.enum_name(dtype.enum)}) [{','.join(map(str, shape))}]\n")
+        return "".join(lines).encode("utf-8", "surrogateescape")
+
+    def close(self) -> None:
+        self.file.close()
+
+
 _REOPENS = 3  # times get_tensor reopens a checkpoint replaced under it before giving up
 
 
@@ -198,7 +248,16 @@ class CheckpointReader(Mapping):
     name and full shape, and `get_tensor` returns it whole (every slice's checksum
     verified); the binary keys its slices are stored under are not listed (TF's
     `debug_string` does show them for V2, and so does ours, to match it byte for byte).
-    `format_version` is 2 for bundles and 1 for legacy V1 tables.
+    `format_version` is 2 for bundles, 1 for legacy V1 tables and 0 for a `.safetensors`
+    or `.npz` file (`format` names it: "v2", "v1", "safetensors", "npz").
+
+    A `.safetensors` or `.npz` file (chosen by its extension) is read as it is: its
+    header is checked on open (offsets inside the file; no object arrays, nothing is
+    ever unpickled) and each tensor read when asked for. Those formats hold no
+    checksums, so there is no crc32c to verify; `files` is the file itself, `num_shards`
+    1, `slices()` empty, `object_graph()` None unless a `_CHECKPOINTABLE_OBJECT_GRAPH`
+    string is stored, and `entry()` raises UnsupportedError. `mmap` does not apply:
+    every tensor is a new array.
 
     `mmap=True` makes `get_tensor` return read-only numpy views of the memory-mapped
     data shard instead of new arrays (no copy, pages read on first touch); the crc32c
@@ -217,8 +276,11 @@ class CheckpointReader(Mapping):
         self._open()
 
     def _open(self) -> None:
+        fmt = naming.tensor_file_format(self.prefix)
         if os.path.isfile(naming.index_filename(self.prefix)):
-            self._backend: _V2 | _V1 = _V2(self.prefix)
+            self._backend: _V2 | _V1 | _TensorFile = _V2(self.prefix)
+        elif fmt is not None and os.path.isfile(self.prefix):
+            self._backend = _TensorFile(self.prefix, fmt)
         else:
             self._backend = _V1(self.prefix)
         self._index = self._backend.index  # V2 only (None for V1): for index-level tools
@@ -280,9 +342,17 @@ class CheckpointReader(Mapping):
         return self._backend.format_version
 
     @property
-    def num_shards(self) -> int:
-        """Data shards of a V2 bundle; files of a V1 checkpoint."""
+    def format(self) -> str:
+        """"v2", "v1", "safetensors" or "npz"."""
         backend = self._backend
+        return backend.format if isinstance(backend, _TensorFile) else f"v{backend.format_version}"
+
+    @property
+    def num_shards(self) -> int:
+        """Data shards of a V2 bundle; files of a V1 checkpoint; 1 for a .npz/.safetensors file."""
+        backend = self._backend
+        if isinstance(backend, _TensorFile):
+            return 1
         if isinstance(backend, _V1):
             return len(backend.checkpoint.files)
         return backend.index.num_shards
@@ -291,8 +361,10 @@ class CheckpointReader(Mapping):
     def files(self) -> list[str]:
         """The files holding this checkpoint's tensors (V2: the index and the data shards
         its entries reference, every entry validated; a header's shard count alone
-        names no file)."""
+        names no file; a .npz/.safetensors file: itself)."""
         backend = self._backend
+        if isinstance(backend, _TensorFile):
+            return [backend.path]
         if isinstance(backend, _V1):
             return list(backend.checkpoint.files)
         n = backend.index.num_shards
@@ -304,6 +376,9 @@ class CheckpointReader(Mapping):
 
         A partitioned variable's entry lists its `slices` and holds no data itself.
         """
+        if isinstance(self._backend, _TensorFile):
+            raise UnsupportedError(f"{self._backend.format} files have no bundle entries",
+                                   path=self.prefix, key=name)
         if self._index is None:
             raise UnsupportedError("V1 checkpoints have no bundle entries", path=self.prefix, key=name)
         return self._entry(name)
@@ -315,6 +390,8 @@ class CheckpointReader(Mapping):
         if name not in self._name_set:
             raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
         backend = self._backend
+        if isinstance(backend, _TensorFile):
+            return []
         if isinstance(backend, _V1):
             found = backend.checkpoint.slices(name)
             return found if len(found) > 1 else []
