@@ -25,9 +25,9 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 
-from .errors import DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
+from .errors import InvalidArgumentError, TensorNotFoundError, UnsupportedError
 from .format import bundle
-from .format.commit import Commit, ConcurrentModificationError, identity, locked_directory
+from .format.commit import Commit, ConcurrentModificationError, copy_range, identity, locked_directory
 from .format.lock import EDIT_WAIT_SECONDS
 from .format.slices import is_slice_key  # re-exported: part of this module's API
 from .reader import resolve_prefix
@@ -37,7 +37,6 @@ __all__ = ["rename_keys", "remove_keys", "apply_ema", "ema_mapping", "compact", 
 Renamer = Mapping[str, str] | Callable[[str], str | None]
 Progress = Callable[[int], None]
 
-_COPY_CHUNK = 8 << 20
 
 
 class _Edit:
@@ -301,7 +300,8 @@ def _compact(edit: _Edit, items: Mapping[str, bytes], progress: Progress | None)
                 entry = bundle.BundleEntryProto()
                 entry.CopyFrom(checked)  # the reader's cached entry stays as read
                 entry.offset = out.offset
-                _copy_range(fd, checked.offset, checked.size, out, edit.data.shard_path(shard), key, progress)
+                copy_range(fd, checked.offset, checked.size, out, path=edit.data.shard_path(shard), key=key,
+                           progress=progress)
                 out_items[new_key[id(edit.items[key])]] = entry.SerializeToString()
             freed -= out.offset
             out.close()
@@ -314,19 +314,6 @@ def _compact(edit: _Edit, items: Mapping[str, bytes], progress: Progress | None)
                            out=tx.file(bundle.index_filename(edit.target)))
         tx.publish()
     return freed
-
-
-def _copy_range(fd: int, offset: int, size: int, out, path: str, key: str, progress: Progress | None) -> None:
-    """Copy `size` bytes at `offset` of `fd` to `out` (sizes were checked against the shard)."""
-    while size:
-        chunk = os.pread(fd, min(size, _COPY_CHUNK), offset)
-        if not chunk:
-            raise DataLossError("data shard ended early", path=path, key=key)
-        out.write(chunk)
-        offset += len(chunk)
-        size -= len(chunk)
-        if progress is not None:
-            progress(len(chunk))
 
 
 def _size(path: str) -> int:

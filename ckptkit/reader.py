@@ -273,6 +273,7 @@ class CheckpointReader(Mapping):
         self.prefix = resolve_prefix(path, as_prefix=as_prefix)
         self.verify = verify
         self.mmap = mmap
+        self.generation = 0  # how many times a replaced checkpoint was reopened (see get_tensor)
         self._open()
 
     def _open(self) -> None:
@@ -288,7 +289,6 @@ class CheckpointReader(Mapping):
         self._names = self._backend.names()
         self._name_set = set(self._names)
         self._meta_map: dict[str, tuple[int, tuple[int, ...]]] | None = None
-        self.generation = getattr(self, "generation", -1) + 1  # counts reopens (see get_tensor)
 
     # ---- TF's CheckpointReader API
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
@@ -330,6 +330,7 @@ class CheckpointReader(Mapping):
                 # reader read its index: read the new one, as a fresh reader would.
                 self._backend.close()
                 self._open()
+                self.generation += 1
         raise AssertionError("unreachable")
 
     def debug_string(self) -> bytes:

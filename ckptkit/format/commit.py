@@ -37,10 +37,10 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import CheckpointError, NotFoundError
+from ..errors import CheckpointError, DataLossError, NotFoundError
 from .files import STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular, sweep_stale_temps, temp_name
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
-from .shard_writer import ShardWriter
+from .shard_writer import CHUNK, ShardWriter
 
 __all__ = ["JOURNAL_SUFFIX", "Commit", "ConcurrentModificationError", "identity", "locked_directory",
            "open_pending", "pending_renames", "published_identity", "recover", "write_file"]
@@ -48,7 +48,6 @@ __all__ = ["JOURNAL_SUFFIX", "Commit", "ConcurrentModificationError", "identity"
 JOURNAL_SUFFIX = ".ckptkit-journal"
 _JOURNAL_VERSION = 1
 _MAX_JOURNAL_BYTES = 1 << 20
-_COPY_CHUNK = 8 << 20
 
 _log = logging.getLogger(__name__)
 
@@ -207,6 +206,21 @@ def published_identity(last_final: str) -> tuple[int, int, int, int] | None:
     return found if found is not None else identity(last_final)
 
 
+def copy_range(fd: int, offset: int, size: int, out, *, path: str, key: str | None = None,
+               progress=None) -> None:
+    """Copy `size` bytes at `offset` of `fd` (the file `path`) to `out`, in chunks; a file
+    shorter than that is a DataLossError (callers checked `size` against it already)."""
+    while size:
+        chunk = os.pread(fd, min(size, CHUNK), offset)
+        if not chunk:
+            raise DataLossError("file ended early", path=path, key=key)
+        out.write(chunk)
+        offset += len(chunk)
+        size -= len(chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+
 class Commit:
     """`with Commit(directory) as tx:` — create files with `tx.file`/`tx.shard`/`tx.link`,
     then `tx.publish()`; leaving the block without publishing deletes every temp file.
@@ -271,16 +285,7 @@ class Commit:
                 os.unlink(temp)  # a symlink was swapped in between: copy what we opened
             except OSError:
                 pass
-            out = self.file(path)
-            remaining = st.st_size
-            while remaining:
-                chunk = src.read(min(remaining, _COPY_CHUNK))
-                if not chunk:
-                    raise CheckpointError(f"{what} shrank while being copied", path=source)
-                out.write(chunk)
-                remaining -= len(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+            copy_range(src.fileno(), 0, st.st_size, self.file(path), path=source, progress=progress)
 
     def delete_after(self, path: str) -> None:
         """Delete `path` once the new files are published (an old file nothing will use)."""
