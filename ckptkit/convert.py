@@ -19,34 +19,8 @@ import numpy as np
 from . import dtypes as _dtypes
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import bundle, naming
-from .format.npz import (  # noqa: F401 - re-exported: convert's API before the format split
-    _DEFLATE_MAX_RATIO,
-    _MAX_ZIP_NAME,
-    _ZIP_ERRORS,
-    _ZIP_MAGICS,
-    _check_npy_header,
-    _from_npz_array,
-    _npz_can_hold,
-    _NpzSource,
-    _object_array,
-    _to_npz_array,
-    read_npz,
-    write_npz,
-)
-from .format.safetensors import (  # noqa: F401 - re-exported: convert's API before the format split
-    _HEADER_LEN,
-    _MAX_HEADER,
-    _MAX_RANK,
-    _ST_CODES,
-    _ST_DTYPES,
-    _check_member_names,
-    _is_key_text,
-    _parse_spec,
-    _read_exactly,
-    _SafetensorsSource,
-    read_safetensors,
-    write_safetensors,
-)
+from .format.npz import _NpzSource, read_npz, write_npz
+from .format.safetensors import _ST_CODES, _read_all, _SafetensorsSource, read_safetensors, write_safetensors
 from .reader import CheckpointReader
 
 __all__ = ["OBJECT_GRAPH_KEY", "check_destination", "convert", "friendly_name", "open_source", "read_any",
@@ -99,15 +73,6 @@ def open_source(path: str | os.PathLike) -> Source:
     if kind == "safetensors":
         return _SafetensorsSource(path)
     return _CheckpointSource(path)
-
-
-def _read_all(source: Source, progress: Progress | None) -> dict[str, np.ndarray]:
-    out = {}
-    for name in source.names:
-        out[name] = source.read(name)
-        if progress is not None:
-            progress(out[name].nbytes)
-    return out
 
 
 def read_any(path: str | os.PathLike, progress: Progress | None = None) -> dict[str, np.ndarray]:
