@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .errors import (
     CheckpointError,
+    ConcurrentModificationError,
     DataLossError,
     InvalidArgumentError,
     InvalidStateError,
@@ -36,10 +37,11 @@ _LAZY = {
     "SlicedTensor": "format.slices", "TensorSlice": "format.slices",
     "ObjectGraph": "objectgraph",
     "rename_keys": "edit", "remove_keys": "edit", "apply_ema": "edit",
-    "DirectoryLockedError": "format.lock", "ConcurrentModificationError": "format.commit",
+    "DirectoryLockedError": "storage.lock",
 }
 
-__all__ = ["CheckpointError", "DataLossError", "InvalidArgumentError", "InvalidStateError", "NoCheckpointError",
+__all__ = ["CheckpointError", "ConcurrentModificationError", "DataLossError", "InvalidArgumentError",
+           "InvalidStateError", "NoCheckpointError",
            "NotFoundError", "TensorNotFoundError", "UnsupportedError", *_LAZY]
 
 
@@ -63,8 +65,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same name
     from .edit import remove_keys as remove_keys
     from .edit import rename_keys as rename_keys
     from .ema import ExponentialMovingAverage as ExponentialMovingAverage
-    from .format.commit import ConcurrentModificationError as ConcurrentModificationError
-    from .format.lock import DirectoryLockedError as DirectoryLockedError
     from .format.slices import SlicedTensor as SlicedTensor
     from .format.slices import TensorSlice as TensorSlice
     from .metagraph import build_meta_graph as build_meta_graph
@@ -85,4 +85,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same name
     from .state import latest_checkpoint as latest_checkpoint
     from .state import remove_checkpoint as remove_checkpoint
     from .state import update_checkpoint_state as update_checkpoint_state
+    from .storage.lock import DirectoryLockedError as DirectoryLockedError
     from .writer import save as save

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from . import dtypes as _dtypes
+from . import storage
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import bundle, naming
 from .format.npz import _NpzSource, read_npz, write_npz
@@ -66,7 +67,7 @@ Source = _CheckpointSource | _SafetensorsSource | _NpzSource
 def open_source(path: str | os.PathLike) -> Source:
     """The tensors of a checkpoint, .npz or .safetensors file (by extension): `names`,
     `meta(name)` (dtype, shape) without reading data, `read(name)`; a context manager."""
-    path = os.fspath(path)
+    path = storage.fspath(path)
     kind = _kind(path)
     if kind == "npz":
         return _NpzSource(path)
@@ -84,15 +85,15 @@ def read_any(path: str | os.PathLike, progress: Progress | None = None) -> dict[
 
 def source_bytes(path: str | os.PathLike) -> int:
     """Roughly the bytes `read_any` will read (for progress bars)."""
-    path = os.fspath(path)
+    path = storage.fspath(path)
     if _kind(path) == "checkpoint":
         with CheckpointReader(path) as reader:
             shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
             return sum(math.prod(shapes[k]) * (0 if dtypes[k].is_string else dtypes[k].itemsize)
                        for k in reader)
     try:
-        return os.path.getsize(path)
-    except OSError:
+        return storage.of(path).size(path)
+    except CheckpointError:
         return 0
 
 
@@ -119,14 +120,16 @@ def check_destination(path: str | os.PathLike, *, make_parents: bool = False) ->
     missing directories are created as TF does - be creatable: no ancestor may be a
     file). Permissions and free space are left to the write itself.
     """
-    path = os.fspath(path)
+    path = storage.fspath(path)
     if "\0" in path:
         raise InvalidArgumentError("path contains a NUL byte", path=repr(path))
-    if os.path.isdir(path) and _kind(path) != "checkpoint":
+    if not storage.of(path).hierarchical:
+        return  # an object store: no directories to check or create
+    if storage.isdir(path) and _kind(path) != "checkpoint":
         raise InvalidArgumentError("destination is a directory", path=path)
     parent = os.path.dirname(path)
-    while parent and not os.path.isdir(parent):
-        if os.path.lexists(parent):
+    while parent and not storage.isdir(parent):
+        if storage.exists(parent):
             raise InvalidArgumentError(f"cannot write here: {parent} is not a directory", path=path)
         if not make_parents:
             raise NotFoundError(f"directory {parent} does not exist", path=path)
@@ -226,8 +229,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     or with `strict` refused before anything is written.
     Returns {"src", "dst", "tensors", "bytes", "left_out": [{"name", "reason"}]}.
     """
-    src, dst = os.fspath(src), os.fspath(dst)
-    if os.path.abspath(src) == os.path.abspath(dst):
+    src, dst = storage.fspath(src), storage.fspath(dst)
+    if storage.abspath(src) == storage.abspath(dst):
         raise InvalidArgumentError("source and destination are the same file", path=dst)
     kind = _kind(dst)
     check_destination(dst, make_parents=kind == "checkpoint")

@@ -10,7 +10,7 @@ bytes stay in the shard until `compact` rewrites the shards with live data only.
 With `output=`, the edited checkpoint is written under a new prefix instead: a new
 index plus the data shards its entries reference, hard-linked (same filesystem) or
 copied under the new names. Every edit holds the directory lock from before it reads
-the index until it publishes, and publishes through `format.commit.Commit` (temp
+the index until it publishes, and publishes through `storage.Commit` (temp
 names, a journal where several files change, renames, the index last), so a
 hard-linked shard is never modified in place, the source checkpoint never changes,
 and a crash leaves the old checkpoint or the new one.
@@ -25,12 +25,20 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 
-from .errors import InvalidArgumentError, TensorNotFoundError, UnsupportedError
+from . import storage
+from .errors import (
+    CheckpointError,
+    ConcurrentModificationError,
+    InvalidArgumentError,
+    TensorNotFoundError,
+    UnsupportedError,
+)
 from .format import bundle
-from .format.commit import Commit, ConcurrentModificationError, copy_range, identity, locked_directory
-from .format.lock import EDIT_WAIT_SECONDS
 from .format.slices import is_slice_key  # re-exported: part of this module's API
 from .reader import resolve_prefix
+from .storage import Commit, locked_directory
+from .storage.base import copy_range
+from .storage.lock import EDIT_WAIT_SECONDS
 
 __all__ = ["rename_keys", "remove_keys", "apply_ema", "ema_mapping", "compact", "is_slice_key"]
 
@@ -46,13 +54,13 @@ class _Edit:
     def __init__(self, prefix: str, output: str | None) -> None:
         self.prefix = prefix
         self.target = prefix if output is None else output
-        self.in_place = os.path.abspath(self.target) == os.path.abspath(prefix)
+        self.in_place = storage.abspath(self.target) == storage.abspath(prefix)
         index_path = bundle.index_filename(prefix)
-        if not os.path.isfile(index_path):
+        if not storage.isfile(index_path):
             raise UnsupportedError("only V2 checkpoints (.index + .data) can be edited; rewrite a "
                                    "V1 checkpoint (or a .npz/.safetensors file) first with "
                                    "`ckptkit convert OLD NEW`", path=prefix)
-        self.read_as = identity(index_path)
+        self.read_as = storage.of(index_path).identity(index_path)
         self.index = bundle.BundleIndex(prefix)
         self.data = bundle.BundleData(self.index)
         self.items = dict(self.index.raw_items())
@@ -113,13 +121,12 @@ def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
     read and the edit's publication; `Commit.guard` catches any other program.
     """
     given, prefix = prefix, resolve_prefix(prefix)
-    target = None if output is None else os.fspath(output)
+    target = None if output is None else storage.fspath(output)
     if target is not None:
         if not os.path.basename(target):
             raise InvalidArgumentError("output prefix must name a checkpoint, not a directory", path=target)
-        if os.path.dirname(target):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-    directories = {os.path.realpath(os.path.dirname(p) or os.curdir)
+        storage.of(target).makedirs(os.path.dirname(target))
+    directories = {storage.of(p).realpath(os.path.dirname(p) or os.curdir)
                    for p in (prefix, target) if p is not None}
     with ExitStack() as stack:
         for directory in sorted(directories):  # one order for everyone: no lock-order deadlock
@@ -295,12 +302,12 @@ def _compact(edit: _Edit, items: Mapping[str, bytes], progress: Progress | None)
             out = tx.shard(bundle.data_filename(edit.target, shard, n))
             new.add(out.path)
             freed += edit.data.shard_size(shard)
-            fd = edit.data.shard_fd(shard)
+            source = edit.data.shard_handle(shard)
             for key, checked in sorted(by_shard[shard], key=lambda ke: ke[1].offset):
                 entry = bundle.BundleEntryProto()
                 entry.CopyFrom(checked)  # the reader's cached entry stays as read
                 entry.offset = out.offset
-                copy_range(fd, checked.offset, checked.size, out, path=edit.data.shard_path(shard), key=key,
+                copy_range(source, checked.offset, checked.size, out, path=edit.data.shard_path(shard), key=key,
                            progress=progress)
                 out_items[new_key[id(edit.items[key])]] = entry.SerializeToString()
             freed -= out.offset
@@ -318,6 +325,6 @@ def _compact(edit: _Edit, items: Mapping[str, bytes], progress: Progress | None)
 
 def _size(path: str) -> int:
     try:
-        return os.stat(path).st_size
-    except OSError:
+        return storage.of(path).size(path)
+    except CheckpointError:
         return 0

@@ -59,3 +59,7 @@ class UnsupportedError(CheckpointError):
 
 class InvalidArgumentError(CheckpointError, ValueError):
     """An argument from the caller is unusable (a bad name, shape or option)."""
+
+
+class ConcurrentModificationError(CheckpointError):
+    """A file this write started from was changed by someone else; nothing was written."""

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from . import storage
 from .errors import CheckpointError, NotFoundError
-from .format.files import TEMP_MARKER
 from .reader import CheckpointReader
 from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state
+from .storage.files import TEMP_MARKER
 
 __all__ = ["TensorInfo", "list_tensors", "scope_path", "scope_tree", "tensor_stats",
            "verify_checkpoint", "VerifyReport", "diff_checkpoints", "describe_state"]
@@ -251,19 +252,20 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
 
 
 def _files_of(prefix: str) -> list[dict]:
-    names = sorted(glob.glob(glob.escape(prefix) + ".*"))
-    if os.path.isfile(prefix):
+    directory, base = os.path.split(prefix)
+    names = storage.match(directory, glob.escape(base) + ".*")
+    if storage.isfile(prefix):
         names.insert(0, prefix)
-    return [{"name": os.path.basename(n), "bytes": os.path.getsize(n)} for n in names
-            if os.path.isfile(n) and TEMP_MARKER not in n]
+    return [{"name": os.path.basename(n), "bytes": storage.of(n).size(n)} for n in names
+            if storage.isfile(n) and TEMP_MARKER not in n]
 
 
 def describe_state(directory: str | os.PathLike = ".") -> dict:
     """The directory's `checkpoint` file: latest, every listed checkpoint with its save
     time and whether (and which) files exist."""
-    directory = os.fspath(directory)
-    state_path = os.path.join(directory, STATE_FILENAME)
-    if os.path.isfile(directory):
+    directory = storage.fspath(directory)
+    state_path = storage.join(directory, STATE_FILENAME)
+    if storage.isfile(directory):
         raise NotFoundError("expected a directory holding a 'checkpoint' state file", path=directory)
     state = get_checkpoint_state(directory, strict=True)  # read once: None when there is no state file
     if state is None:

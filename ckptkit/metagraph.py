@@ -24,12 +24,10 @@ from typing import Any
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
-from . import __version__
+from . import __version__, storage
 from . import dtypes as _dtypes
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import naming
-from .format.commit import write_file
-from .format.files import open_regular, read_whole
 from .proto import (
     attr_value_pb2,
     meta_graph_pb2,
@@ -42,6 +40,7 @@ from .proto import (
     types_pb2,
     variable_pb2,
 )
+from .storage import write_file
 
 __all__ = ["build_meta_graph", "write_meta_graph", "read_meta_graph", "summarize_meta_graph",
            "GRAPH_PRODUCER", "read_saved_model", "is_saved_model", "summarize_saved_model",
@@ -443,7 +442,7 @@ def write_meta_graph(path: str | os.PathLike,
                      keep_checkpoint_every_n_hours: float = 10000.0,
                      sharded: bool = False, trainable: Iterable[str] | None = None) -> None:
     """build_meta_graph(...) serialized to `path` (atomically: temp file, fsync, rename)."""
-    path = os.fspath(path)
+    path = storage.fspath(path)
     try:
         mg = build_meta_graph(variables, saved, max_to_keep=max_to_keep,
                               keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
@@ -460,9 +459,8 @@ def write_meta_graph(path: str | os.PathLike,
 
 def read_meta_graph(path: str | os.PathLike) -> meta_graph_pb2.MetaGraphDef:
     """Parse a `.meta` file (binary, or text format as TF also accepts)."""
-    path = os.fspath(path)
-    with open_regular(path, "meta graph file") as f:
-        data = read_whole(f, "meta graph file", path)
+    path = storage.fspath(path)
+    data = storage.of(path).read_bytes(path, "meta graph file")
     mg = meta_graph_pb2.MetaGraphDef()
     try:
         mg.ParseFromString(data)
@@ -583,12 +581,11 @@ def read_saved_model(path: str | os.PathLike) -> saved_model_pb2.SavedModel:
     `path` is the SavedModel directory or that file; in a directory holding both, the
     `.pb` is read, as TF's loader does.
     """
-    path = os.fspath(path)
-    filename = naming.saved_model_file(path) if os.path.isdir(path) else path
+    path = storage.fspath(path)
+    filename = naming.saved_model_file(path) if storage.isdir(path) else path
     if filename is None:
         raise NotFoundError("not a SavedModel directory (no saved_model.pb or saved_model.pbtxt)", path=path)
-    with open_regular(filename, "SavedModel file") as f:
-        data = read_whole(f, "SavedModel file", filename)
+    data = storage.of(filename).read_bytes(filename, "SavedModel file")
     sm = saved_model_pb2.SavedModel()
     try:
         if filename.endswith(".pbtxt"):
@@ -604,10 +601,10 @@ def read_saved_model(path: str | os.PathLike) -> saved_model_pb2.SavedModel:
 
 def is_saved_model(path: str | os.PathLike) -> bool:
     """True for a SavedModel directory or its `saved_model.pb` / `.pbtxt` file."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
+    path = storage.fspath(path)
+    if storage.isdir(path):
         return naming.saved_model_file(path) is not None
-    return os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and os.path.isfile(path)
+    return os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and storage.isfile(path)
 
 
 def dtype_enum_name(enum: int) -> str:
@@ -662,7 +659,7 @@ def _summarize_saved_model_variables(export_dir: str) -> dict:
     from .reader import CheckpointReader  # noqa: PLC0415 - reader pulls in numpy and the format layer
 
     prefix = naming.saved_model_variables_prefix(export_dir)
-    if not os.path.isfile(naming.index_filename(prefix)):
+    if not storage.isfile(naming.index_filename(prefix)):
         return {"prefix": prefix, "error": "no variables/variables.index (a SavedModel without variables)",
                 "tensors": []}
     try:
@@ -685,9 +682,9 @@ def summarize_saved_model(path: str | os.PathLike) -> dict:
     then the variables of `variables/variables` (name, dtype as TF names it, shape).
     A variables checkpoint that cannot be read is reported in `variables.error`.
     """
-    path = os.fspath(path)
+    path = storage.fspath(path)
     sm = read_saved_model(path)
-    export_dir = path if os.path.isdir(path) else (os.path.dirname(path) or ".")
+    export_dir = path if storage.isdir(path) else (os.path.dirname(path) or ".")
     graphs = []
     for mg in sorted(sm.meta_graphs, key=lambda m: list(m.meta_info_def.tags)):
         graphs.append({
@@ -700,7 +697,7 @@ def summarize_saved_model(path: str | os.PathLike) -> dict:
     return {
         "kind": "saved_model",
         "path": path,
-        "file": naming.saved_model_file(export_dir) if os.path.isdir(path) else path,
+        "file": naming.saved_model_file(export_dir) if storage.isdir(path) else path,
         "saved_model_schema_version": sm.saved_model_schema_version,
         "meta_graphs": graphs,
         "variables": _summarize_saved_model_variables(export_dir),
@@ -748,20 +745,20 @@ def find_meta_graph(path: str | os.PathLike) -> str:
     checkpoint a prefix or directory names (via its state file / latest checkpoint)."""
     from .reader import resolve_prefix  # noqa: PLC0415 - reader pulls in numpy and the format layer
 
-    path = os.fspath(path)
-    if os.path.isfile(path) and path.endswith("." + naming.META_SUFFIX):
+    path = storage.fspath(path)
+    if storage.isfile(path) and path.endswith("." + naming.META_SUFFIX):
         return path
     direct = naming.meta_graph_filename(path)
-    if not os.path.isdir(path) and os.path.isfile(direct):
+    if not storage.isdir(path) and storage.isfile(direct):
         return direct
     try:
         prefix = resolve_prefix(path)
     except NotFoundError:
-        if os.path.isfile(path):  # a MetaGraphDef under another name (read_meta_graph checks it)
+        if storage.isfile(path):  # a MetaGraphDef under another name (read_meta_graph checks it)
             return path
         raise
     meta = naming.meta_graph_filename(prefix)
-    if not os.path.isfile(meta):
+    if not storage.isfile(meta):
         raise NotFoundError(f"checkpoint {prefix} has no .meta file (looked for {os.path.basename(meta)})",
                             path=path)
     return meta

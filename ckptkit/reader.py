@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from . import dtypes as _dtypes
-from .errors import CheckpointError, NotFoundError, TensorNotFoundError, UnsupportedError
+from . import storage
+from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle, naming, v1
-from .format.files import is_temp_name
 from .format.npz import NpzFile
 from .format.safetensors import SafetensorsFile
 from .state import get_checkpoint_state, latest_checkpoint
+from .storage.files import is_temp_name
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
            "list_variables", "load_variable", "load"]
@@ -41,27 +43,27 @@ def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
     `PATH` is also a directory holding checkpoints of its own (`tf.train.load_checkpoint`
     and the default here read the directory's latest checkpoint instead).
     """
-    path = os.fspath(path)
-    if as_prefix and os.path.isfile(naming.index_filename(path)):
+    path = storage.fspath(path)
+    if as_prefix and storage.isfile(naming.index_filename(path)):
         return path
-    if naming.tensor_file_format(path) is not None and os.path.isfile(path):
+    if naming.tensor_file_format(path) is not None and storage.isfile(path):
         return path  # a .npz / .safetensors file is read as it is: no prefix to find
-    if os.path.isdir(path):
+    if storage.isdir(path):
         return _resolve_directory(path)
-    if os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and os.path.isfile(path):
+    if os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and storage.isfile(path):
         return _saved_model_variables(os.path.dirname(path) or ".")
     for suffix in (naming.INDEX_SUFFIX, "." + naming.META_SUFFIX):
-        if path.endswith(suffix) and os.path.isfile(naming.index_filename(path[: -len(suffix)])):
+        if path.endswith(suffix) and storage.isfile(naming.index_filename(path[: -len(suffix)])):
             return path[: -len(suffix)]
     stripped = naming.DATA_SUFFIX.sub("", path)
-    if stripped != path and os.path.isfile(naming.index_filename(stripped)):
+    if stripped != path and storage.isfile(naming.index_filename(stripped)):
         return stripped
-    if os.path.isfile(naming.index_filename(path)):
+    if storage.isfile(naming.index_filename(path)):
         return path
     found = v1.find_v1_files(path)
     if found is not None:
         return found[0]
-    if os.path.exists(path):
+    if storage.exists(path):
         raise NotFoundError("not a TensorFlow checkpoint (no matching .index file, not a V1 table)", path=path)
     raise NotFoundError("no checkpoint at this path", path=path)
 
@@ -80,7 +82,7 @@ def _resolve_directory(directory: str) -> str:
         # `Saver.save(values, "run")` with `run/` an existing directory writes `run.index`
         # beside it (as TF does); the directory itself names no checkpoint, so that one.
         # (`run/`, with its slash, names the directory only: `run/.index` is no such file.)
-        if not os.path.isfile(naming.index_filename(directory)):
+        if not storage.isfile(naming.index_filename(directory)):
             raise
         return directory
 
@@ -88,7 +90,7 @@ def _resolve_directory(directory: str) -> str:
 def _saved_model_variables(export_dir: str) -> str:
     """The variables checkpoint of a SavedModel directory (TF: `variables/variables`)."""
     prefix = naming.saved_model_variables_prefix(export_dir)
-    if not os.path.isfile(naming.index_filename(prefix)):
+    if not storage.isfile(naming.index_filename(prefix)):
         raise NotFoundError("SavedModel without variables (no variables/variables.index)", path=export_dir)
     return prefix
 
@@ -97,13 +99,10 @@ def _only_checkpoint_in(directory: str) -> str:
     """A directory without a usable state file (files copied without it, or written by
     `ckptkit.save`) names its checkpoint when it holds exactly one V2 checkpoint."""
     suffix = naming.INDEX_SUFFIX
-    try:
-        names = sorted(n[: -len(suffix)] for n in os.listdir(directory)
-                       if n.endswith(suffix) and not is_temp_name(n))
-    except OSError as exc:
-        raise CheckpointError(f"cannot list directory: {exc.strerror or exc}", path=directory) from None
+    names = sorted(n[: -len(suffix)] for n in storage.of(directory).listdir(directory)
+                   if n.endswith(suffix) and not is_temp_name(n))
     if len(names) == 1:
-        return os.path.join(directory, names[0])
+        return storage.join(directory, names[0])
     if not names:
         raise NotFoundError("no checkpoint found in directory (no 'checkpoint' state file, "
                             "no .index file)", path=directory)
@@ -269,18 +268,24 @@ class CheckpointReader(Mapping):
     """
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = True, mmap: bool = False,
-                 as_prefix: bool = False) -> None:
-        self.prefix = resolve_prefix(path, as_prefix=as_prefix)
+                 as_prefix: bool = False, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.storage_options = storage_options
+        with storage.options(storage_options):
+            self.prefix = resolve_prefix(path, as_prefix=as_prefix)
         self.verify = verify
         self.mmap = mmap
         self.generation = 0  # how many times a replaced checkpoint was reopened (see get_tensor)
         self._open()
 
     def _open(self) -> None:
+        with storage.options(self.storage_options):
+            self._open_backend()
+
+    def _open_backend(self) -> None:
         fmt = naming.tensor_file_format(self.prefix)
-        if os.path.isfile(naming.index_filename(self.prefix)):
+        if storage.isfile(naming.index_filename(self.prefix)):
             self._backend: _V2 | _V1 | _TensorFile = _V2(self.prefix)
-        elif fmt is not None and os.path.isfile(self.prefix):
+        elif fmt is not None and storage.isfile(self.prefix):
             self._backend = _TensorFile(self.prefix, fmt)
         else:
             self._backend = _V1(self.prefix)
@@ -448,25 +453,28 @@ def load_checkpoint(path: str | os.PathLike) -> CheckpointReader:
     return CheckpointReader(path)
 
 
-def list_variables(path: str | os.PathLike) -> list[tuple[str, list[int]]]:
+def list_variables(path: str | os.PathLike, *,
+                   storage_options: Mapping[str, Any] | None = None) -> list[tuple[str, list[int]]]:
     """[(name, shape)] sorted by name, like `tf.train.list_variables`."""
-    with CheckpointReader(path) as reader:
+    with CheckpointReader(path, storage_options=storage_options) as reader:
         return sorted(reader.get_variable_to_shape_map().items())
 
 
-def load_variable(path: str | os.PathLike, name: str) -> np.ndarray:
+def load_variable(path: str | os.PathLike, name: str, *,
+                  storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """One tensor of a checkpoint, like `tf.train.load_variable`: a trailing `:0` (a
     graph tensor's name, `v:0`) is dropped first, as TF drops it; `v:1` is left alone."""
     if isinstance(name, str) and name.endswith(":0"):
         name = name[:-2]
-    with CheckpointReader(path) as reader:
+    with CheckpointReader(path, storage_options=storage_options) as reader:
         return reader.get_tensor(name)
 
 
-def load(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def load(path: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Every tensor of a checkpoint, as {name: array}: all from one checkpoint, even when a
-    writer replaces it meanwhile (then the new one is read whole)."""
-    with CheckpointReader(path) as reader:
+    writer replaces it meanwhile (then the new one is read whole). `path` may be a URL
+    (`storage_options`: the fsspec store's options, e.g. credentials)."""
+    with CheckpointReader(path, storage_options=storage_options) as reader:
         for _ in range(_REOPENS):
             generation = reader.generation
             try:

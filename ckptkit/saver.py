@@ -31,10 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from . import storage
 from .errors import CheckpointError, InvalidArgumentError, NoCheckpointError
 from .format import bundle
-from .format.commit import locked_directory, write_file
-from .format.lock import SAVER
 from .proto.saver_pb2 import SaverDef
 from .reader import CheckpointReader
 from .state import (
@@ -46,6 +45,8 @@ from .state import (
     remove_checkpoint,
     update_checkpoint_state,
 )
+from .storage import locked_directory, write_file
+from .storage.lock import SAVER
 
 __all__ = ["Saver"]
 
@@ -107,13 +108,15 @@ class Saver:
     `Saver({"v/ExponentialMovingAverage": "v"}).restore(path)` returns {"v": shadow}.
     `lock_timeout`: seconds a save waits for another Saver saving into the same
     directory to finish (0, the default: fail at once with DirectoryLockedError; None:
-    wait as long as it takes).
+    wait as long as it takes). `storage_options`: the fsspec store's options (credentials,
+    endpoint) when save paths are URLs (`s3://bucket/run/model.ckpt`).
     """
 
     def __init__(self, var_list: VarList = None, *, max_to_keep: int | None = 5,
                  keep_checkpoint_every_n_hours: float = 10000.0, pad_step_number: bool = False,
                  save_relative_paths: bool = False, sharded: bool = False, num_shards: int = 1,
-                 allow_empty: bool = False, lock_timeout: float | None = 0.0) -> None:
+                 allow_empty: bool = False, lock_timeout: float | None = 0.0,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
         if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
                                         or max_to_keep < 0):
             raise InvalidArgumentError(f"max_to_keep must be None or an int >= 0, got {max_to_keep!r}")
@@ -129,6 +132,7 @@ class Saver:
                                          or lock_timeout < 0):
             raise InvalidArgumentError(f"lock_timeout must be None or seconds >= 0, got {lock_timeout!r}")
         self._lock_timeout = lock_timeout
+        self._storage_options = storage_options
         self._pad_step_number = pad_step_number
         self._save_relative_paths = save_relative_paths
         self._sharded = sharded
@@ -230,9 +234,15 @@ class Saver:
         holding the directory's lock, after sweeping stale temp files. Returns None
         for an empty Saver made with allow_empty=True (nothing is written).
         """
+        with storage.options(self._storage_options):
+            return self._save(values, save_path, global_step, latest_filename, meta_graph_suffix,
+                              write_meta_graph, write_state)
+
+    def _save(self, values, save_path, global_step, latest_filename, meta_graph_suffix, write_meta_graph,
+              write_state) -> str | None:
         if save_path is None:  # TF: TypeError "Expected binary or unicode string, got None"
             raise InvalidArgumentError("can't save when save_path is None")
-        save_path = os.fspath(save_path)
+        save_path = storage.fspath(save_path)
         latest_filename = latest_filename or "checkpoint"
         if os.path.split(latest_filename)[0]:
             raise InvalidArgumentError("'latest_filename' must not contain path components",
@@ -252,7 +262,7 @@ class Saver:
         # can't hold must fail the save cleanly, not after the data landed.
         graph = self._build_meta_graph(values, saved, checkpoint_file) if write_meta_graph else None
         if write_state:  # a state file that can't be written fails the save before any byte
-            check_state_file_path(os.path.join(parent, latest_filename))
+            check_state_file_path(storage.join(parent, latest_filename))
         with locked_directory(parent, self._lock_timeout, role=SAVER):
             bundle.write_bundle(checkpoint_file, {key: values[name] for key, name in saved.items()},
                                 num_shards=self._num_shards)
@@ -274,18 +284,19 @@ class Saver:
         A parent (or grandparent) that is a regular file fails the same way, before
         anything is written (TF: ValueError "Parent directory of ... doesn't exist").
         """
-        if not parent or os.path.isdir(parent):
+        store = storage.of(save_path)
+        if not parent or not store.hierarchical or store.isdir(parent):  # object stores: no directories
             return
-        if os.path.lexists(parent):
+        if store.exists(parent):
             raise InvalidArgumentError(f"parent directory {parent!r} is not a directory, can't save",
                                        path=save_path)
         grandparent = os.path.dirname(parent)
-        if grandparent and not os.path.isdir(grandparent):
+        if grandparent and not store.isdir(grandparent):
             raise InvalidArgumentError("parent directory doesn't exist, can't save", path=save_path)
         try:
-            os.mkdir(parent)
+            store.mkdir(parent)
         except FileExistsError:  # made meanwhile by another process: fine if a directory
-            if not os.path.isdir(parent):
+            if not store.isdir(parent):
                 raise InvalidArgumentError(f"parent directory {parent!r} is not a directory, can't save",
                                            path=save_path) from None
         except OSError as exc:
@@ -316,11 +327,13 @@ class Saver:
         """
         if save_path is None:
             raise InvalidArgumentError("can't load save_path when it is None")
-        save_path = os.fspath(save_path)
+        save_path = storage.fspath(save_path)
         if self._var_list is not None and not self._var_list:
             return {}
-        if not checkpoint_exists(save_path):
-            raise NoCheckpointError("the passed save_path is not a valid checkpoint", path=save_path)
-        with CheckpointReader(save_path, as_prefix=True) as reader:  # TF: PREFIX.index first
+        with storage.options(self._storage_options):
+            if not checkpoint_exists(save_path):
+                raise NoCheckpointError("the passed save_path is not a valid checkpoint", path=save_path)
+        # TF: PREFIX.index first
+        with CheckpointReader(save_path, as_prefix=True, storage_options=self._storage_options) as reader:
             mapping = self._var_list if self._var_list is not None else {k: k for k in reader}
             return {name: reader.get_tensor(key) for key, name in mapping.items()}

@@ -11,18 +11,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-import stat
 from collections.abc import Iterable, Sequence
 
 from google.protobuf import text_format
 
+from . import storage
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, InvalidStateError, NotFoundError
 from .format import naming
-from .format.commit import locked_directory, write_file
-from .format.files import fsync_dir, match_in_directory, open_regular
 from .format.naming import meta_graph_filename  # re-exported: part of this module's API
 from .proto.checkpoint_state_pb2 import CheckpointState
 from .proto.saver_pb2 import SaverDef
+from .storage import locked_directory, write_file
 
 __all__ = ["CheckpointState", "V1", "V2", "check_state_file_path", "checkpoint_exists", "checkpoint_files",
            "generate_checkpoint_state_proto", "get_checkpoint_mtimes", "get_checkpoint_state",
@@ -45,16 +44,16 @@ def checkpoint_exists(prefix: str | os.PathLike) -> bool:
     the bare `PREFIX`. Unlike TF, no other glob is expanded and a directory is no
     checkpoint (TF: `checkpoint_exists("some_dir")` is True).
     """
-    prefix = os.fspath(prefix)
+    prefix = storage.fspath(prefix)
     if "\0" in prefix:  # no file can have that name (os functions would raise ValueError)
         return False
-    if os.path.isfile(naming.index_filename(prefix)):
+    if storage.isfile(naming.index_filename(prefix)):
         return True
-    if os.path.isfile(prefix):
+    if storage.isfile(prefix):
         return True
     directory, base = os.path.split(prefix)
     if naming.V1_SHARD_GLOB.search(base):  # TF's sharded V1 Saver records `model.ckpt-?????-of-00002`
-        return bool(match_in_directory(directory, base))
+        return bool(storage.match(directory, base))
     return False
 
 
@@ -67,18 +66,12 @@ def _read_state_bytes(path: str) -> bytes | None:
     """The state file's bytes, None if it does not exist; a CheckpointError if it can't be
     read as a plain file (a FIFO, a directory, unreadable, implausibly large)."""
     try:
-        f = open_regular(path, "checkpoint state file")
+        with storage.of(path).open(path, "checkpoint state file") as f:
+            if f.size > MAX_STATE_FILE_BYTES:
+                raise DataLossError(f"checkpoint state file is implausibly large ({f.size} bytes)", path=path)
+            return f.read(MAX_STATE_FILE_BYTES + 1, 0)
     except NotFoundError:
         return None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size > MAX_STATE_FILE_BYTES:
-            raise DataLossError(f"checkpoint state file is implausibly large ({size} bytes)", path=path)
-        try:
-            return f.read(MAX_STATE_FILE_BYTES + 1)
-        except OSError as exc:
-            raise CheckpointError(f"cannot read checkpoint state file: {exc.strerror or exc}",
-                                  path=path) from None
 
 
 class _Unparseable(DataLossError):
@@ -107,7 +100,7 @@ def read_state_file(path: str | os.PathLike) -> CheckpointState | None:
     (opened non-blocking, then checked to be a regular file), a directory or an
     unreadable file is a CheckpointError, and so is a file over MAX_STATE_FILE_BYTES.
     """
-    path = os.fspath(path)
+    path = storage.fspath(path)
     data = _read_state_bytes(path)
     return None if data is None else _parse_state(data, path)
 
@@ -120,24 +113,15 @@ def check_state_file_path(path: str | os.PathLike) -> None:
     to exist. A symlink is replaced itself, as TF does; its target is never written.
     Callers (update_checkpoint_state, a Saver) can check this before writing anything.
     """
-    path = os.fspath(path)
+    path = storage.fspath(path)
     if "\0" in path:
         raise InvalidArgumentError("checkpoint state file path contains a NUL byte", path=repr(path))
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        mode = None
-    except NotADirectoryError:
-        raise NotFoundError("directory for the checkpoint state file is not a directory",
-                            path=path) from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot check checkpoint state file: {exc.strerror or exc}",
-                              path=path) from None
-    if mode is not None and stat.S_ISDIR(mode):
+    store = storage.of(path)
+    if store.kind(path) == "dir":
         raise CheckpointError("checkpoint state file is a directory; cannot replace it", path=path)
     directory = os.path.dirname(path)
-    if directory and not os.path.isdir(directory):
-        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+    if directory and store.hierarchical and not store.isdir(directory):  # object stores: no directories
+        what = "is not a directory" if store.exists(directory) else "does not exist"
         raise NotFoundError(f"directory for the checkpoint state file {what}", path=directory)
 
 
@@ -148,17 +132,18 @@ def write_state_file(path: str | os.PathLike, state: CheckpointState) -> None:
     path is a directory or its directory is missing. A failing write (permissions, a
     full disk) raises the OSError, as every writer does, and leaves no temp file.
     """
-    path = os.fspath(path)
+    path = storage.fspath(path)
     check_state_file_path(path)
     write_file(path, text_format.MessageToString(state).encode("utf-8"))
 
 
 def _resolve(directory: str, path: str) -> str:
-    if not os.path.isabs(path):
-        return os.path.join(directory, path)
-    if not checkpoint_exists(path):
-        # The directory may have moved since this absolute path was written.
-        local = os.path.join(directory, os.path.basename(path))
+    if not storage.isabs(path):
+        return storage.join(directory, path)
+    if storage.is_url(path) != storage.is_url(directory) or not checkpoint_exists(path):
+        # The directory may have moved since this absolute path was written (a copy of a
+        # gs:// directory on a local disk names gs:// paths: the local file wins).
+        local = storage.join(directory, os.path.basename(path))
         if checkpoint_exists(local):
             return local
     return path
@@ -171,7 +156,7 @@ def resolve_checkpoint_path(checkpoint_dir: str | os.PathLike, path: str) -> str
     the directory holds a checkpoint of the same name: that one (the directory was
     moved or copied; TF would follow the stale path).
     """
-    return _resolve(os.fspath(checkpoint_dir), path)
+    return _resolve(storage.fspath(checkpoint_dir), path)
 
 
 def get_checkpoint_state(checkpoint_dir: str | os.PathLike, latest_filename: str | None = None,
@@ -193,8 +178,8 @@ def get_checkpoint_state(checkpoint_dir: str | os.PathLike, latest_filename: str
     prunes only checkpoints in its own directory (`remove_checkpoint(..., root=)`).
     A path with a NUL byte can name no file and marks the state file as corrupt.
     """
-    checkpoint_dir = os.fspath(checkpoint_dir)
-    state_path = os.path.join(checkpoint_dir, latest_filename or STATE_FILENAME)
+    checkpoint_dir = storage.fspath(checkpoint_dir)
+    state_path = storage.join(checkpoint_dir, latest_filename or STATE_FILENAME)
     try:
         state = read_state_file(state_path)
     except _Unparseable as exc:
@@ -250,8 +235,8 @@ def generate_checkpoint_state_proto(save_dir: str | os.PathLike, model_checkpoin
     given relative to the working directory), so that the file is correct wherever it is
     later read from. The caller's list is not modified (TF's is).
     """
-    save_dir = os.fspath(save_dir) or os.curdir  # TF's relpath(p, "") fails; "" means here
-    model = os.fspath(model_checkpoint_path)
+    save_dir = storage.fspath(save_dir) or os.curdir  # TF's relpath(p, "") fails; "" means here
+    model = storage.fspath(model_checkpoint_path)
     paths = _path_list(all_model_checkpoint_paths)
     if not paths or paths[-1] != model:
         paths.append(model)
@@ -260,10 +245,10 @@ def generate_checkpoint_state_proto(save_dir: str | os.PathLike, model_checkpoin
         raise InvalidArgumentError(
             f"checkpoint timestamps, if provided, must match checkpoint paths "
             f"(got {len(paths)} paths {paths} and {len(timestamps)} timestamps)", path=save_dir)
-    if not os.path.isabs(save_dir):
-        if not os.path.isabs(model):
+    if not storage.isabs(save_dir):
+        if not storage.isabs(model):
             model = os.path.relpath(model, save_dir)
-        paths = [p if os.path.isabs(p) else os.path.relpath(p, save_dir) for p in paths]
+        paths = [p if storage.isabs(p) else os.path.relpath(p, save_dir) for p in paths]
     state = CheckpointState(model_checkpoint_path=model, all_model_checkpoint_paths=paths,
                             all_model_checkpoint_timestamps=timestamps)
     if last_preserved_timestamp is not None:
@@ -286,27 +271,24 @@ def update_checkpoint_state(save_dir: str | os.PathLike, model_checkpoint_path: 
     latest checkpoint would be the state file itself, and — stricter than TF — when
     `latest_filename` has path components (the state file lives in `save_dir`).
     """
-    save_dir = os.fspath(save_dir)
+    save_dir = storage.fspath(save_dir)
     latest_filename = latest_filename or STATE_FILENAME
     if os.path.split(latest_filename)[0] or latest_filename in (os.curdir, os.pardir):
         raise InvalidArgumentError(f"latest_filename {latest_filename!r} must not contain path components",
                                    path=save_dir)
-    state_path = os.path.join(save_dir, latest_filename)
-    model = os.fspath(model_checkpoint_path)
+    state_path = storage.join(save_dir, latest_filename)
+    model = storage.fspath(model_checkpoint_path)
     paths = _path_list(all_model_checkpoint_paths)
     if save_relative_paths:
         start = save_dir or os.curdir
-        model = os.path.relpath(model, start) if os.path.isabs(model) else model
-        paths = [os.path.relpath(p, start) if os.path.isabs(p) else p for p in paths]
+        model = storage.relpath(model, start)
+        paths = [storage.relpath(p, start) for p in paths]
     state = generate_checkpoint_state_proto(save_dir, model, paths, all_model_checkpoint_timestamps,
                                             last_preserved_timestamp)
     if state.model_checkpoint_path == state_path:
         raise InvalidArgumentError(f"save path {model!r} conflicts with the path of the checkpoint "
                                    "state file; use a different save path", path=state_path)
-    if save_dir and not os.path.isdir(save_dir):
-        what = "is not a directory" if os.path.exists(save_dir) else "does not exist"
-        raise NotFoundError(f"directory for the checkpoint state file {what}", path=save_dir)
-    write_state_file(state_path, state)
+    write_state_file(state_path, state)  # checks the directory first
 
 
 # --------------------------------------------------------------------------- files of a checkpoint
@@ -329,24 +311,13 @@ def checkpoint_files(prefix: str | os.PathLike, checkpoint_format_version: int =
     A file counts if its name is one TF gives that checkpoint (`.index`, `.data-*-of-*`,
     `.meta`, or the V1 file) and it is a regular file or a symlink (never a directory).
     """
-    prefix = os.fspath(prefix)
+    prefix = storage.fspath(prefix)
     directory, base = os.path.split(prefix)
     if not base:
         return []
     pattern = _name_pattern(prefix, checkpoint_format_version, meta_graph_suffix)
-    try:
-        entries = list(os.scandir(directory or os.curdir))
-    except (OSError, ValueError):  # missing, not a directory, unreadable, NUL in the name
-        return []
-    found = []
-    for entry in entries:
-        if pattern.fullmatch(entry.name) and (entry.is_symlink() or entry.is_file(follow_symlinks=False)):
-            found.append(os.path.join(directory, entry.name))
-    return sorted(found)
-
-
-def _same_directory(a: str, b: str) -> bool:
-    return os.path.realpath(a or os.curdir) == os.path.realpath(b or os.curdir)
+    return sorted(storage.join(directory, name) for name, kind in storage.of(prefix).entries(directory)
+                  if pattern.fullmatch(name) and kind in ("file", "link"))
 
 
 def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_version: int = V2,
@@ -360,11 +331,12 @@ def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_ve
     a prefix whose directory is not `root` (`../x`, `/elsewhere/y`, a symlinked
     subdirectory) is refused with InvalidArgumentError and nothing is deleted.
     """
-    prefix = os.fspath(checkpoint_prefix)
+    prefix = storage.fspath(checkpoint_prefix)
     if "\0" in prefix:
         raise InvalidArgumentError("checkpoint path contains a NUL byte", path=repr(prefix))
     directory = os.path.dirname(prefix)
-    if root is not None and not _same_directory(directory, os.fspath(root)):
+    store = storage.of(prefix)
+    if root is not None and not storage.same_directory(directory, storage.fspath(root)):
         shown = os.fspath(root) or os.curdir
         raise InvalidArgumentError(f"refusing to delete a checkpoint outside {shown!r}", path=prefix)
     removed = []
@@ -374,14 +346,12 @@ def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_ve
         files = sorted(checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix),
                        key=lambda p: not p.endswith(naming.INDEX_SUFFIX))
         for path in files:
-            try:
-                os.unlink(path)  # on a symlink: removes the link, not its target
-            except FileNotFoundError:
+            if not store.remove(path):  # on a symlink: removes the link, not its target
                 _log.warning("%s: already deleted, perhaps by another process", path)
                 continue
             removed.append(path)
         if removed:
-            fsync_dir(directory)
+            store.sync_directory(directory)
     return removed
 
 
@@ -395,23 +365,20 @@ def get_checkpoint_mtimes(checkpoint_prefixes: Iterable[str | os.PathLike]) -> l
     """
     mtimes = []
     for prefix in checkpoint_prefixes:
-        prefix = os.fspath(prefix)
+        prefix = storage.fspath(prefix)
         for candidate in (naming.index_filename(prefix), prefix):
             if "\0" in candidate:
                 continue
             directory, base = os.path.split(candidate)
-            names = match_in_directory(directory, base) if naming.V1_SHARD_GLOB.search(base) else [candidate]
+            names = storage.match(directory, base) if naming.V1_SHARD_GLOB.search(base) else [candidate]
             found = None
             for name in names:
-                try:
-                    found = os.stat(name)
-                except OSError:  # missing, or a name no file can have (too long, ...)
-                    continue
-                if stat.S_ISDIR(found.st_mode):
-                    found = None
-                    continue
-                break
+                store = storage.of(name)
+                if store.kind(name) in ("file", "other"):
+                    found = store.mtime(name)
+                    if found is not None:
+                        break
             if found is not None:
-                mtimes.append(float(found.st_mtime_ns // 1_000_000_000))
+                mtimes.append(float(int(found)))
                 break
     return mtimes

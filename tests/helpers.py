@@ -24,11 +24,12 @@ import ml_dtypes
 import numpy as np
 
 import ckptkit
-from ckptkit.format import bundle, files
+from ckptkit.format import bundle
 from ckptkit.format import table as table_mod
 from ckptkit.format.coding import FIXED32, FIXED64, crc32c, encode_varint, mask_crc
-from ckptkit.format.commit import JOURNAL_SUFFIX
-from ckptkit.format.lock import LOCK_FILENAME
+from ckptkit.storage import files
+from ckptkit.storage.journal import JOURNAL_SUFFIX
+from ckptkit.storage.lock import LOCK_FILENAME
 
 # --------------------------------------------------------------------------- paths and subprocesses
 

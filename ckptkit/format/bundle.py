@@ -10,7 +10,6 @@ same byte layout so that TF and ckptkit produce identical index files.
 from __future__ import annotations
 
 import gc
-import io
 import itertools
 import math
 import mmap
@@ -24,14 +23,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import dtypes as _dtypes
+from .. import storage
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
 from ..proto import tensor_bundle_pb2
+from ..storage.base import ReadHandle
+from ..storage.files import AtomicFile
+from ..storage.lock import EDIT_WAIT_SECONDS
+from ..storage.shard_writer import CHUNK as _CHUNK
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
-from .commit import Commit, identity, open_pending, pending_renames, published_identity
-from .files import AtomicFile, read_whole
-from .lock import EDIT_WAIT_SECONDS
 from .naming import data_filename, existing_data_files, index_filename  # re-exported: used as bundle.*
-from .shard_writer import CHUNK as _CHUNK
 from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
 
@@ -113,11 +113,12 @@ class BundleIndex:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.path = index_filename(prefix)
+        self.store = storage.of(prefix)
         # A commit whose writer died after its commit point is read through its journal.
-        self.pending = pending_renames(self.path)
-        with open_pending(self.path, self.pending, "checkpoint index") as f:
-            self.read_as = identity(f.fileno())  # which index this is (see BundleData._file)
-            data = read_whole(f, "checkpoint index", self.path)
+        self.pending = self.store.pending(self.path)
+        with self.store.open(self.path, "checkpoint index", self.pending) as f:
+            self.read_as = f.identity  # which index this is (see BundleData._file)
+            data = f.read_all()
         with gc_paused():
             table = TableReader(data, self.path)
             # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).
@@ -255,44 +256,39 @@ class BundleData:
 
     def __init__(self, index: BundleIndex) -> None:
         self.index = index
-        self._files: dict[int, io.FileIO] = {}
+        self._files: dict[int, ReadHandle] = {}
         self._sizes: dict[int, int] = {}
-        self._maps: dict[int, mmap.mmap] = {}
+        self._maps: dict[int, mmap.mmap | None] = {}
         self._checked: dict[tuple[str, bool], CheckedEntry] = {}
 
     def shard_path(self, shard: int) -> str:
         return data_filename(self.index.prefix, shard, self.index.num_shards)
 
-    def shard_fd(self, shard: int) -> int:
-        """The open descriptor of data shard `shard`, checked as `shard_size` checks it
-        (for edits that copy byte ranges of entries `checked` has validated)."""
+    def shard_handle(self, shard: int) -> ReadHandle:
+        """The open data shard `shard`, checked as `shard_size` checks it (for edits that
+        copy byte ranges of entries `checked` has validated)."""
         self.shard_size(shard)
-        return self._files[shard].fileno()
+        return self._files[shard]
 
-    def _file(self, shard: int) -> io.FileIO:
+    def _file(self, shard: int) -> ReadHandle:
         f = self._files.get(shard)
         if f is None:
-            f = open_pending(self.shard_path(shard), self.index.pending, "data shard")
+            f = self.index.store.open(self.shard_path(shard), "data shard", self.index.pending)
             # A shard opened after a commit replaced the checkpoint may hold the new
             # checkpoint's bytes, which the index read before does not describe.
-            if published_identity(self.index.path) != self.index.read_as:
+            if self.index.store.published_identity(self.index.path) != self.index.read_as:
                 f.close()
                 raise IndexReplacedError("the checkpoint was replaced while it was being read",
                                          path=self.index.path)
             self._files[shard] = f
-            self._sizes[shard] = os.fstat(f.fileno()).st_size
+            self._sizes[shard] = f.size
         return f
 
-    def _map(self, shard: int) -> mmap.mmap:
-        mapped = self._maps.get(shard)
-        if mapped is None:
-            f = self._file(shard)
-            try:
-                mapped = mmap.mmap(f.fileno(), self._sizes[shard], access=mmap.ACCESS_READ)
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"cannot map data shard: {exc}", path=self.shard_path(shard)) from None
-            self._maps[shard] = mapped
-        return mapped
+    def _map(self, shard: int) -> mmap.mmap | None:
+        """A read-only map of the shard; None where its store has no maps (remote)."""
+        if shard not in self._maps:
+            self._maps[shard] = self._file(shard).mmap()
+        return self._maps[shard]
 
     def close(self) -> None:
         for f in self._files.values():
@@ -300,7 +296,8 @@ class BundleData:
         self._files.clear()
         for mapped in self._maps.values():
             try:
-                mapped.close()
+                if mapped is not None:
+                    mapped.close()
             except BufferError:
                 pass  # arrays still view it: the mapping goes when the last of them does
         self._maps.clear()
@@ -323,9 +320,6 @@ class BundleData:
                 self._file(shard)
             except CheckpointError as exc:  # name the tensor that needs this shard
                 raise type(exc)(exc.message, path=exc.path, key=key) from None
-            except OSError as exc:
-                raise CheckpointError(f"cannot read data shard: {exc.strerror or exc}",
-                                      path=self.shard_path(shard), key=key) from None
         return self._sizes[shard]
 
     def checked(self, key: str, *, known_dtype: bool = True) -> CheckedEntry:
@@ -460,7 +454,7 @@ class BundleData:
         (preadv and crc32c both release the GIL), each summing its pieces right after
         reading them, and the pieces' crcs are combined in order.
         """
-        fd = self._file(entry.shard_id).fileno()
+        f = self._file(entry.shard_id)
         view = memoryview(buf).cast("B")
         offset = entry.offset
 
@@ -469,10 +463,9 @@ class BundleData:
             got = 0
             while got < len(part):
                 try:
-                    n = os.preadv(fd, [part[got:]], offset + start + got)
-                except OSError as exc:
-                    raise CheckpointError(f"cannot read data shard: {exc.strerror or exc}",
-                                          path=self.shard_path(entry.shard_id), key=key) from None
+                    n = f.readinto(part[got:], offset + start + got)
+                except CheckpointError as exc:
+                    raise type(exc)(exc.message, path=exc.path, key=key) from None
                 if not n:
                     raise DataLossError("data shard ended early", path=self.shard_path(entry.shard_id), key=key)
                 got += n
@@ -506,6 +499,9 @@ class BundleData:
                 mapped = self._map(entry.shard_id)
             except CheckpointError as exc:
                 raise type(exc)(exc.message, path=exc.path, key=key) from None
+        else:
+            mapped = None
+        if mapped is not None:
             flat = np.frombuffer(mapped, dtype=np.uint8, count=nbytes, offset=entry.offset)
             crc = crc32c(flat) if verify else 0
         else:
@@ -847,9 +843,8 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
     keys, arrays, sliced_entries = _stored_tensors(tensors, prefix)
     shard_of = _assign_shards([a.nbytes for a, _ in arrays], num_shards)
     directory = os.path.dirname(prefix)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    with Commit(directory, lock_timeout=lock_timeout) as tx:
+    storage.of(prefix).makedirs(directory)
+    with storage.Commit(directory, lock_timeout=lock_timeout) as tx:
         files = [tx.shard(data_filename(prefix, s, num_shards)) for s in range(num_shards)]
         entries = []
         for key, (value, dtype), shard in zip(keys, arrays, shard_of, strict=True):

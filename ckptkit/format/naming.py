@@ -12,7 +12,7 @@ import glob
 import os
 import re
 
-from .files import match_in_directory
+from .. import storage
 
 __all__ = ["TENSOR_FILE_SUFFIXES", "tensor_file_format",
            "INDEX_SUFFIX", "DATA_SUFFIX", "V1_SHARD_PATTERN", "V1_SHARD_GLOB", "index_filename", "data_filename",
@@ -62,7 +62,7 @@ def data_filename(prefix: str, shard: int, num_shards: int) -> str:
 def existing_data_files(prefix: str) -> list[str]:
     """Every data shard file of `prefix` on disk, whatever its shard count."""
     directory, base = os.path.split(prefix)
-    return match_in_directory(directory, glob.escape(base) + _DATA_GLOB)
+    return storage.match(directory, glob.escape(base) + _DATA_GLOB)
 
 
 def v2_file_regex(base: str) -> str:
@@ -90,7 +90,7 @@ def v1_shard_set_pattern(base: str, count: str) -> str:
 
 def existing_v1_shards(directory: str, base: str) -> list[str]:
     """Files named like V1 shards of `base` (any shard, any count) in `directory`."""
-    return match_in_directory(directory, glob.escape(base) + _V1_SHARDS_GLOB)
+    return storage.match(directory, glob.escape(base) + _V1_SHARDS_GLOB)
 
 
 # --------------------------------------------------------------------------- SavedModel
@@ -105,7 +105,7 @@ def saved_model_file(export_dir: str) -> str | None:
     """The `saved_model.pb` (or `.pbtxt`) of SavedModel directory `export_dir`, or None."""
     for name in SAVED_MODEL_FILENAMES:
         candidate = os.path.join(export_dir, name)
-        if os.path.isfile(candidate):
+        if storage.of(candidate).isfile(candidate):
             return candidate
     return None
 

@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes as _dtypes
+from .. import storage
 from ..errors import DataLossError, UnsupportedError
 from . import bundle
-from .commit import Commit
-from .files import open_regular
-from .safetensors import _check_member_names, _read_all, _read_exactly
+from .safetensors import _check_member_names, _read_all
 
 __all__ = ["NpzFile", "read_npz", "write_npz"]
 
@@ -48,16 +47,17 @@ class _NpzSource:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.file = open_regular(path, ".npz file")
+        self.handle = storage.of(path).open(path, ".npz file")
+        self.file = self.handle.as_file()
         try:
             self._open()
         except BaseException:
-            self.file.close()
+            self.handle.close()
             raise
 
     def _open(self) -> None:
         path, f = self.path, self.file
-        magic = _read_exactly(f, 6)
+        magic = self.handle.read(6, 0)
         if not magic:
             raise DataLossError("empty file, not an .npz archive", path=path)
         if magic == np.lib.format.MAGIC_PREFIX:
@@ -87,7 +87,7 @@ class _NpzSource:
 
     def close(self) -> None:
         self.npz.close() if hasattr(self, "npz") else None
-        self.file.close()
+        self.handle.close()
 
     def __enter__(self) -> _NpzSource:
         return self
@@ -159,7 +159,7 @@ def write_npz(path: str | os.PathLike, tensors: Mapping[str, Any],
     _check_member_names(path, tensors, ".npz member", limit=_MAX_ZIP_NAME - len(".npy"))
     for name, value in tensors.items():  # refuse what npz can't hold before writing anything
         _npz_can_hold(*bundle.meta_of(value, name), path, name)
-    with Commit(os.path.dirname(path)) as tx:
+    with storage.Commit(os.path.dirname(path)) as tx:
         out = tx.file(path)
         with zipfile.ZipFile(out.file, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, value in tensors.items():  # one tensor in memory at a time

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from .. import dtypes as _dtypes
+from .. import storage
 from ..errors import DataLossError, UnsupportedError
 from . import bundle
-from .commit import Commit
-from .files import open_regular
 
 __all__ = ["SafetensorsFile", "read_safetensors", "write_safetensors"]
 
@@ -54,24 +53,24 @@ class _SafetensorsSource:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.file = open_regular(path, ".safetensors file")
+        self.handle = storage.of(path).open(path, ".safetensors file")
         try:
             self._parse()
         except BaseException:
-            self.file.close()
+            self.handle.close()
             raise
 
     def _parse(self) -> None:
-        path, f = self.path, self.file
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(8)
+        path, f = self.path, self.handle
+        size = f.size
+        head = f.read(8, 0)
         if len(head) < 8:
             raise DataLossError("not a safetensors file: shorter than its 8-byte header length", path=path)
         (n,) = _HEADER_LEN.unpack(head)
         if n > min(_MAX_HEADER, size - 8):
             raise DataLossError(f"not a safetensors file: header length {n} exceeds the file", path=path)
         try:
-            header = json.loads(_read_exactly(f, n).decode("utf-8"))
+            header = json.loads(f.read(n, 8).decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise DataLossError(f"safetensors header is not valid JSON: {exc}", path=path) from None
         if not isinstance(header, dict):
@@ -98,32 +97,20 @@ class _SafetensorsSource:
         buf = np.empty(end - begin, dtype=np.uint8)
         view, got = buf.data, 0  # a memoryview of buf
         while got < len(buf):  # an unbuffered file may return less than asked
-            n_read = os.preadv(self.file.fileno(), [view[got:]], self.data_start + begin + got)
+            n_read = self.handle.readinto(view[got:], self.data_start + begin + got)
             if not n_read:
                 raise DataLossError("file ended early", path=self.path, key=name)
             got += n_read
         return buf.view(dtype.numpy).reshape(shape)
 
     def close(self) -> None:
-        self.file.close()
+        self.handle.close()
 
     def __enter__(self) -> _SafetensorsSource:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _read_exactly(f, n: int) -> bytes:
-    """n bytes from an unbuffered file (which may return fewer per read), or fewer at EOF."""
-    chunks, got = [], 0
-    while got < n:
-        chunk = f.read(n - got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 _MAX_RANK = 64  # numpy's limit (TF's is 254, but such a tensor could not be an array here)
@@ -201,7 +188,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
     if len(blob) > _MAX_HEADER:
         raise UnsupportedError(f"the safetensors header would be {len(blob)} bytes, over the "
                                f"format's limit of {_MAX_HEADER} (names too long or too many)", path=path)
-    with Commit(os.path.dirname(path)) as tx:
+    with storage.Commit(os.path.dirname(path)) as tx:
         out = tx.shard(path)  # streamed like a data shard: O_DIRECT where it can, bounded buffers
         out.write(_HEADER_LEN.pack(len(blob)))
         out.write(blob)

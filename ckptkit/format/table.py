@@ -14,9 +14,9 @@ import mmap
 import os
 from collections.abc import Iterator
 
+from .. import storage
 from ..errors import DataLossError
 from .coding import FIXED32, FIXED64, VarintError, crc32c, decode_varint, encode_varint, mask_crc, unmask_crc
-from .files import open_regular, read_whole
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -146,9 +146,8 @@ class TableReader:
     @classmethod
     def open(cls, path: str | os.PathLike, what: str = "table file") -> TableReader:
         """Read the table at `path`; `what` names it in errors ("checkpoint index")."""
-        with open_regular(os.fspath(path), what) as f:
-            data = read_whole(f, what, os.fspath(path))
-        return cls(data, path)
+        path = os.fspath(path)
+        return cls(storage.of(path).read_bytes(path, what), path)
 
     @property
     def num_blocks(self) -> int:

@@ -28,10 +28,10 @@ import os
 import numpy as np
 
 from .. import dtypes as _dtypes
+from .. import storage
 from ..errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
 from ..proto import saved_tensor_slice_pb2
 from . import naming
-from .files import match_in_directory, open_regular
 from .slices import TensorSlice, assemble, encode_tensor_name_slice
 from .table import FOOTER_SIZE, MAGIC, TableReader, iter_block
 
@@ -54,15 +54,10 @@ def is_table_file(path: str) -> bool:
     FIFO or device where a checkpoint is expected is "not a table", never a hang.
     """
     try:
-        f = open_regular(path, "checkpoint file")
+        with storage.of(path).open(path, "checkpoint file") as f:
+            return f.size >= FOOTER_SIZE and int.from_bytes(f.read(8, f.size - 8), "little") == MAGIC
     except CheckpointError:
         return False
-    with f:
-        try:
-            size = os.fstat(f.fileno()).st_size
-            return size >= FOOTER_SIZE and int.from_bytes(os.pread(f.fileno(), 8, size - 8), "little") == MAGIC
-        except OSError:
-            return False
 
 
 def find_v1_files(path: str) -> tuple[str, list[str]] | None:
@@ -76,7 +71,7 @@ def find_v1_files(path: str) -> tuple[str, list[str]] | None:
     """
     directory, base = os.path.split(path)
     if SHARD_GLOB.search(base):
-        files = [f for f in match_in_directory(directory, base) if os.path.isfile(f)]
+        files = [f for f in storage.match(directory, base) if storage.of(f).isfile(f)]
         if not files or not all(is_table_file(f) for f in files):
             return None
         m = SHARD_PATTERN.match(files[0])
@@ -84,7 +79,7 @@ def find_v1_files(path: str) -> tuple[str, list[str]] | None:
     m = SHARD_PATTERN.match(path)
     if m and is_table_file(path):
         return naming.v1_shard_set_pattern(m["base"], m["count"]), _complete_set(m["base"], m["count"])
-    if os.path.isfile(path):
+    if storage.of(path).isfile(path):
         return (path, [path]) if is_table_file(path) else None
     files = [f for f in naming.existing_v1_shards(directory, base) if SHARD_PATTERN.match(f)]
     if files and is_table_file(files[0]):
@@ -98,7 +93,7 @@ def find_v1_files(path: str) -> tuple[str, list[str]] | None:
 def _complete_set(base: str, count: str) -> list[str]:
     files = [naming.v1_shard_filename(base, i, count) for i in range(int(count))]
     for f in files:
-        if not os.path.isfile(f):
+        if not storage.of(f).isfile(f):
             raise NotFoundError(f"shard {os.path.basename(f)} of this V1 checkpoint is missing", path=f)
     return files
 
@@ -173,12 +168,8 @@ class _Tensor:
 
 
 def _open_table(path: str) -> TableReader:
-    with open_regular(path, "checkpoint file") as f:
-        try:
-            size = os.fstat(f.fileno()).st_size
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        except OSError as exc:
-            raise CheckpointError(f"cannot read checkpoint file: {exc.strerror or exc}", path=path) from None
+    with storage.of(path).open(path, "checkpoint file") as f:
+        data = f.mmap() or f.read_all()  # a map where the store has one: tables can be big
     return TableReader(data, path)
 
 

@@ -20,8 +20,9 @@ import ckptkit
 from ckptkit import edit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError
-from ckptkit.format import bundle, files
-from ckptkit.format.commit import JOURNAL_SUFFIX
+from ckptkit.format import bundle
+from ckptkit.storage import files
+from ckptkit.storage.journal import JOURNAL_SUFFIX
 
 FLOAT = 1
 

@@ -1,4 +1,4 @@
-"""The commit protocol (format/commit.py): journal, roll-forward, readers through a pending
+"""The commit protocol (storage/journal.py): journal, roll-forward, readers through a pending
 commit, hostile journals, and the old index never unlinked during a rewrite."""
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from helpers import leftovers
 
 import ckptkit
 from ckptkit.errors import CheckpointError
-from ckptkit.format import bundle, commit
-from ckptkit.format.commit import JOURNAL_SUFFIX, Commit
+from ckptkit.format import bundle
+from ckptkit.storage import Commit
+from ckptkit.storage import journal as commit
+from ckptkit.storage.journal import JOURNAL_SUFFIX
 
 
 class Crash(BaseException):
@@ -21,7 +23,7 @@ class Crash(BaseException):
 
 
 def crash_after_commit_point(monkeypatch, renames_done: int) -> None:
-    """Make Commit.publish die after the journal is written and `renames_done` renames ran."""
+    """Make LocalCommit.publish die after the journal is written and `renames_done` renames ran."""
     real_replace = os.replace
     state = {"n": 0, "journaled": False}
 
@@ -36,8 +38,8 @@ def crash_after_commit_point(monkeypatch, renames_done: int) -> None:
         return real_replace(src, dst)
 
     monkeypatch.setattr(commit.os, "replace", replace)
-    # a dead process runs no cleanup: Commit.__exit__ must not undo a published commit
-    monkeypatch.setattr(Commit, "abort", lambda self: None)
+    # a dead process runs no cleanup: LocalCommit.__exit__ must not undo a published commit
+    monkeypatch.setattr(commit.LocalCommit, "abort", lambda self: None)
 
 
 @pytest.mark.parametrize("renames_done", [0, 1, 2])

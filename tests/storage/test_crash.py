@@ -23,7 +23,7 @@ import pytest
 from helpers import subprocess_env
 
 import ckptkit
-from ckptkit.format import files
+from ckptkit.storage import files
 
 KILLS = 30
 

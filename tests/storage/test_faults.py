@@ -43,8 +43,8 @@ from helpers import (
 import ckptkit
 from ckptkit import convert, edit
 from ckptkit.format import bundle
-from ckptkit.format import files as ck_files
-from ckptkit.format.lock import LOCK_FILENAME
+from ckptkit.storage import files as ck_files
+from ckptkit.storage.lock import LOCK_FILENAME
 
 OLD, NEW = seeded_values(1), seeded_values(2)
 SHADOW = "v/ExponentialMovingAverage"

@@ -14,12 +14,12 @@ from helpers import subprocess_env
 
 import ckptkit
 from ckptkit.errors import CheckpointError
-from ckptkit.format import files
-from ckptkit.format.lock import LOCK_FILENAME, DirectoryLock, DirectoryLockedError
+from ckptkit.storage import files
+from ckptkit.storage.lock import LOCK_FILENAME, DirectoryLock, DirectoryLockedError
 
 HOLDER = r"""
 import sys
-from ckptkit.format.lock import DirectoryLock
+from ckptkit.storage.lock import DirectoryLock
 with DirectoryLock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.readline()          # hold until told (or killed)
@@ -30,7 +30,7 @@ SAVER = r"""
 import os, sys
 import numpy as np
 import ckptkit
-from ckptkit.format.lock import DirectoryLockedError
+from ckptkit.storage.lock import DirectoryLockedError
 directory, name, count, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 saver = ckptkit.Saver(max_to_keep=2, lock_timeout=None if timeout == "none" else float(timeout))
 print("ready", flush=True)

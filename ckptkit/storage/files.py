@@ -9,7 +9,6 @@ even when the directory is shared with other machines or containers.
 """
 from __future__ import annotations
 
-import fnmatch
 import io
 import os
 import re
@@ -25,7 +24,6 @@ TEMP_MARKER = ".ckptkit-tmp-"
 STALE_TEMP_SECONDS = 3600.0
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-_MAX_PATTERN = 1024  # file names are at most 255 bytes; a longer pattern is no real one
 _TEMP_TAIL = re.compile(r"(?:(?P<writer>[0-9a-f]{8})-)?(?P<pid>\d+)-[0-9a-f]+")
 _writer_id: str | None = None
 
@@ -133,23 +131,6 @@ def sweep_stale_temps(directory: str, *, max_age: float = STALE_TEMP_SECONDS,
     if removed:
         fsync_dir(directory)
     return removed
-
-
-def match_in_directory(directory: str, name_pattern: str) -> list[str]:
-    """Sorted paths of the entries of `directory` whose names match `name_pattern` (fnmatch).
-
-    A one-directory glob for names that come from state files, which may be hostile:
-    the directory is taken literally (no wildcards there, so no walk of the whole
-    filesystem and no recursion), a NUL byte or an over-long pattern matches nothing
-    instead of raising or compiling a 10 MB regex.
-    """
-    if "\0" in directory or "\0" in name_pattern or len(name_pattern) > _MAX_PATTERN:
-        return []
-    try:
-        names = os.listdir(directory or os.curdir)
-    except (OSError, ValueError):
-        return []
-    return sorted(os.path.join(directory, n) for n in fnmatch.filter(names, name_pattern))
 
 
 def open_regular(path: str, what: str) -> io.FileIO:

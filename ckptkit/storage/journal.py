@@ -34,26 +34,23 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from ..errors import CheckpointError, DataLossError, NotFoundError
+from ..errors import CheckpointError, ConcurrentModificationError, NotFoundError
+from .base import copy_range
 from .files import STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular, sweep_stale_temps, temp_name
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
-from .shard_writer import CHUNK, ShardWriter
+from .shard_writer import ShardWriter
 
-__all__ = ["JOURNAL_SUFFIX", "Commit", "ConcurrentModificationError", "identity", "locked_directory",
-           "open_pending", "pending_renames", "published_identity", "recover", "write_file"]
+__all__ = ["JOURNAL_SUFFIX", "ConcurrentModificationError", "LocalCommit", "identity",
+           "locked_directory", "open_pending", "pending_renames", "published_identity", "recover"]
 
 JOURNAL_SUFFIX = ".ckptkit-journal"
 _JOURNAL_VERSION = 1
 _MAX_JOURNAL_BYTES = 1 << 20
 
 _log = logging.getLogger(__name__)
-
-
-class ConcurrentModificationError(CheckpointError):
-    """A file this write started from was changed by someone else; nothing was written."""
 
 
 # --------------------------------------------------------------------------- the journal
@@ -107,7 +104,7 @@ def pending_renames(last_final: str) -> dict[str, str]:
     return {final: temp for temp, final in found[0]}
 
 
-def open_pending(path: str, pending: dict[str, str], what: str) -> io.FileIO:
+def open_pending(path: str, pending: Mapping[str, str], what: str) -> io.FileIO:
     """`files.open_regular` of a checkpoint file, through a pending commit's temp if any.
 
     A live writer may rename the temp to `path` between our look and our open: then
@@ -206,23 +203,8 @@ def published_identity(last_final: str) -> tuple[int, int, int, int] | None:
     return found if found is not None else identity(last_final)
 
 
-def copy_range(fd: int, offset: int, size: int, out, *, path: str, key: str | None = None,
-               progress=None) -> None:
-    """Copy `size` bytes at `offset` of `fd` (the file `path`) to `out`, in chunks; a file
-    shorter than that is a DataLossError (callers checked `size` against it already)."""
-    while size:
-        chunk = os.pread(fd, min(size, CHUNK), offset)
-        if not chunk:
-            raise DataLossError("file ended early", path=path, key=key)
-        out.write(chunk)
-        offset += len(chunk)
-        size -= len(chunk)
-        if progress is not None:
-            progress(len(chunk))
-
-
-class Commit:
-    """`with Commit(directory) as tx:` — create files with `tx.file`/`tx.shard`/`tx.link`,
+class LocalCommit:
+    """`with LocalCommit(directory) as tx:` — create files with `tx.file`/`tx.shard`/`tx.link`,
     then `tx.publish()`; leaving the block without publishing deletes every temp file.
 
     Files are published in the order they were created, so create the index last.
@@ -237,7 +219,7 @@ class Commit:
         self._guards: dict[str, tuple | None] = {}
         self._published = False
 
-    def __enter__(self) -> Commit:
+    def __enter__(self) -> LocalCommit:
         self._lock.__enter__()
         return self
 
@@ -269,8 +251,16 @@ class Commit:
         """Publish `source`'s bytes at `path` too: a hard link where the filesystem allows,
         else a copy. `source` must be a regular file (a FIFO or device fails, never hangs),
         and a link is kept only if it is that very file."""
+        from . import is_url, of  # noqa: PLC0415 - local.py and __init__ build on this module
+        from .local import LocalHandle  # noqa: PLC0415
+
         self._own(path)
-        with open_regular(source, what) as src:
+        if is_url(source):  # a remote checkpoint edited into a local output: copy its bytes
+            with of(source).open(source, what) as remote:
+                copy_range(remote, 0, remote.size, self.file(path), path=source, progress=progress)
+            return
+        src = LocalHandle(open_regular(source, what), source, what)
+        with src:
             st = os.fstat(src.fileno())
             temp = temp_name(path)
             try:
@@ -285,7 +275,7 @@ class Commit:
                 os.unlink(temp)  # a symlink was swapped in between: copy what we opened
             except OSError:
                 pass
-            copy_range(src.fileno(), 0, st.st_size, self.file(path), path=source, progress=progress)
+            copy_range(src, 0, st.st_size, self.file(path), path=source, progress=progress)
 
     def delete_after(self, path: str) -> None:
         """Delete `path` once the new files are published (an old file nothing will use)."""
@@ -340,9 +330,3 @@ class Commit:
                 _log.debug("discarding %s: %s", part.path, exc)
         self._parts.clear()
 
-
-def write_file(path: str, data: bytes, *, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> None:
-    """Publish one whole small file (a `.meta`, a state file) by the protocol above."""
-    with Commit(os.path.dirname(path), lock_timeout=lock_timeout) as tx:
-        tx.file(path).write(data)
-        tx.publish()

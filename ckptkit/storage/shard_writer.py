@@ -12,7 +12,7 @@ import queue
 import threading
 
 from ..errors import CheckpointError
-from .coding import crc32c
+from ..format.coding import crc32c
 from .files import AtomicFile
 
 CHUNK = 8 << 20        # bytes per write call and per crc piece: big calls, still cache-sized

@@ -1,0 +1,167 @@
+"""The one place where bytes meet a filesystem.
+
+`of(path)` is the store holding `path`: the local filesystem for plain paths and
+`file://` URLs, an fsspec filesystem for every other URL (`s3://`, `gs://`,
+`http(s)://`, `hf://`, `memory://`, ...). Options for a remote store (credentials,
+endpoints) come the fsspec way: `storage_options=` on the API calls that take it
+(applied with `options(...)` for the duration of the call), or fsspec's own
+configuration (environment variables `FSSPEC_S3_*`, `~/.config/fsspec/*.json`, the
+store's usual credential chain) for the CLI.
+
+Writes go through `Commit(directory)`: the journaled temp-and-rename protocol on local
+disks (journal.py), ordered uploads on object stores (remote.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import fnmatch
+import os
+import posixpath
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..errors import CheckpointError
+from .base import Identity, ReadHandle, Storage
+from .local import LocalStorage
+from .lock import EDIT, EDIT_WAIT_SECONDS
+
+__all__ = ["LOCAL", "Commit", "Identity", "ReadHandle", "Storage", "abspath", "exists", "fspath", "is_url", "isabs",
+           "isdir", "isfile", "join",
+           "locked_directory", "match", "of", "relpath", "options", "same_directory", "write_file"]
+
+LOCAL = LocalStorage()
+_URL = re.compile(r"^(?P<protocol>[a-zA-Z][a-zA-Z0-9+.-]+)://")
+_options: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("ckptkit_storage_options",
+                                                                                    default=None)
+_stores: dict[tuple, Storage] = {}
+_MAX_PATTERN = 1024  # file names are at most 255 bytes; a longer pattern is no real one
+REMOTE_EXTRA = 'pip install "tf-ckptkit[remote]"'
+
+
+def is_url(path: str) -> bool:
+    """A URL names a store other than the local filesystem (`file://` is local)."""
+    m = _URL.match(path)
+    return m is not None and m["protocol"].lower() != "file"
+
+
+def local_path(path: str) -> str:
+    """`file://` URLs as plain paths; anything else unchanged."""
+    return path[len("file://"):] if path[:7].lower() == "file://" else path
+
+
+@contextlib.contextmanager
+def options(storage_options: Mapping[str, Any] | None) -> Iterator[None]:
+    """Use `storage_options` (fsspec's keyword arguments for the store) for URLs opened
+    inside the block; None leaves the current ones."""
+    if storage_options is None:
+        yield
+        return
+    token = _options.set(dict(storage_options))
+    try:
+        yield
+    finally:
+        _options.reset(token)
+
+
+def of(path: str) -> Storage:
+    """The store that holds `path`."""
+    m = _URL.match(path)
+    if m is None or m["protocol"].lower() == "file":
+        return LOCAL
+    protocol = m["protocol"].lower()
+    opts = _options.get() or {}
+    cache_key = (protocol, tuple(sorted((k, repr(v)) for k, v in opts.items())))
+    store = _stores.get(cache_key)
+    if store is None:
+        try:
+            import fsspec  # noqa: PLC0415 - optional: only remote URLs need it
+        except ImportError:
+            raise CheckpointError(f"reading {protocol}:// URLs needs fsspec: {REMOTE_EXTRA}", path=path) from None
+        from .remote import FsspecStorage  # noqa: PLC0415
+
+        try:
+            fs = fsspec.filesystem(protocol, **opts)
+        except ImportError as exc:
+            raise CheckpointError(f"{protocol}:// URLs need {exc.name or 'a package'}: {REMOTE_EXTRA}",
+                                  path=path) from None
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"cannot use {protocol}:// URLs: {exc}", path=path) from None
+        store = _stores[cache_key] = FsspecStorage(fs, protocol)
+    return store
+
+
+def isabs(path: str) -> bool:
+    return is_url(path) or os.path.isabs(local_path(path))
+
+
+def join(directory: str, name: str) -> str:
+    return posixpath.join(directory, name) if is_url(directory) else os.path.join(directory, name)
+
+
+def abspath(path: str) -> str:
+    """Absolute form of a local path; URLs are absolute already."""
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def relpath(path: str, start: str) -> str:
+    """`path` relative to `start` when both are local and `path` is absolute; else `path`."""
+    if is_url(path) or is_url(start) or not os.path.isabs(path):
+        return path
+    return os.path.relpath(path, start)
+
+
+def same_directory(a: str, b: str) -> bool:
+    if is_url(a) or is_url(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return LOCAL.realpath(a) == LOCAL.realpath(b)
+
+
+def Commit(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT) -> Any:  # noqa: N802
+    """`with Commit(directory) as tx:` — the transaction publishing new files in
+    `directory` (see journal.LocalCommit for its methods and guarantees)."""
+    return of(directory).commit(directory or os.curdir, lock_timeout=lock_timeout, role=role)
+
+
+def locked_directory(directory: str, timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT):
+    """Hold `directory`'s writer lock (see lock.py); stores without locks hold nothing."""
+    return of(directory).lock(directory or os.curdir, timeout, role)
+
+
+def write_file(path: str, data: bytes, *, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> None:
+    """Publish one whole small file (a `.meta`, a state file) by the commit protocol."""
+    with Commit(os.path.dirname(path), lock_timeout=lock_timeout) as tx:
+        tx.file(path).write(data)
+        tx.publish()
+
+
+def match(directory: str, name_pattern: str) -> list[str]:
+    """Sorted paths of the entries of `directory` whose names match `name_pattern` (fnmatch).
+
+    A one-directory glob for names that come from state files, which may be hostile:
+    the directory is taken literally (no wildcards there, so no walk of the whole
+    filesystem and no recursion), a NUL byte or an over-long pattern matches nothing
+    instead of raising or compiling a 10 MB regex.
+    """
+    if "\0" in directory or "\0" in name_pattern or len(name_pattern) > _MAX_PATTERN:
+        return []
+    names = of(directory).listdir(directory)
+    return sorted(join(directory, n) for n in fnmatch.filter(names, name_pattern))
+
+
+def isfile(path: str) -> bool:
+    return of(path).isfile(path)
+
+
+def isdir(path: str) -> bool:
+    return of(path).isdir(path)
+
+
+def exists(path: str) -> bool:
+    return of(path).exists(path)
+
+
+def fspath(path: str | os.PathLike) -> str:
+    """A user's path argument as ckptkit's paths: `file://` URLs become local paths."""
+    return local_path(os.fspath(path))

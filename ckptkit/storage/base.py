@@ -1,0 +1,203 @@
+"""What ckptkit needs from a place that holds files: the interface every store implements.
+
+Everything above this package (the formats, the reader, the Saver, the edits) sees
+checkpoint files only through a `Storage` and the `ReadHandle`s it opens, so the same
+code reads a checkpoint on a local disk, in an S3 bucket or behind an HTTP server.
+Paths are strings: local paths for `LocalStorage`, URLs (`s3://bucket/run/model.ckpt`)
+for the fsspec stores; `os.path.join`/`dirname`/`basename` work on both.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import io
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..errors import DataLossError
+
+COPY_CHUNK = 8 << 20  # bytes per read when copying files: big calls, still cache-sized
+
+Identity = tuple  # what a store says about a file version: equal tuples, same bytes
+
+
+class ReadHandle(abc.ABC):
+    """One open file: its size when opened, and reads of byte ranges."""
+
+    path: str
+    size: int
+    identity: Identity | None  # the version opened (see Storage.identity)
+
+    @abc.abstractmethod
+    def readinto(self, buf: memoryview, offset: int) -> int:
+        """Read up to len(buf) bytes at `offset` into `buf`; return how many (0 at the end)."""
+
+    def read(self, size: int, offset: int) -> bytes:
+        """`size` bytes at `offset` (fewer only at the end of the file, as it was when opened:
+        a buffer is never larger than the file)."""
+        size = max(0, min(size, self.size - offset))
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = self.readinto(view[got:], offset + got)
+            if not n:
+                break
+            got += n
+        return bytes(buf[:got])
+
+    def read_all(self) -> bytes:
+        return self.read(self.size, 0)
+
+    def as_file(self) -> io.RawIOBase:
+        """A seekable file object over the handle (for readers that want one: zipfile)."""
+        return _HandleFile(self)
+
+    def mmap(self) -> Any | None:
+        """A read-only memory map of the whole file, or None where the store has none."""
+        return None
+
+    def fileno(self) -> int | None:
+        """The OS descriptor of a local file (for zero-copy paths), else None."""
+        return None
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> ReadHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _HandleFile(io.RawIOBase):
+    def __init__(self, handle: ReadHandle) -> None:
+        self.handle = handle
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = self.handle.readinto(memoryview(buf).cast("B"), self.pos) if self.pos < self.handle.size else 0
+        self.pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.handle.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+
+class Storage(abc.ABC):
+    """A filesystem or object store. See local.py and remote.py for the two kinds."""
+
+    #: whether directories are real (must exist before files go in them)
+    hierarchical: bool = True
+
+    # ---- reading and looking
+    @abc.abstractmethod
+    def open(self, path: str, what: str, pending: Mapping[str, str] | None = None) -> ReadHandle:
+        """Open a regular file for reading; errors are CheckpointErrors naming `path` and `what`.
+        `pending` is `pending(...)` of the checkpoint the file belongs to."""
+
+    def pending(self, last_final: str) -> dict[str, str]:
+        """{final path: temp path} of a commit published but not yet applied, whose last file
+        is `last_final` (journal.py); readers open those temps instead. {}: none."""
+        return {}
+
+    def published_identity(self, last_final: str) -> Identity | None:
+        """The identity of what a reader opening `last_final` now would read."""
+        return self.identity(last_final)
+
+    def read_bytes(self, path: str, what: str, limit: int | None = None) -> bytes:
+        """All of a small file (at most `limit` bytes, if given: more is not read)."""
+        with self.open(path, what) as f:
+            return f.read(f.size if limit is None else min(f.size, limit + 1), 0)
+
+    @abc.abstractmethod
+    def kind(self, path: str) -> str | None:
+        """"file", "dir", "link" (local symlinks only), "other" or None (absent)."""
+
+    def isfile(self, path: str) -> bool:
+        return self.kind(path) == "file"
+
+    def isdir(self, path: str) -> bool:
+        return self.kind(path) == "dir"
+
+    def exists(self, path: str) -> bool:
+        return self.kind(path) is not None
+
+    @abc.abstractmethod
+    def entries(self, directory: str) -> list[tuple[str, str]]:
+        """(name, kind) of each entry of `directory` (kinds as `kind`, symlinks not followed);
+        [] when it can't be listed."""
+
+    def listdir(self, directory: str) -> list[str]:
+        """Names (not paths) of the entries of `directory`; [] when it can't be listed."""
+        return [name for name, _ in self.entries(directory)]
+
+    @abc.abstractmethod
+    def size(self, path: str) -> int: ...
+
+    @abc.abstractmethod
+    def mtime(self, path: str) -> float | None:
+        """Seconds since the epoch of the last change, None where unknown."""
+
+    @abc.abstractmethod
+    def identity(self, path: str) -> Identity | None:
+        """A tuple that changes whenever the file at `path` is replaced or rewritten; None: absent."""
+
+    def realpath(self, path: str) -> str:
+        return path
+
+    # ---- writing
+    @abc.abstractmethod
+    def makedirs(self, directory: str) -> None: ...
+
+    def mkdir(self, directory: str) -> None:
+        """Create one directory (its parent must exist), as TF's Saver does."""
+        return None  # stores without directories have nothing to create
+
+    @abc.abstractmethod
+    def remove(self, path: str) -> bool:
+        """Delete one file (a symlink itself, never its target); False if it was absent."""
+
+    def sync_directory(self, directory: str) -> None:
+        """Make renames and deletions in `directory` durable (where that means anything)."""
+        return None
+
+    @abc.abstractmethod
+    def commit(self, directory: str, *, lock_timeout: float | None, role: str) -> Any:
+        """A transaction publishing new files in `directory` (see journal.LocalCommit)."""
+
+    def lock(self, directory: str, timeout: float | None, role: str) -> contextlib.AbstractContextManager[None]:
+        """Hold `directory`'s writer lock (stores without locks: nothing)."""
+        return _no_lock()
+
+
+@contextlib.contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
+def copy_range(source, offset: int, size: int, out, *, path: str, key: str | None = None,
+               progress=None) -> None:
+    """Copy `size` bytes at `offset` of `source` (a ReadHandle of the file `path`) to `out`,
+    in chunks; a file shorter than that is a DataLossError (callers checked `size` already)."""
+    while size:
+        chunk = source.read(min(size, COPY_CHUNK), offset)
+        if not chunk:
+            raise DataLossError("file ended early", path=path, key=key)
+        out.write(chunk)
+        offset += len(chunk)
+        size -= len(chunk)
+        if progress is not None:
+            progress(len(chunk))

@@ -1,0 +1,155 @@
+"""The local filesystem: today's fast paths (preadv, mmap, O_DIRECT shard writes, flock,
+journaled commits with atomic renames) behind the `Storage` interface."""
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import stat
+from collections.abc import Mapping
+
+from ..errors import CheckpointError, DataLossError
+from .base import Identity, ReadHandle, Storage
+from .files import fsync_dir, open_regular
+from .journal import LocalCommit, identity, locked_directory, open_pending, pending_renames, published_identity
+from .lock import EDIT, EDIT_WAIT_SECONDS
+
+
+class LocalHandle(ReadHandle):
+    """A regular file opened by `files.open_regular` (a FIFO fails at once, never hangs)."""
+
+    def __init__(self, file: io.FileIO, path: str, what: str) -> None:
+        self.file = file
+        self.path = path
+        self.what = what
+        st = os.fstat(file.fileno())
+        self.size = st.st_size
+        self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def readinto(self, buf: memoryview, offset: int) -> int:
+        try:
+            return os.preadv(self.file.fileno(), [buf], offset)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {self.what}: {exc.strerror or exc}", path=self.path) from None
+
+    def read_all(self) -> bytes:
+        try:
+            return self.file.read()  # one read to the end, whatever the size said
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {self.what}: {exc.strerror or exc}", path=self.path) from None
+
+    def mmap(self) -> mmap.mmap | None:
+        if not self.size:
+            return None
+        try:
+            return mmap.mmap(self.file.fileno(), self.size, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot map {self.what}: {exc}", path=self.path) from None
+
+    def as_file(self) -> io.FileIO:
+        return self.file
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class LocalStorage(Storage):
+
+    def open(self, path: str, what: str, pending: Mapping[str, str] | None = None) -> LocalHandle:
+        file = open_pending(path, pending, what) if pending else open_regular(path, what)
+        return LocalHandle(file, path, what)
+
+    def pending(self, last_final: str) -> dict[str, str]:
+        return pending_renames(last_final)
+
+    def published_identity(self, last_final: str) -> Identity | None:
+        return published_identity(last_final)
+
+    def read_bytes(self, path: str, what: str, limit: int | None = None) -> bytes:
+        with self.open(path, what) as f:
+            if limit is None:
+                return f.read_all()
+            return f.read(min(f.size, limit + 1), 0)
+
+    def kind(self, path: str) -> str | None:
+        try:
+            mode = os.lstat(path).st_mode
+        except (OSError, ValueError):
+            return None
+        if stat.S_ISLNK(mode):
+            try:
+                mode = os.stat(path).st_mode
+            except (OSError, ValueError):
+                return "link"  # dangling
+        if stat.S_ISREG(mode):
+            return "file"
+        if stat.S_ISDIR(mode):
+            return "dir"
+        return "other"
+
+    def entries(self, directory: str) -> list[tuple[str, str]]:
+        try:
+            found = list(os.scandir(directory or os.curdir))
+        except (OSError, ValueError):  # missing, not a directory, unreadable, NUL in the name
+            return []
+        out = []
+        for entry in found:
+            try:
+                kind = ("link" if entry.is_symlink() else "file" if entry.is_file(follow_symlinks=False)
+                        else "dir" if entry.is_dir(follow_symlinks=False) else "other")
+            except OSError:
+                continue
+            out.append((entry.name, kind))
+        return out
+
+    def listdir(self, directory: str) -> list[str]:
+        try:
+            return os.listdir(directory or os.curdir)
+        except (OSError, ValueError):
+            return []
+
+    def size(self, path: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except OSError as exc:
+            raise DataLossError(f"cannot stat: {exc.strerror or exc}", path=path) from None
+
+    def mtime(self, path: str) -> float | None:
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            return None
+
+    def identity(self, path: str) -> Identity | None:
+        return identity(path)
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path or os.curdir)
+
+    def makedirs(self, directory: str) -> None:
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+
+    def mkdir(self, directory: str) -> None:
+        """Create one directory (its parent must exist), as TF's Saver does."""
+        os.mkdir(directory)
+
+    def remove(self, path: str) -> bool:
+        try:
+            os.unlink(path)  # on a symlink: removes the link, not its target
+        except FileNotFoundError:
+            return False
+        return True
+
+    def sync_directory(self, directory: str) -> None:
+        fsync_dir(directory)
+
+    def commit(self, directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS,
+               role: str = EDIT) -> LocalCommit:
+        return LocalCommit(directory, lock_timeout=lock_timeout, role=role)
+
+    def lock(self, directory: str, timeout: float | None, role: str):
+        return locked_directory(directory, timeout, role)

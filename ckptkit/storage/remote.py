@@ -1,0 +1,283 @@
+"""Checkpoints at fsspec URLs (s3://, gs://, http(s)://, hf://, memory://, ...).
+
+Reads fetch byte ranges only (`cat_file(path, start, end)`), so listing a checkpoint
+reads its `.index` and never its data shards, and a tensor read fetches that tensor's
+bytes; BundleData splits big tensors into pieces that its thread pool fetches
+concurrently. Transient store failures are retried a bounded number of times; what
+still fails is a CheckpointError naming the URL.
+
+Object stores have no rename, so there is no temp-and-rename commit: every new file
+streams straight to its final name (S3 multipart uploads and GCS resumable uploads
+appear only when completed) and files are completed in the commit's order — data
+shards first, the `.index` last, the state file after it — then old files are deleted.
+A reader therefore never sees an index whose shards are missing; overwriting an
+existing prefix in place is not atomic (see the README). There is no directory lock.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from ..errors import CheckpointError, ConcurrentModificationError, DataLossError, NotFoundError
+from .base import Identity, ReadHandle, Storage, copy_range
+from .lock import EDIT, EDIT_WAIT_SECONDS
+
+_log = logging.getLogger(__name__)
+
+RETRIES = 3               # attempts after the first, for errors that may pass
+_BACKOFF_SECONDS = 0.2    # doubled after each failed attempt
+
+T = TypeVar("T")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Errors worth another try: timeouts, dropped connections, 5xx and throttling."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in ("timeout", "timed out", "connection", "disconnect", "reset by peer",
+                                         "503", "500", "502", "504", "slowdown", "throttl", "payload"))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+def call(url: str, what: str, fn: Callable[[], T]) -> T:
+    """`fn()`, retried on transient failures; failures become CheckpointErrors naming `url`."""
+    delay = _BACKOFF_SECONDS
+    for attempt in range(RETRIES + 1):
+        try:
+            return fn()
+        except CheckpointError:
+            raise
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"{what} not found", path=url) from None
+        except Exception as exc:  # noqa: BLE001 - a store's errors are many and undocumented
+            if attempt < RETRIES and _transient(exc):
+                _log.debug("retrying %s after %s", url, exc)
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if isinstance(exc, PermissionError) or "403" in str(exc) or "forbidden" in str(exc).lower():
+                raise CheckpointError(f"access to {what} denied: {_describe(exc)}", path=url) from None
+            raise CheckpointError(f"cannot read {what}: {_describe(exc)}", path=url) from None
+    raise AssertionError("unreachable")
+
+
+class RemoteHandle(ReadHandle):
+    def __init__(self, storage: FsspecStorage, path: str, what: str, info: dict) -> None:
+        self.storage = storage
+        self.path = path
+        self.what = what
+        self.size = int(info.get("size") or 0)
+        self.identity = storage.identity_of(info)
+
+    def read(self, size: int, offset: int) -> bytes:
+        if size <= 0 or offset >= self.size:
+            return b""
+        end = min(offset + size, self.size)
+        fs, key = self.storage.fs, self.storage.key(self.path)
+        data = call(self.path, self.what, lambda: fs.cat_file(key, start=offset, end=end))
+        if len(data) != end - offset:  # a truncated response: once more, then it is data loss
+            data = call(self.path, self.what, lambda: fs.cat_file(key, start=offset, end=end))
+            if len(data) != end - offset:
+                raise DataLossError(f"the store returned {len(data)} bytes of {self.what} at {offset}, "
+                                    f"asked for {end - offset}", path=self.path)
+        self.storage.transferred += len(data)
+        return data
+
+    def readinto(self, buf: memoryview, offset: int) -> int:
+        data = self.read(len(buf), offset)
+        buf[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+class FsspecStorage(Storage):
+    """One fsspec filesystem (one protocol and set of options)."""
+
+    hierarchical = False
+
+    def __init__(self, fs: Any, protocol: str) -> None:
+        self.fs = fs
+        self.protocol = protocol
+        self.transferred = 0  # bytes read from the store (for tests and benchmarks)
+
+    def key(self, path: str) -> str:
+        """What the fsspec filesystem calls `path` (HTTP keeps the whole URL)."""
+        return self.fs._strip_protocol(path)
+
+    @staticmethod
+    def identity_of(info: dict) -> Identity:
+        tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("generation") or ""
+        modified = info.get("LastModified") or info.get("mtime") or info.get("created") or info.get("updated") or ""
+        return (str(tag), str(modified), int(info.get("size") or 0))
+
+    def _info(self, path: str, what: str = "file") -> dict:
+        return call(path, what, lambda: self.fs.info(self.key(path)))
+
+    def open(self, path: str, what: str, pending: Mapping[str, str] | None = None) -> RemoteHandle:
+        info = self._info(path, what)
+        if info.get("type") == "directory":
+            raise CheckpointError(f"{what} is a directory", path=path)
+        return RemoteHandle(self, path, what, info)
+
+    def read_bytes(self, path: str, what: str, limit: int | None = None) -> bytes:
+        with self.open(path, what) as f:
+            return f.read(f.size if limit is None else min(f.size, limit + 1), 0)
+
+    def kind(self, path: str) -> str | None:
+        try:
+            info = self.fs.info(self.key(path))
+        except Exception:  # noqa: BLE001 - absent, or unreachable: callers then report "not found"
+            return None
+        kind = info.get("type")
+        return "dir" if kind == "directory" else "file" if kind == "file" else "other"
+
+    def entries(self, directory: str) -> list[tuple[str, str]]:
+        try:
+            found = self.fs.ls(self.key(directory), detail=True)
+        except Exception:  # noqa: BLE001 - unlistable (HTTP without an index page): no entries
+            return []
+        return [(os.path.basename(str(e["name"]).rstrip("/")),
+                 "dir" if e.get("type") == "directory" else "file") for e in found]
+
+    def size(self, path: str) -> int:
+        return int(self._info(path).get("size") or 0)
+
+    def mtime(self, path: str) -> float | None:
+        try:
+            return self.fs.modified(self.key(path)).timestamp()
+        except Exception:  # noqa: BLE001 - not every store keeps times
+            return None
+
+    def identity(self, path: str) -> Identity | None:
+        try:
+            return self.identity_of(self.fs.info(self.key(path)))
+        except Exception:  # noqa: BLE001
+            return None
+
+    def makedirs(self, directory: str) -> None:
+        pass  # object stores have no directories; a file's name makes its "directory"
+
+    def remove(self, path: str) -> bool:
+        try:
+            call(path, "file", lambda: self.fs.rm_file(self.key(path)))
+        except NotFoundError:
+            return False
+        return True
+
+    def commit(self, directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS,
+               role: str = EDIT) -> ObjectCommit:
+        return ObjectCommit(self, directory)
+
+
+class _Upload:
+    """One new object, streamed to its final name and completed by `commit()`."""
+
+    def __init__(self, storage: FsspecStorage, path: str) -> None:
+        self.storage = storage
+        self.path = path
+        self.offset = 0
+        self.done = False
+        self.file = call(path, "new file", lambda: storage.fs.open(storage.key(path), "wb"))
+
+    def write(self, data, crc: int = 0) -> int:
+        from ..format.coding import crc32c  # noqa: PLC0415 - shard writes want the running crc
+
+        view = memoryview(data).cast("B")
+        call(self.path, "new file", lambda: self.file.write(view))
+        self.offset += len(view)
+        return crc32c(view, crc)
+
+    def close(self) -> None:
+        """Nothing to do before publication: closing an upload completes it."""
+
+    def commit(self) -> None:
+        call(self.path, "new file", self.file.close)
+        self.done = True
+
+    def discard(self) -> None:
+        if not self.done:
+            self.done = True
+            discard = getattr(self.file, "discard", None)  # abort a multipart upload
+            try:
+                if discard is not None:
+                    discard()
+                else:
+                    self.file.closed = True  # buffered files: marked closed, they never upload
+            except Exception as exc:  # noqa: BLE001
+                _log.debug("discarding %s: %s", self.path, exc)
+
+
+class ObjectCommit:
+    """`LocalCommit`'s interface for object stores: files completed in creation order."""
+
+    def __init__(self, storage: FsspecStorage, directory: str) -> None:
+        self.storage = storage
+        self.directory = directory
+        self._parts: list[_Upload] = []
+        self._deletes: list[str] = []
+        self._guards: dict[str, Identity | None] = {}
+        self._published = False
+
+    def __enter__(self) -> ObjectCommit:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._published:
+            self.abort()
+
+    def _own(self, path: str) -> str:
+        if os.path.dirname(path).rstrip("/") != self.directory.rstrip("/"):
+            raise CheckpointError(f"refusing to write outside {self.directory}", path=path)
+        return path
+
+    def file(self, path: str) -> _Upload:
+        part = _Upload(self.storage, self._own(path))
+        self._parts.append(part)
+        return part
+
+    shard = file
+
+    def link(self, source: str, path: str, what: str = "data shard", progress=None) -> None:
+        """Publish a copy of `source` (same store) at `path`, copied by the store at publication."""
+        self._own(path)
+        from . import of  # noqa: PLC0415 - the source may live in another store
+
+        with of(source).open(source, what) as src:
+            copy_range(src, 0, src.size, self.file(path), path=source, progress=progress)
+
+    def delete_after(self, path: str) -> None:
+        self._deletes.append(self._own(path))
+
+    def guard(self, path: str, since: Identity | None) -> None:
+        self._guards[path] = since
+
+    def publish(self) -> None:
+        for path, before in self._guards.items():
+            if self.storage.identity(path) != before:
+                raise ConcurrentModificationError(
+                    "changed by another program while this edit ran; nothing was written, run it again",
+                    path=path)
+        self._published = True
+        finals = {p.path for p in self._parts}
+        for part in self._parts:
+            part.commit()
+        for path in dict.fromkeys(self._deletes):
+            if path not in finals:
+                self.storage.remove(path)
+
+    def abort(self) -> None:
+        for part in self._parts:
+            part.discard()
+        self._parts.clear()
