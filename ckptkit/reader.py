@@ -21,7 +21,7 @@ from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle, naming, v1
 from .format.npz import NpzFile
 from .format.safetensors import SafetensorsFile
-from .state import get_checkpoint_state, latest_checkpoint
+from .state import STATE_FILENAME, get_checkpoint_state, latest_checkpoint
 from .storage.files import is_temp_name
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
@@ -63,6 +63,8 @@ def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
     found = v1.find_v1_files(path)
     if found is not None:
         return found[0]
+    if storage.is_url(path) and storage.isfile(storage.join(path, STATE_FILENAME)):
+        return _resolve_directory(path)  # HTTP has no directories to see: its state file says it is one
     if storage.exists(path):
         raise NotFoundError("not a TensorFlow checkpoint (no matching .index file, not a V1 table)", path=path)
     raise NotFoundError("no checkpoint at this path", path=path)

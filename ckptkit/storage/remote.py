@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..errors import CheckpointError, ConcurrentModificationError, DataLossError, NotFoundError
-from .base import Identity, ReadHandle, Storage, copy_range
+from .base import COPY_CHUNK, Identity, ReadHandle, Storage, copy_range
 from .lock import EDIT, EDIT_WAIT_SECONDS
 
 _log = logging.getLogger(__name__)
 
+_PIPE_LIMIT = 64 << 20  # spooled files up to this size are sent from memory, bigger ones from disk
 RETRIES = 3               # attempts after the first, for errors that may pass
 _BACKOFF_SECONDS = 0.2    # doubled after each failed attempt
 
@@ -57,15 +60,22 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
             return fn()
         except CheckpointError:
             raise
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFoundError(f"{what} not found", path=url) from None
         except Exception as exc:  # noqa: BLE001 - a store's errors are many and undocumented
+            if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                # fsspec's HTTP store says "not found" for every failure: its cause tells
+                cause = exc.__cause__
+                status = getattr(cause, "status", None)
+                if cause is None or status == 404 or not (status or isinstance(cause, OSError)):
+                    raise NotFoundError(f"{what} not found", path=url) from None
+                exc = cause
             if attempt < RETRIES and _transient(exc):
                 _log.debug("retrying %s after %s", url, exc)
                 time.sleep(delay)
                 delay *= 2
                 continue
-            if isinstance(exc, PermissionError) or "403" in str(exc) or "forbidden" in str(exc).lower():
+            denied = isinstance(exc, PermissionError) or getattr(exc, "status", None) in (401, 403) \
+                or any(w in str(exc).lower() for w in ("403", "forbidden", "access denied"))
+            if denied:
                 raise CheckpointError(f"access to {what} denied: {_describe(exc)}", path=url) from None
             raise CheckpointError(f"cannot read {what}: {_describe(exc)}", path=url) from None
     raise AssertionError("unreachable")
@@ -136,9 +146,11 @@ class FsspecStorage(Storage):
             return f.read(f.size if limit is None else min(f.size, limit + 1), 0)
 
     def kind(self, path: str) -> str | None:
+        """As Storage.kind; a store that can't answer (refused, denied, timing out after the
+        retries) is a CheckpointError naming `path`, not "absent"."""
         try:
-            info = self.fs.info(self.key(path))
-        except Exception:  # noqa: BLE001 - absent, or unreachable: callers then report "not found"
+            info = call(path, "file", lambda: self.fs.info(self.key(path)))
+        except NotFoundError:
             return None
         kind = info.get("type")
         return "dir" if kind == "directory" else "file" if kind == "file" else "other"
@@ -181,15 +193,25 @@ class FsspecStorage(Storage):
         return ObjectCommit(self, directory)
 
 
+# Stores whose uploads appear only when completed (multipart / resumable uploads): files
+# stream straight to them. Anything else (memory://, ftp, ...) may show a file while it
+# is written, so its bytes are spooled to a local temp file and put whole at publication.
+_DEFERRED_UPLOADS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"}
+
+
 class _Upload:
-    """One new object, streamed to its final name and completed by `commit()`."""
+    """One new object: streamed to its final name (or spooled), completed by `commit()`."""
 
     def __init__(self, storage: FsspecStorage, path: str) -> None:
         self.storage = storage
         self.path = path
         self.offset = 0
         self.done = False
-        self.file = call(path, "new file", lambda: storage.fs.open(storage.key(path), "wb"))
+        self._spooled = storage.protocol not in _DEFERRED_UPLOADS
+        if self._spooled:
+            self.file: Any = tempfile.TemporaryFile()
+        else:
+            self.file = call(path, "new file", lambda: storage.fs.open(storage.key(path), "wb"))
 
     def write(self, data, crc: int = 0) -> int:
         from ..format.coding import crc32c  # noqa: PLC0415 - shard writes want the running crc
@@ -200,23 +222,39 @@ class _Upload:
         return crc32c(view, crc)
 
     def close(self) -> None:
-        """Nothing to do before publication: closing an upload completes it."""
+        """Nothing to do before publication: completing an upload publishes it."""
 
     def commit(self) -> None:
-        call(self.path, "new file", self.file.close)
+        if self._spooled:
+            self.file.flush()
+            fs, key = self.storage.fs, self.storage.key(self.path)
+            call(self.path, "new file", lambda: self._send(fs, key))
+            self.file.close()
+        else:
+            call(self.path, "new file", self.file.close)
         self.done = True
 
+    def _send(self, fs: Any, key: str) -> None:
+        self.file.seek(0)
+        if self.offset < _PIPE_LIMIT:
+            fs.pipe_file(key, self.file.read())
+            return
+        with fs.open(key, "wb") as out:
+            shutil.copyfileobj(self.file, out, COPY_CHUNK)
+
     def discard(self) -> None:
-        if not self.done:
-            self.done = True
-            discard = getattr(self.file, "discard", None)  # abort a multipart upload
-            try:
-                if discard is not None:
-                    discard()
-                else:
-                    self.file.closed = True  # buffered files: marked closed, they never upload
-            except Exception as exc:  # noqa: BLE001
-                _log.debug("discarding %s: %s", self.path, exc)
+        if self.done:
+            return
+        self.done = True
+        try:
+            if self._spooled:
+                self.file.close()
+            elif hasattr(self.file, "discard"):  # abort a multipart upload
+                self.file.discard()
+            else:
+                self.file.closed = True  # buffered files marked closed never upload
+        except Exception as exc:  # noqa: BLE001
+            _log.debug("discarding %s: %s", self.path, exc)
 
 
 class ObjectCommit:

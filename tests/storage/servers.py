@@ -1,0 +1,105 @@
+"""Real servers on loopback for the remote-storage tests, started by the tests themselves.
+
+- `RangeHTTPServer`: a static file server answering HEAD and `Range: bytes=a-b` GETs (as
+  nginx and object-store gateways do), counting the body bytes it sends.
+- `s3_server()`: moto's S3-compatible server (the one s3fs's own tests use), in a thread.
+"""
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import re
+import socket
+import threading
+from collections.abc import Iterator
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    root: str
+    counter: dict
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _target(self) -> str | None:
+        if "/forbidden/" in self.path:
+            self.send_error(403)
+            return None
+        path = os.path.normpath(os.path.join(self.root, self.path.split("?")[0].lstrip("/")))
+        if not path.startswith(self.root) or not os.path.isfile(path):
+            self.send_error(404)
+            return None
+        return path
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        path = self._target()
+        if path is None:
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(os.path.getsize(path)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{os.stat(path).st_mtime_ns}"')
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        path = self._target()
+        if path is None:
+            return
+        size = os.path.getsize(path)
+        start, end = 0, size - 1
+        m = _RANGE.match(self.headers.get("Range", ""))
+        if m:
+            start = int(m[1])
+            end = min(int(m[2]) if m[2] else size - 1, size - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        length = max(0, end - start + 1)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        with open(path, "rb") as f:
+            f.seek(start)
+            self.wfile.write(f.read(length))
+        self.counter["bytes"] += length
+        self.counter["requests"] += 1
+
+
+@contextlib.contextmanager
+def http_server(root: str) -> Iterator[tuple[str, dict]]:
+    """Serve `root` on loopback; yields (base URL, {"bytes": sent, "requests": n})."""
+    counter = {"bytes": 0, "requests": 0}
+    handler = type("Handler", (_Handler,), {"root": os.path.realpath(root), "counter": counter})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", counter
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def s3_server() -> Iterator[dict]:
+    """moto's S3 server on loopback; yields the storage_options that reach it."""
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - test extra only
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield {"key": "testing", "secret": "testing", "skip_instance_cache": True,
+               "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"}}
+    finally:
+        server.stop()

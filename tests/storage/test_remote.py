@@ -1,0 +1,221 @@
+"""Checkpoints at URLs: the same reads, writes, Saver and edits on every store.
+
+Stores: `memory://` (fsspec's in-process store), a real HTTP server on loopback with
+range requests (reads), and moto's S3-compatible server on loopback (reads and writes).
+Values are checked against what TF wrote or reads; bytes transferred are counted by the
+HTTP server itself.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+import pytest
+from helpers import CKPTKIT, same_values, subprocess_env, tf_values
+from servers import http_server, s3_server
+
+import ckptkit
+from ckptkit import edit, storage
+from ckptkit.errors import CheckpointError, NotFoundError
+
+VALUES = {"dense/kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "dense/bias": np.ones(4, np.float16),
+          "step": np.int64(7), "names": np.array([b"a", b"bc"], dtype=object)}
+
+
+def _values(step: int) -> dict:
+    return {k: (v * step if v.dtype.kind == "f" else v) for k, v in VALUES.items()}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server() as options:
+        import boto3  # noqa: PLC0415 - comes with moto
+
+        boto3.client("s3", aws_access_key_id="testing", aws_secret_access_key="testing",
+                     **options["client_kwargs"]).create_bucket(Bucket="bucket")
+        yield options
+
+
+@pytest.fixture(params=["memory", "s3"])
+def store_url(request):
+    """(a fresh directory URL on a writable store, its storage_options)."""
+    run = uuid.uuid4().hex[:8]
+    if request.param == "memory":
+        return f"memory://ckptkit-tests/{run}", None
+    return f"s3://bucket/{run}", request.getfixturevalue("s3")
+
+
+def test_saver_on_a_store_keeps_the_newest_and_a_state_file(store_url, tmp_path, tf):
+    base, options = store_url
+    saver = ckptkit.Saver(max_to_keep=2, storage_options=options)
+    for step in (1, 2, 3):
+        assert saver.save(_values(step), f"{base}/model.ckpt", global_step=step) == f"{base}/model.ckpt-{step}"
+    with storage.options(options):
+        names = sorted(storage.of(base).listdir(base))
+        assert names == sorted(["checkpoint"] + [f"model.ckpt-{s}{ext}" for s in (2, 3)
+                                                for ext in (".index", ".data-00000-of-00001", ".meta")])
+        assert ckptkit.latest_checkpoint(base) == f"{base}/model.ckpt-3"
+        state = ckptkit.get_checkpoint_state(base)
+        assert list(state.all_model_checkpoint_paths) == [f"{base}/model.ckpt-2", f"{base}/model.ckpt-3"]
+    assert same_values(ckptkit.load(base, storage_options=options), _values(3))
+    assert same_values(saver.restore(f"{base}/model.ckpt-2"), _values(2))
+    # TF reads the bytes that landed in the store (downloaded as they are)
+    local = _download(base, options, tmp_path / "copy")
+    assert same_values(tf_values(tf, os.path.join(local, "model.ckpt-3")), _values(3))
+
+
+def _download(base: str, options, into) -> str:
+    with storage.options(options):
+        store = storage.of(base)
+        os.makedirs(into)
+        for name in store.listdir(base):
+            with open(os.path.join(into, name), "wb") as f:
+                f.write(store.read_bytes(f"{base}/{name}", "file"))
+    return os.fspath(into)
+
+
+def test_edits_and_convert_on_a_store(store_url, tmp_path, tf):
+    base, options = store_url
+    prefix = f"{base}/model.ckpt"
+    with storage.options(options):
+        ckptkit.save(prefix, _values(2))
+        edit.rename_keys(prefix, {"dense/kernel": "dense/w"})
+        edit.remove_keys(prefix, ["names"])
+        freed = edit.compact(prefix)
+        assert freed > 0
+        edit.rename_keys(prefix, {"dense/w": "dense/kernel"}, output=f"{base}/out/renamed")
+        want = {k: v for k, v in _values(2).items() if k != "names"}
+        assert same_values(ckptkit.load(f"{base}/out/renamed"), want)
+        assert set(ckptkit.load(prefix)) == {"dense/w", "dense/bias", "step"}
+        # remote -> local and local -> remote, through convert
+        from ckptkit.convert import convert  # noqa: PLC0415
+
+        convert(f"{base}/out/renamed", os.fspath(tmp_path / "local.ckpt"))
+        convert(os.fspath(tmp_path / "local.ckpt"), f"{base}/out/st.safetensors")
+        assert same_values(ckptkit.load(f"{base}/out/st.safetensors"),
+                           {k: v for k, v in want.items() if k != "names"})
+    assert same_values(tf_values(tf, os.fspath(tmp_path / "local.ckpt")), want)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tf, tf1):
+    """A TF-written checkpoint directory (a 4 MiB tensor among others), served over HTTP."""
+    from helpers import make_seed  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("served")
+    run = root / "run"
+    run.mkdir()
+    graph = tf.Graph()
+    with graph.as_default():
+        big = tf1.Variable(np.arange(1 << 20, dtype=np.float32), name="big")
+        small = tf1.Variable([1.0, 2.0], name="small")
+        name = tf1.Variable(b"hello", name="name")
+        saver = tf1.train.Saver([big, small, name], save_relative_paths=True)
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            saver.save(sess, os.fspath(run / "model.ckpt"), global_step=5)
+    seed = root / "seed"
+    seed.mkdir()
+    make_seed(tf1, os.fspath(seed))
+    with http_server(os.fspath(root)) as (url, counter):
+        yield os.fspath(root), url, counter
+
+
+def test_ls_over_http_reads_only_the_index(served):
+    root, url, counter = served
+    index_size = os.path.getsize(os.path.join(root, "run", "model.ckpt-5.index"))
+    counter["bytes"] = 0
+    res = subprocess.run([*CKPTKIT, "ls", f"{url}/run/model.ckpt-5"], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "big" in res.stdout and "small" in res.stdout
+    assert counter["bytes"] <= index_size + 4096, (counter, index_size)
+
+
+def test_reads_over_http_equal_the_local_files(served, tf):
+    root, url, counter = served
+    local = os.path.join(root, "run", "model.ckpt-5")
+    want = tf_values(tf, local)
+    assert same_values(ckptkit.load(f"{url}/run/model.ckpt-5"), want)
+    assert same_values(ckptkit.load(f"{url}/run"), want)  # the directory, through its state file
+    assert ckptkit.latest_checkpoint(f"{url}/run") == f"{url}/run/model.ckpt-5"
+    counter["bytes"] = 0
+    with ckptkit.CheckpointReader(f"{url}/run/model.ckpt-5") as reader:
+        assert same_values({"small": reader.get_tensor("small")}, {"small": want["small"]})
+        # one small tensor: the index and that tensor's bytes, not the 4 MiB one
+        assert counter["bytes"] < 64 << 10, counter
+    res = subprocess.run([*CKPTKIT, "verify", f"{url}/run/model.ckpt-5"], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([*CKPTKIT, "show", f"{url}/seed/model.ckpt", "v"], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=120, check=False)
+    assert res.returncode == 0 and "10" in res.stdout, res.stderr
+
+
+def test_a_flipped_byte_served_over_http_is_a_checksum_error(served, tmp_path):
+    root, url, _ = served
+    bad = os.path.join(root, "bad")
+    shutil.copytree(os.path.join(root, "run"), bad)
+    data = os.path.join(bad, "model.ckpt-5.data-00000-of-00001")
+    with open(data, "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(CheckpointError, match="checksum") as exc:
+        ckptkit.load(f"{url}/bad/model.ckpt-5")
+    assert url in str(exc.value)
+
+
+def test_a_state_file_naming_gs_paths_resolves_in_a_downloaded_copy(served, tmp_path, tf):
+    root, _, _ = served
+    copy = shutil.copytree(os.path.join(root, "run"), tmp_path / "copy")
+    with open(copy / "checkpoint", "w") as f:  # what TF writes when it saves to gs://
+        f.write('model_checkpoint_path: "gs://bucket/run/model.ckpt-5"\n'
+                'all_model_checkpoint_paths: "gs://bucket/run/model.ckpt-5"\n')
+    assert ckptkit.latest_checkpoint(os.fspath(copy)) == os.path.join(os.fspath(copy), "model.ckpt-5")
+    assert same_values(ckptkit.load(os.fspath(copy)), tf_values(tf, os.path.join(root, "run", "model.ckpt-5")))
+
+
+def test_a_state_file_naming_absolute_urls_resolves_remotely():
+    base = f"memory://ckptkit-tests/{uuid.uuid4().hex[:8]}"
+    ckptkit.save(f"{base}/m-1", _values(1))
+    ckptkit.update_checkpoint_state(base, f"{base}/m-1")
+    assert ckptkit.latest_checkpoint(base) == f"{base}/m-1"
+    assert b"memory://" in storage.of(base).read_bytes(f"{base}/checkpoint", "state")
+
+
+@pytest.mark.parametrize("path, message", [
+    ("http://127.0.0.1:{closed}/x/model.ckpt", "cannot read"),       # connection refused
+    ("{url}/forbidden/model.ckpt", "access to file denied"),         # 403
+    ("{url}/run/nothing", "no checkpoint at this path"),               # 404
+    ("memory://ckptkit-tests/nothing/here", "no checkpoint at this path"),
+    ("nosuchproto://bucket/model.ckpt", "nosuchproto"),
+])
+def test_store_failures_are_one_line_naming_the_url(served, path, message):
+    from servers import free_port  # noqa: PLC0415
+
+    url = path.format(url=served[1], closed=free_port())
+    with pytest.raises(CheckpointError, match=message) as exc:
+        ckptkit.load(url)
+    assert url.split("://")[1].split("/")[0] in str(exc.value)
+    res = subprocess.run([*CKPTKIT, "ls", url], capture_output=True, text=True, env=subprocess_env(),
+                         timeout=120, check=False)
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "Traceback" not in res.stderr and url.split("://")[1].split("/")[0] in res.stderr
+
+
+def test_a_missing_object_is_not_found(served):
+    _, url, _ = served
+    with pytest.raises(NotFoundError, match="nope file"):
+        storage.of(url).open(f"{url}/run/nope", "nope file")
+
+
+def test_local_paths_never_import_fsspec(seed):
+    code = ("import sys, ckptkit; ckptkit.load(sys.argv[1]); "
+            "assert 'fsspec' not in sys.modules, 'fsspec imported for a local path'")
+    subprocess.run([sys.executable, "-c", code, seed], check=True, env=subprocess_env(), timeout=120)
