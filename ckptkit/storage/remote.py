@@ -61,23 +61,24 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - a store's errors are many and undocumented
+            failure: BaseException = exc
             if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
                 # fsspec's HTTP store says "not found" for every failure: its cause tells
                 cause = exc.__cause__
                 status = getattr(cause, "status", None)
                 if cause is None or status == 404 or not (status or isinstance(cause, OSError)):
                     raise NotFoundError(f"{what} not found", path=url) from None
-                exc = cause
-            if attempt < RETRIES and _transient(exc):
-                _log.debug("retrying %s after %s", url, exc)
+                failure = cause
+            if attempt < RETRIES and _transient(failure):
+                _log.debug("retrying %s after %s", url, failure)
                 time.sleep(delay)
                 delay *= 2
                 continue
-            denied = isinstance(exc, PermissionError) or getattr(exc, "status", None) in (401, 403) \
-                or any(w in str(exc).lower() for w in ("403", "forbidden", "access denied"))
+            denied = isinstance(failure, PermissionError) or getattr(failure, "status", None) in (401, 403) \
+                or any(w in str(failure).lower() for w in ("403", "forbidden", "access denied"))
             if denied:
-                raise CheckpointError(f"access to {what} denied: {_describe(exc)}", path=url) from None
-            raise CheckpointError(f"cannot read {what}: {_describe(exc)}", path=url) from None
+                raise CheckpointError(f"access to {what} denied: {_describe(failure)}", path=url) from None
+            raise CheckpointError(f"cannot access {what}: {_describe(failure)}", path=url) from None
     raise AssertionError("unreachable")
 
 

@@ -190,7 +190,7 @@ def test_a_state_file_naming_absolute_urls_resolves_remotely():
 
 
 @pytest.mark.parametrize("path, message", [
-    ("http://127.0.0.1:{closed}/x/model.ckpt", "cannot read"),       # connection refused
+    ("http://127.0.0.1:{closed}/x/model.ckpt", "cannot access"),     # connection refused
     ("{url}/forbidden/model.ckpt", "access to file denied"),         # 403
     ("{url}/run/nothing", "no checkpoint at this path"),               # 404
     ("memory://ckptkit-tests/nothing/here", "no checkpoint at this path"),
