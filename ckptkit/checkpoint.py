@@ -42,6 +42,7 @@ __all__ = ["ATTRIBUTES_KEY", "SAVE_COUNTER", "VARIABLE_VALUE", "Checkpoint", "bu
 _log = logging.getLogger(__name__)
 
 SAVE_COUNTER = "save_counter"
+ROOT = "root"  # TF's Checkpoint(root=obj) adds the edge obj.root -> obj
 VARIABLE_VALUE = "VARIABLE_VALUE"
 VARIABLE_FULL_NAME = "Variable"  # the name of an unnamed variable in TF 2 (eager)
 # In a nested dict, the key holding an object's own tensors other than one plain
@@ -58,8 +59,8 @@ def _attribute_key(path: str, name: str) -> str:
     return f"{path}/{ATTRIBUTES}/{name}"
 
 
-def build_object_graph(children: Mapping[str, Any],
-                       full_names: Mapping[str, str] | None = None) -> tuple[TrackableObjectGraph, dict[str, Any]]:
+def build_object_graph(children: Mapping[str, Any], full_names: Mapping[str, str] | None = None,
+                       root: Mapping[str, Any] | None = None) -> tuple[TrackableObjectGraph, dict[str, Any]]:
     """The TrackableObjectGraph TF writes for a root object with `children`, and its tensors.
 
     `children` maps the root's attribute names to nested Mappings (objects) or
@@ -67,7 +68,8 @@ def build_object_graph(children: Mapping[str, Any],
     of that object itself ({attribute name: array}). The same Mapping or ndarray
     object reached twice is one node with two edges, as one TF object shared by two
     parents is (cycles are fine too). `full_names` overrides the full_name of the
-    root's direct variable children (TF: "save_counter" for the counter).
+    root's direct variable children (TF: "save_counter" for the counter). `root`: the
+    Mapping that stands for the root object itself, where other objects hold it too.
     Returns (graph, {checkpoint key: value}).
     """
     full_names = full_names or {}
@@ -93,6 +95,8 @@ def build_object_graph(children: Mapping[str, Any],
         return name
 
     graph.nodes.add()  # the root
+    if root is not None:
+        node_of[id(root)] = 0
     queue.append((None, "", 0, None))
     while queue:  # breadth first: TF numbers nodes in the order it first reaches them
         value, path, node_id, full_name = queue.popleft()
@@ -159,6 +163,7 @@ def _mark_checkpoint_values(graph: TrackableObjectGraph) -> None:
                 marked.add(parent)
             todo.append(parent)
     for node_id, node in enumerate(graph.nodes):
+        node.has_checkpoint_values.SetInParent()  # present even when false, as TF writes it
         node.has_checkpoint_values.value = node_id in marked
 
 
@@ -195,7 +200,8 @@ def read_tree(reader: CheckpointReader) -> dict[str, Any]:
         out = values[node.id]
         if isinstance(out, dict):
             for name, child in node.children.items():
-                out[name] = values[child.id]
+                if not (node is graph.root and name == ROOT and child is graph.root):
+                    out[name] = values[child.id]  # (TF's Checkpoint(root=obj) adds obj.root = obj: left out)
             if node.attributes:
                 out[ATTRIBUTES_KEY] = {a.name: reader.get_tensor(a.checkpoint_key) for a in node.attributes}
     return values[graph.root.id]
@@ -237,53 +243,74 @@ class Checkpoint:
     dict and assign them into the objects this Checkpoint holds (see `read`).
     """
 
-    _children: dict[str, Any]
+    _root: Mapping[str, Any] | None
+    _kwargs: dict[str, Any]
     _save_counter: int | None      # None until created (TF creates the counter lazily)
     _pending_counter: int | None   # a count read before the counter existed
 
     def __init__(self, root: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        children: dict[str, Any] = {}
-        if root is not None:
-            if not isinstance(root, Mapping):
-                raise InvalidArgumentError(f"root must be a Mapping of attribute names to values, "
-                                           f"not {type(root).__name__}")
-            children.update(root)
-        for name in sorted(kwargs):  # TF sorts the keyword arguments
-            if name in children and children[name] is not kwargs[name]:
+        if root is not None and not isinstance(root, Mapping):
+            raise InvalidArgumentError(f"root must be a Mapping of attribute names to values, "
+                                       f"not {type(root).__name__}")
+        for name in kwargs:
+            if root is not None and name in root and root[name] is not kwargs[name]:
                 raise InvalidArgumentError(f"cannot create a Checkpoint with keyword argument {name!r} "
                                            f"if root[{name!r}] already exists")
-            children[name] = kwargs[name]
-        if SAVE_COUNTER in children:
+        if SAVE_COUNTER in kwargs or (root is not None and SAVE_COUNTER in root):
             raise InvalidArgumentError(f"{SAVE_COUNTER!r} is the Checkpoint's own counter; "
                                        "choose another name")
-        object.__setattr__(self, "_children", children)
+        object.__setattr__(self, "_root", root)
+        object.__setattr__(self, "_kwargs", {name: kwargs[name] for name in sorted(kwargs)})  # TF sorts them
         object.__setattr__(self, "_save_counter", None)
         object.__setattr__(self, "_pending_counter", None)
 
     # ------------------------------------------------------------------ the objects
+    def _children(self) -> dict[str, Any]:
+        """The root object's attributes in TF's order: root's own, then the keyword
+        arguments sorted (with `root` itself among them when given), then save_counter."""
+        children: dict[str, Any] = dict(self._root) if self._root is not None else {}
+        extra = dict(self._kwargs)
+        if self._root is not None:
+            extra[ROOT] = self._root
+        for name in sorted(extra):
+            children.setdefault(name, extra[name])
+        if self._save_counter is not None:
+            children[SAVE_COUNTER] = np.int64(self._save_counter)
+        return children
+
     def __getattr__(self, name: str) -> Any:
-        children = self.__dict__.get("_children", {})
-        if name in children:
-            return children[name]
+        kwargs = self.__dict__.get("_kwargs", {})
+        if name in kwargs:
+            return kwargs[name]
+        root = self.__dict__.get("_root")
+        if root is not None and name in root:
+            return root[name]
+        if root is not None and name == ROOT:
+            return root
         raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
             object.__setattr__(self, name, value)
-        elif name == SAVE_COUNTER:
-            raise AttributeError("save_counter is counted by save(); it can't be set")
+        elif name in (SAVE_COUNTER, ROOT):
+            raise AttributeError(f"{name} can't be set")
         else:  # as TF: assigning an attribute adds (or replaces) a dependency
-            self._children[name] = value
+            self._kwargs[name] = value
 
     def __delattr__(self, name: str) -> None:
-        if name in self._children:
-            del self._children[name]
+        if name in self._kwargs:
+            del self._kwargs[name]
         else:
             object.__delattr__(self, name)
 
     def to_dict(self) -> dict[str, Any]:
-        """The root's attributes (not save_counter), as held: the objects themselves."""
-        return dict(self._children)
+        """The root's attributes (not save_counter, nor TF's `root` self-edge), as held:
+        the objects themselves."""
+        children = self._children()
+        children.pop(SAVE_COUNTER, None)
+        if self._root is not None and children.get(ROOT) is self._root:
+            del children[ROOT]
+        return children
 
     @property
     def save_counter(self) -> int:
@@ -302,15 +329,12 @@ class Checkpoint:
         return self._save_counter
 
     def __repr__(self) -> str:
-        return f"<ckptkit.Checkpoint {list(self._children)} save_counter={self._save_counter}>"
+        return f"<ckptkit.Checkpoint {list(self.to_dict())} save_counter={self._save_counter}>"
 
     # ------------------------------------------------------------------ writing
     def object_graph(self) -> tuple[TrackableObjectGraph, dict[str, Any]]:
         """(TrackableObjectGraph, {checkpoint key: value}) that `write` would store now."""
-        children = dict(self._children)
-        if self._save_counter is not None:
-            children[SAVE_COUNTER] = np.int64(self._save_counter)
-        return build_object_graph(children, {SAVE_COUNTER: SAVE_COUNTER})
+        return build_object_graph(self._children(), {SAVE_COUNTER: SAVE_COUNTER}, root=self._root)
 
     def _write(self, file_prefix: str) -> str:
         graph, tensors = self.object_graph()
@@ -371,7 +395,12 @@ class Checkpoint:
                 self._pending_counter = value  # TF's deferred restoration: applied when created
             else:
                 self._save_counter = value
-        _assign(self._children, tree, set())
+        seen: set[tuple[int, int]] = set()
+        if isinstance(self._root, MutableMapping):  # the root's own attributes go into it
+            _assign(self._root, {k: v for k, v in tree.items() if k not in self._kwargs}, seen)
+            _assign(self._kwargs, {k: v for k, v in tree.items() if k in self._kwargs}, seen)
+        else:
+            _assign(self._kwargs, tree, seen)
         return tree
 
     def restore(self, save_path: str | os.PathLike | None) -> dict[str, Any]:
