@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+import types
 from collections import deque
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -101,11 +102,10 @@ def build_object_graph(children: Mapping[str, Any], full_names: Mapping[str, str
     while queue:  # breadth first: TF numbers nodes in the order it first reaches them
         value, path, node_id, full_name = queue.popleft()
         proto = graph.nodes[node_id]
-        if node_id == 0:
-            items = [(check_name(n, path), v) for n, v in children.items()]
-        elif isinstance(value, Mapping):
-            items = [(check_name(n, path), v) for n, v in value.items() if n != ATTRIBUTES_KEY]
-            own = value.get(ATTRIBUTES_KEY)
+        if node_id == 0 or isinstance(value, Mapping):
+            source = children if node_id == 0 else value
+            items = [(check_name(n, path), v) for n, v in source.items() if n != ATTRIBUTES_KEY]
+            own = source.get(ATTRIBUTES_KEY)
             if own is not None:
                 if not isinstance(own, Mapping):
                     raise InvalidArgumentError(f"{ATTRIBUTES_KEY!r} must map attribute names to arrays",
@@ -118,9 +118,9 @@ def build_object_graph(children: Mapping[str, Any], full_names: Mapping[str, str
         else:
             key = _attribute_key(path, VARIABLE_VALUE)
             _leaf_check(value, key)
+            tensors[key] = value
             proto.attributes.add(name=VARIABLE_VALUE, full_name=full_name or VARIABLE_FULL_NAME,
                                  checkpoint_key=key)
-            tensors[key] = value
             continue
         for name, child in items:
             child_name = full_names.get(name) if node_id == 0 else None
@@ -145,6 +145,11 @@ def _leaf_check(value: Any, key: str) -> None:
     if isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value):
         raise InvalidArgumentError("a list of objects: use a dict {'0': ..., '1': ...} (TF's names for "
                                    "list items)", key=key)
+    if not isinstance(value, np.ndarray):
+        try:
+            np.asarray(value)
+        except (ValueError, TypeError) as exc:  # ragged lists, objects numpy can't take
+            raise InvalidArgumentError(f"not an array: {exc}", key=key) from None
 
 
 def _mark_checkpoint_values(graph: TrackableObjectGraph) -> None:
@@ -225,6 +230,17 @@ def _assign(held: MutableMapping, new: Mapping, seen: set[tuple[int, int]]) -> N
                 current[...] = value
             else:
                 into[name] = value
+
+
+class _on_class_too:  # noqa: N801 - a decorator, named like one
+    """A method that, looked up on the class, runs on a fresh instance: `Checkpoint.read(p)`."""
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self._method = method
+        self.__doc__ = method.__doc__
+
+    def __get__(self, obj: Any, owner: type) -> Callable[..., Any]:
+        return types.MethodType(self._method, obj if obj is not None else owner())
 
 
 class Checkpoint:
@@ -371,6 +387,7 @@ class Checkpoint:
         return path
 
     # ------------------------------------------------------------------ reading
+    @_on_class_too
     def read(self, save_path: str | os.PathLike | None) -> dict[str, Any]:
         """The checkpoint's objects as a nested dict; also assigned into what this Checkpoint holds.
 
@@ -382,27 +399,30 @@ class Checkpoint:
         Held values the checkpoint lacks are left as they are. The checkpoint's
         save_counter is restored into this Checkpoint's counter. `save_path` None
         reads nothing and returns {} (TF: a no-op, for `restore(manager.latest_checkpoint)`
-        before the first save).
+        before the first save). On the class, `Checkpoint.read(path)` reads into a fresh
+        Checkpoint: the way to load a TF2 checkpoint as a tree.
         """
         if save_path is None:
             return {}
         with CheckpointReader(os.fspath(save_path), as_prefix=True) as reader:
             tree = read_tree(reader)
         counter = tree.pop(SAVE_COUNTER, None)
-        if counter is not None:
-            value = int(np.asarray(counter))
+        if isinstance(counter, np.ndarray) and counter.shape == () and counter.dtype.kind in "iu":
+            value = int(counter)
             if self._save_counter is None:
                 self._pending_counter = value  # TF's deferred restoration: applied when created
             else:
                 self._save_counter = value
         seen: set[tuple[int, int]] = set()
-        if isinstance(self._root, MutableMapping):  # the root's own attributes go into it
-            _assign(self._root, {k: v for k, v in tree.items() if k not in self._kwargs}, seen)
-            _assign(self._kwargs, {k: v for k, v in tree.items() if k in self._kwargs}, seen)
-        else:
+        if self._root is None:
             _assign(self._kwargs, tree, seen)
+        else:  # the root's own attributes go into it (if it can take them)
+            _assign(self._kwargs, {k: v for k, v in tree.items() if k in self._kwargs}, seen)
+            if isinstance(self._root, MutableMapping):
+                _assign(self._root, {k: v for k, v in tree.items() if k not in self._kwargs}, seen)
         return tree
 
+    @_on_class_too
     def restore(self, save_path: str | os.PathLike | None) -> dict[str, Any]:
         """`read`, then the save counter exists (TF's restore creates it), so a later
         `write` stores it and `save` numbers on from the restored count."""

@@ -323,6 +323,23 @@ def test_read_assigns_into_held_objects(tf, tmp_path):
     assert got["model"]["dense"]["kernel"] is not kernel and set(got["model"]) == {"dense"}
 
 
+def test_read_on_the_class_reads_into_a_fresh_checkpoint(tmp_path):
+    prefix = ckptkit.Checkpoint(model={"w": np.float32(2)}).save(str(tmp_path / "ck"))
+    assert ckptkit.Checkpoint.read(prefix) == {"model": {"w": 2}}
+    assert ckptkit.Checkpoint.restore(prefix)["model"]["w"] == 2
+    assert "nested dict" in (ckptkit.Checkpoint.read.__doc__ or "")
+
+
+def test_read_into_an_immutable_root(tmp_path):
+    import types  # noqa: PLC0415
+
+    prefix = ckptkit.Checkpoint(root={"w": np.float32(2)}, step=np.int64(3)).write(str(tmp_path / "ck"))
+    root = types.MappingProxyType({"w": np.float32(0)})
+    ckpt = ckptkit.Checkpoint(root=root, step=np.int64(0))
+    assert ckpt.read(prefix) == {"w": 2, "step": 3}
+    assert ckpt.step == 3 and root["w"] == 0 and list(ckpt.to_dict()) == ["w", "step"]
+
+
 def test_restore_none_is_a_no_op(tmp_path):
     ckpt = ckptkit.Checkpoint(v=np.float32(1))
     assert ckpt.read(None) == {}
@@ -372,6 +389,7 @@ def test_bad_arguments(kwargs, match):
     ({"m": {"": np.float32(1)}}, "non-empty strings"),
     ({"m": {"v": None}}, "None"),
     ({"m": {"layers": [{"w": 1}]}}, "list of objects"),
+    ({"m": {"ragged": [np.zeros(2), np.zeros(3)]}}, "not an array"),
 ])
 def test_bad_trees(tmp_path, tree, match):
     with pytest.raises(InvalidArgumentError, match=match):
