@@ -31,6 +31,8 @@ _LAZY = {
     "update_checkpoint_state": "state", "remove_checkpoint": "state", "get_checkpoint_mtimes": "state",
     "save": "writer",
     "Saver": "saver",
+    "Checkpoint": "checkpoint", "CheckpointManager": "manager",
+    "checkpoints_iterator": "poll", "wait_for_new_checkpoint": "poll",
     "ExponentialMovingAverage": "ema",
     "build_meta_graph": "metagraph", "write_meta_graph": "metagraph", "read_meta_graph": "metagraph",
     "summarize_meta_graph": "metagraph",
@@ -59,6 +61,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same names (`x as x`: re-exported)
+    from .checkpoint import Checkpoint as Checkpoint
     from .dtypes import DType as DType
     from .dtypes import as_dtype as as_dtype
     from .edit import apply_ema as apply_ema
@@ -67,11 +70,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager view of the same name
     from .ema import ExponentialMovingAverage as ExponentialMovingAverage
     from .format.slices import SlicedTensor as SlicedTensor
     from .format.slices import TensorSlice as TensorSlice
+    from .manager import CheckpointManager as CheckpointManager
     from .metagraph import build_meta_graph as build_meta_graph
     from .metagraph import read_meta_graph as read_meta_graph
     from .metagraph import summarize_meta_graph as summarize_meta_graph
     from .metagraph import write_meta_graph as write_meta_graph
     from .objectgraph import ObjectGraph as ObjectGraph
+    from .poll import checkpoints_iterator as checkpoints_iterator
+    from .poll import wait_for_new_checkpoint as wait_for_new_checkpoint
     from .reader import CheckpointReader as CheckpointReader
     from .reader import NewCheckpointReader as NewCheckpointReader
     from .reader import list_variables as list_variables

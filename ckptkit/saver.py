@@ -84,18 +84,19 @@ def _normalize_var_list(var_list: VarList) -> dict[str, str] | None:
     return dict(items)
 
 
-def _step_number(global_step: Any) -> int:
+def step_number(global_step: Any, what: str = "global_step") -> int:
     """An int from an int or a 0-d integer array (TF evaluates a step tensor and int()s it).
 
     Floats are refused: a fractional step would silently name the wrong checkpoint.
+    Also CheckpointManager's checkpoint_number and step_counter (`what` names it).
     """
     if isinstance(global_step, (bool, np.bool_)):
-        raise InvalidArgumentError(f"global_step must be an integer, got {global_step!r}")
+        raise InvalidArgumentError(f"{what} must be an integer, got {global_step!r}")
     if isinstance(global_step, (int, np.integer)):
         return int(global_step)
     arr = np.asarray(global_step)
     if arr.ndim != 0 or arr.dtype.kind not in "iu":
-        raise InvalidArgumentError(f"global_step must be an integer or a 0-d integer array, "
+        raise InvalidArgumentError(f"{what} must be an integer or a 0-d integer array, "
                                    f"got {global_step!r}")
     return int(arr)
 
@@ -208,7 +209,7 @@ class Saver:
     def _checkpoint_file(self, save_path: str, global_step: Any) -> str:
         if global_step is None:
             return save_path
-        step = _step_number(global_step)
+        step = step_number(global_step)
         return f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
 
     def _tensors(self, values: Mapping[str, Any], save_path: str) -> dict[str, str]:

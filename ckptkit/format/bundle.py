@@ -775,8 +775,9 @@ def _assign_shards(sizes: list[int], num_shards: int) -> list[int]:
     return shards
 
 
-def _stored_tensors(tensors: Mapping[str, Any], prefix: str):
-    """What write_bundle stores: (keys, arrays with dtypes) sorted by key, plus data-less entries.
+def _stored_tensors(tensors: Mapping[str, Any], prefix: str, keep_order: bool = False):
+    """What write_bundle stores: (keys, arrays with dtypes) sorted by key (`keep_order`:
+    in the mapping's order), plus data-less entries.
 
     A `SlicedTensor` value becomes TF's layout for a partitioned variable
     (`BundleWriter::AddSlice`): an entry under its name with dtype, full shape and the
@@ -817,18 +818,23 @@ def _stored_tensors(tensors: Mapping[str, Any], prefix: str):
         assert dtype is not None  # a SlicedTensor has at least one piece
         full.dtype = dtype.enum
         sliced_entries.append((name, full.SerializeToString()))
-    stored.sort(key=lambda item: item[0])
-    keys = [k for k, _ in stored]
+    keys = sorted(k for k, _ in stored)
+    if not keep_order:
+        stored.sort(key=lambda item: item[0])
     for a, b in itertools.pairwise(keys):
         if a == b:
             raise InvalidArgumentError("two tensors would be stored under the same key",
                                        path=prefix, key=decode_key(a))
-    return [decode_key(k) for k in keys], [v for _, v in stored], sliced_entries
+    return [decode_key(k) for k, _ in stored], [v for _, v in stored], sliced_entries
 
 
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
-                 progress=None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> None:
+                 progress=None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, keep_order: bool = False) -> None:
     """Write `tensors` as a V2 bundle at `prefix`, atomically (commit.Commit).
+
+    Data lie in the shards sorted by key, as TF's Saver writes them; `keep_order`: in
+    the mapping's order instead, as TF's object-based saves write them (the index is
+    sorted either way).
 
     Data shards and then the index are published together under the directory lock:
     at every moment, even across a crash, the prefix names the old checkpoint or the
@@ -840,7 +846,7 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
     for key in tensors:
         if not isinstance(key, str) or key == HEADER_KEY:
             raise InvalidArgumentError(f"tensor names must be non-empty strings, got {key!r}", path=prefix)
-    keys, arrays, sliced_entries = _stored_tensors(tensors, prefix)
+    keys, arrays, sliced_entries = _stored_tensors(tensors, prefix, keep_order)
     shard_of = _assign_shards([a.nbytes for a, _ in arrays], num_shards)
     directory = os.path.dirname(prefix)
     storage.of(prefix).makedirs(directory)
