@@ -29,14 +29,15 @@ from typing import Any
 
 import numpy as np
 
+from . import storage
 from .errors import CheckpointError, InvalidArgumentError
 from .format import bundle
-from .format.commit import locked_directory
-from .format.lock import SAVER
 from .objectgraph import ATTRIBUTES, OBJECT_GRAPH_KEY, escape_local_name
 from .proto.trackable_object_graph_pb2 import TrackableObjectGraph
 from .reader import CheckpointReader
 from .state import STATE_FILENAME, check_state_file_path, update_checkpoint_state
+from .storage import locked_directory
+from .storage.lock import SAVER
 
 __all__ = ["ATTRIBUTES_KEY", "SAVE_COUNTER", "VARIABLE_VALUE", "Checkpoint", "build_object_graph", "read_tree"]
 
@@ -134,7 +135,7 @@ def make_directories(directory: str, path: str) -> None:
     if not directory:
         return
     try:
-        os.makedirs(directory, exist_ok=True)
+        storage.of(path).makedirs(directory)
     except OSError as exc:  # a file in the way, no permission
         raise CheckpointError(f"cannot create directory {directory!r}: {exc.strerror or exc}", path=path) from None
 

@@ -25,12 +25,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import storage
 from .checkpoint import Checkpoint, make_directories
 from .errors import CheckpointError, InvalidArgumentError
-from .format.commit import locked_directory
-from .format.lock import SAVER
 from .saver import step_number
 from .state import V2, get_checkpoint_state, remove_checkpoint, update_checkpoint_state
+from .storage import locked_directory
+from .storage.lock import SAVER
 
 __all__ = ["CheckpointManager"]
 
@@ -77,8 +78,8 @@ class CheckpointManager:
         self._checkpoint = checkpoint
         self._max_to_keep = max_to_keep
         self._keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
-        self._directory = os.fspath(directory)
-        self._checkpoint_prefix = os.path.join(self._directory, checkpoint_name)
+        self._directory = storage.fspath(directory)
+        self._checkpoint_prefix = storage.join(self._directory, checkpoint_name)
         self._init_fn = init_fn
         self._step_counter = step_counter
         self._checkpoint_interval = checkpoint_interval
