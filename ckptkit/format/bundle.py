@@ -29,7 +29,6 @@ from ..proto import tensor_bundle_pb2
 from ..storage.base import ReadHandle
 from ..storage.files import AtomicFile
 from ..storage.lock import EDIT_WAIT_SECONDS
-from ..storage.shard_writer import CHUNK as _CHUNK
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
 from .naming import data_filename, existing_data_files, index_filename  # re-exported: used as bundle.*
 from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice, is_slice_key
@@ -249,7 +248,7 @@ class BundleIndex:
 class BundleData:
     """Reads tensor bytes from the data shards of one bundle, verifying checksums.
 
-    Copies are read straight into the new array in `_CHUNK` pieces with `preadv`, each
+    Copies are read straight into the new array in pieces (`ReadHandle.piece_bytes`), each
     piece's crc32c taken right after it lands (still in cache): one pass over memory,
     no intermediate buffer. Views (`copy=False`) come from a read-only mmap of the shard.
     """
@@ -450,16 +449,18 @@ class BundleData:
     def _read_into(self, key: str, entry: BundleEntryProto, buf, verify: bool = False) -> int:
         """Fill `buf` with the entry's bytes; return their crc32c when `verify` (else 0).
 
-        Pieces of `_CHUNK` bytes; a tensor of several pieces is read by two threads
-        (preadv and crc32c both release the GIL), each summing its pieces right after
-        reading them, and the pieces' crcs are combined in order.
+        Pieces of the shard's `piece_bytes` (8 MiB on a local disk); a tensor of several
+        pieces is read by the store's `read_threads` threads (preadv, range requests and
+        crc32c all release the GIL), each summing its pieces right after reading them, and
+        the pieces' crcs are combined in order.
         """
         f = self._file(entry.shard_id)
         view = memoryview(buf).cast("B")
         offset = entry.offset
+        size = f.piece_bytes
 
         def piece(start: int) -> int:
-            part = view[start:start + _CHUNK]
+            part = view[start:start + size]
             got = 0
             while got < len(part):
                 try:
@@ -471,13 +472,13 @@ class BundleData:
                 got += n
             return crc32c(part) if verify else 0
 
-        starts = range(0, entry.size, _CHUNK)
+        starts = range(0, entry.size, size)
         if len(starts) < 2:
             return piece(0) if entry.size else 0
-        crcs = list(_reader_pool().map(piece, starts))
+        crcs = list(_reader_pool(f.read_threads).map(piece, starts))
         crc = crcs[0]
         for start, part_crc in zip(starts[1:], crcs[1:], strict=True):
-            crc = crc32c_combine(crc, part_crc, min(_CHUNK, entry.size - start))
+            crc = crc32c_combine(crc, part_crc, min(size, entry.size - start))
         return crc
 
     def read(self, key: str, entry: BundleEntryProto | None = None, *, verify: bool = True,
@@ -715,19 +716,20 @@ def string_parts(arr: np.ndarray, key: str) -> tuple[bytes, bytes, int, bytes]:
     return encode_varints(lengths), FIXED32.pack(mask_crc(lengths_crc)), lengths_crc, b"".join(items)
 
 
-_POOL = None
+_POOLS: dict[int, Any] = {}
 _POOL_LOCK = threading.Lock()
 
 
-def _reader_pool():
-    """Two threads shared by every reader (they idle between reads; created on first use)."""
-    global _POOL
+def _reader_pool(threads: int):
+    """Threads shared by every reader of a kind of store (they idle between reads; created
+    on first use): 2 for local disks, more for stores where each read waits on a network."""
     with _POOL_LOCK:
-        if _POOL is None:
+        pool = _POOLS.get(threads)
+        if pool is None:
             from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - only big reads need it
 
-            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ckptkit-read")
-        return _POOL
+            pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ckptkit-read")
+        return pool
 
 
 def make_entry(dtype_enum: _dtypes.DataType, shape: tuple[int, ...], shard: int, offset: int, size: int,

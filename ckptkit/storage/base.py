@@ -27,6 +27,8 @@ class ReadHandle(abc.ABC):
     path: str
     size: int
     identity: Identity | None  # the version opened (see Storage.identity)
+    piece_bytes: int = COPY_CHUNK  # big reads are split in pieces of this size ...
+    read_threads: int = 2          # ... read by this many threads at once
 
     @abc.abstractmethod
     def readinto(self, buf: memoryview, offset: int) -> int:

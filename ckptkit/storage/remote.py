@@ -83,6 +83,10 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
 
 
 class RemoteHandle(ReadHandle):
+    # Each read waits on a round trip: more, smaller range requests in flight.
+    piece_bytes = 4 << 20
+    read_threads = 8
+
     def __init__(self, storage: FsspecStorage, path: str, what: str, info: dict) -> None:
         self.storage = storage
         self.path = path
