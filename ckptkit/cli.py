@@ -330,10 +330,11 @@ def _complete_tensor_names(ctx: click.Context, param, incomplete: str):
     """Shell completion of tensor names from the command's checkpoint argument."""
     path = ctx.params.get("ckpt") or "."
     try:
+        from .format.slices import is_slice_key  # noqa: PLC0415
         from .reader import CheckpointReader  # noqa: PLC0415
 
         with CheckpointReader(path) as reader:
-            return [k for k in reader if k.startswith(incomplete) and not k.startswith("\x00")]
+            return [k for k in reader if k.startswith(incomplete) and not is_slice_key(k)]
     except Exception:  # completion must never print errors
         return []
 

@@ -93,6 +93,17 @@ _BY_NAME.update({"float": _BY_NAME["float32"], "double": _BY_NAME["float64"],
                  "half": _BY_NAME["float16"]})
 # numpy dtype -> DType; object arrays are strings (bytes or str elements).
 _BY_NUMPY = {d.numpy: d for d in _BY_ENUM.values()}
+# TF name -> the TensorProto field holding values of that dtype (tensor.proto): int_val for
+# the small integer types, half_val for float16/bfloat16 bit patterns, (re, im) pairs in
+# scomplex_val/dcomplex_val.
+TENSOR_PROTO_FIELD = {
+    "float32": "float_val", "float64": "double_val", "int32": "int_val", "uint8": "int_val",
+    "int16": "int_val", "int8": "int_val", "string": "string_val", "complex64": "scomplex_val",
+    "int64": "int64_val", "bool": "bool_val", "bfloat16": "half_val", "uint16": "int_val",
+    "complex128": "dcomplex_val", "float16": "half_val", "uint32": "uint32_val", "uint64": "uint64_val",
+    "float8_e5m2": "float8_val", "float8_e4m3fn": "float8_val", "float8_e4m3fnuz": "float8_val",
+    "float8_e4m3b11fnuz": "float8_val", "float8_e5m2fnuz": "float8_val", "int4": "int_val", "uint4": "int_val",
+}
 _REF_OFFSET = 100  # DT_FLOAT_REF = 101 etc.: a variable's ref type in old graphs
 STRING = _BY_ENUM[_DT_STRING]
 

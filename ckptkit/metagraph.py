@@ -144,16 +144,11 @@ def op_def(name: str) -> op_def_pb2.OpDef:
     return text_format.Parse(_OP_DEFS_TEXT[name], op_def_pb2.OpDef())
 
 
-# TensorProto field that carries one value of each dtype (tensor.proto); TF's Const
-# broadcasts the last value given over the full shape. These are also the dtypes a .meta
-# can hold: TF has no Assign kernel for the float8 / int4 types.
-_ZERO_FIELD = {
-    "float32": "float_val", "float64": "double_val", "float16": "half_val", "bfloat16": "half_val",
-    "int8": "int_val", "int16": "int_val", "int32": "int_val", "uint8": "int_val",
-    "uint16": "int_val", "int64": "int64_val", "uint32": "uint32_val", "uint64": "uint64_val",
-    "bool": "bool_val", "complex64": "scomplex_val", "complex128": "dcomplex_val",
-    "string": "string_val",
-}
+# The dtypes a .meta can hold: TF has no Assign kernel for the float8 / int4 types. A Const
+# of them holds one value in its TensorProto field (dtypes.TENSOR_PROTO_FIELD), which TF
+# broadcasts over the full shape.
+_GRAPH_DTYPES = frozenset({"float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "uint8",
+                           "uint16", "int64", "uint32", "uint64", "bool", "complex64", "complex128", "string"})
 
 
 # --------------------------------------------------------------------------- node helpers
@@ -166,13 +161,13 @@ def _shape_proto(shape: Iterable[int]) -> tensor_shape_pb2.TensorShapeProto:
 def _tensor(dtype: _dtypes.DType, shape: tuple[int, ...], values=()) -> tensor_pb2.TensorProto:
     t = tensor_pb2.TensorProto(dtype=dtype.enum, tensor_shape=_shape_proto(shape))
     if values:
-        getattr(t, _ZERO_FIELD[dtype.name]).extend(values)
+        getattr(t, _dtypes.TENSOR_PROTO_FIELD[dtype.name]).extend(values)
     return t
 
 
 def _zero_tensor(dtype: _dtypes.DType, shape: tuple[int, ...]) -> tensor_pb2.TensorProto:
     """A TensorProto of `shape` holding one zero (or b""), which TF broadcasts: O(1) bytes."""
-    field = _ZERO_FIELD[dtype.name]
+    field = _dtypes.TENSOR_PROTO_FIELD[dtype.name]
     zero = {"string_val": b"", "bool_val": False}.get(field, 0)
     n = 2 if field in ("scomplex_val", "dcomplex_val") else 1
     return _tensor(dtype, shape, [zero] * n)
@@ -265,7 +260,7 @@ def _check_variables(variables: Any, saved: Any
         if any(d < 0 for d in shape):
             raise InvalidArgumentError(f"negative dimension in shape {list(shape)}", key=name)
         dtype = _dtypes.as_dtype(dtype)
-        if dtype.name not in _ZERO_FIELD:
+        if dtype.name not in _GRAPH_DTYPES:
             # TF registers no Assign kernel for float8/int4 ref variables: restore would fail.
             raise UnsupportedError(f"{dtype.name} variables cannot be restored through a TF1 "
                                    "graph (no Assign kernel); save them without a .meta", key=name)

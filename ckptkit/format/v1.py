@@ -100,15 +100,6 @@ def _complete_set(base: str, count: str) -> list[str]:
 
 # --------------------------------------------------------------------------- TensorProto values
 
-# dtype name -> the TensorProto field holding its values (tensor.proto)
-_FIELD = {
-    "float32": "float_val", "float64": "double_val", "int32": "int_val", "uint8": "int_val",
-    "int16": "int_val", "int8": "int_val", "string": "string_val", "complex64": "scomplex_val",
-    "int64": "int64_val", "bool": "bool_val", "bfloat16": "half_val", "uint16": "int_val",
-    "complex128": "dcomplex_val", "float16": "half_val", "uint32": "uint32_val", "uint64": "uint64_val",
-    "float8_e5m2": "float8_val", "float8_e4m3fn": "float8_val", "float8_e4m3fnuz": "float8_val",
-    "float8_e4m3b11fnuz": "float8_val", "float8_e5m2fnuz": "float8_val", "int4": "int_val", "uint4": "int_val",
-}
 
 
 def tensor_from_proto(proto, dtype: _dtypes.DType, shape: tuple[int, ...], *, path=None,
@@ -130,7 +121,7 @@ def tensor_from_proto(proto, dtype: _dtypes.DType, shape: tuple[int, ...], *, pa
         out = np.empty(count, dtype=object)
         out[:] = values
         return out.reshape(shape)
-    field = _FIELD.get(dtype.name)
+    field = _dtypes.TENSOR_PROTO_FIELD.get(dtype.name)
     if field is None:
         raise UnsupportedError(f"cannot decode {dtype.name} values from a V1 checkpoint", path=path, key=key)
     values = getattr(proto, field)
