@@ -35,7 +35,7 @@ from .errors import (
 )
 from .format import bundle
 from .format.slices import is_slice_key  # re-exported: part of this module's API
-from .reader import resolve_prefix
+from .locate import resolve_prefix
 from .storage import Commit, locked_directory
 from .storage.base import copy_range
 from .storage.lock import EDIT_WAIT_SECONDS

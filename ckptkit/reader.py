@@ -1,11 +1,11 @@
 """CheckpointReader: what TF's `tf.train.load_checkpoint` gives, without TensorFlow.
 
-Resolves whatever path a user has (a prefix, any file of a checkpoint, a legacy V1
-file or shard pattern, a directory holding a `checkpoint` state file, or a `.npz` or
-`.safetensors` file) to a checkpoint, then reads its metadata eagerly (it is small) and tensor data lazily, one
-tensor at a time. V2 bundles, V1 tables, `.safetensors` and `.npz` files answer through
-the same API; partitioned variables of either TF format are listed and returned whole,
-as TF lists them.
+Opens whatever path a user has (resolved by locate.py: a prefix, any file of a
+checkpoint, a legacy V1 file or shard pattern, a directory holding a `checkpoint` state
+file, a SavedModel, a `.npz` or `.safetensors` file, at a local path or a URL), then reads
+its metadata eagerly (it is small) and tensor data lazily, one tensor at a time. V2
+bundles, V1 tables, `.safetensors` and `.npz` files answer through the same API;
+partitioned variables of either TF format are listed and returned whole, as TF lists them.
 """
 from __future__ import annotations
 
@@ -21,102 +21,10 @@ from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle, naming, v1
 from .format.npz import NpzFile
 from .format.safetensors import SafetensorsFile
-from .state import STATE_FILENAME, get_checkpoint_state, latest_checkpoint
-from .storage.files import is_temp_name
+from .locate import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
            "list_variables", "load_variable", "load"]
-
-def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
-    """The checkpoint prefix a user's path names.
-
-    Accepts a prefix, a `.index`, `.data-*` or `.meta` file, a SavedModel directory or
-    its `saved_model.pb` (its variables, `variables/variables`), or a directory (its
-    latest checkpoint, per the `checkpoint` state file, else the one checkpoint in it,
-    else `DIR.index` beside it: a save prefix that is an existing directory, which TF's
-    Saver writes next to the directory). A legacy V1 checkpoint resolves to its file,
-    or for sharded V1 files to TF's pattern `PREFIX-?????-of-NNNNN`. An existing `.npz`
-    or `.safetensors` file (by extension) is returned as it is.
-
-    `as_prefix=True` takes `path` as a save prefix first, as TF's `Saver.restore` and
-    `NewCheckpointReader` do: when `PATH.index` exists it is the checkpoint, even if
-    `PATH` is also a directory holding checkpoints of its own (`tf.train.load_checkpoint`
-    and the default here read the directory's latest checkpoint instead).
-    """
-    path = storage.fspath(path)
-    if as_prefix and storage.isfile(naming.index_filename(path)):
-        return path
-    if naming.tensor_file_format(path) is not None and storage.isfile(path):
-        return path  # a .npz / .safetensors file is read as it is: no prefix to find
-    if storage.isdir(path):
-        return _resolve_directory(path)
-    if os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and storage.isfile(path):
-        return _saved_model_variables(os.path.dirname(path) or ".")
-    for suffix in (naming.INDEX_SUFFIX, "." + naming.META_SUFFIX):
-        if path.endswith(suffix) and storage.isfile(naming.index_filename(path[: -len(suffix)])):
-            return path[: -len(suffix)]
-    stripped = naming.DATA_SUFFIX.sub("", path)
-    if stripped != path and storage.isfile(naming.index_filename(stripped)):
-        return stripped
-    if storage.isfile(naming.index_filename(path)):
-        return path
-    found = v1.find_v1_files(path)
-    if found is not None:
-        return found[0]
-    if storage.is_url(path) and storage.isfile(storage.join(path, STATE_FILENAME)):
-        return _resolve_directory(path)  # HTTP has no directories to see: its state file says it is one
-    if storage.exists(path):
-        raise NotFoundError("not a TensorFlow checkpoint (no matching .index file, not a V1 table)", path=path)
-    raise NotFoundError("no checkpoint at this path", path=path)
-
-
-def _resolve_directory(directory: str) -> str:
-    if naming.saved_model_file(directory) is not None:
-        return _saved_model_variables(directory)
-    # strict: a state file that does not parse fails here (TF's load_checkpoint fails too)
-    # rather than silently opening some other checkpoint of the directory
-    prefix = latest_checkpoint(directory, strict=True)
-    if prefix is not None:
-        return prefix
-    try:
-        return _only_checkpoint_in(directory)
-    except NotFoundError:
-        # `Saver.save(values, "run")` with `run/` an existing directory writes `run.index`
-        # beside it (as TF does); the directory itself names no checkpoint, so that one.
-        # (`run/`, with its slash, names the directory only: `run/.index` is no such file.)
-        if not storage.isfile(naming.index_filename(directory)):
-            raise
-        return directory
-
-
-def _saved_model_variables(export_dir: str) -> str:
-    """The variables checkpoint of a SavedModel directory (TF: `variables/variables`)."""
-    prefix = naming.saved_model_variables_prefix(export_dir)
-    if not storage.isfile(naming.index_filename(prefix)):
-        raise NotFoundError("SavedModel without variables (no variables/variables.index)", path=export_dir)
-    return prefix
-
-
-def _only_checkpoint_in(directory: str) -> str:
-    """A directory without a usable state file (files copied without it, or written by
-    `ckptkit.save`) names its checkpoint when it holds exactly one V2 checkpoint."""
-    suffix = naming.INDEX_SUFFIX
-    names = sorted(n[: -len(suffix)] for n in storage.of(directory).listdir(directory)
-                   if n.endswith(suffix) and not is_temp_name(n))
-    if len(names) == 1:
-        return storage.join(directory, names[0])
-    if not names:
-        raise NotFoundError("no checkpoint found in directory (no 'checkpoint' state file, "
-                            "no .index file)", path=directory)
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    state = get_checkpoint_state(directory, strict=True)
-    if state is not None and state.model_checkpoint_path:
-        raise NotFoundError(f"the 'checkpoint' state file names {state.model_checkpoint_path}, which does not "
-                            f"exist, and {len(names)} other checkpoints are here ({shown}): name one",
-                            path=directory)
-    raise NotFoundError(f"no 'checkpoint' state file says which of {len(names)} checkpoints "
-                        f"to use ({shown}): name one", path=directory)
-
 
 class _V2:
     """A V2 bundle behind CheckpointReader's API."""
@@ -273,7 +181,7 @@ class CheckpointReader(Mapping):
                  as_prefix: bool = False, storage_options: Mapping[str, Any] | None = None) -> None:
         self.storage_options = storage_options
         with storage.options(storage_options):
-            self.prefix = resolve_prefix(path, as_prefix=as_prefix)
+            self.prefix = locate(path, as_prefix=as_prefix).prefix
         self.verify = verify
         self.mmap = mmap
         self.generation = 0  # how many times a replaced checkpoint was reopened (see get_tensor)
@@ -284,13 +192,13 @@ class CheckpointReader(Mapping):
             self._open_backend()
 
     def _open_backend(self) -> None:
-        fmt = naming.tensor_file_format(self.prefix)
-        if storage.isfile(naming.index_filename(self.prefix)):
+        fmt = locate(self.prefix, as_prefix=True).format  # again: a reopen may find another format
+        if fmt == "v2":
             self._backend: _V2 | _V1 | _TensorFile = _V2(self.prefix)
-        elif fmt is not None and storage.isfile(self.prefix):
-            self._backend = _TensorFile(self.prefix, fmt)
-        else:
+        elif fmt == "v1":
             self._backend = _V1(self.prefix)
+        else:
+            self._backend = _TensorFile(self.prefix, fmt)
         self._index = self._backend.index  # V2 only (None for V1): for index-level tools
         self._data = self._backend.data
         self._names = self._backend.names()

@@ -1,0 +1,130 @@
+"""What a user's path names: resolved once, here, into (store, checkpoint prefix, format).
+
+A path may be a checkpoint prefix, any file of a checkpoint (`.index`, `.data-*`,
+`.meta`), a legacy V1 file or shard pattern, a directory (its latest checkpoint, from the
+`checkpoint` state file), a SavedModel (its `variables/variables`), a `.npz` or
+`.safetensors` file — at a local path or at a URL (storage/).
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from . import storage
+from .errors import NotFoundError
+from .format import naming, v1
+from .state import STATE_FILENAME, get_checkpoint_state, latest_checkpoint
+from .storage.files import is_temp_name
+
+__all__ = ["Location", "locate", "resolve_prefix"]
+
+
+class Location(NamedTuple):
+    """A resolved checkpoint: the store holding it, its prefix (or file, for .npz and
+    .safetensors; TF's shard pattern for sharded V1), and its format: "v2", "v1",
+    "npz" or "safetensors"."""
+
+    store: storage.Storage
+    prefix: str
+    format: str
+
+
+def locate(path: str | os.PathLike, *, as_prefix: bool = False) -> Location:
+    """The checkpoint `path` names (see `resolve_prefix`), with its store and format."""
+    prefix = resolve_prefix(path, as_prefix=as_prefix)
+    store = storage.of(prefix)
+    if store.isfile(naming.index_filename(prefix)):
+        return Location(store, prefix, "v2")
+    tensor_file = naming.tensor_file_format(prefix) if store.isfile(prefix) else None
+    return Location(store, prefix, tensor_file or "v1")
+
+
+def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
+    """The checkpoint prefix a user's path names.
+
+    Accepts a prefix, a `.index`, `.data-*` or `.meta` file, a SavedModel directory or
+    its `saved_model.pb` (its variables, `variables/variables`), or a directory (its
+    latest checkpoint, per the `checkpoint` state file, else the one checkpoint in it,
+    else `DIR.index` beside it: a save prefix that is an existing directory, which TF's
+    Saver writes next to the directory). A legacy V1 checkpoint resolves to its file,
+    or for sharded V1 files to TF's pattern `PREFIX-?????-of-NNNNN`. An existing `.npz`
+    or `.safetensors` file (by extension) is returned as it is.
+
+    `as_prefix=True` takes `path` as a save prefix first, as TF's `Saver.restore` and
+    `NewCheckpointReader` do: when `PATH.index` exists it is the checkpoint, even if
+    `PATH` is also a directory holding checkpoints of its own (`tf.train.load_checkpoint`
+    and the default here read the directory's latest checkpoint instead).
+    """
+    path = storage.fspath(path)
+    if as_prefix and storage.isfile(naming.index_filename(path)):
+        return path
+    if naming.tensor_file_format(path) is not None and storage.isfile(path):
+        return path  # a .npz / .safetensors file is read as it is: no prefix to find
+    if storage.isdir(path):
+        return _resolve_directory(path)
+    if os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and storage.isfile(path):
+        return _saved_model_variables(os.path.dirname(path) or ".")
+    for suffix in (naming.INDEX_SUFFIX, "." + naming.META_SUFFIX):
+        if path.endswith(suffix) and storage.isfile(naming.index_filename(path[: -len(suffix)])):
+            return path[: -len(suffix)]
+    stripped = naming.DATA_SUFFIX.sub("", path)
+    if stripped != path and storage.isfile(naming.index_filename(stripped)):
+        return stripped
+    if storage.isfile(naming.index_filename(path)):
+        return path
+    found = v1.find_v1_files(path)
+    if found is not None:
+        return found[0]
+    if storage.is_url(path) and storage.isfile(storage.join(path, STATE_FILENAME)):
+        return _resolve_directory(path)  # HTTP has no directories to see: its state file says it is one
+    if storage.exists(path):
+        raise NotFoundError("not a TensorFlow checkpoint (no matching .index file, not a V1 table)", path=path)
+    raise NotFoundError("no checkpoint at this path", path=path)
+
+
+def _resolve_directory(directory: str) -> str:
+    if naming.saved_model_file(directory) is not None:
+        return _saved_model_variables(directory)
+    # strict: a state file that does not parse fails here (TF's load_checkpoint fails too)
+    # rather than silently opening some other checkpoint of the directory
+    prefix = latest_checkpoint(directory, strict=True)
+    if prefix is not None:
+        return prefix
+    try:
+        return _only_checkpoint_in(directory)
+    except NotFoundError:
+        # `Saver.save(values, "run")` with `run/` an existing directory writes `run.index`
+        # beside it (as TF does); the directory itself names no checkpoint, so that one.
+        # (`run/`, with its slash, names the directory only: `run/.index` is no such file.)
+        if not storage.isfile(naming.index_filename(directory)):
+            raise
+        return directory
+
+
+def _saved_model_variables(export_dir: str) -> str:
+    """The variables checkpoint of a SavedModel directory (TF: `variables/variables`)."""
+    prefix = naming.saved_model_variables_prefix(export_dir)
+    if not storage.isfile(naming.index_filename(prefix)):
+        raise NotFoundError("SavedModel without variables (no variables/variables.index)", path=export_dir)
+    return prefix
+
+
+def _only_checkpoint_in(directory: str) -> str:
+    """A directory without a usable state file (files copied without it, or written by
+    `ckptkit.save`) names its checkpoint when it holds exactly one V2 checkpoint."""
+    suffix = naming.INDEX_SUFFIX
+    names = sorted(n[: -len(suffix)] for n in storage.of(directory).listdir(directory)
+                   if n.endswith(suffix) and not is_temp_name(n))
+    if len(names) == 1:
+        return storage.join(directory, names[0])
+    if not names:
+        raise NotFoundError("no checkpoint found in directory (no 'checkpoint' state file, "
+                            "no .index file)", path=directory)
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    state = get_checkpoint_state(directory, strict=True)
+    if state is not None and state.model_checkpoint_path:
+        raise NotFoundError(f"the 'checkpoint' state file names {state.model_checkpoint_path}, which does not "
+                            f"exist, and {len(names)} other checkpoints are here ({shown}): name one",
+                            path=directory)
+    raise NotFoundError(f"no 'checkpoint' state file says which of {len(names)} checkpoints "
+                        f"to use ({shown}): name one", path=directory)
