@@ -169,3 +169,31 @@ def test_diff_exit_codes_and_relative_difference(tmp_path):
     result = run("diff", a, c)
     assert result.exit_code == 2 and "checksum" in one_error_line(result.stderr)
     assert run("diff", a, b, "--rtol", "-1").exit_code == 2
+
+
+def test_progress_on_a_terminal_counts_every_byte(tmp_path, monkeypatch):
+    import contextlib  # noqa: PLC0415
+
+    from ckptkit import cli as cli_module  # noqa: PLC0415
+
+    bars: list[tuple[int, list[int]]] = []
+
+    @contextlib.contextmanager
+    def recording(total, description):
+        done: list[int] = []
+        bars.append((total, done))
+        yield done.append
+
+    monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)
+    monkeypatch.setattr(cli_module, "_progress", recording)
+    rng = np.random.default_rng(5)
+    paths = [ckptkit.save(os.fspath(tmp_path / f"m{i}"), {"w": rng.standard_normal((300, 1000), np.float32),
+                                                           "b": rng.standard_normal(7)}) for i in range(3)]
+    for args in (["stats", paths[0]], ["average", *paths, "-o", tmp_path / "avg"],
+                 ["merge", paths[0], ckptkit.save(os.fspath(tmp_path / "other"), {"z": np.ones(5)}),
+                  "-o", tmp_path / "merged"]):
+        bars.clear()
+        assert run(*args).exit_code == 0, args
+        (total, done), = bars
+        assert total > 1_200_000 and sum(done) == total, args  # the bar ends full
+        assert len(done) > 1 or args[0] == "merge", args  # a chunk at a time (merge: a shard at a time)

@@ -307,3 +307,15 @@ def test_show_stats_and_stats_share_numbers(tf, dtypes_ckpt):
     with ckptkit.CheckpointReader(dtypes_ckpt) as reader:
         for name in ("dense/kernel", "dense/bias", "ints/i32", "half", "bf16", "cplx", "flags", "empty"):
             assert info.tensor_stats(reader.get_tensor(name)) == stats.stream_stats(reader, name, 4), name
+
+
+def test_stats_of_partitioned_and_v1_checkpoints_match_tf_values(tf, tf1, partitioned, tmp_path):
+    from helpers import make_v1  # noqa: PLC0415
+
+    for prefix in (partitioned, make_v1(tf1, os.fspath(tmp_path))):
+        expected = tf_values(tf, prefix)
+        report = stats.checkpoint_stats(prefix, chunk_bytes=4)
+        assert sorted(t["name"] for t in report["tensors"]) == sorted(expected)
+        for t in report["tensors"]:
+            want = None if t["dtype"] == "string" else stats.array_stats(np.asarray(expected[t["name"]]))
+            assert t["stats"] == want, t["name"]
