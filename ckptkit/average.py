@@ -67,20 +67,6 @@ def last_checkpoints(directory: str | os.PathLike, n: int) -> list[str]:
     return paths[-n:]
 
 
-def _ordered_chunks(reader: CheckpointReader, name: str, part: TensorSlice | None,
-                    chunk_bytes: int) -> Iterator[np.ndarray]:
-    """The values of `name` (or of its slice `part`) in C order, a chunk at a time.
-
-    A plain V2 tensor or a V2 slice streams from disk; anything else (a V1 tensor, a
-    partitioned one read whole) is read whole and cut.
-    """
-    if part is not None or (reader.format == "v2" and not reader.slices(name)):
-        return reader.iter_chunks(name, chunk_bytes, part=part)
-    flat = reader.get_tensor(name).reshape(-1)
-    step = max(1, chunk_bytes // max(flat.dtype.itemsize, 1))
-    return (flat[i:i + step] for i in range(0, flat.size, step))
-
-
 def _mean_chunks(readers: Sequence[CheckpointReader], name: str, part: TensorSlice | None,
                  dtype: _dtypes.DType, chunk_bytes: int, progress: Progress | None) -> Iterator[np.ndarray]:
     """The element-wise mean of `name` over `readers`, a chunk at a time, in `dtype`.
@@ -88,7 +74,7 @@ def _mean_chunks(readers: Sequence[CheckpointReader], name: str, part: TensorSli
     One reader: its values as they are (what integers and strings take from the last).
     Equal dtypes and element counts give every reader the same chunk boundaries.
     """
-    streams = [_ordered_chunks(r, name, part, chunk_bytes) for r in readers]
+    streams = [r.iter_chunks(name, chunk_bytes, part=part, in_order=True) for r in readers]
     if len(streams) == 1:
         for piece in streams[0]:
             if progress is not None:

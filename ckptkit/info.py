@@ -197,13 +197,21 @@ def _compare(a: np.ndarray, b: np.ndarray, atol: float, rtol: float = 0.0) -> tu
     return int((~same).sum()), max_abs, max_rel
 
 
+DIFF_CHUNK_BYTES = 1 << 20  # compared per step, of each side
+
+
+def _larger(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
                      atol: float = 0.0, rtol: float = 0.0) -> dict:
     """Keys only in A, only in B, dtype/shape changes, and value changes beyond `atol` +
     `rtol` * max(|a|, |b|) (per element).
 
     Values compare exactly by default (NaN equals NaN, 0.0 equals -0.0); `equal` is
-    True when nothing differs. Each tensor whose values differ is listed with how many
+    True when nothing differs. Tensors are compared a chunk at a time (bounded memory).
+    Each tensor whose values differ is listed with how many
     elements differ, the max absolute difference and the max relative difference
     |a-b| / max(|a|, |b|) (0 where both are 0), over the pairs whose difference is finite.
     """
@@ -222,12 +230,18 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
                 result["changed"].append({"name": ia.name, "a": {"dtype": ia.dtype, "shape": ia.shape},
                                           "b": {"dtype": ib.dtype, "shape": ib.shape}})
                 continue
-            a, b = ra.get_tensor(ia.name), rb.get_tensor(ia.name)
-            mismatched, max_abs, max_rel = _compare(a, b, atol, rtol)
+            mismatched, max_abs, max_rel = 0, None, None
+            chunks = zip(ra.iter_chunks(ia.name, DIFF_CHUNK_BYTES, in_order=True),
+                         rb.iter_chunks(ia.name, DIFF_CHUNK_BYTES, in_order=True), strict=True)
+            for a, b in chunks:  # a chunk of each at a time: any tensor size fits
+                n, chunk_abs, chunk_rel = _compare(a, b, atol, rtol)
+                mismatched += n
+                max_abs = _larger(max_abs, chunk_abs)
+                max_rel = _larger(max_rel, chunk_rel)
             result["compared"] += 1
             if mismatched:
                 result["values"].append({"name": ia.name, "dtype": ia.dtype, "mismatched": mismatched,
-                                         "elements": int(a.size), "max_abs_diff": max_abs,
+                                         "elements": ia.elements, "max_abs_diff": max_abs,
                                          "max_rel_diff": max_rel})
     result["equal"] = not (result["only_a"] or result["only_b"] or result["changed"] or result["values"])
     return result

@@ -238,6 +238,10 @@ CHUNK_BYTES = 8 << 20  # what `iter_chunks` yields at most, by default
 
 
 def _cut(flat: np.ndarray, chunk_bytes: int) -> Iterator[np.ndarray]:
+    if flat.dtype.kind == "O":  # strings come whole, as from a V2 bundle
+        if flat.size:
+            yield flat
+        return
     step = max(1, chunk_bytes // max(flat.dtype.itemsize, 1))
     for start in range(0, flat.size, step):
         yield flat[start:start + step]
@@ -342,21 +346,24 @@ class CheckpointReader(Mapping):
                 self.generation += 1
         raise AssertionError("unreachable")
 
-    def iter_chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES, *, part=None) -> Iterator[np.ndarray]:
-        """The tensor `name` as flat arrays of at most `chunk_bytes` each: statistics and
-        averages over tensors of any size in bounded memory.
+    def iter_chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES, *, part=None,
+                    in_order: bool = False) -> Iterator[np.ndarray]:
+        """The tensor `name` as flat arrays of at most `chunk_bytes` each: statistics,
+        averages and diffs over tensors of any size in bounded memory.
 
         V2 data is read range by range, its crc32c summed across the whole entry and
         checked after the last chunk (DataLossError then: use what the chunks gave only
         once the iteration has completed). A partitioned V2 tensor yields its slices one
         after the other, so the elements come in storage order, not the tensor's C
-        order; `part` (one of `slices(name)`) reads that slice alone. Other formats (V1,
-        .npz, .safetensors) and strings are read whole, then cut.
+        order, unless `in_order` (then it is read whole, reassembled, and cut); `part`
+        (one of `slices(name)`) reads that slice alone. Other formats (V1, .npz,
+        .safetensors) and strings are read whole, then cut. Two tensors of one dtype
+        and shape read `in_order` come in chunks of the same elements.
         """
         if name not in self._name_set:
             raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
         backend = self._backend
-        if isinstance(backend, _V2):
+        if isinstance(backend, _V2) and (part is not None or not in_order or not self._entry(name).slices):
             key = name
             if part is not None:
                 from .format.slices import encode_tensor_name_slice  # noqa: PLC0415 - rarely needed

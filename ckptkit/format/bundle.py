@@ -521,7 +521,8 @@ class BundleData:
         if entry.slices:
             raise DataLossError("a partitioned entry holds no data of its own", path=self.index.path, key=key)
         if dtype.is_string:
-            yield self.read(key, verify=verify).reshape(-1)
+            if count:
+                yield self.read(key, verify=verify).reshape(-1)
             return
         step = max(1, chunk_bytes // dtype.itemsize) * dtype.itemsize
         big = self.index.header.endianness == BIG and dtype.itemsize > 1

@@ -319,3 +319,26 @@ def test_stats_of_partitioned_and_v1_checkpoints_match_tf_values(tf, tf1, partit
         for t in report["tensors"]:
             want = None if t["dtype"] == "string" else stats.array_stats(np.asarray(expected[t["name"]]))
             assert t["stats"] == want, t["name"]
+
+
+def test_diff_compares_in_bounded_memory_across_layouts(tmp_path):
+    from ckptkit import info  # noqa: PLC0415
+
+    values = np.random.default_rng(4).standard_normal((1 << 10, 1 << 13), np.float32)  # 32 MiB
+    a = ckptkit.save(os.fspath(tmp_path / "a"), {"x": values, "s": np.array([b"p", b"q"], dtype=object)})
+    changed = values.copy()
+    changed[-1, -1] += 1  # in the last chunk
+    b = ckptkit.save(os.fspath(tmp_path / "b"), {"x": changed, "s": np.array([b"p", b"q"], dtype=object)})
+    with bounded_memory(16 << 20):
+        report = info.diff_checkpoints(a, b)
+    assert report["values"] == [{"name": "x", "dtype": "float32", "mismatched": 1, "elements": values.size,
+                                 "max_abs_diff": pytest.approx(1.0, abs=1e-6),
+                                 "max_rel_diff": pytest.approx(1 / max(abs(values[-1, -1]), abs(changed[-1, -1])),
+                                                               rel=1e-6)}]
+    # a partitioned tensor against a plain and a .npz copy of the same values: equal
+    small = values[:6, :5]
+    sliced = ckptkit.save(os.fspath(tmp_path / "sliced"), {"x": SlicedTensor.split(small, 3, axis=1)})
+    plain = ckptkit.save(os.fspath(tmp_path / "plain"), {"x": small})
+    np.savez(tmp_path / "x.npz", x=small)
+    for other in (plain, os.fspath(tmp_path / "x.npz")):
+        assert info.diff_checkpoints(sliced, other)["equal"], other
