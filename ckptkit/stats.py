@@ -84,13 +84,14 @@ class Accumulator:
             self._moments(values.astype(np.float64))
             return
         wide = values.astype(np.float64)
-        nan = np.isnan(wide)
-        inf = np.isinf(wide)
-        bad_nan, bad_inf = int(nan.sum()), int(inf.sum())
-        self.nan += bad_nan
-        self.inf += bad_inf
-        self.zeros += int(np.count_nonzero(wide == 0))
-        finite = wide[~(nan | inf)] if bad_nan or bad_inf else wide
+        ok = np.isfinite(wide)
+        finite = wide
+        if not ok.all():  # rare: count what is not finite, summarize the rest
+            bad_nan = int(np.isnan(wide).sum())
+            self.nan += bad_nan
+            self.inf += int(ok.size - np.count_nonzero(ok)) - bad_nan
+            finite = wide[ok]
+        self.zeros += int(np.count_nonzero(finite == 0))
         if finite.size:
             self._extremes(float(finite.min()), float(finite.max()))
         self._moments(finite)
