@@ -220,6 +220,8 @@ def test_merge_of_two_tf_written_parts_reads_in_tf(tf, tf1, tmp_path):
                        {k: tf.constant(val) for k, val in tf_values(tf, p).items()}) for i, p in enumerate([a, b])]
     tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=copies, destination_prefix=theirs)
     assert sorted(tf_values(tf, theirs)) == sorted(got)
+    with open(theirs + ".index", "rb") as f, open(out + ".index", "rb") as g:
+        assert f.read() == g.read()  # the same index, byte for byte: shards numbered as TF numbers them
 
 
 def test_merge_joins_a_partitioned_variable_split_across_parts(tf, tmp_path):
@@ -232,6 +234,14 @@ def test_merge_joins_a_partitioned_variable_split_across_parts(tf, tmp_path):
     got = tf_values(tf, out)
     assert same(got["emb"], emb) and got["x"] == np.float32(1.0)
     assert [s.spec() for s in ckptkit.CheckpointReader(out).slices("emb")] == ["0,2:-", "2,2:-"]
+    theirs = os.fspath(tmp_path / "tf_merged")
+    tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=[
+        _save_v2(tf, os.fspath(tmp_path / "ca"), {"emb": tf.constant(emb[:2]), "x": tf.constant(1.0)},
+                 {"emb": "4 2 0,2:-"}),
+        _save_v2(tf, os.fspath(tmp_path / "cb"), {"emb": tf.constant(emb[2:])}, {"emb": "4 2 2,2:-"})],
+        destination_prefix=theirs)
+    with open(theirs + ".index", "rb") as f, open(out + ".index", "rb") as g:
+        assert f.read() == g.read()  # slice lists joined as TF joins them
     with pytest.raises(InvalidArgumentError, match="do not make the whole variable"):
         merge.merge_checkpoints([a], tmp_path / "half")
 
