@@ -469,35 +469,115 @@ def _print_tree(prefix: str, root: dict) -> None:
 
 @cli.command("show")
 @click.argument("ckpt", type=_PATH)
-@click.argument("name", shell_complete=_complete_tensor_names)
-@click.option("--stats", is_flag=True, help="min/max/mean/std and NaN/Inf counts")
+@click.argument("names", nargs=-1, shell_complete=_complete_tensor_names)
+@click.option("--all", "all_tensors", is_flag=True, help="every tensor (as TF's inspect_checkpoint --all_tensors)")
+@click.option("--stats", is_flag=True, help="min/max/mean/std and NaN/Inf/zero counts")
+@click.option("--hist", is_flag=True, help="a histogram of the finite values (bins and counts in --json)")
+@click.option("--bins", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
+              help="histogram bins")
 @click.option("--full", is_flag=True, help="print every value (default: numpy's summary)")
-@click.option("--json", "as_json", is_flag=True, help="print JSON (values only with --full or when small)")
-def show_cmd(ckpt: str, name: str, stats: bool, full: bool, as_json: bool) -> None:
-    """Print one tensor's values (and, with --stats, its statistics)."""
+@click.option("--json", "as_json", is_flag=True,
+              help="print JSON (values only with --full or when small): an object for one NAME, "
+                   "a list for several, globs or --all")
+def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, hist: bool, bins: int,
+             full: bool, as_json: bool) -> None:
+    """Print tensors' values (and, with --stats/--hist, their statistics).
+
+    NAMES are tensor names or fnmatch globs ('dense/*'; * crosses /); --all shows
+    every tensor. A name that is a tensor is taken as it is, even if it holds * or ?.
+    """
     import numpy as np  # noqa: PLC0415
 
-    from . import info  # noqa: PLC0415
+    from . import stats as _stats  # noqa: PLC0415
     from .reader import CheckpointReader  # noqa: PLC0415
 
+    if not names and not all_tensors:
+        raise click.UsageError("give at least one NAME (or --all)")
+    single = len(names) == 1 and not all_tensors
+    out_list = []
     with CheckpointReader(ckpt) as reader:
-        array = reader.get_tensor(name)
-        dtype = reader.get_variable_to_dtype_map()[name].name
-    summary = info.tensor_stats(array) if stats else None
+        chosen = list(reader) if all_tensors else _select(reader, names)
+        single = single and chosen == list(names)
+        dtypes = reader.get_variable_to_dtype_map()
+        for i, name in enumerate(chosen):
+            array = reader.get_tensor(name)
+            dtype = dtypes[name].name
+            summary = _stats.array_stats(array) if stats or hist else None
+            histogram = _stats.array_histogram(array, summary, bins) if hist else None
+            if as_json:
+                out: dict[str, object] = {"name": name, "dtype": dtype, "shape": list(array.shape)}
+                if full or array.size <= 1000:
+                    out["values"] = (array.astype(np.float64) if array.dtype.kind == "V" else array).tolist()
+                if stats:
+                    out["stats"] = summary
+                if hist:
+                    out["hist"] = histogram
+                out_list.append(out)
+                continue
+            if i:
+                _echo()
+            _echo(f"{_printable(name)}: {dtype}{_shape(array.shape)}")
+            threshold = sys.maxsize if full else 1000
+            with np.printoptions(threshold=threshold, linewidth=_width()):
+                _echo(np.array2string(array, separator=", ") if array.ndim else str(array[()]))
+            if stats and summary is not None:
+                _table([("stat", "l"), ("value", "r")], [[k, _fmt(v)] for k, v in summary.items()])
+            if hist:
+                _print_histogram(histogram)
     if as_json:
-        out: dict[str, object] = {"name": name, "dtype": dtype, "shape": list(array.shape)}
-        if full or array.size <= 1000:
-            out["values"] = (array.astype(np.float64) if array.dtype.kind == "V" else array).tolist()
-        if summary is not None:
-            out["stats"] = summary
-        _echo_json(out)
-        return
-    _echo(f"{_printable(name)}: {dtype}{_shape(array.shape)}")
-    threshold = sys.maxsize if full else 1000
-    with np.printoptions(threshold=threshold, linewidth=_width()):
-        _echo(np.array2string(array, separator=", ") if array.ndim else str(array[()]))
-    if summary is not None:
-        _table([("stat", "l"), ("value", "r")], [[k, _fmt(v)] for k, v in summary.items()])
+        _echo_json(out_list[0] if single else out_list)
+
+
+def _select(reader, names: tuple[str, ...]) -> list[str]:
+    """The tensors NAMES pick, in the order given: a tensor's own name first, else a glob
+    (every match, in key order). A name or glob that picks nothing is an error."""
+    import fnmatch  # noqa: PLC0415
+
+    from .errors import TensorNotFoundError  # noqa: PLC0415
+
+    chosen: dict[str, None] = {}
+    for name in names:
+        if name in reader:
+            chosen[name] = None
+            continue
+        is_glob = any(c in name for c in "*?[")
+        matches = [k for k in reader if fnmatch.fnmatchcase(k, name)] if is_glob else []
+        if not matches:
+            what = "no tensor matches this pattern" if is_glob else "tensor not found in checkpoint"
+            raise TensorNotFoundError(what, path=reader.prefix, key=name)
+        chosen.update(dict.fromkeys(matches))
+    return list(chosen)
+
+
+_BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for histogram bars
+_HIST_WIDTH = 40
+
+
+def _bar(count: int, most: int, width: int = _HIST_WIDTH) -> str:
+    """`count` as a bar of unicode blocks, `most` filling `width` cells (eighths resolve)."""
+    eighths = round(count * width * 8 / most) if most else 0
+    if count and not eighths:
+        eighths = 1  # a non-empty bin always shows
+    full, rest = divmod(eighths, 8)
+    return "█" * full + (_BLOCKS[rest] if rest else "")
+
+
+def histogram_lines(histogram: dict | None) -> list[str]:
+    """A histogram as text: one line per bin, `[low, high)  bar  count` (the last bin closed)."""
+    if histogram is None:
+        return ["histogram: no finite real values"]
+    edges, counts = histogram["edges"], histogram["counts"]
+    labels = [f"{edges[i]:.4g}, {edges[i + 1]:.4g}" for i in range(len(counts))]
+    labels = [f"[{label}" + ("]" if i == len(counts) - 1 else ")") for i, label in enumerate(labels)]
+    width = max(map(len, labels))
+    most = max(counts, default=0)
+    return [f"{label.ljust(width)}  {_bar(count, most).ljust(_HIST_WIDTH)}  {count:,}"
+            for label, count in zip(labels, counts, strict=True)]
+
+
+def _print_histogram(histogram: dict | None) -> None:
+    for line in histogram_lines(histogram):
+        _echo(line)
 
 
 def _width() -> int:
@@ -646,24 +726,42 @@ def rm_cmd(ckpt, names, compact, output) -> None:
     _note(f"removed {_count(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`")
 
 
+class _Trouble(_Failure):
+    """diff's "trouble" (an unreadable or missing checkpoint): one line, exit status 2."""
+
+    exit_code = 2
+
+
 @cli.command("diff")
 @click.argument("a", type=_PATH)
 @click.argument("b", type=_PATH)
 @click.option("--atol", type=float, default=0.0, show_default=True,
               help="values within this absolute tolerance count as equal")
+@click.option("--rtol", type=float, default=0.0, show_default=True,
+              help="...or within this tolerance relative to max(|a|, |b|)")
 @click.option("--json", "as_json", is_flag=True, help="print the differences as JSON")
 @click.pass_context
-def diff_cmd(ctx, a, b, atol, as_json) -> None:
+def diff_cmd(ctx, a, b, atol, rtol, as_json) -> None:
     """Compare two checkpoints: names, dtypes, shapes and values.
 
-    Exit status as diff(1): 0 when equal, 1 when different, 2 on trouble with
-    the arguments (a missing checkpoint is an error: exit 1 with a message).
+    Lists the tensors only in A or only in B, those whose dtype or shape changed, and
+    for each whose values differ how many elements do, the max absolute and the max
+    relative difference (|a-b| / max(|a|, |b|)). Exit status as diff(1): 0 when
+    equal, 1 when different, 2 on trouble (a missing or damaged checkpoint: one line
+    on stderr).
     """
     from . import info  # noqa: PLC0415
 
-    if atol < 0:
+    if atol < 0 or not atol == atol:  # noqa: PLR0124 - NaN check
         raise click.BadParameter("must be >= 0", param_hint="--atol")
-    result = info.diff_checkpoints(a, b, atol=atol)
+    if rtol < 0 or not rtol == rtol:  # noqa: PLR0124 - NaN check
+        raise click.BadParameter("must be >= 0", param_hint="--rtol")
+    try:
+        result = info.diff_checkpoints(a, b, atol=atol, rtol=rtol)
+    except CheckpointError as exc:
+        raise _Trouble(_error_text(exc)) from None
+    except OSError as exc:
+        raise _Trouble(_os_message(exc)) from None
     if as_json:
         _echo_json(result)
     else:
@@ -675,10 +773,12 @@ def diff_cmd(ctx, a, b, atol, as_json) -> None:
             _echo(f"changed:   {_printable(c['name'])}: {c['a']['dtype']}{_shape(c['a']['shape'])} -> "
                   f"{c['b']['dtype']}{_shape(c['b']['shape'])}")
         for v in result["values"]:
-            extra = f", max |a-b| {v['max_abs_diff']:.6g}" if v["max_abs_diff"] is not None else ""
+            extra = ""
+            if v["max_abs_diff"] is not None:
+                extra = f", max |a-b| {v['max_abs_diff']:.6g}, max rel {v['max_rel_diff']:.6g}"
             _echo(f"values:    {_printable(v['name'])}: {v['mismatched']} of {v['elements']} differ{extra}")
         if result["equal"]:
-            _note("checkpoints are equal")
+            _note(f"checkpoints are equal ({_count(result['compared'])} compared)")
     ctx.exit(0 if result["equal"] else 1)
 
 
@@ -881,6 +981,110 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
         _note(f"left out {_count(len(left))}: {shown}{more} (--strict makes this an error)")
     _note(f"converted {result['tensors']} tensors ({_human(result['bytes'])}): "
           f"{_printable(src)} -> {_printable(dst)}")
+
+
+# --------------------------------------------------------------------------- surgery: average, merge, stats
+
+@cli.command("average")
+@click.argument("ckpts", nargs=-1, type=_PATH)
+@click.option("-o", "--output", required=True, type=_PATH, help="prefix of the averaged checkpoint to write")
+@click.option("--last", nargs=2, type=(click.IntRange(min=1), _PATH), default=None, metavar="N DIR",
+              help="average the N newest checkpoints of DIR (from its `checkpoint` state file)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def average_cmd(ckpts, output, last, as_json) -> None:
+    """Write the element-wise mean of several checkpoints (CKPT... or --last N DIR).
+
+    Float and complex tensors are averaged in float64 and stored in their own dtype;
+    integer, bool and string tensors (global_step, the TF2 object graph) are taken
+    from the last checkpoint. Keys, dtypes and shapes must agree. One chunk of each
+    tensor is in memory at a time. The last checkpoint's .meta is copied beside OUT.
+    """
+    from . import average  # noqa: PLC0415
+
+    if bool(ckpts) == bool(last):
+        raise click.UsageError("give the checkpoints to average, or --last N DIR (not both)")
+    paths = list(ckpts) if ckpts else average.last_checkpoints(last[1], last[0])
+    _check_output(output)
+    total = 0
+    if _stderr_is_tty():
+        from .convert import source_bytes  # noqa: PLC0415
+
+        total = sum(source_bytes(p) for p in paths)
+    with _progress(total, "averaging") as progress:
+        result = average.average_checkpoints(paths, output, progress=progress)
+    if as_json:
+        _echo_json(result)
+        return
+    for prefix in result["inputs"]:
+        _echo(_printable(prefix))
+    _note(f"averaged {_count(len(result['inputs']), 'checkpoint')} into {_printable(output)}: "
+          f"{result['averaged']} tensors averaged, {result['copied']} taken from the last"
+          + (f"; its .meta copied to {_printable(result['meta'])}" if result["meta"] else ""))
+
+
+@cli.command("merge")
+@click.argument("parts", nargs=-1, required=True, type=_PATH)
+@click.option("-o", "--output", required=True, type=_PATH, help="prefix of the merged checkpoint to write")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def merge_cmd(parts, output, as_json) -> None:
+    """Merge checkpoints written in parts (by parallel workers) into one, as TF's
+    MergeV2Checkpoints does.
+
+    Keys must be disjoint (a partitioned variable may have its slices in several
+    parts). Data shards are hard-linked (or copied byte for byte), never re-encoded;
+    only the index is new. The parts are left as they are.
+    """
+    from . import merge  # noqa: PLC0415
+
+    _check_output(output)
+    total = 0
+    if _stderr_is_tty():
+        from .convert import source_bytes  # noqa: PLC0415
+
+        total = sum(source_bytes(p) for p in parts)
+    with _progress(total, "merging") as progress:
+        result = merge.merge_checkpoints(parts, output, progress=progress)
+    if as_json:
+        _echo_json(result)
+        return
+    _note(f"merged {_count(len(result['parts']), 'checkpoint')} into {_printable(output)}: "
+          f"{_count(result['tensors'])} in {_count(result['shards'], 'data shard')}")
+
+
+@cli.command("stats")
+@click.argument("ckpt", default=".", required=False, type=_PATH)
+@click.option("--filter", "pattern", metavar="GLOB", help="only names matching GLOB (fnmatch; * crosses /)")
+@click.option("--json", "as_json", is_flag=True, help="print the statistics as JSON")
+@click.pass_context
+def stats_cmd(ctx, ckpt, pattern, as_json) -> None:
+    """Statistics of every tensor: min, max, mean, std, NaN, Inf and zero counts.
+
+    Streams each tensor in chunks (checksums checked), so any size fits in a few MiB.
+    Exit status 1 when any NaN or Inf is found (did training diverge?), 0 otherwise.
+    Strings are listed without statistics.
+    """
+    from . import stats as _stats  # noqa: PLC0415
+
+    total = _stats.numeric_bytes(ckpt, pattern) if _stderr_is_tty() else 0
+    with _progress(total, "reading") as progress:
+        report = _stats.checkpoint_stats(ckpt, pattern, progress=progress)
+    if as_json:
+        _echo_json(report)
+    else:
+        rows = []
+        for t in report["tensors"]:
+            st = t["stats"] or {}
+            rows.append([t["name"], t["dtype"], _shape(t["shape"]),
+                         *(_fmt(st.get(k)) for k in ("min", "max", "mean", "std")),
+                         *(_fmt(st.get(k)) for k in ("nan", "inf", "zeros"))])
+        _table([("name", "l"), ("dtype", "l"), ("shape", "l"), ("min", "r"), ("max", "r"), ("mean", "r"),
+                ("std", "r"), ("nan", "r"), ("inf", "r"), ("zeros", "r")], rows, title=report["prefix"])
+        if report["nonfinite"]:
+            shown = ", ".join(_printable(n) for n in report["nonfinite"][:5])
+            more = f" and {len(report['nonfinite']) - 5} more" if len(report["nonfinite"]) > 5 else ""
+            _note(f"NaN or Inf found: {report['nan']:,} NaN, {report['inf']:,} Inf in "
+                  f"{_count(len(report['nonfinite']))}: {shown}{more}")
+    ctx.exit(0 if report["ok"] else 1)
 
 
 @cli.command("example")

@@ -45,6 +45,17 @@ class DType:
     def itemsize(self) -> int:
         return self.numpy.itemsize
 
+    @property
+    def category(self) -> str:
+        """"float", "complex", "int", "bool" or "string": what arithmetic means for the
+        values (bfloat16 and float8 are floats, int4 an int, though numpy calls them 'V')."""
+        name = self.name
+        if name.startswith(("float", "bfloat")):
+            return "float"
+        if name.startswith("complex"):
+            return "complex"
+        return name if name in ("bool", "string") else "int"
+
     def __repr__(self) -> str:
         return f"tf.{self.name}"
 

@@ -105,39 +105,11 @@ def scope_tree(infos: Iterable[TensorInfo],
 
 
 def tensor_stats(array: np.ndarray) -> dict:
-    """min/max/mean/std and NaN/Inf counts (numbers), true/false counts (bool), lengths (strings)."""
-    stats: dict = {"elements": int(array.size)}
-    kind = array.dtype.kind
-    if kind == "O":
-        lengths = [len(v) for v in array.reshape(-1)]
-        stats.update(min_len=min(lengths, default=None), max_len=max(lengths, default=None))
-        return stats
-    if kind == "b":
-        true = int(np.count_nonzero(array))
-        stats.update(true=true, false=int(array.size) - true)
-        return stats
-    if kind == "c":
-        complex_values = array.astype(np.complex128)
-        stats.update(nan=int(np.isnan(complex_values).sum()), inf=int(np.isinf(complex_values).sum()))
-        complex_finite = complex_values[np.isfinite(complex_values)]
-        stats["mean_abs"] = float(np.abs(complex_finite).mean()) if complex_finite.size else None
-        return stats
-    if kind in "iu":
-        values = array.reshape(-1)
-        finite = values.astype(np.float64)
-        stats.update(min=int(values.min()) if values.size else None,
-                     max=int(values.max()) if values.size else None)
-    else:  # floats, including bfloat16 and float8 (numpy kind 'V' or 'f')
-        values = array.astype(np.float64).reshape(-1)
-        nan = np.isnan(values)
-        inf = np.isinf(values)
-        stats.update(nan=int(nan.sum()), inf=int(inf.sum()))
-        finite = values[~(nan | inf)]
-        stats.update(min=float(finite.min()) if finite.size else None,
-                     max=float(finite.max()) if finite.size else None)
-    stats.update(mean=float(finite.mean()) if finite.size else None,
-                 std=float(finite.std()) if finite.size else None)
-    return stats
+    """min/max/mean/std, NaN/Inf/zero counts (numbers), true/false counts (bool), lengths
+    (strings): `ckptkit.stats.array_stats`, the code `ckptkit stats` streams with."""
+    from .stats import array_stats  # noqa: PLC0415 - stats imports reader, as this module does
+
+    return array_stats(array)
 
 
 @dataclass
@@ -204,28 +176,45 @@ def _comparable(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float64)
 
 
-def _compare(a: np.ndarray, b: np.ndarray, atol: float) -> tuple[int, float | None]:
-    """(elements that differ beyond atol, max |a-b| over finite pairs)."""
+def _compare(a: np.ndarray, b: np.ndarray, atol: float, rtol: float = 0.0) -> tuple[int, float | None, float | None]:
+    """(elements that differ beyond atol + rtol * max(|a|, |b|), max |a-b| and max relative
+    difference |a-b| / max(|a|, |b|) over finite pairs; None for strings and bools)."""
     if a.dtype.kind in "OSU" or a.dtype.kind == "b":
-        return int(np.count_nonzero(a.reshape(-1) != b.reshape(-1))), None
-    if a.dtype.kind in "iu" and atol == 0:
-        diff_mask = a != b
-        delta = np.abs(a.astype(np.float64) - b.astype(np.float64))
-        return int(diff_mask.sum()), float(delta.max()) if delta.size else 0.0
+        return int(np.count_nonzero(a.reshape(-1) != b.reshape(-1))), None, None
     x, y = _comparable(a), _comparable(b)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         delta = np.abs(x - y)
-        same = (x == y) | (np.isnan(x) & np.isnan(y)) | (delta <= atol)
-    finite = delta[np.isfinite(delta)]
-    return int((~same).sum()), float(finite.max()) if finite.size else None
+        scale = np.maximum(np.abs(x), np.abs(y))
+        if a.dtype.kind in "iu":  # exact: int64 values past 2^53 that differ by 1 still differ
+            same = a == b
+            if atol or rtol:
+                same |= delta <= atol + rtol * scale
+        else:
+            same = (x == y) | (np.isnan(x) & np.isnan(y)) | (delta <= atol + rtol * scale)
+        relative = np.where(delta == 0, 0.0, delta / np.where(scale == 0, 1.0, scale))
+    finite = np.isfinite(delta)
+    max_abs = float(delta[finite].max()) if finite.any() else (0.0 if not delta.size else None)
+    max_rel = float(relative[finite].max()) if finite.any() else (0.0 if not delta.size else None)
+    return int((~same).sum()), max_abs, max_rel
+
+
+DIFF_CHUNK_BYTES = 1 << 20  # compared per step, of each side
+
+
+def _larger(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
-                     atol: float = 0.0) -> dict:
-    """Keys only in A, only in B, dtype/shape changes, and value changes beyond `atol`.
+                     atol: float = 0.0, rtol: float = 0.0) -> dict:
+    """Keys only in A, only in B, dtype/shape changes, and value changes beyond `atol` +
+    `rtol` * max(|a|, |b|) (per element).
 
     Values compare exactly by default (NaN equals NaN, 0.0 equals -0.0); `equal` is
-    True when nothing differs.
+    True when nothing differs. Tensors are compared a chunk at a time (bounded memory).
+    Each tensor whose values differ is listed with how many
+    elements differ, the max absolute difference and the max relative difference
+    |a-b| / max(|a|, |b|) (0 where both are 0), over the pairs whose difference is finite.
     """
     with CheckpointReader(path_a) as ra, CheckpointReader(path_b) as rb:
         infos_a, infos_b = _infos(ra), {i.name: i for i in _infos(rb)}
@@ -233,7 +222,7 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
         result: dict[str, Any] = {"a": ra.prefix, "b": rb.prefix,
                                   "only_a": [i.name for i in infos_a if i.name not in infos_b],
                                   "only_b": [n for n in infos_b if n not in names_a],
-                                  "changed": [], "values": []}
+                                  "changed": [], "values": [], "compared": 0}
         for ia in infos_a:
             ib = infos_b.get(ia.name)
             if ib is None:
@@ -242,11 +231,25 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
                 result["changed"].append({"name": ia.name, "a": {"dtype": ia.dtype, "shape": ia.shape},
                                           "b": {"dtype": ib.dtype, "shape": ib.shape}})
                 continue
-            a, b = ra.get_tensor(ia.name), rb.get_tensor(ia.name)
-            mismatched, max_diff = _compare(a, b, atol)
+            mismatched, max_abs, max_rel = 0, None, None
+            chunks = zip(ra.iter_chunks(ia.name, DIFF_CHUNK_BYTES, in_order=True),
+                         rb.iter_chunks(ia.name, DIFF_CHUNK_BYTES, in_order=True), strict=True)
+            chunk_abs: float | None
+            chunk_rel: float | None
+            for a, b in chunks:  # a chunk of each at a time: any tensor size fits
+                if a.dtype.kind != "O" and np.array_equal(np.ascontiguousarray(a).view(np.uint8),
+                                                          np.ascontiguousarray(b).view(np.uint8)):
+                    n, chunk_abs, chunk_rel = 0, 0.0, 0.0  # the same bytes (the usual case): equal
+                else:
+                    n, chunk_abs, chunk_rel = _compare(a, b, atol, rtol)
+                mismatched += n
+                max_abs = _larger(max_abs, chunk_abs)
+                max_rel = _larger(max_rel, chunk_rel)
+            result["compared"] += 1
             if mismatched:
-                result["values"].append({"name": ia.name, "mismatched": mismatched,
-                                         "elements": int(a.size), "max_abs_diff": max_diff})
+                result["values"].append({"name": ia.name, "dtype": ia.dtype, "mismatched": mismatched,
+                                         "elements": ia.elements, "max_abs_diff": max_abs,
+                                         "max_rel_diff": max_rel})
     result["equal"] = not (result["only_a"] or result["only_b"] or result["changed"] or result["values"])
     return result
 

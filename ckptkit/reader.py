@@ -143,6 +143,19 @@ class _TensorFile:
         self.file.close()
 
 
+CHUNK_BYTES = 8 << 20  # what `iter_chunks` yields at most, by default
+
+
+def _cut(flat: np.ndarray, chunk_bytes: int) -> Iterator[np.ndarray]:
+    if flat.dtype.kind == "O":  # strings come whole, as from a V2 bundle
+        if flat.size:
+            yield flat
+        return
+    step = max(1, chunk_bytes // max(flat.dtype.itemsize, 1))
+    for start in range(0, flat.size, step):
+        yield flat[start:start + step]
+
+
 _REOPENS = 3  # times get_tensor reopens a checkpoint replaced under it before giving up
 
 
@@ -247,6 +260,36 @@ class CheckpointReader(Mapping):
                 self._open()
                 self.generation += 1
         raise AssertionError("unreachable")
+
+    def iter_chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES, *, part=None,
+                    in_order: bool = False) -> Iterator[np.ndarray]:
+        """The tensor `name` as flat arrays of at most `chunk_bytes` each: statistics,
+        averages and diffs over tensors of any size in bounded memory.
+
+        V2 data is read range by range, its crc32c summed across the whole entry and
+        checked after the last chunk (DataLossError then: use what the chunks gave only
+        once the iteration has completed). A partitioned V2 tensor yields its slices one
+        after the other, so the elements come in storage order, not the tensor's C
+        order, unless `in_order` (then it is read whole, reassembled, and cut); `part`
+        (one of `slices(name)`) reads that slice alone. Other formats (V1, .npz,
+        .safetensors) and strings are read whole, then cut. Two tensors of one dtype
+        and shape read `in_order` come in chunks of the same elements.
+        """
+        if name not in self._name_set:
+            raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
+        backend = self._backend
+        if isinstance(backend, _V2) and (part is not None or not in_order or not self._entry(name).slices):
+            key = name
+            if part is not None:
+                from .format.slices import encode_tensor_name_slice  # noqa: PLC0415 - rarely needed
+
+                key = bundle.decode_key(encode_tensor_name_slice(name, part))
+                if key not in backend.index:
+                    raise TensorNotFoundError(f"no slice {part.spec()} stored", path=self.prefix, key=name)
+            return backend.data.read_chunks(key, chunk_bytes, verify=self.verify)
+        if part is not None:
+            raise UnsupportedError("slices are read one by one from V2 checkpoints only", path=self.prefix, key=name)
+        return _cut(self.get_tensor(name).reshape(-1), chunk_bytes)
 
     def debug_string(self) -> bytes:
         """TF's format: one `name (DT_FLOAT) [2,3]` line per tensor, as bytes."""

@@ -26,7 +26,7 @@ from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
 from ..proto import tensor_bundle_pb2
-from ..storage.base import ReadHandle
+from ..storage.base import COPY_CHUNK, ReadHandle
 from ..storage.files import AtomicFile
 from ..storage.lock import EDIT_WAIT_SECONDS
 from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
@@ -461,15 +461,7 @@ class BundleData:
 
         def piece(start: int) -> int:
             part = view[start:start + size]
-            got = 0
-            while got < len(part):
-                try:
-                    n = f.readinto(part[got:], offset + start + got)
-                except CheckpointError as exc:
-                    raise type(exc)(exc.message, path=exc.path, key=key) from None
-                if not n:
-                    raise DataLossError("data shard ended early", path=self.shard_path(entry.shard_id), key=key)
-                got += n
+            self._read_exact(f, part, offset + start, entry.shard_id, key)
             return crc32c(part) if verify else 0
 
         starts = range(0, entry.size, size)
@@ -480,6 +472,66 @@ class BundleData:
         for start, part_crc in zip(starts[1:], crcs[1:], strict=True):
             crc = crc32c_combine(crc, part_crc, min(size, entry.size - start))
         return crc
+
+    def _read_exact(self, f: ReadHandle, part: memoryview, offset: int, shard: int, key: str) -> None:
+        """Fill `part` with the shard's bytes at `offset` (a short file is DataLossError)."""
+        got = 0
+        while got < len(part):
+            try:
+                n = f.readinto(part[got:], offset + got)
+            except CheckpointError as exc:
+                raise type(exc)(exc.message, path=exc.path, key=key) from None
+            if not n:
+                raise DataLossError("data shard ended early", path=self.shard_path(shard), key=key)
+            got += n
+
+    def read_chunks(self, key: str, chunk_bytes: int = COPY_CHUNK, *, verify: bool = True) -> Iterator[np.ndarray]:
+        """The numeric tensor under `key` as flat arrays of at most `chunk_bytes` each, in
+        storage order: what statistics and averages need, without the whole tensor in
+        memory (a 4 GiB tensor costs one chunk). A partitioned tensor yields its slices'
+        chunks one slice after the other (each slice in its own C order), so the chunks
+        are the tensor's elements, but not in the tensor's order.
+
+        The crc32c is summed over the whole entry as the chunks go by and compared after
+        the last one: a damaged entry raises DataLossError at the end, so act on the
+        chunks only once the iteration has completed. Strings come as one chunk (their
+        layout has no fixed element size).
+        """
+        found = self.checked(key)
+        if not found.entry.slices:
+            yield from self._plain_chunks(key, chunk_bytes, verify)
+            return
+        for proto in found.entry.slices:
+            tslice = TensorSlice.from_proto(proto)  # checked() parsed these already
+            slice_key = decode_key(encode_tensor_name_slice(key, tslice))
+            try:
+                yield from self._plain_chunks(slice_key, chunk_bytes, verify)
+            except CheckpointError as exc:  # name the variable, not its binary slice key
+                raise type(exc)(f"slice {tslice.spec()}: {exc.message}", path=exc.path, key=key) from None
+
+    def _plain_chunks(self, key: str, chunk_bytes: int, verify: bool) -> Iterator[np.ndarray]:
+        entry, dtype, shape, count = self.checked(key)
+        assert dtype is not None  # known_dtype=True: checked() raised for an unknown dtype
+        if entry.slices:
+            raise DataLossError("a partitioned entry holds no data of its own", path=self.index.path, key=key)
+        if dtype.is_string:
+            if count:
+                yield self.read(key, verify=verify).reshape(-1)
+            return
+        step = max(1, chunk_bytes // dtype.itemsize) * dtype.itemsize
+        big = self.index.header.endianness == BIG and dtype.itemsize > 1
+        stored = dtype.numpy.newbyteorder(">") if big else dtype.numpy
+        f = self._file(entry.shard_id)
+        crc = 0
+        for start in range(0, entry.size, step):
+            buf = np.empty(min(step, entry.size - start), dtype=np.uint8)
+            self._read_exact(f, memoryview(buf.data), entry.offset + start, entry.shard_id, key)
+            if verify:
+                crc = crc32c(buf, crc)
+            values = buf.view(stored)
+            yield values.astype(dtype.numpy) if big else values
+        if verify and crc != unmask_crc(entry.crc32c):
+            raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(entry.shard_id), key=key)
 
     def read(self, key: str, entry: BundleEntryProto | None = None, *, verify: bool = True,
              copy: bool = True) -> np.ndarray:
@@ -641,6 +693,10 @@ class Deferred(NamedTuple):
     dtype: _dtypes.DType
     shape: tuple[int, ...]
     load: Callable[[], Any]
+    # Optional: the same values as flat arrays of `dtype`, a piece at a time, in C order.
+    # write_bundle then streams them into the shard (numeric dtypes), so not even one
+    # whole tensor need be in memory; other writers call `load`.
+    chunks: Callable[[], Iterable[np.ndarray]] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -791,9 +847,10 @@ def _stored_tensors(tensors: Mapping[str, Any], prefix: str, keep_order: bool = 
         if isinstance(value, SlicedTensor) and len(value.pieces) == 1:
             shape = value.shape  # one piece covering it all: TF writes it plainly too
             value = value.pieces[0][1]
-            if np.shape(value) != shape:
+            got = tuple(value.shape) if isinstance(value, Deferred) else np.shape(value)
+            if got != shape:
                 raise InvalidArgumentError(f"the one slice of shape {list(shape)} has shape "
-                                           f"{list(np.shape(value))}", path=prefix, key=name)
+                                           f"{list(got)}", path=prefix, key=name)
         if isinstance(value, Deferred):
             stored.append((encode_key(name), (value, value.dtype)))
             continue
@@ -806,7 +863,8 @@ def _stored_tensors(tensors: Mapping[str, Any], prefix: str, keep_order: bool = 
             full.shape.dim.add(size=d)
         dtype = None
         for tslice, piece in value.pieces:
-            arr, piece_dtype = _as_array(piece, name)
+            arr: np.ndarray | Deferred
+            arr, piece_dtype = (piece, piece.dtype) if isinstance(piece, Deferred) else _as_array(piece, name)
             if dtype is not None and piece_dtype.enum != dtype.enum:
                 raise InvalidArgumentError(f"slices of one tensor must share a dtype: {dtype.name} "
                                            f"and {piece_dtype.name}", path=prefix, key=name)
@@ -828,6 +886,24 @@ def _stored_tensors(tensors: Mapping[str, Any], prefix: str, keep_order: bool = 
             raise InvalidArgumentError("two tensors would be stored under the same key",
                                        path=prefix, key=decode_key(a))
     return [decode_key(k) for k, _ in stored], [v for _, v in stored], sliced_entries
+
+
+def _write_chunks(out, value: Deferred, key: str, prefix: str) -> int:
+    """Stream a Deferred's chunks into `out`; return their crc32c (unmasked). Each chunk
+    must be of the declared dtype, and together they must fill the declared shape."""
+    crc, written = 0, 0
+    for piece in value.chunks():  # type: ignore[misc]  # the caller checked it is not None
+        piece = np.asarray(piece)
+        if piece.dtype != value.dtype.numpy:
+            raise DataLossError(f"a chunk of {piece.dtype} where {value.dtype.name} was declared",
+                                path=prefix, key=key)
+        flat = np.ascontiguousarray(piece).reshape(-1).view(np.uint8)
+        crc = out.write(flat, crc)
+        written += flat.size
+    if written != value.nbytes:
+        raise DataLossError(f"chunks of {written} bytes where {value.dtype.name}{list(value.shape)} "
+                            f"needs {value.nbytes}", path=prefix, key=key)
+    return crc
 
 
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
@@ -856,9 +932,16 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
         files = [tx.shard(data_filename(prefix, s, num_shards)) for s in range(num_shards)]
         entries = []
         for key, (value, dtype), shard in zip(keys, arrays, shard_of, strict=True):
-            arr = loaded(value, key)[0] if isinstance(value, Deferred) else value
             out = files[shard]
             start = out.offset
+            if isinstance(value, Deferred) and value.chunks is not None and not dtype.is_string:
+                crc = _write_chunks(out, value, key, prefix)
+                entries.append((key, make_entry(dtype.enum, value.shape, shard, start, out.offset - start,
+                                                mask_crc(crc)).SerializeToString()))
+                if progress is not None:
+                    progress(out.offset - start)
+                continue
+            arr = loaded(value, key)[0] if isinstance(value, Deferred) else value
             if dtype.is_string:
                 varints, checksum, lengths_crc, data = string_parts(arr, key)
                 out.write(varints)

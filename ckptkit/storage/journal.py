@@ -127,6 +127,8 @@ def _apply(renames: list[tuple[str, str]], deletes: list[str], directory: str) -
             if not os.path.lexists(final):  # neither: the commit can't be completed
                 raise
             # renamed already (a recovery after a crash between two renames)
+        else:
+            _drop_if_same(temp, final)
     fsync_dir(directory)
     for path in deletes:
         try:
@@ -135,6 +137,16 @@ def _apply(renames: list[tuple[str, str]], deletes: list[str], directory: str) -
             pass
     if deletes:
         fsync_dir(directory)
+
+
+def _drop_if_same(temp: str, final: str) -> None:
+    """rename(2) does nothing when both names are links of one file (a shard hard-linked
+    again onto an output that already links it): the temp name is then left; remove it."""
+    try:
+        if os.path.samefile(temp, final):
+            os.unlink(temp)
+    except FileNotFoundError:  # renamed, as usual
+        pass
 
 
 def recover(directory: str) -> list[str]:

@@ -312,7 +312,8 @@ def test_diff(tf, seed, dtypes_ckpt, tmp_path):
     c = ckptkit.save(os.fspath(tmp_path / "c"), {"x": np.array([1, 2], np.int32), "s": b"u"})
     report = json.loads(run("diff", a, c, "--json").stdout)
     assert [ch["name"] for ch in report["changed"]] == ["x"] and report["values"][0]["name"] == "s"
-    assert run("diff", a, tmp_path / "missing").exit_code == 1
+    trouble = run("diff", a, tmp_path / "missing")  # diff(1): 2 for trouble, with one line saying which
+    assert trouble.exit_code == 2 and "missing" in one_error_line(trouble.stderr)
 
 
 def test_verify_names_the_damaged_tensor(tf, dtypes_ckpt):
