@@ -888,10 +888,10 @@ def state_cmd(directory, as_json) -> None:
     here, with the checkpoint a reader of DIRECTORY opens. A damaged state file is an
     error (readers, like TF's, would ignore it).
     """
-    from . import info, reader, state  # noqa: PLC0415
+    from . import info, reader, state, storage  # noqa: PLC0415
 
     recorded = None
-    if os.path.isdir(directory):  # strict: report damage instead of "no state file"
+    if storage.isdir(directory):  # strict: report damage instead of "no state file"
         state.get_checkpoint_state(directory, strict=True)
         recorded = state.read_state_file(os.path.join(directory, state.STATE_FILENAME))
     described = info.describe_state(directory)

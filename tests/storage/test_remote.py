@@ -40,10 +40,12 @@ def s3():
         yield options
 
 
-@pytest.fixture(params=["memory", "s3"])
-def store_url(request):
-    """(a fresh directory URL on a writable store, its storage_options)."""
+@pytest.fixture(params=["local", "memory", "s3"])
+def store_url(request, tmp_path):
+    """(a fresh directory on a writable store: a local path or a URL, its storage_options)."""
     run = uuid.uuid4().hex[:8]
+    if request.param == "local":
+        return os.fspath(tmp_path / run), None
     if request.param == "memory":
         return f"memory://ckptkit-tests/{run}", None
     return f"s3://bucket/{run}", request.getfixturevalue("s3")
@@ -55,7 +57,7 @@ def test_saver_on_a_store_keeps_the_newest_and_a_state_file(store_url, tmp_path,
     for step in (1, 2, 3):
         assert saver.save(_values(step), f"{base}/model.ckpt", global_step=step) == f"{base}/model.ckpt-{step}"
     with storage.options(options):
-        names = sorted(storage.of(base).listdir(base))
+        names = sorted(n for n in storage.of(base).listdir(base) if n != ".ckptkit.lock")
         assert names == sorted(["checkpoint"] + [f"model.ckpt-{s}{ext}" for s in (2, 3)
                                                 for ext in (".index", ".data-00000-of-00001", ".meta")])
         assert ckptkit.latest_checkpoint(base) == f"{base}/model.ckpt-3"
@@ -66,6 +68,33 @@ def test_saver_on_a_store_keeps_the_newest_and_a_state_file(store_url, tmp_path,
     # TF reads the bytes that landed in the store (downloaded as they are)
     local = _download(base, options, tmp_path / "copy")
     assert same_values(tf_values(tf, os.path.join(local, "model.ckpt-3")), _values(3))
+
+
+def test_the_cli_reaches_s3_through_fsspec_configuration(s3, tmp_path):
+    base = f"s3://bucket/{uuid.uuid4().hex[:8]}"
+    ckptkit.Saver(storage_options=s3).save(_values(4), f"{base}/model.ckpt", global_step=4)
+    env = subprocess_env()
+    env.update(FSSPEC_S3_KEY=s3["key"], FSSPEC_S3_SECRET=s3["secret"],
+               FSSPEC_S3_ENDPOINT_URL=s3["client_kwargs"]["endpoint_url"])
+    for args, expect in ((["ls", base], "dense/kernel"), (["rename", "-c", base, "step", "global_step"], ""),
+                         (["show", base, "global_step"], "7"), (["state", base], "model.ckpt-4")):
+        res = subprocess.run([*CKPTKIT, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert res.returncode == 0 and expect in res.stdout, (args, res.stdout, res.stderr)
+
+
+def test_a_checkpoint_manager_on_a_store(store_url):
+    base, options = store_url
+    with storage.options(options):
+        ckpt = ckptkit.Checkpoint(model={"w": np.zeros(3, np.float32)})
+        manager = ckptkit.CheckpointManager(ckpt, base, max_to_keep=2)
+        for step in range(3):
+            ckpt.model["w"][:] = step  # type: ignore[index]
+            manager.save()
+        assert manager.checkpoints == [f"{base}/ckpt-2", f"{base}/ckpt-3"]
+        assert ckptkit.latest_checkpoint(base) == f"{base}/ckpt-3"
+        restored = ckptkit.Checkpoint(model={"w": np.zeros(3, np.float32)})
+        restored.restore(manager.latest_checkpoint)
+        assert restored.model["w"].tolist() == [2.0, 2.0, 2.0]  # type: ignore[index]
 
 
 def _download(base: str, options, into) -> str:
