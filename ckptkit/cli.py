@@ -774,6 +774,9 @@ def diff_cmd(ctx, a, b, atol, as_json) -> None:
 def verify_cmd(ctx, ckpt, as_json) -> None:
     """Read every tensor, checking every crc32c; exit 1 naming each damaged tensor.
 
+    TF2 checkpoints: the object graph is checked against the keys too (every key an
+    object names exists; every key is saved by an object reachable from the root).
+
     .safetensors and .npz files have no checksums: their headers are checked and
     every tensor is read.
     """
@@ -785,10 +788,15 @@ def verify_cmd(ctx, ckpt, as_json) -> None:
     if as_json:
         _echo_json({"prefix": report.prefix, "format": report.format, "checked": report.checked,
                     "tensors": report.tensors, "bytes": report.bytes, "ok": report.ok,
-                    "errors": [{"name": k, "error": m} for k, m in report.errors]})
+                    "errors": [{"name": k, "error": m} for k, m in report.errors],
+                    "graph_problems": [{"name": k, "error": m} for k, m in report.graph_problems]})
     else:
         for key, message in report.errors:
             if not message.startswith(report.prefix):  # the library named neither file nor key
+                message = f"{report.prefix}: key {key!r}: {message}"
+            _echo(_error_line(message), err=True)
+        for key, message in report.graph_problems:
+            if not message.startswith(report.prefix):
                 message = f"{report.prefix}: key {key!r}: {message}"
             _echo(_error_line(message), err=True)
         prefix = _printable(report.prefix)
@@ -796,8 +804,12 @@ def verify_cmd(ctx, ckpt, as_json) -> None:
             _echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes read in {prefix} ({report.checked})")
         elif report.ok:
             _echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes verified in {prefix}")
+        elif report.errors:
+            _echo(f"FAILED: {len(report.errors)} of {report.tensors} tensors damaged in {prefix}"
+                  + (f"; {len(report.graph_problems)} object graph problems" if report.graph_problems else ""))
         else:
-            _echo(f"FAILED: {len(report.errors)} of {report.tensors} tensors damaged in {prefix}")
+            _echo(f"FAILED: the object graph and the index of {prefix} disagree "
+                  f"({len(report.graph_problems)} problems); every tensor's data is intact")
     ctx.exit(0 if report.ok else 1)
 
 

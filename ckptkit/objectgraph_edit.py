@@ -25,7 +25,15 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 
 from .errors import InvalidArgumentError, TensorNotFoundError
-from .objectgraph import OBJECT_GRAPH_KEY, ObjectGraph, attribute_key, split_path, unescape_local_name
+from .objectgraph import (
+    ATTRIBUTES,
+    OBJECT_GRAPH_KEY,
+    ObjectGraph,
+    attribute_key,
+    escape_local_name,
+    split_path,
+    unescape_local_name,
+)
 from .proto import trackable_object_graph_pb2
 
 __all__ = ["GraphEditor", "graph_problems"]
@@ -81,11 +89,34 @@ class GraphEditor:
 
     # ---- key edits (the index changes; the graph follows)
     def rename_keys(self, mapping: Mapping[str, str]) -> None:
+        """Rename attributes' keys. TF restores an object's tensors from
+        `<first attribute's key up to .ATTRIBUTES/><attribute name>` (restore.py,
+        `_extract_saveable_name`), so every key of an object must stay
+        `<one prefix>/.ATTRIBUTES/<attribute>`: other names are refused, naming the form."""
         for node in self.proto.nodes:
+            touched = False
             for a in node.attributes:
                 if a.checkpoint_key in mapping:
                     a.checkpoint_key = mapping[a.checkpoint_key]
-                    self._changed = True
+                    self._changed = touched = True
+            if touched:
+                self._check_attribute_keys(node)
+
+    def _check_attribute_keys(self, node) -> None:
+        prefixes = set()
+        for a in node.attributes:
+            suffix = f"{ATTRIBUTES}/{escape_local_name(a.name)}"
+            key = a.checkpoint_key
+            at = key.find(ATTRIBUTES + "/")
+            if not key.endswith("/" + suffix) or at != len(key) - len(suffix):
+                raise InvalidArgumentError(
+                    f"TF2 restores this object's {a.name} from a key of the form "
+                    f"'<path>/{suffix}' (one <path> per object): rename to such a key, or rename the "
+                    "object path instead", path=self.path, key=key)
+            prefixes.add(key[:at])
+        if len(prefixes) > 1:
+            raise InvalidArgumentError(f"TF2 reads all of one object's tensors under one prefix, not "
+                                       f"{sorted(prefixes)}", path=self.path, key=node.attributes[0].checkpoint_key)
 
     def remove_keys(self, keys: Iterable[str]) -> None:
         """Drop the attributes saving `keys` (their objects stay, holding nothing)."""
