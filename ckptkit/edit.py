@@ -25,12 +25,17 @@ and publishes through `format.commit.Commit` (temp names, a journal where severa
 change, renames, the index last), so a hard-linked shard is never modified in place,
 the source checkpoint never changes, and a crash leaves the old checkpoint or the new one.
 
+A V1 checkpoint (or a `.npz`/`.safetensors` file) cannot be edited in place; with
+`output=` it is read whole into a V2 bundle under a temp prefix beside the output (one
+tensor in memory at a time), which the edit publishes under the output's name.
+
 Partitioned variables (entries with `slices`) store their data under binary slice
 keys derived from the variable's name: renaming or removing the variable renames or
 removes every slice key with it (re-encoded by format/slices.py).
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -40,11 +45,11 @@ import numpy as np
 
 from . import dtypes as _dtypes
 from . import selection
-from .errors import CheckpointError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
+from .errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
 from .format import bundle
 from .format.coding import mask_crc
 from .format.commit import Commit, ConcurrentModificationError, copy_range, identity, locked_directory
-from .format.files import open_regular, read_whole
+from .format.files import open_regular, read_whole, temp_name
 from .format.lock import EDIT_WAIT_SECONDS
 from .format.naming import meta_graph_filename
 from .format.slices import TensorSlice, encode_tensor_name_slice, is_slice_key  # is_slice_key: re-exported
@@ -82,9 +87,9 @@ class _Edit:
         self.in_place = os.path.abspath(self.target) == os.path.abspath(prefix)
         index_path = bundle.index_filename(prefix)
         if not os.path.isfile(index_path):
-            raise UnsupportedError("only V2 checkpoints (.index + .data) can be edited; rewrite a "
-                                   "V1 checkpoint (or a .npz/.safetensors file) first with "
-                                   "`ckptkit convert OLD NEW`", path=prefix)
+            raise UnsupportedError("only V2 checkpoints (.index + .data) can be edited in place; a V1 "
+                                   "checkpoint (or a .npz/.safetensors file) is edited into a new V2 one "
+                                   "with an output prefix (-o OUT)", path=prefix)
         self.read_as = identity(index_path)
         self.meta_path = meta_graph_filename(prefix)
         self.meta_as = identity(self.meta_path) if os.path.isfile(self.meta_path) else None
@@ -103,8 +108,8 @@ class _Edit:
         value = self.data.read(OBJECT_GRAPH_KEY)
         data = value.item() if value.shape == () else None
         if not isinstance(data, bytes):
-            raise CheckpointError("the object graph is not a string scalar", path=self.prefix,
-                                  key=OBJECT_GRAPH_KEY)
+            raise DataLossError("the object graph is not a string scalar", path=self.prefix,
+                                key=OBJECT_GRAPH_KEY)
         return GraphEditor(data, path=self.prefix)
 
     def require(self, key: str) -> None:
@@ -257,9 +262,32 @@ def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
         if os.path.dirname(now) != os.path.dirname(prefix):
             raise ConcurrentModificationError("changed by another program while waiting for its lock; "
                                               "nothing was written, run it again", path=os.fspath(given))
+        if not os.path.isfile(bundle.index_filename(now)) and target is not None:
+            now = stack.enter_context(_as_v2(now, target))
         edit = _Edit(now, target)
         stack.callback(edit.close)
         yield edit
+
+
+@contextmanager
+def _as_v2(source: str, target: str) -> Iterator[str]:
+    """A V1 checkpoint (or any file a reader opens) rewritten as a V2 bundle under a temp
+    prefix beside `target`, removed again afterwards: the source of an `-o` edit, whose
+    data shards the edit then links under `target`'s names."""
+    from .reader import CheckpointReader  # noqa: PLC0415
+    from .state import remove_checkpoint  # noqa: PLC0415
+
+    temp = temp_name(target)
+    try:
+        with CheckpointReader(source) as reader:
+            dtypes = reader.get_variable_to_dtype_map()
+            shapes = reader.get_variable_to_shape_map()
+            tensors = {name: bundle.Deferred(dtypes[name], tuple(shapes[name]),
+                                             functools.partial(reader.get_tensor, name)) for name in reader}
+            bundle.write_bundle(temp, tensors)
+        yield temp
+    finally:
+        remove_checkpoint(temp)
 
 
 # --------------------------------------------------------------------------- renames

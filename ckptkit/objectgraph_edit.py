@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 
-from .errors import InvalidArgumentError, TensorNotFoundError
+from .errors import DataLossError, InvalidArgumentError, TensorNotFoundError
 from .objectgraph import (
     ATTRIBUTES,
     OBJECT_GRAPH_KEY,
@@ -44,7 +44,10 @@ class GraphEditor:
 
     def __init__(self, data: bytes, *, path: str | None = None) -> None:
         self.path = path
-        self.before = ObjectGraph.from_bytes(data)
+        try:
+            self.before = ObjectGraph.from_bytes(data)
+        except DataLossError as exc:
+            raise DataLossError(exc.message, path=path, key=OBJECT_GRAPH_KEY) from None
         self.proto = trackable_object_graph_pb2.TrackableObjectGraph()
         self.proto.CopyFrom(self.before.proto)
         self._structure_changed = False

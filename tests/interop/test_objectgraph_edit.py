@@ -301,3 +301,16 @@ def test_graph_reads_back_as_tf_wrote_it(tf, keras_ckpt):
     ckpt = tf.train.Checkpoint()
     ckpt.restore(prefix).assert_existing_objects_matched()
     assert int(ckpt.save_counter.numpy()) == 1  # TF reads it from the renamed key
+
+
+def test_damaged_graph_refuses_edits_naming_it(tmp_path):
+    prefix = ckptkit.save(os.fspath(tmp_path / "bad"), {OBJECT_GRAPH_KEY: np.array(b"\xff\xff\xff", dtype=object),
+                                                         "w": np.ones(2, np.float32)})
+    before = open(prefix + ".index", "rb").read()
+    for change in (lambda: edit.remove_keys(prefix, ["w"]), lambda: edit.rename_keys(prefix, {"w": "x"})):
+        with pytest.raises(ckptkit.errors.DataLossError, match="TrackableObjectGraph") as exc:
+            change()
+        assert exc.value.path == prefix and exc.value.key == OBJECT_GRAPH_KEY
+    assert open(prefix + ".index", "rb").read() == before
+    report = info.verify_checkpoint(prefix)
+    assert [k for k, _ in report.graph_problems] == [OBJECT_GRAPH_KEY] and not report.ok
