@@ -172,8 +172,9 @@ class _Edit:
             graph_shard = self.index.entry(OBJECT_GRAPH_KEY).shard_id
             items.pop(OBJECT_GRAPH_KEY, None)
         by_shard: dict[int, list[tuple[str, bundle.BundleEntryProto]]] = {}
-        for key, entry in self.data_entries(items):
-            by_shard.setdefault(entry.shard_id, []).append((key, entry))
+        if compact or graph_shard is not None or not self.in_place:  # else: only the index changes
+            for key, entry in self.data_entries(items):
+                by_shard.setdefault(entry.shard_id, []).append((key, entry))
         rewrite = set(by_shard) if compact else set()
         if graph_shard is not None:
             rewrite.add(graph_shard)
@@ -315,6 +316,8 @@ def _plan_renames(edit: _Edit, renamer: Renamer) -> tuple[dict[str, str], dict[s
     elif callable(renamer):
         pairs = {}
         for key in edit.keys():
+            if key == OBJECT_GRAPH_KEY:
+                continue  # a pattern never means the graph, which TF reads by this name
             renamed = renamer(key)
             if renamed is not None:
                 pairs[key] = renamed

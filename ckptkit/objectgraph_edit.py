@@ -81,12 +81,11 @@ class GraphEditor:
         """Display paths of the optimizers reachable from the root (TF's slot-keeping ones,
         Keras 3's, and any object an edge names `optimizer`)."""
         graph = self.graph()
+        placement = graph.display_placement()
         out = []
-        for node_id, (parent, name, shown) in graph.display_placement().items():
-            node = graph.nodes[node_id]
-            if parent is not None and graph.is_optimizer(node, name):
-                parent_node = graph.nodes[parent]
-                if not graph.is_optimizer(parent_node, graph.display_placement()[parent][1]):
+        for node_id, (parent, name, shown) in placement.items():
+            if parent is not None and graph.is_optimizer(graph.nodes[node_id], name):
+                if not graph.is_optimizer(graph.nodes[parent], placement[parent][1]):  # not one inside another
                     out.append(shown)
         return out
 
