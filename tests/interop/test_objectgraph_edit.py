@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from helpers import CKPTKIT, copy_dir, subprocess_env
+from helpers import CKPTKIT, copy_dir, label_of, leftovers, read_all, run_forked, same_values, subprocess_env, tf_values
 
 import ckptkit
 from ckptkit import edit, info
@@ -314,3 +314,53 @@ def test_damaged_graph_refuses_edits_naming_it(tmp_path):
     assert open(prefix + ".index", "rb").read() == before
     report = info.verify_checkpoint(prefix)
     assert [k for k, _ in report.graph_problems] == [OBJECT_GRAPH_KEY] and not report.ok
+
+
+def hand_graph_values() -> dict:
+    """A TF2-style checkpoint built without TF: net/w trained by an optimizer with one slot
+    variable (TF's slot_variables layout), plus a key no object saves."""
+    proto = trackable_object_graph_pb2.TrackableObjectGraph()
+    root, net, opt, w, it, slot = (proto.nodes.add() for _ in range(6))
+    root.children.add(node_id=1, local_name="net")
+    root.children.add(node_id=2, local_name="optimizer")
+    net.children.add(node_id=3, local_name="w")
+    opt.children.add(node_id=4, local_name="iter")
+    opt.slot_variables.add(original_variable_node_id=3, slot_name="m", slot_variable_node_id=5)
+    keys = {3: "net/w/.ATTRIBUTES/VARIABLE_VALUE", 4: "optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE",
+            5: "net/w/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE"}
+    for node_id, key in keys.items():
+        proto.nodes[node_id].attributes.add(name="VARIABLE_VALUE", full_name=key.split("/.")[0], checkpoint_key=key)
+    return {OBJECT_GRAPH_KEY: np.array(proto.SerializeToString(), dtype=object),
+            keys[3]: np.arange(4096, dtype=np.float32), keys[4]: np.int64(7),
+            keys[5]: np.full(4096, 0.5, np.float32), "extra": np.ones(3, np.float64)}
+
+
+def prefix_in(directory) -> str:
+    return os.path.join(directory, "m")
+
+
+def test_kill_at_every_step_of_an_object_removal(tf, tmp_path):
+    """An edit that rewrites the graph's shard is one commit: a SIGKILL at any of its file
+    operations leaves the old checkpoint or the new one, whole, and the next edit cleans up."""
+    template = tmp_path / "template"
+    ckptkit.save(prefix_in(template), hand_graph_values(), num_shards=2)
+    old = read_all(prefix_in(template))
+    first = copy_dir(os.fspath(template), tmp_path / "full")
+    full = run_forked(lambda: edit.remove_keys(prefix_in(first), ["optimizer"]))
+    new = read_all(prefix_in(first))
+    assert sorted(new) == [OBJECT_GRAPH_KEY, "extra", "net/w/.ATTRIBUTES/VARIABLE_VALUE"]
+    labels = []
+    for call in range(1, full["count"] + 1):
+        for when in ("before", "after"):
+            d = copy_dir(os.fspath(template), tmp_path / f"case-{call}-{when}")
+            assert run_forked(lambda d=d: edit.remove_keys(prefix_in(d), ["optimizer"]),
+                              kill_at=call, when=when)["killed"]
+            label = label_of(prefix_in(d), {"old": old, "new": new})
+            labels.append(label)
+            edit.rename_keys(prefix_in(d), {"extra": "extra2"})  # the next writer rolls any journal forward
+            assert leftovers(d) == []
+            want = {("extra2" if k == "extra" else k): v for k, v in (new if label == "new" else old).items()}
+            assert same_values(tf_values(tf, prefix_in(d)), want), (call, when)
+            report = info.verify_checkpoint(prefix_in(d))
+            assert report.errors == [] and [k for k, _ in report.graph_problems] == ["extra2"]  # no object saves it
+    assert labels == sorted(labels, key=["old", "new"].index) and labels[0] == "old" and labels[-1] == "new"
