@@ -62,6 +62,10 @@ __all__ = ["rename_keys", "remove_keys", "remove_and_compact", "apply_ema", "ema
            "is_slice_key"]
 
 Renamer = Mapping[str, str] | Callable[[str], str | None]
+
+# A changed object graph is written by rewriting the shard holding it when that shard's
+# other live bytes are at most this; else into a new shard of its own (see _Edit.publish).
+GRAPH_SHARD_COPY_LIMIT = 64 << 20
 Progress = Callable[[int], None]
 
 
@@ -162,8 +166,13 @@ class _Edit:
         """Publish `change` at the target in one commit; return the data bytes freed.
 
         Shards are rewritten (live entries copied, in offset order, checksums carried over)
-        when `compact`, and the one holding the object graph when the graph changed; other
-        shards the index references stay (in place) or are linked (under `output`).
+        when `compact`. A changed object graph is written into the shard holding the old
+        one, rewritten, when that shard's other live bytes are few (at most
+        `GRAPH_SHARD_COPY_LIMIT`: TF2 checkpoints of small models, or a shard an earlier
+        edit made for the graph); else into a new shard of its own (the others keep their
+        bytes and are linked under the `-of-N+1` names), so a rename in a big TF2
+        checkpoint copies no tensor. Other shards the index references stay (in place)
+        or are linked (under `output`).
         """
         meta = self.new_meta(change, drop_meta)
         items = dict(change.items)
@@ -175,11 +184,19 @@ class _Edit:
         if compact or graph_shard is not None or not self.in_place:  # else: only the index changes
             for key, entry in self.data_entries(items):
                 by_shard.setdefault(entry.shard_id, []).append((key, entry))
+        n = new_n = self.index.num_shards
+        if graph_shard is not None and not compact:
+            if sum(e.size for _, e in by_shard.get(graph_shard, [])) > GRAPH_SHARD_COPY_LIMIT:
+                graph_shard, new_n = n, n + 1
         rewrite = set(by_shard) if compact else set()
         if graph_shard is not None:
             rewrite.add(graph_shard)
+        header = self.index.header
+        if new_n != n:
+            header = bundle.BundleHeaderProto()
+            header.CopyFrom(self.index.header)
+            header.num_shards = new_n
         new_key = {id(v): k for k, v in items.items()}
-        n = self.index.num_shards
         freed = 0
         with Commit(os.path.dirname(self.target)) as tx:
             tx.guard(bundle.index_filename(self.prefix), self.read_as)
@@ -187,10 +204,10 @@ class _Edit:
                 tx.guard(self.meta_path, self.meta_as)
             published = set()
             for shard in sorted(set(by_shard) | rewrite):
-                path = bundle.data_filename(self.target, shard, n)
+                path = bundle.data_filename(self.target, shard, new_n)
                 published.add(path)
                 if shard not in rewrite:
-                    if not self.in_place:
+                    if not self.in_place or new_n != n:
                         tx.link(self.data.shard_path(shard), path, progress=progress)
                     continue
                 out = tx.shard(path)
@@ -205,12 +222,12 @@ class _Edit:
                 if shard == graph_shard:
                     assert change.graph is not None
                     items[OBJECT_GRAPH_KEY] = _append_string(out, shard, change.graph)
-                freed += self.data.shard_size(shard) - out.offset
+                freed += (self.data.shard_size(shard) if shard < n else 0) - out.offset
                 out.close()
-            if compact or not self.in_place:
+            if compact or not self.in_place or new_n != n:
                 for old in bundle.existing_data_files(self.target):
                     if old not in published:
-                        if self.in_place:
+                        if self.in_place and new_n == n:  # (else its bytes live on under a new name)
                             freed += _size(old)
                         tx.delete_after(old)
             target_meta = meta_graph_filename(self.target)
@@ -221,7 +238,7 @@ class _Edit:
                     tx.delete_after(target_meta)
             elif self.meta_as is not None and not self.in_place:
                 tx.link(self.meta_path, target_meta, what="meta graph file")
-            bundle.write_index(self.target, self.index.header, items.items(),
+            bundle.write_index(self.target, header, items.items(),
                                out=tx.file(bundle.index_filename(self.target)))
             tx.publish()
         return freed

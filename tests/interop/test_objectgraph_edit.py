@@ -364,3 +364,30 @@ def test_kill_at_every_step_of_an_object_removal(tf, tmp_path):
             report = info.verify_checkpoint(prefix_in(d))
             assert report.errors == [] and [k for k, _ in report.graph_problems] == ["extra2"]  # no object saves it
     assert labels == sorted(labels, key=["old", "new"].index) and labels[0] == "old" and labels[-1] == "new"
+
+
+def test_big_shards_stay_and_the_graph_gets_a_shard_of_its_own(tf, keras_ckpt, monkeypatch):
+    """Where the graph's shard holds many live bytes, a graph change copies none of them: the
+    shards are linked under -of-N+1 names and the new graph goes into a shard of its own,
+    which later edits rewrite."""
+    prefix, weights, opt_state = keras_ckpt
+    monkeypatch.setattr(edit, "GRAPH_SHARD_COPY_LIMIT", 0)
+    old_data = os.stat(prefix + ".data-00000-of-00001")
+    edit.rename_keys(prefix, {"model": "net"})
+    directory = os.path.dirname(prefix)
+    data = sorted(n for n in os.listdir(directory) if ".data-" in n)
+    name = os.path.basename(prefix)
+    assert data == [name + ".data-00000-of-00002", name + ".data-00001-of-00002"]
+    linked = os.stat(prefix + ".data-00000-of-00002")
+    assert (linked.st_ino, linked.st_size) == (old_data.st_ino, old_data.st_size)  # the same file, not a copy
+    with ckptkit.CheckpointReader(prefix) as reader:
+        assert reader.entry(OBJECT_GRAPH_KEY).shard_id == 1
+        assert reader.entry(OBJECT_GRAPH_KEY).size == os.path.getsize(prefix + ".data-00001-of-00002")
+    edit.rename_keys(prefix, {"optimizer": "opt"})  # the graph's own shard is rewritten, the count stays
+    assert sorted(n for n in os.listdir(directory) if ".data-" in n) == data
+    model, optimizer = keras_model(tf), tf.keras.optimizers.Adam(0.1)
+    optimizer.build(model.trainable_variables)
+    tf.train.Checkpoint(net=model, opt=optimizer).restore(prefix).assert_consumed()
+    for got, want in zip([*model.weights, *optimizer.variables], [*weights, *opt_state], strict=True):
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert info.verify_checkpoint(prefix).ok
