@@ -134,3 +134,16 @@ def test_ema_cli_keeps_meta(tf, tf1, seed):
         tf1.train.import_meta_graph(seed + ".meta").restore(sess, seed)
         v = next(x for x in tf1.global_variables() if x.op.name == "v")
         assert same(sess.run(v), SEED_EMA)
+
+
+def test_optimizer_names_beyond_tf_core():
+    """BERT's AdamWeightDecayOptimizer (google-research/bert optimization.py) keeps
+    `<param>/adam_m` and `<param>/adam_v`; TF's own slots get `_N` suffixes per optimizer."""
+    from ckptkit.selection import optimizer_keys
+
+    keys = ["bert/encoder/layer_0/output/dense/kernel", "bert/encoder/layer_0/output/dense/kernel/adam_m",
+            "bert/encoder/layer_0/output/dense/kernel/adam_v", "global_step", "w/Adam_2", "w/Adam_3",
+            "beta1_power_1", "w/Momentum", "dense/momentum", "Adam/w", "adam_m_scale"]
+    assert optimizer_keys(keys) == ["bert/encoder/layer_0/output/dense/kernel/adam_m",
+                                    "bert/encoder/layer_0/output/dense/kernel/adam_v", "w/Adam_2", "w/Adam_3",
+                                    "beta1_power_1", "w/Momentum"]
