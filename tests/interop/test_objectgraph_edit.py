@@ -132,8 +132,10 @@ def test_rename_object_path_restores_under_the_new_name(tf, keras_ckpt):
         np.testing.assert_array_equal(got.numpy(), want)
     for v, want in zip(optimizer.variables, opt_state, strict=True):
         np.testing.assert_array_equal(v.numpy(), want)
+    status = restored_model(tf, prefix)[1]
     with pytest.raises(AssertionError):  # the old structure no longer matches
-        restored_model(tf, prefix)[1].assert_existing_objects_matched()
+        status.assert_existing_objects_matched()
+    status.expect_partial()  # (TF would log what it left unrestored)
     # Keys named after an object's path follow it: the optimizer's keys move with it.
     mapping = edit.rename_keys(prefix, {"optimizer": "opt"})
     assert mapping and all(o.startswith("optimizer/") and n == "opt" + o[len("optimizer"):]
