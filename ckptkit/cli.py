@@ -398,6 +398,9 @@ def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, pattern: str | Non
     prefix, infos = info.list_tensors(ckpt)
     if tree:
         objects = info.object_tree(prefix, object_path)
+        if objects is not None and (pattern or sort != "name"):
+            raise click.UsageError("--filter and --sort apply to the flat listing; --tree of a TF2 checkpoint "
+                                   "draws its object graph (give an OBJECT path to draw part of it)")
         if objects is not None:
             if as_json:
                 _echo_json(objects)
@@ -722,7 +725,17 @@ def rm_cmd(ckpt, names, as_glob, regex, optimizer, compact, dry_run, output, dro
         removed = edit.remove_keys(ckpt, selection.pop("names"), output=output, progress=progress,
                                    drop_meta=drop_meta, **selection)
     _report_removed(removed, as_json)
-    _note(f"removed {_count(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`")
+    exception = " (except where the object graph's shard was rewritten)" if _has_object_graph(output or ckpt) else ""
+    _note(f"removed {_count(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`"
+          + exception)
+
+
+def _has_object_graph(ckpt: str) -> bool:
+    from .objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415
+    from .reader import CheckpointReader  # noqa: PLC0415
+
+    with CheckpointReader(ckpt) as reader:
+        return OBJECT_GRAPH_KEY in reader
 
 
 def _report_removed(removed: list[str], as_json: bool) -> None:
