@@ -136,9 +136,11 @@ class _Command(click.Command):
             return self._invoke(ctx)
 
     def _invoke(self, ctx: click.Context):
+        from . import storage  # noqa: PLC0415 - commands import what they use
+
         for param in _CKPT_PARAMS:
             value = ctx.params.get(param)
-            if isinstance(value, str) and os.path.isdir(value):
+            if isinstance(value, str) and storage.isdir(value):
                 note = _resolution_note(value)
                 if note:
                     _note(note)
@@ -367,32 +369,58 @@ def cli() -> None:
     CKPT may be a checkpoint prefix (model.ckpt-1000), any file of it (.index,
     .data-*, .meta), a directory (its latest checkpoint) or a SavedModel directory
     (its variables/variables); ls, show, diff and verify also read .npz and
-    .safetensors files (by extension; nothing is unpickled). Edits rewrite only the .index file, atomically (only
-    rm --compact rewrites the data shards), holding the directory's lock.
+    .safetensors files (by extension; nothing is unpickled). Edits rewrite the .index, and with it the TF2
+    object graph or the TF1 .meta so that every file agrees, in one atomic commit
+    holding the directory's lock (tensor bytes are copied only by rm --compact, or
+    where a changed object graph shares a small shard).
     """
 
 
 @cli.command("ls")
 @click.argument("ckpt", default=".", required=False, type=_PATH)
+@click.argument("object_path", required=False, metavar="[OBJECT]")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list for scripts")
 @click.option("--filter", "pattern", metavar="GLOB", help="only names matching GLOB (fnmatch; * crosses /)")
 @click.option("--sort", type=click.Choice(["name", "size"]), default="name", show_default=True,
               help="order by name, or by size (largest first)")
 @click.option("--tree", is_flag=True,
-              help="group tensors by / scopes (TF2 checkpoints: by their object graph)")
-def ls_cmd(ckpt: str, as_json: bool, pattern: str | None, sort: str, tree: bool) -> None:
-    """List tensors: name, dtype, shape, elements and bytes, with totals."""
+              help="TF2 checkpoints: the object graph from the root (or OBJECT), each variable with "
+                   "its key, dtype, shape and optimizer slots; TF1: tensors grouped by / scopes")
+def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, pattern: str | None, sort: str, tree: bool) -> None:
+    """List tensors: name, dtype, shape, elements and bytes, with totals.
+
+    OBJECT (TF2 checkpoints) is an object path such as `optimizer` or
+    `model/layer_with_weights-0`: only the tensors it and the objects below it save,
+    with their optimizer slots.
+    """
     import fnmatch  # noqa: PLC0415
 
     from . import info  # noqa: PLC0415
+    from .objectgraph import tree_text  # noqa: PLC0415
 
     prefix, infos = info.list_tensors(ckpt)
+    if tree:
+        objects = info.object_tree(prefix, object_path)
+        if objects is not None and (pattern or sort != "name"):
+            raise click.UsageError("--filter and --sort apply to the flat listing; --tree of a TF2 checkpoint "
+                                   "draws its object graph (give an OBJECT path to draw part of it)")
+        if objects is not None:
+            if as_json:
+                _echo_json(objects)
+            else:
+                _echo(_printable(prefix) + (f" {_printable(object_path)}" if object_path else ""))
+                for line in tree_text(objects, 1 if object_path else 0):
+                    _echo(_printable(line))
+            return
+    if object_path is not None:
+        wanted = set(info.object_keys(prefix, object_path))
+        infos = [i for i in infos if i.name in wanted]
     if pattern:
         infos = [i for i in infos if fnmatch.fnmatchcase(i.name, pattern)]
     if sort == "size":
         infos.sort(key=lambda i: (-(i.bytes or 0), i.name))  # unknown sizes (sliced strings, V1 strings) count 0
     if tree:
-        root = info.scope_tree(infos, info.tree_path_of(prefix))
+        root = info.scope_tree(infos)
         if as_json:
             _echo_json(_tree_json(root))
         else:
@@ -485,6 +513,8 @@ def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, 
 
     NAMES are tensor names or fnmatch globs ('dense/*'; * crosses /); --all shows
     every tensor. A name that is a tensor is taken as it is, even if it holds * or ?.
+    In a TF2 checkpoint a NAME may be an object path (`model/layer_with_weights-0/kernel`):
+    the tensor that object saves.
     """
     import numpy as np  # noqa: PLC0415
 
@@ -497,7 +527,7 @@ def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, 
     out_list = []
     with CheckpointReader(ckpt) as reader:
         chosen = list(reader) if all_tensors else _select(reader, names)
-        single = single and chosen == list(names)
+        single = single and len(chosen) == 1 and (names[0] in reader or not any(c in names[0] for c in "*?["))
         dtypes = reader.get_variable_to_dtype_map()
         for i, name in enumerate(chosen):
             array = reader.get_tensor(name)
@@ -533,6 +563,7 @@ def _select(reader, names: tuple[str, ...]) -> list[str]:
     (every match, in key order). A name or glob that picks nothing is an error."""
     import fnmatch  # noqa: PLC0415
 
+    from . import info  # noqa: PLC0415
     from .errors import TensorNotFoundError  # noqa: PLC0415
 
     chosen: dict[str, None] = {}
@@ -541,6 +572,9 @@ def _select(reader, names: tuple[str, ...]) -> list[str]:
             chosen[name] = None
             continue
         is_glob = any(c in name for c in "*?[")
+        if not is_glob and reader.object_graph() is not None:  # a TF2 object path
+            chosen[info.tensor_for(reader, name)] = None
+            continue
         matches = [k for k in reader if fnmatch.fnmatchcase(k, name)] if is_glob else []
         if not matches:
             what = "no tensor matches this pattern" if is_glob else "tensor not found in checkpoint"
@@ -592,6 +626,12 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
+def _drop_meta_option():
+    return click.option("--drop-meta", is_flag=True,
+                        help="TF1: delete the checkpoint's .meta in the same commit instead of rewriting "
+                             "its Saver (needed where ckptkit cannot rewrite it)")
+
+
 @cli.command("rename")
 @_ckpt_option()
 @click.argument("old")
@@ -599,26 +639,44 @@ def _fmt(value) -> str:
 @click.option("--regex", is_flag=True,
               help="OLD is a Python regex that must match a whole name (re.fullmatch); NEW is "
                    "its expansion template (\\1, \\g<name>); applied to every name")
+@click.option("--glob", "as_glob", is_flag=True,
+              help="OLD is a glob (* and ?) matched against every name; each * and ? of NEW takes "
+                   "what the corresponding wildcard of OLD matched: 'enc/*' 'encoder/*'")
 @click.option("--overwrite", is_flag=True, help="allow renaming onto an existing name (drops it)")
 @click.option("--dry-run", is_flag=True, help="print the renames; change nothing")
 @_output_option()
+@_drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print {old: new} as JSON")
-def rename_cmd(ckpt, old, new, regex, overwrite, dry_run, output, as_json) -> None:
-    """Rename tensor OLD to NEW (only the .index is rewritten).
+def rename_cmd(ckpt, old, new, regex, as_glob, overwrite, dry_run, output, drop_meta, as_json) -> None:
+    """Rename tensor OLD to NEW, keeping every file of the checkpoint consistent.
 
     Example: ckptkit rename v v/ExponentialMovingAverage. With --regex,
     '(.*)/ExponentialMovingAverage' '\\1' renames every shadow to its variable.
-    Renaming onto an existing name fails (exit 1, nothing changed) unless --overwrite.
+    In a TF2 checkpoint OLD may be an object path (model/dense): the object is renamed
+    in the object graph and the keys under it follow. The object graph (TF2) and the
+    .meta's Saver (TF1) are rewritten with the index; a partitioned variable's slices
+    follow its name. Renaming onto an existing name fails (exit 1, nothing changed)
+    unless --overwrite.
     """
     from . import edit  # noqa: PLC0415
 
+    if regex and as_glob:
+        raise click.UsageError("--regex and --glob are alternatives")
     _check_output(output)
-    renamer = _regex_renamer(old, new) if regex else {old: new}
-    if regex and not edit.rename_keys(ckpt, renamer, overwrite=overwrite, dry_run=True):
-        raise _Failure(f"{ckpt}: no tensor name matches {old!r} (re.fullmatch)")
+    if regex:
+        renamer = _regex_renamer(old, new)
+    elif as_glob:
+        from .selection import glob_renamer  # noqa: PLC0415
+
+        renamer = glob_renamer(old, new)
+    else:
+        renamer = {old: new}
+    if (regex or as_glob) and not edit.rename_keys(ckpt, renamer, overwrite=overwrite, dry_run=True):
+        how = "re.fullmatch" if regex else "glob"
+        raise _Failure(f"{ckpt}: no tensor name matches {old!r} ({how})")
     with _progress(0 if dry_run else _copy_total(ckpt, output), "copying") as progress:
         mapping = edit.rename_keys(ckpt, renamer, overwrite=overwrite, output=output,
-                                   dry_run=dry_run, progress=progress)
+                                   dry_run=dry_run, progress=progress, drop_meta=drop_meta)
     _report_mapping(mapping, as_json, dry_run, output, "renamed")
 
 
@@ -678,52 +736,98 @@ def _report_mapping(mapping: dict, as_json: bool, dry_run: bool, output, verb: s
 @_output_option()
 @click.option("--ema-name", default="ExponentialMovingAverage", show_default=True,
               help="the suffix of shadow names (the EMA's name)")
+@_drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print {shadow: variable} as JSON")
-def ema_cmd(ckpt, output, ema_name, as_json) -> None:
+def ema_cmd(ckpt, output, ema_name, drop_meta, as_json) -> None:
     """Make the inference checkpoint: each variable takes its moving average.
 
     v gets v/ExponentialMovingAverage's value (what EMA.variables_to_restore()
-    would restore) and the shadow names are dropped. Only the .index is rewritten.
+    would restore) and the shadow names are dropped. Only the .index is rewritten,
+    and a TF1 .meta's Saver, which stops restoring the shadow variables.
     """
     from . import edit  # noqa: PLC0415
 
     _check_output(output)
     with _progress(_copy_total(ckpt, output), "copying") as progress:
-        mapping = edit.apply_ema(ckpt, output=output, ema_name=ema_name, progress=progress)
+        mapping = edit.apply_ema(ckpt, output=output, ema_name=ema_name, progress=progress,
+                                 drop_meta=drop_meta)
     _report_mapping(mapping, as_json, False, output, "replaced by their averages:")
 
 
 @cli.command("rm")
 @_ckpt_option()
 @click.argument("names", nargs=-1, shell_complete=_complete_tensor_names)
+@click.option("--glob", "as_glob", is_flag=True, help="NAMES are globs (fnmatch; * crosses /)")
+@click.option("--regex", is_flag=True, help="NAMES are Python regexes matching whole names (re.fullmatch)")
+@click.option("--optimizer", is_flag=True,
+              help="remove the optimizer's state: TF1 slots of the usual optimizers (Adam, Momentum, "
+                   "RMSProp, Adagrad, Adadelta, Ftrl, BERT's adam_m/adam_v, beta1_power...); TF2 the "
+                   "optimizer objects and what only they reach")
 @click.option("--compact", is_flag=True,
               help="also rewrite the data shards without the removed bytes (reclaims space)")
+@click.option("--dry-run", is_flag=True, help="print what would be removed; change nothing")
 @_output_option()
-def rm_cmd(ckpt, names, compact, output) -> None:
-    """Remove tensors NAMES from the checkpoint's index.
+@_drop_meta_option()
+@click.option("--json", "as_json", is_flag=True, help="print the removed names as JSON")
+def rm_cmd(ckpt, names, as_glob, regex, optimizer, compact, dry_run, output, drop_meta, as_json) -> None:
+    """Remove tensors NAMES from the checkpoint, keeping every file of it consistent.
 
-    The removed tensors' bytes stay in the data shards, unreferenced, until
-    --compact rewrites the shards (which `rm --compact` with no names also does).
+    In a TF2 checkpoint a NAME may be an object path (`optimizer`,
+    `model/layer_with_weights-0`): the object goes with what only it reaches (its
+    variables and their optimizer slots; variables the model shares stay), and the
+    object graph is rewritten. A TF1 .meta's Saver stops restoring removed keys.
+    A partitioned variable goes with all its slices. The removed tensors' bytes stay
+    in the data shards, unreferenced, until --compact rewrites the shards (which
+    `rm --compact` with no names also does).
     """
     from . import edit  # noqa: PLC0415
 
-    if not names and not compact:
-        raise click.UsageError("give at least one NAME (or --compact alone to reclaim space)")
+    if as_glob and regex:
+        raise click.UsageError("--glob and --regex are alternatives")
+    if (as_glob or regex) and not names:
+        raise click.UsageError("--glob and --regex need at least one pattern as NAME")
+    if not names and not compact and not optimizer:
+        raise click.UsageError("give at least one NAME, --optimizer, or --compact alone to reclaim space")
     _check_output(output)
+    selection = {"names": () if as_glob or regex else names, "glob": names if as_glob else (),
+                 "regex": names if regex else (), "optimizer": optimizer}
+    if dry_run:
+        removed = edit.remove_keys(ckpt, selection.pop("names"), dry_run=True, **selection)
+        _report_removed(removed, as_json)
+        _note(f"dry run: would remove {_count(len(removed))}; nothing changed")
+        return
     if compact:
         with _progress(_copy_total(ckpt, output or ckpt), "compacting") as progress:
-            freed = edit.compact(ckpt, remove=names, output=output, progress=progress)
-        for name in names:
-            _echo(_printable(name))
-        if names:
-            _note(f"removed {_count(len(dict.fromkeys(names)))}")
+            removed, freed = edit.remove_and_compact(ckpt, selection.pop("names"), output=output,
+                                                     progress=progress, drop_meta=drop_meta, **selection)
+        _report_removed(removed, as_json)
+        if removed:
+            _note(f"removed {_count(len(removed))}")
         _note(f"compacted: {_human(freed)} reclaimed")
         return
     with _progress(_copy_total(ckpt, output), "copying") as progress:
-        removed = edit.remove_keys(ckpt, names, output=output, progress=progress)
+        removed = edit.remove_keys(ckpt, selection.pop("names"), output=output, progress=progress,
+                                   drop_meta=drop_meta, **selection)
+    _report_removed(removed, as_json)
+    exception = " (except where the object graph's shard was rewritten)" if _has_object_graph(output or ckpt) else ""
+    _note(f"removed {_count(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`"
+          + exception)
+
+
+def _has_object_graph(ckpt: str) -> bool:
+    from .objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415
+    from .reader import CheckpointReader  # noqa: PLC0415
+
+    with CheckpointReader(ckpt) as reader:
+        return OBJECT_GRAPH_KEY in reader
+
+
+def _report_removed(removed: list[str], as_json: bool) -> None:
+    if as_json:
+        _echo_json(removed)
+        return
     for name in removed:
         _echo(_printable(name))
-    _note(f"removed {_count(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`")
 
 
 class _Trouble(_Failure):
@@ -789,6 +893,9 @@ def diff_cmd(ctx, a, b, atol, rtol, as_json) -> None:
 def verify_cmd(ctx, ckpt, as_json) -> None:
     """Read every tensor, checking every crc32c; exit 1 naming each damaged tensor.
 
+    TF2 checkpoints: the object graph is checked against the keys too (every key an
+    object names exists; every key is saved by an object reachable from the root).
+
     .safetensors and .npz files have no checksums: their headers are checked and
     every tensor is read.
     """
@@ -800,10 +907,15 @@ def verify_cmd(ctx, ckpt, as_json) -> None:
     if as_json:
         _echo_json({"prefix": report.prefix, "format": report.format, "checked": report.checked,
                     "tensors": report.tensors, "bytes": report.bytes, "ok": report.ok,
-                    "errors": [{"name": k, "error": m} for k, m in report.errors]})
+                    "errors": [{"name": k, "error": m} for k, m in report.errors],
+                    "graph_problems": [{"name": k, "error": m} for k, m in report.graph_problems]})
     else:
         for key, message in report.errors:
             if not message.startswith(report.prefix):  # the library named neither file nor key
+                message = f"{report.prefix}: key {key!r}: {message}"
+            _echo(_error_line(message), err=True)
+        for key, message in report.graph_problems:
+            if not message.startswith(report.prefix):
                 message = f"{report.prefix}: key {key!r}: {message}"
             _echo(_error_line(message), err=True)
         prefix = _printable(report.prefix)
@@ -811,8 +923,12 @@ def verify_cmd(ctx, ckpt, as_json) -> None:
             _echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes read in {prefix} ({report.checked})")
         elif report.ok:
             _echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes verified in {prefix}")
+        elif report.errors:
+            _echo(f"FAILED: {len(report.errors)} of {report.tensors} tensors damaged in {prefix}"
+                  + (f"; {len(report.graph_problems)} object graph problems" if report.graph_problems else ""))
         else:
-            _echo(f"FAILED: {len(report.errors)} of {report.tensors} tensors damaged in {prefix}")
+            _echo(f"FAILED: the object graph and the index of {prefix} disagree "
+                  f"({len(report.graph_problems)} problems); every tensor's data is intact")
     ctx.exit(0 if report.ok else 1)
 
 

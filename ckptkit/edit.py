@@ -7,49 +7,91 @@ That makes edits of multi-gigabyte checkpoints instant and leaves the data shard
 and every checksum, untouched. The price of `remove_keys` is that the removed tensors'
 bytes stay in the shard until `compact` rewrites the shards with live data only.
 
+Every file of the checkpoint stays consistent with the index, in the same commit:
+- TF2 (object-based) checkpoints: the object graph `_CHECKPOINTABLE_OBJECT_GRAPH` is
+  edited with the keys (objectgraph_edit.py) and rewritten; as a string tensor it lives
+  in a data shard, so an edit that changes it rewrites the shard holding it (live
+  entries copied, the new graph appended; TF writes it into the first shard). Names
+  may be object paths (`optimizer`, `model/layer_with_weights-0/kernel`).
+- TF1 checkpoints with a `.meta`: its Saver's `tensor_names` constants are rewritten
+  (meta_edit.py); where that is not possible the edit refuses naming the `.meta`, and
+  `drop_meta=True` (`--drop-meta`) deletes it in the same commit instead.
+
 With `output=`, the edited checkpoint is written under a new prefix instead: a new
 index plus the data shards its entries reference, hard-linked (same filesystem) or
-copied under the new names. Every edit holds the directory lock from before it reads
-the index until it publishes, and publishes through `storage.Commit` (temp
-names, a journal where several files change, renames, the index last), so a
-hard-linked shard is never modified in place, the source checkpoint never changes,
-and a crash leaves the old checkpoint or the new one.
+copied under the new names, and the `.meta` (rewritten, or linked when unchanged).
+Every edit holds the directory lock from before it reads the index until it publishes,
+and publishes through `storage.Commit` (temp names, a journal where several files
+change, renames, the index last), so a hard-linked shard is never modified in place,
+the source checkpoint never changes, and a crash leaves the old checkpoint or the new one.
+
+A V1 checkpoint (or a `.npz`/`.safetensors` file) cannot be edited in place; with
+`output=` it is read whole into a V2 bundle under a temp prefix beside the output (one
+tensor in memory at a time), which the edit publishes under the output's name.
 
 Partitioned variables (entries with `slices`) store their data under binary slice
-keys derived from the variable's name; renaming or removing them needs those keys
-re-encoded, which is not supported yet (UnsupportedError).
+keys derived from the variable's name: renaming or removing the variable renames or
+removes every slice key with it (re-encoded by format/slices.py).
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 
-from . import storage
+import numpy as np
+
+from . import dtypes as _dtypes
+from . import selection, storage
 from .errors import (
     CheckpointError,
     ConcurrentModificationError,
+    DataLossError,
     InvalidArgumentError,
     TensorNotFoundError,
     UnsupportedError,
 )
 from .format import bundle
-from .format.slices import is_slice_key  # re-exported: part of this module's API
+from .format.coding import mask_crc
+from .format.naming import meta_graph_filename
+from .format.slices import TensorSlice, encode_tensor_name_slice, is_slice_key  # is_slice_key: re-exported
 from .locate import resolve_prefix
+from .meta_edit import rewrite_meta
+from .objectgraph import OBJECT_GRAPH_KEY
+from .objectgraph_edit import GraphEditor
 from .storage import Commit, locked_directory
 from .storage.base import copy_range
+from .storage.files import temp_name
 from .storage.lock import EDIT_WAIT_SECONDS
 
-__all__ = ["rename_keys", "remove_keys", "apply_ema", "ema_mapping", "compact", "is_slice_key"]
+__all__ = ["rename_keys", "remove_keys", "remove_and_compact", "apply_ema", "ema_mapping", "compact",
+           "is_slice_key"]
 
 Renamer = Mapping[str, str] | Callable[[str], str | None]
+
+# A changed object graph is written by rewriting the shard holding it when that shard's
+# other live bytes are at most this; else into a new shard of its own (see _Edit.publish).
+GRAPH_SHARD_COPY_LIMIT = 64 << 20
 Progress = Callable[[int], None]
 
+
+@dataclass
+class _Change:
+    """What an edit does: the new index items (source entries under their new keys), the
+    key renames and removals (for the `.meta`), and the new object graph, if any."""
+
+    items: dict[str, bytes]
+    renamed: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    graph: bytes | None = None
 
 
 class _Edit:
     """An index as (key, serialized entry) pairs, read under the directory lock, checked,
-    and then published (in place, or under `output` with the data shards linked)."""
+    and then published (in place, or under `output` with the data shards linked), with
+    the object graph and the `.meta` that go with it."""
 
     def __init__(self, prefix: str, output: str | None) -> None:
         self.prefix = prefix
@@ -57,25 +99,45 @@ class _Edit:
         self.in_place = storage.abspath(self.target) == storage.abspath(prefix)
         index_path = bundle.index_filename(prefix)
         if not storage.isfile(index_path):
-            raise UnsupportedError("only V2 checkpoints (.index + .data) can be edited; rewrite a "
-                                   "V1 checkpoint (or a .npz/.safetensors file) first with "
-                                   "`ckptkit convert OLD NEW`", path=prefix)
+            raise UnsupportedError("only V2 checkpoints (.index + .data) can be edited in place; a V1 "
+                                   "checkpoint (or a .npz/.safetensors file) is edited into a new V2 one "
+                                   "with an output prefix (-o OUT)", path=prefix)
         self.read_as = storage.of(index_path).identity(index_path)
+        self.meta_path = meta_graph_filename(prefix)
+        self.meta_as = storage.of(self.meta_path).identity(self.meta_path)
         self.index = bundle.BundleIndex(prefix)
         self.data = bundle.BundleData(self.index)
         self.items = dict(self.index.raw_items())
+        self._graph: GraphEditor | None = None
 
     def close(self) -> None:
         self.data.close()
+
+    def graph(self) -> GraphEditor | None:
+        """A fresh editor of the stored object graph (None for TF1 checkpoints)."""
+        if OBJECT_GRAPH_KEY not in self.items:
+            return None
+        value = self.data.read(OBJECT_GRAPH_KEY)
+        data = value.item() if value.shape == () else None
+        if not isinstance(data, bytes):
+            raise DataLossError("the object graph is not a string scalar", path=self.prefix,
+                                key=OBJECT_GRAPH_KEY)
+        return GraphEditor(data, path=self.prefix)
 
     def require(self, key: str) -> None:
         if key not in self.items:
             raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=key)
 
-    def refuse_sliced(self, key: str, what: str) -> None:
-        if is_slice_key(key) or self.index.entry(key).slices:
-            raise UnsupportedError(f"cannot {what} a partitioned (sliced) variable yet",
-                                   path=self.prefix, key=key)
+    def slice_keys(self, key: str) -> list[str]:
+        """The keys a partitioned variable's slices are stored under ([] for a plain tensor)."""
+        if is_slice_key(key):
+            return []
+        return [bundle.decode_key(encode_tensor_name_slice(key, TensorSlice.from_proto(p, path=self.prefix, key=key)))
+                for p in self.index.entry(key).slices]
+
+    def keys(self) -> list[str]:
+        """Tensor names, as a reader lists them (no slice keys)."""
+        return [k for k in self.items if not is_slice_key(k)]
 
     def data_entries(self, items: Mapping[str, bytes]) -> list[tuple[str, bundle.BundleEntryProto]]:
         """(source key, entry) of every entry of the source index still in `items` (whose
@@ -90,26 +152,114 @@ class _Edit:
                 out.append((key, entry))
         return out
 
-    def write(self, items: Mapping[str, bytes], progress: Progress | None = None) -> str:
-        """Publish `items` as the index of the target; return the target prefix."""
-        n = self.index.num_shards
-        directory = os.path.dirname(self.target)
-        with Commit(directory) as tx:
+    def new_meta(self, change: _Change, drop_meta: bool) -> bytes | None | bool:
+        """The `.meta` to publish: new bytes, None (unchanged or absent), False (delete it)."""
+        if self.meta_as is None:
+            return None
+        if drop_meta:
+            return False
+        if change.graph is not None or OBJECT_GRAPH_KEY in change.items:
+            return None  # a TF2 checkpoint's .meta (rare) holds no Saver keys ckptkit edits
+        data = storage.of(self.meta_path).read_bytes(self.meta_path, "meta graph file")
+        try:
+            return rewrite_meta(data, change.renamed, set(change.removed), path=self.meta_path)
+        except CheckpointError as exc:
+            raise UnsupportedError(f"{exc.message}; its Saver would still name keys this edit changes. "
+                                   "--drop-meta (drop_meta=True) deletes the .meta in the same commit",
+                                   path=self.meta_path) from None
+
+    def publish(self, change: _Change, progress: Progress | None = None, *, compact: bool = False,
+                drop_meta: bool = False) -> int:
+        """Publish `change` at the target in one commit; return the data bytes freed.
+
+        Shards are rewritten (live entries copied, in offset order, checksums carried over)
+        when `compact`. A changed object graph is written into the shard holding the old
+        one, rewritten, when that shard's other live bytes are few (at most
+        `GRAPH_SHARD_COPY_LIMIT`: TF2 checkpoints of small models, or a shard an earlier
+        edit made for the graph); else into a new shard of its own (the others keep their
+        bytes and are linked under the `-of-N+1` names), so a rename in a big TF2
+        checkpoint copies no tensor. Other shards the index references stay (in place)
+        or are linked (under `output`).
+        """
+        meta = self.new_meta(change, drop_meta)
+        items = dict(change.items)
+        graph_shard = None
+        if change.graph is not None:
+            graph_shard = self.index.entry(OBJECT_GRAPH_KEY).shard_id
+            items.pop(OBJECT_GRAPH_KEY, None)
+        by_shard: dict[int, list[tuple[str, bundle.BundleEntryProto]]] = {}
+        if compact or graph_shard is not None or not self.in_place:  # else: only the index changes
+            for key, entry in self.data_entries(items):
+                by_shard.setdefault(entry.shard_id, []).append((key, entry))
+        n = new_n = self.index.num_shards
+        if graph_shard is not None and not compact:
+            if sum(e.size for _, e in by_shard.get(graph_shard, [])) > GRAPH_SHARD_COPY_LIMIT:
+                graph_shard, new_n = n, n + 1
+        rewrite = set(by_shard) if compact else set()
+        if graph_shard is not None:
+            rewrite.add(graph_shard)
+        header = self.index.header
+        if new_n != n:
+            header = bundle.BundleHeaderProto()
+            header.CopyFrom(self.index.header)
+            header.num_shards = new_n
+        new_key = {id(v): k for k, v in items.items()}
+        freed = 0
+        with Commit(os.path.dirname(self.target)) as tx:
             tx.guard(bundle.index_filename(self.prefix), self.read_as)
-            if not self.in_place:
-                shards = sorted({entry.shard_id for _, entry in self.data_entries(items)})
-                new = set()
-                for s in shards:
-                    new.add(bundle.data_filename(self.target, s, n))
-                    tx.link(self.data.shard_path(s), bundle.data_filename(self.target, s, n),
-                            progress=progress)
+            if self.meta_as is not None:
+                tx.guard(self.meta_path, self.meta_as)
+            published = set()
+            for shard in sorted(set(by_shard) | rewrite):
+                path = bundle.data_filename(self.target, shard, new_n)
+                published.add(path)
+                if shard not in rewrite:
+                    if not self.in_place or new_n != n:
+                        tx.link(self.data.shard_path(shard), path, progress=progress)
+                    continue
+                out = tx.shard(path)
+                source = self.data.shard_handle(shard) if by_shard.get(shard) else None
+                for key, checked in sorted(by_shard.get(shard, []), key=lambda ke: ke[1].offset):
+                    entry = bundle.BundleEntryProto()
+                    entry.CopyFrom(checked)  # the reader's cached entry stays as read
+                    entry.offset = out.offset
+                    copy_range(source, checked.offset, checked.size, out, path=self.data.shard_path(shard),
+                               key=key, progress=progress)
+                    items[new_key[id(self.items[key])]] = entry.SerializeToString()
+                if shard == graph_shard:
+                    assert change.graph is not None
+                    items[OBJECT_GRAPH_KEY] = _append_string(out, shard, change.graph)
+                freed += (self.data.shard_size(shard) if shard < n else 0) - out.offset
+                out.close()
+            if compact or not self.in_place or new_n != n:
                 for old in bundle.existing_data_files(self.target):
-                    if old not in new:
+                    if old not in published:
+                        if self.in_place and new_n == n:  # (else its bytes live on under a new name)
+                            freed += _size(old)
                         tx.delete_after(old)
-            bundle.write_index(self.target, self.index.header, items.items(),
+            target_meta = meta_graph_filename(self.target)
+            if isinstance(meta, bytes):
+                tx.file(target_meta).write(meta)
+            elif meta is False:
+                if self.in_place or storage.exists(target_meta):
+                    tx.delete_after(target_meta)
+            elif self.meta_as is not None and not self.in_place:
+                tx.link(self.meta_path, target_meta, what="meta graph file")
+            bundle.write_index(self.target, header, items.items(),
                                out=tx.file(bundle.index_filename(self.target)))
             tx.publish()
-        return self.target
+        return freed
+
+
+def _append_string(out, shard: int, data: bytes) -> bytes:
+    """Write `data` as a DT_STRING scalar at the end of shard `out` (as write_bundle lays
+    strings out); return its serialized entry."""
+    start = out.offset
+    varints, checksum, lengths_crc, raw = bundle.string_parts(np.array(data, dtype=object), OBJECT_GRAPH_KEY)
+    out.write(varints)
+    crc = out.write(raw, out.write(checksum, lengths_crc))
+    return bundle.make_entry(_dtypes.STRING.enum, (), shard, start, out.offset - start,
+                             mask_crc(crc)).SerializeToString()
 
 
 @contextmanager
@@ -136,62 +286,138 @@ def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
         if os.path.dirname(now) != os.path.dirname(prefix):
             raise ConcurrentModificationError("changed by another program while waiting for its lock; "
                                               "nothing was written, run it again", path=os.fspath(given))
+        if not storage.isfile(bundle.index_filename(now)) and target is not None:
+            now = stack.enter_context(_as_v2(now, target))
         edit = _Edit(now, target)
         stack.callback(edit.close)
         yield edit
 
 
-def _plan_renames(edit: _Edit, renamer: Renamer) -> dict[str, str]:
-    """{old: new} for every key that changes name (explicit keys must exist)."""
+@contextmanager
+def _as_v2(source: str, target: str) -> Iterator[str]:
+    """A V1 checkpoint (or any file a reader opens) rewritten as a V2 bundle under a temp
+    prefix beside `target`, removed again afterwards: the source of an `-o` edit, whose
+    data shards the edit then links under `target`'s names."""
+    from .reader import CheckpointReader  # noqa: PLC0415
+    from .state import remove_checkpoint  # noqa: PLC0415
+
+    temp = temp_name(target)
+    try:
+        with CheckpointReader(source) as reader:
+            dtypes = reader.get_variable_to_dtype_map()
+            shapes = reader.get_variable_to_shape_map()
+            tensors = {name: bundle.Deferred(dtypes[name], tuple(shapes[name]),
+                                             functools.partial(reader.get_tensor, name)) for name in reader}
+            bundle.write_bundle(temp, tensors)
+        yield temp
+    finally:
+        remove_checkpoint(temp)
+
+
+# --------------------------------------------------------------------------- renames
+
+def _plan_renames(edit: _Edit, renamer: Renamer) -> tuple[dict[str, str], dict[str, str]]:
+    """({old key: new key}, {old object path: new path}) for everything that changes name.
+
+    Mapping keys that are not tensor names but object paths of a TF2 checkpoint's graph
+    rename objects. Partitioned variables bring their slice keys along.
+    """
+    objects: dict[str, str] = {}
     if isinstance(renamer, Mapping):
-        for old in renamer:
-            edit.require(old)
-        pairs = dict(renamer)
+        pairs = {}
+        graph = None
+        for old, new in renamer.items():
+            if old in edit.items and not is_slice_key(old):
+                pairs[old] = new
+                continue
+            graph = graph or edit.graph()
+            if graph is None:
+                edit.require(old)
+            else:
+                graph.object_keys(old)  # raises naming `old` if it is no object either
+                objects[old] = new
     elif callable(renamer):
         pairs = {}
-        for key in edit.items:
-            if is_slice_key(key):
-                continue
-            new = renamer(key)
-            if new is not None:
-                pairs[key] = new
+        for key in edit.keys():
+            if key == OBJECT_GRAPH_KEY:
+                continue  # a pattern never means the graph, which TF reads by this name
+            renamed = renamer(key)
+            if renamed is not None:
+                pairs[key] = renamed
     else:
         raise InvalidArgumentError(f"expected a mapping or a function, got {type(renamer).__name__}")
     mapping = {}
-    for old, new in pairs.items():
+    for old, new in [*pairs.items(), *objects.items()]:
         if not isinstance(new, str) or not new:
             raise InvalidArgumentError(f"new name must be a non-empty string, got {new!r}",
                                        path=edit.prefix, key=old)
+    for old, new in pairs.items():
         if new != old:
-            edit.refuse_sliced(old, "rename")
+            if old == OBJECT_GRAPH_KEY:
+                raise InvalidArgumentError("the object graph keeps its key (TF reads it by name)",
+                                           path=edit.prefix, key=old)
             mapping[old] = new
-    return mapping
+            slices = edit.slice_keys(old)
+            if slices:
+                new_slices = [bundle.decode_key(encode_tensor_name_slice(new, TensorSlice.from_proto(p)))
+                              for p in edit.index.entry(old).slices]
+                mapping.update(zip(slices, new_slices, strict=True))
+    return mapping, {o: n for o, n in objects.items() if n.strip("/") != o.strip("/")}
 
 
-def _apply_renames(edit: _Edit, mapping: dict[str, str], overwrite: bool) -> dict[str, bytes]:
-    """The new index items, after checking every collision before anything is written."""
+def _check_collisions(edit: _Edit, mapping: Mapping[str, str], overwrite: bool) -> list[str]:
+    """Refuse two keys renamed to one, and (unless `overwrite`) a rename onto a key that
+    stays; return the keys `overwrite` drops. Every check precedes any write."""
     sources: dict[str, str] = {}
     for old, new in mapping.items():
         if new in sources:
             raise InvalidArgumentError(f"both {sources[new]!r} and {old!r} would be renamed to {new!r}",
                                        path=edit.prefix, key=new)
         sources[new] = old
+    dropped = []
     for new, old in sources.items():
         if new in edit.items and new not in mapping:
             if not overwrite:
                 raise InvalidArgumentError(
                     f"cannot rename {old!r} to {new!r}: that key already exists "
                     "(overwrite=True, or ckptkit rename --overwrite, replaces it)", path=edit.prefix, key=new)
-            edit.refuse_sliced(new, "overwrite")
-    items = {k: v for k, v in edit.items.items() if k not in mapping and k not in sources}
+            if edit.slice_keys(new) or edit.slice_keys(old):
+                raise UnsupportedError("cannot overwrite with or onto a partitioned variable",
+                                       path=edit.prefix, key=new)
+            dropped.append(new)
+    return dropped
+
+
+def _renamed(edit: _Edit, mapping: dict[str, str], overwrite: bool,
+             objects: Mapping[str, str] | None = None) -> _Change:
+    """The change of renaming keys `mapping` (and objects), the graph following: a key
+    renamed onto an existing one (`overwrite`) hands its value to the object that saved
+    the existing key, and the renamed key's own object no longer saves it (as EMA
+    restore does); keys of renamed objects follow them."""
+    graph = edit.graph()
+    canonical: dict[str, str] = {}
+    data = None
+    if graph is not None:
+        dropped = set(_check_collisions(edit, mapping, overwrite))
+        graph.remove_keys([old for old, new in mapping.items() if new in dropped])
+        graph.rename_keys({old: new for old, new in mapping.items() if new not in dropped})
+        for old, new in (objects or {}).items():
+            graph.rename_object(old, new)
+        data, canonical, _ = graph.finish()
+        for old, new in canonical.items():
+            source = next((o for o, n in mapping.items() if n == old), old)
+            mapping[source] = new
+    dropped_keys = _check_collisions(edit, mapping, overwrite)
+    items = {k: v for k, v in edit.items.items() if k not in mapping and k not in dropped_keys}
     for old, new in mapping.items():
         items[new] = edit.items[old]
-    return items
+    return _Change(items, renamed=dict(mapping), removed=[k for k in dropped_keys if k not in mapping],
+                   graph=data)
 
 
 def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite: bool = False,
                 output: str | os.PathLike | None = None, dry_run: bool = False,
-                progress: Progress | None = None,
+                progress: Progress | None = None, drop_meta: bool = False,
                 lock_timeout: float | None = EDIT_WAIT_SECONDS) -> dict[str, str]:
     """Rename tensors by rewriting the index; return {old: new} for every key renamed.
 
@@ -200,42 +426,105 @@ def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite:
     Renames happen at once, so `{"a": "b", "b": "a"}` swaps. A new name that is an
     existing key not itself renamed away is refused (InvalidArgumentError) unless
     `overwrite=True`, which drops that tensor. All checks happen before any write.
+    In a TF2 checkpoint a mapping's old name may be an object path
+    (`{"model/dense": "model/encoder"}`): the object's edge is renamed and the keys of
+    everything under it follow. A partitioned variable's slice keys follow its name.
+    The object graph and the `.meta` are rewritten in the same commit (see the module
+    docstring; `drop_meta=True` deletes the `.meta` instead).
     `dry_run=True` checks and returns the mapping, writing nothing.
     Every edit holds the directory lock, waiting up to `lock_timeout` seconds for it.
     """
     with _editing(prefix, output, lock_timeout) as edit:
-        mapping = _plan_renames(edit, mapping_or_fn)
-        items = _apply_renames(edit, mapping, overwrite)
-        if not dry_run and (mapping or output is not None):
-            edit.write(items, progress)
-    return mapping
+        mapping, objects = _plan_renames(edit, mapping_or_fn)
+        change = _renamed(edit, mapping, overwrite, objects)
+        if not dry_run and (change.renamed or change.graph is not None or output is not None):
+            edit.publish(change, progress, drop_meta=drop_meta)
+    return {k: v for k, v in change.renamed.items() if not is_slice_key(k)}
 
 
-def remove_keys(prefix: str | os.PathLike, names: Iterable[str], *,
-                output: str | os.PathLike | None = None, progress: Progress | None = None,
-                lock_timeout: float | None = EDIT_WAIT_SECONDS) -> list[str]:
-    """Drop tensors from the index; return the names removed.
+# --------------------------------------------------------------------------- removals
 
-    The removed tensors' bytes stay in the data shards (nothing references them any
-    more); `compact(prefix, remove=names)` removes and reclaims in one commit.
-    """
+def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iterable[str],
+             optimizer: bool) -> _Change:
+    """The change of removing `names` (keys, or object paths of a TF2 graph), the keys
+    `glob`/`regex` select, and with `optimizer` the optimizer's state (TF1 slot keys by
+    the usual optimizers' names; TF2 the optimizer objects)."""
     names = _names(names)
+    keys = edit.keys()
+    graph = edit.graph()
+    objects: list[str] = []
+    chosen: list[str] = []
+    for name in names:
+        if name in edit.items and not is_slice_key(name):
+            chosen.append(name)
+        elif graph is not None:
+            graph.object_keys(name)  # raises naming it if it is no object either
+            objects.append(name)
+        else:
+            edit.require(name)
+    chosen += selection.by_glob(keys, list(glob), path=edit.prefix)
+    chosen += selection.by_regex(keys, list(regex), path=edit.prefix)
+    if optimizer:
+        if graph is not None:
+            found = graph.optimizers()
+            objects += [p for p in found if p not in objects]
+        else:
+            found = selection.optimizer_keys(keys)
+            chosen += found
+        if not found:
+            raise TensorNotFoundError("no optimizer state found (TF1: no slot keys of the usual optimizers; "
+                                      "TF2: no optimizer object)", path=edit.prefix)
+    chosen = list(dict.fromkeys(chosen))
+    if OBJECT_GRAPH_KEY in chosen:
+        raise InvalidArgumentError("removing the object graph would leave a TF2 checkpoint TF cannot read "
+                                   "by object (convert to a name-based checkpoint instead)",
+                                   path=edit.prefix, key=OBJECT_GRAPH_KEY)
+    renames: dict[str, str] = {}
+    data = None
+    if graph is not None:
+        graph.remove_keys(chosen)
+        for path in objects:
+            graph.remove_object(path)
+        data, renames, unreachable = graph.finish()
+        chosen += [k for k in unreachable if k in edit.items and k not in chosen]
+    removed = []
+    for key in chosen:
+        edit.require(key)
+        removed += [key, *edit.slice_keys(key)]
+    gone = set(removed)
+    items = {k: v for k, v in edit.items.items() if k not in gone and k not in renames}
+    for old, new in renames.items():
+        if new in items:
+            raise InvalidArgumentError(f"{old!r} would follow its object to {new!r}, which exists",
+                                       path=edit.prefix, key=new)
+        items[new] = edit.items[old]
+    return _Change(items, renamed=renames, removed=removed, graph=data)
+
+
+def remove_keys(prefix: str | os.PathLike, names: Iterable[str] = (), *,
+                glob: Iterable[str] = (), regex: Iterable[str] = (), optimizer: bool = False,
+                output: str | os.PathLike | None = None, progress: Progress | None = None,
+                dry_run: bool = False, drop_meta: bool = False,
+                lock_timeout: float | None = EDIT_WAIT_SECONDS) -> list[str]:
+    """Drop tensors from the index; return the tensor names removed.
+
+    `names` are keys or, in a TF2 checkpoint, object paths (`optimizer`): an object
+    takes with it what only it reaches (its variables, their slots) and the graph is
+    rewritten. `glob` (fnmatch, `*` crosses `/`) and `regex` (re.fullmatch) select keys
+    by pattern; `optimizer=True` selects the optimizer's state (see `selection`).
+    A partitioned variable goes with all its slices. The removed tensors' bytes stay in
+    the data shards (nothing references them any more); `compact(prefix, remove=names)`
+    removes and reclaims in one commit. `dry_run=True` returns the names, writing nothing.
+    """
     with _editing(prefix, output, lock_timeout) as edit:
-        edit.write(_without(edit, names), progress)
-    return names
+        change = _removal(edit, names, glob, regex, optimizer)
+        if not dry_run:
+            edit.publish(change, progress, drop_meta=drop_meta)
+    return [k for k in change.removed if not is_slice_key(k)]
 
 
 def _names(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys([names] if isinstance(names, str) else names))
-
-
-def _without(edit: _Edit, names: list[str]) -> dict[str, bytes]:
-    """The index items without `names` (each must exist and not be partitioned)."""
-    for name in names:
-        edit.require(name)
-        edit.refuse_sliced(name, "remove")
-    gone = set(names)
-    return {k: v for k, v in edit.items.items() if k not in gone}
 
 
 def ema_mapping(keys: Iterable[str], ema_name: str = "ExponentialMovingAverage") -> dict[str, str]:
@@ -251,26 +540,29 @@ def ema_mapping(keys: Iterable[str], ema_name: str = "ExponentialMovingAverage")
 
 def apply_ema(prefix: str | os.PathLike, *, output: str | os.PathLike | None = None,
               ema_name: str = "ExponentialMovingAverage", progress: Progress | None = None,
-              lock_timeout: float | None = EDIT_WAIT_SECONDS) -> dict[str, str]:
+              drop_meta: bool = False, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> dict[str, str]:
     """Make the inference checkpoint: each variable takes its moving average's entry.
 
     `v` gets `v/ExponentialMovingAverage`'s entry (bytes untouched) and the shadow keys
     disappear; tensors without an average stay as they are. Returns {shadow: variable}.
+    A `.meta`'s Saver stops restoring the shadow variables (meta_edit.py).
     """
     with _editing(prefix, output, lock_timeout) as edit:
         mapping = ema_mapping(edit.items, ema_name)
         if not mapping:
             raise InvalidArgumentError(f"no moving averages in checkpoint (no key ends in '/{ema_name}')",
                                        path=edit.prefix)
-        for old in mapping:
-            edit.refuse_sliced(old, "rename")
-        edit.write(_apply_renames(edit, mapping, overwrite=True), progress)
+        change = _renamed(edit, dict(mapping), True)
+        # The shadow keys are gone and their variables' keys hold the averages: for the
+        # Saver, the shadows are removed and nothing is renamed.
+        change.removed, change.renamed = list(mapping), {}
+        edit.publish(change, progress, drop_meta=drop_meta)
     return mapping
 
 
 def compact(prefix: str | os.PathLike, *, remove: Iterable[str] = (),
             output: str | os.PathLike | None = None, progress: Progress | None = None,
-            lock_timeout: float | None = EDIT_WAIT_SECONDS) -> int:
+            drop_meta: bool = False, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> int:
     """Rewrite the data shards holding only the bytes the index references; return bytes freed.
 
     `remove` names tensors to drop first, in the same commit: the checkpoint is then
@@ -281,46 +573,25 @@ def compact(prefix: str | os.PathLike, *, remove: Iterable[str] = (),
     files of the prefix that no entry references any more are deleted. Published with
     the commit protocol: the prefix names the old checkpoint or the new one, never none.
     """
-    names = _names(remove)
+    return remove_and_compact(prefix, remove, output=output, progress=progress, drop_meta=drop_meta,
+                              lock_timeout=lock_timeout)[1]
+
+
+def remove_and_compact(prefix: str | os.PathLike, names: Iterable[str] = (), *,
+                       glob: Iterable[str] = (), regex: Iterable[str] = (), optimizer: bool = False,
+                       output: str | os.PathLike | None = None, progress: Progress | None = None,
+                       drop_meta: bool = False,
+                       lock_timeout: float | None = EDIT_WAIT_SECONDS) -> tuple[list[str], int]:
+    """`remove_keys` (same selection arguments) and `compact` in one commit; return
+    (tensor names removed, data bytes freed)."""
     with _editing(prefix, output, lock_timeout) as edit:
-        return _compact(edit, _without(edit, names), progress)
-
-
-def _compact(edit: _Edit, items: Mapping[str, bytes], progress: Progress | None) -> int:
-    """Publish `items` (source entries) with freshly written shards; return bytes freed."""
-    by_shard: dict[int, list[tuple[str, bundle.BundleEntryProto]]] = {}
-    for key, entry in edit.data_entries(items):
-        by_shard.setdefault(entry.shard_id, []).append((key, entry))
-    new_key = {id(v): k for k, v in items.items()}
-    out_items = dict(items)
-    n = edit.index.num_shards
-    freed = 0
-    with Commit(os.path.dirname(edit.target)) as tx:
-        tx.guard(bundle.index_filename(edit.prefix), edit.read_as)
-        new = set()
-        for shard in sorted(by_shard):
-            out = tx.shard(bundle.data_filename(edit.target, shard, n))
-            new.add(out.path)
-            freed += edit.data.shard_size(shard)
-            source = edit.data.shard_handle(shard)
-            for key, checked in sorted(by_shard[shard], key=lambda ke: ke[1].offset):
-                entry = bundle.BundleEntryProto()
-                entry.CopyFrom(checked)  # the reader's cached entry stays as read
-                entry.offset = out.offset
-                copy_range(source, checked.offset, checked.size, out, path=edit.data.shard_path(shard), key=key,
-                           progress=progress)
-                out_items[new_key[id(edit.items[key])]] = entry.SerializeToString()
-            freed -= out.offset
-            out.close()
-        for old in bundle.existing_data_files(edit.target):
-            if old not in new:
-                if edit.in_place:
-                    freed += _size(old)
-                tx.delete_after(old)
-        bundle.write_index(edit.target, edit.index.header, out_items.items(),
-                           out=tx.file(bundle.index_filename(edit.target)))
-        tx.publish()
-    return freed
+        names = _names(names)
+        if names or glob or regex or optimizer:
+            change = _removal(edit, names, glob, regex, optimizer)
+        else:
+            change = _Change(dict(edit.items))
+        freed = edit.publish(change, progress, compact=True, drop_meta=drop_meta)
+    return [k for k in change.removed if not is_slice_key(k)], freed
 
 
 def _size(path: str) -> int:

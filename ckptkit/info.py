@@ -15,12 +15,14 @@ from typing import Any
 import numpy as np
 
 from . import storage
-from .errors import CheckpointError, NotFoundError
+from .errors import CheckpointError, InvalidArgumentError, NotFoundError, TensorNotFoundError
+from .objectgraph import OBJECT_GRAPH_KEY, ObjectGraph
+from .objectgraph_edit import graph_problems
 from .reader import CheckpointReader
 from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state
 from .storage.files import TEMP_MARKER
 
-__all__ = ["TensorInfo", "list_tensors", "scope_path", "scope_tree", "tensor_stats",
+__all__ = ["TensorInfo", "list_tensors", "scope_path", "scope_tree", "object_tree", "object_keys", "tensor_stats",
            "verify_checkpoint", "VerifyReport", "diff_checkpoints", "describe_state"]
 
 
@@ -70,22 +72,56 @@ def scope_path(name: str) -> list[str]:
     return name.split("/")
 
 
-def tree_path_of(path: str | os.PathLike) -> Callable[[str], list[str]]:
-    """How `ls --tree` places a key: by TF2 object path when the checkpoint has an
-    object graph (`model/layer_with_weights-0/kernel`), else by `/` scopes."""
+def object_tree(path: str | os.PathLike, start: str | None = None) -> dict | None:
+    """A TF2 checkpoint's object tree (`ObjectGraph.format_tree` with every tensor's dtype
+    and shape), from the root or from the object at path `start`; None for TF1."""
     with CheckpointReader(path) as reader:
         graph = reader.object_graph()
+        if graph is None:
+            return None
+        node = None if start is None else find_object(graph, start, reader.prefix)
+        dtypes = {k: d.name for k, d in reader.get_variable_to_dtype_map().items()}
+        return graph.format_tree(reader.get_variable_to_shape_map(), dtypes, node)
+
+
+def find_object(graph: ObjectGraph, path: str, prefix: str | None = None):
+    """The object at `path` (any path of edges from the root), or TensorNotFoundError."""
+    try:
+        return graph.find(path)
+    except KeyError:
+        raise TensorNotFoundError("neither a tensor nor an object path in the checkpoint's object graph",
+                                  path=prefix, key=path) from None
+
+
+def tensor_for(reader: CheckpointReader, name: str) -> str:
+    """The key `show NAME` reads: NAME itself, or in a TF2 checkpoint the tensor the object
+    at path NAME saves (its VARIABLE_VALUE, or its only attribute)."""
+    if name in reader:
+        return name
+    graph = reader.object_graph()
     if graph is None:
-        return scope_path
-    objects = graph.key_to_object()
+        raise TensorNotFoundError("tensor not found in checkpoint", path=reader.prefix, key=name)
+    node = find_object(graph, name, reader.prefix)
+    keys = {a.name: a.checkpoint_key for a in node.attributes}
+    if "VARIABLE_VALUE" in keys:
+        return keys["VARIABLE_VALUE"]
+    if len(keys) == 1:
+        return next(iter(keys.values()))
+    saved = ", ".join(keys) or "nothing itself"
+    raise InvalidArgumentError(f"the object saves {saved}; name one tensor (ckptkit ls CKPT {name} lists them)",
+                               path=reader.prefix, key=name)
 
-    def path_of(key: str) -> list[str]:
-        if key not in objects:
-            return scope_path(key)
-        obj_path, attribute = objects[key]
-        return [part for part in obj_path.split("/") if part] + [attribute]
 
-    return path_of
+def object_keys(path: str | os.PathLike, start: str) -> list[str]:
+    """Keys saved by the object at path `start` of a TF2 checkpoint, the objects below it and
+    their optimizer slots (TensorNotFoundError if the checkpoint has no such object)."""
+    with CheckpointReader(path) as reader:
+        graph = reader.object_graph()
+        if graph is None:
+            raise TensorNotFoundError("tensor not found in checkpoint (and it has no object graph)",
+                                      path=reader.prefix, key=start)
+        node = find_object(graph, start, reader.prefix)
+        return [a.checkpoint_key for n in graph.subtree(node) for a in n.attributes]
 
 
 def scope_tree(infos: Iterable[TensorInfo],
@@ -119,6 +155,8 @@ class VerifyReport:
     bytes: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (key, message)
     format: str = "v2"       # "v2", "v1", "safetensors", "npz"
+    # TF2: (key, message) where the object graph and the index disagree
+    graph_problems: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def checked(self) -> str:
@@ -131,7 +169,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.errors and not self.graph_problems
 
 
 def verify_checkpoint(path: str | os.PathLike,
@@ -144,6 +182,11 @@ def verify_checkpoint(path: str | os.PathLike,
     says which). A partitioned variable is read whole, which checks each of its slices. A damaged
     index cannot be checked tensor by tensor: that raises as on any read.
     `progress(n)` is called with the bytes of each tensor checked.
+
+    A TF2 checkpoint's object graph is checked against the keys too (`graph_problems`):
+    every attribute's checkpoint_key must be in the index (else TF's restore fails with
+    "Key ... not found"), and every key must be saved by an object reachable from the
+    root (else no restore ever reads it).
     """
     with CheckpointReader(path, verify=True) as reader:
         report = VerifyReport(reader.prefix, format=reader.format)
@@ -160,6 +203,13 @@ def verify_checkpoint(path: str | os.PathLike,
             report.tensors += 1
             if progress is not None:
                 progress(info.bytes or 0)
+        if OBJECT_GRAPH_KEY in reader and not any(k == OBJECT_GRAPH_KEY for k, _ in report.errors):
+            try:
+                graph = reader.object_graph()
+            except CheckpointError as exc:
+                report.graph_problems.append((OBJECT_GRAPH_KEY, str(exc)))
+            else:
+                report.graph_problems += graph_problems(graph, reader.keys())
         return report
 
 

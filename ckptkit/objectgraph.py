@@ -16,6 +16,7 @@ Facts from TF's `python/checkpoint/{graph_view,util,save_util_v1}.py`.
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from typing import Any
 from .errors import DataLossError
 from .proto import trackable_object_graph_pb2
 
-__all__ = ["OBJECT_GRAPH_KEY", "Attribute", "SlotVariable", "Node", "ObjectGraph", "escape_local_name"]
+__all__ = ["OBJECT_GRAPH_KEY", "Attribute", "SlotVariable", "Node", "ObjectGraph", "escape_local_name",
+           "unescape_local_name", "attribute_key"]
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _ESCAPE = "."
@@ -35,6 +37,27 @@ OPTIMIZER_SLOT = _ESCAPE + "OPTIMIZER_SLOT"
 def escape_local_name(name: str) -> str:
     """TF's escaping of one path component, so names may hold `/` and `.`."""
     return name.replace(_ESCAPE, _ESCAPE + _ESCAPE).replace("/", _ESCAPE + "S")
+
+
+def unescape_local_name(name: str) -> str:
+    """The inverse of `escape_local_name`: `..` -> `.`, `.S` -> `/`."""
+    return re.sub(r"\.(.)", lambda m: {".": ".", "S": "/"}.get(m.group(1), m.group(0)), name)
+
+
+def split_path(path: str) -> list[str]:
+    """An object path's escaped components (`a/b.Sc` -> ['a', 'b.Sc']); the root is []."""
+    return [part for part in path.strip("/").split("/") if part]
+
+
+def attribute_key(path: str, attribute: str) -> str:
+    """The checkpoint key TF gives attribute `attribute` of the object at `path`."""
+    return f"{_join(path, ATTRIBUTES)}/{escape_local_name(attribute)}"
+
+
+# Keras 3 optimizers keep no slot_variables in the graph: their per-variable state is
+# lists parallel to `_trainable_variables` (`_momentums`, `_velocities`, ...).
+_KERAS_TRAINABLE = "_trainable_variables"
+_KERAS_NOT_SLOTS = frozenset({"_variables", _KERAS_TRAINABLE, "_trainable_variables_indices"})
 
 
 @dataclass(frozen=True)
@@ -216,72 +239,202 @@ class ObjectGraph:
         return {a.checkpoint_key: (n.path, a.name)
                 for n in self.walk() if n.path is not None for a in n.attributes}  # walk(): named nodes only
 
-    # ---- rendering helpers (plain data; the CLI draws them)
-    def format_tree(self, shapes: dict[str, Any] | None = None) -> dict:
-        """The object tree as nested plain dicts (objects, attributes, slots), for tools that
-        show the object graph itself; `ckptkit ls --tree` groups keys by scope instead
-        (`info.scope_tree`).
+    def find(self, path: str) -> Node:
+        """The object `path` leads to by following edges from the root (escaped local names
+        joined by `/`), whichever path it is: `model/_functional/_operations/1/_kernel`
+        finds a Keras 3 kernel whose keys are under the optimizer. KeyError if none."""
+        node = self.root
+        for part in split_path(path):
+            child = node.children.get(unescape_local_name(part))
+            if child is None:
+                raise KeyError(f"no object at path {path!r}")
+            node = child
+        return node
 
-        Each object appears once, where breadth-first search first reaches it; a later
-        edge to it is a leaf `{"name", "ref": <its path>}`. Node dict keys: `name`,
-        `path`, `attributes` ([{name, full_name, checkpoint_key[, shape]}]), `slots`
-        ([{slot_name, optimizer, checkpoint_key[, shape]}], on variables), `children`.
-        `shapes` ({checkpoint key: shape}, e.g. the reader's shape map) adds shapes.
+    def edge_to(self, path: str) -> tuple[Node, str]:
+        """(parent, local name) of the last edge of `path` (not the root)."""
+        parts = split_path(path)
+        if not parts:
+            raise KeyError("the root has no edge to it")
+        parent = self.find("/".join(parts[:-1]))
+        name = unescape_local_name(parts[-1])
+        if name not in parent.children:
+            raise KeyError(f"no object at path {path!r}")
+        return parent, name
+
+    def is_optimizer(self, node: Node, local_name: str | None = None) -> bool:
+        """An optimizer: it keeps slot variables (TF's and Keras 2's), or it looks like a Keras
+        3 optimizer (`_iterations` and `_trainable_variables` children), or an edge names it
+        `optimizer`."""
+        return bool(node.slot_variables or local_name == "optimizer"
+                    or {"_iterations", _KERAS_TRAINABLE} <= set(node.children))
+
+    def subtree(self, node: Node) -> list[Node]:
+        """`node` and every object reachable from it by edges, plus the slot variables of those
+        variables (TF's and Keras 3's): what an object path names in `ls` and `rm`."""
+        seen, out, queue = {node.id}, [], deque([node])
+        while queue:
+            current = queue.popleft()
+            out.append(current)
+            more = list(current.children.values())
+            more += [self.nodes[s.id] for s in self.slot_nodes(current)]
+            for child in more:
+                if child.id not in seen:
+                    seen.add(child.id)
+                    queue.append(child)
+        return out
+
+    def slot_nodes(self, variable: Node) -> list[Node]:
+        return [n for _, n in self.slots_of(variable)]
+
+    def slots_of(self, variable: Node) -> list[tuple[str, Node]]:
+        """(slot name, slot node) of `variable`: TF's slot_variables, and Keras 3's state
+        lists parallel to `_trainable_variables` (`_momentums/3` belongs to
+        `_trainable_variables/3`; named after the list, `momentums`)."""
+        out = []
+        for name, sv in variable.slots.items():
+            slot = next((n for n in self.nodes if n.path == sv.slot), None)
+            if slot is not None:
+                out.append((name, slot))
+        return out + self._keras_slots().get(variable.id, [])
+
+    def _keras_slots(self) -> dict[int, list[tuple[str, Node]]]:
+        cached = getattr(self, "_keras_slot_cache", None)
+        if cached is not None:
+            return cached
+        out: dict[int, list[tuple[str, Node]]] = {}
+        for opt in self.nodes:
+            if not {"_iterations", _KERAS_TRAINABLE} <= set(opt.children):
+                continue
+            trainable = list(opt.children[_KERAS_TRAINABLE].children.values())
+            for list_name, child in opt.children.items():
+                if list_name in _KERAS_NOT_SLOTS or child.attributes or not child.children:
+                    continue
+                items = list(child.children.values())
+                if len(items) != len(trainable) or not all(n.attributes and not n.children for n in items):
+                    continue
+                for var, slot in zip(trainable, items, strict=True):
+                    out.setdefault(var.id, []).append((list_name.lstrip("_"), slot))
+        self._keras_slot_cache = out
+        return out
+
+    def display_placement(self) -> dict[int, tuple[int | None, str, str]]:
+        """{node id: (parent id, local name, display path)}: where a tree shows each object.
+
+        Breadth first as TF names objects, except that optimizers are entered only after
+        everything else: a variable the model and the optimizer share (Keras 3 keys model
+        weights `optimizer/_trainable_variables/0/...`) shows under its layer.
         """
-        shapes = shapes or {}
+        placed: dict[int, tuple[int | None, str, str]] = {0: (None, "", "")} if self.nodes else {}
+        queue: deque[Node] = deque([self.root]) if self.nodes else deque()
+        deferred: deque[tuple[Node, str, Node]] = deque()
+        while queue or deferred:
+            if not queue:
+                parent, local_name, child = deferred.popleft()
+                if child.id in placed:
+                    continue
+                placed[child.id] = (parent.id, local_name,
+                                    _join(placed[parent.id][2], escape_local_name(local_name)))
+                queue.append(child)
+                continue
+            node = queue.popleft()
+            for local_name, child in node.children.items():
+                if child.id in placed:
+                    continue
+                if self.is_optimizer(child, local_name):
+                    deferred.append((node, local_name, child))
+                    continue
+                placed[child.id] = (node.id, local_name, _join(placed[node.id][2], escape_local_name(local_name)))
+                queue.append(child)
+        return placed
 
-        def attr(a: Attribute) -> dict:
-            d: dict[str, Any] = {"name": a.name, "full_name": a.full_name, "checkpoint_key": a.checkpoint_key}
-            if a.checkpoint_key in shapes:
-                d["shape"] = list(shapes[a.checkpoint_key])
+    # ---- rendering (plain data; the CLI draws it)
+    def format_tree(self, shapes: dict[str, Any] | None = None, dtypes: dict[str, str] | None = None,
+                    start: Node | None = None) -> dict:
+        """The object tree as nested plain dicts, the one tree `ckptkit ls --tree` shows.
+
+        Each object appears once, where `display_placement` puts it (TF's breadth-first
+        naming, optimizers last); any other edge to it is a leaf `{"name", "ref": <its
+        display path>}`. Node dict keys: `name`, `path` (display path), `attributes`
+        ([{name, full_name, checkpoint_key[, dtype, shape]}]), `slots` (on variables:
+        [{slot_name, optimizer, checkpoint_key[, dtype, shape]}]), `children`.
+        `shapes`/`dtypes` ({checkpoint key: ...}, e.g. the reader's maps) add those.
+        `start` draws the subtree of one object instead of the whole graph.
+        """
+        shapes, dtypes = shapes or {}, dtypes or {}
+        placement = self.display_placement()
+
+        def described(d: dict[str, Any], key: str | None) -> dict[str, Any]:
+            if key in dtypes:
+                d["dtype"] = str(dtypes[key])
+            if key in shapes:
+                d["shape"] = list(shapes[key])
             return d
+
+        def slot_owner(slot: Node) -> str:
+            for opt in self.nodes:
+                for sv in opt.slot_variables:
+                    if sv.slot == slot.path:
+                        return sv.optimizer
+            parent = placement.get(slot.id, (None, "", ""))[0]
+            grand = placement.get(parent, (None, "", ""))[0] if parent is not None else None
+            return placement[grand][2] if grand is not None and grand in placement else ""
 
         def build(node: Node, name: str) -> dict:
-            d: dict[str, Any] = {"name": name, "path": node.path,
-                                 "attributes": [attr(a) for a in node.attributes]}
-            if node.slots:
+            d: dict[str, Any] = {"name": name, "path": placement.get(node.id, (None, "", node.path))[2],
+                                 "attributes": [described({"name": a.name, "full_name": a.full_name,
+                                                           "checkpoint_key": a.checkpoint_key}, a.checkpoint_key)
+                                                for a in node.attributes]}
+            slots = self.slots_of(node)
+            if slots:
                 d["slots"] = []
-                for sv in node.slots.values():
-                    s: dict[str, Any] = {"slot_name": sv.slot_name, "optimizer": sv.optimizer,
-                                         "checkpoint_key": sv.checkpoint_key}
-                    if sv.checkpoint_key in shapes:
-                        s["shape"] = list(shapes[sv.checkpoint_key])
-                    d["slots"].append(s)
+                for slot_name, slot in slots:
+                    key = next((a.checkpoint_key for a in slot.attributes if a.name == "VARIABLE_VALUE"),
+                               slot.attributes[0].checkpoint_key if slot.attributes else None)
+                    d["slots"].append(described({"slot_name": slot_name, "optimizer": slot_owner(slot),
+                                                 "checkpoint_key": key}, key))
             d["children"] = []
             for local_name, child in node.children.items():
-                if child.path == _join(node.path, escape_local_name(local_name)):
+                if placement.get(child.id, (None,))[0] == node.id and placement[child.id][1] == local_name:
                     d["children"].append(build(child, local_name))
                 else:
-                    d["children"].append({"name": local_name, "ref": child.path})
+                    d["children"].append({"name": local_name,
+                                          "ref": placement.get(child.id, (None, "", child.path))[2]})
             return d
 
-        return build(self.root, "")
+        node = self.root if start is None else start
+        return build(node, "" if start is None else node.name or "")
 
-    def tree_lines(self, shapes: dict[str, Any] | None = None) -> list[str]:
-        """`format_tree` as indented text lines."""
-        lines: list[str] = []
-
-        def emit(d: dict, depth: int) -> None:
-            pad = "  " * depth
-            if "ref" in d:
-                lines.append(f"{pad}{d['name']} -> {d['ref']}")
-                return
-            if depth:
-                lines.append(f"{pad}{d['name']}/")
-            for a in d["attributes"]:
-                shape = f" {a['shape']}" if "shape" in a else ""
-                lines.append(f"{pad}  .{a['name']}{shape}  {a['checkpoint_key']}")
-            for s in d.get("slots", []):
-                shape = f" {s['shape']}" if "shape" in s else ""
-                lines.append(f"{pad}  slot {s['slot_name']!r} ({s['optimizer']}){shape}  {s['checkpoint_key']}")
-            for c in d["children"]:
-                emit(c, depth + 1)
-
-        emit(self.format_tree(shapes), 0)
-        return lines
+    def tree_lines(self, shapes: dict[str, Any] | None = None, dtypes: dict[str, str] | None = None,
+                   start: Node | None = None) -> list[str]:
+        """`format_tree` as indented text lines: an object per line, then its tensors as
+        `.ATTRIBUTE dtype[shape]  key` and its optimizer slots as `slot NAME (optimizer)
+        dtype[shape]  key`; a second edge to an object is `name -> display path`."""
+        return tree_text(self.format_tree(shapes, dtypes, start))
 
     def __repr__(self) -> str:
         return f"<ObjectGraph: {len(self.nodes)} objects>"
+
+
+def _described(d: dict) -> str:
+    what = d.get("dtype", "") + ("[" + ",".join(map(str, d["shape"])) + "]" if "shape" in d else "")
+    return f" {what}" if what else ""
+
+
+def tree_text(tree: dict, depth: int = 0) -> list[str]:
+    """The text form of a `format_tree` dict (one renderer for the library and the CLI)."""
+    pad = "  " * depth
+    if "ref" in tree:
+        return [f"{pad}{tree['name']} -> {tree['ref']}"]
+    lines = [f"{pad}{tree['name']}/"] if depth else []
+    for a in tree["attributes"]:
+        lines.append(f"{pad}  .{a['name']}{_described(a)}  {a['checkpoint_key']}")
+    for s in tree.get("slots", []):
+        owner = f" ({s['optimizer']})" if s["optimizer"] else ""
+        lines.append(f"{pad}  slot {s['slot_name']!r}{owner}{_described(s)}  {s['checkpoint_key']}")
+    for c in tree["children"]:
+        lines.extend(tree_text(c, depth + 1))
+    return lines
 
 
 def _join(parent: str | None, name: str) -> str:

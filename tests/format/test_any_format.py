@@ -182,8 +182,15 @@ def test_not_really_a_safetensors_or_npz(tmp_path):
     one_line_error(run("ls", tmp_path / "missing.npz"), "missing.npz")
 
 
-def test_edits_refuse_npz_and_safetensors(st_file):
-    one_line_error(run("rm", "-c", st_file, "step"), "only V2 checkpoints", "convert")
+def test_edits_refuse_npz_and_safetensors_in_place(st_file, tmp_path):
+    one_line_error(run("rm", "-c", st_file, "step"), "only V2 checkpoints", "-o OUT")
+    out = tmp_path / "out" / "ckpt"
+    assert run("rm", "-c", st_file, "step", "-o", out).exit_code == 0  # into a new V2 checkpoint
+    with ckptkit.CheckpointReader(st_file) as source, ckptkit.CheckpointReader(out) as edited:
+        assert edited.format == "v2" and sorted(edited) == sorted(set(source) - {"step"})
+        for name in edited:
+            np.testing.assert_array_equal(edited[name], source[name])
+    assert sorted(os.listdir(out.parent)) == ["ckpt.data-00000-of-00001", "ckpt.index"]
 
 
 def test_checkpoint_prefix_ending_in_npz_stays_a_checkpoint(tmp_path):

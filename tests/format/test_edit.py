@@ -10,7 +10,7 @@ from helpers import SEED_EMA, same, tf_values
 
 import ckptkit
 from ckptkit import edit
-from ckptkit.errors import InvalidArgumentError, TensorNotFoundError, UnsupportedError
+from ckptkit.errors import InvalidArgumentError, TensorNotFoundError
 from ckptkit.format import bundle
 
 DATA = ".data-00000-of-00001"
@@ -181,19 +181,19 @@ def test_apply_ema_matches_tf_variables_to_restore(tf, tf1, seed, tmp_path):
         edit.apply_ema(seed)
 
 
-def test_sliced_variables_are_refused(tf, partitioned):
-    index_before = digest(partitioned + ".index")
-    with pytest.raises(UnsupportedError, match="part"):
-        edit.rename_keys(partitioned, {"part": "whole"})
-    with pytest.raises(UnsupportedError, match="part"):
-        edit.remove_keys(partitioned, ["part"])
+def test_sliced_variables_move_with_their_slices(tf, partitioned):
+    """A partitioned variable is renamed or removed with every slice key (re-encoded)."""
     slice_keys = [k for k in bundle.BundleIndex(partitioned).keys() if edit.is_slice_key(k)]
     assert len(slice_keys) == 2  # TF wrote two slices, under OrderedCode keys starting with NUL
-    assert digest(partitioned + ".index") == index_before
-    # Renaming the plain variable next to it works, and TF still restores both.
-    edit.rename_keys(partitioned, {"plain": "scalar"})
+    assert edit.rename_keys(partitioned, {"part": "whole", "plain": "scalar"}) == {"part": "whole",
+                                                                                   "plain": "scalar"}
     got = tf_values(tf, partitioned)
-    assert sorted(got) == ["part", "scalar"] and same(got["part"], np.ones((4, 2), np.float32))
+    assert sorted(got) == ["scalar", "whole"] and same(got["whole"], np.ones((4, 2), np.float32))
+    keys = bundle.BundleIndex(partitioned).keys()
+    assert len([k for k in keys if edit.is_slice_key(k)]) == 2 and not any("part" in k for k in keys)
+    assert edit.remove_keys(partitioned, ["whole"]) == ["whole"]
+    assert bundle.BundleIndex(partitioned).keys() == ["scalar"]
+    assert sorted(tf_values(tf, partitioned)) == ["scalar"]
 
 
 def test_missing_checkpoint_is_not_found(tmp_path):

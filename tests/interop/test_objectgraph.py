@@ -53,11 +53,16 @@ def test_keras_model_object_tree(tf, keras_checkpoint):
         assert attr == "VARIABLE_VALUE"
         node = graph.node(kernel_path)
         assert node.attributes[0].full_name == kernel_var.path  # e.g. "sequential/dense/kernel"
-        # The model reaches the same object by a longer path: it shows there as a reference.
+        # Keras 3 keys the kernel under the optimizer (breadth-first search reaches it there
+        # first); the tree shows it under its layer, and the optimizer's edge as a reference.
+        assert kernel_path.startswith("optimizer/")
         tree = graph.format_tree(reader.get_variable_to_shape_map())
         json.dumps(tree)  # plain data
-        refs = _find(tree, lambda d: d.get("ref") == kernel_path)
-        assert refs and all(r["name"] in ("kernel", "_kernel") for r in refs)
+        placed = _find(tree, lambda d: [a["checkpoint_key"] for a in d.get("attributes", [])] == [kernel_key])
+        assert len(placed) == 1 and placed[0]["name"] in ("kernel", "_kernel")
+        assert placed[0]["path"].startswith("model/") and graph.find(placed[0]["path"]) is node
+        refs = _find(tree, lambda d: d.get("ref") == placed[0]["path"])
+        assert refs and all(r["name"].isdigit() for r in refs)  # optimizer/_trainable_variables/N
         # Keras 3 keeps Adam's moments as optimizer variables (no slot_variables in the graph).
         momentum = next(v for v in optimizer.variables if v.path.endswith("kernel_momentum")
                         and tuple(v.shape) == tuple(kernel_var.shape))
@@ -65,7 +70,8 @@ def test_keras_model_object_tree(tf, keras_checkpoint):
                      if graph.node(p).attributes[0].full_name == momentum.path)
         np.testing.assert_array_equal(reader[m_key], momentum.numpy())
         lines = graph.tree_lines(reader.get_variable_to_shape_map())
-        assert any(kernel_key in line and "[3, 4]" in line for line in lines)
+        assert any(kernel_key in line and "[3,4]" in line for line in lines)
+        assert any(m_key in line and "slot" in line for line in lines)  # under its variable
 
 
 def _find(tree: dict, pred) -> list[dict]:
