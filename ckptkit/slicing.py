@@ -126,6 +126,8 @@ def is_whole(axes: tuple[Axis, ...], shape: tuple[int, ...]) -> bool:
 
 def _select(arr: np.ndarray, axes: tuple[Axis, ...]) -> np.ndarray:
     """The window (ascending, every dimension kept) of an array already in memory."""
+    if not axes:
+        return arr  # a scalar: arr[()] would be the element, not a 0-d array
     return arr[tuple(slice(a.first, a.first + (a.count - 1) * a.step + 1, a.step) if a.count else slice(0, 0)
                      for a in axes)]
 
