@@ -1,0 +1,223 @@
+"""Framework tensors (`framework="torch"|"jax"`) against the values TensorFlow wrote.
+
+Each checkpoint here is written by TF (tf.raw_ops.SaveV2, a TF1 Saver); the torch
+tensors and jax arrays ckptkit hands back must hold TF's exact bytes, in the framework's
+dtype of the same name.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax  # test dependencies (the test extra): imported plainly, so a missing one fails, never skips
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+from helpers import REPO, random_array, same, save_partitioned_tf1, subprocess_env, tf_values
+
+import ckptkit
+from ckptkit.errors import InvalidArgumentError, UnsupportedError
+
+TORCH_DTYPES = ["float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8",
+                "uint16", "uint32", "uint64", "bool", "complex64", "complex128",
+                "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2fnuz"]
+NO_TORCH = ["int4", "uint4"]  # ml_dtypes' one-byte 4-bit ints: torch has no such dtype
+SHAPES = [(3, 5), (), (0, 4), (2, 3, 4)]
+
+
+def _value(dtype: str, shape, rng) -> np.ndarray:
+    if dtype.startswith("float8"):
+        return rng.integers(0, 256, size=shape, dtype=np.uint8).view(getattr(ml_dtypes, dtype))
+    if dtype in NO_TORCH:
+        return (rng.integers(0, 8, size=shape)).astype(getattr(ml_dtypes, dtype))
+    return random_array(dtype, shape, rng)
+
+
+@pytest.fixture(scope="module")
+def tf_ckpt(tf, tmp_path_factory):
+    """Every dtype in several shapes, plus strings, written by TF's SaveV2: (prefix, TF's values)."""
+    rng = np.random.default_rng(21)
+    tensors = {f"{dtype}/{i}": _value(dtype, shape, rng)
+               for dtype in TORCH_DTYPES + NO_TORCH for i, shape in enumerate(SHAPES)}
+    tensors["names"] = np.array([b"alpha", b"", b"\xff"], dtype=object)
+    prefix = os.fspath(tmp_path_factory.mktemp("fw") / "all.ckpt")
+    names = sorted(tensors)
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(tensors[n]) for n in names])
+    return prefix, tf_values(tf, prefix)
+
+
+def _torch_bytes(t) -> bytes:
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _assert_torch_equals_tf(t, want: np.ndarray, key: str) -> None:
+    want = np.asarray(want)
+    assert isinstance(t, torch.Tensor), key
+    assert t.dtype == getattr(torch, want.dtype.name), (key, t.dtype, want.dtype)  # the same-named dtype
+    assert tuple(t.shape) == want.shape, key
+    assert _torch_bytes(t) == want.tobytes(), key
+
+
+def test_torch_tensors_equal_tf_values_for_every_torch_dtype(tf_ckpt):
+    prefix, want = tf_ckpt
+    got = {}
+    with ckptkit.CheckpointReader(prefix, framework="torch") as reader:
+        for name in want:
+            if name.split("/")[0] in TORCH_DTYPES:
+                got[name] = reader.get_tensor(name)
+    assert len(got) == len(TORCH_DTYPES) * len(SHAPES)
+    for name, t in got.items():
+        assert t.device.type == "cpu"
+        _assert_torch_equals_tf(t, want[name], name)
+    # as numbers too: torch's own bfloat16 -> float32 conversion agrees with TF's values
+    torch.testing.assert_close(got["bfloat16/0"].float(), torch.from_numpy(want["bfloat16/0"].astype(np.float32)),
+                               rtol=0, atol=0, equal_nan=True)
+
+
+def test_load_with_torch_and_what_torch_cannot_hold(tf_ckpt, tmp_path):
+    prefix, want = tf_ckpt
+    with pytest.raises(UnsupportedError, match="has no int4 dtype: read it with framework='numpy'") as info:
+        ckptkit.load(prefix, framework="torch")  # the first such tensor, by name
+    assert info.value.key == "int4/0" and info.value.path == prefix
+    with ckptkit.CheckpointReader(prefix, framework="torch") as reader:
+        with pytest.raises(UnsupportedError, match="no string dtype: strings have no torch tensor") as info:
+            reader.get_tensor("names")
+        assert info.value.key == "names"
+        for dtype in NO_TORCH:
+            with pytest.raises(UnsupportedError, match=f"no {dtype} dtype"):
+                reader.get_tensor(f"{dtype}/0")
+    # without them, load gives every tensor as torch, equal to TF's
+    subset = os.fspath(tmp_path / "subset")
+    ckptkit.save(subset, {k: v for k, v in want.items() if k.split("/")[0] in TORCH_DTYPES})
+    loaded = ckptkit.load(subset, framework="torch", device="cpu")
+    assert set(loaded) == {k for k in want if k.split("/")[0] in TORCH_DTYPES}
+    for name, t in loaded.items():
+        _assert_torch_equals_tf(t, want[name], name)
+
+
+def test_torch_partitioned_and_slices_equal_tf(tf, tf1, tmp_path):
+    path, values = save_partitioned_tf1(tf, tf1, os.fspath(tmp_path), extra_dtypes=True)
+    loaded = ckptkit.load(path, framework="torch")
+    for name, value in values.items():
+        _assert_torch_equals_tf(loaded[name], value, name)
+    with ckptkit.CheckpointReader(path, framework="torch") as reader:
+        for name, value in values.items():
+            window = reader.get_slice(name)[1::2]
+            _assert_torch_equals_tf(window, value[1::2], name)
+        _assert_torch_equals_tf(reader.get_slice("ints")[-1, 1], np.asarray(values["ints"][-1, 1]), "ints")
+        assert reader["plain"].dtype == torch.float32
+
+
+def test_torch_tensors_own_their_memory(tf_ckpt):
+    """A tensor from a memory-mapped reader is writable and writing it changes no file
+    and no later read (torch has no read-only tensors: the view is copied first)."""
+    prefix, want = tf_ckpt
+    with ckptkit.CheckpointReader(prefix, framework="torch", mmap=True) as reader:
+        t = reader.get_tensor("float32/0")
+        t += 1
+        _assert_torch_equals_tf(reader.get_tensor("float32/0"), want["float32/0"], "float32/0")
+        torch.testing.assert_close(t, torch.from_numpy(want["float32/0"] + np.float32(1)), rtol=0, atol=0,
+                                   equal_nan=True)
+    numpy_view = ckptkit.CheckpointReader(prefix, mmap=True).get_tensor("float32/0")
+    assert not numpy_view.flags.writeable  # what torch would otherwise have aliased
+
+
+def test_framework_and_device_arguments(tf_ckpt):
+    prefix, _ = tf_ckpt
+    with pytest.raises(InvalidArgumentError, match="unknown framework 'tensorflow'"):
+        ckptkit.CheckpointReader(prefix, framework="tensorflow")
+    with pytest.raises(InvalidArgumentError, match="needs framework='torch' or 'jax'"):
+        ckptkit.load(prefix, device="cuda")
+    with pytest.raises(InvalidArgumentError, match="bad torch device"):
+        ckptkit.CheckpointReader(prefix, framework="torch", device="warp-drive")
+    if torch.cuda.is_available():  # a GPU machine: the pinned-memory path
+        t = ckptkit.CheckpointReader(prefix, framework="torch", device="cuda").get_tensor("float32/0")
+        assert t.device.type == "cuda"
+    else:
+        with pytest.raises(UnsupportedError, match="no usable CUDA device"):
+            ckptkit.CheckpointReader(prefix, framework="torch", device="cuda")
+
+
+# --------------------------------------------------------------------------- jax
+
+JAX_DTYPES = TORCH_DTYPES + NO_TORCH
+
+
+def _assert_jax_equals_tf(a, want: np.ndarray, key: str) -> None:
+    want = np.asarray(want)
+    assert isinstance(a, jax.Array), key
+    assert a.dtype == want.dtype and a.shape == want.shape, (key, a.dtype, want.dtype)
+    assert same(np.asarray(a), want), key
+
+
+@pytest.fixture
+def jax_x64():
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
+def test_jax_arrays_equal_tf_values(tf_ckpt, jax_x64):
+    prefix, want = tf_ckpt
+    with ckptkit.CheckpointReader(prefix, framework="jax", device="cpu") as reader:
+        for name in want:
+            if name.split("/")[0] in JAX_DTYPES:
+                _assert_jax_equals_tf(reader.get_tensor(name), want[name], name)
+        _assert_jax_equals_tf(reader.get_slice("bfloat16/3")[:, ::-1, 2], want["bfloat16/3"][:, ::-1, 2], "bf16")
+        with pytest.raises(UnsupportedError, match="strings have no jax array"):
+            reader.get_tensor("names")
+
+
+def test_jax_refuses_to_narrow_64_bit_types(tf_ckpt):
+    prefix, want = tf_ckpt
+    assert not jax.config.jax_enable_x64  # jax's default
+    with ckptkit.CheckpointReader(prefix, framework="jax") as reader:
+        _assert_jax_equals_tf(reader.get_tensor("int32/0"), want["int32/0"], "int32/0")
+        for dtype in ("float64", "int64", "uint64", "complex128"):
+            with pytest.raises(UnsupportedError, match=f"narrow {dtype} to 32 bits.*jax_enable_x64"):
+                reader.get_tensor(f"{dtype}/0")
+
+
+# --------------------------------------------------------------------------- optional imports
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_import_and_numpy_reads_do_not_import_torch_or_jax(tf_ckpt):
+    prefix, _ = tf_ckpt
+    result = _run(f"""
+        import sys, ckptkit
+        r = ckptkit.CheckpointReader({prefix!r})
+        r.get_tensor("float32/0"); r.get_slice("float32/0")[1:]; ckptkit.load({prefix!r})
+        loaded = [m for m in ("torch", "jax", "jaxlib") if m in sys.modules]
+        assert not loaded, loaded
+        print("ok")
+    """)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize("framework, install", [("torch", "pip install torch"), ("jax", "pip install jax jaxlib")])
+def test_a_missing_framework_says_what_to_install(tf_ckpt, framework, install):
+    prefix, _ = tf_ckpt
+    result = _run(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == {framework!r}:
+                    raise ImportError("blocked in this test")
+        sys.meta_path.insert(0, Block())
+        import ckptkit
+        try:
+            ckptkit.load({prefix!r}, framework={framework!r})
+        except ckptkit.UnsupportedError as exc:
+            print(exc)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert f"framework='{framework}' needs {framework}" in result.stdout and install in result.stdout
