@@ -5,14 +5,18 @@ torch and jax are optional: they are imported only when asked for (a missing one
 UnsupportedError saying what to install), so `import ckptkit` never imports them.
 
 torch: the tensor is built over the buffer the data was read into (`torch.from_numpy`
-on the fresh array: no copy). For a CUDA device, a V2 bundle tensor is read straight
-into pinned (page-locked) host memory, its crc32c checked there, and copied to the
-device with `non_blocking=True` (torch's pinned allocator keeps the buffer until the
-copy is done); other tensors are copied from the array. Memory-mapped views
-(`mmap=True`) are copied first: torch has no read-only tensors, and a tensor over a
-read-only mapping would crash the process when written. Every TF dtype torch has maps
-to it (bfloat16 to torch.bfloat16, float8 types, uint16/32/64 on torch >= 2.3);
-strings, int4/uint4 and float8_e4m3b11fnuz raise UnsupportedError.
+on the fresh array: no copy). With `mmap=True` (or `get_tensor(name, copy=False)`) a
+V2 bundle tensor is instead a view of a copy-on-write mapping of its data shard:
+zero-copy from the page cache, crc32c still checked, and writable (writes stay private
+to the process and never reach the file; torch has no read-only tensors, so the
+read-only numpy views are never handed to it). For a CUDA device, a V2 bundle tensor is
+streamed from the file through two 32 MiB pinned (page-locked) staging buffers into a
+tensor allocated on the device, each chunk copied with `non_blocking=True` while the
+next is read, its crc32c checked on the way (see Staging); other tensors (partitioned,
+strings, big-endian, V1, .npz/.safetensors) are read as arrays and copied to the
+device. Every TF dtype torch has maps to it (bfloat16 to torch.bfloat16, float8 types,
+uint16/32/64 on torch >= 2.3); strings, int4/uint4 and float8_e4m3b11fnuz raise
+UnsupportedError.
 
 jax: `jax.device_put` of the array (to `device`, default jax's default device). jax
 silently narrows 64-bit types (float64, int64, uint64, complex128) to 32 bits unless
@@ -29,9 +33,9 @@ import numpy as np
 from . import dtypes as _dtypes
 from .errors import DataLossError, InvalidArgumentError, UnsupportedError
 from .format.bundle import BIG, BundleData
-from .format.coding import unmask_crc
+from .format.coding import crc32c, unmask_crc
 
-__all__ = ["FRAMEWORKS", "Target", "target", "TORCH_DTYPES"]
+__all__ = ["FRAMEWORKS", "Target", "Staging", "target", "TORCH_DTYPES"]
 
 FRAMEWORKS = ("numpy", "torch", "jax")
 
@@ -67,6 +71,7 @@ class Target:
         self.framework = framework
         self.module = _import(framework)
         self.device = self._torch_device(device) if framework == "torch" else self._jax_device(device)
+        self._staging: Staging | None = None  # pinned buffers, made on the first CUDA read
 
     def _torch_device(self, device):
         torch = self.module
@@ -143,13 +148,17 @@ class Target:
             found = self._read_pinned(backend, name, verify)
             if found is not None:
                 return found
+        elif not copy and self.framework == "torch" and self.device.type == "cpu":
+            found = self._map_private(backend, name, verify)
+            if found is not None:
+                return found
         arr = backend.read(name, verify, copy)
         return self.convert(arr, _dtypes.from_enum(backend.dtype_enum(name), path=path, key=name),
                             path=path, key=name)
 
-    def _read_pinned(self, backend: Any, name: str, verify: bool):
-        """A V2 plain little-endian numeric entry read into pinned memory and sent to the
-        device without blocking; None for anything else (read the ordinary way)."""
+    def _plain_entry(self, backend: Any, name: str):
+        """(BundleData, entry, dtype, shape) of a V2 plain little-endian numeric entry with
+        data, or None: what the fast paths below handle."""
         data = getattr(backend, "data", None)
         if not isinstance(data, BundleData):
             return None
@@ -157,13 +166,86 @@ class Target:
         if dtype is None or dtype.is_string or entry.slices or not entry.size \
                 or (data.index.header.endianness == BIG and dtype.itemsize > 1):
             return None
+        return data, entry, dtype, shape
+
+    def _map_private(self, backend: Any, name: str, verify: bool):
+        """A torch tensor over its own copy-on-write mapping of the entry's bytes (zero-copy
+        from the page cache; writable, and writes reach neither the file nor another
+        read); crc32c checked over the mapped bytes unless `verify` is off. None where
+        `_plain_entry` is."""
+        found = self._plain_entry(backend, name)
+        if found is None:
+            return None
+        data, entry, dtype, shape = found
         torch = self.module
         torch_dtype = self.torch_dtype(dtype, data.index.path, name)
-        staging = torch.empty(entry.size, dtype=torch.uint8, pin_memory=True)
-        crc = data._read_into(name, entry, staging.numpy(), verify)  # BundleData's chunked, crc'd read
+        path = data.shard_path(entry.shard_id)
+        from .slicing import map_private  # noqa: PLC0415 - the one file primitive
+
+        view = map_private(data.shard_fd(entry.shard_id), entry.offset, entry.size, path=path, key=name)
+        if verify and crc32c(view) != unmask_crc(entry.crc32c):
+            raise DataLossError("checksum mismatch in tensor data", path=path, key=name)
+        # frombuffer keeps the mapping alive as long as the tensor lives
+        return torch.frombuffer(view, dtype=torch.uint8).view(torch_dtype).reshape(shape)
+
+    def _read_pinned(self, backend: Any, name: str, verify: bool):
+        """A V2 plain little-endian numeric entry streamed to the device through pinned
+        staging buffers; None for anything else (read the ordinary way)."""
+        found = self._plain_entry(backend, name)
+        if found is None:
+            return None
+        data, entry, dtype, shape = found
+        torch = self.module
+        out = torch.empty(shape, dtype=self.torch_dtype(dtype, data.index.path, name), device=self.device)
+        if self._staging is None:
+            self._staging = Staging(torch, self.device, pin=True)
+        path = data.shard_path(entry.shard_id)
+        crc = self._staging.upload(data.shard_fd(entry.shard_id), entry.offset, entry.size,
+                                   out.reshape(-1).view(torch.uint8), verify, path=path, key=name)
         if verify and crc != unmask_crc(entry.crc32c):
-            raise DataLossError("checksum mismatch in tensor data", path=data.shard_path(entry.shard_id), key=name)
-        return staging.view(torch_dtype).reshape(shape).to(self.device, non_blocking=True)
+            raise DataLossError("checksum mismatch in tensor data", path=path, key=name)
+        return out
+
+
+class Staging:
+    """Host buffers through which file bytes reach a device: `count` buffers of `chunk`
+    bytes (pinned when `pin`), used in turn. Each chunk is read (pread), its crc32c
+    extended, and copied to the device without blocking; a buffer is reused only after
+    the copy out of it has finished (a CUDA event per buffer), so reading the next
+    chunk overlaps the transfer of the last. Host memory stays `count * chunk` whatever
+    the tensor's size.
+    """
+
+    def __init__(self, torch: Any, device: Any, *, pin: bool, chunk: int = 32 << 20, count: int = 2) -> None:
+        self.torch = torch
+        self.chunk = chunk
+        self.cuda = device.type == "cuda"
+        self.buffers = [torch.empty(chunk, dtype=torch.uint8, pin_memory=pin) for _ in range(count)]
+        self.events: list[Any] = [None] * count
+        self.turn = 0
+
+    def upload(self, fd: int, offset: int, size: int, dest: Any, verify: bool, *, path=None, key=None) -> int:
+        """Copy `size` bytes at `offset` of `fd` into `dest` (a uint8 device tensor of
+        that size); return their crc32c when `verify` (else 0)."""
+        from .slicing import read_ranges  # noqa: PLC0415 - the one byte-range primitive
+
+        crc = 0
+        for start in range(0, size, self.chunk):
+            n = min(self.chunk, size - start)
+            k, self.turn = self.turn, (self.turn + 1) % len(self.buffers)
+            if self.events[k] is not None:
+                self.events[k].synchronize()  # the copy out of this buffer is done
+            host = self.buffers[k][:n]
+            view = host.numpy()
+            read_ranges(fd, [(offset + start, view.data)], path=path, key=key)
+            if verify:
+                crc = crc32c(view, crc)
+            dest[start:start + n].copy_(host, non_blocking=self.cuda)
+            if self.cuda:
+                event = self.torch.cuda.Event()
+                event.record()
+                self.events[k] = event
+        return crc
 
 
 def target(framework: str | None, device: Any = None) -> Target | None:

@@ -26,8 +26,9 @@ How each kind of tensor is read:
 - string tensors, V1 checkpoints and `.npz` members: the whole tensor is read (crc
   checked where the format has one) and the window taken from it.
 
-`read_ranges` is the one function here that touches a file: the byte-range primitive a
-storage layer can replace.
+`read_ranges` (and `map_private`, for framework tensors over the page cache) are the
+only functions here that touch a file: the byte-range primitives a storage layer can
+replace.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ from .format.slices import TensorSlice, encode_tensor_name_slice
 if TYPE_CHECKING:
     from .reader import CheckpointReader
 
-__all__ = ["PartialTensor", "Axis", "parse_index", "read_window", "read_ranges"]
+__all__ = ["PartialTensor", "Axis", "parse_index", "read_window", "read_ranges", "map_private"]
 
 PAGE = mmap.PAGESIZE  # runs closer than this share a page: read them in one go
 SCRATCH = 8 << 20     # the most bytes read at once to gather runs that share pages
@@ -160,6 +161,19 @@ def read_ranges(fd: int, ranges: Iterable[tuple[int, memoryview]], *, path: str 
             if not n:
                 raise DataLossError("file ended early", path=path, key=key)
             got += n
+
+
+def map_private(fd: int, offset: int, size: int, *, path: str | None, key: str | None) -> memoryview:
+    """A copy-on-write mapping of `size` bytes at `offset` of `fd`: pages come from the
+    page cache; writes stay private to this mapping (never reach the file, nor another
+    mapping of the same bytes). The memoryview keeps the mapping alive."""
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    try:
+        mapped = mmap.mmap(fd, offset + size - start, flags=mmap.MAP_PRIVATE,
+                           prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot map file: {exc}", path=path, key=key) from None
+    return memoryview(mapped)[offset - start:]
 
 
 def read_box(fd: int, base: int, shape: tuple[int, ...], itemsize: int, axes: tuple[Axis, ...],

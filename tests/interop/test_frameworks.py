@@ -20,6 +20,7 @@ from helpers import REPO, random_array, same, save_partitioned_tf1, subprocess_e
 
 import ckptkit
 from ckptkit.errors import InvalidArgumentError, UnsupportedError
+from ckptkit.frameworks import Staging
 
 TORCH_DTYPES = ["float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8",
                 "uint16", "uint32", "uint64", "bool", "complex64", "complex128",
@@ -112,18 +113,56 @@ def test_torch_partitioned_and_slices_equal_tf(tf, tf1, tmp_path):
         assert reader["plain"].dtype == torch.float32
 
 
-def test_torch_tensors_own_their_memory(tf_ckpt):
-    """A tensor from a memory-mapped reader is writable and writing it changes no file
-    and no later read (torch has no read-only tensors: the view is copied first)."""
+def _mapped_files() -> str:
+    with open("/proc/self/maps") as f:
+        return f.read()
+
+
+def test_torch_mmap_tensors_are_private_views_of_the_page_cache(tf_ckpt, tmp_path):
+    """mmap=True: each torch tensor maps its bytes copy-on-write (zero-copy: the shard is
+    in this process's memory map), writable, and a write reaches neither the file nor
+    another read (torch has no read-only tensors: the numpy views are never handed over)."""
     prefix, want = tf_ckpt
     with ckptkit.CheckpointReader(prefix, framework="torch", mmap=True) as reader:
-        t = reader.get_tensor("float32/0")
+        shard = [f for f in reader.files if ".data-" in f][0]
+        before = open(shard, "rb").read()
+        t = reader.get_tensor("float32/3")
+        assert shard in _mapped_files()
         t += 1
-        _assert_torch_equals_tf(reader.get_tensor("float32/0"), want["float32/0"], "float32/0")
-        torch.testing.assert_close(t, torch.from_numpy(want["float32/0"] + np.float32(1)), rtol=0, atol=0,
+        torch.testing.assert_close(t, torch.from_numpy(want["float32/3"] + np.float32(1)), rtol=0, atol=0,
                                    equal_nan=True)
+        _assert_torch_equals_tf(reader.get_tensor("float32/3"), want["float32/3"], "float32/3")
+        for name in want:  # every dtype, through the mapped path or (strings aside) the array one
+            if name.split("/")[0] in TORCH_DTYPES:
+                _assert_torch_equals_tf(reader.get_tensor(name), want[name], name)
+    assert open(shard, "rb").read() == before
     numpy_view = ckptkit.CheckpointReader(prefix, mmap=True).get_tensor("float32/0")
     assert not numpy_view.flags.writeable  # what torch would otherwise have aliased
+    # a float32 tensor at an offset that is not a multiple of 4 (after 3 uint8 bytes)
+    odd = ckptkit.save(os.fspath(tmp_path / "odd"), {"a": np.arange(3, dtype=np.uint8),
+                                                   "b": np.arange(5, dtype=np.float32)})
+    with ckptkit.CheckpointReader(odd, framework="torch", mmap=True) as reader:
+        assert reader.entry("b").offset == 3
+        assert torch.equal(reader.get_tensor("b") * 2, torch.arange(5, dtype=torch.float32) * 2)
+
+
+def test_torch_mmap_tensor_checks_the_crc(tf_ckpt, tmp_path):
+    prefix, _ = tf_ckpt
+    with ckptkit.CheckpointReader(prefix) as reader:
+        entry = reader.entry("int32/0")
+        shard = [f for f in reader.files if ".data-" in f][0]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in (shard, prefix + ".index"):
+        (copy / os.path.basename(f)).write_bytes(open(f, "rb").read())
+    data = bytearray((copy / os.path.basename(shard)).read_bytes())
+    data[entry.offset] ^= 1
+    (copy / os.path.basename(shard)).write_bytes(bytes(data))
+    damaged = os.fspath(copy / os.path.basename(prefix))
+    with pytest.raises(ckptkit.DataLossError, match="checksum"):
+        ckptkit.CheckpointReader(damaged, framework="torch", mmap=True).get_tensor("int32/0")
+    t = ckptkit.CheckpointReader(damaged, framework="torch", mmap=True, verify=False).get_tensor("int32/0")
+    assert t.dtype == torch.int32
 
 
 def test_framework_and_device_arguments(tf_ckpt):
@@ -140,6 +179,27 @@ def test_framework_and_device_arguments(tf_ckpt):
     else:
         with pytest.raises(UnsupportedError, match="no usable CUDA device"):
             ckptkit.CheckpointReader(prefix, framework="torch", device="cuda")
+
+
+def test_staging_streams_a_range_in_chunks_and_sums_its_crc(tmp_path):
+    """The CUDA path's staging (here unpinned, onto the CPU, in 64-byte chunks through
+    two buffers): the bytes land in order and the crc32c is the whole range's."""
+    import crc32c  # noqa: PLC0415 - the reference crc32c implementation
+
+    blob = np.random.default_rng(5).integers(0, 256, size=1000, dtype=np.uint8).tobytes()
+    (tmp_path / "blob").write_bytes(blob)
+    fd = os.open(tmp_path / "blob", os.O_RDONLY)
+    try:
+        staging = Staging(torch, torch.device("cpu"), pin=False, chunk=64, count=2)
+        for offset, size in [(50, 900), (0, 64), (999, 1), (0, 1000)]:
+            dest = torch.zeros(size, dtype=torch.uint8)
+            crc = staging.upload(fd, offset, size, dest, True)
+            assert dest.numpy().tobytes() == blob[offset:offset + size]
+            assert crc == crc32c.crc32c(blob[offset:offset + size])
+        with pytest.raises(ckptkit.CheckpointError, match="ended early"):
+            staging.upload(fd, 990, 20, torch.zeros(20, dtype=torch.uint8), False, path="blob", key="k")
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- jax
