@@ -52,24 +52,26 @@ TORCH_DTYPES = {
 _JAX_X64 = {"float64", "int64", "uint64", "complex128"}  # narrowed by jax without jax_enable_x64
 
 
-def _import(framework: str):
+def _import(framework: str, path):
     try:
         return importlib.import_module(framework)
     except ImportError as exc:
         package = {"torch": "torch", "jax": "jax jaxlib"}[framework]
         raise UnsupportedError(f"framework={framework!r} needs {framework}, which cannot be imported "
-                               f"({exc}): pip install {package}") from None
+                               f"({exc}): pip install {package}", path=path) from None
 
 
 class Target:
     """A framework and device to turn arrays into; the framework is imported and the
     device checked once, when the reader opens."""
 
-    def __init__(self, framework: str, device: Any = None) -> None:
+    def __init__(self, framework: str, device: Any = None, *, path=None) -> None:
         if framework not in FRAMEWORKS[1:]:
-            raise InvalidArgumentError(f"unknown framework {framework!r}: use one of {', '.join(FRAMEWORKS)}")
+            raise InvalidArgumentError(f"unknown framework {framework!r}: use one of {', '.join(FRAMEWORKS)}",
+                                       path=path)
         self.framework = framework
-        self.module = _import(framework)
+        self.path = path  # named in errors about the device
+        self.module = _import(framework, path)
         self.device = self._torch_device(device) if framework == "torch" else self._jax_device(device)
         self._staging: Staging | None = None  # pinned buffers, made on the first CUDA read
 
@@ -78,9 +80,10 @@ class Target:
         try:
             dev = torch.device("cpu" if device is None else device)
         except (RuntimeError, TypeError, ValueError) as exc:
-            raise InvalidArgumentError(f"bad torch device {device!r}: {exc}") from None
+            raise InvalidArgumentError(f"bad torch device {device!r}: {exc}", path=self.path) from None
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UnsupportedError(f"torch device {device!r}: this torch build has no usable CUDA device")
+            raise UnsupportedError(f"torch device {device!r}: this torch build has no usable CUDA device",
+                                   path=self.path)
         return dev
 
     def _jax_device(self, device):
@@ -91,7 +94,7 @@ class Target:
         try:
             return jax.devices(kind)[int(number or 0)]
         except (RuntimeError, ValueError, IndexError) as exc:
-            raise InvalidArgumentError(f"bad jax device {device!r}: {exc}") from None
+            raise InvalidArgumentError(f"bad jax device {device!r}: {exc}", path=self.path) from None
 
     @property
     def pinned(self) -> bool:
@@ -248,11 +251,12 @@ class Staging:
         return crc
 
 
-def target(framework: str | None, device: Any = None) -> Target | None:
-    """The Target for a reader's `framework`/`device` options; None for plain numpy."""
+def target(framework: str | None, device: Any = None, *, path=None) -> Target | None:
+    """The Target for a reader's `framework`/`device` options (errors name `path`); None
+    for plain numpy."""
     if framework in (None, "numpy"):
         if device not in (None, "cpu"):
             raise InvalidArgumentError(f"device={device!r} needs framework='torch' or 'jax' "
-                                       "(numpy arrays live in host memory)")
+                                       "(numpy arrays live in host memory)", path=path)
         return None
-    return Target(framework, device)
+    return Target(framework, device, path=path)

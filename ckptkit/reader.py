@@ -281,9 +281,9 @@ class CheckpointReader(Mapping):
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = True, mmap: bool = False,
                  as_prefix: bool = False, framework: str = "numpy", device: Any = None) -> None:
-        self._target = _framework_target(framework, device)  # checked before any file is opened
-        self.framework = framework
         self.prefix = resolve_prefix(path, as_prefix=as_prefix)
+        self._target = _framework_target(framework, device, path=self.prefix)  # before any data is read
+        self.framework = framework
         self.verify = verify
         self.mmap = mmap
         self.generation = 0  # how many times a replaced checkpoint was reopened (see get_tensor)

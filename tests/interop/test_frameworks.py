@@ -167,8 +167,9 @@ def test_torch_mmap_tensor_checks_the_crc(tf_ckpt, tmp_path):
 
 def test_framework_and_device_arguments(tf_ckpt):
     prefix, _ = tf_ckpt
-    with pytest.raises(InvalidArgumentError, match="unknown framework 'tensorflow'"):
+    with pytest.raises(InvalidArgumentError, match="unknown framework 'tensorflow'") as info:
         ckptkit.CheckpointReader(prefix, framework="tensorflow")
+    assert info.value.path == prefix
     with pytest.raises(InvalidArgumentError, match="needs framework='torch' or 'jax'"):
         ckptkit.load(prefix, device="cuda")
     with pytest.raises(InvalidArgumentError, match="bad torch device"):
@@ -177,8 +178,9 @@ def test_framework_and_device_arguments(tf_ckpt):
         t = ckptkit.CheckpointReader(prefix, framework="torch", device="cuda").get_tensor("float32/0")
         assert t.device.type == "cuda"
     else:
-        with pytest.raises(UnsupportedError, match="no usable CUDA device"):
+        with pytest.raises(UnsupportedError, match="no usable CUDA device") as info:
             ckptkit.CheckpointReader(prefix, framework="torch", device="cuda")
+        assert info.value.path == prefix
 
 
 def test_staging_streams_a_range_in_chunks_and_sums_its_crc(tmp_path):
