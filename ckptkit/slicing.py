@@ -23,8 +23,11 @@ How each kind of tensor is read:
   bytes inside the shard: `BundleData.checked`) and nothing more.
 - partitioned variables: only the slices the window overlaps are read, each through
   its own partial (or whole, crc checked) read.
-- string tensors, V1 checkpoints and `.npz` members: the whole tensor is read (crc
-  checked where the format has one) and the window taken from it.
+- `.npz` members stored uncompressed (`np.savez`) in C order are read like a
+  `.safetensors` tensor, at the data offset their zip and .npy headers give; compressed
+  (`np.savez_compressed`) or Fortran-order members are read whole.
+- string tensors and V1 checkpoints: the whole tensor is read (crc checked where the
+  format has one) and the window taken from it.
 
 `read_ranges` (and `map_private`, for framework tensors over the page cache) are the
 only functions here that touch a file: the byte-range primitives a storage layer can
@@ -32,10 +35,13 @@ replace.
 """
 from __future__ import annotations
 
+import io
 import math
 import mmap
 import operator
 import os
+import struct
+import zipfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -44,6 +50,7 @@ import numpy as np
 from . import dtypes as _dtypes
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError
 from .format.bundle import BIG, BundleData, decode_key
+from .format.npz import NpzFile
 from .format.safetensors import SafetensorsFile
 from .format.slices import TensorSlice, encode_tensor_name_slice
 
@@ -309,6 +316,66 @@ def _read_safetensors(source: SafetensorsFile, name: str, axes: tuple[Axis, ...]
     return out.view(dtype.numpy).reshape(counts)
 
 
+_ZIP_LOCAL = struct.Struct("<4s22xHH")  # a zip local file header: signature ... name length, extra length
+
+
+def _npz_member_data(source: NpzFile, name: str) -> tuple[int, np.dtype] | None:
+    """(file offset of the array data, stored numpy dtype) of an .npz member kept as it is
+    (stored, not compressed or encrypted) in C order with a numeric dtype; None for any
+    other member (read whole). The local zip header and the .npy header are read again
+    here (the archive was checked on open); a member whose data would pass its end is a
+    DataLossError."""
+    zf = source.npz.zip
+    if zf is None:
+        return None
+    member = name if name in zf.NameToInfo else f"{name}.npy"
+    info = zf.getinfo(member)
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    fd, path = source.file.fileno(), source.path
+    head = bytearray(_ZIP_LOCAL.size)
+    read_ranges(fd, [(info.header_offset, memoryview(head))], path=path, key=name)
+    signature, name_len, extra_len = _ZIP_LOCAL.unpack(head)
+    if signature != b"PK\x03\x04":
+        raise DataLossError("zip member has no local header where the directory says", path=path, key=name)
+    start = info.header_offset + _ZIP_LOCAL.size + name_len + extra_len
+    prefix = bytearray(min(12, info.file_size))
+    read_ranges(fd, [(start, memoryview(prefix))], path=path, key=name)
+    try:
+        version = np.lib.format.read_magic(io.BytesIO(prefix))
+        length_size = 2 if version == (1, 0) else 4
+        header_len = int.from_bytes(prefix[8:8 + length_size], "little")
+        npy_header = bytearray(min(8 + length_size + header_len, info.file_size))
+        read_ranges(fd, [(start, memoryview(npy_header))], path=path, key=name)
+        f = io.BytesIO(npy_header)
+        np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except ValueError as exc:
+        raise DataLossError(f"array header is unreadable: {exc}", path=path, key=name) from None
+    if fortran or dtype.kind not in "biufc":
+        return None
+    if len(npy_header) + math.prod(shape) * dtype.itemsize > info.file_size:
+        raise DataLossError("array data runs past the end of its zip member", path=path, key=name)
+    return start + len(npy_header), dtype
+
+
+def _read_npz(source: NpzFile, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
+    tf_dtype, shape = source.meta(name)
+    counts = tuple(a.count for a in axes)
+    if not all(counts):
+        return np.empty(counts, dtype=tf_dtype.numpy)
+    found = None if is_whole(axes, shape) or tf_dtype.is_string else _npz_member_data(source, name)
+    if found is None:
+        arr = _select(source.read(name), axes)
+    else:
+        offset, stored = found
+        out = np.empty(math.prod(counts) * stored.itemsize, dtype=np.uint8)
+        read_box(source.file.fileno(), offset, shape, stored.itemsize, axes, out, path=source.path, key=name)
+        arr = out.view(stored).reshape(counts)
+    return arr if tf_dtype.is_string else arr.astype(tf_dtype.numpy, copy=False)  # big-endian: to native
+
+
 def read_window(backend: Any, name: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
     """The window of tensor `name` of a CheckpointReader backend, finished (flips, drops)."""
     data = getattr(backend, "data", None)
@@ -317,7 +384,9 @@ def read_window(backend: Any, name: str, axes: tuple[Axis, ...], verify: bool) -
         arr = _read_plain(data, name, axes, verify)
     elif isinstance(file, SafetensorsFile):
         arr = _read_safetensors(file, name, axes)
-    else:  # V1 tables and .npz members: the whole tensor, then the window
+    elif isinstance(file, NpzFile):
+        arr = _read_npz(file, name, axes)
+    else:  # V1 tables: the whole tensor, then the window
         arr = _select(backend.read(name, verify), axes)
     return finish(arr, axes)
 

@@ -432,13 +432,51 @@ def test_safetensors_agrees_with_the_safetensors_package(reference_safetensors):
         assert same(reader.get_slice("f16")[:, :, 1:9], tensors["f16"][:, :, 1:9])
 
 
-def test_npz_members_read_whole_then_window(tmp_path, values):
-    path = os.fspath(tmp_path / "x.npz")
-    arrays = {"a": values["float64/r3"], "s": np.array([b"ab", b"c", b"def"])}
-    np.savez_compressed(path, **arrays)
-    with ckptkit.CheckpointReader(path) as reader:
-        assert same(reader.get_slice("a")[1:, ::-1, 2], arrays["a"][1:, ::-1, 2])
-        assert [bytes(x) for x in reader.get_slice("s")[::2]] == [b"ab", b"def"]
+@pytest.fixture(scope="module")
+def npz_files(values, tmp_path_factory):
+    """The same arrays in an np.savez archive (stored: partial reads) and an
+    np.savez_compressed one (read whole), with a big-endian and a Fortran-order member."""
+    rng = np.random.default_rng(9)
+    arrays = {"f64": values["float64/r3"], "i16": values["wide/int8"].astype(np.int16)[:20, :300],
+              "big": rng.integers(-1000, 1000, size=(30, 40)).astype(">i4"),
+              "fortran": np.asfortranarray(rng.standard_normal((9, 11))),
+              "c128": values["complex128/r4"], "flags": values["bool/r2"],
+              "s": np.array([b"ab", b"c", b"def"]), "u": np.array(["x", "yz"])}
+    directory = tmp_path_factory.mktemp("npz")
+    np.savez(directory / "stored.npz", **arrays)
+    np.savez_compressed(directory / "packed.npz", **arrays)
+    return os.fspath(directory / "stored.npz"), os.fspath(directory / "packed.npz"), arrays
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), small=st.booleans())
+def test_npz_windows(npz_files, data, small):
+    stored, packed, arrays = npz_files
+    name = data.draw(st.sampled_from(sorted(arrays)))
+    value = arrays[name]
+    index = data.draw(windows(value.shape))
+    want = window_of(value, index)
+    if value.dtype.kind in "SU":
+        want = np.array([bytes(x) if value.dtype.kind == "S" else x.encode() for x in want.reshape(-1)] or [],
+                        dtype=object).reshape(want.shape)
+    else:
+        want = want.astype(value.dtype.newbyteorder("="))
+    for path in (stored, packed):
+        with ckptkit.CheckpointReader(path) as reader, contextlib.ExitStack() as stack:
+            if small:
+                stack.enter_context(small_limits())
+            calls = stack.enter_context(recorded_reads())
+            got = reader.get_slice(name)[index]
+        assert same(got, want), (path, name, index)
+        # the member's bytes lie in the stored archive as they are (Fortran order for "fortran")
+        start = open(path, "rb").read().find(value.tobytes(order="A"))
+        data_reads = [(offset, n) for offset, n in calls if offset >= start]  # not the zip/.npy headers
+        if path == packed or want.size in (0, value.size) or name in ("fortran", "s", "u"):
+            assert data_reads == []  # read whole, by numpy's zip reader
+        else:
+            assert start > 0
+            _assert_reads_only_the_window(data_reads, start, value.shape, value.itemsize, index,
+                                          64 if small else slicing.PAGE)
 
 
 def test_a_damaged_window_is_a_checkpoint_error(ckpt, tmp_path):
