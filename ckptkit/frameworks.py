@@ -121,8 +121,9 @@ class Target:
     def _torch(self, arr: np.ndarray, dtype: _dtypes.DType, path, key):
         torch = self.module
         torch_dtype = self.torch_dtype(dtype, path, key)
-        if not (arr.flags.c_contiguous and arr.flags.writeable):
-            arr = np.array(arr, order="C")  # a read-only mmap view, or a strided one
+        if arr.dtype != dtype.numpy or not (arr.flags.c_contiguous and arr.flags.writeable):
+            # a read-only mmap view, a strided one, or a big-endian .npz member
+            arr = np.array(arr, dtype=dtype.numpy, order="C")
         # Through raw bytes: torch.from_numpy knows no ml_dtypes types (bfloat16, float8).
         tensor = torch.from_numpy(arr.reshape(-1).view(np.uint8)).view(torch_dtype).reshape(arr.shape)
         if self.device.type != "cpu":
@@ -138,7 +139,7 @@ class Target:
                                    "turn it on with jax.config.update('jax_enable_x64', True), or read "
                                    "with framework='numpy'", path=path, key=key)
         try:
-            return jax.device_put(arr, self.device)
+            return jax.device_put(arr.astype(dtype.numpy, copy=False), self.device)  # native byte order
         except TypeError as exc:
             raise UnsupportedError(f"jax cannot hold {dtype.name}: {exc}", path=path, key=key) from None
 

@@ -165,6 +165,15 @@ def test_torch_mmap_tensor_checks_the_crc(tf_ckpt, tmp_path):
     assert t.dtype == torch.int32
 
 
+def test_big_endian_npz_members_become_native_torch_tensors(tmp_path):
+    path = os.fspath(tmp_path / "be.npz")
+    np.savez(path, i=np.array([1, -2, 300], dtype=">i4"), f=np.array([[0.5, -1e300]], dtype=">f8"))
+    with ckptkit.CheckpointReader(path, framework="torch") as reader:
+        assert torch.equal(reader["i"], torch.tensor([1, -2, 300], dtype=torch.int32))
+        assert torch.equal(reader["f"], torch.tensor([[0.5, -1e300]], dtype=torch.float64))
+        assert torch.equal(reader.get_slice("i")[::-2], torch.tensor([300, 1], dtype=torch.int32))
+
+
 def test_framework_and_device_arguments(tf_ckpt):
     prefix, _ = tf_ckpt
     with pytest.raises(InvalidArgumentError, match="unknown framework 'tensorflow'") as info:
