@@ -184,9 +184,11 @@ class Target:
         torch = self.module
         torch_dtype = self.torch_dtype(dtype, data.index.path, name)
         path = data.shard_path(entry.shard_id)
-        from .slicing import map_private  # noqa: PLC0415 - the one file primitive
+        from .slicing import map_private, shard_source  # noqa: PLC0415 - the byte-range primitives
 
-        view = map_private(data.shard_fd(entry.shard_id), entry.offset, entry.size, path=path, key=name)
+        view = map_private(shard_source(data, entry.shard_id), entry.offset, entry.size, path=path, key=name)
+        if view is None:  # a store without maps: read a copy instead
+            return None
         if verify and crc32c(view) != unmask_crc(entry.crc32c):
             raise DataLossError("checksum mismatch in tensor data", path=path, key=name)
         # frombuffer keeps the mapping alive as long as the tensor lives
@@ -204,7 +206,9 @@ class Target:
         if self._staging is None:
             self._staging = Staging(torch, self.device, pin=True)
         path = data.shard_path(entry.shard_id)
-        crc = self._staging.upload(data.shard_fd(entry.shard_id), entry.offset, entry.size,
+        from .slicing import shard_source  # noqa: PLC0415 - the byte-range primitives
+
+        crc = self._staging.upload(shard_source(data, entry.shard_id), entry.offset, entry.size,
                                    out.reshape(-1).view(torch.uint8), verify, path=path, key=name)
         if verify and crc != unmask_crc(entry.crc32c):
             raise DataLossError("checksum mismatch in tensor data", path=path, key=name)
@@ -228,9 +232,9 @@ class Staging:
         self.events: list[Any] = [None] * count
         self.turn = 0
 
-    def upload(self, fd: int, offset: int, size: int, dest: Any, verify: bool, *, path=None, key=None) -> int:
-        """Copy `size` bytes at `offset` of `fd` into `dest` (a uint8 device tensor of
-        that size); return their crc32c when `verify` (else 0)."""
+    def upload(self, source: Any, offset: int, size: int, dest: Any, verify: bool, *, path=None, key=None) -> int:
+        """Copy `size` bytes at `offset` of `source` (a slicing.ByteSource) into `dest` (a
+        uint8 device tensor of that size); return their crc32c when `verify` (else 0)."""
         from .slicing import read_ranges  # noqa: PLC0415 - the one byte-range primitive
 
         crc = 0
@@ -241,7 +245,7 @@ class Staging:
                 self.events[k].synchronize()  # the copy out of this buffer is done
             host = self.buffers[k][:n]
             view = host.numpy()
-            read_ranges(fd, [(offset + start, view.data)], path=path, key=key)
+            read_ranges(source, [(offset + start, view.data)], path=path, key=key)
             if verify:
                 crc = crc32c(view, crc)
             dest[start:start + n].copy_(host, non_blocking=self.cuda)

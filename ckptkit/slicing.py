@@ -29,9 +29,9 @@ How each kind of tensor is read:
 - string tensors and V1 checkpoints: the whole tensor is read (crc checked where the
   format has one) and the window taken from it.
 
-`read_ranges` (and `map_private`, for framework tensors over the page cache) are the
-only functions here that touch a file: the byte-range primitives a storage layer can
-replace.
+Every byte is read through `read_ranges` from a `ByteSource` (`readinto(buf, offset)`,
+`fileno()`: the storage layer's read-handle methods); `shard_source`/`file_source` make
+one from an open file (`FdSource`, pread), the only code here that touches a file.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ import os
 import struct
 import zipfile
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -57,7 +57,8 @@ from .format.slices import TensorSlice, encode_tensor_name_slice
 if TYPE_CHECKING:
     from .reader import CheckpointReader
 
-__all__ = ["PartialTensor", "Axis", "parse_index", "read_window", "read_ranges", "map_private"]
+__all__ = ["PartialTensor", "Axis", "ByteSource", "parse_index", "read_window", "read_ranges", "map_private",
+           "shard_source", "file_source"]
 
 PAGE = mmap.PAGESIZE  # runs closer than this share a page: read them in one go
 SCRATCH = 8 << 20     # the most bytes read at once to gather runs that share pages
@@ -151,29 +152,70 @@ def finish(arr: np.ndarray, axes: tuple[Axis, ...]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- reading
 
-def read_ranges(fd: int, ranges: Iterable[tuple[int, memoryview]], *, path: str | None,
-                key: str | None) -> None:
-    """Fill each buffer with the file's bytes at its offset (`pread`, short reads retried).
+class ByteSource(Protocol):
+    """What partial reads read from: the two methods of the storage layer's read handle
+    that they use. A storage layer's handles fit as they are."""
 
-    The one place this module touches a file; a storage layer's "read this range"
-    goes here. A read error or an early end of file names the file and key.
-    """
+    def readinto(self, buf: memoryview, offset: int) -> int:
+        """Read up to len(buf) bytes at `offset` into `buf`; how many (0 at the end)."""
+
+    def fileno(self) -> int | None:
+        """A descriptor to map, or None where the bytes cannot be mapped (then reads copy)."""
+
+
+class FdSource:
+    """An open local file as a ByteSource (pread); the one place here that reads a file."""
+
+    def __init__(self, fd: int, path: str | None) -> None:
+        self.fd = fd
+        self.path = path
+
+    def readinto(self, buf: memoryview, offset: int) -> int:
+        try:
+            return os.preadv(self.fd, [buf], offset)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read file: {exc.strerror or exc}", path=self.path) from None
+
+    def fileno(self) -> int | None:
+        return self.fd
+
+
+def shard_source(data: BundleData, shard: int) -> ByteSource:
+    """Data shard `shard` of a bundle, opened and checked as every read checks it."""
+    return FdSource(data.shard_fd(shard), data.shard_path(shard))
+
+
+def file_source(source: SafetensorsFile | NpzFile) -> ByteSource:
+    """The open file behind a .safetensors or .npz reader."""
+    return FdSource(source.file.fileno(), source.path)
+
+
+def read_ranges(source: ByteSource, ranges: Iterable[tuple[int, memoryview]], *, path: str | None,
+                key: str | None) -> None:
+    """Fill each buffer with the source's bytes at its offset, short reads retried: the
+    byte-range primitive every partial read goes through. A read error or an early end
+    of file names the file and key."""
     for offset, buf in ranges:
         got = 0
         while got < len(buf):
             try:
-                n = os.preadv(fd, [buf[got:]], offset + got)
-            except OSError as exc:
-                raise CheckpointError(f"cannot read file: {exc.strerror or exc}", path=path, key=key) from None
+                n = source.readinto(buf[got:], offset + got)
+            except CheckpointError as exc:
+                raise type(exc)(exc.message, path=exc.path or path, key=key) from None
             if not n:
                 raise DataLossError("file ended early", path=path, key=key)
             got += n
 
 
-def map_private(fd: int, offset: int, size: int, *, path: str | None, key: str | None) -> memoryview:
-    """A copy-on-write mapping of `size` bytes at `offset` of `fd`: pages come from the
-    page cache; writes stay private to this mapping (never reach the file, nor another
-    mapping of the same bytes). The memoryview keeps the mapping alive."""
+def map_private(source: ByteSource, offset: int, size: int, *, path: str | None,
+                key: str | None) -> memoryview | None:
+    """A copy-on-write mapping of `size` bytes at `offset` of `source` (None where it
+    cannot be mapped): pages come from the page cache; writes stay private to this
+    mapping (never reach the file, nor another mapping of the same bytes). The
+    memoryview keeps the mapping alive."""
+    fd = source.fileno()
+    if fd is None:
+        return None
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
     try:
         mapped = mmap.mmap(fd, offset + size - start, flags=mmap.MAP_PRIVATE,
@@ -183,9 +225,9 @@ def map_private(fd: int, offset: int, size: int, *, path: str | None, key: str |
     return memoryview(mapped)[offset - start:]
 
 
-def read_box(fd: int, base: int, shape: tuple[int, ...], itemsize: int, axes: tuple[Axis, ...],
+def read_box(source: ByteSource, base: int, shape: tuple[int, ...], itemsize: int, axes: tuple[Axis, ...],
              out: np.ndarray, *, path: str | None, key: str | None) -> None:
-    """Read the window `axes` of a C-order tensor of `shape` stored at `base` in `fd` into
+    """Read the window `axes` of a C-order tensor of `shape` stored at `base` in `source` into
     `out` (uint8, exactly the window's bytes, ascending C order).
 
     The window is cut into runs of equal length: the trailing dimensions it takes whole,
@@ -199,7 +241,7 @@ def read_box(fd: int, base: int, shape: tuple[int, ...], itemsize: int, axes: tu
             and (axes[t - 1].step == 1 or shape[t - 1] <= 1):
         t -= 1
     if t == 0:  # the whole tensor: one run
-        read_ranges(fd, [(base, out.data)], path=path, key=key)
+        read_ranges(source, [(base, out.data)], path=path, key=key)
         return
     j = t - 1
     if axes[j].step == 1:
@@ -218,10 +260,10 @@ def read_box(fd: int, base: int, shape: tuple[int, ...], itemsize: int, axes: tu
             for offs, idx in zip(offsets, np.unravel_index(np.arange(b0, b1, dtype=np.int64), counts),
                                  strict=True):
                 starts += offs[idx]
-        _read_runs(fd, starts, run, out[b0 * run:b1 * run], scratch, path, key)
+        _read_runs(source, starts, run, out[b0 * run:b1 * run], scratch, path, key)
 
 
-def _read_runs(fd: int, starts: np.ndarray, run: int, out: np.ndarray, scratch: list[np.ndarray],
+def _read_runs(source: ByteSource, starts: np.ndarray, run: int, out: np.ndarray, scratch: list[np.ndarray],
                path, key) -> None:
     """Read runs of `run` bytes at ascending `starts` into consecutive pieces of `out`.
 
@@ -242,12 +284,12 @@ def _read_runs(fd: int, starts: np.ndarray, run: int, out: np.ndarray, scratch: 
             span = int(ends[i + k - 1] - starts[i])
             dest = out[i * run:(i + k) * run]
             if span == k * run:  # contiguous: straight into the result
-                read_ranges(fd, [(int(starts[i]), dest.data)], path=path, key=key)
+                read_ranges(source, [(int(starts[i]), dest.data)], path=path, key=key)
             else:
                 if not scratch or len(scratch[0]) < span:
                     scratch[:] = [np.empty(min(SCRATCH, max(span, PAGE)), dtype=np.uint8)]
                 buf = scratch[0][:span]
-                read_ranges(fd, [(int(starts[i]), buf.data)], path=path, key=key)
+                read_ranges(source, [(int(starts[i]), buf.data)], path=path, key=key)
                 windows = np.lib.stride_tricks.sliding_window_view(buf, run)
                 np.take(windows, starts[i:i + k] - starts[i], axis=0, out=dest.reshape(k, run))
             i += k
@@ -266,7 +308,7 @@ def _read_plain(data: BundleData, key: str, axes: tuple[Axis, ...], verify: bool
         return _select(data.read_full(key, verify=verify), axes)  # crc32c checked
     out = np.empty(math.prod(counts) * dtype.itemsize, dtype=np.uint8)
     shard_path = data.shard_path(entry.shard_id)
-    read_box(data.shard_fd(entry.shard_id), entry.offset, shape, dtype.itemsize, axes, out,
+    read_box(shard_source(data, entry.shard_id), entry.offset, shape, dtype.itemsize, axes, out,
              path=shard_path, key=key)
     if data.index.header.endianness == BIG and dtype.itemsize > 1:
         return out.view(dtype.numpy.newbyteorder(">")).astype(dtype.numpy).reshape(counts)
@@ -311,7 +353,7 @@ def _read_safetensors(source: SafetensorsFile, name: str, axes: tuple[Axis, ...]
     if is_whole(axes, shape) or not all(counts):
         return _select(source.read(name), axes) if all(counts) else np.empty(counts, dtype=dtype.numpy)
     out = np.empty(math.prod(counts) * dtype.itemsize, dtype=np.uint8)
-    read_box(source.file.fileno(), source.data_start + begin, shape, dtype.itemsize, axes, out,
+    read_box(file_source(source), source.data_start + begin, shape, dtype.itemsize, axes, out,
              path=source.path, key=name)
     return out.view(dtype.numpy).reshape(counts)
 
@@ -332,21 +374,21 @@ def _npz_member_data(source: NpzFile, name: str) -> tuple[int, np.dtype] | None:
     info = zf.getinfo(member)
     if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
         return None
-    fd, path = source.file.fileno(), source.path
+    raw, path = file_source(source), source.path
     head = bytearray(_ZIP_LOCAL.size)
-    read_ranges(fd, [(info.header_offset, memoryview(head))], path=path, key=name)
+    read_ranges(raw, [(info.header_offset, memoryview(head))], path=path, key=name)
     signature, name_len, extra_len = _ZIP_LOCAL.unpack(head)
     if signature != b"PK\x03\x04":
         raise DataLossError("zip member has no local header where the directory says", path=path, key=name)
     start = info.header_offset + _ZIP_LOCAL.size + name_len + extra_len
     prefix = bytearray(min(12, info.file_size))
-    read_ranges(fd, [(start, memoryview(prefix))], path=path, key=name)
+    read_ranges(raw, [(start, memoryview(prefix))], path=path, key=name)
     try:
         version = np.lib.format.read_magic(io.BytesIO(prefix))
         length_size = 2 if version == (1, 0) else 4
         header_len = int.from_bytes(prefix[8:8 + length_size], "little")
         npy_header = bytearray(min(8 + length_size + header_len, info.file_size))
-        read_ranges(fd, [(start, memoryview(npy_header))], path=path, key=name)
+        read_ranges(raw, [(start, memoryview(npy_header))], path=path, key=name)
         f = io.BytesIO(npy_header)
         np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -371,7 +413,7 @@ def _read_npz(source: NpzFile, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
     else:
         offset, stored = found
         out = np.empty(math.prod(counts) * stored.itemsize, dtype=np.uint8)
-        read_box(source.file.fileno(), offset, shape, stored.itemsize, axes, out, path=source.path, key=name)
+        read_box(file_source(source), offset, shape, stored.itemsize, axes, out, path=source.path, key=name)
         arr = out.view(stored).reshape(counts)
     return arr if tf_dtype.is_string else arr.astype(tf_dtype.numpy, copy=False)  # big-endian: to native
 

@@ -171,10 +171,10 @@ def recorded_reads():
     calls: list[tuple[int, int]] = []
     real = slicing.read_ranges
 
-    def spy(fd, ranges, *, path, key):
+    def spy(source, ranges, *, path, key):
         ranges = list(ranges)
         calls.extend((offset, len(buf)) for offset, buf in ranges)
-        real(fd, ranges, path=path, key=key)
+        real(source, ranges, path=path, key=key)
 
     with mock.patch.object(slicing, "read_ranges", spy):
         yield calls
@@ -492,3 +492,14 @@ def test_a_damaged_window_is_a_checkpoint_error(ckpt, tmp_path):
         with pytest.raises(CheckpointError, match="ended early") as info:
             part[10:20, 5]
         assert info.value.key == "wide/int8" and info.value.path == shard
+
+
+def test_read_errors_name_the_file_and_key(tmp_path):
+    fd = os.open(tmp_path, os.O_RDONLY)  # a directory: every pread fails with EISDIR
+    try:
+        with pytest.raises(CheckpointError, match="cannot read file: Is a directory") as info:
+            slicing.read_ranges(slicing.FdSource(fd, "the/file"), [(0, memoryview(bytearray(4)))],
+                                path="fallback", key="k")
+        assert info.value.path == "the/file" and info.value.key == "k"
+    finally:
+        os.close(fd)

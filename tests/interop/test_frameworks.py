@@ -21,6 +21,7 @@ from helpers import REPO, random_array, same, save_partitioned_tf1, subprocess_e
 import ckptkit
 from ckptkit.errors import InvalidArgumentError, UnsupportedError
 from ckptkit.frameworks import Staging
+from ckptkit.slicing import FdSource
 
 TORCH_DTYPES = ["float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8",
                 "uint16", "uint32", "uint64", "bool", "complex64", "complex128",
@@ -202,13 +203,14 @@ def test_staging_streams_a_range_in_chunks_and_sums_its_crc(tmp_path):
     fd = os.open(tmp_path / "blob", os.O_RDONLY)
     try:
         staging = Staging(torch, torch.device("cpu"), pin=False, chunk=64, count=2)
+        source = FdSource(fd, "blob")
         for offset, size in [(50, 900), (0, 64), (999, 1), (0, 1000)]:
             dest = torch.zeros(size, dtype=torch.uint8)
-            crc = staging.upload(fd, offset, size, dest, True)
+            crc = staging.upload(source, offset, size, dest, True)
             assert dest.numpy().tobytes() == blob[offset:offset + size]
             assert crc == crc32c.crc32c(blob[offset:offset + size])
         with pytest.raises(ckptkit.CheckpointError, match="ended early"):
-            staging.upload(fd, 990, 20, torch.zeros(20, dtype=torch.uint8), False, path="blob", key="k")
+            staging.upload(source, 990, 20, torch.zeros(20, dtype=torch.uint8), False, path="blob", key="k")
     finally:
         os.close(fd)
 
