@@ -10,8 +10,8 @@ partitioned variables of either TF format are listed and returned whole, as TF l
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -21,7 +21,13 @@ from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle, naming, v1
 from .format.npz import NpzFile
 from .format.safetensors import SafetensorsFile
+from .frameworks import target as _framework_target
 from .locate import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
+
+if TYPE_CHECKING:
+    from .slicing import PartialTensor
+
+_T = TypeVar("_T")
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
            "list_variables", "load_variable", "load"]
@@ -188,13 +194,20 @@ class CheckpointReader(Mapping):
     an array uses it); checkpoint files are replaced by rename, never rewritten in
     place, so a view keeps showing the bytes it was checked against. String tensors,
     partitioned variables, big-endian bundles and V1 checkpoints are always copied.
+
+    `framework="torch"` or `"jax"` (and `device=`, e.g. "cuda") make `get_tensor`, `[]`
+    and `get_slice` return that framework's tensors (see ckptkit.frameworks);
+    `get_slice(name)[window]` reads only the window (see ckptkit.slicing).
     """
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = True, mmap: bool = False,
-                 as_prefix: bool = False, storage_options: Mapping[str, Any] | None = None) -> None:
+                 as_prefix: bool = False, framework: str = "numpy", device: Any = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
         self.storage_options = storage_options
         with storage.options(storage_options):
             self.prefix = locate(path, as_prefix=as_prefix).prefix
+        self._target = _framework_target(framework, device, path=self.prefix)  # before any data is read
+        self.framework = framework
         self.verify = verify
         self.mmap = mmap
         self.generation = 0  # how many times a replaced checkpoint was reopened (see get_tensor)
@@ -244,13 +257,29 @@ class CheckpointReader(Mapping):
         """The tensor `name`, crc32c verified (unless the reader has verify=False).
 
         `copy=False` returns a read-only view of the mapped shard where the data allow it
-        (see the class doc); the default follows the reader's `mmap` option.
+        (see the class doc); the default follows the reader's `mmap` option. With a
+        `framework`, the framework's tensor instead (torch tensors never view the map).
         """
+        copy = not self.mmap if copy is None else copy
+        target = self._target
+        if target is not None:
+            return self._reading(name, lambda b: target.read(b, name, self.verify, copy, path=self.prefix))
+        return self._reading(name, lambda b: b.read(name, self.verify, copy))
+
+    def get_slice(self, name: str) -> PartialTensor:
+        """`name` to be read in part: `reader.get_slice(name)[a:b, :, 3]` reads only those
+        elements (`.get_shape()`, `.get_dtype()` read nothing); see ckptkit.slicing."""
+        from .slicing import PartialTensor  # noqa: PLC0415 - only partial reads need it
+
+        return PartialTensor(self, name)
+
+    def _reading(self, name: str, read: Callable[[Any], _T]) -> _T:
+        """`read(backend)` for tensor `name`, reopening a checkpoint replaced under the reader."""
         for attempt in range(_REOPENS + 1):
             if name not in self._name_set:
                 raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
             try:
-                return self._backend.read(name, self.verify, not self.mmap if copy is None else copy)
+                return read(self._backend)
             except bundle.IndexReplacedError:
                 if attempt == _REOPENS:
                     raise
@@ -423,11 +452,13 @@ def load_variable(path: str | os.PathLike, name: str, *,
         return reader.get_tensor(name)
 
 
-def load(path: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = None,
+         storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every tensor of a checkpoint, as {name: array}: all from one checkpoint, even when a
-    writer replaces it meanwhile (then the new one is read whole). `path` may be a URL
-    (`storage_options`: the fsspec store's options, e.g. credentials)."""
-    with CheckpointReader(path, storage_options=storage_options) as reader:
+    writer replaces it meanwhile (then the new one is read whole). `framework="torch"` or
+    `"jax"` (with `device=`, e.g. "cuda") gives that framework's tensors instead. `path` may
+    be a URL (`storage_options`: the fsspec store's options, e.g. credentials)."""
+    with CheckpointReader(path, framework=framework, device=device, storage_options=storage_options) as reader:
         for _ in range(_REOPENS):
             generation = reader.generation
             try:

@@ -63,6 +63,12 @@ class ReadHandle(abc.ABC):
         """The OS descriptor of a local file (for zero-copy paths), else None."""
         return None
 
+    def map_private(self, offset: int, size: int) -> memoryview | None:
+        """A copy-on-write map of `size` bytes at `offset` (pages from the page cache, writes
+        private to the map: never reaching the file or another map), or None where the store
+        has no maps. The memoryview keeps the map alive."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None: ...
 

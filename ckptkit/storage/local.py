@@ -52,6 +52,15 @@ class LocalHandle(ReadHandle):
     def fileno(self) -> int:
         return self.file.fileno()
 
+    def map_private(self, offset: int, size: int) -> memoryview | None:
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapped = mmap.mmap(self.file.fileno(), offset + size - start, flags=mmap.MAP_PRIVATE,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot map {self.what}: {exc}", path=self.path) from None
+        return memoryview(mapped)[offset - start:]
+
     def close(self) -> None:
         self.file.close()
 

@@ -1,0 +1,309 @@
+"""Framework tensors (`framework="torch"|"jax"`) against the values TensorFlow wrote.
+
+Each checkpoint here is written by TF (tf.raw_ops.SaveV2, a TF1 Saver); the torch
+tensors and jax arrays ckptkit hands back must hold TF's exact bytes, in the framework's
+dtype of the same name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch  # a test dependency (the test extra): imported plainly, so a missing one fails, never skips
+from helpers import REPO, random_array, same, save_partitioned_tf1, subprocess_env, tf_values
+
+import ckptkit
+from ckptkit import storage
+from ckptkit.errors import InvalidArgumentError, UnsupportedError
+from ckptkit.frameworks import Staging
+
+TORCH_DTYPES = ["float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8",
+                "uint16", "uint32", "uint64", "bool", "complex64", "complex128",
+                "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2fnuz"]
+NO_TORCH = ["int4", "uint4"]  # ml_dtypes' one-byte 4-bit ints: torch has no such dtype
+SHAPES = [(3, 5), (), (0, 4), (2, 3, 4)]
+
+
+def _value(dtype: str, shape, rng) -> np.ndarray:
+    if dtype.startswith("float8"):
+        return rng.integers(0, 256, size=shape, dtype=np.uint8).view(getattr(ml_dtypes, dtype))
+    if dtype in NO_TORCH:
+        return (rng.integers(0, 8, size=shape)).astype(getattr(ml_dtypes, dtype))
+    return random_array(dtype, shape, rng)
+
+
+@pytest.fixture(scope="module")
+def tf_ckpt(tf, tmp_path_factory):
+    """Every dtype in several shapes, plus strings, written by TF's SaveV2: (prefix, TF's values)."""
+    rng = np.random.default_rng(21)
+    tensors = {f"{dtype}/{i}": _value(dtype, shape, rng)
+               for dtype in TORCH_DTYPES + NO_TORCH for i, shape in enumerate(SHAPES)}
+    tensors["names"] = np.array([b"alpha", b"", b"\xff"], dtype=object)
+    prefix = os.fspath(tmp_path_factory.mktemp("fw") / "all.ckpt")
+    names = sorted(tensors)
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(tensors[n]) for n in names])
+    return prefix, tf_values(tf, prefix)
+
+
+def _torch_bytes(t) -> bytes:
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _assert_torch_equals_tf(t, want: np.ndarray, key: str) -> None:
+    want = np.asarray(want)
+    assert isinstance(t, torch.Tensor), key
+    assert t.dtype == getattr(torch, want.dtype.name), (key, t.dtype, want.dtype)  # the same-named dtype
+    assert tuple(t.shape) == want.shape, key
+    assert _torch_bytes(t) == want.tobytes(), key
+
+
+def test_torch_tensors_equal_tf_values_for_every_torch_dtype(tf_ckpt):
+    prefix, want = tf_ckpt
+    got = {}
+    with ckptkit.CheckpointReader(prefix, framework="torch") as reader:
+        for name in want:
+            if name.split("/")[0] in TORCH_DTYPES:
+                got[name] = reader.get_tensor(name)
+    assert len(got) == len(TORCH_DTYPES) * len(SHAPES)
+    for name, t in got.items():
+        assert t.device.type == "cpu"
+        _assert_torch_equals_tf(t, want[name], name)
+    # as numbers too: torch's own bfloat16 -> float32 conversion agrees with TF's values
+    torch.testing.assert_close(got["bfloat16/0"].float(), torch.from_numpy(want["bfloat16/0"].astype(np.float32)),
+                               rtol=0, atol=0, equal_nan=True)
+
+
+def test_load_with_torch_and_what_torch_cannot_hold(tf_ckpt, tmp_path):
+    prefix, want = tf_ckpt
+    with pytest.raises(UnsupportedError, match="has no int4 dtype: read it with framework='numpy'") as info:
+        ckptkit.load(prefix, framework="torch")  # the first such tensor, by name
+    assert info.value.key == "int4/0" and info.value.path == prefix
+    with ckptkit.CheckpointReader(prefix, framework="torch") as reader:
+        with pytest.raises(UnsupportedError, match="no string dtype: strings have no torch tensor") as info:
+            reader.get_tensor("names")
+        assert info.value.key == "names"
+        for dtype in NO_TORCH:
+            with pytest.raises(UnsupportedError, match=f"no {dtype} dtype"):
+                reader.get_tensor(f"{dtype}/0")
+    # without them, load gives every tensor as torch, equal to TF's
+    subset = os.fspath(tmp_path / "subset")
+    ckptkit.save(subset, {k: v for k, v in want.items() if k.split("/")[0] in TORCH_DTYPES})
+    loaded = ckptkit.load(subset, framework="torch", device="cpu")
+    assert set(loaded) == {k for k in want if k.split("/")[0] in TORCH_DTYPES}
+    for name, t in loaded.items():
+        _assert_torch_equals_tf(t, want[name], name)
+
+
+def test_torch_partitioned_and_slices_equal_tf(tf, tf1, tmp_path):
+    path, values = save_partitioned_tf1(tf, tf1, os.fspath(tmp_path), extra_dtypes=True)
+    loaded = ckptkit.load(path, framework="torch")
+    for name, value in values.items():
+        _assert_torch_equals_tf(loaded[name], value, name)
+    with ckptkit.CheckpointReader(path, framework="torch") as reader:
+        for name, value in values.items():
+            window = reader.get_slice(name)[1::2]
+            _assert_torch_equals_tf(window, value[1::2], name)
+        _assert_torch_equals_tf(reader.get_slice("ints")[-1, 1], np.asarray(values["ints"][-1, 1]), "ints")
+        assert reader["plain"].dtype == torch.float32
+
+
+def _mapped_files() -> str:
+    with open("/proc/self/maps") as f:
+        return f.read()
+
+
+def test_torch_mmap_tensors_are_private_views_of_the_page_cache(tf_ckpt, tmp_path):
+    """mmap=True: each torch tensor maps its bytes copy-on-write (zero-copy: the shard is
+    in this process's memory map), writable, and a write reaches neither the file nor
+    another read (torch has no read-only tensors: the numpy views are never handed over)."""
+    prefix, want = tf_ckpt
+    with ckptkit.CheckpointReader(prefix, framework="torch", mmap=True) as reader:
+        shard = [f for f in reader.files if ".data-" in f][0]
+        before = open(shard, "rb").read()
+        t = reader.get_tensor("float32/3")
+        assert shard in _mapped_files()
+        t += 1
+        torch.testing.assert_close(t, torch.from_numpy(want["float32/3"] + np.float32(1)), rtol=0, atol=0,
+                                   equal_nan=True)
+        _assert_torch_equals_tf(reader.get_tensor("float32/3"), want["float32/3"], "float32/3")
+        for name in want:  # every dtype, through the mapped path or (strings aside) the array one
+            if name.split("/")[0] in TORCH_DTYPES:
+                _assert_torch_equals_tf(reader.get_tensor(name), want[name], name)
+    assert open(shard, "rb").read() == before
+    numpy_view = ckptkit.CheckpointReader(prefix, mmap=True).get_tensor("float32/0")
+    assert not numpy_view.flags.writeable  # what torch would otherwise have aliased
+    # a float32 tensor at an offset that is not a multiple of 4 (after 3 uint8 bytes)
+    odd = ckptkit.save(os.fspath(tmp_path / "odd"), {"a": np.arange(3, dtype=np.uint8),
+                                                   "b": np.arange(5, dtype=np.float32)})
+    with ckptkit.CheckpointReader(odd, framework="torch", mmap=True) as reader:
+        assert reader.entry("b").offset == 3
+        assert torch.equal(reader.get_tensor("b") * 2, torch.arange(5, dtype=torch.float32) * 2)
+
+
+def test_torch_mmap_tensor_checks_the_crc(tf_ckpt, tmp_path):
+    prefix, _ = tf_ckpt
+    with ckptkit.CheckpointReader(prefix) as reader:
+        entry = reader.entry("int32/0")
+        shard = [f for f in reader.files if ".data-" in f][0]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in (shard, prefix + ".index"):
+        (copy / os.path.basename(f)).write_bytes(open(f, "rb").read())
+    data = bytearray((copy / os.path.basename(shard)).read_bytes())
+    data[entry.offset] ^= 1
+    (copy / os.path.basename(shard)).write_bytes(bytes(data))
+    damaged = os.fspath(copy / os.path.basename(prefix))
+    with pytest.raises(ckptkit.DataLossError, match="checksum"):
+        ckptkit.CheckpointReader(damaged, framework="torch", mmap=True).get_tensor("int32/0")
+    t = ckptkit.CheckpointReader(damaged, framework="torch", mmap=True, verify=False).get_tensor("int32/0")
+    assert t.dtype == torch.int32
+
+
+def test_big_endian_npz_members_become_native_torch_tensors(tmp_path):
+    path = os.fspath(tmp_path / "be.npz")
+    np.savez(path, i=np.array([1, -2, 300], dtype=">i4"), f=np.array([[0.5, -1e300]], dtype=">f8"))
+    with ckptkit.CheckpointReader(path, framework="torch") as reader:
+        assert torch.equal(reader["i"], torch.tensor([1, -2, 300], dtype=torch.int32))
+        assert torch.equal(reader["f"], torch.tensor([[0.5, -1e300]], dtype=torch.float64))
+        assert torch.equal(reader.get_slice("i")[::-2], torch.tensor([300, 1], dtype=torch.int32))
+
+
+def test_framework_and_device_arguments(tf_ckpt):
+    prefix, _ = tf_ckpt
+    with pytest.raises(InvalidArgumentError, match="unknown framework 'tensorflow'") as info:
+        ckptkit.CheckpointReader(prefix, framework="tensorflow")
+    assert info.value.path == prefix
+    with pytest.raises(InvalidArgumentError, match="needs framework='torch' or 'jax'"):
+        ckptkit.load(prefix, device="cuda")
+    with pytest.raises(InvalidArgumentError, match="bad torch device"):
+        ckptkit.CheckpointReader(prefix, framework="torch", device="warp-drive")
+    if torch.cuda.is_available():  # a GPU machine: the pinned-memory path
+        t = ckptkit.CheckpointReader(prefix, framework="torch", device="cuda").get_tensor("float32/0")
+        assert t.device.type == "cuda"
+    else:
+        with pytest.raises(UnsupportedError, match="no usable CUDA device") as info:
+            ckptkit.CheckpointReader(prefix, framework="torch", device="cuda")
+        assert info.value.path == prefix
+
+
+def test_staging_streams_a_range_in_chunks_and_sums_its_crc(tmp_path):
+    """The CUDA path's staging (here unpinned, onto the CPU, in 64-byte chunks through
+    two buffers): the bytes land in order and the crc32c is the whole range's."""
+    import crc32c  # noqa: PLC0415 - the reference crc32c implementation
+
+    blob = np.random.default_rng(5).integers(0, 256, size=1000, dtype=np.uint8).tobytes()
+    (tmp_path / "blob").write_bytes(blob)
+    source = storage.LOCAL.open(str(tmp_path / "blob"), "blob")
+    try:
+        staging = Staging(torch, torch.device("cpu"), pin=False, chunk=64, count=2)
+        for offset, size in [(50, 900), (0, 64), (999, 1), (0, 1000)]:
+            dest = torch.zeros(size, dtype=torch.uint8)
+            crc = staging.upload(source, offset, size, dest, True)
+            assert dest.numpy().tobytes() == blob[offset:offset + size]
+            assert crc == crc32c.crc32c(blob[offset:offset + size])
+        with pytest.raises(ckptkit.CheckpointError, match="ended early"):
+            staging.upload(source, 990, 20, torch.zeros(20, dtype=torch.uint8), False, path="blob", key="k")
+    finally:
+        source.close()
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- jax
+# In a child process: jax starts threads, and the fault-injection tests fork (jax warns
+# that a fork after it is imported may deadlock), so jax never enters pytest's process.
+
+JAX_DTYPES = TORCH_DTYPES + NO_TORCH
+JAX_CHILD = """
+import json, sys
+import jax, numpy as np, ckptkit
+prefix, x64 = sys.argv[1], sys.argv[2] == "1"
+jax.config.update("jax_enable_x64", x64)
+def describe(a, want):
+    host = np.asarray(a)
+    return [isinstance(a, jax.Array), str(a.dtype) == str(want.dtype), host.shape == want.shape,
+            host.tobytes() == want.tobytes()]
+out = {}
+with ckptkit.CheckpointReader(prefix, framework="jax", device="cpu") as r, ckptkit.CheckpointReader(prefix) as n:
+    for name in r:
+        try:
+            out[name] = describe(r[name], n[name])
+        except ckptkit.UnsupportedError as exc:
+            out[name] = exc.message
+    out["window"] = describe(r.get_slice("bfloat16/3")[:, ::-1, 2], n["bfloat16/3"][:, ::-1, 2])
+print(json.dumps(out))
+"""
+
+
+def _jax_results(prefix: str, x64: bool) -> dict:
+    result = _run(JAX_CHILD, prefix, "1" if x64 else "0")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_jax_arrays_equal_tf_values(tf_ckpt):
+    """The child compares jax arrays with ckptkit's numpy arrays; here those are TF's values."""
+    prefix, want = tf_ckpt
+    with ckptkit.CheckpointReader(prefix) as reader:
+        for name, value in want.items():
+            if name != "names":
+                assert same(reader[name], np.asarray(value)), name
+    got = _jax_results(prefix, x64=True)
+    for name in want:
+        if name.split("/")[0] in JAX_DTYPES:
+            assert got[name] == [True, True, True, True], (name, got[name])
+    assert got["window"] == [True, True, True, True]
+    assert got["names"].startswith("strings have no jax array")
+
+
+def test_jax_refuses_to_narrow_64_bit_types(tf_ckpt):
+    prefix, _ = tf_ckpt
+    got = _jax_results(prefix, x64=False)  # jax's default
+    assert got["int32/0"] == got["float32/2"] == got["bfloat16/3"] == [True, True, True, True]
+    for dtype in ("float64", "int64", "uint64", "complex128"):
+        assert got[f"{dtype}/0"].startswith(f"jax would narrow {dtype} to 32 bits (jax_enable_x64 is off)"), dtype
+
+
+# --------------------------------------------------------------------------- optional imports
+
+def test_import_and_numpy_reads_do_not_import_torch_or_jax(tf_ckpt):
+    prefix, _ = tf_ckpt
+    result = _run(f"""
+        import sys, ckptkit
+        r = ckptkit.CheckpointReader({prefix!r})
+        r.get_tensor("float32/0"); r.get_slice("float32/0")[1:]; ckptkit.load({prefix!r})
+        loaded = [m for m in ("torch", "jax", "jaxlib") if m in sys.modules]
+        assert not loaded, loaded
+        print("ok")
+    """)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.parametrize("framework, install", [("torch", "pip install torch"), ("jax", "pip install jax jaxlib")])
+def test_a_missing_framework_says_what_to_install(tf_ckpt, framework, install):
+    prefix, _ = tf_ckpt
+    result = _run(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == {framework!r}:
+                    raise ImportError("blocked in this test")
+        sys.meta_path.insert(0, Block())
+        import ckptkit
+        try:
+            ckptkit.load({prefix!r}, framework={framework!r})
+        except ckptkit.UnsupportedError as exc:
+            print(exc)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert f"framework='{framework}' needs {framework}" in result.stdout and install in result.stdout
