@@ -37,6 +37,7 @@ _options: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.Context
                                                                                     default=None)
 _stores: dict[tuple, Storage] = {}
 _MAX_PATTERN = 1024  # file names are at most 255 bytes; a longer pattern is no real one
+HTTP_TIMEOUT_SECONDS = 60.0  # a stalled HTTP server: a CheckpointError after this, not a hang
 REMOTE_EXTRA = 'pip install "tf-ckptkit[remote]"'
 
 
@@ -81,6 +82,8 @@ def of(path: str) -> Storage:
             raise CheckpointError(f"reading {protocol}:// URLs needs fsspec: {REMOTE_EXTRA}", path=path) from None
         from .remote import FsspecStorage  # noqa: PLC0415
 
+        if protocol in ("http", "https") and "client_kwargs" not in opts:
+            opts = {**opts, "client_kwargs": {"timeout": _http_timeout()}}
         try:
             fs = fsspec.filesystem(protocol, **opts)
         except ImportError as exc:
@@ -90,6 +93,15 @@ def of(path: str) -> Storage:
             raise CheckpointError(f"cannot use {protocol}:// URLs: {exc}", path=path) from None
         store = _stores[cache_key] = FsspecStorage(fs, protocol)
     return store
+
+
+def _http_timeout():
+    """aiohttp's default is 5 minutes for a whole request: a stalled server would hang a read
+    that long. Connecting and each read of the body get HTTP_TIMEOUT_SECONDS instead
+    (pass `client_kwargs` in storage_options to choose another)."""
+    import aiohttp  # noqa: PLC0415 - fsspec's HTTP store brings it
+
+    return aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT_SECONDS, sock_read=HTTP_TIMEOUT_SECONDS)
 
 
 def isabs(path: str) -> bool:

@@ -1,7 +1,10 @@
 """Real servers on loopback for the remote-storage tests, started by the tests themselves.
 
-- `RangeHTTPServer`: a static file server answering HEAD and `Range: bytes=a-b` GETs (as
-  nginx and object-store gateways do), counting the body bytes it sends.
+- `http_server(root)`: a static file server answering HEAD and `Range: bytes=a-b` GETs (as
+  nginx and object-store gateways do), counting the body bytes it sends. Paths under
+  `/flaky/` answer every other data request with a 503 (a store having a bad moment);
+  under `/truncated/` every data response stops half-way through its body; under
+  `/stalled/` data responses send their headers, then nothing for 30 s.
 - `s3_server()`: moto's S3-compatible server (the one s3fs's own tests use), in a thread.
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
@@ -54,6 +58,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self._target()
         if path is None:
             return
+        data_request = ".data-" in self.path
+        if data_request and "/flaky/" in self.path:
+            self.counter["flaky"] = self.counter.get("flaky", 0) + 1
+            if self.counter["flaky"] % 2:
+                self.send_error(503)
+                return
         size = os.path.getsize(path)
         start, end = 0, size - 1
         m = _RANGE.match(self.headers.get("Range", ""))
@@ -70,7 +80,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         with open(path, "rb") as f:
             f.seek(start)
-            self.wfile.write(f.read(length))
+            body = f.read(length)
+        if data_request and "/stalled/" in self.path:
+            self.wfile.flush()
+            time.sleep(30)
+            return
+        if data_request and "/truncated/" in self.path:
+            body = body[:len(body) // 2]
+            self.close_connection = True
+        self.wfile.write(body)
         self.counter["bytes"] += length
         self.counter["requests"] += 1
 

@@ -238,6 +238,32 @@ def test_store_failures_are_one_line_naming_the_url(served, path, message):
     assert "Traceback" not in res.stderr and url.split("://")[1].split("/")[0] in res.stderr
 
 
+def test_a_flaky_store_is_retried_and_a_truncating_one_is_an_error(served):
+    root, url, counter = served
+    for name in ("flaky", "truncated"):
+        if not os.path.exists(os.path.join(root, name)):
+            shutil.copytree(os.path.join(root, "run"), os.path.join(root, name))
+    want = ckptkit.load(os.path.join(root, "run", "model.ckpt-5"))
+    counter["flaky"] = 0
+    assert same_values(ckptkit.load(f"{url}/flaky/model.ckpt-5"), want)  # every 503 retried
+    assert counter["flaky"] >= 4
+    with pytest.raises(CheckpointError, match="cannot access data shard") as exc:
+        ckptkit.load(f"{url}/truncated/model.ckpt-5")
+    assert f"{url}/truncated/model.ckpt-5.data-00000-of-00001" in str(exc.value)
+
+
+def test_a_stalled_store_times_out_naming_the_url(served, monkeypatch):
+    root, url, _ = served
+    if not os.path.exists(os.path.join(root, "stalled")):
+        shutil.copytree(os.path.join(root, "run"), os.path.join(root, "stalled"))
+    monkeypatch.setattr(storage, "HTTP_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(storage, "_stores", {})
+    monkeypatch.setattr("ckptkit.storage.remote.RETRIES", 1)
+    with pytest.raises(CheckpointError, match="cannot access data shard") as exc:
+        ckptkit.load(f"{url}/stalled/model.ckpt-5")
+    assert f"{url}/stalled/" in str(exc.value)
+
+
 def test_a_missing_object_is_not_found(served):
     _, url, _ = served
     with pytest.raises(NotFoundError, match="nope file"):
