@@ -32,7 +32,7 @@ import numpy as np
 from . import storage
 from .errors import CheckpointError, InvalidArgumentError
 from .format import bundle
-from .objectgraph import ATTRIBUTES, OBJECT_GRAPH_KEY, escape_local_name
+from .objectgraph import ATTRIBUTES, OBJECT_GRAPH_KEY, escape_local_name, mark_checkpoint_values
 from .proto.trackable_object_graph_pb2 import TrackableObjectGraph
 from .reader import CheckpointReader
 from .state import STATE_FILENAME, check_state_file_path, update_checkpoint_state
@@ -126,7 +126,7 @@ def build_object_graph(children: Mapping[str, Any], full_names: Mapping[str, str
         for name, child in items:
             child_name = full_names.get(name) if node_id == 0 else None
             proto.children.add(node_id=add_node(child, _path(path, name), child_name), local_name=name)
-    _mark_checkpoint_values(graph)
+    mark_checkpoint_values(graph)
     return graph, tensors
 
 
@@ -151,26 +151,6 @@ def _leaf_check(value: Any, key: str) -> None:
             np.asarray(value)
         except (ValueError, TypeError) as exc:  # ragged lists, objects numpy can't take
             raise InvalidArgumentError(f"not an array: {exc}", key=key) from None
-
-
-def _mark_checkpoint_values(graph: TrackableObjectGraph) -> None:
-    """TF's `has_checkpoint_values`: true for objects holding tensors and all their ancestors."""
-    parents: dict[int, set[int]] = {}
-    marked = set()
-    for node_id, node in enumerate(graph.nodes):
-        if node.attributes or node.slot_variables or node.HasField("registered_saver"):
-            marked.add(node_id)
-        for ref in node.children:
-            parents.setdefault(ref.node_id, set()).add(node_id)
-    todo = list(marked)
-    while todo:
-        for parent in parents.pop(todo.pop(), ()):
-            if parent not in marked:
-                marked.add(parent)
-            todo.append(parent)
-    for node_id, node in enumerate(graph.nodes):
-        node.has_checkpoint_values.SetInParent()  # present even when false, as TF writes it
-        node.has_checkpoint_values.value = node_id in marked
 
 
 def read_tree(reader: CheckpointReader) -> dict[str, Any]:

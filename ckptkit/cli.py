@@ -1101,6 +1101,16 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
 
 # --------------------------------------------------------------------------- surgery: average, merge, stats
 
+def _bytes_to_read(paths) -> int:
+    """The total a progress bar counts to: what reading `paths` reads (0 off a terminal,
+    where there is no bar, so nothing is opened for it)."""
+    if not _stderr_is_tty():
+        return 0
+    from .convert import source_bytes  # noqa: PLC0415
+
+    return sum(source_bytes(p) for p in paths)
+
+
 @cli.command("average")
 @click.argument("ckpts", nargs=-1, type=_PATH)
 @click.option("-o", "--output", required=True, type=_PATH, help="prefix of the averaged checkpoint to write")
@@ -1121,12 +1131,7 @@ def average_cmd(ckpts, output, last, as_json) -> None:
         raise click.UsageError("give the checkpoints to average, or --last N DIR (not both)")
     paths = list(ckpts) if ckpts else average.last_checkpoints(last[1], last[0])
     _check_output(output)
-    total = 0
-    if _stderr_is_tty():
-        from .convert import source_bytes  # noqa: PLC0415
-
-        total = sum(source_bytes(p) for p in paths)
-    with _progress(total, "averaging") as progress:
+    with _progress(_bytes_to_read(paths), "averaging") as progress:
         result = average.average_checkpoints(paths, output, progress=progress)
     if as_json:
         _echo_json(result)
@@ -1153,12 +1158,7 @@ def merge_cmd(parts, output, as_json) -> None:
     from . import merge  # noqa: PLC0415
 
     _check_output(output)
-    total = 0
-    if _stderr_is_tty():
-        from .convert import source_bytes  # noqa: PLC0415
-
-        total = sum(source_bytes(p) for p in parts)
-    with _progress(total, "merging") as progress:
+    with _progress(_bytes_to_read(parts), "merging") as progress:
         result = merge.merge_checkpoints(parts, output, progress=progress)
     if as_json:
         _echo_json(result)

@@ -440,3 +440,24 @@ def tree_text(tree: dict, depth: int = 0) -> list[str]:
 def _join(parent: str | None, name: str) -> str:
     """`parent/name`; a root parent ("" or None) adds no prefix."""
     return f"{parent}/{name}" if parent else name
+
+
+def mark_checkpoint_values(graph) -> None:
+    """TF's `has_checkpoint_values` (`_add_checkpoint_values_check`): true for objects that
+    save something and for all their ancestors; present even when false, as TF writes it."""
+    parents: dict[int, set[int]] = {}
+    marked = set()
+    for node_id, node in enumerate(graph.nodes):
+        if node.attributes or node.slot_variables or node.HasField("registered_saver"):
+            marked.add(node_id)
+        for ref in node.children:
+            parents.setdefault(ref.node_id, set()).add(node_id)
+    todo = list(marked)
+    while todo:
+        for parent in parents.pop(todo.pop(), ()):
+            if parent not in marked:
+                marked.add(parent)
+                todo.append(parent)
+    for node_id, node in enumerate(graph.nodes):
+        node.has_checkpoint_values.SetInParent()
+        node.has_checkpoint_values.value = node_id in marked

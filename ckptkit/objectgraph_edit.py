@@ -31,6 +31,7 @@ from .objectgraph import (
     ObjectGraph,
     attribute_key,
     escape_local_name,
+    mark_checkpoint_values,
     split_path,
     unescape_local_name,
 )
@@ -195,7 +196,7 @@ class GraphEditor:
                 old_of_new = _tf_order(self.proto, keep)
                 self.proto = _renumbered(self.proto, old_of_new)
             if any(n.HasField("has_checkpoint_values") for n in self.before.proto.nodes):
-                _mark_checkpoint_values(self.proto)
+                mark_checkpoint_values(self.proto)
         after = ObjectGraph(self.proto)
         renames: dict[str, str] = {}
         for new_id, old_id in enumerate(old_of_new):
@@ -274,25 +275,6 @@ def _renumbered(proto, old_of_new: list[int]):
                 node.slot_variables[-1].original_variable_node_id = new_of_old[ref.original_variable_node_id]
                 node.slot_variables[-1].slot_variable_node_id = new_of_old[ref.slot_variable_node_id]
     return out
-
-
-def _mark_checkpoint_values(proto) -> None:
-    """TF's `_add_checkpoint_values_check`: what saves something, and every ancestor."""
-    parents: dict[int, set[int]] = {}
-    marked = set()
-    for i, node in enumerate(proto.nodes):
-        if node.attributes or node.slot_variables or node.HasField("registered_saver"):
-            marked.add(i)
-        for ref in node.children:
-            parents.setdefault(ref.node_id, set()).add(i)
-    todo = list(marked)
-    while todo:
-        for parent in parents.pop(todo.pop(), ()):
-            if parent not in marked:
-                marked.add(parent)
-                todo.append(parent)
-    for i, node in enumerate(proto.nodes):
-        node.has_checkpoint_values.value = i in marked
 
 
 def graph_problems(graph: ObjectGraph, keys: Iterable[str]) -> list[tuple[str, str]]:
