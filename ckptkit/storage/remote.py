@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -105,7 +106,7 @@ class RemoteHandle(ReadHandle):
             if len(data) != end - offset:
                 raise DataLossError(f"the store returned {len(data)} bytes of {self.what} at {offset}, "
                                     f"asked for {end - offset}", path=self.path)
-        self.storage.transferred += len(data)
+        self.storage.count(len(data))
         return data
 
     def readinto(self, buf: memoryview, offset: int) -> int:
@@ -126,6 +127,11 @@ class FsspecStorage(Storage):
         self.fs = fs
         self.protocol = protocol
         self.transferred = 0  # bytes read from the store (for tests and benchmarks)
+        self._count_lock = threading.Lock()
+
+    def count(self, n: int) -> None:
+        with self._count_lock:  # reads run in several threads
+            self.transferred += n
 
     def key(self, path: str) -> str:
         """What the fsspec filesystem calls `path` (HTTP keeps the whole URL)."""

@@ -70,6 +70,24 @@ def test_saver_on_a_store_keeps_the_newest_and_a_state_file(store_url, tmp_path,
     assert same_values(tf_values(tf, os.path.join(local, "model.ckpt-3")), _values(3))
 
 
+def test_s3_reads_transfer_only_what_they_need(s3):
+    base = f"s3://bucket/{uuid.uuid4().hex[:8]}"
+    big = {"big": np.zeros(1 << 20, np.float32), "small": np.arange(4, dtype=np.int32)}
+    with storage.options(s3):
+        ckptkit.save(f"{base}/m", big)
+        store = storage.of(base)
+        index_size = store.size(f"{base}/m.index")
+        store.transferred = 0
+        assert dict(ckptkit.list_variables(f"{base}/m")) == {"big": [1 << 20], "small": [4]}
+        assert store.transferred == index_size
+        store.transferred = 0
+        assert ckptkit.load_variable(f"{base}/m", "small").tolist() == [0, 1, 2, 3]
+        assert store.transferred == index_size + 16
+        store.transferred = 0
+        assert same_values(ckptkit.load(f"{base}/m"), big)
+        assert store.transferred == index_size + (4 << 20) + 16
+
+
 def test_the_cli_reaches_s3_through_fsspec_configuration(s3, tmp_path):
     base = f"s3://bucket/{uuid.uuid4().hex[:8]}"
     ckptkit.Saver(storage_options=s3).save(_values(4), f"{base}/model.ckpt", global_step=4)
