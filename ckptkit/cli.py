@@ -369,10 +369,14 @@ def cli() -> None:
     CKPT may be a checkpoint prefix (model.ckpt-1000), any file of it (.index,
     .data-*, .meta), a directory (its latest checkpoint) or a SavedModel directory
     (its variables/variables); ls, show, diff and verify also read .npz and
-    .safetensors files (by extension; nothing is unpickled). Edits rewrite the .index, and with it the TF2
-    object graph or the TF1 .meta so that every file agrees, in one atomic commit
-    holding the directory's lock (tensor bytes are copied only by rm --compact, or
-    where a changed object graph shares a small shard).
+    .safetensors files (by extension; nothing is unpickled). Any path may be a URL
+    (s3://, gs://, https://, hf://, ... with the "remote" extra installed), with
+    credentials from the store's usual environment or fsspec's configuration.
+
+    Edits rewrite the .index, and with it the TF2 object graph or the TF1 .meta so
+    that every file agrees, in one atomic commit holding the directory's lock
+    (tensor bytes are copied only by rm --compact, or where a changed object graph
+    shares a small shard).
     """
 
 
