@@ -11,7 +11,7 @@ survive.
 Deliberately stricter than TF: pruning never deletes a file outside the directory
 of the current `save_path` (a hostile or stale state file cannot make it delete
 elsewhere); a new checkpoint is complete on disk (bundle and `.meta`) before the
-state file names it; a save holds the directory's lock (ckptkit/lock.py), so a second
+state file names it; a save holds the directory's lock (ckptkit/storage/lock.py), so a second
 Saver saving into the same directory at the same time fails clearly instead of
 corrupting the state file; and each save first deletes the temp files that crashed
 ckptkit writers left in that directory (`files.sweep_stale_temps` says which are
