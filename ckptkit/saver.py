@@ -14,7 +14,7 @@ elsewhere); a new checkpoint is complete on disk (bundle and `.meta`) before the
 state file names it; a save holds the directory's lock (ckptkit/storage/lock.py), so a second
 Saver saving into the same directory at the same time fails clearly instead of
 corrupting the state file; and each save first deletes the temp files that crashed
-ckptkit writers left in that directory (`files.sweep_stale_temps` says which are
+ckptkit writers left in that directory (`storage.files.sweep_stale_temps` says which are
 stale: a dead writer's on this machine, or anyone's untouched for an hour).
 
 Crash safety: kill a save at any moment and `latest_checkpoint(dir)` still names a

@@ -908,7 +908,7 @@ def _write_chunks(out, value: Deferred, key: str, prefix: str) -> int:
 
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
                  progress=None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, keep_order: bool = False) -> None:
-    """Write `tensors` as a V2 bundle at `prefix`, atomically (commit.Commit).
+    """Write `tensors` as a V2 bundle at `prefix`, atomically (storage.Commit).
 
     Data lie in the shards sorted by key, as TF's Saver writes them; `keep_order`: in
     the mapping's order instead, as TF's object-based saves write them (the index is

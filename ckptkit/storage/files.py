@@ -182,7 +182,7 @@ class AtomicFile:
     """A binary file written under a temp name and renamed into place by commit().
 
     Use as a context manager: leaving the block by an exception deletes the temp file.
-    Several AtomicFiles are published together, in order, by a `commit.Commit`.
+    Several AtomicFiles are published together, in order, by a `journal.LocalCommit`.
     """
 
     def __init__(self, path: str, temp: str | None = None) -> None:
