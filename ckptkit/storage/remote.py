@@ -160,7 +160,7 @@ class FsspecStorage(Storage):
         """As Storage.kind; a store that can't answer (refused, denied, timing out after the
         retries) is a CheckpointError naming `path`, not "absent"."""
         try:
-            info = call(path, "file", lambda: self.fs.info(self.key(path)))
+            info = self._info(path)
         except NotFoundError:
             return None
         kind = info.get("type")
