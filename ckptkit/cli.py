@@ -116,6 +116,8 @@ def _resolution_note(directory: str) -> str | None:
     as_written = named if os.path.isabs(named) else os.path.join(directory, named)
     if opened == latest == as_written:
         return None
+    if opened != latest and state.checkpoint_exists(latest):
+        return None  # a save replaced the state file between the two reads: nothing is stale
     if opened == latest:
         why = "the checkpoint of that name in this directory (moved or copied here)"
     else:
