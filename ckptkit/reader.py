@@ -230,6 +230,8 @@ class CheckpointReader(Mapping):
         self._names = self._backend.names()
         self._name_set = set(self._names)
         self._meta_map: dict[str, tuple[int, tuple[int, ...]]] | None = None
+        # get_tensor's short way for numpy copies of V2 tensors (see _read_copy)
+        self._copy = self._backend.data.read_copy if isinstance(self._backend, _V2) else None
 
     # ---- TF's CheckpointReader API
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
@@ -262,6 +264,11 @@ class CheckpointReader(Mapping):
         """
         copy = not self.mmap if copy is None else copy
         target = self._target
+        if copy and target is None and self._copy is not None and name in self._name_set:
+            try:
+                return self._copy(name, self.verify)
+            except bundle.IndexReplacedError:
+                pass  # the checkpoint was replaced: _reading reopens it
         if target is not None:
             return self._reading(name, lambda b: target.read(b, name, self.verify, copy, path=self.prefix))
         return self._reading(name, lambda b: b.read(name, self.verify, copy))

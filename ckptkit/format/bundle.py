@@ -29,7 +29,18 @@ from ..proto import tensor_bundle_pb2
 from ..storage.base import COPY_CHUNK, ReadHandle
 from ..storage.files import AtomicFile
 from ..storage.lock import EDIT_WAIT_SECONDS
-from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
+from .coding import (
+    FIXED32,
+    MASK_DELTA,
+    VarintError,
+    crc32c,
+    crc32c_combine,
+    decode_varints,
+    encode_varint,
+    encode_varints,
+    mask_crc,
+    unmask_crc,
+)
 from .naming import data_filename, existing_data_files, index_filename  # re-exported: used as bundle.*
 from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
@@ -80,8 +91,19 @@ def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
 # For such an entry, dtype and shape are exactly the bytes before the rest, and no later
 # field can change them (a repeated dtype or shape field would, protobuf merges those).
 _ENTRY_HEAD = re.compile(rb"\x08[\x01-\x7f]\x12[\x00-\x7f]")
-_ENTRY_REST = re.compile(rb"(?:\x18([\x00-\x7f]))?(?:\x20[\x80-\xff]{0,8}[\x00-\x7f])?"
-                         rb"(?:\x28[\x80-\xff]{0,8}[\x00-\x7f])?(?:\x35.{4})?", re.S)
+# Groups: shard_id, offset and size (varints of at most 63 bits: never negative), crc32c.
+_ENTRY_REST = re.compile(rb"(?:\x18([\x00-\x7f]))?(?:\x20([\x80-\xff]{0,8}[\x00-\x7f]))?"
+                         rb"(?:\x28([\x80-\xff]{0,8}[\x00-\x7f]))?(?:\x35(.{4}))?", re.S)
+
+
+def _uvarint(raw: bytes | None) -> int:
+    """The value of one varint matched by _ENTRY_REST (None: the field was absent, 0)."""
+    if raw is None:
+        return 0
+    value = raw[-1]
+    for byte in raw[-2::-1]:  # most significant group first
+        value = (value << 7) | (byte & 0x7F)
+    return value
 
 
 class gc_paused:  # noqa: N801 - used like a function: `with gc_paused():`
@@ -222,6 +244,14 @@ class BundleIndex:
             out[key] = (entry.dtype, shape_of(entry, self.path, key))
         return out
 
+    def head_meta(self, key: str, head: bytes) -> tuple[int, tuple[int, ...]]:
+        """(dtype enum, shape) of an entry in TF's plain layout whose dtype+shape bytes are
+        `head`: decoded once per distinct `head` (DataLossError naming `key` if bad)."""
+        found = self._meta_cache.get(head)
+        if found is None:
+            found = self._meta_cache[head] = self._parse_meta(key, head)
+        return found
+
     def _parse_meta(self, key: str, head: bytes) -> tuple[int, tuple[int, ...]]:
         entry = BundleEntryProto()
         try:
@@ -259,6 +289,9 @@ class BundleData:
         self._sizes: dict[int, int] = {}
         self._maps: dict[int, mmap.mmap | None] = {}
         self._checked: dict[tuple[str, bool], CheckedEntry] = {}
+        self._plans: dict[str, _Plan | None] = {}  # see plan(): None, go through checked()
+        self._kinds: dict[bytes, tuple[np.dtype, tuple[int, ...], int, bytes] | None] = {}
+        self._direct: dict[int, bool] = {}  # shards whose readinto takes any buffer (local files)
 
     def shard_path(self, shard: int) -> str:
         return data_filename(self.index.prefix, shard, self.index.num_shards)
@@ -281,6 +314,7 @@ class BundleData:
                                          path=self.index.path)
             self._files[shard] = f
             self._sizes[shard] = f.size
+            self._direct[shard] = f.fileno() is not None
         return f
 
     def _map(self, shard: int) -> mmap.mmap | None:
@@ -444,33 +478,130 @@ class BundleData:
                 raise DataLossError(f"entry of slice {tslice.spec()} does not match the tensor's dtype or shape",
                                     path=path, key=key)
 
+    # ---- the fast path: plain numeric entries as TF writes them
+
+    def plan(self, key: str) -> _Plan | None:
+        """How to read `key` without protobuf, or None (then read through `checked`).
+
+        A plan exists for a plain, little-endian (or one-byte), non-empty numeric entry
+        in TF's field layout (`_ENTRY_HEAD`/`_ENTRY_REST`) that passes every check
+        `checked` makes: known dtype, valid shape of at most numpy's rank, size equal to
+        the shape's bytes, shard in range and open, bytes inside it. Anything else or
+        anything doubtful gets None, and `checked` then accepts it or raises the proper
+        error. The dtype and shape bytes are decoded once per distinct value (as the
+        listing does), so the first read of a tiny tensor costs about what a repeat
+        does: no BundleEntryProto is built. Results are cached per key.
+        """
+        plans = self._plans
+        if key in plans:
+            return plans[key]
+        value = self.index._raw.get(key)
+        found = None
+        if value is not None and _ENTRY_HEAD.match(value):
+            end = 4 + value[3]
+            rest = _ENTRY_REST.fullmatch(value, end)
+            if rest is not None:
+                found = self._plan_of(key, value[:end], rest.groups())
+        plans[key] = found
+        return found
+
+    def _plan_of(self, key: str, head: bytes, fields: tuple) -> _Plan | None:
+        kinds = self._kinds
+        kind = kinds[head] if head in kinds else kinds.setdefault(head, self._kind(key, head))
+        shard_b, offset_b, size_b, crc_b = fields
+        if kind is None or size_b != kind[3]:  # the size varint, as it must read
+            return None
+        shard = shard_b[0] if shard_b is not None else 0
+        offset = _uvarint(offset_b)
+        handle = self._files.get(shard)
+        if handle is None:  # opens the shard; its errors are those `checked` would raise
+            self.shard_size(shard, key)
+            handle = self._files[shard]
+        size = kind[2]
+        if offset + size > self._sizes[shard]:
+            return None
+        masked = _FIXED32_UNPACK(crc_b)[0] if crc_b is not None else 0
+        rot = (masked - MASK_DELTA) & 0xFFFFFFFF  # unmask_crc, inlined
+        direct = size <= handle.piece_bytes and self._direct.get(shard, False)
+        return (handle.readinto if direct else None, offset, size, ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF,
+                kind[0], kind[1], shard, handle)
+
+    def _kind(self, key: str, head: bytes) -> tuple[np.dtype, tuple[int, ...], int, bytes] | None:
+        """(numpy dtype, shape, bytes, bytes as a size varint) for entries whose dtype+shape
+        bytes are `head`, if a plan can read them; None sends them through `checked`."""
+        try:
+            enum, shape = self.index.head_meta(key, head)
+        except CheckpointError:
+            return None
+        if not _dtypes.known_enum(enum) or len(shape) > numpy_max_dims():
+            return None
+        dtype = _dtypes.from_enum(enum)
+        if dtype.is_string or (self.index.header.endianness == BIG and dtype.itemsize > 1):
+            return None
+        nbytes = math.prod(shape) * dtype.itemsize
+        return (dtype.numpy, shape, nbytes, encode_varint(nbytes)) if nbytes else None
+
+    def read_planned(self, key: str, plan: _Plan, verify: bool = True) -> np.ndarray:
+        """A new array with the tensor `plan` describes, crc32c checked unless not `verify`.
+
+        A small tensor on a local disk is one `readinto` straight into the result (no
+        views, no byte buffer); anything bigger goes through `_read_range`'s pieces.
+        """
+        readinto, offset, size, crc, dtype, shape, shard, handle = plan
+        arr = np.empty(shape, dtype)
+        if readinto is not None:
+            try:
+                got = readinto(arr, offset)
+            except CheckpointError as exc:
+                raise type(exc)(exc.message, path=exc.path, key=key) from None
+            if got != size:  # a short read: finish it the careful way
+                self._read_exact(handle, arr.reshape(-1).view(np.uint8).data[got:], offset + got, shard, key)
+            if verify and crc32c(arr) != crc:
+                raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
+            return arr
+        got = self._read_range(key, shard, offset, size, arr.reshape(-1).view(np.uint8), verify)
+        if verify and got != crc:
+            raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
+        return arr
+
+    def read_copy(self, key: str, verify: bool = True) -> np.ndarray:
+        """`read_full(key, verify=verify)`: a new array, by its plan where it has one."""
+        plan = self._plans.get(key) or self.plan(key)
+        if plan is None:
+            return self.read_full(key, verify=verify)
+        return self.read_planned(key, plan, verify)
+
     # ---- reading
 
     def _read_into(self, key: str, entry: BundleEntryProto, buf, verify: bool = False) -> int:
-        """Fill `buf` with the entry's bytes; return their crc32c when `verify` (else 0).
+        """Fill `buf` with the entry's bytes; return their crc32c when `verify` (else 0)."""
+        return self._read_range(key, entry.shard_id, entry.offset, entry.size, buf, verify)
 
-        Pieces of the shard's `piece_bytes` (8 MiB on a local disk); a tensor of several
+    def _read_range(self, key: str, shard: int, offset: int, total: int, buf, verify: bool = False) -> int:
+        """Fill `buf` with `total` bytes of shard `shard` at `offset`; return their crc32c
+        when `verify` (else 0).
+
+        Pieces of the shard's `piece_bytes` (8 MiB on a local disk); a range of several
         pieces is read by the store's `read_threads` threads (preadv, range requests and
         crc32c all release the GIL), each summing its pieces right after reading them, and
         the pieces' crcs are combined in order.
         """
-        f = self._file(entry.shard_id)
+        f = self._file(shard)
         view = memoryview(buf).cast("B")
-        offset = entry.offset
         size = f.piece_bytes
 
         def piece(start: int) -> int:
             part = view[start:start + size]
-            self._read_exact(f, part, offset + start, entry.shard_id, key)
+            self._read_exact(f, part, offset + start, shard, key)
             return crc32c(part) if verify else 0
 
-        starts = range(0, entry.size, size)
+        starts = range(0, total, size)
         if len(starts) < 2:
-            return piece(0) if entry.size else 0
+            return piece(0) if total else 0
         crcs = list(_reader_pool(f.read_threads).map(piece, starts))
         crc = crcs[0]
         for start, part_crc in zip(starts[1:], crcs[1:], strict=True):
-            crc = crc32c_combine(crc, part_crc, min(size, entry.size - start))
+            crc = crc32c_combine(crc, part_crc, min(size, total - start))
         return crc
 
     def _read_exact(self, f: ReadHandle, part: memoryview, offset: int, shard: int, key: str) -> None:
@@ -635,6 +766,13 @@ class BundleData:
         return out.reshape(shape)
 
 
+# What `BundleData.plan` found (a plain tuple: made once per key, unpacked per read):
+# the handle's readinto where one call fills a new array (a small tensor on a local disk,
+# whose readinto takes any writable buffer) else None, offset, size, crc32c (unmasked),
+# numpy dtype, shape, shard, the open handle.
+_Plan = tuple[Callable[[Any, int], int] | None, int, int, int, np.dtype, tuple[int, ...], int, ReadHandle]
+
+
 class CheckedEntry(NamedTuple):
     """An index entry that passed `BundleData.checked`: its proto, dtype (None only when
     asked for with known_dtype=False and unknown), shape and element count."""
@@ -646,6 +784,7 @@ class CheckedEntry(NamedTuple):
 
 
 _BE32 = struct.Struct(">I")
+_FIXED32_UNPACK = FIXED32.unpack
 _INT64_MAX = (1 << 63) - 1
 _numpy_max_dims: int | None = None
 
