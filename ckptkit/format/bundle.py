@@ -9,6 +9,7 @@ same byte layout so that TF and ckptkit produce identical index files.
 """
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import math
@@ -291,7 +292,7 @@ class BundleData:
         self._checked: dict[tuple[str, bool], CheckedEntry] = {}
         self._plans: dict[str, _Plan | None] = {}  # see plan(): None, go through checked()
         self._kinds: dict[bytes, tuple[np.dtype, tuple[int, ...], int, bytes] | None] = {}
-        self._direct: dict[int, bool] = {}  # shards whose readinto takes any buffer (local files)
+        self._direct: dict[int, bool] = {}  # shards on a local disk (one read call per small tensor)
 
     def shard_path(self, shard: int) -> str:
         return data_filename(self.index.prefix, shard, self.index.num_shards)
@@ -505,6 +506,52 @@ class BundleData:
         plans[key] = found
         return found
 
+    def plans(self, keys: list[str]) -> list[_Plan | None]:
+        """`[plan(key) for key in keys]`, in one loop with every lookup hoisted out of it
+        (a batch of 100k tiny tensors spends most of its time here otherwise)."""
+        plans, raw, kinds = self._plans, self.index._raw, self._kinds
+        head_match, rest_match = _ENTRY_HEAD.match, _ENTRY_REST.fullmatch
+        shards: dict[int, tuple] = {}  # shard -> (readinto, size, piece_bytes, direct, handle)
+        out: list[_Plan | None] = []
+        append = out.append
+        with gc_paused():
+            for key in keys:
+                if key in plans:
+                    append(plans[key])
+                    continue
+                value = raw.get(key)
+                found = None
+                if value is not None and head_match(value):
+                    end = 4 + value[3]
+                    rest = rest_match(value, end)
+                    if rest is not None:
+                        head = value[:end]
+                        kind = kinds[head] if head in kinds else kinds.setdefault(head, self._kind(key, head))
+                        shard_b, offset_b, size_b, crc_b = rest.groups()
+                        if kind is not None and size_b == kind[3]:
+                            shard = shard_b[0] if shard_b is not None else 0
+                            known = shards.get(shard)
+                            if known is None:
+                                known = shards[shard] = self._shard_facts(shard, key)
+                            offset = _uvarint(offset_b)
+                            size = kind[2]
+                            if offset + size <= known[1]:
+                                masked = _FIXED32_UNPACK(crc_b)[0] if crc_b is not None else 0
+                                rot = (masked - MASK_DELTA) & 0xFFFFFFFF  # unmask_crc, inlined
+                                found = (known[0] if known[3] and size <= known[2] else None, offset, size,
+                                         ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF, kind[0], kind[1], shard,
+                                         known[4])
+                plans[key] = found
+                append(found)
+        return out
+
+    def _shard_facts(self, shard: int, key: str) -> tuple:
+        """(readinto, size, piece_bytes, readinto takes any buffer, handle) of a shard,
+        opened if need be (its errors are those `checked` would raise for `key`)."""
+        size = self.shard_size(shard, key)
+        handle = self._files[shard]
+        return handle.readinto, size, handle.piece_bytes, self._direct[shard], handle
+
     def _plan_of(self, key: str, head: bytes, fields: tuple) -> _Plan | None:
         kinds = self._kinds
         kind = kinds[head] if head in kinds else kinds.setdefault(head, self._kind(key, head))
@@ -544,25 +591,23 @@ class BundleData:
     def read_planned(self, key: str, plan: _Plan, verify: bool = True) -> np.ndarray:
         """A new array with the tensor `plan` describes, crc32c checked unless not `verify`.
 
-        A small tensor on a local disk is one `readinto` straight into the result (no
-        views, no byte buffer); anything bigger goes through `_read_range`'s pieces.
+        A small tensor on a local disk is one `readinto` straight into the result's bytes
+        (no intermediate buffer); anything bigger goes through `_read_range`'s pieces.
         """
         readinto, offset, size, crc, dtype, shape, shard, handle = plan
-        arr = np.empty(shape, dtype)
+        flat = np.empty(size, np.uint8)
         if readinto is not None:
             try:
-                got = readinto(arr, offset)
+                got = readinto(flat.data, offset)
             except CheckpointError as exc:
                 raise type(exc)(exc.message, path=exc.path, key=key) from None
             if got != size:  # a short read: finish it the careful way
-                self._read_exact(handle, arr.reshape(-1).view(np.uint8).data[got:], offset + got, shard, key)
-            if verify and crc32c(arr) != crc:
+                self._read_exact(handle, flat.data[got:], offset + got, shard, key)
+            if verify and crc32c(flat) != crc:
                 raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
-            return arr
-        got = self._read_range(key, shard, offset, size, arr.reshape(-1).view(np.uint8), verify)
-        if verify and got != crc:
+        elif self._read_range(key, shard, offset, size, flat, verify) != crc and verify:
             raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
-        return arr
+        return flat.view(dtype).reshape(shape)
 
     def read_copy(self, key: str, verify: bool = True) -> np.ndarray:
         """`read_full(key, verify=verify)`: a new array, by its plan where it has one."""
@@ -570,6 +615,89 @@ class BundleData:
         if plan is None:
             return self.read_full(key, verify=verify)
         return self.read_planned(key, plan, verify)
+
+    # ---- batches: many tensors in few large reads
+
+    def read_many(self, keys: Iterable[str], verify: bool = True) -> dict[str, np.ndarray]:
+        """{key: new array} for `keys` (in their order), each crc32c checked unless not `verify`.
+
+        Planned tensors are read shard by shard in offset order. Small ones in large
+        sequential runs: byte ranges at most `_RUN_GAP` apart coalesced into one read of
+        at most the store's `piece_bytes`, then each tensor's bytes checked and copied
+        out into its own (aligned) array. Runs and tensors of up to one piece are tasks
+        for the store's `read_threads` threads, so one thread's crc32c and copies overlap
+        another's read, and only that many runs are in memory at once; bigger tensors are
+        read one after the other, each in pieces by those threads (`_read_range`).
+        Entries without a plan (partitioned, strings, big-endian, unusual layouts) go
+        through `read_full`. A damaged tensor is a DataLossError naming it.
+        """
+        with gc_paused():  # 100k small results and their bookkeeping: see gc_paused
+            return self._read_many(list(keys), verify)
+
+    def _read_many(self, keys: list[str], verify: bool) -> dict[str, np.ndarray]:
+        planned: list[tuple[int, int, str, _Plan]] = []
+        others: list[str] = []
+        for key, plan in zip(keys, self.plans(keys), strict=True):
+            if plan is None:
+                others.append(key)
+            else:
+                planned.append((plan[6], plan[1], key, plan))
+        planned.sort()  # by shard and offset (then key: unique), so plans are never compared
+        tasks, big = self._batch(planned)
+        out: dict[str, np.ndarray] = {}
+        if tasks:
+            threads = max(run[0][1][7].read_threads for run in tasks)
+            read = functools.partial(self._read_run, verify=verify)
+            for done in (_reader_pool(threads).map(read, tasks) if len(tasks) > 1 else map(read, tasks)):
+                out.update(done)
+        for key, plan in big:
+            out[key] = self.read_planned(key, plan, verify)
+        for key in others:
+            out[key] = self.read_full(key, verify=verify)
+        return {key: out[key] for key in keys}
+
+    @staticmethod
+    def _batch(planned: list[tuple[int, int, str, _Plan]]):
+        """(runs, big): runs are lists of (key, plan) read with one call each, big the
+        (key, plan)s of tensors larger than one piece."""
+        runs: list[list[tuple[str, _Plan]]] = []
+        big: list[tuple[str, _Plan]] = []
+        run: list[tuple[str, _Plan]] = []
+        start = end = -1
+        for shard, offset, key, plan in planned:
+            size, limit = plan[2], plan[7].piece_bytes
+            if size > limit:
+                big.append((key, plan))
+                continue
+            if run and (shard != run[0][1][6] or not end <= offset <= end + _RUN_GAP
+                        or offset + size - start > limit):
+                runs.append(run)
+                run = []
+            if not run:
+                start = offset
+            run.append((key, plan))
+            end = offset + size
+        if run:
+            runs.append(run)
+        return runs, big
+
+    def _read_run(self, run: list[tuple[str, _Plan]], verify: bool) -> list[tuple[str, np.ndarray]]:
+        """The tensors of one run: one read of their byte range, then each checked and copied."""
+        if len(run) == 1:
+            key, plan = run[0]
+            return [(key, self.read_planned(key, plan, verify))]
+        first_key, first = run[0]
+        _, start, _, _, _, _, shard, handle = first
+        last = run[-1][1]
+        buf = np.empty(last[1] + last[2] - start, np.uint8)
+        self._read_exact(handle, buf.data, start, shard, first_key)
+        out = []
+        for key, (_, offset, size, crc, dtype, shape, _, _) in run:
+            part = buf[offset - start:offset - start + size]
+            if verify and crc32c(part) != crc:
+                raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
+            out.append((key, part.view(dtype).reshape(shape).copy()))
+        return out
 
     # ---- reading
 
@@ -767,8 +895,8 @@ class BundleData:
 
 
 # What `BundleData.plan` found (a plain tuple: made once per key, unpacked per read):
-# the handle's readinto where one call fills a new array (a small tensor on a local disk,
-# whose readinto takes any writable buffer) else None, offset, size, crc32c (unmasked),
+# the handle's readinto where one call nearly always fills the tensor (a small tensor on a
+# local disk) else None, offset, size, crc32c (unmasked),
 # numpy dtype, shape, shard, the open handle.
 _Plan = tuple[Callable[[Any, int], int] | None, int, int, int, np.dtype, tuple[int, ...], int, ReadHandle]
 
@@ -784,6 +912,7 @@ class CheckedEntry(NamedTuple):
 
 
 _BE32 = struct.Struct(">I")
+_RUN_GAP = 64 << 10  # bytes between two tensors that a batched read reads through rather than seek
 _FIXED32_UNPACK = FIXED32.unpack
 _INT64_MAX = (1 << 63) - 1
 _numpy_max_dims: int | None = None
