@@ -129,6 +129,41 @@ class IndexReplacedError(DataLossError):
     """A commit replaced the checkpoint after its index was read (CheckpointReader reopens)."""
 
 
+class _Decoded:
+    """What one version of an index file decodes to, shared by the BundleIndexes that
+    read it (see _remember); never changed once built, only completed: the keys
+    listed, their (dtype, shape), dtype+shape bytes decoded."""
+
+    __slots__ = ("raw", "header_bytes", "meta_cache", "visible", "metas")
+
+    def __init__(self, raw: dict[str, bytes], header_bytes: bytes) -> None:
+        self.raw = raw
+        self.header_bytes = header_bytes
+        self.meta_cache: dict[bytes, tuple[int, tuple[int, ...]]] = {}
+        self.visible: list[str] | None = None
+        self.metas: dict[str, tuple[int, tuple[int, ...]]] | None = None
+
+
+# The indexes this process decoded last, by (path, identity of the file version read,
+# journal renames pending): a second reader of an unchanged checkpoint (listing it
+# again, `load_variable` in a loop) skips reading and decoding its index. A file is
+# replaced by rename (new identity) whenever ckptkit or TF writes it, so a stale entry
+# is never hit; only the last _DECODED_KEEP are kept (a 100k-entry index holds ~25 MB).
+_DECODED: dict[tuple, _Decoded] = {}
+_DECODED_KEEP = 2
+
+
+_DECODED_LOCK = threading.Lock()
+
+
+def _remember(key: tuple, decoded: _Decoded) -> None:
+    with _DECODED_LOCK:
+        _DECODED.pop(key, None)
+        _DECODED[key] = decoded  # most recent last
+        while len(_DECODED) > _DECODED_KEEP:
+            del _DECODED[next(iter(_DECODED))]
+
+
 class BundleIndex:
     """The parsed `.index` file: header plus every entry, decoded on first use."""
 
@@ -140,14 +175,12 @@ class BundleIndex:
         self.pending = self.store.pending(self.path)
         with self.store.open(self.path, "checkpoint index", self.pending) as f:
             self.read_as = f.identity  # which index this is (see BundleData._file)
-            data = f.read_all()
-        with gc_paused():
-            table = TableReader(data, self.path)
-            # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).
-            raw: dict[str, bytes] = {k.decode("utf-8", "surrogateescape"): v for k, v in table}
-        header_bytes = raw.pop(HEADER_KEY, None)
-        if header_bytes is None:
-            raise DataLossError("index has no header entry", path=self.path)
+            # the same version of the same file, decoded already in this process?
+            cache_key = None if f.identity is None else (self.path, f.identity, tuple(sorted(self.pending.items())))
+            decoded = _DECODED.get(cache_key) if cache_key is not None else None
+            if decoded is None:
+                decoded = self._decode(f.read_all())
+        raw, header_bytes = decoded.raw, decoded.header_bytes
         self.header = BundleHeaderProto()
         try:
             self.header.ParseFromString(header_bytes)
@@ -164,8 +197,20 @@ class BundleIndex:
                                 path=self.path)
         self._raw = raw
         self._entries: dict[str, BundleEntryProto] = {}
-        self._visible: list[str] | None = None
-        self._meta_cache: dict[bytes, tuple[int, tuple[int, ...]]] = {}
+        self._decoded = decoded
+        self._meta_cache = decoded.meta_cache
+        if cache_key is not None:
+            _remember(cache_key, decoded)
+
+    def _decode(self, data: bytes) -> _Decoded:
+        with gc_paused():
+            table = TableReader(data, self.path)
+            # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).
+            raw: dict[str, bytes] = {k.decode("utf-8", "surrogateescape"): v for k, v in table}
+        header_bytes = raw.pop(HEADER_KEY, None)
+        if header_bytes is None:
+            raise DataLossError("index has no header entry", path=self.path)
+        return _Decoded(raw, header_bytes)
 
     @property
     def num_shards(self) -> int:
@@ -188,15 +233,16 @@ class BundleIndex:
         hidden (TF's `CheckpointReader::BuildV2VarMaps`). Slice keys start with NUL, so
         an index without such keys needs no parsing at all.
         """
-        if self._visible is None:
+        decoded = self._decoded
+        if decoded.visible is None:
             # Keys come in table order and slice keys (leading NUL) sort first.
             if not is_slice_key(next(iter(self._raw), "")):
-                self._visible = list(self._raw)
+                decoded.visible = list(self._raw)
             else:
                 hidden = {decode_key(encode_tensor_name_slice(k, TensorSlice.from_proto(p)))
                           for k in self._raw for p in self.entry(k).slices}
-                self._visible = [k for k in self._raw if k not in hidden]
-        return self._visible
+                decoded.visible = [k for k in self._raw if k not in hidden]
+        return decoded.visible
 
     def raw_items(self) -> Iterator[tuple[str, bytes]]:
         """(key, serialized BundleEntryProto) in key order: for index rewrites."""
@@ -214,8 +260,14 @@ class BundleIndex:
         and looked up after that, so 100k entries cost a regex match and a dict lookup
         each. An entry not in TF's plain layout goes through the full protobuf parse.
         """
+        decoded = self._decoded
+        if keys is not None and keys is decoded.visible and decoded.metas is not None:
+            return decoded.metas  # every listed key, decoded by an earlier reader of this file
         with gc_paused():
-            return self._metas(self._raw if keys is None else keys)
+            found = self._metas(self._raw if keys is None else keys)
+        if keys is not None and keys is decoded.visible:
+            decoded.metas = found
+        return found
 
     def _metas(self, keys: Iterable[str]) -> dict[str, tuple[int, tuple[int, ...]]]:
         raw = self._raw

@@ -255,3 +255,24 @@ def test_load_while_a_writer_resaves_never_mixes_saves(tmp_path):
         stop.set()
         thread.join()
     assert len(seen) > 1  # the writer did replace the checkpoint under the loads
+
+
+def test_a_second_reader_reuses_the_decoded_index_only_while_the_file_is_unchanged(tmp_path):
+    """Readers of one unchanged index share its decoding; a re-save (a new file) is read anew."""
+    prefix = str(tmp_path / "model")
+    ckptkit.save(prefix, {"a": np.ones(3, np.float32), "b": np.zeros((2, 2), np.int64)})
+    first = ckptkit.CheckpointReader(prefix)
+    assert first.get_variable_to_shape_map() == {"a": [3], "b": [2, 2]}
+    second = ckptkit.CheckpointReader(prefix)
+    assert second._index._raw is first._index._raw  # shared, not decoded again
+    shapes = second.get_variable_to_shape_map()
+    shapes["a"].append(99)  # the caller's lists are its own
+    assert ckptkit.CheckpointReader(prefix).get_variable_to_shape_map()["a"] == [3]
+    ckptkit.save(prefix, {"a": np.ones(5, np.float32), "c": np.ones((), np.float64)})
+    third = ckptkit.CheckpointReader(prefix)
+    assert third._index._raw is not first._index._raw
+    assert third.get_variable_to_shape_map() == {"a": [5], "c": []}
+    assert {k: v.name for k, v in third.get_variable_to_dtype_map().items()} == {"a": "float32", "c": "float64"}
+    np.testing.assert_array_equal(third.get_tensor("a"), np.ones(5, np.float32))
+    # the old reader still answers for the checkpoint it opened, and reopens on a read
+    assert first.get_variable_to_shape_map() == {"a": [3], "b": [2, 2]}
