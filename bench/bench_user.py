@@ -216,8 +216,8 @@ def fmt(values: list[float], scale: float, unit: str) -> str:
 
 
 def row(label: str, ours: list[float], theirs: list[float] | None, scale: float, unit: str,
-        other: str = "TF") -> None:
-    text = f"  {label:<46} ckptkit {fmt(ours, scale, unit)}"
+        other: str = "TF", name: str = "ckptkit") -> None:
+    text = f"  {label:<46} {name} {fmt(ours, scale, unit)}"
     if theirs:
         ratio = statistics.median(ours) / statistics.median(theirs)
         text += f"   {other} {fmt(theirs, scale, unit)}   ratio {ratio:.2f}x"
@@ -294,7 +294,7 @@ def main() -> None:
             }, args.repeat)
             row("`ckptkit ls` small checkpoint, whole process", found["ls"]["t"], found["numpy"]["t"], 1e3, "ms",
                 other="`python -c 'import numpy'`")
-            row("(`python -c pass`)", found["pass"]["t"], None, 1e3, "ms")
+            row("interpreter start-up alone", found["pass"]["t"], None, 1e3, "ms", name="`python -c pass`")
 
         if "read" in only:
             files = [big + ".index", big + ".data-00000-of-00001"]

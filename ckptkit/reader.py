@@ -19,12 +19,11 @@ from . import dtypes as _dtypes
 from . import storage
 from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle, naming, v1
-from .format.npz import NpzFile
-from .format.safetensors import SafetensorsFile
-from .frameworks import target as _framework_target
 from .locate import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
 
 if TYPE_CHECKING:
+    from .format.npz import NpzFile
+    from .format.safetensors import SafetensorsFile
     from .slicing import PartialTensor
 
 _T = TypeVar("_T")
@@ -119,7 +118,15 @@ class _TensorFile:
     def __init__(self, path: str, fmt: str) -> None:
         self.format = fmt
         self.path = path
-        self.file: SafetensorsFile | NpzFile = SafetensorsFile(path) if fmt == "safetensors" else NpzFile(path)
+        # imported here: most checkpoints are bundles, and a listing should not pay for these
+        if fmt == "safetensors":
+            from .format.safetensors import SafetensorsFile  # noqa: PLC0415
+
+            self.file: SafetensorsFile | NpzFile = SafetensorsFile(path)
+        else:
+            from .format.npz import NpzFile  # noqa: PLC0415
+
+            self.file = NpzFile(path)
         self.index = self.data = None
         self._names = sorted(self.file.names)
 
@@ -160,6 +167,15 @@ def _cut(flat: np.ndarray, chunk_bytes: int) -> Iterator[np.ndarray]:
     step = max(1, chunk_bytes // max(flat.dtype.itemsize, 1))
     for start in range(0, flat.size, step):
         yield flat[start:start + step]
+
+
+def _framework_target(framework: str, device: Any, path: str):
+    """frameworks.target(...), importing that module only for framework tensors."""
+    if framework in (None, "numpy") and device in (None, "cpu"):
+        return None
+    from .frameworks import target  # noqa: PLC0415
+
+    return target(framework, device, path=path)
 
 
 _REOPENS = 3  # times get_tensor reopens a checkpoint replaced under it before giving up
@@ -206,7 +222,7 @@ class CheckpointReader(Mapping):
         self.storage_options = storage_options
         with storage.options(storage_options):
             self.prefix = locate(path, as_prefix=as_prefix).prefix
-        self._target = _framework_target(framework, device, path=self.prefix)  # before any data is read
+        self._target = _framework_target(framework, device, self.prefix)  # before any data is read
         self.framework = framework
         self.verify = verify
         self.mmap = mmap

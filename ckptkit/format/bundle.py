@@ -695,6 +695,8 @@ class BundleData:
             else:
                 planned.append((plan[6], plan[1], key, plan))
         planned.sort()  # by shard and offset (then key: unique), so plans are never compared
+        for shard in {item[0] for item in planned}:
+            _advise_sequential(self._files[shard])
         tasks, big = self._batch(planned)
         out: dict[str, np.ndarray] = {}
         if tasks:
@@ -1090,6 +1092,20 @@ def string_parts(arr: np.ndarray, key: str) -> tuple[bytes, bytes, int, bytes]:
     lengths = np.fromiter(map(len, items), dtype=np.uint64, count=len(items))
     lengths_crc = crc32c(_length_bytes(lengths))
     return encode_varints(lengths), FIXED32.pack(mask_crc(lengths_crc)), lengths_crc, b"".join(items)
+
+
+def _advise_sequential(handle: ReadHandle) -> None:
+    """Tell the kernel a local shard is about to be read front to back (a batch reads it in
+    offset order): it reads ahead further, so a cold read keeps the disk busy while the
+    threads check and copy. A hint: refused or unsupported, nothing changes."""
+    fd = handle.fileno()
+    advise = getattr(os, "posix_fadvise", None)
+    if fd is None or advise is None:
+        return
+    try:
+        advise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    except OSError:
+        pass
 
 
 _POOLS: dict[int, Any] = {}
