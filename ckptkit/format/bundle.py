@@ -689,7 +689,8 @@ class BundleData:
     def _read_many(self, keys: list[str], verify: bool) -> dict[str, np.ndarray]:
         planned: list[tuple[int, int, str, _Plan]] = []
         others: list[str] = []
-        for key, plan in zip(keys, self.plans(keys), strict=True):
+        unique = list(dict.fromkeys(keys))  # a name asked for twice is read once
+        for key, plan in zip(unique, self.plans(unique), strict=True):
             if plan is None:
                 others.append(key)
             else:

@@ -276,3 +276,12 @@ def test_a_second_reader_reuses_the_decoded_index_only_while_the_file_is_unchang
     np.testing.assert_array_equal(third.get_tensor("a"), np.ones(5, np.float32))
     # the old reader still answers for the checkpoint it opened, and reopens on a read
     assert first.get_variable_to_shape_map() == {"a": [3], "b": [2, 2]}
+
+
+def test_a_name_asked_for_twice_is_read_once(tmp_path):
+    prefix = str(tmp_path / "model")
+    tensors = {"a": np.arange(4, dtype=np.float32), "b": np.ones((2, 2), np.int64)}
+    ckptkit.save(prefix, tensors)
+    got = ckptkit.CheckpointReader(prefix).get_tensors(["b", "a", "b"])
+    assert list(got) == ["b", "a"]
+    assert_equal_arrays(got, {"b": tensors["b"], "a": tensors["a"]})
