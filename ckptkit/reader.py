@@ -258,8 +258,11 @@ class CheckpointReader(Mapping):
     def get_variable_to_dtype_map(self) -> dict[str, _dtypes.DType]:
         metas = self._metas()
         enums = [enum for enum, _ in metas.values()]
-        first = dict(zip(reversed(enums), reversed(list(metas)), strict=True))  # a bad dtype names its first key
-        found = {enum: _dtypes.from_enum(enum, path=self.prefix, key=k) for enum, k in first.items()}
+        distinct = set(enums)
+        if not all(map(_dtypes.known_enum, distinct)):
+            for key, (enum, _) in metas.items():  # the error names the first key with a bad dtype
+                _dtypes.from_enum(enum, path=self.prefix, key=key)
+        found = {enum: _dtypes.from_enum(enum) for enum in distinct}
         return dict(zip(metas, map(found.__getitem__, enums), strict=True))
 
     def _metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:

@@ -92,9 +92,12 @@ def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
 # For such an entry, dtype and shape are exactly the bytes before the rest, and no later
 # field can change them (a repeated dtype or shape field would, protobuf merges those).
 _ENTRY_HEAD = re.compile(rb"\x08[\x01-\x7f]\x12[\x00-\x7f]")
-# Groups: shard_id, offset and size (varints of at most 63 bits: never negative), crc32c.
-_ENTRY_REST = re.compile(rb"(?:\x18([\x00-\x7f]))?(?:\x20([\x80-\xff]{0,8}[\x00-\x7f]))?"
-                         rb"(?:\x28([\x80-\xff]{0,8}[\x00-\x7f]))?(?:\x35(.{4}))?", re.S)
+_ENTRY_REST = re.compile(rb"(?:\x18[\x00-\x7f])?(?:\x20[\x80-\xff]{0,8}[\x00-\x7f])?"
+                         rb"(?:\x28[\x80-\xff]{0,8}[\x00-\x7f])?(?:\x35.{4})?", re.S)
+# The same, for reads: groups shard_id, offset and size (varints of at most 63 bits:
+# never negative), crc32c.
+_ENTRY_FIELDS = re.compile(rb"(?:\x18([\x00-\x7f]))?(?:\x20([\x80-\xff]{0,8}[\x00-\x7f]))?"
+                           rb"(?:\x28([\x80-\xff]{0,8}[\x00-\x7f]))?(?:\x35(.{4}))?", re.S)
 
 
 def _uvarint(raw: bytes | None) -> int:
@@ -275,14 +278,13 @@ class BundleIndex:
         head_match, rest_match = _ENTRY_HEAD.match, _ENTRY_REST.fullmatch
         num_shards = self.num_shards
         out = {}
-        for key in keys:
-            value = raw[key]
+        every = keys is raw or (isinstance(keys, list) and keys is self._decoded.visible and len(keys) == len(raw))
+        for key, value in (raw.items() if every else ((k, raw[k]) for k in keys)):
             if head_match(value):
                 end = 4 + value[3]
-                rest = rest_match(value, end)
-                if rest is not None:
-                    shard = rest.group(1)
-                    if shard is None or shard[0] < num_shards:
+                if rest_match(value, end) is not None:
+                    # the shard field, if present, is the byte after its tag (the regex allows one)
+                    if value[end:end + 1] != b"\x18" or value[end + 1] < num_shards:
                         head = value[:end]
                         found = cache.get(head)
                         if found is None:
@@ -552,7 +554,7 @@ class BundleData:
         found = None
         if value is not None and _ENTRY_HEAD.match(value):
             end = 4 + value[3]
-            rest = _ENTRY_REST.fullmatch(value, end)
+            rest = _ENTRY_FIELDS.fullmatch(value, end)
             if rest is not None:
                 found = self._plan_of(key, value[:end], rest.groups())
         plans[key] = found
@@ -562,7 +564,7 @@ class BundleData:
         """`[plan(key) for key in keys]`, in one loop with every lookup hoisted out of it
         (a batch of 100k tiny tensors spends most of its time here otherwise)."""
         plans, raw, kinds = self._plans, self.index._raw, self._kinds
-        head_match, rest_match = _ENTRY_HEAD.match, _ENTRY_REST.fullmatch
+        head_match, rest_match = _ENTRY_HEAD.match, _ENTRY_FIELDS.fullmatch
         shards: dict[int, tuple] = {}  # shard -> (readinto, size, piece_bytes, direct, handle)
         out: list[_Plan | None] = []
         append = out.append
