@@ -147,8 +147,8 @@ class _Decoded:
         self.metas: dict[str, tuple[int, tuple[int, ...]]] | None = None
 
 
-# The indexes this process decoded last, by (path, identity of the file version read,
-# journal renames pending): a second reader of an unchanged checkpoint (listing it
+# The local indexes this process decoded last, by (path, identity of the file version
+# read, journal renames pending): a second reader of an unchanged checkpoint (listing it
 # again, `load_variable` in a loop) skips reading and decoding its index. A file is
 # replaced by rename (new identity) whenever ckptkit or TF writes it, so a stale entry
 # is never hit; only the last _DECODED_KEEP are kept (a 100k-entry index holds ~25 MB).
@@ -179,7 +179,10 @@ class BundleIndex:
         with self.store.open(self.path, "checkpoint index", self.pending) as f:
             self.read_as = f.identity  # which index this is (see BundleData._file)
             # the same version of the same file, decoded already in this process?
-            cache_key = None if f.identity is None else (self.path, f.identity, tuple(sorted(self.pending.items())))
+            # Local files only: their identity (device, inode, size, mtime) changes with every
+            # replacement; a remote store's may not (an HTTP server without ETag or Last-Modified).
+            local = f.identity is not None and f.fileno() is not None
+            cache_key = (self.path, f.identity, tuple(sorted(self.pending.items()))) if local else None
             decoded = _DECODED.get(cache_key) if cache_key is not None else None
             if decoded is None:
                 decoded = self._decode(f.read_all())

@@ -285,3 +285,14 @@ def test_a_name_asked_for_twice_is_read_once(tmp_path):
     got = ckptkit.CheckpointReader(prefix).get_tensors(["b", "a", "b"])
     assert list(got) == ["b", "a"]
     assert_equal_arrays(got, {"b": tensors["b"], "a": tensors["a"]})
+
+
+def test_remote_indexes_are_decoded_by_every_reader(tmp_path):
+    """A remote store's identity of a file may not change with its bytes (no ETag): no reuse there."""
+    pytest.importorskip("fsspec")
+    import uuid
+
+    prefix = f"memory://ckptkit-tests/{uuid.uuid4().hex[:8]}/model"
+    ckptkit.save(prefix, {"a": np.ones(3, np.float32)})
+    first = ckptkit.CheckpointReader(prefix)
+    assert ckptkit.CheckpointReader(prefix)._index._raw is not first._index._raw
