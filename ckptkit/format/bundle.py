@@ -9,6 +9,7 @@ same byte layout so that TF and ckptkit produce identical index files.
 """
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import math
@@ -29,7 +30,18 @@ from ..proto import tensor_bundle_pb2
 from ..storage.base import COPY_CHUNK, ReadHandle
 from ..storage.files import AtomicFile
 from ..storage.lock import EDIT_WAIT_SECONDS
-from .coding import FIXED32, VarintError, crc32c, crc32c_combine, decode_varints, encode_varints, mask_crc, unmask_crc
+from .coding import (
+    FIXED32,
+    MASK_DELTA,
+    VarintError,
+    crc32c,
+    crc32c_combine,
+    decode_varints,
+    encode_varint,
+    encode_varints,
+    mask_crc,
+    unmask_crc,
+)
 from .naming import data_filename, existing_data_files, index_filename  # re-exported: used as bundle.*
 from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice, is_slice_key
 from .table import TableReader, TableWriter
@@ -80,8 +92,22 @@ def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
 # For such an entry, dtype and shape are exactly the bytes before the rest, and no later
 # field can change them (a repeated dtype or shape field would, protobuf merges those).
 _ENTRY_HEAD = re.compile(rb"\x08[\x01-\x7f]\x12[\x00-\x7f]")
-_ENTRY_REST = re.compile(rb"(?:\x18([\x00-\x7f]))?(?:\x20[\x80-\xff]{0,8}[\x00-\x7f])?"
+_ENTRY_REST = re.compile(rb"(?:\x18[\x00-\x7f])?(?:\x20[\x80-\xff]{0,8}[\x00-\x7f])?"
                          rb"(?:\x28[\x80-\xff]{0,8}[\x00-\x7f])?(?:\x35.{4})?", re.S)
+# The same, for reads: groups shard_id, offset and size (varints of at most 63 bits:
+# never negative), crc32c.
+_ENTRY_FIELDS = re.compile(rb"(?:\x18([\x00-\x7f]))?(?:\x20([\x80-\xff]{0,8}[\x00-\x7f]))?"
+                           rb"(?:\x28([\x80-\xff]{0,8}[\x00-\x7f]))?(?:\x35(.{4}))?", re.S)
+
+
+def _uvarint(raw: bytes | None) -> int:
+    """The value of one varint matched by _ENTRY_REST (None: the field was absent, 0)."""
+    if raw is None:
+        return 0
+    value = raw[-1]
+    for byte in raw[-2::-1]:  # most significant group first
+        value = (value << 7) | (byte & 0x7F)
+    return value
 
 
 class gc_paused:  # noqa: N801 - used like a function: `with gc_paused():`
@@ -106,6 +132,41 @@ class IndexReplacedError(DataLossError):
     """A commit replaced the checkpoint after its index was read (CheckpointReader reopens)."""
 
 
+class _Decoded:
+    """What one version of an index file decodes to, shared by the BundleIndexes that
+    read it (see _remember); never changed once built, only completed: the keys
+    listed, their (dtype, shape), dtype+shape bytes decoded."""
+
+    __slots__ = ("raw", "header_bytes", "meta_cache", "visible", "metas")
+
+    def __init__(self, raw: dict[str, bytes], header_bytes: bytes) -> None:
+        self.raw = raw
+        self.header_bytes = header_bytes
+        self.meta_cache: dict[bytes, tuple[int, tuple[int, ...]]] = {}
+        self.visible: list[str] | None = None
+        self.metas: dict[str, tuple[int, tuple[int, ...]]] | None = None
+
+
+# The local indexes this process decoded last, by (path, identity of the file version
+# read, journal renames pending): a second reader of an unchanged checkpoint (listing it
+# again, `load_variable` in a loop) skips reading and decoding its index. A file is
+# replaced by rename (new identity) whenever ckptkit or TF writes it, so a stale entry
+# is never hit; only the last _DECODED_KEEP are kept (a 100k-entry index holds ~25 MB).
+_DECODED: dict[tuple, _Decoded] = {}
+_DECODED_KEEP = 2
+
+
+_DECODED_LOCK = threading.Lock()
+
+
+def _remember(key: tuple, decoded: _Decoded) -> None:
+    with _DECODED_LOCK:
+        _DECODED.pop(key, None)
+        _DECODED[key] = decoded  # most recent last
+        while len(_DECODED) > _DECODED_KEEP:
+            del _DECODED[next(iter(_DECODED))]
+
+
 class BundleIndex:
     """The parsed `.index` file: header plus every entry, decoded on first use."""
 
@@ -117,14 +178,15 @@ class BundleIndex:
         self.pending = self.store.pending(self.path)
         with self.store.open(self.path, "checkpoint index", self.pending) as f:
             self.read_as = f.identity  # which index this is (see BundleData._file)
-            data = f.read_all()
-        with gc_paused():
-            table = TableReader(data, self.path)
-            # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).
-            raw: dict[str, bytes] = {k.decode("utf-8", "surrogateescape"): v for k, v in table}
-        header_bytes = raw.pop(HEADER_KEY, None)
-        if header_bytes is None:
-            raise DataLossError("index has no header entry", path=self.path)
+            # the same version of the same file, decoded already in this process?
+            # Local files only: their identity (device, inode, size, mtime) changes with every
+            # replacement; a remote store's may not (an HTTP server without ETag or Last-Modified).
+            local = f.identity is not None and f.fileno() is not None
+            cache_key = (self.path, f.identity, tuple(sorted(self.pending.items()))) if local else None
+            decoded = _DECODED.get(cache_key) if cache_key is not None else None
+            if decoded is None:
+                decoded = self._decode(f.read_all())
+        raw, header_bytes = decoded.raw, decoded.header_bytes
         self.header = BundleHeaderProto()
         try:
             self.header.ParseFromString(header_bytes)
@@ -141,8 +203,20 @@ class BundleIndex:
                                 path=self.path)
         self._raw = raw
         self._entries: dict[str, BundleEntryProto] = {}
-        self._visible: list[str] | None = None
-        self._meta_cache: dict[bytes, tuple[int, tuple[int, ...]]] = {}
+        self._decoded = decoded
+        self._meta_cache = decoded.meta_cache
+        if cache_key is not None:
+            _remember(cache_key, decoded)
+
+    def _decode(self, data: bytes) -> _Decoded:
+        with gc_paused():
+            table = TableReader(data, self.path)
+            # Keys are bytes on disk (decode_key, inlined: 100k keys are a hot loop).
+            raw: dict[str, bytes] = {k.decode("utf-8", "surrogateescape"): v for k, v in table}
+        header_bytes = raw.pop(HEADER_KEY, None)
+        if header_bytes is None:
+            raise DataLossError("index has no header entry", path=self.path)
+        return _Decoded(raw, header_bytes)
 
     @property
     def num_shards(self) -> int:
@@ -165,15 +239,16 @@ class BundleIndex:
         hidden (TF's `CheckpointReader::BuildV2VarMaps`). Slice keys start with NUL, so
         an index without such keys needs no parsing at all.
         """
-        if self._visible is None:
+        decoded = self._decoded
+        if decoded.visible is None:
             # Keys come in table order and slice keys (leading NUL) sort first.
             if not is_slice_key(next(iter(self._raw), "")):
-                self._visible = list(self._raw)
+                decoded.visible = list(self._raw)
             else:
                 hidden = {decode_key(encode_tensor_name_slice(k, TensorSlice.from_proto(p)))
                           for k in self._raw for p in self.entry(k).slices}
-                self._visible = [k for k in self._raw if k not in hidden]
-        return self._visible
+                decoded.visible = [k for k in self._raw if k not in hidden]
+        return decoded.visible
 
     def raw_items(self) -> Iterator[tuple[str, bytes]]:
         """(key, serialized BundleEntryProto) in key order: for index rewrites."""
@@ -191,8 +266,14 @@ class BundleIndex:
         and looked up after that, so 100k entries cost a regex match and a dict lookup
         each. An entry not in TF's plain layout goes through the full protobuf parse.
         """
+        decoded = self._decoded
+        if keys is not None and keys is decoded.visible and decoded.metas is not None:
+            return decoded.metas  # every listed key, decoded by an earlier reader of this file
         with gc_paused():
-            return self._metas(self._raw if keys is None else keys)
+            found = self._metas(self._raw if keys is None else keys)
+        if keys is not None and keys is decoded.visible:
+            decoded.metas = found
+        return found
 
     def _metas(self, keys: Iterable[str]) -> dict[str, tuple[int, tuple[int, ...]]]:
         raw = self._raw
@@ -200,14 +281,13 @@ class BundleIndex:
         head_match, rest_match = _ENTRY_HEAD.match, _ENTRY_REST.fullmatch
         num_shards = self.num_shards
         out = {}
-        for key in keys:
-            value = raw[key]
+        every = keys is raw or (isinstance(keys, list) and keys is self._decoded.visible and len(keys) == len(raw))
+        for key, value in (raw.items() if every else ((k, raw[k]) for k in keys)):
             if head_match(value):
                 end = 4 + value[3]
-                rest = rest_match(value, end)
-                if rest is not None:
-                    shard = rest.group(1)
-                    if shard is None or shard[0] < num_shards:
+                if rest_match(value, end) is not None:
+                    # the shard field, if present, is the byte after its tag (the regex allows one)
+                    if value[end:end + 1] != b"\x18" or value[end + 1] < num_shards:
                         head = value[:end]
                         found = cache.get(head)
                         if found is None:
@@ -221,6 +301,14 @@ class BundleIndex:
                                     path=self.path, key=key)
             out[key] = (entry.dtype, shape_of(entry, self.path, key))
         return out
+
+    def head_meta(self, key: str, head: bytes) -> tuple[int, tuple[int, ...]]:
+        """(dtype enum, shape) of an entry in TF's plain layout whose dtype+shape bytes are
+        `head`: decoded once per distinct `head` (DataLossError naming `key` if bad)."""
+        found = self._meta_cache.get(head)
+        if found is None:
+            found = self._meta_cache[head] = self._parse_meta(key, head)
+        return found
 
     def _parse_meta(self, key: str, head: bytes) -> tuple[int, tuple[int, ...]]:
         entry = BundleEntryProto()
@@ -259,6 +347,9 @@ class BundleData:
         self._sizes: dict[int, int] = {}
         self._maps: dict[int, mmap.mmap | None] = {}
         self._checked: dict[tuple[str, bool], CheckedEntry] = {}
+        self._plans: dict[str, _Plan | None] = {}  # see plan(): None, go through checked()
+        self._kinds: dict[bytes, tuple[np.dtype, tuple[int, ...], int, bytes] | None] = {}
+        self._direct: dict[int, bool] = {}  # shards on a local disk (one read call per small tensor)
 
     def shard_path(self, shard: int) -> str:
         return data_filename(self.index.prefix, shard, self.index.num_shards)
@@ -281,6 +372,7 @@ class BundleData:
                                          path=self.index.path)
             self._files[shard] = f
             self._sizes[shard] = f.size
+            self._direct[shard] = f.fileno() is not None
         return f
 
     def _map(self, shard: int) -> mmap.mmap | None:
@@ -444,33 +536,260 @@ class BundleData:
                 raise DataLossError(f"entry of slice {tslice.spec()} does not match the tensor's dtype or shape",
                                     path=path, key=key)
 
+    # ---- the fast path: plain numeric entries as TF writes them
+
+    def plan(self, key: str) -> _Plan | None:
+        """How to read `key` without protobuf, or None (then read through `checked`).
+
+        A plan exists for a plain, little-endian (or one-byte), non-empty numeric entry
+        in TF's field layout (`_ENTRY_HEAD`/`_ENTRY_REST`) that passes every check
+        `checked` makes: known dtype, valid shape of at most numpy's rank, size equal to
+        the shape's bytes, shard in range and open, bytes inside it. Anything else or
+        anything doubtful gets None, and `checked` then accepts it or raises the proper
+        error. The dtype and shape bytes are decoded once per distinct value (as the
+        listing does), so the first read of a tiny tensor costs about what a repeat
+        does: no BundleEntryProto is built. Results are cached per key.
+        """
+        plans = self._plans
+        if key in plans:
+            return plans[key]
+        value = self.index._raw.get(key)
+        found = None
+        if value is not None and _ENTRY_HEAD.match(value):
+            end = 4 + value[3]
+            rest = _ENTRY_FIELDS.fullmatch(value, end)
+            if rest is not None:
+                found = self._plan_of(key, value[:end], rest.groups())
+        plans[key] = found
+        return found
+
+    def plans(self, keys: list[str]) -> list[_Plan | None]:
+        """`[plan(key) for key in keys]`, in one loop with every lookup hoisted out of it
+        (a batch of 100k tiny tensors spends most of its time here otherwise)."""
+        plans, raw, kinds = self._plans, self.index._raw, self._kinds
+        head_match, rest_match = _ENTRY_HEAD.match, _ENTRY_FIELDS.fullmatch
+        shards: dict[int, tuple] = {}  # shard -> (readinto, size, piece_bytes, direct, handle)
+        out: list[_Plan | None] = []
+        append = out.append
+        with gc_paused():
+            for key in keys:
+                if key in plans:
+                    append(plans[key])
+                    continue
+                value = raw.get(key)
+                found = None
+                if value is not None and head_match(value):
+                    end = 4 + value[3]
+                    rest = rest_match(value, end)
+                    if rest is not None:
+                        head = value[:end]
+                        kind = kinds[head] if head in kinds else kinds.setdefault(head, self._kind(key, head))
+                        shard_b, offset_b, size_b, crc_b = rest.groups()
+                        if kind is not None and size_b == kind[3]:
+                            shard = shard_b[0] if shard_b is not None else 0
+                            known = shards.get(shard)
+                            if known is None:
+                                known = shards[shard] = self._shard_facts(shard, key)
+                            offset = _uvarint(offset_b)
+                            size = kind[2]
+                            if offset + size <= known[1]:
+                                masked = _FIXED32_UNPACK(crc_b)[0] if crc_b is not None else 0
+                                rot = (masked - MASK_DELTA) & 0xFFFFFFFF  # unmask_crc, inlined
+                                found = (known[0] if known[3] and size <= known[2] else None, offset, size,
+                                         ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF, kind[0], kind[1], shard,
+                                         known[4])
+                plans[key] = found
+                append(found)
+        return out
+
+    def _shard_facts(self, shard: int, key: str) -> tuple:
+        """(readinto, size, piece_bytes, readinto takes any buffer, handle) of a shard,
+        opened if need be (its errors are those `checked` would raise for `key`)."""
+        size = self.shard_size(shard, key)
+        handle = self._files[shard]
+        return handle.readinto, size, handle.piece_bytes, self._direct[shard], handle
+
+    def _plan_of(self, key: str, head: bytes, fields: tuple) -> _Plan | None:
+        kinds = self._kinds
+        kind = kinds[head] if head in kinds else kinds.setdefault(head, self._kind(key, head))
+        shard_b, offset_b, size_b, crc_b = fields
+        if kind is None or size_b != kind[3]:  # the size varint, as it must read
+            return None
+        shard = shard_b[0] if shard_b is not None else 0
+        offset = _uvarint(offset_b)
+        handle = self._files.get(shard)
+        if handle is None:  # opens the shard; its errors are those `checked` would raise
+            self.shard_size(shard, key)
+            handle = self._files[shard]
+        size = kind[2]
+        if offset + size > self._sizes[shard]:
+            return None
+        masked = _FIXED32_UNPACK(crc_b)[0] if crc_b is not None else 0
+        rot = (masked - MASK_DELTA) & 0xFFFFFFFF  # unmask_crc, inlined
+        direct = size <= handle.piece_bytes and self._direct.get(shard, False)
+        return (handle.readinto if direct else None, offset, size, ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF,
+                kind[0], kind[1], shard, handle)
+
+    def _kind(self, key: str, head: bytes) -> tuple[np.dtype, tuple[int, ...], int, bytes] | None:
+        """(numpy dtype, shape, bytes, bytes as a size varint) for entries whose dtype+shape
+        bytes are `head`, if a plan can read them; None sends them through `checked`."""
+        try:
+            enum, shape = self.index.head_meta(key, head)
+        except CheckpointError:
+            return None
+        if not _dtypes.known_enum(enum) or len(shape) > numpy_max_dims():
+            return None
+        dtype = _dtypes.from_enum(enum)
+        if dtype.is_string or (self.index.header.endianness == BIG and dtype.itemsize > 1):
+            return None
+        nbytes = math.prod(shape) * dtype.itemsize
+        return (dtype.numpy, shape, nbytes, encode_varint(nbytes)) if nbytes else None
+
+    def read_planned(self, key: str, plan: _Plan, verify: bool = True) -> np.ndarray:
+        """A new array with the tensor `plan` describes, crc32c checked unless not `verify`.
+
+        A small tensor on a local disk is one `readinto` straight into the result's bytes
+        (no intermediate buffer); anything bigger goes through `_read_range`'s pieces.
+        """
+        readinto, offset, size, crc, dtype, shape, shard, handle = plan
+        flat = np.empty(size, np.uint8)
+        if readinto is not None:
+            try:
+                got = readinto(flat.data, offset)
+            except CheckpointError as exc:
+                raise type(exc)(exc.message, path=exc.path, key=key) from None
+            if got != size:  # a short read: finish it the careful way
+                self._read_exact(handle, flat.data[got:], offset + got, shard, key)
+            if verify and crc32c(flat) != crc:
+                raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
+        elif self._read_range(key, shard, offset, size, flat, verify) != crc and verify:
+            raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
+        return flat.view(dtype).reshape(shape)
+
+    def read_copy(self, key: str, verify: bool = True) -> np.ndarray:
+        """`read_full(key, verify=verify)`: a new array, by its plan where it has one."""
+        plan = self._plans.get(key) or self.plan(key)
+        if plan is None:
+            return self.read_full(key, verify=verify)
+        return self.read_planned(key, plan, verify)
+
+    # ---- batches: many tensors in few large reads
+
+    def read_many(self, keys: Iterable[str], verify: bool = True) -> dict[str, np.ndarray]:
+        """{key: new array} for `keys` (in their order), each crc32c checked unless not `verify`.
+
+        Planned tensors are read shard by shard in offset order. Small ones in large
+        sequential runs: byte ranges at most `_RUN_GAP` apart coalesced into one read of
+        at most the store's `piece_bytes`, then each tensor's bytes checked and copied
+        out into its own (aligned) array. Runs and tensors of up to one piece are tasks
+        for the store's `read_threads` threads, so one thread's crc32c and copies overlap
+        another's read, and only that many runs are in memory at once; bigger tensors are
+        read one after the other, each in pieces by those threads (`_read_range`).
+        Entries without a plan (partitioned, strings, big-endian, unusual layouts) go
+        through `read_full`. A damaged tensor is a DataLossError naming it.
+        """
+        with gc_paused():  # 100k small results and their bookkeeping: see gc_paused
+            return self._read_many(list(keys), verify)
+
+    def _read_many(self, keys: list[str], verify: bool) -> dict[str, np.ndarray]:
+        planned: list[tuple[int, int, str, _Plan]] = []
+        others: list[str] = []
+        unique = list(dict.fromkeys(keys))  # a name asked for twice is read once
+        for key, plan in zip(unique, self.plans(unique), strict=True):
+            if plan is None:
+                others.append(key)
+            else:
+                planned.append((plan[6], plan[1], key, plan))
+        planned.sort()  # by shard and offset (then key: unique), so plans are never compared
+        for shard in {item[0] for item in planned}:
+            _advise_sequential(self._files[shard])
+        tasks, big = self._batch(planned)
+        out: dict[str, np.ndarray] = {}
+        if tasks:
+            threads = max(run[0][1][7].read_threads for run in tasks)
+            read = functools.partial(self._read_run, verify=verify)
+            for done in (_reader_pool(threads).map(read, tasks) if len(tasks) > 1 else map(read, tasks)):
+                out.update(done)
+        for key, plan in big:
+            out[key] = self.read_planned(key, plan, verify)
+        for key in others:
+            out[key] = self.read_full(key, verify=verify)
+        return {key: out[key] for key in keys}
+
+    @staticmethod
+    def _batch(planned: list[tuple[int, int, str, _Plan]]):
+        """(runs, big): runs are lists of (key, plan) read with one call each, big the
+        (key, plan)s of tensors larger than one piece."""
+        runs: list[list[tuple[str, _Plan]]] = []
+        big: list[tuple[str, _Plan]] = []
+        run: list[tuple[str, _Plan]] = []
+        start = end = -1
+        for shard, offset, key, plan in planned:
+            size, limit = plan[2], plan[7].piece_bytes
+            if size > limit:
+                big.append((key, plan))
+                continue
+            if run and (shard != run[0][1][6] or not end <= offset <= end + _RUN_GAP
+                        or offset + size - start > limit):
+                runs.append(run)
+                run = []
+            if not run:
+                start = offset
+            run.append((key, plan))
+            end = offset + size
+        if run:
+            runs.append(run)
+        return runs, big
+
+    def _read_run(self, run: list[tuple[str, _Plan]], verify: bool) -> list[tuple[str, np.ndarray]]:
+        """The tensors of one run: one read of their byte range, then each checked and copied."""
+        if len(run) == 1:
+            key, plan = run[0]
+            return [(key, self.read_planned(key, plan, verify))]
+        first_key, first = run[0]
+        _, start, _, _, _, _, shard, handle = first
+        last = run[-1][1]
+        buf = np.empty(last[1] + last[2] - start, np.uint8)
+        self._read_exact(handle, buf.data, start, shard, first_key)
+        out = []
+        for key, (_, offset, size, crc, dtype, shape, _, _) in run:
+            part = buf[offset - start:offset - start + size]
+            if verify and crc32c(part) != crc:
+                raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
+            out.append((key, part.view(dtype).reshape(shape).copy()))
+        return out
+
     # ---- reading
 
     def _read_into(self, key: str, entry: BundleEntryProto, buf, verify: bool = False) -> int:
-        """Fill `buf` with the entry's bytes; return their crc32c when `verify` (else 0).
+        """Fill `buf` with the entry's bytes; return their crc32c when `verify` (else 0)."""
+        return self._read_range(key, entry.shard_id, entry.offset, entry.size, buf, verify)
 
-        Pieces of the shard's `piece_bytes` (8 MiB on a local disk); a tensor of several
+    def _read_range(self, key: str, shard: int, offset: int, total: int, buf, verify: bool = False) -> int:
+        """Fill `buf` with `total` bytes of shard `shard` at `offset`; return their crc32c
+        when `verify` (else 0).
+
+        Pieces of the shard's `piece_bytes` (8 MiB on a local disk); a range of several
         pieces is read by the store's `read_threads` threads (preadv, range requests and
         crc32c all release the GIL), each summing its pieces right after reading them, and
         the pieces' crcs are combined in order.
         """
-        f = self._file(entry.shard_id)
+        f = self._file(shard)
         view = memoryview(buf).cast("B")
-        offset = entry.offset
         size = f.piece_bytes
 
         def piece(start: int) -> int:
             part = view[start:start + size]
-            self._read_exact(f, part, offset + start, entry.shard_id, key)
+            self._read_exact(f, part, offset + start, shard, key)
             return crc32c(part) if verify else 0
 
-        starts = range(0, entry.size, size)
+        starts = range(0, total, size)
         if len(starts) < 2:
-            return piece(0) if entry.size else 0
+            return piece(0) if total else 0
         crcs = list(_reader_pool(f.read_threads).map(piece, starts))
         crc = crcs[0]
         for start, part_crc in zip(starts[1:], crcs[1:], strict=True):
-            crc = crc32c_combine(crc, part_crc, min(size, entry.size - start))
+            crc = crc32c_combine(crc, part_crc, min(size, total - start))
         return crc
 
     def _read_exact(self, f: ReadHandle, part: memoryview, offset: int, shard: int, key: str) -> None:
@@ -635,6 +954,13 @@ class BundleData:
         return out.reshape(shape)
 
 
+# What `BundleData.plan` found (a plain tuple: made once per key, unpacked per read):
+# the handle's readinto where one call nearly always fills the tensor (a small tensor on a
+# local disk) else None, offset, size, crc32c (unmasked),
+# numpy dtype, shape, shard, the open handle.
+_Plan = tuple[Callable[[Any, int], int] | None, int, int, int, np.dtype, tuple[int, ...], int, ReadHandle]
+
+
 class CheckedEntry(NamedTuple):
     """An index entry that passed `BundleData.checked`: its proto, dtype (None only when
     asked for with known_dtype=False and unknown), shape and element count."""
@@ -646,6 +972,8 @@ class CheckedEntry(NamedTuple):
 
 
 _BE32 = struct.Struct(">I")
+_RUN_GAP = 64 << 10  # bytes between two tensors that a batched read reads through rather than seek
+_FIXED32_UNPACK = FIXED32.unpack
 _INT64_MAX = (1 << 63) - 1
 _numpy_max_dims: int | None = None
 
@@ -770,6 +1098,20 @@ def string_parts(arr: np.ndarray, key: str) -> tuple[bytes, bytes, int, bytes]:
     lengths = np.fromiter(map(len, items), dtype=np.uint64, count=len(items))
     lengths_crc = crc32c(_length_bytes(lengths))
     return encode_varints(lengths), FIXED32.pack(mask_crc(lengths_crc)), lengths_crc, b"".join(items)
+
+
+def _advise_sequential(handle: ReadHandle) -> None:
+    """Tell the kernel a local shard is about to be read front to back (a batch reads it in
+    offset order): it reads ahead further, so a cold read keeps the disk busy while the
+    threads check and copy. A hint: refused or unsupported, nothing changes."""
+    fd = handle.fileno()
+    advise = getattr(os, "posix_fadvise", None)
+    if fd is None or advise is None:
+        return
+    try:
+        advise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    except OSError:
+        pass
 
 
 _POOLS: dict[int, Any] = {}

@@ -196,15 +196,18 @@ def test_a_reader_opened_before_a_resave_reads_the_new_checkpoint_whole(tmp_path
 def test_load_never_mixes_two_checkpoints(tmp_path, monkeypatch):
     prefix = str(tmp_path / "model")
     ckptkit.save(prefix, {f"t{i}": np.full(4, i, np.int64) for i in range(4)}, num_shards=4)
-    real = ckptkit.CheckpointReader.get_tensor
+    from ckptkit.format.bundle import BundleData
+
+    real = BundleData._file
     calls = {"n": 0}
 
-    def get_tensor(self, name, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:  # between the first and the second tensor, a re-save
-            ckptkit.save(prefix, {f"t{i}": np.full(4, 100 + i, np.int64) for i in range(4)}, num_shards=4)
-        return real(self, name, **kw)
+    def open_shard(self, shard):
+        if shard not in self._files:
+            calls["n"] += 1
+            if calls["n"] == 2:  # between opening the first and the second shard, a re-save
+                ckptkit.save(prefix, {f"t{i}": np.full(4, 100 + i, np.int64) for i in range(4)}, num_shards=4)
+        return real(self, shard)
 
-    monkeypatch.setattr(ckptkit.CheckpointReader, "get_tensor", get_tensor)
+    monkeypatch.setattr(BundleData, "_file", open_shard)
     got = ckptkit.load(prefix)
     assert {k: int(v[0]) for k, v in got.items()} == {f"t{i}": 100 + i for i in range(4)}
