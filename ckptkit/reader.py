@@ -246,7 +246,7 @@ class CheckpointReader(Mapping):
         self._names = self._backend.names()
         self._name_set = set(self._names)
         self._meta_map: dict[str, tuple[int, tuple[int, ...]]] | None = None
-        # get_tensor's short way for numpy copies of V2 tensors (see _read_copy)
+        # get_tensor's short way for numpy copies of V2 tensors (see BundleData.read_copy)
         self._copy = self._backend.data.read_copy if isinstance(self._backend, _V2) else None
 
     # ---- TF's CheckpointReader API
@@ -301,8 +301,8 @@ class CheckpointReader(Mapping):
         For numpy copies of a V2 checkpoint, each data shard is read in offset order,
         small tensors coalesced into runs of up to 8 MiB (one read each, then every
         tensor checked and copied out), the store's threads reading ahead while others
-        check (see `BundleData.read_many`): a checkpoint of many small variables reads
-        several times faster than one `get_tensor` per name. If a writer replaces the
+        check (see `BundleData.read_many`): one read call per run instead of one per
+        tensor, which a cold disk or a remote store feels most. If a writer replaces the
         checkpoint meanwhile, the new one is read from the start, as `get_tensor` does.
         """
         names = list(names)

@@ -10,7 +10,9 @@ shortening) so that the same entries give the same bytes.
 from __future__ import annotations
 
 import bisect
+import itertools
 import mmap
+import operator
 import os
 from collections.abc import Iterator
 
@@ -181,8 +183,8 @@ class TableReader:
             if prev is not None and entries[0][0] <= prev:
                 raise DataLossError("table keys are out of order", path=self.path)
             keys = [k for k, _ in entries]
-            # sorted() of a sorted list is one C-speed pass; the set catches duplicates.
-            if sorted(keys) != keys or len(set(keys)) != len(keys):
+            # strictly increasing (sorted, no duplicates): one C-speed pass of comparisons
+            if not all(map(operator.lt, keys, itertools.islice(keys, 1, None))):
                 raise DataLossError("table keys are out of order", path=self.path)
             prev = keys[-1]
             yield from entries

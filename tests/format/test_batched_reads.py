@@ -296,3 +296,20 @@ def test_remote_indexes_are_decoded_by_every_reader(tmp_path):
     ckptkit.save(prefix, {"a": np.ones(3, np.float32)})
     first = ckptkit.CheckpointReader(prefix)
     assert ckptkit.CheckpointReader(prefix)._index._raw is not first._index._raw
+
+
+@pytest.mark.parametrize("keys", [[b"a", b"b", b"b"], [b"a", b"c", b"b"]], ids=["duplicate", "descending"])
+def test_table_keys_must_strictly_increase(keys):
+    """The listing's one-pass order check still refuses duplicates and disorder."""
+    import io
+
+    from ckptkit.format.table import TableReader, TableWriter
+
+    out = io.BytesIO()
+    writer = TableWriter(out)
+    for key in keys:
+        writer.last_key = None  # let the writer take keys out of order
+        writer.add(key, b"v")
+    writer.finish()
+    with pytest.raises(DataLossError, match="out of order"):
+        list(TableReader(out.getvalue(), "crafted.index"))
