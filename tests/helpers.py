@@ -75,10 +75,24 @@ def same_values(got: dict, want: dict) -> bool:
     return True
 
 
+def _keep_strings(value) -> np.ndarray:
+    """An array of `value` where byte strings stay whole: numpy's `S` dtype drops trailing
+    NUL bytes (`np.asarray(b"\\x00")` holds b""), so bytes and str become object arrays."""
+    if isinstance(value, (bytes, str)):
+        out = np.empty((), dtype=object)
+        out[()] = value
+        return out
+    if isinstance(value, (list, tuple)):
+        items = np.array(value, dtype=object)
+        if any(isinstance(v, (bytes, str)) for v in items.reshape(-1)):
+            return items
+    return np.asarray(value)
+
+
 def assert_same_tensor(actual: np.ndarray, expected: np.ndarray, key: str = "") -> None:
     """Same shape and the same bytes (strings: the same byte strings)."""
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
+    actual = _keep_strings(actual)
+    expected = _keep_strings(expected)
     assert actual.shape == expected.shape, key
     if expected.dtype.kind in "OS":  # TF hands back a string scalar as plain bytes
         assert actual.dtype.kind in "OS", key
