@@ -10,7 +10,7 @@ partitioned variables of either TF format are listed and returned whole, as TF l
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -332,7 +332,7 @@ class CheckpointReader(Mapping):
 
         return PartialTensor(self, name)
 
-    def _reading_all(self, names: list[str], read: Callable[[Any], _T]) -> _T:
+    def _reading_all(self, names: Sequence[str], read: Callable[[Any], _T]) -> _T:
         """`read(backend)` for tensors `names`, reopening a checkpoint replaced under the reader."""
         for attempt in range(_REOPENS + 1):
             for name in names:
@@ -355,16 +355,7 @@ class CheckpointReader(Mapping):
 
     def _reading(self, name: str, read: Callable[[Any], _T]) -> _T:
         """`read(backend)` for tensor `name`, reopening a checkpoint replaced under the reader."""
-        for attempt in range(_REOPENS + 1):
-            if name not in self._name_set:
-                raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
-            try:
-                return read(self._backend)
-            except bundle.IndexReplacedError:
-                if attempt == _REOPENS:
-                    raise
-                self._reopen()
-        raise AssertionError("unreachable")
+        return self._reading_all((name,), read)
 
     def iter_chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES, *, part=None,
                     in_order: bool = False) -> Iterator[np.ndarray]:
