@@ -209,7 +209,7 @@ class Target:
         from .slicing import shard_source  # noqa: PLC0415 - the byte-range primitives
 
         crc = self._staging.upload(shard_source(data, entry.shard_id), entry.offset, entry.size,
-                                   out.reshape(-1).view(torch.uint8), verify, path=path, key=name)
+                                   out.reshape(-1).view(torch.uint8), verify, key=name)
         if verify and crc != unmask_crc(entry.crc32c):
             raise DataLossError("checksum mismatch in tensor data", path=path, key=name)
         return out
@@ -232,7 +232,7 @@ class Staging:
         self.events: list[Any] = [None] * count
         self.turn = 0
 
-    def upload(self, source: Any, offset: int, size: int, dest: Any, verify: bool, *, path=None, key=None) -> int:
+    def upload(self, source: Any, offset: int, size: int, dest: Any, verify: bool, *, key=None) -> int:
         """Copy `size` bytes at `offset` of `source` (a slicing.ByteSource) into `dest` (a
         uint8 device tensor of that size); return their crc32c when `verify` (else 0)."""
         from .slicing import read_ranges  # noqa: PLC0415 - the one byte-range primitive
@@ -245,7 +245,7 @@ class Staging:
                 self.events[k].synchronize()  # the copy out of this buffer is done
             host = self.buffers[k][:n]
             view = host.numpy()
-            read_ranges(source, [(offset + start, view.data)], path=path, key=key)
+            read_ranges(source, [(offset + start, view.data)], key=key)
             if verify:
                 crc = crc32c(view, crc)
             dest[start:start + n].copy_(host, non_blocking=self.cuda)

@@ -29,7 +29,7 @@ How each kind of tensor is read:
 - string tensors and V1 checkpoints: the whole tensor is read (crc checked where the
   format has one) and the window taken from it.
 
-Every byte is read through `read_ranges` from a `ByteSource` (`readinto(buf, offset)`,
+Every byte is read through `read_ranges` from a `ByteSource` (`read_exactly(buf, offset)`,
 `map_private(offset, size)`): the storage layer's read handles, which `shard_source` and
 `file_source` give.
 """
@@ -155,8 +155,8 @@ class ByteSource(Protocol):
     """What partial reads read from: the two methods of the storage layer's read handle
     that they use. A storage layer's handles fit as they are."""
 
-    def readinto(self, buf: memoryview, offset: int) -> int:
-        """Read up to len(buf) bytes at `offset` into `buf`; how many (0 at the end)."""
+    def read_exactly(self, buf: memoryview, offset: int, key: str | None = None) -> None:
+        """Fill `buf` with the bytes at `offset`; errors name the file and `key`."""
 
     def map_private(self, offset: int, size: int) -> memoryview | None:
         """A copy-on-write map of the bytes, or None where they cannot be mapped (then reads copy)."""
@@ -172,21 +172,12 @@ def file_source(source: SafetensorsFile | NpzFile) -> ByteSource:
     return source.handle
 
 
-def read_ranges(source: ByteSource, ranges: Iterable[tuple[int, memoryview]], *, path: str | None,
-                key: str | None) -> None:
-    """Fill each buffer with the source's bytes at its offset, short reads retried: the
-    byte-range primitive every partial read goes through. A read error or an early end
-    of file names the file and key."""
+def read_ranges(source: ByteSource, ranges: Iterable[tuple[int, memoryview]], *, key: str | None) -> None:
+    """Fill each buffer with the source's bytes at its offset: the byte-range primitive
+    every partial read goes through. A read error or an early end of file names the file
+    and key (`ReadHandle.read_exactly`)."""
     for offset, buf in ranges:
-        got = 0
-        while got < len(buf):
-            try:
-                n = source.readinto(buf[got:], offset + got)
-            except CheckpointError as exc:
-                raise type(exc)(exc.message, path=exc.path or path, key=key) from None
-            if not n:
-                raise DataLossError("file ended early", path=path, key=key)
-            got += n
+        source.read_exactly(buf, offset, key)
 
 
 def map_private(source: ByteSource, offset: int, size: int, *, path: str | None,
@@ -202,7 +193,7 @@ def map_private(source: ByteSource, offset: int, size: int, *, path: str | None,
 
 
 def read_box(source: ByteSource, base: int, shape: tuple[int, ...], itemsize: int, axes: tuple[Axis, ...],
-             out: np.ndarray, *, path: str | None, key: str | None) -> None:
+             out: np.ndarray, *, key: str | None) -> None:
     """Read the window `axes` of a C-order tensor of `shape` stored at `base` in `source` into
     `out` (uint8, exactly the window's bytes, ascending C order).
 
@@ -217,7 +208,7 @@ def read_box(source: ByteSource, base: int, shape: tuple[int, ...], itemsize: in
             and (axes[t - 1].step == 1 or shape[t - 1] <= 1):
         t -= 1
     if t == 0:  # the whole tensor: one run
-        read_ranges(source, [(base, out.data)], path=path, key=key)
+        read_ranges(source, [(base, out.data)], key=key)
         return
     j = t - 1
     if axes[j].step == 1:
@@ -236,11 +227,11 @@ def read_box(source: ByteSource, base: int, shape: tuple[int, ...], itemsize: in
             for offs, idx in zip(offsets, np.unravel_index(np.arange(b0, b1, dtype=np.int64), counts),
                                  strict=True):
                 starts += offs[idx]
-        _read_runs(source, starts, run, out[b0 * run:b1 * run], scratch, path, key)
+        _read_runs(source, starts, run, out[b0 * run:b1 * run], scratch, key)
 
 
 def _read_runs(source: ByteSource, starts: np.ndarray, run: int, out: np.ndarray, scratch: list[np.ndarray],
-               path, key) -> None:
+               key) -> None:
     """Read runs of `run` bytes at ascending `starts` into consecutive pieces of `out`.
 
     Runs whose gap is under a page and that fit SCRATCH together form a group: one read
@@ -260,12 +251,12 @@ def _read_runs(source: ByteSource, starts: np.ndarray, run: int, out: np.ndarray
             span = int(ends[i + k - 1] - starts[i])
             dest = out[i * run:(i + k) * run]
             if span == k * run:  # contiguous: straight into the result
-                read_ranges(source, [(int(starts[i]), dest.data)], path=path, key=key)
+                read_ranges(source, [(int(starts[i]), dest.data)], key=key)
             else:
                 if not scratch or len(scratch[0]) < span:
                     scratch[:] = [np.empty(min(SCRATCH, max(span, PAGE)), dtype=np.uint8)]
                 buf = scratch[0][:span]
-                read_ranges(source, [(int(starts[i]), buf.data)], path=path, key=key)
+                read_ranges(source, [(int(starts[i]), buf.data)], key=key)
                 windows = np.lib.stride_tricks.sliding_window_view(buf, run)
                 np.take(windows, starts[i:i + k] - starts[i], axis=0, out=dest.reshape(k, run))
             i += k
@@ -283,9 +274,7 @@ def _read_plain(data: BundleData, key: str, axes: tuple[Axis, ...], verify: bool
     if dtype.is_string or is_whole(axes, shape):
         return _select(data.read_full(key, verify=verify), axes)  # crc32c checked
     out = np.empty(math.prod(counts) * dtype.itemsize, dtype=np.uint8)
-    shard_path = data.shard_path(entry.shard_id)
-    read_box(shard_source(data, entry.shard_id), entry.offset, shape, dtype.itemsize, axes, out,
-             path=shard_path, key=key)
+    read_box(shard_source(data, entry.shard_id), entry.offset, shape, dtype.itemsize, axes, out, key=key)
     if data.index.header.endianness == BIG and dtype.itemsize > 1:
         return out.view(dtype.numpy.newbyteorder(">")).astype(dtype.numpy).reshape(counts)
     return out.view(dtype.numpy).reshape(counts)
@@ -329,8 +318,7 @@ def _read_safetensors(source: SafetensorsFile, name: str, axes: tuple[Axis, ...]
     if is_whole(axes, shape) or not all(counts):
         return _select(source.read(name), axes) if all(counts) else np.empty(counts, dtype=dtype.numpy)
     out = np.empty(math.prod(counts) * dtype.itemsize, dtype=np.uint8)
-    read_box(file_source(source), source.data_start + begin, shape, dtype.itemsize, axes, out,
-             path=source.path, key=name)
+    read_box(file_source(source), source.data_start + begin, shape, dtype.itemsize, axes, out, key=name)
     return out.view(dtype.numpy).reshape(counts)
 
 
@@ -352,19 +340,19 @@ def _npz_member_data(source: NpzFile, name: str) -> tuple[int, np.dtype] | None:
         return None
     raw, path = file_source(source), source.path
     head = bytearray(_ZIP_LOCAL.size)
-    read_ranges(raw, [(info.header_offset, memoryview(head))], path=path, key=name)
+    read_ranges(raw, [(info.header_offset, memoryview(head))], key=name)
     signature, name_len, extra_len = _ZIP_LOCAL.unpack(head)
     if signature != b"PK\x03\x04":
         raise DataLossError("zip member has no local header where the directory says", path=path, key=name)
     start = info.header_offset + _ZIP_LOCAL.size + name_len + extra_len
     prefix = bytearray(min(12, info.file_size))
-    read_ranges(raw, [(start, memoryview(prefix))], path=path, key=name)
+    read_ranges(raw, [(start, memoryview(prefix))], key=name)
     try:
         version = np.lib.format.read_magic(io.BytesIO(prefix))
         length_size = 2 if version == (1, 0) else 4
         header_len = int.from_bytes(prefix[8:8 + length_size], "little")
         npy_header = bytearray(min(8 + length_size + header_len, info.file_size))
-        read_ranges(raw, [(start, memoryview(npy_header))], path=path, key=name)
+        read_ranges(raw, [(start, memoryview(npy_header))], key=name)
         f = io.BytesIO(npy_header)
         np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -389,7 +377,7 @@ def _read_npz(source: NpzFile, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
     else:
         offset, stored = found
         out = np.empty(math.prod(counts) * stored.itemsize, dtype=np.uint8)
-        read_box(file_source(source), offset, shape, stored.itemsize, axes, out, path=source.path, key=name)
+        read_box(file_source(source), offset, shape, stored.itemsize, axes, out, key=name)
         arr = out.view(stored).reshape(counts)
     return arr if tf_dtype.is_string else arr.astype(tf_dtype.numpy, copy=False)  # big-endian: to native
 

@@ -659,7 +659,7 @@ class BundleData:
             except CheckpointError as exc:
                 raise type(exc)(exc.message, path=exc.path, key=key) from None
             if got != size:  # a short read: finish it the careful way
-                self._read_exact(handle, flat.data[got:], offset + got, shard, key)
+                handle.read_exactly(flat.data[got:], offset + got, key)
             if verify and crc32c(flat) != crc:
                 raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
         elif self._read_range(key, shard, offset, size, flat, verify) != crc and verify:
@@ -750,7 +750,7 @@ class BundleData:
         _, start, _, _, _, _, shard, handle = first
         last = run[-1][1]
         buf = np.empty(last[1] + last[2] - start, np.uint8)
-        self._read_exact(handle, buf.data, start, shard, first_key)
+        handle.read_exactly(buf.data, start, first_key)
         out = []
         for key, (_, offset, size, crc, dtype, shape, _, _) in run:
             part = buf[offset - start:offset - start + size]
@@ -780,7 +780,7 @@ class BundleData:
 
         def piece(start: int) -> int:
             part = view[start:start + size]
-            self._read_exact(f, part, offset + start, shard, key)
+            f.read_exactly(part, offset + start, key)
             return crc32c(part) if verify else 0
 
         starts = range(0, total, size)
@@ -791,18 +791,6 @@ class BundleData:
         for start, part_crc in zip(starts[1:], crcs[1:], strict=True):
             crc = crc32c_combine(crc, part_crc, min(size, total - start))
         return crc
-
-    def _read_exact(self, f: ReadHandle, part: memoryview, offset: int, shard: int, key: str) -> None:
-        """Fill `part` with the shard's bytes at `offset` (a short file is DataLossError)."""
-        got = 0
-        while got < len(part):
-            try:
-                n = f.readinto(part[got:], offset + got)
-            except CheckpointError as exc:
-                raise type(exc)(exc.message, path=exc.path, key=key) from None
-            if not n:
-                raise DataLossError("data shard ended early", path=self.shard_path(shard), key=key)
-            got += n
 
     def read_chunks(self, key: str, chunk_bytes: int = COPY_CHUNK, *, verify: bool = True) -> Iterator[np.ndarray]:
         """The numeric tensor under `key` as flat arrays of at most `chunk_bytes` each, in
@@ -844,7 +832,7 @@ class BundleData:
         crc = 0
         for start in range(0, entry.size, step):
             buf = np.empty(min(step, entry.size - start), dtype=np.uint8)
-            self._read_exact(f, memoryview(buf.data), entry.offset + start, entry.shard_id, key)
+            f.read_exactly(memoryview(buf.data), entry.offset + start, key)
             if verify:
                 crc = crc32c(buf, crc)
             values = buf.view(stored)

@@ -95,12 +95,7 @@ class _SafetensorsSource:
     def read(self, name: str) -> np.ndarray:
         dtype, shape, (begin, end) = self.specs[name]
         buf = np.empty(end - begin, dtype=np.uint8)
-        view, got = buf.data, 0  # a memoryview of buf
-        while got < len(buf):  # an unbuffered file may return less than asked
-            n_read = self.handle.readinto(view[got:], self.data_start + begin + got)
-            if not n_read:
-                raise DataLossError("file ended early", path=self.path, key=name)
-            got += n_read
+        self.handle.read_exactly(buf.data, self.data_start + begin, name)
         return buf.view(dtype.numpy).reshape(shape)
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import io
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..errors import DataLossError
+from ..errors import CheckpointError, DataLossError
 
 COPY_CHUNK = 8 << 20  # bytes per read when copying files: big calls, still cache-sized
 
@@ -25,6 +25,7 @@ class ReadHandle(abc.ABC):
     """One open file: its size when opened, and reads of byte ranges."""
 
     path: str
+    what: str  # which file of a checkpoint this is ("data shard"), for errors
     size: int
     identity: Identity | None  # the version opened (see Storage.identity)
     piece_bytes: int = COPY_CHUNK  # big reads are split in pieces of this size ...
@@ -50,6 +51,19 @@ class ReadHandle(abc.ABC):
 
     def read_all(self) -> bytes:
         return self.read(self.size, 0)
+
+    def read_exactly(self, buf: memoryview, offset: int, key: str | None = None) -> None:
+        """Fill `buf` with the bytes at `offset`, short reads retried. A file that ends first
+        is a DataLossError, and every error names this file and tensor `key`."""
+        got = 0
+        while got < len(buf):
+            try:
+                n = self.readinto(buf[got:], offset + got)
+            except CheckpointError as exc:
+                raise type(exc)(exc.message, path=exc.path, key=key) from None
+            if not n:
+                raise DataLossError(f"{self.what} ended early", path=self.path, key=key)
+            got += n
 
     def as_file(self) -> io.RawIOBase:
         """A seekable file object over the handle (for readers that want one: zipfile)."""
@@ -125,10 +139,10 @@ class Storage(abc.ABC):
         """The identity of what a reader opening `last_final` now would read."""
         return self.identity(last_final)
 
-    def read_bytes(self, path: str, what: str, limit: int | None = None) -> bytes:
-        """All of a small file (at most `limit` bytes, if given: more is not read)."""
+    def read_bytes(self, path: str, what: str) -> bytes:
+        """All of a small file (an index, a `.meta`, a SavedModel)."""
         with self.open(path, what) as f:
-            return f.read(f.size if limit is None else min(f.size, limit + 1), 0)
+            return f.read_all()
 
     @abc.abstractmethod
     def kind(self, path: str) -> str | None:

@@ -77,12 +77,6 @@ class LocalStorage(Storage):
     def published_identity(self, last_final: str) -> Identity | None:
         return published_identity(last_final)
 
-    def read_bytes(self, path: str, what: str, limit: int | None = None) -> bytes:
-        with self.open(path, what) as f:
-            if limit is None:
-                return f.read_all()
-            return f.read(min(f.size, limit + 1), 0)
-
     def kind(self, path: str) -> str | None:
         try:
             mode = os.lstat(path).st_mode

@@ -152,10 +152,6 @@ class FsspecStorage(Storage):
             raise CheckpointError(f"{what} is a directory", path=path)
         return RemoteHandle(self, path, what, info)
 
-    def read_bytes(self, path: str, what: str, limit: int | None = None) -> bytes:
-        with self.open(path, what) as f:
-            return f.read(f.size if limit is None else min(f.size, limit + 1), 0)
-
     def kind(self, path: str) -> str | None:
         """As Storage.kind; a store that can't answer (refused, denied, timing out after the
         retries) is a CheckpointError naming `path`, not "absent"."""

@@ -171,10 +171,10 @@ def recorded_reads():
     calls: list[tuple[int, int]] = []
     real = slicing.read_ranges
 
-    def spy(source, ranges, *, path, key):
+    def spy(source, ranges, *, key):
         ranges = list(ranges)
         calls.extend((offset, len(buf)) for offset, buf in ranges)
-        real(source, ranges, path=path, key=key)
+        real(source, ranges, key=key)
 
     with mock.patch.object(slicing, "read_ranges", spy):
         yield calls
@@ -500,7 +500,7 @@ def test_read_errors_name_the_file_and_key(tmp_path):
     os.close(handle.fileno())  # the descriptor goes bad under the reader: every read fails (EBADF)
     try:
         with pytest.raises(CheckpointError, match="cannot read the file: Bad file descriptor") as info:
-            slicing.read_ranges(handle, [(0, memoryview(bytearray(4)))], path="fallback", key="k")
+            slicing.read_ranges(handle, [(0, memoryview(bytearray(4)))], key="k")
         assert info.value.path == str(tmp_path / "file") and info.value.key == "k"
     finally:
         with contextlib.suppress(OSError):

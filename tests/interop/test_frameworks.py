@@ -209,7 +209,7 @@ def test_staging_streams_a_range_in_chunks_and_sums_its_crc(tmp_path):
             assert dest.numpy().tobytes() == blob[offset:offset + size]
             assert crc == crc32c.crc32c(blob[offset:offset + size])
         with pytest.raises(ckptkit.CheckpointError, match="ended early"):
-            staging.upload(source, 990, 20, torch.zeros(20, dtype=torch.uint8), False, path="blob", key="k")
+            staging.upload(source, 990, 20, torch.zeros(20, dtype=torch.uint8), False, key="k")
     finally:
         source.close()
 
