@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 
+from page_cache import evict  # bench/, beside this script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
            TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0")
@@ -223,22 +225,6 @@ def row(label: str, ours: list[float], theirs: list[float] | None, scale: float,
         ratio = statistics.median(ours) / statistics.median(theirs)
         text += f"   {other} {fmt(theirs, scale, unit)}   ratio {ratio:.2f}x"
     print(text, flush=True)
-
-
-def evict(paths: list[str], drop_caches: bool) -> None:
-    os.sync()
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-    if drop_caches:
-        try:
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
-        except OSError:
-            pass
 
 
 def machine() -> str:

@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from page_cache import evict  # bench/, beside this script
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTENDERS = ("ckptkit", "ckptkit-mmap", "safetensors")
 
@@ -93,26 +95,6 @@ def write_files(directory: str, size_gib: float, tensors: int) -> tuple[str, str
     ckptkit.save(prefix, values)
     write_safetensors(st_path, values)
     return prefix, st_path
-
-
-def evict(paths: list[str], drop_caches: bool) -> str:
-    """Push these files out of the page cache; say how."""
-    os.sync()
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-    how = "posix_fadvise(DONTNEED) per file"
-    if drop_caches:
-        try:
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
-            how += " + drop_caches"
-        except OSError as exc:
-            how += f" (drop_caches refused: {exc.strerror})"
-    return how
 
 
 def run_child(which: str, prefix: str, st_path: str, device: str) -> dict:
