@@ -221,7 +221,9 @@ class CheckpointReader(Mapping):
                  storage_options: Mapping[str, Any] | None = None) -> None:
         self.storage_options = storage_options
         with storage.options(storage_options):
-            self.prefix = locate(path, as_prefix=as_prefix).prefix
+            location = locate(path, as_prefix=as_prefix)
+        self.prefix = location.prefix
+        self._format = location.format  # a reopen (a re-saved V2 index) keeps it
         self._target = _framework_target(framework, device, self.prefix)  # before any data is read
         self.framework = framework
         self.verify = verify
@@ -234,7 +236,7 @@ class CheckpointReader(Mapping):
             self._open_backend()
 
     def _open_backend(self) -> None:
-        fmt = locate(self.prefix, as_prefix=True).format  # again: a reopen may find another format
+        fmt = self._format
         if fmt == "v2":
             self._backend: _V2 | _V1 | _TensorFile = _V2(self.prefix)
         elif fmt == "v1":
