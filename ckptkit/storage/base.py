@@ -11,10 +11,10 @@ from __future__ import annotations
 import abc
 import contextlib
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..errors import CheckpointError, DataLossError
+from ..errors import CheckpointError, ConcurrentModificationError, DataLossError
 
 COPY_CHUNK = 8 << 20  # bytes per read when copying files: big calls, still cache-sized
 
@@ -223,3 +223,12 @@ def copy_range(source, offset: int, size: int, out, *, path: str, key: str | Non
         size -= len(chunk)
         if progress is not None:
             progress(len(chunk))
+
+
+def check_unchanged(guards: Mapping[str, Identity | None], identity: Callable[[str], Identity | None]) -> None:
+    """Raise ConcurrentModificationError unless every guarded file still has the identity it
+    had when it was read: what every commit checks last, before it publishes."""
+    for path, before in guards.items():
+        if identity(path) != before:
+            raise ConcurrentModificationError(
+                "changed by another program while this edit ran; nothing was written, run it again", path=path)

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from ..errors import CheckpointError, ConcurrentModificationError, NotFoundError
-from .base import copy_range
+from .base import check_unchanged, copy_range
 from .files import STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular, sweep_stale_temps, temp_name
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
 from .shard_writer import ShardWriter
@@ -302,11 +302,7 @@ class LocalCommit:
         """Flush and fsync every file, then make them all visible (see the module docstring)."""
         for part in self._parts:
             part.close()
-        for path, before in self._guards.items():
-            if identity(path) != before:
-                raise ConcurrentModificationError(
-                    "changed by another program while this edit ran; nothing was written, run it again",
-                    path=path)
+        check_unchanged(self._guards, identity)
         atomics = [getattr(p, "atomic", p) for p in self._parts]  # a ShardWriter's AtomicFile
         renames = [(a.temp, a.path) for a in atomics]
         finals = [final for _, final in renames]

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ..errors import CheckpointError, ConcurrentModificationError, DataLossError, NotFoundError
-from .base import COPY_CHUNK, Identity, ReadHandle, Storage, copy_range
+from ..errors import CheckpointError, DataLossError, NotFoundError
+from .base import COPY_CHUNK, Identity, ReadHandle, Storage, check_unchanged, copy_range
 from .lock import EDIT, EDIT_WAIT_SECONDS
 
 _log = logging.getLogger(__name__)
@@ -309,11 +309,7 @@ class ObjectCommit:
         self._guards[path] = since
 
     def publish(self) -> None:
-        for path, before in self._guards.items():
-            if self.storage.identity(path) != before:
-                raise ConcurrentModificationError(
-                    "changed by another program while this edit ran; nothing was written, run it again",
-                    path=path)
+        check_unchanged(self._guards, self.storage.identity)
         self._published = True
         finals = {p.path for p in self._parts}
         for part in self._parts:
