@@ -2,18 +2,19 @@
 
 `get_variable_to_dtype_map()` must hand back objects whose `.name` is the name TF
 prints ("float32", "bfloat16", "string"), so code written against TF keeps working.
-bfloat16 and the float8/int4 types come from ml_dtypes, the package TF itself uses.
+bfloat16 and the float8/int4 types come from ml_dtypes, the package TF itself uses. It is
+imported only when one of those numpy dtypes is first asked for: ml_dtypes 0.7 takes half a
+second to import, and listing a checkpoint needs only dtype names.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-import ml_dtypes
-import numpy as np
-
 from .errors import UnsupportedError
 
 if TYPE_CHECKING:  # the generated enum type; at run time its values are plain ints
+    import numpy as np
+
     from .proto.types_pb2 import DataType
 
 __all__ = ["DType", "as_dtype", "from_enum", "STRING"]
@@ -23,11 +24,26 @@ class DType:
     """A TF dtype: its DataType enum number, TF's name and the numpy dtype it reads into."""
 
     __slots__ = ("enum", "name", "numpy")
+    numpy: np.dtype  # set on first use (see __getattr__); a plain slot read after that
 
-    def __init__(self, enum: int, name: str, numpy_dtype) -> None:
+    def __init__(self, enum: int, name: str) -> None:
         self.enum = cast("DataType", enum)
         self.name = name
-        self.numpy = np.dtype(numpy_dtype)
+
+    def __getattr__(self, attr: str):
+        # Only reached while the `numpy` slot is still unset.
+        if attr != "numpy":
+            raise AttributeError(attr)
+        import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
+        if self.name in _ML_DTYPES:
+            import ml_dtypes  # noqa: PLC0415 - slow to import, and only these types need it
+
+            npd = np.dtype(getattr(ml_dtypes, self.name))
+        else:
+            npd = np.dtype(object if self.enum == _DT_STRING else self.name)
+        self.numpy = npd
+        return npd
 
     @property
     def as_datatype_enum(self) -> int:
@@ -70,40 +86,21 @@ class DType:
         return hash(self.enum)
 
 
-# (DataType enum, TF name, numpy dtype). Enum numbers: tensorflow/core/framework/types.proto.
+# DataType enum -> TF name, which is also the numpy (or ml_dtypes) name of the dtype values
+# read into; strings read into object arrays. Numbers: tensorflow/core/framework/types.proto.
 _DT_STRING = 7
-_TABLE = [
-    (1, "float32", np.float32),
-    (2, "float64", np.float64),
-    (3, "int32", np.int32),
-    (4, "uint8", np.uint8),
-    (5, "int16", np.int16),
-    (6, "int8", np.int8),
-    (_DT_STRING, "string", np.object_),
-    (8, "complex64", np.complex64),
-    (9, "int64", np.int64),
-    (10, "bool", np.bool_),
-    (14, "bfloat16", ml_dtypes.bfloat16),
-    (17, "uint16", np.uint16),
-    (18, "complex128", np.complex128),
-    (19, "float16", np.float16),
-    (22, "uint32", np.uint32),
-    (23, "uint64", np.uint64),
-    (24, "float8_e5m2", ml_dtypes.float8_e5m2),
-    (25, "float8_e4m3fn", ml_dtypes.float8_e4m3fn),
-    (26, "float8_e4m3fnuz", ml_dtypes.float8_e4m3fnuz),
-    (27, "float8_e4m3b11fnuz", ml_dtypes.float8_e4m3b11fnuz),
-    (28, "float8_e5m2fnuz", ml_dtypes.float8_e5m2fnuz),
-    (29, "int4", ml_dtypes.int4),
-    (30, "uint4", ml_dtypes.uint4),
-]
+_NAMES = {
+    1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", _DT_STRING: "string",
+    8: "complex64", 9: "int64", 10: "bool", 14: "bfloat16", 17: "uint16", 18: "complex128",
+    19: "float16", 22: "uint32", 23: "uint64", 24: "float8_e5m2", 25: "float8_e4m3fn",
+    26: "float8_e4m3fnuz", 27: "float8_e4m3b11fnuz", 28: "float8_e5m2fnuz", 29: "int4", 30: "uint4",
+}
+_ML_DTYPES = frozenset(("bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz",
+                        "float8_e5m2fnuz", "int4", "uint4"))
 
-_BY_ENUM = {enum: DType(enum, name, npd) for enum, name, npd in _TABLE}
+_BY_ENUM = {enum: DType(enum, name) for enum, name in _NAMES.items()}
 _BY_NAME = {d.name: d for d in _BY_ENUM.values()}
-_BY_NAME.update({"float": _BY_NAME["float32"], "double": _BY_NAME["float64"],
-                 "half": _BY_NAME["float16"]})
-# numpy dtype -> DType; object arrays are strings (bytes or str elements).
-_BY_NUMPY = {d.numpy: d for d in _BY_ENUM.values()}
+_ALIASES = {"float": _BY_NAME["float32"], "double": _BY_NAME["float64"], "half": _BY_NAME["float16"]}
 # TF name -> the TensorProto field holding values of that dtype (tensor.proto): int_val for
 # the small integer types, half_val for float16/bfloat16 bit patterns, (re, im) pairs in
 # scomplex_val/dcomplex_val.
@@ -146,10 +143,12 @@ def enum_name(enum: int) -> str:
 
 def as_dtype(value) -> DType:
     """A DType from a DType, TF name ("float32"), DataType number, numpy dtype or TF dtype."""
+    import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
     if isinstance(value, DType):
         return value
-    if isinstance(value, str) and value in _BY_NAME:
-        return _BY_NAME[value]
+    if isinstance(value, str) and (value in _BY_NAME or value in _ALIASES):
+        return _BY_NAME.get(value) or _ALIASES[value]
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return from_enum(int(value))
     enum = getattr(value, "as_datatype_enum", None)  # a tf.DType, without importing tf
@@ -161,7 +160,9 @@ def as_dtype(value) -> DType:
         raise UnsupportedError(f"cannot interpret {value!r} as a dtype") from None
     if npd.kind in "OSU":
         return STRING
-    try:
-        return _BY_NUMPY[npd.newbyteorder("=") if npd.byteorder == ">" else npd]
-    except KeyError:
-        raise UnsupportedError(f"numpy dtype {npd} has no TensorFlow equivalent") from None
+    # numpy's dtype names are TF's; the comparison keeps out look-alikes (a structured
+    # dtype, or a name clash) without importing ml_dtypes for plain numpy dtypes.
+    dtype = _BY_NAME.get(npd.name)
+    if dtype is None or dtype.numpy != npd.newbyteorder("="):
+        raise UnsupportedError(f"numpy dtype {npd} has no TensorFlow equivalent")
+    return dtype
