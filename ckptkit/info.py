@@ -10,9 +10,7 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from . import storage
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError, TensorNotFoundError
@@ -21,6 +19,9 @@ from .objectgraph_edit import graph_problems
 from .reader import CheckpointReader
 from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state
 from .storage.files import TEMP_MARKER
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["TensorInfo", "list_tensors", "scope_path", "scope_tree", "object_tree", "object_keys", "tensor_stats",
            "verify_checkpoint", "VerifyReport", "diff_checkpoints", "describe_state"]
@@ -219,6 +220,8 @@ def total_bytes(path: str | os.PathLike) -> int:
 
 
 def _comparable(array: np.ndarray) -> np.ndarray:
+    import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
     if array.dtype.kind in "OSUb":
         return array
     if array.dtype.kind == "c":
@@ -229,6 +232,8 @@ def _comparable(array: np.ndarray) -> np.ndarray:
 def _compare(a: np.ndarray, b: np.ndarray, atol: float, rtol: float = 0.0) -> tuple[int, float | None, float | None]:
     """(elements that differ beyond atol + rtol * max(|a|, |b|), max |a-b| and max relative
     difference |a-b| / max(|a|, |b|) over finite pairs; None for strings and bools)."""
+    import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
     if a.dtype.kind in "OSU" or a.dtype.kind == "b":
         return int(np.count_nonzero(a.reshape(-1) != b.reshape(-1))), None, None
     x, y = _comparable(a), _comparable(b)
@@ -266,6 +271,8 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
     elements differ, the max absolute difference and the max relative difference
     |a-b| / max(|a|, |b|) (0 where both are 0), over the pairs whose difference is finite.
     """
+    import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
     with CheckpointReader(path_a) as ra, CheckpointReader(path_b) as rb:
         infos_a, infos_b = _infos(ra), {i.name: i for i in _infos(rb)}
         names_a = {i.name for i in infos_a}

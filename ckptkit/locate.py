@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from . import storage
 from .errors import NotFoundError
-from .format import naming, v1
+from .format import naming
 from .state import STATE_FILENAME, get_checkpoint_state, latest_checkpoint
 from .storage.files import is_temp_name
 
@@ -72,6 +72,8 @@ def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
         return stripped
     if storage.isfile(naming.index_filename(path)):
         return path
+    from .format import v1  # noqa: PLC0415 - legacy V1 files are rare, and v1 imports numpy
+
     found = v1.find_v1_files(path)
     if found is not None:
         return found[0]

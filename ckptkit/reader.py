@@ -13,17 +13,19 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
 from . import dtypes as _dtypes
 from . import storage
 from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
-from .format import bundle, naming, v1
+from .format import bundle_index, naming
 from .locate import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from .format.bundle import BundleData
     from .format.npz import NpzFile
     from .format.safetensors import SafetensorsFile
+    from .format.v1 import V1Checkpoint
     from .slicing import PartialTensor
 
 _T = TypeVar("_T")
@@ -37,8 +39,18 @@ class _V2:
     format_version = 2
 
     def __init__(self, prefix: str) -> None:
-        self.index = bundle.BundleIndex(prefix)
-        self.data = bundle.BundleData(self.index)
+        self.index = bundle_index.BundleIndex(prefix)
+        self._data: BundleData | None = None
+
+    @property
+    def data(self) -> BundleData:
+        """The data shards' reader, made on first use: listing needs only the index
+        (and no numpy, which bundle.py imports)."""
+        if self._data is None:
+            from .format.bundle import BundleData  # noqa: PLC0415
+
+            self._data = BundleData(self.index)
+        return self._data
 
     def names(self) -> list[str]:
         return self.index.visible_keys()
@@ -62,12 +74,13 @@ class _V2:
             entry = self.index.entry(key)
             if entry.slices:
                 continue
-            dims = ",".join(str(d) for d in bundle.shape_of(entry, self.index.path, key))
+            dims = ",".join(str(d) for d in bundle_index.shape_of(entry, self.index.path, key))
             lines.append(f"{key} ({_dtypes.enum_name(entry.dtype)}) [{dims}]\n")
         return "".join(lines).encode("utf-8", "surrogateescape")
 
     def close(self) -> None:
-        self.data.close()
+        if self._data is not None:
+            self._data.close()
 
 
 class _V1:
@@ -76,10 +89,12 @@ class _V1:
     format_version = 1
 
     def __init__(self, name: str) -> None:
+        from .format import v1  # noqa: PLC0415 - legacy V1 files are rare, and v1 imports numpy
+
         found = v1.find_v1_files(name)
         if found is None:
             raise NotFoundError("no V1 checkpoint file at this path", path=name)
-        self.checkpoint = v1.V1Checkpoint(*found)
+        self.checkpoint: V1Checkpoint = v1.V1Checkpoint(*found)
         self.index = self.data = None
 
     def names(self) -> list[str]:
@@ -244,17 +259,23 @@ class CheckpointReader(Mapping):
         else:
             self._backend = _TensorFile(self.prefix, fmt)
         self._index = self._backend.index  # V2 only (None for V1): for index-level tools
-        self._data = self._backend.data
         self._names = self._backend.names()
         self._name_set = set(self._names)
         self._meta_map: dict[str, tuple[int, tuple[int, ...]]] | None = None
         # get_tensor's short way for numpy copies of V2 tensors (see BundleData.read_copy)
-        self._copy = self._backend.data.read_copy if isinstance(self._backend, _V2) else None
+        self._copy: Callable[[str, bool], np.ndarray] | None = \
+            self._first_copy if isinstance(self._backend, _V2) else None
+
+    def _first_copy(self, name: str, verify: bool) -> np.ndarray:
+        """get_tensor's first V2 copy: opens the data reader and keeps its short way."""
+        assert isinstance(self._backend, _V2)
+        self._copy = self._backend.data.read_copy
+        return self._copy(name, verify)
 
     # ---- TF's CheckpointReader API
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
         metas = self._metas()
-        with bundle.gc_paused():
+        with bundle_index.gc_paused():
             return {k: list(shape) for k, (_, shape) in metas.items()}
 
     def get_variable_to_dtype_map(self) -> dict[str, _dtypes.DType]:
@@ -288,7 +309,7 @@ class CheckpointReader(Mapping):
         if copy and target is None and self._copy is not None and name in self._name_set:
             try:
                 return self._copy(name, self.verify)
-            except bundle.IndexReplacedError:
+            except bundle_index.IndexReplacedError:
                 pass  # the checkpoint was replaced: _reading reopens it
         if target is not None:
             return self._reading(name, lambda b: target.read(b, name, self.verify, copy, path=self.prefix))
@@ -324,7 +345,7 @@ class CheckpointReader(Mapping):
             found = read()
             if self.generation == generation:
                 return found
-        raise bundle.IndexReplacedError("the checkpoint was replaced again and again while it was "
+        raise bundle_index.IndexReplacedError("the checkpoint was replaced again and again while it was "
                                         "being read", path=self.prefix)
 
     def get_slice(self, name: str) -> PartialTensor:
@@ -342,7 +363,7 @@ class CheckpointReader(Mapping):
                     raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
             try:
                 return read(self._backend)
-            except bundle.IndexReplacedError:
+            except bundle_index.IndexReplacedError:
                 if attempt == _REOPENS:
                     raise
                 self._reopen()
@@ -381,7 +402,7 @@ class CheckpointReader(Mapping):
             if part is not None:
                 from .format.slices import encode_tensor_name_slice  # noqa: PLC0415 - rarely needed
 
-                key = bundle.decode_key(encode_tensor_name_slice(name, part))
+                key = bundle_index.decode_key(encode_tensor_name_slice(name, part))
                 if key not in backend.index:
                     raise TensorNotFoundError(f"no slice {part.spec()} stored", path=self.prefix, key=name)
             return backend.data.read_chunks(key, chunk_bytes, verify=self.verify)
@@ -540,5 +561,5 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
             # get_tensors reads all of `names` from one checkpoint: whole if it has no others
             if reader.generation == generation or list(reader) == names:
                 return values
-        raise bundle.IndexReplacedError("the checkpoint was replaced again and again while it was "
+        raise bundle_index.IndexReplacedError("the checkpoint was replaced again and again while it was "
                                         "being read", path=reader.prefix)

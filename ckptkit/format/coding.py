@@ -7,8 +7,11 @@ that contain crcs stays well distributed).
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 
 def _load_crc32c():
@@ -97,6 +100,8 @@ def decode_varint(buf, pos: int, limit: int | None = None) -> tuple[int, int]:
 
 def encode_varints(values) -> bytes:
     """The varints of many unsigned ints, concatenated (numpy: no per-value Python loop)."""
+    import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
     v = np.asarray(values, dtype=np.uint64).reshape(-1)
     if not v.size:
         return b""
@@ -118,6 +123,8 @@ def decode_varints(buf, count: int, pos: int = 0) -> tuple[np.ndarray, int]:
 
     Raises VarintError when the buffer ends first or a varint is longer than 64 bits.
     """
+    import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
     if count == 0:
         return np.zeros(0, dtype=np.uint64), pos
     window = np.frombuffer(buf, dtype=np.uint8, count=min(len(buf) - pos, 10 * count), offset=pos) \

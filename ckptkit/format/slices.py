@@ -22,12 +22,13 @@ import heapq
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError
 from ..proto import tensor_slice_pb2
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["FULL", "TensorSlice", "SlicedTensor", "encode_tensor_name_slice",
            "decode_tensor_name_slice", "is_slice_key", "assemble", "check_tiling", "partition_sizes",
@@ -364,6 +365,8 @@ def _find_overlap(boxes: list[list[tuple[int, int]]], rank: int) -> tuple[int, i
     big (irregular hostile slices), a sweep along the dimension with the most
     distinct starts compares only boxes whose extents along it intersect.
     """
+    import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
     if len(boxes) < 2:
         return None
     if rank == 0:
@@ -406,6 +409,8 @@ def assemble(shape: Sequence[int], numpy_dtype, pieces: Sequence[tuple[TensorSli
     overlap, or a gap in coverage is a DataLossError naming `key` (TF refuses the same).
     Loaders run one at a time, so only one slice's temporary is alive at once.
     """
+    import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
     shape = tuple(shape)
     boxes = check_tiling(shape, [s for s, _ in pieces], path=path, key=key)
     out = np.empty(shape, dtype=numpy_dtype)
@@ -462,6 +467,8 @@ class SlicedTensor:
     @classmethod
     def split(cls, value, num_partitions: int, axis: int = 0) -> SlicedTensor:
         """Cut `value` along `axis` into `num_partitions` pieces, as fixed_size_partitioner does."""
+        import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
         arr = np.asarray(value)
         if arr.ndim == 0:
             raise InvalidArgumentError("cannot partition a scalar")
@@ -478,6 +485,8 @@ class SlicedTensor:
 
     def to_numpy(self) -> np.ndarray:
         """The full tensor (for checks; the writer never builds it)."""
+        import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
         arrays = [(s, np.asarray(v)) for s, v in self.pieces]
         return assemble(self.shape, arrays[0][1].dtype, [(s, _loader(a)) for s, a in arrays])
 

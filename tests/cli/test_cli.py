@@ -496,6 +496,23 @@ def test_help_imports_no_heavy_modules():
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--tree"]])
+def test_ls_imports_no_numpy(seed, extra):
+    """Listing needs names, dtypes and shapes only: `ckptkit ls` starts without numpy and
+    ml_dtypes (half a second to import in ml_dtypes 0.7), the bulk of its start-up time."""
+    code = ("import sys\nfrom ckptkit.cli import main\n"
+            "try:\n"
+            f"    main(['ls', {seed!r}] + {extra!r})\n"
+            "except SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "heavy = [m for m in ('numpy', 'ml_dtypes', 'tensorflow') if m in sys.modules]\n"
+            "print(heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=subprocess_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_no_tensorflow_after_real_work(seed):
     code = ("import sys\nfrom ckptkit.cli import main\n"
             f"try:\n    main(['ls', {seed!r}])\nexcept SystemExit:\n    pass\n"

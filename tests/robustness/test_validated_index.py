@@ -109,7 +109,7 @@ def test_sliced_entry_reads(tmp_path):
     prefix = plant(tmp_path, sliced_entries(0))
     np.testing.assert_array_equal(ckptkit.load(prefix)["x"], DATA)
     with CheckpointReader(prefix) as reader:
-        assert reader._data.referenced_shards() == [0]
+        assert reader._backend.data.referenced_shards() == [0]
 
 
 @pytest.mark.parametrize("shard", [1, 7, (1 << 31) - 1, -3])
@@ -147,7 +147,7 @@ def test_huge_num_shards_drives_nothing(tf, tmp_path, num_shards):
     with time_limit(10), bounded_memory(4 << 20):
         with CheckpointReader(prefix) as reader:
             np.testing.assert_array_equal(reader.get_tensor("x"), DATA)
-            assert reader._data.referenced_shards() == [0]
+            assert reader._backend.data.referenced_shards() == [0]
             assert reader.files == [prefix + ".index", bundle.data_filename(prefix, 0, num_shards)]
         result = CliRunner().invoke(cli, ["verify", prefix], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -198,15 +198,15 @@ def test_unknown_dtype(tmp_path):
     prefix = plant(tmp_path, {"x": good_entry(dtype=21)})  # DT_VARIANT
     every_path_refuses(prefix, "x", UnsupportedError, "DataType")
     with CheckpointReader(prefix) as reader:  # edits may still copy its bytes
-        checked = reader._data.checked("x", known_dtype=False)
+        checked = reader._backend.data.checked("x", known_dtype=False)
         assert checked.dtype is None and checked.entry.size == 16
-        assert reader._data.referenced_shards() == [0]
+        assert reader._backend.data.referenced_shards() == [0]
 
 
 def test_checked_entry_contract(tmp_path):
     prefix = plant(tmp_path, {"x": good_entry(), "y": good_entry(offset=8, size=8, shape=(2,))})
     with CheckpointReader(prefix) as reader:
-        data = reader._data
+        data = reader._backend.data
         entry = data.checked_entry("y")
         assert (entry.shard_id, entry.offset, entry.size) == (0, 8, 8)
         found = data.checked("x")
