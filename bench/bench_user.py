@@ -12,8 +12,11 @@ Rows (issue 16):
   get         get_tensor on every one of those 100k tiny tensors, results discarded,
               per call (first pass, then a second pass); ckptkit also `get_tensors(all)`
               and `ckptkit.load`
-  ls          `python -m ckptkit ls SMALL` as a whole process, beside
-              `python -c "import numpy"` and `python -c pass`
+  ls          `python -m ckptkit ls SMALL` as a whole process (a TF1-style checkpoint, and
+              a TF2 one, whose object graph is read too), beside `python -c "import numpy"`
+              and `python -c pass`. ckptkit's bytecode is compiled first, as installing a
+              wheel leaves it: where PYTHONDONTWRITEBYTECODE is set, an editable checkout
+              would otherwise compile every module from source in every process.
   read        reading GIB GiB (mixed dtypes and shapes, 16 tensors) into numpy arrays,
               page cache cold (posix_fadvise DONTNEED on the files; `--drop-caches`
               also writes /proc/sys/vm/drop_caches where permitted) and warm, beside raw
@@ -28,6 +31,7 @@ Rows (issue 16):
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -53,6 +57,8 @@ shapes, dtypes = SHAPES, DTYPES
 def dt(name):
     return ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
 ckptkit.save(small, {f"layer{i}/kernel": np.ones((3, 4), np.float32) for i in range(10)})
+ckptkit.Checkpoint(model={f"layer{i}": {"kernel": np.ones((3, 4), np.float32)} for i in range(10)}).write(
+    small + "-tf2")
 ckptkit.save(many, {f"layer_{i // 10:05d}/v{i % 10}": np.full(shapes[i % 7], i % 100, dt(dtypes[i % 7]))
                     for i in range(n)})
 # GIB GiB in 16 tensors of mixed dtypes and shapes, written a few at a time
@@ -275,13 +281,17 @@ def main() -> None:
             row("ckptkit.load(path), per tensor", ck["load"], tf["get"], 1e6, "us")
 
         if "ls" in only:
+            compileall.compile_dir(os.path.join(REPO, "ckptkit"), quiet=1)
             found = rounds({
                 "ls": lambda: {"t": whole_process([sys.executable, "-m", "ckptkit", "ls", small])},
+                "ls2": lambda: {"t": whole_process([sys.executable, "-m", "ckptkit", "ls", small + "-tf2"])},
                 "numpy": lambda: {"t": whole_process([sys.executable, "-c", "import numpy"])},
                 "pass": lambda: {"t": whole_process([sys.executable, "-c", "pass"])},
             }, args.repeat)
             row("`ckptkit ls` small checkpoint, whole process", found["ls"]["t"], found["numpy"]["t"], 1e3, "ms",
                 other="`python -c 'import numpy'`")
+            row("`ckptkit ls` small TF2 checkpoint, whole process", found["ls2"]["t"], found["numpy"]["t"], 1e3,
+                "ms", other="`python -c 'import numpy'`")
             row("interpreter start-up alone", found["pass"]["t"], None, 1e3, "ms", name="`python -c pass`")
 
         if "read" in only:
