@@ -31,12 +31,14 @@ class Location(NamedTuple):
 
 def locate(path: str | os.PathLike, *, as_prefix: bool = False) -> Location:
     """The checkpoint `path` names (see `resolve_prefix`), with its store and format."""
-    prefix = resolve_prefix(path, as_prefix=as_prefix)
+    prefix, fmt = _resolve(path, as_prefix)
     store = storage.of(prefix)
-    if store.isfile(naming.index_filename(prefix)):
-        return Location(store, prefix, "v2")
-    tensor_file = naming.tensor_file_format(prefix) if store.isfile(prefix) else None
-    return Location(store, prefix, tensor_file or "v1")
+    if fmt is None:  # a prefix named by a state file: only its files say what it is
+        if store.isfile(naming.index_filename(prefix)):
+            fmt = "v2"
+        else:
+            fmt = (naming.tensor_file_format(prefix) if store.isfile(prefix) else None) or "v1"
+    return Location(store, prefix, fmt)
 
 
 def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
@@ -55,28 +57,36 @@ def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
     `PATH` is also a directory holding checkpoints of its own (`tf.train.load_checkpoint`
     and the default here read the directory's latest checkpoint instead).
     """
+    return _resolve(path, as_prefix)[0]
+
+
+def _resolve(path: str | os.PathLike, as_prefix: bool) -> tuple[str, str | None]:
+    """(prefix, format) as `locate` gives them; the format is None where the checks made
+    on the way do not tell it (a directory's latest checkpoint), so that `locate` asks
+    the store only then: each check is a request on a remote store."""
     path = storage.fspath(path)
     if as_prefix and storage.isfile(naming.index_filename(path)):
-        return path
-    if naming.tensor_file_format(path) is not None and storage.isfile(path):
-        return path  # a .npz / .safetensors file is read as it is: no prefix to find
+        return path, "v2"
+    tensor_file = naming.tensor_file_format(path)
+    if tensor_file is not None and storage.isfile(path):
+        return path, tensor_file  # a .npz / .safetensors file is read as it is: no prefix to find
     if storage.isdir(path):
         return _resolve_directory(path)
     if os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and storage.isfile(path):
-        return _saved_model_variables(os.path.dirname(path) or ".")
+        return _saved_model_variables(os.path.dirname(path) or "."), "v2"
     for suffix in (naming.INDEX_SUFFIX, "." + naming.META_SUFFIX):
         if path.endswith(suffix) and storage.isfile(naming.index_filename(path[: -len(suffix)])):
-            return path[: -len(suffix)]
+            return path[: -len(suffix)], "v2"
     stripped = naming.DATA_SUFFIX.sub("", path)
     if stripped != path and storage.isfile(naming.index_filename(stripped)):
-        return stripped
+        return stripped, "v2"
     if storage.isfile(naming.index_filename(path)):
-        return path
+        return path, "v2"
     from .format import v1  # noqa: PLC0415 - legacy V1 files are rare, and v1 imports numpy
 
     found = v1.find_v1_files(path)
     if found is not None:
-        return found[0]
+        return found[0], "v1"
     if storage.is_url(path) and storage.isfile(storage.join(path, STATE_FILENAME)):
         return _resolve_directory(path)  # HTTP has no directories to see: its state file says it is one
     if storage.exists(path):
@@ -84,23 +94,23 @@ def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
     raise NotFoundError("no checkpoint at this path", path=path)
 
 
-def _resolve_directory(directory: str) -> str:
+def _resolve_directory(directory: str) -> tuple[str, str | None]:
     if naming.saved_model_file(directory) is not None:
-        return _saved_model_variables(directory)
+        return _saved_model_variables(directory), "v2"
     # strict: a state file that does not parse fails here (TF's load_checkpoint fails too)
     # rather than silently opening some other checkpoint of the directory
     prefix = latest_checkpoint(directory, strict=True)
     if prefix is not None:
-        return prefix
+        return prefix, None
     try:
-        return _only_checkpoint_in(directory)
+        return _only_checkpoint_in(directory), "v2"
     except NotFoundError:
         # `Saver.save(values, "run")` with `run/` an existing directory writes `run.index`
         # beside it (as TF does); the directory itself names no checkpoint, so that one.
         # (`run/`, with its slash, names the directory only: `run/.index` is no such file.)
         if not storage.isfile(naming.index_filename(directory)):
             raise
-        return directory
+        return directory, "v2"
 
 
 def _saved_model_variables(export_dir: str) -> str:
