@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import io
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -21,6 +22,20 @@ COPY_CHUNK = 8 << 20  # bytes per read when copying files: big calls, still cach
 Identity = tuple  # what a store says about a file version: equal tuples, same bytes
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as containers set it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+# Threads that read a big local tensor's pieces: preadv and crc32c release the GIL, so
+# each core copies and sums its own pieces; 2 even on one core (one waits on the disk
+# while the other sums), at most 8 (past that, memory bandwidth is the limit).
+LOCAL_READ_THREADS = min(8, max(2, usable_cpus()))
+
+
 class ReadHandle(abc.ABC):
     """One open file: its size when opened, and reads of byte ranges."""
 
@@ -29,7 +44,7 @@ class ReadHandle(abc.ABC):
     size: int
     identity: Identity | None  # the version opened (see Storage.identity)
     piece_bytes: int = COPY_CHUNK  # big reads are split in pieces of this size ...
-    read_threads: int = 2          # ... read by this many threads at once
+    read_threads: int = LOCAL_READ_THREADS  # ... read by this many threads at once
 
     @abc.abstractmethod
     def readinto(self, buf: memoryview, offset: int) -> int:
