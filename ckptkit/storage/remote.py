@@ -78,7 +78,10 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
             denied = isinstance(failure, PermissionError) or getattr(failure, "status", None) in (401, 403) \
                 or any(w in str(failure).lower() for w in ("403", "forbidden", "access denied"))
             if denied:
-                raise CheckpointError(f"access to {what} denied: {_describe(failure)}", path=url) from None
+                # S3 answers 403, not 404, for a missing key to credentials that may not list the bucket
+                hint = " (or it does not exist: S3 says 403 for a missing key without list permission)" \
+                    if url.startswith(("s3://", "s3a://")) else ""
+                raise CheckpointError(f"access to {what} denied{hint}: {_describe(failure)}", path=url) from None
             raise CheckpointError(f"cannot access {what}: {_describe(failure)}", path=url) from None
     raise AssertionError("unreachable")
 

@@ -203,6 +203,18 @@ def test_reads_over_http_equal_the_local_files(served, tf):
     assert res.returncode == 0 and "10" in res.stdout, res.stderr
 
 
+def test_a_partial_read_over_http_fetches_only_its_window(served):
+    """get_slice over a store: range requests for the window's bytes, not the tensor's."""
+    _, url, counter = served
+    with ckptkit.CheckpointReader(f"{url}/run/model.ckpt-5") as reader:
+        counter["bytes"] = 0
+        window = reader.get_slice("big")[1000:1010]
+        assert window.tolist() == list(range(1000, 1010))
+        strided = reader.get_slice("big")[(1 << 20) - 5::2]
+        assert strided.tolist() == [(1 << 20) - 5, (1 << 20) - 3, (1 << 20) - 1]
+    assert counter["bytes"] < 4096, counter  # two windows: never the 4 MiB tensor
+
+
 def test_a_flipped_byte_served_over_http_is_a_checksum_error(served, tmp_path):
     root, url, _ = served
     bad = os.path.join(root, "bad")
@@ -292,3 +304,18 @@ def test_local_paths_never_import_fsspec(seed):
     code = ("import sys, ckptkit; ckptkit.load(sys.argv[1]); "
             "assert 'fsspec' not in sys.modules, 'fsspec imported for a local path'")
     subprocess.run([sys.executable, "-c", code, seed], check=True, env=subprocess_env(), timeout=120)
+
+
+def test_s3_denied_says_the_key_may_be_missing():
+    """S3 answers 403 for a missing key when the credentials may not list the bucket: the
+    error says so (for other stores a 403 is only a denial)."""
+    from ckptkit.storage.remote import call  # noqa: PLC0415
+
+    def denied():
+        raise PermissionError("Forbidden")
+
+    with pytest.raises(CheckpointError, match="access to checkpoint index denied \\(or it does not exist") as exc:
+        call("s3://bucket/run/model.ckpt.index", "checkpoint index", denied)
+    assert "s3://bucket/run/model.ckpt.index" in str(exc.value)
+    with pytest.raises(CheckpointError, match="access to checkpoint index denied: PermissionError"):
+        call("gs://bucket/run/model.ckpt.index", "checkpoint index", denied)
