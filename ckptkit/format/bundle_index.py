@@ -65,12 +65,24 @@ def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
 # For such an entry, dtype and shape are exactly the bytes before the rest, and no later
 # field can change them (a repeated dtype or shape field would, protobuf merges those).
 ENTRY_HEAD = re.compile(rb"\x08[\x01-\x7f]\x12[\x00-\x7f]")
-ENTRY_REST = re.compile(rb"(?:\x18[\x00-\x7f])?(?:\x20[\x80-\xff]{0,8}[\x00-\x7f])?"
-                         rb"(?:\x28[\x80-\xff]{0,8}[\x00-\x7f])?(?:\x35.{4})?", re.S)
+_AFTER_SHARD = rb"(?:\x20[\x80-\xff]{0,8}[\x00-\x7f])?(?:\x28[\x80-\xff]{0,8}[\x00-\x7f])?(?:\x35.{4})?"
+ENTRY_REST = re.compile(rb"(?:\x18[\x00-\x7f])?" + _AFTER_SHARD, re.S)
 # The same, for reads: groups shard_id, offset and size (varints of at most 63 bits:
 # never negative), crc32c.
 ENTRY_FIELDS = re.compile(rb"(?:\x18([\x00-\x7f]))?(?:\x20([\x80-\xff]{0,8}[\x00-\x7f]))?"
                            rb"(?:\x28([\x80-\xff]{0,8}[\x00-\x7f]))?(?:\x35(.{4}))?", re.S)
+
+
+def plain_entry(shape_length: bytes, num_shards: int) -> re.Pattern | None:
+    """A pattern whose fullmatch says an entry is ENTRY_HEAD + ENTRY_REST with a shape of
+    `shape_length` (the entry's length byte) and a stored shard, if any, below
+    `num_shards`: the listing's whole check in one call. None where no entry with that
+    length byte is in the plain layout."""
+    if len(shape_length) != 1 or shape_length[0] >= 0x80 or num_shards < 1:
+        return None
+    last_shard = re.escape(bytes([min(num_shards, 0x80) - 1]))
+    return re.compile(rb"\x08[\x01-\x7f]\x12" + re.escape(shape_length) + rb".{%d}" % shape_length[0]
+                      + rb"(?:\x18[\x00-" + last_shard + rb"])?" + _AFTER_SHARD, re.S)
 
 
 def uvarint(raw: bytes | None) -> int:
@@ -251,22 +263,21 @@ class BundleIndex:
     def _metas(self, keys: Iterable[str]) -> dict[str, tuple[int, tuple[int, ...]]]:
         raw = self._raw
         cache = self._meta_cache
-        head_match, rest_match = ENTRY_HEAD.match, ENTRY_REST.fullmatch
         num_shards = self.num_shards
+        patterns: dict[bytes, re.Pattern | None] = {}  # by the shape's length byte
         out = {}
         every = keys is raw or (isinstance(keys, list) and keys is self._decoded.visible and len(keys) == len(raw))
         for key, value in (raw.items() if every else ((k, raw[k]) for k in keys)):
-            if head_match(value):
-                end = 4 + value[3]
-                if rest_match(value, end) is not None:
-                    # the shard field, if present, is the byte after its tag (the regex allows one)
-                    if value[end:end + 1] != b"\x18" or value[end + 1] < num_shards:
-                        head = value[:end]
-                        found = cache.get(head)
-                        if found is None:
-                            found = cache[head] = self._parse_meta(key, head)
-                        out[key] = found
-                        continue
+            length = value[3:4]
+            pattern = patterns[length] if length in patterns else \
+                patterns.setdefault(length, plain_entry(length, num_shards))
+            if pattern is not None and pattern.fullmatch(value):
+                head = value[:4 + length[0]]
+                found = cache.get(head)
+                if found is None:
+                    found = cache[head] = self._parse_meta(key, head)
+                out[key] = found
+                continue
             entry = self.entry(key)
             if not entry.slices and not 0 <= entry.shard_id < max(num_shards, 1):
                 # listing refuses what every read would (BundleData.checked checks the rest)
