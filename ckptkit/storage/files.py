@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import secrets
 import stat
 import time
 
@@ -55,7 +54,7 @@ def writer_id() -> str:
 
 
 def temp_name(path: str) -> str:
-    return f"{path}{TEMP_MARKER}{writer_id()}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{path}{TEMP_MARKER}{writer_id()}-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 def is_temp_name(name: str) -> bool:
