@@ -346,7 +346,7 @@ class CheckpointReader(Mapping):
             if self.generation == generation:
                 return found
         raise bundle_index.IndexReplacedError("the checkpoint was replaced again and again while it was "
-                                        "being read", path=self.prefix)
+                                              "being read", path=self.prefix)
 
     def get_slice(self, name: str) -> PartialTensor:
         """`name` to be read in part: `reader.get_slice(name)[a:b, :, 3]` reads only those
@@ -562,4 +562,4 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
             if reader.generation == generation or list(reader) == names:
                 return values
         raise bundle_index.IndexReplacedError("the checkpoint was replaced again and again while it was "
-                                        "being read", path=reader.prefix)
+                                              "being read", path=reader.prefix)

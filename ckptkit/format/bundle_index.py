@@ -30,8 +30,6 @@ LITTLE, BIG = BundleHeaderProto.LITTLE, BundleHeaderProto.BIG
 INT64_MAX = (1 << 63) - 1
 
 
-
-
 def decode_key(raw: bytes) -> str:
     """Keys are bytes on disk; names are UTF-8, slice keys are binary: keep both lossless."""
     return raw.decode("utf-8", "surrogateescape")

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-
 def _load_crc32c():
     """The `crc32c` package's C function, without running the package's __init__.
 

@@ -197,7 +197,6 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
         tx.publish()
 
 
-
 SafetensorsFile = _SafetensorsSource
 
 

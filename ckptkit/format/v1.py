@@ -101,7 +101,6 @@ def _complete_set(base: str, count: str) -> list[str]:
 # --------------------------------------------------------------------------- TensorProto values
 
 
-
 def tensor_from_proto(proto, dtype: _dtypes.DType, shape: tuple[int, ...], *, path=None,
                       key: str | None = None) -> np.ndarray:
     """The values of a TensorProto as an array of `dtype` and `shape`.
