@@ -22,7 +22,8 @@ Rows (issue 16):
               also writes /proc/sys/vm/drop_caches where permitted) and warm, beside raw
               `readinto` of the same bytes into arrays of the same sizes (no crc)
   mem         peak RSS of saving and loading a checkpoint whose largest tensor is
-              --big-gib GiB, beyond the baseline (target: largest tensor + 64 MiB)
+              --big-gib GiB (--mem-total-gib GiB in all), beyond the baseline (target:
+              largest tensor + 64 MiB)
   gpu         not measured here without a GPU: see gpu_load.py
 
     python bench/bench_user.py                       # everything, 2 GiB reads
@@ -103,6 +104,7 @@ print(json.dumps({"list": t1 - t0, "list2": t2 - t1}))
 
 GET = r"""
 import sys, time, json
+import ml_dtypes  # both sides: TF imports it with itself; its import (0.5 s in 0.7) is not a call's cost
 which, path = sys.argv[1], sys.argv[2]
 if which == "tf":
     import tensorflow as tf
@@ -168,7 +170,7 @@ MEM = r"""
 import os, resource, sys, json
 import numpy as np
 import ckptkit
-what, prefix, big_gib = sys.argv[1], sys.argv[2], float(sys.argv[3])
+what, prefix, big_gib, total_gib = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 n = int(big_gib * (1 << 30)) // 4
@@ -176,6 +178,8 @@ held = 0
 if what == "save":
     tensors = {"big": np.ones(n, np.float32), "small/a": np.ones((64, 64), np.float32),
                "small/b": np.ones(1000, np.float64)}
+    for i in range(int(round(total_gib - big_gib))):  # the rest of the checkpoint, 1 GiB tensors
+        tensors[f"rest/{i}"] = np.full(1 << 28, i, np.float32)
     ckptkit.save(prefix + "-warm", {"x": np.zeros(3, np.float32)})
     before = peak()
     ckptkit.save(prefix, tensors)
@@ -250,6 +254,9 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=2.0, help="size of the read rows (GiB)")
     parser.add_argument("--vars", type=int, default=100_000, help="variables of the listing/get rows")
     parser.add_argument("--big-gib", type=float, default=1.0, help="largest tensor of the memory rows (GiB)")
+    parser.add_argument("--mem-total-gib", type=float, default=None,
+                        help="whole checkpoint of the memory rows (GiB; default: the largest tensor alone), "
+                             "the rest in 1 GiB tensors")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="list,get,ls,read,mem", help="comma-separated rows to run")
     parser.add_argument("--drop-caches", action="store_true")
@@ -310,7 +317,7 @@ def main() -> None:
         if "mem" in only:
             prefix = os.path.join(scratch, "mem", "model.ckpt")
             for what in ("save", "read", "load"):
-                found = child(MEM, what, prefix, str(args.big_gib))
+                found = child(MEM, what, prefix, str(args.big_gib), str(args.mem_total_gib or args.big_gib))
                 extra, largest = found["extra"] / (1 << 20), found["largest"] / (1 << 20)
                 held = "beyond the result it returns" if what == "load" else "beyond the baseline"
                 print(f"  peak RSS of {what} {held}: +{extra:.0f} MiB (largest tensor {largest:.0f} MiB; "
