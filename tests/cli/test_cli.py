@@ -480,37 +480,30 @@ def test_launcher_from_a_checkout(seed, tmp_path):
     assert len(json.loads(result.stdout)) == 2
 
 
-def test_help_imports_no_heavy_modules():
-    code = ("import sys\n"
-            "import ckptkit.cli\n"
-            "assert 'numpy' not in sys.modules, 'numpy imported by ckptkit.cli'\n"
+def modules_imported_by(argv: list[str], modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh process has imported after running `ckptkit ARGV`."""
+    code = ("import json, sys\nfrom ckptkit.cli import main\n"
             "try:\n"
-            "    ckptkit.cli.main(['--help'])\n"
-            "except SystemExit:\n"
-            "    pass\n"
-            "heavy = [m for m in ('numpy', 'rich', 'google.protobuf', 'tensorflow') if m in sys.modules]\n"
-            "print(heavy)\n")
+            f"    main({argv!r})\n"
+            "except SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=subprocess_env(), timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_help_imports_no_heavy_modules():
+    for argv in (["--help"], ["--version"], ["ls", "--help"]):
+        assert modules_imported_by(argv, ("numpy", "rich", "google.protobuf", "tensorflow")) == []
 
 
 @pytest.mark.parametrize("extra", [[], ["--json"], ["--tree"]])
 def test_ls_imports_no_numpy(seed, extra):
     """Listing needs names, dtypes and shapes only: `ckptkit ls` starts without numpy and
     ml_dtypes (half a second to import in ml_dtypes 0.7), the bulk of its start-up time."""
-    code = ("import sys\nfrom ckptkit.cli import main\n"
-            "try:\n"
-            f"    main(['ls', {seed!r}] + {extra!r})\n"
-            "except SystemExit as e:\n"
-            "    assert not e.code, e.code\n"
-            "heavy = [m for m in ('numpy', 'ml_dtypes', 'tensorflow') if m in sys.modules]\n"
-            "print(heavy)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=subprocess_env(), timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert modules_imported_by(["ls", seed, *extra], ("numpy", "ml_dtypes", "tensorflow")) == []
 
 
 def test_no_tensorflow_after_real_work(seed):
