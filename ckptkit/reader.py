@@ -10,6 +10,7 @@ partitioned variables of either TF format are listed and returned whole, as TF l
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,15 +42,18 @@ class _V2:
     def __init__(self, prefix: str) -> None:
         self.index = bundle_index.BundleIndex(prefix)
         self._data: BundleData | None = None
+        self._data_lock = threading.Lock()
 
     @property
     def data(self) -> BundleData:
         """The data shards' reader, made on first use: listing needs only the index
-        (and no numpy, which bundle.py imports)."""
+        (and no numpy, which bundle.py imports). One per reader, whichever thread asks first."""
         if self._data is None:
-            from .format.bundle import BundleData  # noqa: PLC0415
+            with self._data_lock:
+                if self._data is None:
+                    from .format.bundle import BundleData  # noqa: PLC0415
 
-            self._data = BundleData(self.index)
+                    self._data = BundleData(self.index)
         return self._data
 
     def names(self) -> list[str]:
