@@ -500,10 +500,12 @@ def test_help_imports_no_heavy_modules():
 
 
 @pytest.mark.parametrize("extra", [[], ["--json"], ["--tree"]])
-def test_ls_imports_no_numpy(seed, extra):
+def test_ls_imports_no_numpy(seed, dtypes_ckpt, extra):
     """Listing needs names, dtypes and shapes only: `ckptkit ls` starts without numpy and
-    ml_dtypes (half a second to import in ml_dtypes 0.7), the bulk of its start-up time."""
-    assert modules_imported_by(["ls", seed, *extra], ("numpy", "ml_dtypes", "tensorflow")) == []
+    ml_dtypes (half a second to import in ml_dtypes 0.7), the bulk of its start-up time,
+    also for a checkpoint of every dtype TF saves (bfloat16 included)."""
+    for path in (seed, dtypes_ckpt):
+        assert modules_imported_by(["ls", path, *extra], ("numpy", "ml_dtypes", "tensorflow")) == []
 
 
 def test_no_tensorflow_after_real_work(seed):
