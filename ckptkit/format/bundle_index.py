@@ -62,7 +62,8 @@ def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
 # (2, length < 128), then only shard_id (3, one byte), offset (4), size (5), crc32c (6).
 # For such an entry, dtype and shape are exactly the bytes before the rest, and no later
 # field can change them (a repeated dtype or shape field would, protobuf merges those).
-ENTRY_HEAD = re.compile(rb"\x08[\x01-\x7f]\x12[\x00-\x7f]")
+_DTYPE_THEN_SHAPE_TAG = rb"\x08[\x01-\x7f]\x12"  # dtype field and value, the shape's tag
+ENTRY_HEAD = re.compile(_DTYPE_THEN_SHAPE_TAG + rb"[\x00-\x7f]")
 _AFTER_SHARD = rb"(?:\x20[\x80-\xff]{0,8}[\x00-\x7f])?(?:\x28[\x80-\xff]{0,8}[\x00-\x7f])?(?:\x35.{4})?"
 ENTRY_REST = re.compile(rb"(?:\x18[\x00-\x7f])?" + _AFTER_SHARD, re.S)
 # The same, for reads: groups shard_id, offset and size (varints of at most 63 bits:
@@ -79,7 +80,7 @@ def plain_entry(shape_length: bytes, num_shards: int) -> re.Pattern | None:
     if len(shape_length) != 1 or shape_length[0] >= 0x80 or num_shards < 1:
         return None
     last_shard = re.escape(bytes([min(num_shards, 0x80) - 1]))
-    return re.compile(rb"\x08[\x01-\x7f]\x12" + re.escape(shape_length) + rb".{%d}" % shape_length[0]
+    return re.compile(_DTYPE_THEN_SHAPE_TAG + re.escape(shape_length) + rb".{%d}" % shape_length[0]
                       + rb"(?:\x18[\x00-" + last_shard + rb"])?" + _AFTER_SHARD, re.S)
 
 
