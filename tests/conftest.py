@@ -2,13 +2,18 @@
 
 TensorFlow is the oracle. Where it is absent, interop tests skip, except under
 CKPTKIT_REQUIRE_TF=1 (CI), where a missing TensorFlow fails the run instead.
+
+Real checkpoints written by released TF builds live outside the repository (a bare
+clone has none of them), so the tests that read them are opt-in: marked `testdata`,
+deselected unless CKPTKIT_TESTDATA names the folder. `.ci/run` names it.
 """
 from __future__ import annotations
 
 import os
+import pathlib
 
 import pytest
-from helpers import copy_dir, make_dtypes, make_partitioned, make_seed
+from helpers import TESTDATA, TESTDATA_ENV, copy_dir, make_dtypes, make_partitioned, make_seed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -21,6 +26,26 @@ def _import_tf():
             pytest.fail(f"CKPTKIT_REQUIRE_TF=1 but tensorflow cannot be imported: {exc}")
         pytest.skip("tensorflow not installed")
     return tf
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselects the `testdata` tests when CKPTKIT_TESTDATA is unset (a bare clone's run
+    stays free of skips); fails the run when it names a folder that is not there."""
+    if TESTDATA is not None:
+        if not TESTDATA.is_dir():
+            raise pytest.UsageError(f"{TESTDATA_ENV}={TESTDATA} is not a directory")
+        return
+    chosen = [item for item in items if item.get_closest_marker("testdata") is None]
+    if len(chosen) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in chosen])
+        items[:] = chosen
+
+
+@pytest.fixture(scope="session")
+def testdata() -> pathlib.Path:
+    """The folder of real TF-written checkpoints (tests using it are marked `testdata`)."""
+    assert TESTDATA is not None, f"a test using the testdata fixture must be marked testdata ({TESTDATA_ENV})"
+    return TESTDATA
 
 
 @pytest.fixture(scope="session")

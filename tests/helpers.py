@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import os
+import pathlib
 import select
 import shutil
 import signal
@@ -35,6 +36,11 @@ from ckptkit.storage.lock import LOCK_FILENAME
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout (tests/ is in it)
 CKPTKIT = [sys.executable, "-m", "ckptkit"]
+# Real checkpoints of released TF builds (shared/testdata beside the checkout, never copied
+# into it): the folder CKPTKIT_TESTDATA names, None when unset (conftest then deselects the
+# tests marked `testdata`).
+TESTDATA_ENV = "CKPTKIT_TESTDATA"
+TESTDATA = pathlib.Path(os.environ[TESTDATA_ENV]).resolve() if os.environ.get(TESTDATA_ENV) else None
 
 
 def subprocess_env() -> dict:

@@ -1,7 +1,7 @@
 """Snappy-compressed table blocks, as TF 1.x and early 2.x builds wrote V2 indexes too.
 
-Two real files written by released TF builds (../shared/testdata, TF Serving's test data)
-must read in a default install with TF's values. Multi-block snappy indexes are built
+Two real files written by released TF builds (shared/testdata, TF Serving's test data;
+opt-in, marked `testdata`) must read in a default install with TF's values. Multi-block snappy indexes are built
 here with the tests' own snappy encoder (helpers.snappy_compress: every element kind,
 short and long literals, copies with 1-, 2- and 4-byte offsets), checked against the
 cramjam decoder and read by TF and by ckptkit alike.
@@ -14,25 +14,26 @@ import pathlib
 import cramjam  # a runtime dependency of ckptkit (the snappy decoder)
 import numpy as np
 import pytest
-from helpers import REPO, snappy_compress
+from helpers import snappy_compress
 
 import ckptkit
 from ckptkit.format import bundle, table
 from ckptkit.format.coding import FIXED32, crc32c, mask_crc
 
-TESTDATA = pathlib.Path(REPO).parent / "shared" / "testdata" / "tf-serving"
-SAVED_MODEL_VARIABLES = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123" / "variables" / "variables"
-V1_EXPORT = TESTDATA / "bad_half_plus_two" / "00000123" / "export"
+SAVED_MODEL_VARIABLES = pathlib.Path("tf-serving/saved_model_half_plus_two_cpu/00000123/variables/variables")
+V1_EXPORT = pathlib.Path("tf-serving/bad_half_plus_two/00000123/export")
 SNAPPY = 1  # the block trailer's compression type for snappy (table_format.h kSnappyCompression)
 
 
-def test_testdata_is_there():
-    assert SAVED_MODEL_VARIABLES.with_suffix(".index").is_file(), TESTDATA
-    assert V1_EXPORT.is_file()
+@pytest.mark.testdata
+def test_testdata_is_there(testdata):
+    assert (testdata / SAVED_MODEL_VARIABLES).with_suffix(".index").is_file(), testdata
+    assert (testdata / V1_EXPORT).is_file()
 
 
-def test_saved_model_with_snappy_index_reads_with_tfs_values(tf):
-    prefix = str(SAVED_MODEL_VARIABLES)
+@pytest.mark.testdata
+def test_saved_model_with_snappy_index_reads_with_tfs_values(tf, testdata):
+    prefix = str(testdata / SAVED_MODEL_VARIABLES)
     expected = {"a": 0.5, "b": 2.0, "a2": 0.5, "c": 3.0, "c2": 3.0}  # as the testdata README says
     got = ckptkit.load(prefix)
     assert {k: float(v) for k, v in got.items()} == expected
@@ -43,10 +44,12 @@ def test_saved_model_with_snappy_index_reads_with_tfs_values(tf):
     assert any(index.data[off + size] == SNAPPY for off, size in index._handles), "not a snappy file?"
 
 
-def test_tf0_v1_export_reads_with_tfs_values(tf):
-    got = ckptkit.load(str(V1_EXPORT))
+@pytest.mark.testdata
+def test_tf0_v1_export_reads_with_tfs_values(tf, testdata):
+    export = str(testdata / V1_EXPORT)
+    got = ckptkit.load(export)
     assert {k: float(v) for k, v in got.items()} == {"Variable": 0.5, "Variable_1": 2.0}
-    reader = tf.train.load_checkpoint(str(V1_EXPORT))
+    reader = tf.train.load_checkpoint(export)
     assert {k: float(reader.get_tensor(k)) for k in reader.get_variable_to_shape_map()} == \
         {"Variable": 0.5, "Variable_1": 2.0}
 

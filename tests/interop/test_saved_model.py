@@ -3,7 +3,7 @@
 SavedModels written by TF in this session (a Keras model through `model.export` and
 through `tf.saved_model.save`, a `tf.Module` with `@tf.function(input_signature=...)`
 signatures) and a real old one (TF Serving's saved_model_half_plus_two_cpu, written by a
-TF1 builder with a snappy-compressed index): ckptkit lists, verifies and loads
+TF1 builder with a snappy-compressed index; opt-in, marked `testdata`): ckptkit lists, verifies and loads
 `variables/variables` with TF's values, and `ckptkit meta` prints every signature's
 inputs and outputs exactly as `saved_model_cli show --all` does.
 """
@@ -18,19 +18,20 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import REPO, subprocess_env
+from helpers import REPO, TESTDATA, subprocess_env
 
 import ckptkit
 from ckptkit import metagraph
 from ckptkit.cli import cli
 
-REAL = pathlib.Path(REPO).parent / "shared" / "testdata" / "tf-serving" / "saved_model_half_plus_two_cpu" / "00000123"
+REAL = pathlib.Path("tf-serving/saved_model_half_plus_two_cpu/00000123")  # under the testdata folder
 REAL_VALUES = {"a": 0.5, "b": 2.0, "a2": 0.5, "c": 3.0, "c2": 3.0}  # as the testdata README says
 
 
 @pytest.fixture(scope="module")
 def saved_models(tf, tmp_path_factory) -> dict[str, str]:
-    """{kind: SavedModel directory}: written by TF 2.21 here, plus the real TF Serving one."""
+    """{kind: SavedModel directory}: written by TF 2.21 here, plus the real TF Serving one
+    where the testdata folder is given."""
     root = tmp_path_factory.mktemp("saved_models")
     out = {}
     inp = tf.keras.Input(shape=(3,), name="x")
@@ -61,7 +62,8 @@ def saved_models(tf, tmp_path_factory) -> dict[str, str]:
     out["module"] = str(root / "module")
     tf.saved_model.save(module, out["module"], signatures={"serving_default": module.predict,
                                                             "other": module.other})
-    out["real_tf1"] = str(REAL)
+    if TESTDATA is not None:
+        out["real_tf1"] = str(TESTDATA / REAL)
     return out
 
 
@@ -96,7 +98,7 @@ def _signature_lines(text: str) -> list[str]:
     return [line.rstrip() for line in text.splitlines() if line.startswith(_SIGNATURE_LINES)]
 
 
-KINDS = ["keras_export", "keras_saved_model_save", "module", "real_tf1"]
+KINDS = ["keras_export", "keras_saved_model_save", "module", pytest.param("real_tf1", marks=pytest.mark.testdata)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -199,6 +201,7 @@ def test_saved_model_dir_lists_verifies_and_loads_like_tf(tf, saved_models, kind
     assert diff.exit_code == 0, diff.output
 
 
+@pytest.mark.testdata
 def test_real_old_saved_model_values(saved_models):
     got = ckptkit.load(saved_models["real_tf1"])
     assert {k: float(v) for k, v in got.items()} == REAL_VALUES
