@@ -153,6 +153,9 @@ class _Command(click.Command):
             raise _Failure(_error_text(exc, fallback)) from None
 
 
+_INTERRUPTED = "ckptkit: interrupted"  # Ctrl-C: this line, exit status 130 (128 + SIGINT)
+
+
 def _os_message(exc: OSError) -> str:
     where = exc.filename if exc.filename is not None else ""
     what = exc.strerror or str(exc)
@@ -178,7 +181,7 @@ class _Group(click.Group):
         except OSError as exc:
             raise _Failure(_os_message(exc)) from None
         except KeyboardInterrupt:
-            click.echo("", err=True)
+            _echo(_INTERRUPTED, err=True)
             raise click.exceptions.Exit(130) from None
         except Exception as exc:
             if os.environ.get(_DEBUG_ENV):
@@ -1244,6 +1247,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="ckptkit")
     except KeyboardInterrupt:  # outside a command (while parsing): still no traceback
+        _echo(_INTERRUPTED, err=True)
         sys.exit(130)
 
 

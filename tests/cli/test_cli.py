@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import CKPTKIT, REPO, SEED_EMA, make_v1, same, subprocess_env, tf_values
 
+import ckptkit
 from ckptkit import cli as cli_module
 from ckptkit.cli import cli
 from ckptkit.format import bundle
@@ -426,14 +427,23 @@ def test_usage_errors_exit_2(seed):
     assert run("bogus").exit_code == 2
 
 
-def test_keyboard_interrupt_exits_130(seed, monkeypatch):
-    from ckptkit import info
+def test_ctrl_c_prints_interrupted_and_exits_130(seed):
+    """A real SIGINT while `rm` waits for the directory lock that this test holds."""
+    import signal
+    import time
 
-    def interrupted(path):
-        raise KeyboardInterrupt
+    from ckptkit.storage.lock import DirectoryLock
 
-    monkeypatch.setattr(info, "list_tensors", interrupted)
-    assert run("ls", seed).exit_code == 130
+    with DirectoryLock(os.path.dirname(seed)):
+        proc = subprocess.Popen([*CKPTKIT, "rm", "-c", seed, "v"], env=subprocess_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)  # past start-up: waiting for the lock (it waits up to 60 s)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err == "ckptkit: interrupted\n" and out == ""
+    assert "v" in dict(ckptkit.list_variables(seed))  # nothing was removed
 
 
 def test_internal_errors_have_no_traceback(seed, monkeypatch):
@@ -552,3 +562,30 @@ def test_ls_tree_follows_the_tf2_object_graph(tf, tmp_path):
     assert text[1:] == ["  net/", "    dense/", "      kernel/",
                         "        .VARIABLE_VALUE float32[2,3]  net/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE",
                         "    step/", "      .VARIABLE_VALUE int64[]  net/step/.ATTRIBUTES/VARIABLE_VALUE"]
+
+
+def test_keras_files_get_a_hint_not_not_a_checkpoint(tf, tmp_path):
+    model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
+    paths = [str(tmp_path / "m.weights.h5"), str(tmp_path / "m.keras"), str(tmp_path / "m.h5")]
+    model.save_weights(paths[0])
+    model.save(paths[1])
+    model.save(paths[2])  # Keras 3's legacy HDF5 model file
+    for path in paths:
+        result = run("ls", path)
+        assert result.exit_code == 1
+        assert one_error_line(result.stderr) == (
+            f"ckptkit: error: {path}: a Keras weights file, not a TensorFlow checkpoint: ckptkit does not read "
+            "Keras files yet; in Keras, tf.train.Checkpoint(model=model).write(PREFIX) writes a checkpoint it reads")
+
+
+def test_readme_command_list_matches_help():
+    """Every command `ckptkit --help` lists has its bullet in the README's "Command line"
+    section, and every `ckptkit CMD` the section's bullets name is a command."""
+    import re
+
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme[readme.index("## Command line"):readme.index("\n## ", readme.index("## Command line") + 1)]
+    documented = set(re.findall(r"^- `ckptkit (\w+)", section, re.MULTILINE))
+    documented |= set(re.findall(r"`ckptkit (\w+) [^`]*`\s*(?:\(|$)", section, re.MULTILINE))
+    assert documented == set(cli.commands), (documented ^ set(cli.commands))
