@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the generated enum type; at run time its values are plain i
 
     from .proto.types_pb2 import DataType
 
-__all__ = ["DType", "as_dtype", "from_enum", "STRING"]
+__all__ = ["DType", "as_dtype", "check_numpy_shape", "from_enum", "numpy_max_dims", "STRING"]
 
 
 class DType:
@@ -166,3 +166,36 @@ def as_dtype(value) -> DType:
     if dtype is None or dtype.numpy != npd.newbyteorder("="):
         raise UnsupportedError(f"numpy dtype {npd} has no TensorFlow equivalent")
     return dtype
+
+
+# --------------------------------------------------------------------------- what numpy can hold
+
+_numpy_max_dims: int | None = None
+_NUMPY_MAX_BYTES = (1 << 63) - 1  # numpy's npy_intp: an array's byte size must fit it
+
+
+def numpy_max_dims() -> int:
+    """The most dimensions a numpy array may have here (64 in numpy 2, 32 before)."""
+    global _numpy_max_dims
+    if _numpy_max_dims is None:
+        import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
+
+        _numpy_max_dims = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+    return _numpy_max_dims
+
+
+def check_numpy_shape(shape: tuple[int, ...], dtype: DType | None, path=None, key: str | None = None) -> None:
+    """A shape a checkpoint may hold but numpy cannot build is UnsupportedError, before
+    numpy sees it (numpy's own ValueError would name neither file nor key). Only an
+    empty tensor gets here in practice: data that fits in a file fits in numpy, but TF
+    accepts `[0, 2**62]` of float32, whose non-zero dims overflow numpy's byte count."""
+    if len(shape) > numpy_max_dims():
+        raise UnsupportedError(f"tensor has {len(shape)} dimensions; numpy arrays have at most "
+                               f"{numpy_max_dims()}", path=path, key=key)
+    nbytes = 1 if dtype is None else dtype.numpy.itemsize  # object (strings): a pointer each
+    for d in shape:
+        if d:
+            nbytes *= d
+            if nbytes > _NUMPY_MAX_BYTES:
+                raise UnsupportedError(f"tensor shape {list(shape)} is too large for a numpy array",
+                                       path=path, key=key)

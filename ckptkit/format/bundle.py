@@ -33,7 +33,6 @@ from .bundle_index import (  # the index half of a bundle; re-exported, used as 
     ENTRY_FIELDS,
     ENTRY_HEAD,
     HEADER_KEY,
-    INT64_MAX,
     LITTLE,
     BundleEntryProto,
     BundleHeaderProto,
@@ -183,16 +182,15 @@ class BundleData:
             dtype = None
         shape = shape_of(entry, path, key)
         count = math.prod(shape)  # shape_of checked it in dimension order, as TF does
-        if len(shape) > numpy_max_dims():
-            raise UnsupportedError(f"tensor has {len(shape)} dimensions; numpy arrays have at most "
-                                   f"{numpy_max_dims()}", path=path, key=key)
+        if len(shape) > _dtypes.numpy_max_dims():
+            _dtypes.check_numpy_shape(shape, dtype, path, key)  # says how many dims numpy allows
         if entry.slices:
             self._check_slices(key, entry, dtype, shape, known_dtype)
         else:
             self._check_plain(key, entry, dtype, shape, count)
         # Data that passed those checks fits in its files; only an empty tensor can still
         # have a shape too large for numpy (`[0, 2**62]` of float32: valid in TF).
-        _check_numpy_shape(shape, dtype, path, key)
+        _dtypes.check_numpy_shape(shape, dtype, path, key)
         found = self._checked[cache_key] = CheckedEntry(entry, dtype, shape, count)
         return found
 
@@ -368,7 +366,7 @@ class BundleData:
             enum, shape = self.index.head_meta(key, head)
         except CheckpointError:
             return None
-        if not _dtypes.known_enum(enum) or len(shape) > numpy_max_dims():
+        if not _dtypes.known_enum(enum) or len(shape) > _dtypes.numpy_max_dims():
             return None
         dtype = _dtypes.from_enum(enum)
         if dtype.is_string or (self.index.header.endianness == BIG and dtype.itemsize > 1):
@@ -693,27 +691,6 @@ class CheckedEntry(NamedTuple):
 _BE32 = struct.Struct(">I")
 _RUN_GAP = 64 << 10  # bytes between two tensors that a batched read reads through rather than seek
 _FIXED32_UNPACK = FIXED32.unpack
-_numpy_max_dims: int | None = None
-
-
-def numpy_max_dims() -> int:
-    """The most dimensions a numpy array may have here (64 in numpy 2, 32 before)."""
-    global _numpy_max_dims
-    if _numpy_max_dims is None:
-        _numpy_max_dims = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
-    return _numpy_max_dims
-
-
-def _check_numpy_shape(shape: tuple[int, ...], dtype, path, key) -> None:
-    """A shape TF accepts but numpy cannot build is UnsupportedError, before numpy sees it."""
-    itemsize = 1 if dtype is None else dtype.numpy.itemsize  # object (strings): a pointer each
-    nbytes = itemsize
-    for d in shape:
-        if d:
-            nbytes *= d
-            if nbytes > INT64_MAX:
-                raise UnsupportedError(f"tensor shape {list(shape)} is too large for a numpy array",
-                                       path=path, key=key)
 
 
 def _length_bytes(lengths: np.ndarray, big: bool = False) -> bytes:

@@ -252,6 +252,7 @@ class V1Checkpoint:
             # allocating the output (2^62 elements would be a MemoryError, or worse).
             raise DataLossError(f"metadata claims {count} elements, more than the checkpoint's "
                                 f"{self._total_bytes} bytes could hold", path=self.name, key=name)
+        _dtypes.check_numpy_shape(tensor.shape, dtype, self.name, name)  # `[0, 2**62]`: 0 elements
         pieces = [(tslice, (lambda s=tslice, f=fi: self._read_slice(tensor, dtype, s, f)))
                   for tslice, fi in tensor.slices]
         if not pieces:

@@ -14,11 +14,13 @@ import pathlib
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from google.protobuf import text_format
 from helpers import MEMORY_LIMIT, bounded_memory, hostile_v2, time_limit
 
 import ckptkit
-from ckptkit.errors import CheckpointError, DataLossError, NotFoundError
+from ckptkit.cli import cli
+from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
 from ckptkit.format import bundle, slices
 from ckptkit.format.coding import crc32c, encode_varint, mask_crc
 from ckptkit.format.table import TableWriter
@@ -189,6 +191,27 @@ def test_v1_metadata_claiming_a_huge_shape(tmp_path):
             with time_limit(10), bounded_memory(), pytest.raises(DataLossError, match="more than") as info:
                 reader.get_tensor(name)
             assert "v1.ckpt" in str(info.value) and name in str(info.value)
+
+
+def test_v1_metadata_claiming_an_empty_shape_numpy_cannot_hold(tmp_path):
+    """[0, 2^62] of float32: zero elements, so no byte count refutes it, but numpy's byte
+    count of the non-zero dims overflows (its ValueError escaped from every command)."""
+    path = str(tmp_path / "v1.ckpt")
+    small = tensor_pb2.TensorProto(dtype=FLOAT, float_val=[1.0, 2.0])
+    write_v1(path, [("ok", [2], FLOAT, [slices.TensorSlice.full(1)], small),
+                    ("empty", [0, 1 << 62], FLOAT, [slices.TensorSlice.full(2)], tensor_pb2.TensorProto(dtype=FLOAT))])
+    with ckptkit.CheckpointReader(path) as reader:
+        assert reader.get_variable_to_shape_map()["empty"] == [0, 1 << 62]
+        with pytest.raises(UnsupportedError, match=r"too large for a numpy array") as info:
+            reader.get_tensor("empty")
+        assert "v1.ckpt" in str(info.value) and "'empty'" in str(info.value)
+    with pytest.raises(UnsupportedError, match="empty"):
+        ckptkit.load(path)
+    for args in (["verify", path], ["convert", path, str(tmp_path / "o.npz")], ["stats", path],
+                 ["rm", "-c", path, "ok", "-o", str(tmp_path / "out")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, args
+        assert "too large for a numpy array" in result.output and "internal error" not in result.output, args
 
 
 def test_v1_tensor_proto_lying_about_its_contents(tmp_path):
