@@ -468,11 +468,16 @@ def read_meta_graph(path: str | os.PathLike) -> meta_graph_pb2.MetaGraphDef:
     return mg
 
 
+TEXT_TOO_DEEP = "cannot parse text protobuf: messages nested too deeply"
+
+
 def _parse_text(data: bytes, path: str) -> meta_graph_pb2.MetaGraphDef:
     """TF's read_meta_graph_file falls back to text format when binary parsing fails."""
     mg = meta_graph_pb2.MetaGraphDef()
     try:
         text_format.Parse(data.decode("utf-8"), mg, allow_unknown_field=True)
+    except RecursionError:  # protobuf's text parser recurses once per nested message
+        raise DataLossError(TEXT_TOO_DEEP, path=path) from None
     except (UnicodeDecodeError, text_format.ParseError):
         raise DataLossError("cannot parse MetaGraphDef (neither binary nor text protobuf)",
                             path=path) from None
@@ -587,6 +592,8 @@ def read_saved_model(path: str | os.PathLike) -> saved_model_pb2.SavedModel:
             text_format.Parse(data.decode("utf-8"), sm, allow_unknown_field=True)
         else:
             sm.ParseFromString(data)
+    except RecursionError:
+        raise DataLossError(TEXT_TOO_DEEP, path=filename) from None
     except (DecodeError, UnicodeDecodeError, text_format.ParseError):
         raise DataLossError("cannot parse SavedModel", path=filename) from None
     if not sm.meta_graphs:

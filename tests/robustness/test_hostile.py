@@ -489,3 +489,24 @@ def test_convert_refuses_object_npz_without_unpickling(tmp_path):
         from ckptkit.convert import read_npz
         read_npz(npz)
     assert not os.path.exists(marker)
+
+
+# --------------------------------------------------------------------------- text protobufs nested deeply
+
+def _deeply_nested_meta_graph_text(depth: int = 3000) -> str:
+    """A text MetaGraphDef whose one attr nests `depth` NameAttrList/AttrValue pairs."""
+    inner = 'func { name: "f" ' + 'attr { key: "a" value { func { name: "f" ' * depth + "} } }" * depth + " }"
+    return ('meta_info_def { tags: "serve" } graph_def { node { name: "x" op: "NoOp" '
+            f'attr {{ key: "a" value {{ {inner} }} }} }} }}')
+
+
+def test_deeply_nested_text_meta_and_pbtxt_are_data_loss(tmp_path):
+    meta = tmp_path / "model.meta"
+    meta.write_text(_deeply_nested_meta_graph_text())
+    saved_model = tmp_path / "sm"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pbtxt").write_text(f"meta_graphs {{ {_deeply_nested_meta_graph_text()} }}")
+    for path, file in ((meta, meta), (saved_model, saved_model / "saved_model.pbtxt")):
+        result = CliRunner().invoke(cli, ["meta", str(path)])
+        assert result.exit_code == 1, result.output
+        assert result.output == f"ckptkit: error: {file}: cannot parse text protobuf: messages nested too deeply\n"
