@@ -129,6 +129,9 @@ class Saver:
         if self._var_list is not None and not self._var_list and not allow_empty:
             raise InvalidArgumentError("no variables to save (empty var_list; pass allow_empty=True)")
         self._allow_empty = allow_empty
+        # An empty Saver (TF: no variables in the graph) saves and restores nothing. Without
+        # a graph that is known from an empty var_list, or once a save had nothing to save.
+        self._empty = self._var_list is not None and not self._var_list
         if lock_timeout is not None and (isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float))
                                          or lock_timeout < 0):
             raise InvalidArgumentError(f"lock_timeout must be None or seconds >= 0, got {lock_timeout!r}")
@@ -256,7 +259,9 @@ class Saver:
         if not saved:
             if not self._allow_empty:
                 raise InvalidArgumentError("no variables to save (pass allow_empty=True)", path=save_path)
+            self._empty = True
             return None
+        self._empty = False
         parent = os.path.dirname(save_path)
         self._make_parent(parent, save_path)
         # Build (and so validate) the graph before any file is written: a name TF's graph
@@ -323,13 +328,15 @@ class Saver:
     def restore(self, save_path: str | os.PathLike) -> dict[str, np.ndarray]:
         """{variable name: array} read from checkpoint `save_path` through the var_list mapping.
 
-        A missing key raises TensorNotFoundError naming the file and key; a path with no
-        checkpoint raises NoCheckpointError (a NotFoundError and, as TF's, a ValueError).
+        An empty Saver (allow_empty=True, with an empty var_list or whose last save had
+        nothing to save) restores nothing and reads nothing, as TF's. A missing key raises
+        TensorNotFoundError naming the file and key; a path with no checkpoint raises
+        NoCheckpointError (a NotFoundError and, as TF's, a ValueError).
         """
         if save_path is None:
             raise InvalidArgumentError("can't load save_path when it is None")
         save_path = storage.fspath(save_path)
-        if self._var_list is not None and not self._var_list:
+        if self._empty:
             return {}
         with storage.options(self._storage_options):
             if not checkpoint_exists(save_path):

@@ -28,9 +28,10 @@ _DATA_GLOB = ".data-?????-of-?????"
 
 # One V1 shard file: `base-SSSSS-of-NNNNN`.
 V1_SHARD_PATTERN = re.compile(r"^(?P<base>.*)-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
-# The only wildcard name ckptkit globs: what TF's sharded V1 Saver records, `PREFIX-?????-of-00002`.
+# The only wildcard names ckptkit globs: what TF's sharded V1 Saver records, `PREFIX-?????-of-00002`,
+# and the same with the count wildcarded too (`PREFIX-?????-of-?????`, which TF's restore takes).
 # Any other wildcard in a path is taken literally (state files may be hostile).
-V1_SHARD_GLOB = re.compile(r"-\?{5}-of-\d{5}$")
+V1_SHARD_GLOB = re.compile(r"-\?{5}-of-(?:\d{5}|\?{5})$")
 _V1_SHARDS_GLOB = "-?????-of-?????"
 # A sharded prefix's tail, either form (dropped before adding `.meta`, as TF does).
 _SHARD_TAIL = re.compile(r"-[\d?]+-of-\d+$")

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import dtypes as _dtypes
 from .. import storage
-from ..errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
+from ..errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from ..proto import saved_tensor_slice_pb2
 from . import naming
 from .slices import TensorSlice, assemble, encode_tensor_name_slice
@@ -74,6 +74,10 @@ def find_v1_files(path: str) -> tuple[str, list[str]] | None:
         files = [f for f in storage.match(directory, base) if storage.of(f).isfile(f)]
         if not files or not all(is_table_file(f) for f in files):
             return None
+        counts = sorted({m["count"] for m in map(SHARD_PATTERN.match, files) if m})
+        if len(counts) > 1:  # `-?????-of-?????` over two sets: which one is meant?
+            raise InvalidArgumentError(f"the pattern matches shards of {len(counts)} V1 checkpoints "
+                                       f"(-of-{', -of-'.join(counts)}); name the shard count", path=path)
         m = SHARD_PATTERN.match(files[0])
         return (path, _complete_set(m["base"], m["count"])) if m else (path, files)
     m = SHARD_PATTERN.match(path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from click.testing import CliRunner
 
 import ckptkit
 from ckptkit.cli import cli
+from ckptkit.errors import InvalidArgumentError
 
 
 def _tf_save(tf1, prefix: str, value: float) -> str:
@@ -183,5 +185,23 @@ def test_sharded_v1_pattern_restores_like_tf(tf, sharded_v1):
     for name, want in tf_values.items():
         assert np.array_equal(got[name], want)
     assert ckptkit.Saver(var_list={"a": "a_restored"}).restore(path)["a_restored"].tolist() == [1.0, 2.0]
+    # TF's testBasics (V1): the count wildcarded too restores the set
+    both = path.replace("-of-00002", "-of-?????")
+    with graph.as_default(), tf1.Session(config=tf1.ConfigProto(device_count={"CPU": 2})) as sess:
+        saver.restore(sess, both)
+        assert sess.run(a).tolist() == tf_values["a"].tolist()
+    assert ckptkit.checkpoint_exists(both)
+    assert {k: v.tolist() for k, v in ckptkit.Saver().restore(both).items()} == {
+        k: v.tolist() for k, v in tf_values.items()}
     res = CliRunner().invoke(cli, ["verify", path])
     assert res.exit_code == 0, res.output
+
+
+def test_sharded_v1_pattern_with_wildcarded_count_over_two_sets_is_ambiguous(sharded_v1, tmp_path):
+    path, directory, _ = sharded_v1
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    shutil.copy(copy / "model.ckpt-00000-of-00002", copy / "model.ckpt-00000-of-00003")
+    with pytest.raises(InvalidArgumentError, match=r"2 V1 checkpoints \(-of-00002, -of-00003\)"):
+        ckptkit.load(str(copy / "model.ckpt-?????-of-?????"))
+    assert sorted(ckptkit.load(str(copy / "model.ckpt-?????-of-00002"))) == ["a", "b"]

@@ -424,6 +424,15 @@ def test_errors(tmp_path):
     with pytest.raises(InvalidArgumentError, match="no variables"):
         Saver().save({}, tmp_path / "e")
     assert Saver(allow_empty=True).save({}, tmp_path / "e") is None
+    s = Saver(allow_empty=True)  # TF's testAllowEmpty: an empty save, then restore of that path
+    with pytest.raises(InvalidArgumentError, match="no variables"):
+        Saver().save({}, tmp_path / "e")
+    with pytest.raises(NotFoundError):  # emptiness is not known before a save
+        s.restore(tmp_path / "e")
+    assert s.save({}, tmp_path / "e") is None and s.restore(tmp_path / "e") == {}
+    assert s.save(VALUES, tmp_path / "full", write_meta_graph=False)  # no longer empty
+    with pytest.raises(NotFoundError):
+        s.restore(tmp_path / "e")
     with pytest.raises(InvalidArgumentError, match="'nope'"):
         Saver(["nope"]).save(VALUES, tmp_path / "m2")
     with pytest.raises(InvalidArgumentError):
