@@ -12,6 +12,10 @@ it by (children in their listed order), with each local name escaped (`.` -> `..
 `<variable path>/.OPTIMIZER_SLOT/<optimizer path>/<slot name>`. Its checkpoint keys
 are `<object path>/.ATTRIBUTES/<attribute name>`. This module rebuilds those paths,
 so `ObjectGraph.walk()` yields each object once, under the path its keys start with.
+Because breadth first can reach a model's variable through its optimizer first (Keras 3
+keys weights `optimizer/_trainable_variables/N`), it also gives each object a friendly
+path avoiding optimizers (`display_placement`, `friendly_names`): what `ls --tree` draws
+and `convert`/`diff --friendly-names` name tensors by.
 Facts from TF's `python/checkpoint/{graph_view,util,save_util_v1}.py`.
 """
 from __future__ import annotations
