@@ -852,9 +852,12 @@ class _Trouble(_Failure):
               help="values within this absolute tolerance count as equal")
 @click.option("--rtol", type=float, default=0.0, show_default=True,
               help="...or within this tolerance relative to max(|a|, |b|)")
+@click.option("--friendly-names", is_flag=True,
+              help="TF2: match and report tensors by the names convert --friendly-names writes "
+                   "(the model's object paths), not by key")
 @click.option("--json", "as_json", is_flag=True, help="print the differences as JSON")
 @click.pass_context
-def diff_cmd(ctx, a, b, atol, rtol, as_json) -> None:
+def diff_cmd(ctx, a, b, atol, rtol, friendly_names, as_json) -> None:
     """Compare two checkpoints: names, dtypes, shapes and values.
 
     Lists the tensors only in A or only in B, those whose dtype or shape changed, and
@@ -870,7 +873,7 @@ def diff_cmd(ctx, a, b, atol, rtol, as_json) -> None:
     if rtol < 0 or not rtol == rtol:  # noqa: PLR0124 - NaN check
         raise click.BadParameter("must be >= 0", param_hint="--rtol")
     try:
-        result = info.diff_checkpoints(a, b, atol=atol, rtol=rtol)
+        result = info.diff_checkpoints(a, b, atol=atol, rtol=rtol, friendly_names=friendly_names)
     except CheckpointError as exc:
         raise _Trouble(_error_text(exc)) from None
     except OSError as exc:
@@ -1071,7 +1074,9 @@ def _timestamp(value) -> str:
 @click.option("--rename", nargs=2, metavar="REGEX TEMPLATE",
               help="a name REGEX fully matches becomes TEMPLATE (\\1, \\g<name> expand)")
 @click.option("--friendly-names", is_flag=True,
-              help="TF2 keys as object paths (model/dense/kernel), without /.ATTRIBUTES/VARIABLE_VALUE")
+              help="TF2 keys as the model's object paths (model/dense/kernel, not the optimizer's path "
+                   "to the same weight), without /.ATTRIBUTES/VARIABLE_VALUE; --include/--exclude "
+                   "match these names")
 @click.option("--strict", is_flag=True, help="fail instead of leaving out tensors DST cannot hold")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_names, strict, as_json) -> None:

@@ -22,9 +22,10 @@ from .errors import CheckpointError, InvalidArgumentError, NotFoundError, Unsupp
 from .format import bundle, naming
 from .format.npz import _NpzSource, read_npz, write_npz
 from .format.safetensors import _ST_CODES, _read_all, _SafetensorsSource, read_safetensors, write_safetensors
+from .objectgraph import OBJECT_GRAPH_KEY, friendly_names
 from .reader import CheckpointReader
 
-__all__ = ["OBJECT_GRAPH_KEY", "check_destination", "convert", "friendly_name", "open_source", "read_any",
+__all__ = ["OBJECT_GRAPH_KEY", "check_destination", "convert", "friendly_names_of", "open_source", "read_any",
            "read_npz", "read_safetensors", "source_bytes", "write_npz", "write_safetensors"]
 
 Progress = Callable[[int], None]
@@ -139,14 +140,11 @@ def check_destination(path: str | os.PathLike, *, make_parents: bool = False) ->
         parent = up
 
 
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-_VARIABLE_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def friendly_name(key: str) -> str:
-    """A TF2 key as the object path it stores (`model/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE`
-    -> `model/dense/kernel`); other keys unchanged."""
-    return key[: -len(_VARIABLE_VALUE)] if key.endswith(_VARIABLE_VALUE) else key
+def friendly_names_of(source: Source) -> dict[str, str]:
+    """{name: friendly name} of a source's tensors (`ckptkit.objectgraph.friendly_names`:
+    a TF2 checkpoint's keys as its model's object paths, read from its object graph)."""
+    graph = source.reader.object_graph() if isinstance(source, _CheckpointSource) else None
+    return friendly_names(source.names, graph)
 
 
 def _holds(kind: str, dtype: _dtypes.DType) -> str | None:
@@ -175,10 +173,11 @@ def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, re
     sources: dict[str, str] = {}
     left_out = []
     pattern = None if rename is None else re.compile(rename[0])
+    shown = friendly_names_of(source) if friendly else {}
     for name in source.names:
-        if include and not any(fnmatch.fnmatchcase(name, g) for g in include):
+        if include and not any(fnmatch.fnmatchcase(shown.get(name, name), g) for g in include):
             continue
-        if any(fnmatch.fnmatchcase(name, g) for g in exclude):
+        if any(fnmatch.fnmatchcase(shown.get(name, name), g) for g in exclude):
             continue
         dtype, shape = source.meta(name)
         target = casts.get(dtype.enum, dtype)
@@ -190,7 +189,7 @@ def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, re
                                        path=dst, key=name)
             left_out.append({"name": name, "reason": reason})
             continue
-        out = friendly_name(name) if friendly else name
+        out = shown.get(name, name)
         if pattern is not None and (m := pattern.fullmatch(out)) is not None:
             try:
                 out = m.expand(rename[1])
@@ -220,10 +219,12 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
 
     `.npz` and `.safetensors` name those formats; any other path is a checkpoint (a
     source resolves like every ckptkit path; a destination is the prefix to write).
-    `include`/`exclude`: fnmatch globs on source names (`*` crosses `/`). `cast`:
-    {"bfloat16": "float32", ...} by TF dtype name. `friendly_names`: TF2 keys as object
-    paths (`/.ATTRIBUTES/VARIABLE_VALUE` dropped; the object graph, whose names no longer
-    match, left out). `rename`: (REGEX, TEMPLATE): a name the regex fully matches becomes
+    `include`/`exclude`: fnmatch globs on source names (`*` crosses `/`), on the friendly
+    names with `friendly_names`. `cast`: {"bfloat16": "float32", ...} by TF dtype name.
+    `friendly_names`: TF2 keys as the model's object paths (`friendly_names_of`: a Keras 3
+    kernel keyed `optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE` is written
+    as its layer's path; the object graph, whose names no longer match, left out).
+    `rename`: (REGEX, TEMPLATE): a name the regex fully matches (after friendly naming) becomes
     the expanded template (`\\1`, `\\g<name>`). Tensors the destination cannot hold
     (strings and complex128 in .safetensors, bfloat16/float8/int4 in .npz) are left out,
     or with `strict` refused before anything is written.

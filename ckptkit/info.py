@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import storage
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError, TensorNotFoundError
-from .objectgraph import OBJECT_GRAPH_KEY, ObjectGraph
+from .objectgraph import OBJECT_GRAPH_KEY, ObjectGraph, friendly_names
 from .objectgraph_edit import graph_problems
 from .reader import CheckpointReader
 from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state
@@ -260,10 +260,25 @@ def _larger(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+def _named(reader: CheckpointReader, friendly: bool) -> dict[str, TensorInfo]:
+    """{name diff reports: TensorInfo (whose `name` is the key to read)}: the keys, or with
+    `friendly` their friendly names (`convert --friendly-names`'), the object graph left out."""
+    infos = _infos(reader)
+    if not friendly:
+        return {i.name: i for i in infos}
+    names = friendly_names(reader.keys(), reader.object_graph())
+    return {names[i.name]: i for i in infos if i.name != OBJECT_GRAPH_KEY}
+
+
 def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
-                     atol: float = 0.0, rtol: float = 0.0) -> dict:
+                     atol: float = 0.0, rtol: float = 0.0, friendly_names: bool = False) -> dict:
     """Keys only in A, only in B, dtype/shape changes, and value changes beyond `atol` +
     `rtol` * max(|a|, |b|) (per element).
+
+    `friendly_names` matches and reports tensors by the names `convert --friendly-names`
+    writes (each side's own object graph; the graphs themselves are not compared), so
+    two Keras 3 checkpoints, or one and its friendly-named conversion, pair up by
+    their model's paths.
 
     Values compare exactly by default (NaN equals NaN, 0.0 equals -0.0); `equal` is
     True when nothing differs. Tensors are compared a chunk at a time (bounded memory).
@@ -274,23 +289,22 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
     import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
 
     with CheckpointReader(path_a) as ra, CheckpointReader(path_b) as rb:
-        infos_a, infos_b = _infos(ra), {i.name: i for i in _infos(rb)}
-        names_a = {i.name for i in infos_a}
+        infos_a, infos_b = _named(ra, friendly_names), _named(rb, friendly_names)
         result: dict[str, Any] = {"a": ra.prefix, "b": rb.prefix,
-                                  "only_a": [i.name for i in infos_a if i.name not in infos_b],
-                                  "only_b": [n for n in infos_b if n not in names_a],
+                                  "only_a": [n for n in infos_a if n not in infos_b],
+                                  "only_b": [n for n in infos_b if n not in infos_a],
                                   "changed": [], "values": [], "compared": 0}
-        for ia in infos_a:
-            ib = infos_b.get(ia.name)
+        for name, ia in infos_a.items():
+            ib = infos_b.get(name)
             if ib is None:
                 continue
             if (ia.dtype, ia.shape) != (ib.dtype, ib.shape):
-                result["changed"].append({"name": ia.name, "a": {"dtype": ia.dtype, "shape": ia.shape},
+                result["changed"].append({"name": name, "a": {"dtype": ia.dtype, "shape": ia.shape},
                                           "b": {"dtype": ib.dtype, "shape": ib.shape}})
                 continue
             mismatched, max_abs, max_rel = 0, None, None
             chunks = zip(ra.iter_chunks(ia.name, DIFF_CHUNK_BYTES, in_order=True),
-                         rb.iter_chunks(ia.name, DIFF_CHUNK_BYTES, in_order=True), strict=True)
+                         rb.iter_chunks(ib.name, DIFF_CHUNK_BYTES, in_order=True), strict=True)
             chunk_abs: float | None
             chunk_rel: float | None
             for a, b in chunks:  # a chunk of each at a time: any tensor size fits
@@ -304,7 +318,7 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
                 max_rel = _larger(max_rel, chunk_rel)
             result["compared"] += 1
             if mismatched:
-                result["values"].append({"name": ia.name, "dtype": ia.dtype, "mismatched": mismatched,
+                result["values"].append({"name": name, "dtype": ia.dtype, "mismatched": mismatched,
                                          "elements": ia.elements, "max_abs_diff": max_abs,
                                          "max_rel_diff": max_rel})
     result["equal"] = not (result["only_a"] or result["only_b"] or result["changed"] or result["values"])

@@ -12,13 +12,18 @@ it by (children in their listed order), with each local name escaped (`.` -> `..
 `<variable path>/.OPTIMIZER_SLOT/<optimizer path>/<slot name>`. Its checkpoint keys
 are `<object path>/.ATTRIBUTES/<attribute name>`. This module rebuilds those paths,
 so `ObjectGraph.walk()` yields each object once, under the path its keys start with.
+Because breadth first can reach a model's variable through its optimizer first (Keras 3
+keys weights `optimizer/_trainable_variables/N`), it also gives each object a friendly
+path avoiding optimizers (`display_placement`, `friendly_names`): what `ls --tree` draws
+and `convert`/`diff --friendly-names` name tensors by.
 Facts from TF's `python/checkpoint/{graph_view,util,save_util_v1}.py`.
 """
 from __future__ import annotations
 
+import heapq
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +31,7 @@ from .errors import DataLossError
 from .proto import trackable_object_graph_pb2
 
 __all__ = ["OBJECT_GRAPH_KEY", "Attribute", "SlotVariable", "Node", "ObjectGraph", "escape_local_name",
-           "unescape_local_name", "attribute_key"]
+           "unescape_local_name", "attribute_key", "friendly_names"]
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _ESCAPE = "."
@@ -318,35 +323,59 @@ class ObjectGraph:
         self._keras_slot_cache = out
         return out
 
-    def display_placement(self) -> dict[int, tuple[int | None, str, str]]:
-        """{node id: (parent id, local name, display path)}: where a tree shows each object.
+    def optimizer_ids(self) -> set[int]:
+        """Ids of the optimizers: objects keeping slot variables (TF's, Keras 2's), shaped like
+        a Keras 3 optimizer (`_iterations` and `_trainable_variables` children), or that an
+        edge names `optimizer`."""
+        ids = {n.id for n in self.nodes if n.slot_variables or {"_iterations", _KERAS_TRAINABLE} <= set(n.children)}
+        return ids | {c.id for n in self.nodes for name, c in n.children.items() if name == "optimizer"}
 
-        Breadth first as TF names objects, except that optimizers are entered only after
-        everything else: a variable the model and the optimizer share (Keras 3 keys model
-        weights `optimizer/_trainable_variables/0/...`) shows under its layer.
+    def display_placement(self) -> dict[int, tuple[int | None, str, str]]:
+        """{node id: (parent id, local name, friendly path)} for every object an edge reaches.
+
+        An object reachable by several paths is named by the best one: the fewest
+        optimizers passed through (a variable the model and the optimizer share - Keras 3
+        keys model weights `optimizer/_trainable_variables/0/...` - gets its layer's path),
+        then the fewest edges, then the first in TF's own order (breadth first, children in
+        listed order): a path differs from TF's (`Node.path`) only where TF's passes
+        through an optimizer and another does not. Each best path extends its parent's, so
+        the placement is a tree (`ls --tree` draws it) and these are the names
+        `friendly_names` gives.
         """
-        placed: dict[int, tuple[int | None, str, str]] = {0: (None, "", "")} if self.nodes else {}
-        queue: deque[Node] = deque([self.root]) if self.nodes else deque()
-        deferred: deque[tuple[Node, str, Node]] = deque()
-        while queue or deferred:
-            if not queue:
-                parent, local_name, child = deferred.popleft()
-                if child.id in placed:
-                    continue
-                placed[child.id] = (parent.id, local_name,
-                                    _join(placed[parent.id][2], escape_local_name(local_name)))
-                queue.append(child)
+        cached: dict[int, tuple[int | None, str, str]] | None = getattr(self, "_placement_cache", None)
+        if cached is not None:
+            return cached
+        optimizers = self.optimizer_ids()
+        placed: dict[int, tuple[int | None, str, str]] = {}
+        # Dijkstra on (optimizers passed, edges, positions of the edges in their lists): each
+        # cost only grows along a path, and a better path to a parent stays better extended
+        # by the same edge. With no optimizer on the way this is TF's breadth-first order.
+        heap: list[tuple[tuple[int, int, tuple[int, ...]], int, int | None, str]] = \
+            [((0, 0, ()), 0, None, "")] if self.nodes else []
+        while heap:
+            (through, length, order), node_id, parent, local_name = heapq.heappop(heap)
+            if node_id in placed:
                 continue
-            node = queue.popleft()
-            for local_name, child in node.children.items():
-                if child.id in placed:
-                    continue
-                if self.is_optimizer(child, local_name):
-                    deferred.append((node, local_name, child))
-                    continue
-                placed[child.id] = (node.id, local_name, _join(placed[node.id][2], escape_local_name(local_name)))
-                queue.append(child)
+            path = "" if parent is None else _join(placed[parent][2], escape_local_name(local_name))
+            placed[node_id] = (parent, local_name, path)
+            step = through + (node_id in optimizers)
+            for i, (name, child) in enumerate(self.nodes[node_id].children.items()):
+                if child.id not in placed:
+                    heapq.heappush(heap, ((step, length + 1, (*order, i)), child.id, node_id, name))
+        self._placement_cache = placed
         return placed
+
+    def friendly_paths(self) -> dict[int, str]:
+        """{node id: friendly path} (`display_placement`'s), and for a slot variable no edge
+        reaches TF's form over friendly paths: `<variable>/.OPTIMIZER_SLOT/<optimizer>/<slot>`."""
+        paths = {node_id: path for node_id, (_, _, path) in self.display_placement().items()}
+        for opt, obj in zip(self.nodes, self.proto.nodes, strict=True):
+            for ref in obj.slot_variables:
+                var, slot = ref.original_variable_node_id, ref.slot_variable_node_id
+                if slot not in paths and var in paths and opt.id in paths:
+                    paths[slot] = _join(paths[var], f"{OPTIMIZER_SLOT}/{paths[opt.id]}/"
+                                                    f"{escape_local_name(ref.slot_name)}")
+        return paths
 
     # ---- rendering (plain data; the CLI draws it)
     def format_tree(self, shapes: dict[str, Any] | None = None, dtypes: dict[str, str] | None = None,
@@ -435,6 +464,43 @@ def tree_text(tree: dict, depth: int = 0) -> list[str]:
     for c in tree["children"]:
         lines.extend(tree_text(c, depth + 1))
     return lines
+
+
+_VALUE_SUFFIX = f"/{ATTRIBUTES}/VARIABLE_VALUE"
+
+
+def friendly_names(keys: Iterable[str], graph: ObjectGraph | None) -> dict[str, str]:
+    """{checkpoint key: friendly name}: the one naming `convert --friendly-names` and
+    `diff --friendly-names` use.
+
+    With an object graph, a key saved by object O is O's friendly path
+    (`ObjectGraph.friendly_paths`) for its VARIABLE_VALUE and
+    `<path>/.ATTRIBUTES/<attribute>` for other attributes; a key no reachable object saves
+    (the object graph itself) stays as it is. Without one (TF1, .npz, .safetensors) a key
+    loses a trailing `/.ATTRIBUTES/VARIABLE_VALUE`. Names stay unique: keys whose
+    friendly names would coincide (with each other or with a key left as it is) keep
+    their own keys.
+    """
+    keys = list(keys)
+    if graph is None:
+        out = {k: k[: -len(_VALUE_SUFFIX)] if k.endswith(_VALUE_SUFFIX) else k for k in keys}
+    else:
+        paths = graph.friendly_paths()
+        named: dict[str, str] = {}
+        for node in graph.nodes:
+            for a in node.attributes if paths.get(node.id) else ():  # the root's "" names nothing
+                named.setdefault(a.checkpoint_key, paths[node.id] if a.name == "VARIABLE_VALUE"
+                                 else attribute_key(paths[node.id], a.name))
+        out = {k: named.get(k, k) for k in keys}
+    while True:  # each round gives at least one key its own name back; all-own names never clash
+        claims: dict[str, list[str]] = {}
+        for key, name in out.items():
+            claims.setdefault(name, []).append(key)
+        clashing = [k for ks in claims.values() if len(ks) > 1 for k in ks if out[k] != k]
+        if not clashing:
+            return out
+        for key in clashing:
+            out[key] = key
 
 
 def _join(parent: str | None, name: str) -> str:
