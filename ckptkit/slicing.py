@@ -79,6 +79,8 @@ class Axis(NamedTuple):
 def parse_index(index: Any, shape: tuple[int, ...], *, path: str | None = None,
                 key: str | None = None) -> tuple[Axis, ...]:
     """One Axis per dimension of `shape` for a numpy basic index (ints, slices, one Ellipsis)."""
+    if isinstance(index, list) and not index:  # `x[[]]`: numpy and safetensors give x[0:0]
+        index = slice(0, 0)
     items = index if isinstance(index, tuple) else (index,)
     ellipses = sum(1 for item in items if item is Ellipsis)
     if ellipses > 1:

@@ -430,6 +430,10 @@ def test_safetensors_agrees_with_the_safetensors_package(reference_safetensors):
             assert same(ours[index], theirs[index]), (name, index)
         # safetensors refuses slice bounds past a dimension; ckptkit clips them, as numpy does
         assert same(reader.get_slice("f16")[:, :, 1:9], tensors["f16"][:, :, 1:9])
+        # an empty list: the empty window of the first dimension in all three
+        for name in ("f32", "i64"):
+            assert same(reader.get_slice(name)[[]], ref.get_slice(name)[[]])
+            assert same(reader.get_slice(name)[[]], tensors[name][[]]) and tensors[name][[]].shape[0] == 0
 
 
 @pytest.fixture(scope="module")
