@@ -193,24 +193,47 @@ def read_tree(reader: CheckpointReader) -> dict[str, Any]:
     return values[graph.root.id]
 
 
-def _assign(held: MutableMapping, new: Mapping, seen: set[tuple[int, int]]) -> None:
-    """Merge `new` into `held`: arrays of the same dtype and shape are assigned in place
-    (as TF assigns a variable), other entries replaced, dicts merged, missing keys added."""
-    work = [(held, new)]
+_Assignment = tuple[MutableMapping, str, Any, bool]  # (into, name, value, in place)
+
+
+def _assignments(held: MutableMapping, new: Mapping, seen: set[tuple[int, int]], prefix: str) -> list[_Assignment]:
+    """What merging `new` into `held` does (`_assign` does it): arrays of the same dtype and shape are assigned in place
+    (as TF assigns a variable), other entries replaced, dicts merged, missing keys added.
+
+    A held array whose shape or dtype differs from the checkpoint's tensor is an
+    InvalidArgumentError naming its key, as TF's restore refuses an incompatible tensor:
+    planned first, so that it is raised before anything is assigned."""
+    assignments: list[_Assignment] = []
+    work: list[tuple[MutableMapping, Mapping, str, bool]] = [(held, new, "", False)]
     while work:
-        into, source = work.pop()
+        into, source, path, own_attributes = work.pop()
         if (id(into), id(source)) in seen:
             continue
         seen.add((id(into), id(source)))
         for name, value in source.items():
             current = into.get(name)
             if isinstance(value, dict) and isinstance(current, MutableMapping):
-                work.append((current, value))
-            elif (isinstance(value, np.ndarray) and isinstance(current, np.ndarray) and current.flags.writeable
-                  and current.shape == value.shape and current.dtype == value.dtype):
-                current[...] = value
+                attributes = name == ATTRIBUTES_KEY and not own_attributes
+                work.append((current, value, path if attributes else _path(path, name), attributes))
+            elif isinstance(value, np.ndarray) and isinstance(current, np.ndarray):
+                if current.shape != value.shape or current.dtype != value.dtype:
+                    key = _attribute_key(path, name) if own_attributes else _attribute_key(_path(path, name),
+                                                                                           VARIABLE_VALUE)
+                    raise InvalidArgumentError(
+                        f"incompatible tensor with shape {list(value.shape)} and dtype {value.dtype} for a held "
+                        f"array of shape {list(current.shape)} and dtype {current.dtype}", path=prefix, key=key)
+                assignments.append((into, name, value, current.flags.writeable))
             else:
-                into[name] = value
+                assignments.append((into, name, value, False))
+    return assignments
+
+
+def _assign(assignments: list[_Assignment]) -> None:
+    for into, name, value, in_place in assignments:
+        if in_place:
+            into[name][...] = value
+        else:
+            into[name] = value
 
 
 class _on_class_too:  # noqa: N801 - a decorator, named like one
@@ -375,8 +398,10 @@ class Checkpoint:
         Returns the root's attributes (not save_counter) as `read_tree` builds them.
         Then, as TF assigns restored values to its variables: a held numpy array of the
         same dtype and shape receives the value in place (so every reference to it sees
-        it), a held dict is merged into recursively, and anything else — other values,
-        and attributes the Checkpoint did not hold — is set to the checkpoint's value.
+        it), a held array of another shape or dtype is an InvalidArgumentError (TF refuses
+        an incompatible tensor) raised before anything is assigned, a held dict is merged
+        into recursively, and anything else — other values, and attributes the Checkpoint
+        did not hold — is set to the checkpoint's value.
         Held values the checkpoint lacks are left as they are. The checkpoint's
         save_counter is restored into this Checkpoint's counter. `save_path` None
         reads nothing and returns {} (TF: a no-op, for `restore(manager.latest_checkpoint)`
@@ -387,20 +412,23 @@ class Checkpoint:
             return {}
         with CheckpointReader(os.fspath(save_path), as_prefix=True) as reader:
             tree = read_tree(reader)
+            prefix = reader.prefix
         counter = tree.pop(SAVE_COUNTER, None)
+        seen: set[tuple[int, int]] = set()
+        if self._root is None:
+            plan = _assignments(self._kwargs, tree, seen, prefix)
+        else:  # the root's own attributes go into it (if it can take them)
+            plan = _assignments(self._kwargs, {k: v for k, v in tree.items() if k in self._kwargs}, seen, prefix)
+            if isinstance(self._root, MutableMapping):
+                plan += _assignments(self._root, {k: v for k, v in tree.items() if k not in self._kwargs}, seen,
+                                     prefix)
+        _assign(plan)
         if isinstance(counter, np.ndarray) and counter.shape == () and counter.dtype.kind in "iu":
             value = int(counter)
             if self._save_counter is None:
                 self._pending_counter = value  # TF's deferred restoration: applied when created
             else:
                 self._save_counter = value
-        seen: set[tuple[int, int]] = set()
-        if self._root is None:
-            _assign(self._kwargs, tree, seen)
-        else:  # the root's own attributes go into it (if it can take them)
-            _assign(self._kwargs, {k: v for k, v in tree.items() if k in self._kwargs}, seen)
-            if isinstance(self._root, MutableMapping):
-                _assign(self._root, {k: v for k, v in tree.items() if k not in self._kwargs}, seen)
         return tree
 
     @_on_class_too

@@ -309,18 +309,36 @@ def test_read_assigns_into_held_objects(tf, tmp_path):
     src = {"dense": {"kernel": np.full((2, 2), 5, np.float32), "bias": np.float32(1), "new": np.int32(3)}}
     prefix = ckptkit.Checkpoint(model=src, step=np.array(4, np.int64)).write(str(tmp_path / "ck"))
     kernel = np.zeros((2, 2), np.float32)
-    wrong_shape = np.zeros(3, np.float32)
-    model = {"dense": {"kernel": kernel, "bias": wrong_shape}, "kept": np.int8(1)}
+    model = {"dense": {"kernel": kernel, "bias": np.float64(0)}, "kept": np.int8(1)}
     step = np.array(0, np.int64)
     ckpt = ckptkit.Checkpoint(model=model, step=step)
     got = ckpt.read(prefix)
     assert np.array_equal(kernel, src["dense"]["kernel"])  # assigned in place
     assert model["dense"]["kernel"] is kernel
-    assert model["dense"]["bias"] is not wrong_shape and model["dense"]["bias"] == 1  # replaced
+    assert model["dense"]["bias"] == 1 and model["dense"]["bias"].dtype == np.float32  # not an array: replaced
     assert model["dense"]["new"] == 3 and model["kept"] == 1  # added; left alone
     assert step == 4 and ckpt.step is step
     assert ckpt.model is model
     assert got["model"]["dense"]["kernel"] is not kernel and set(got["model"]) == {"dense"}
+
+
+@pytest.mark.parametrize("held", [np.zeros(3, np.float32), np.zeros((2, 2), np.float64)])
+def test_read_refuses_a_held_array_of_another_shape_or_dtype(tf, tmp_path, held):
+    """TF's test_restore_incompatible_shape: restoring into a variable of another shape (or
+    dtype) fails; ckptkit raises before assigning anything."""
+    tf_prefix = tf.train.Checkpoint(v=tf.Variable(np.ones((2, 2), np.float32))).write(str(tmp_path / "tf"))
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError)):
+        tf.train.Checkpoint(v=tf.Variable(held)).read(tf_prefix).expect_partial()
+    other = np.zeros((2, 2), np.float32)
+    ckpt = ckptkit.Checkpoint(v=held.copy(), w={"x": other})
+    ckpt.step = np.array(0, np.int64)
+    prefix = ckptkit.Checkpoint(v=np.ones((2, 2), np.float32), w={"x": np.ones((2, 2), np.float32)},
+                                step=np.array(9, np.int64)).write(str(tmp_path / "ck"))
+    for path in (tf_prefix, prefix):
+        with pytest.raises(InvalidArgumentError, match="incompatible tensor with shape") as info:
+            ckpt.read(path)
+        assert info.value.key == "v/.ATTRIBUTES/VARIABLE_VALUE" and info.value.path == path
+    assert np.array_equal(ckpt.v, held) and not other.any() and ckpt.step == 0  # nothing assigned
 
 
 def test_read_on_the_class_reads_into_a_fresh_checkpoint(tmp_path):
