@@ -336,6 +336,8 @@ class CheckpointReader(Mapping):
             return {}
         found = {}
         for name in self._names if names is None else names:
+            if name not in self._name_set:
+                raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
             refusal = self._refusal(name)
             if refusal is not None:
                 found[name] = refusal
@@ -345,7 +347,7 @@ class CheckpointReader(Mapping):
         """Why this reader's framework cannot hold tensor `name` (None: it can, or numpy)."""
         if self._target is None:
             return None
-        enum = self._metas()[name][0]
+        enum = self._backend.dtype_enum(name)
         if not _dtypes.known_enum(enum):
             return f"unsupported TensorFlow DataType {enum}"
         refusal = self._target.refusal(_dtypes.from_enum(enum))

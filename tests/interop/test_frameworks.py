@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch  # a test dependency (the test extra): imported plainly, so a missing one fails, never skips
-from helpers import REPO, random_array, same, save_partitioned_tf1, subprocess_env, tf_values
+from helpers import REPO, hostile_v2, random_array, same, save_partitioned_tf1, subprocess_env, tf_values
 
 import ckptkit
 from ckptkit import storage
@@ -179,6 +179,29 @@ def test_tf2_checkpoints_load_as_torch(tf, tf2_ckpts, which, framework, caplog):
     with pytest.raises(UnsupportedError, match="object graph") as info:
         ckptkit.load(prefix, framework=framework, include=OBJECT_GRAPH)
     assert info.value.key == OBJECT_GRAPH
+
+
+def test_a_datatype_ckptkit_cannot_decode_is_left_out_too(tmp_path, caplog):
+    """A DT_VARIANT entry (what a tf.data iterator's state is saved as) beside a float: a
+    framework load gives the float and notes the other; numpy load still refuses it."""
+    from ckptkit.proto import tensor_bundle_pb2  # noqa: PLC0415
+
+    real = ckptkit.save(os.fspath(tmp_path / "real"), {"x": np.arange(2, dtype=np.float32)})
+    with ckptkit.CheckpointReader(real) as reader:
+        x = reader.entry("x")
+        data = open(reader.files[1], "rb").read()
+    variant = tensor_bundle_pb2.BundleEntryProto(dtype=21)  # DT_VARIANT, a scalar
+    prefix = hostile_v2(tmp_path, {"x": x, "it": variant}, data=data)
+    with caplog.at_level(logging.INFO, logger="ckptkit"):
+        loaded = ckptkit.load(prefix, framework="torch")
+    assert list(loaded) == ["x"] and torch.equal(loaded["x"], torch.arange(2, dtype=torch.float32))
+    [note] = _left_out_notes(caplog)
+    assert "left out 1 entry it cannot hold: it (DataType 21)" in note.getMessage()
+    with pytest.raises(UnsupportedError, match="unsupported TensorFlow DataType 21") as info:
+        ckptkit.CheckpointReader(prefix, framework="torch").get_tensor("it")
+    assert info.value.key == "it" and info.value.path == prefix
+    with pytest.raises(UnsupportedError, match="unsupported TensorFlow DataType 21"):
+        ckptkit.load(prefix)
 
 
 def _readme_example(tmp_path) -> str:
