@@ -1078,15 +1078,20 @@ def _timestamp(value) -> str:
                    "to the same weight), without /.ATTRIBUTES/VARIABLE_VALUE; --include/--exclude "
                    "match these names")
 @click.option("--strict", is_flag=True, help="fail instead of leaving out tensors DST cannot hold")
+@click.option("--metadata", "metadata_pairs", multiple=True, metavar="KEY=VALUE",
+              help="add KEY=VALUE to a .safetensors DST's __metadata__ (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_names, strict, as_json) -> None:
+def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_names, strict, metadata_pairs,
+                as_json) -> None:
     """Convert between checkpoints, .npz and .safetensors (by extension).
 
     A path ending in .npz or .safetensors is that format; anything else is a
     checkpoint (SRC resolves like every CKPT; DST is the prefix to write). One
     tensor is in memory at a time. Tensors DST cannot hold (strings and the TF2
     object graph in .safetensors, bfloat16/float8 in .npz) are left out with a
-    note, unless --strict; --cast bfloat16=float32 keeps them.
+    note, unless --strict; --cast bfloat16=float32 keeps them. A .safetensors
+    DST records format "pt", SRC and the ckptkit version in its __metadata__,
+    plus each --metadata KEY=VALUE.
     """
     from . import convert  # noqa: PLC0415
 
@@ -1096,11 +1101,18 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
         if not sep or not a or not b:
             raise click.BadParameter(f"{pair!r} is not FROM=TO", param_hint="--cast")
         cast[a] = b
+    metadata = {}
+    for pair in metadata_pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--metadata")
+        metadata[key] = value
     total = convert.source_bytes(src) if _stderr_is_tty() else 0
     with _progress(total, "converting") as progress:
         result = convert.convert(src, dst, num_shards=num_shards, include=include, exclude=exclude,
                                  cast=cast, rename=tuple(rename) if rename else None,
-                                 friendly_names=friendly_names, strict=strict, progress=progress)
+                                 friendly_names=friendly_names, strict=strict, metadata=metadata,
+                                 progress=progress)
     if as_json:
         _echo_json(result)
         return

@@ -25,8 +25,9 @@ from .format.safetensors import _ST_CODES, _read_all, _SafetensorsSource, read_s
 from .objectgraph import OBJECT_GRAPH_KEY, friendly_names
 from .reader import CheckpointReader
 
-__all__ = ["OBJECT_GRAPH_KEY", "check_destination", "convert", "friendly_names_of", "open_source", "read_any",
-           "read_npz", "read_safetensors", "source_bytes", "write_npz", "write_safetensors"]
+__all__ = ["OBJECT_GRAPH_KEY", "SAFETENSORS_FORMAT", "check_destination", "convert", "friendly_names_of",
+           "open_source", "read_any", "read_npz", "read_safetensors", "safetensors_metadata", "source_bytes",
+           "write_npz", "write_safetensors"]
 
 Progress = Callable[[int], None]
 
@@ -209,11 +210,37 @@ def _load_cast(source: Source, name: str, target: _dtypes.DType | None) -> np.nd
     return arr if target is None else arr.astype(target.numpy)
 
 
+# the `format` HF transformers reads a .safetensors file as: "pt" loads the names as they
+# are (it refuses a file whose __metadata__ has a format outside "pt", "tf", "flax", "mlx")
+SAFETENSORS_FORMAT = "pt"
+
+
+def safetensors_metadata(src: str, extra: Mapping[str, str] | None, dst: str) -> dict[str, str]:
+    """The `__metadata__` convert writes to a .safetensors file: `format` ("pt"), `source`
+    (SRC as given; a URL without its user, password, query or fragment, where signatures
+    and tokens live) and `ckptkit_version`, then the caller's `extra` pairs (which win)."""
+    from . import __version__  # noqa: PLC0415 - the package's own version
+
+    source = src
+    if "://" in src:
+        from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415
+
+        parts = urlsplit(src)
+        source = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    out = {"format": SAFETENSORS_FORMAT, "source": source, "ckptkit_version": __version__}
+    for key, value in (extra or {}).items():
+        if not (isinstance(key, str) and isinstance(value, str)) or not key:
+            raise InvalidArgumentError(f"metadata takes non-empty str keys and str values, not {key!r}: {value!r}",
+                                       path=dst)
+        out[key] = value
+    return out
+
+
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int = 1,
             include: Iterable[str] = (), exclude: Iterable[str] = (),
             cast: Mapping[str, str] | None = None, rename: tuple[str, str] | None = None,
             friendly_names: bool = False, strict: bool = False,
-            progress: Progress | None = None) -> dict:
+            metadata: Mapping[str, str] | None = None, progress: Progress | None = None) -> dict:
     """Copy tensors from `src` to `dst`, formats chosen by extension, one tensor in memory
     at a time (peak memory: the largest tensor, plus buffers).
 
@@ -227,15 +254,20 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     `rename`: (REGEX, TEMPLATE): a name the regex fully matches (after friendly naming) becomes
     the expanded template (`\\1`, `\\g<name>`). Tensors the destination cannot hold
     (strings and complex128 in .safetensors, bfloat16/float8/int4 in .npz) are left out,
-    or with `strict` refused before anything is written.
+    or with `strict` refused before anything is written. A `.safetensors` destination gets
+    a `__metadata__` (see `safetensors_metadata`), `metadata`'s pairs added; `metadata`
+    for another destination is an InvalidArgumentError.
     Returns {"src", "dst", "tensors", "bytes", "left_out": [{"name", "reason"}]}.
     """
     src, dst = storage.fspath(src), storage.fspath(dst)
     if storage.abspath(src) == storage.abspath(dst):
         raise InvalidArgumentError("source and destination are the same file", path=dst)
     kind = _kind(dst)
+    if metadata and kind != "safetensors":
+        raise InvalidArgumentError("metadata is written to .safetensors files only", path=dst)
     check_destination(dst, make_parents=kind == "checkpoint")
     casts = _parse_casts(cast)
+    header = safetensors_metadata(src, metadata, dst) if kind == "safetensors" else None
     with _naming(src), open_source(src) as source:
         plan, left_out = _plan(source, kind, dst, list(include), list(exclude), casts, rename,
                                friendly_names, strict)
@@ -243,7 +275,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
             if kind == "npz":
                 write_npz(dst, plan, progress)
             elif kind == "safetensors":
-                write_safetensors(dst, plan, progress=progress)
+                write_safetensors(dst, plan, header, progress=progress)
             else:
                 bundle.write_bundle(dst, plan, num_shards=num_shards, progress=progress)
     nbytes = sum(d.nbytes for d in plan.values())

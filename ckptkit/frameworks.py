@@ -22,6 +22,11 @@ jax: `jax.device_put` of the array (to `device`, default jax's default device). 
 silently narrows 64-bit types (float64, int64, uint64, complex128) to 32 bits unless
 `jax_enable_x64` is on, so those raise UnsupportedError instead of changing values;
 strings raise too.
+
+Names: "numpy", "torch", "jax", and safetensors' names for the same ("np", "pt",
+"flax"; see ALIASES), so `framework=` takes what `safe_open(path, framework=...)` takes.
+`Target.refusal(dtype)` says why a framework cannot hold a dtype: `get_tensor` raises
+it, and `ckptkit.load` leaves such tensors out (see reader.load).
 """
 from __future__ import annotations
 
@@ -35,9 +40,23 @@ from .errors import DataLossError, InvalidArgumentError, UnsupportedError
 from .format.bundle import BIG, BundleData
 from .format.coding import crc32c, unmask_crc
 
-__all__ = ["FRAMEWORKS", "Target", "Staging", "target", "TORCH_DTYPES"]
+__all__ = ["ALIASES", "FRAMEWORKS", "Target", "Staging", "canonical", "target", "TORCH_DTYPES"]
 
 FRAMEWORKS = ("numpy", "torch", "jax")
+# safetensors' framework names (safe_open(..., framework="pt")) -> ours: the one alias table
+ALIASES = {"np": "numpy", "pt": "torch", "flax": "jax"}
+
+
+def canonical(framework: str | None, *, path=None) -> str:
+    """`framework` as one of FRAMEWORKS (None is numpy; aliases resolved); an unknown
+    name is an InvalidArgumentError naming `path`."""
+    if framework is None:
+        return "numpy"
+    name = ALIASES.get(framework, framework) if isinstance(framework, str) else framework
+    if name not in FRAMEWORKS:
+        known = ", ".join(FRAMEWORKS + tuple(f"{a}={b}" for a, b in ALIASES.items()))
+        raise InvalidArgumentError(f"unknown framework {framework!r}: use one of {known}", path=path)
+    return name
 
 # TF dtype name -> torch dtype attribute: the one place for this fact. A name missing
 # from the installed torch (uint16/32/64 before torch 2.3) is reported when asked for.
@@ -66,9 +85,9 @@ class Target:
     device checked once, when the reader opens."""
 
     def __init__(self, framework: str, device: Any = None, *, path=None) -> None:
-        if framework not in FRAMEWORKS[1:]:
-            raise InvalidArgumentError(f"unknown framework {framework!r}: use one of {', '.join(FRAMEWORKS)}",
-                                       path=path)
+        framework = canonical(framework, path=path)
+        if framework == "numpy":
+            raise InvalidArgumentError("framework='numpy' needs no Target (see target())", path=path)
         self.framework = framework
         self.path = path  # named in errors about the device
         self.module = _import(framework, path)
@@ -103,6 +122,22 @@ class Target:
 
     # ---- conversion
 
+    def refusal(self, dtype: _dtypes.DType) -> str | None:
+        """Why this framework cannot hold `dtype` (the message get_tensor raises), or None
+        if it can: the one place that decides what `load` leaves out."""
+        if self.framework == "torch":
+            name = TORCH_DTYPES.get(dtype.name)
+            if name is not None and getattr(self.module, name, None) is not None:
+                return None
+            hint = "strings have no torch tensor; " if dtype.is_string else ""
+            return f"torch {self.module.__version__} has no {dtype.name} dtype: {hint}read it with framework='numpy'"
+        if dtype.is_string:
+            return "strings have no jax array: read it with framework='numpy'"
+        if dtype.name in _JAX_X64 and not self.module.config.jax_enable_x64:
+            return (f"jax would narrow {dtype.name} to 32 bits (jax_enable_x64 is off): turn it on with "
+                    "jax.config.update('jax_enable_x64', True), or read with framework='numpy'")
+        return None
+
     def convert(self, arr: np.ndarray, dtype: _dtypes.DType, *, path=None, key=None) -> Any:
         """`arr` (of TF dtype `dtype`) as this framework's tensor on this device."""
         if self.framework == "torch":
@@ -110,13 +145,10 @@ class Target:
         return self._jax(arr, dtype, path, key)
 
     def torch_dtype(self, dtype: _dtypes.DType, path=None, key=None):
-        name = TORCH_DTYPES.get(dtype.name)
-        found = getattr(self.module, name, None) if name else None
-        if found is None:
-            hint = "strings have no torch tensor; " if dtype.is_string else ""
-            raise UnsupportedError(f"torch {self.module.__version__} has no {dtype.name} dtype: {hint}"
-                                   "read it with framework='numpy'", path=path, key=key)
-        return found
+        refusal = self.refusal(dtype)
+        if refusal is not None:
+            raise UnsupportedError(refusal, path=path, key=key)
+        return getattr(self.module, TORCH_DTYPES[dtype.name])
 
     def _torch(self, arr: np.ndarray, dtype: _dtypes.DType, path, key):
         torch = self.module
@@ -132,12 +164,9 @@ class Target:
 
     def _jax(self, arr: np.ndarray, dtype: _dtypes.DType, path, key):
         jax = self.module
-        if dtype.is_string:
-            raise UnsupportedError("strings have no jax array: read it with framework='numpy'", path=path, key=key)
-        if dtype.name in _JAX_X64 and not jax.config.jax_enable_x64:
-            raise UnsupportedError(f"jax would narrow {dtype.name} to 32 bits (jax_enable_x64 is off): "
-                                   "turn it on with jax.config.update('jax_enable_x64', True), or read "
-                                   "with framework='numpy'", path=path, key=key)
+        refusal = self.refusal(dtype)
+        if refusal is not None:
+            raise UnsupportedError(refusal, path=path, key=key)
         try:
             return jax.device_put(arr.astype(dtype.numpy, copy=False), self.device)  # native byte order
         except TypeError as exc:
@@ -258,10 +287,11 @@ class Staging:
 
 def target(framework: str | None, device: Any = None, *, path=None) -> Target | None:
     """The Target for a reader's `framework`/`device` options (errors name `path`); None
-    for plain numpy."""
-    if framework in (None, "numpy"):
+    for plain numpy ("numpy", "np" or None)."""
+    name = canonical(framework, path=path)
+    if name == "numpy":
         if device not in (None, "cpu"):
             raise InvalidArgumentError(f"device={device!r} needs framework='torch' or 'jax' "
                                        "(numpy arrays live in host memory)", path=path)
         return None
-    return Target(framework, device, path=path)
+    return Target(name, device, path=path)

@@ -9,6 +9,7 @@ partitioned variables of either TF format are listed and returned whole, as TF l
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -188,9 +189,9 @@ def _cut(flat: np.ndarray, chunk_bytes: int) -> Iterator[np.ndarray]:
         yield flat[start:start + step]
 
 
-def _framework_target(framework: str, device: Any, path: str):
+def _framework_target(framework: str | None, device: Any, path: str):
     """frameworks.target(...), importing that module only for framework tensors."""
-    if framework in (None, "numpy") and device in (None, "cpu"):
+    if framework in (None, "numpy", "np") and device in (None, "cpu"):
         return None
     from .frameworks import target  # noqa: PLC0415
 
@@ -231,7 +232,11 @@ class CheckpointReader(Mapping):
     partitioned variables, big-endian bundles and V1 checkpoints are always copied.
 
     `framework="torch"` or `"jax"` (and `device=`, e.g. "cuda") make `get_tensor`, `[]`
-    and `get_slice` return that framework's tensors (see ckptkit.frameworks);
+    and `get_slice` return that framework's tensors (see ckptkit.frameworks; safetensors'
+    names "pt", "flax" and "np" work too, and `framework` then holds ours). Entries the
+    framework cannot hold (strings such as the TF2 object graph, dtypes it lacks) stay
+    listed; `get_tensor` refuses them with an UnsupportedError naming file and key, and
+    `unsupported_names()` lists them with the reason (what `load` leaves out).
     `get_slice(name)[window]` reads only the window (see ckptkit.slicing).
     """
 
@@ -244,7 +249,7 @@ class CheckpointReader(Mapping):
         self.prefix = location.prefix
         self._format = location.format  # a reopen (a re-saved V2 index) keeps it
         self._target = _framework_target(framework, device, self.prefix)  # before any data is read
-        self.framework = framework
+        self.framework = "numpy" if self._target is None else self._target.framework  # aliases resolved
         self.verify = verify
         self.mmap = mmap
         self.generation = 0  # how many times a replaced checkpoint was reopened (see get_tensor)
@@ -316,8 +321,42 @@ class CheckpointReader(Mapping):
             except bundle_index.IndexReplacedError:
                 pass  # the checkpoint was replaced: _reading reopens it
         if target is not None:
+            refusal = self._refusal(name) if name in self._name_set else None
+            if refusal is not None:  # before any data is read
+                raise UnsupportedError(refusal, path=self.prefix, key=name)
             return self._reading(name, lambda b: target.read(b, name, self.verify, copy, path=self.prefix))
         return self._reading(name, lambda b: b.read(name, self.verify, copy))
+
+    def unsupported_names(self, names: Iterable[str] | None = None) -> dict[str, str]:
+        """{name: why} for the tensors (of `names`, default all) this reader's framework
+        cannot hand back: strings (the TF2 object graph among them) and dtypes the
+        framework lacks or that ckptkit cannot decode. `get_tensor` raises the reason as an
+        UnsupportedError; `load` leaves these out. Always empty for numpy."""
+        if self._target is None:
+            return {}
+        found = {}
+        for name in self._names if names is None else names:
+            if name not in self._name_set:
+                raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
+            refusal = self._refusal(name)
+            if refusal is not None:
+                found[name] = refusal
+        return found
+
+    def _refusal(self, name: str) -> str | None:
+        """Why this reader's framework cannot hold tensor `name` (None: it can, or numpy)."""
+        if self._target is None:
+            return None
+        enum = self._backend.dtype_enum(name)
+        if not _dtypes.known_enum(enum):
+            return f"unsupported TensorFlow DataType {enum}"
+        refusal = self._target.refusal(_dtypes.from_enum(enum))
+        from .objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
+
+        if refusal is not None and name == OBJECT_GRAPH_KEY:
+            return ("the TF2 object graph is a serialized proto, not a tensor (reader.object_graph() "
+                    f"parses it): {refusal}")
+        return refusal
 
     def get_tensors(self, names: Iterable[str]) -> dict[str, Any]:
         """{name: tensor} for `names` (in their order), all from one checkpoint: as
@@ -479,6 +518,15 @@ class CheckpointReader(Mapping):
             return found if len(found) > 1 else []
         return [TensorSlice.from_proto(p) for p in self._entry(name).slices]
 
+    def metadata(self) -> dict[str, str] | None:
+        """A `.safetensors` file's `__metadata__` (str -> str; `{}` if stored empty), or None
+        when it holds none: what safetensors' `safe_open(path, ...).metadata()` returns for
+        the same file. Other formats store no such dict: None (TF's own metadata, the
+        object graph and the .meta graph, have `object_graph()` and ckptkit.metagraph)."""
+        backend = self._backend
+        found = backend.file.metadata if isinstance(backend, _TensorFile) else None
+        return None if found is None else dict(found)
+
     def object_graph(self):
         """The TF2 object graph (`ckptkit.objectgraph.ObjectGraph`), or None for TF1 checkpoints."""
         from .objectgraph import ObjectGraph  # noqa: PLC0415 - only TF2 tools need it
@@ -547,15 +595,32 @@ def load_variable(path: str | os.PathLike, name: str, *,
 
 
 def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = None,
+         include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None,
          storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every tensor of a checkpoint, as {name: array}: all from one checkpoint, even when a
-    writer replaces it meanwhile (then the new one is read whole). `framework="torch"` or
-    `"jax"` (with `device=`, e.g. "cuda") gives that framework's tensors instead. `path` may
-    be a URL (`storage_options`: the fsspec store's options, e.g. credentials)."""
+    """Every tensor of a checkpoint (or those chosen), as {name: array}: all from one
+    checkpoint, even when a writer replaces it meanwhile (then the new one is read whole).
+
+    `framework="torch"` or `"jax"` (or safetensors' "pt", "flax"; with `device=`, e.g.
+    "cuda") gives that framework's tensors instead. What it cannot hold (strings such as
+    the TF2 object graph, dtypes it lacks: see `CheckpointReader.unsupported_names`) is
+    left out, with one note on the "ckptkit" logger naming them (INFO when it is only the
+    object graph, which every TF2 checkpoint has; WARNING otherwise), so a whole TF2
+    checkpoint loads; numpy holds everything.
+
+    `include`/`exclude`: a glob or a list of globs on tensor names, with the CLI's rules
+    (fnmatch, `*` crosses `/`; an include glob matching nothing is an InvalidArgumentError
+    naming it and the checkpoint). A tensor included by its own name (no wildcard) that
+    the framework cannot hold is an UnsupportedError naming it, as `get_tensor` raises;
+    globs leave such tensors out. `path` may be a URL
+    (`storage_options`: the fsspec store's options, e.g. credentials)."""
+    from .selection import as_patterns  # noqa: PLC0415 - only selections need it
+
+    where = os.fspath(path)
+    includes, excludes = as_patterns(include, "include", where), as_patterns(exclude, "exclude", where)
     with CheckpointReader(path, framework=framework, device=device, storage_options=storage_options) as reader:
         for _ in range(_REOPENS):
             generation = reader.generation
-            names = list(reader)
+            names, left_out = _chosen(reader, includes, excludes)
             try:
                 values = reader.get_tensors(names)
             except TensorNotFoundError:  # a name of the checkpoint that was replaced
@@ -563,7 +628,46 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
                     raise
                 continue
             # get_tensors reads all of `names` from one checkpoint: whole if it has no others
-            if reader.generation == generation or list(reader) == names:
+            if reader.generation == generation or _chosen(reader, includes, excludes)[0] == names:
+                _note_left_out(reader, left_out)
                 return values
         raise bundle_index.IndexReplacedError("the checkpoint was replaced again and again while it was "
                                               "being read", path=reader.prefix)
+
+
+def _chosen(reader: CheckpointReader, includes: list[str], excludes: list[str]) -> tuple[list[str], list[str]]:
+    """(names load reads, names it leaves out because the framework cannot hold them).
+    A tensor asked for by its own name (an include without wildcards) is never left out
+    quietly: if the framework cannot hold it, that is an UnsupportedError naming it."""
+    from .selection import include_exclude  # noqa: PLC0415 - only selections need it
+
+    names = include_exclude(reader, includes, excludes, path=reader.prefix)
+    refused = reader.unsupported_names(names)
+    for pattern in includes:
+        if pattern in refused and not any(c in pattern for c in "*?["):
+            raise UnsupportedError(refused[pattern], path=reader.prefix, key=pattern)
+    return [n for n in names if n not in refused], [n for n in names if n in refused]
+
+
+_log = logging.getLogger("ckptkit")
+_NOTE_NAMES = 8  # names a left-out note shows before "and N more"
+
+
+def _note_left_out(reader: CheckpointReader, names: list[str]) -> None:
+    """One log record for what `load` left out: how many, which (the first few), each with its dtype."""
+    if not names:
+        return
+    from .objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
+
+    metas = reader._metas()
+    shown = ", ".join(f"{n} ({_dtype_name(metas[n][0])})" for n in names[:_NOTE_NAMES])
+    more = f" and {len(names) - _NOTE_NAMES} more" if len(names) > _NOTE_NAMES else ""
+    level = logging.INFO if names == [OBJECT_GRAPH_KEY] else logging.WARNING
+    _log.log(level, "%s: load(framework=%r) left out %d %s it cannot hold: %s%s "
+             "(reader.unsupported_names() says why; framework='numpy' reads everything)",
+             reader.prefix, reader.framework, len(names), "entry" if len(names) == 1 else "entries",
+             shown, more)
+
+
+def _dtype_name(enum: int) -> str:
+    return _dtypes.from_enum(enum).name if _dtypes.known_enum(enum) else f"DataType {enum}"

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 
 from .errors import InvalidArgumentError
 
-__all__ = ["OPTIMIZER_SLOT", "by_glob", "by_regex", "glob_renamer", "optimizer_keys"]
+__all__ = ["OPTIMIZER_SLOT", "by_glob", "by_regex", "as_patterns", "glob_renamer", "include_exclude", "optimizer_keys"]
 
 _SLOT_NAMES = ("Adam", "Momentum", "RMSProp", "Adagrad", "AdagradDA", "Adadelta", "Ftrl", "ProximalAdagrad")
 # The last name component of an optimizer's state.
@@ -83,3 +83,29 @@ def glob_renamer(old: str, new: str) -> Callable[[str], str | None]:
         return "".join(next(groups) if c in "*?" else c for c in new)
 
     return renamer
+
+
+def as_patterns(value: str | Iterable[str] | None, what: str = "include", path: str | None = None) -> list[str]:
+    """A str or an iterable of str as a list of globs (None: none); anything else is an
+    InvalidArgumentError saying what `what` takes."""
+    if value is None:
+        return []
+    patterns = [value] if isinstance(value, str) else list(value)
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise InvalidArgumentError(f"{what} takes globs (str), not {pattern!r}", path=path)
+    return patterns
+
+
+def include_exclude(keys: Iterable[str], include: str | Iterable[str] | None = None,
+                    exclude: str | Iterable[str] | None = None, *, path: str | None = None) -> list[str]:
+    """The keys some `include` glob matches (every key when `include` is None), less those
+    an `exclude` glob matches, in key order: the CLI's `--include/--exclude`. Each may be
+    one glob or a list (an empty one, as an absent option, filters nothing); an include
+    glob matching nothing is an error naming it (as in `by_glob`), an exclude glob
+    matching nothing is not (there is nothing to leave out)."""
+    keys = list(keys)
+    includes = as_patterns(include, "include", path)
+    excludes = as_patterns(exclude, "exclude", path)
+    chosen = set(by_glob(keys, includes, path=path)) if includes else set(keys)
+    return [k for k in keys if k in chosen and not any(fnmatch.fnmatchcase(k, g) for g in excludes)]

@@ -45,6 +45,8 @@ class _NpzSource:
     """An .npz archive: every member's .npy header checked on open (no object arrays, no
     claim beyond what the archive holds); each member read when asked for."""
 
+    metadata: dict[str, str] | None = None  # npz stores none (a .safetensors file's __metadata__)
+
     def __init__(self, path: str) -> None:
         self.path = path
         self.handle = storage.of(path).open(path, ".npz file")

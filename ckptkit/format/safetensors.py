@@ -44,7 +44,7 @@ def read_safetensors(path: str | os.PathLike, progress: Progress | None = None
                      ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """({name: array}, metadata) from a .safetensors file, every offset checked."""
     with _SafetensorsSource(os.fspath(path)) as source:
-        return _read_all(source, progress), source.metadata
+        return _read_all(source, progress), source.metadata or {}
 
 
 class _SafetensorsSource:
@@ -75,10 +75,11 @@ class _SafetensorsSource:
             raise DataLossError(f"safetensors header is not valid JSON: {exc}", path=path) from None
         if not isinstance(header, dict):
             raise DataLossError("safetensors header is not a JSON object", path=path)
-        metadata = header.pop("__metadata__", None) or {}
-        if not isinstance(metadata, dict):
+        metadata = header.pop("__metadata__", None)
+        if not isinstance(metadata, dict | None):
             raise DataLossError("safetensors __metadata__ is not an object", path=path)
-        self.metadata = {str(k): str(v) for k, v in metadata.items()}
+        # None when absent, as safe_open(...).metadata() returns it
+        self.metadata = None if metadata is None else {str(k): str(v) for k, v in metadata.items()}
         self.data_start, data_size = 8 + n, size - 8 - n
         specs = {name: _parse_spec(spec, path, name) for name, spec in header.items()}
         for name, (dtype, shape, (begin, end)) in specs.items():
@@ -167,7 +168,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
         raise UnsupportedError("a tensor named '__metadata__' would collide with the safetensors "
                                "metadata; rename it first", path=path, key="__metadata__")
     header: dict = {}
-    if metadata:
+    if metadata is not None:  # {} is written as {}: safe_open(...).metadata() then gives {}, not None
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     offset = 0
     for name in sorted(tensors):

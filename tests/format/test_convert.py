@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from helpers import dtype_tensors, make_dtypes, same, tf_values
 
+import ckptkit
 from ckptkit import convert
-from ckptkit.errors import DataLossError, UnsupportedError
+from ckptkit.errors import DataLossError, InvalidArgumentError, UnsupportedError
 
 st_numpy = pytest.importorskip("safetensors.numpy")
 safe_open = pytest.importorskip("safetensors").safe_open
@@ -162,3 +163,78 @@ def test_same_source_and_destination(tmp_path):
 
 def test_dtype_tensors_cover_every_safetensors_numpy_type(tf):
     assert NUMPY_SAFETENSORS | {"bf16"} == set(dtype_tensors(tf, with_strings=False))
+
+
+# --------------------------------------------------------------------------- __metadata__
+
+def test_convert_to_safetensors_writes_metadata_the_package_reads(numeric_ckpt, tmp_path):
+    """`format` "pt" (what HF transformers requires to load a file as it is), the source as
+    given and ckptkit's version; the caller's pairs added, and winning."""
+    dst = os.fspath(tmp_path / "m.safetensors")
+    convert.convert(numeric_ckpt, dst)
+    want = {"format": "pt", "source": numeric_ckpt, "ckptkit_version": ckptkit.__version__}
+    with safe_open(dst, framework="numpy") as f:
+        assert f.metadata() == want
+    with ckptkit.CheckpointReader(dst) as reader:
+        assert reader.metadata() == want
+    extra = os.fspath(tmp_path / "extra.safetensors")
+    convert.convert(numeric_ckpt, extra, metadata={"format": "tf", "license": "apache-2.0", "empty": ""})
+    with safe_open(extra, framework="numpy") as f:
+        assert f.metadata() == {**want, "format": "tf", "license": "apache-2.0", "empty": ""}
+    with pytest.raises(InvalidArgumentError, match="metadata is written to .safetensors files only") as info:
+        convert.convert(numeric_ckpt, os.fspath(tmp_path / "m.npz"), metadata={"a": "b"})
+    assert info.value.path == os.fspath(tmp_path / "m.npz") and not (tmp_path / "m.npz").exists()
+    with pytest.raises(InvalidArgumentError, match="str keys and str values"):
+        convert.convert(numeric_ckpt, os.fspath(tmp_path / "n.safetensors"), metadata={"a": 1})
+
+
+def test_metadata_source_of_a_url_keeps_no_credentials():
+    got = convert.safetensors_metadata("https://user:secret@host:8443/run/model.ckpt?X-Amz-Signature=abc#x",
+                                       None, "out.safetensors")
+    assert got["source"] == "https://host:8443/run/model.ckpt"
+    assert convert.safetensors_metadata("s3://bucket/run/model.ckpt", None, "o")["source"] == "s3://bucket/run/model.ckpt"
+
+
+def test_reader_metadata_is_what_safe_open_gives(tmp_path, numeric_ckpt):
+    """A dict when the file has __metadata__ ({} when stored empty), None when it has none,
+    as safe_open(...).metadata(); formats without such a dict give None."""
+    tensors = {"w": np.arange(4, dtype=np.float32)}
+    cases = {"some": {"format": "np", "note": "x=y"}, "empty": {}, "none": None}
+    for name, metadata in cases.items():
+        path = os.fspath(tmp_path / f"{name}.safetensors")
+        st_numpy.save_file(tensors, path, metadata=metadata)
+        with safe_open(path, framework="numpy") as f:
+            theirs = f.metadata()
+        with ckptkit.CheckpointReader(path) as reader:
+            assert reader.metadata() == theirs == metadata, name
+    ours = os.fspath(tmp_path / "ours_empty.safetensors")
+    convert.write_safetensors(ours, tensors, metadata={})
+    with safe_open(ours, framework="numpy") as f:
+        assert f.metadata() == {}
+    npz = os.fspath(tmp_path / "w.npz")
+    np.savez(npz, **tensors)
+    for path in (npz, numeric_ckpt):
+        with ckptkit.CheckpointReader(path) as reader:
+            assert reader.metadata() is None
+
+
+def test_cli_convert_metadata_option(numeric_ckpt, tmp_path):
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from ckptkit.cli import cli  # noqa: PLC0415
+
+    dst = os.fspath(tmp_path / "m.safetensors")
+    result = CliRunner().invoke(cli, ["convert", numeric_ckpt, dst, "--metadata", "license=mit",
+                                      "--metadata", "expr=a=b"])
+    assert result.exit_code == 0, result.output
+    with safe_open(dst, framework="numpy") as f:
+        metadata = f.metadata()
+    assert metadata["license"] == "mit" and metadata["expr"] == "a=b" and metadata["source"] == numeric_ckpt
+    bad = CliRunner().invoke(cli, ["convert", numeric_ckpt, os.fspath(tmp_path / "b.safetensors"),
+                                   "--metadata", "no-equals-sign"])
+    assert bad.exit_code == 2 and "'no-equals-sign' is not KEY=VALUE" in bad.output
+    assert not (tmp_path / "b.safetensors").exists()
+    npz = CliRunner().invoke(cli, ["convert", numeric_ckpt, os.fspath(tmp_path / "m.npz"), "--metadata", "a=b"])
+    assert npz.exit_code == 1
+    [line] = npz.stderr.strip().splitlines()
+    assert line == f"ckptkit: error: {tmp_path / 'm.npz'}: metadata is written to .safetensors files only"

@@ -7,6 +7,7 @@ dtype of the same name.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch  # a test dependency (the test extra): imported plainly, so a missing one fails, never skips
-from helpers import REPO, random_array, same, save_partitioned_tf1, subprocess_env, tf_values
+from helpers import REPO, hostile_v2, random_array, same, save_partitioned_tf1, subprocess_env, tf_values
 
 import ckptkit
 from ckptkit import storage
@@ -80,25 +81,192 @@ def test_torch_tensors_equal_tf_values_for_every_torch_dtype(tf_ckpt):
                                rtol=0, atol=0, equal_nan=True)
 
 
-def test_load_with_torch_and_what_torch_cannot_hold(tf_ckpt, tmp_path):
+def _left_out_notes(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "ckptkit" and "left out" in r.getMessage()]
+
+
+def test_load_with_torch_leaves_out_what_torch_cannot_hold(tf_ckpt, caplog):
+    """Strings and int4/uint4 are left out of load with ONE warning naming them (how many,
+    the first few); asked for by name, each is an UnsupportedError naming file and key."""
     prefix, want = tf_ckpt
-    with pytest.raises(UnsupportedError, match="has no int4 dtype: read it with framework='numpy'") as info:
-        ckptkit.load(prefix, framework="torch")  # the first such tensor, by name
-    assert info.value.key == "int4/0" and info.value.path == prefix
-    with ckptkit.CheckpointReader(prefix, framework="torch") as reader:
-        with pytest.raises(UnsupportedError, match="no string dtype: strings have no torch tensor") as info:
-            reader.get_tensor("names")
-        assert info.value.key == "names"
-        for dtype in NO_TORCH:
-            with pytest.raises(UnsupportedError, match=f"no {dtype} dtype"):
-                reader.get_tensor(f"{dtype}/0")
-    # without them, load gives every tensor as torch, equal to TF's
-    subset = os.fspath(tmp_path / "subset")
-    ckptkit.save(subset, {k: v for k, v in want.items() if k.split("/")[0] in TORCH_DTYPES})
-    loaded = ckptkit.load(subset, framework="torch", device="cpu")
-    assert set(loaded) == {k for k in want if k.split("/")[0] in TORCH_DTYPES}
+    torch_names = {k for k in want if k.split("/")[0] in TORCH_DTYPES}
+    refused = sorted(set(want) - torch_names)
+    assert len(refused) == 9  # "names", int4/0..3, uint4/0..3
+    with caplog.at_level(logging.INFO, logger="ckptkit"):
+        loaded = ckptkit.load(prefix, framework="torch", device="cpu")
+    assert set(loaded) == torch_names
     for name, t in loaded.items():
         _assert_torch_equals_tf(t, want[name], name)
+    [note] = _left_out_notes(caplog)
+    message = note.getMessage()
+    assert note.levelno == logging.WARNING and message.startswith(f"{prefix}: load(framework='torch') left out 9 ")
+    assert "int4/0 (int4)" in message and "names (string)" in message and "and 1 more" in message
+    with ckptkit.CheckpointReader(prefix, framework="torch") as reader:
+        assert sorted(reader.unsupported_names()) == refused
+        assert len(reader) == len(want)  # still listed: the reader shows the checkpoint as it is
+        with pytest.raises(UnsupportedError, match="no string dtype: strings have no torch tensor") as info:
+            reader.get_tensor("names")
+        assert info.value.key == "names" and info.value.path == prefix
+        for dtype in NO_TORCH:
+            with pytest.raises(UnsupportedError, match=f"has no {dtype} dtype: read it with framework='numpy'"):
+                reader.get_tensor(f"{dtype}/0")
+    for name in ("names", "int4/2"):  # asked for by name: never left out quietly
+        with pytest.raises(UnsupportedError, match="read it with framework='numpy'") as info:
+            ckptkit.load(prefix, framework="torch", include=[name, "float32/*"])
+        assert info.value.key == name and info.value.path == prefix
+    # a glob takes what torch can hold, the rest noted
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ckptkit"):
+        ints = ckptkit.load(prefix, framework="torch", include="*int*/0")  # a str: one glob
+    assert set(ints) == {f"{d}/0" for d in TORCH_DTYPES if "int" in d}
+    [note] = _left_out_notes(caplog)
+    assert "left out 2 entries it cannot hold: int4/0 (int4), uint4/0 (uint4) (" in note.getMessage()
+    # numpy holds everything: nothing left out, nothing logged
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ckptkit"):
+        assert set(ckptkit.load(prefix)) == set(want)
+    assert not _left_out_notes(caplog)
+
+
+OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+@pytest.fixture(scope="module")
+def tf2_ckpts(tf, tmp_path_factory) -> dict[str, str]:
+    """TF2 object-based checkpoints: a Keras model fit for one step with Adam (slot
+    variables, the optimizer's int64 iteration) written by tf.train.Checkpoint, and one
+    written by ckptkit.Checkpoint (an int64 step and a string beside the weights)."""
+    directory = tmp_path_factory.mktemp("tf2")
+    model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(4), tf.keras.layers.Dense(2)])
+    optimizer = tf.keras.optimizers.Adam(0.1)
+    model.compile(optimizer=optimizer, loss="mse")
+    rng = np.random.default_rng(3)
+    model.fit(rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32),
+              batch_size=4, epochs=1, verbose=0)
+    keras = tf.train.Checkpoint(model=model, optimizer=optimizer).write(os.fspath(directory / "keras"))
+    ours = ckptkit.Checkpoint(model={"dense": {"kernel": rng.standard_normal((3, 4)).astype(np.float32),
+                                               "bias": np.zeros(4, np.float16)}},
+                              step=np.int64(7), note=np.array(b"hello", dtype=object))
+    return {"keras": keras, "ckptkit": ours.write(os.fspath(directory / "ours"))}
+
+
+@pytest.mark.parametrize("which", ["keras", "ckptkit"])
+@pytest.mark.parametrize("framework", ["torch", "pt"])
+def test_tf2_checkpoints_load_as_torch(tf, tf2_ckpts, which, framework, caplog):
+    """Every TF2 checkpoint loads: the object graph (and strings) left out with one note,
+    every other tensor (slot variables, int64 counters) equal to TF's value."""
+    prefix = tf2_ckpts[which]
+    want = tf_values(tf, prefix)
+    strings = {k for k, v in want.items() if np.asarray(v).dtype.kind in "OS"}
+    assert OBJECT_GRAPH in strings and (which == "keras") == (strings == {OBJECT_GRAPH})
+    if which == "keras":
+        assert any(k.startswith("optimizer/_variables/") for k in want)  # fit made Adam's moments
+        assert want["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"] == 1
+    with caplog.at_level(logging.INFO, logger="ckptkit"):
+        loaded = ckptkit.load(prefix, framework=framework)
+    assert set(loaded) == set(want) - strings
+    for name, t in loaded.items():
+        _assert_torch_equals_tf(t, want[name], name)
+    [note] = _left_out_notes(caplog)
+    # only the object graph (every TF2 checkpoint has one): INFO; a string of the user's: WARNING
+    assert note.levelno == (logging.INFO if which == "keras" else logging.WARNING)
+    assert f"left out {len(strings)} " in note.getMessage() and f"{OBJECT_GRAPH} (string)" in note.getMessage()
+    with ckptkit.CheckpointReader(prefix, framework=framework) as reader:
+        assert reader.framework == "torch"
+        with pytest.raises(UnsupportedError, match="the TF2 object graph is a serialized proto") as info:
+            reader.get_tensor(OBJECT_GRAPH)
+        assert info.value.key == OBJECT_GRAPH and info.value.path == prefix
+    with pytest.raises(UnsupportedError, match="object graph") as info:
+        ckptkit.load(prefix, framework=framework, include=OBJECT_GRAPH)
+    assert info.value.key == OBJECT_GRAPH
+
+
+def test_a_datatype_ckptkit_cannot_decode_is_left_out_too(tmp_path, caplog):
+    """A DT_VARIANT entry (what a tf.data iterator's state is saved as) beside a float: a
+    framework load gives the float and notes the other; numpy load still refuses it."""
+    from ckptkit.proto import tensor_bundle_pb2  # noqa: PLC0415
+
+    real = ckptkit.save(os.fspath(tmp_path / "real"), {"x": np.arange(2, dtype=np.float32)})
+    with ckptkit.CheckpointReader(real) as reader:
+        x = reader.entry("x")
+        data = open(reader.files[1], "rb").read()
+    variant = tensor_bundle_pb2.BundleEntryProto(dtype=21)  # DT_VARIANT, a scalar
+    prefix = hostile_v2(tmp_path, {"x": x, "it": variant}, data=data)
+    with caplog.at_level(logging.INFO, logger="ckptkit"):
+        loaded = ckptkit.load(prefix, framework="torch")
+    assert list(loaded) == ["x"] and torch.equal(loaded["x"], torch.arange(2, dtype=torch.float32))
+    [note] = _left_out_notes(caplog)
+    assert "left out 1 entry it cannot hold: it (DataType 21)" in note.getMessage()
+    with pytest.raises(UnsupportedError, match="unsupported TensorFlow DataType 21") as info:
+        ckptkit.CheckpointReader(prefix, framework="torch").get_tensor("it")
+    assert info.value.key == "it" and info.value.path == prefix
+    with pytest.raises(UnsupportedError, match="unsupported TensorFlow DataType 21"):
+        ckptkit.load(prefix)
+
+
+def _readme_example(tmp_path) -> str:
+    """The README's Python API example, as written there."""
+    path = os.fspath(tmp_path / "ckpt" / "model")
+    ckptkit.save(path, {"w": np.ones((2, 3), np.float32), "names": ["a", "b"]}, num_shards=1)
+    return path
+
+
+def _cli_example(tmp_path) -> str:
+    """What `ckptkit example DIR` writes (the first lines of the README)."""
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from ckptkit.cli import cli  # noqa: PLC0415
+
+    directory = os.fspath(tmp_path / "demo")
+    result = CliRunner().invoke(cli, ["example", directory])
+    assert result.exit_code == 0, result.output
+    return directory
+
+
+def test_the_readme_examples_load_as_torch(tmp_path, caplog):
+    readme = _readme_example(tmp_path)
+    with caplog.at_level(logging.INFO, logger="ckptkit"):
+        loaded = ckptkit.load(readme, framework="torch")
+    assert list(loaded) == ["w"] and torch.equal(loaded["w"], torch.ones(2, 3))
+    [note] = _left_out_notes(caplog)
+    assert note.levelno == logging.WARNING and "left out 1 entry it cannot hold: names (string)" in note.getMessage()
+    demo = _cli_example(tmp_path)
+    want = ckptkit.load(demo)
+    loaded = ckptkit.load(demo, framework="torch")
+    assert set(loaded) == {"v", "v/ExponentialMovingAverage"} == set(want)
+    for name, t in loaded.items():
+        _assert_torch_equals_tf(t, want[name], name)
+
+
+def test_load_include_and_exclude(tmp_path):
+    """Globs with the CLI's rules: `*` crosses `/`, a str or a list, an include matching
+    nothing an error naming it and the checkpoint; the order is the checkpoint's."""
+    values = {"enc/layer0/w": np.ones(2, np.float32), "enc/layer1/w": np.zeros(2, np.float32),
+              "dec/w": np.arange(3, dtype=np.int32), "step": np.int64(3)}
+    prefix = ckptkit.save(os.fspath(tmp_path / "m"), values)
+    assert list(ckptkit.load(prefix, include="enc/*")) == ["enc/layer0/w", "enc/layer1/w"]
+    assert list(ckptkit.load(prefix, include=["*w"], exclude="*layer1*")) == ["dec/w", "enc/layer0/w"]
+    assert list(ckptkit.load(prefix, exclude=("enc/*", "nothing-like-this"))) == ["dec/w", "step"]
+    assert list(ckptkit.load(prefix, include=[])) == sorted(values)  # as an absent option
+    loaded = ckptkit.load(prefix, framework="torch", include=("dec/?", "step"))
+    assert torch.equal(loaded["dec/w"], torch.arange(3, dtype=torch.int32)) and loaded["step"].item() == 3
+    with pytest.raises(InvalidArgumentError, match="no tensor name matches the glob 'enc/layer2/\\*'") as info:
+        ckptkit.load(prefix, include=["enc/*", "enc/layer2/*"])
+    assert info.value.path == prefix
+    with pytest.raises(InvalidArgumentError, match="include takes globs"):
+        ckptkit.load(prefix, include=[3])
+
+
+def test_safetensors_framework_names_are_aliases(tf_ckpt):
+    prefix, want = tf_ckpt
+    with ckptkit.CheckpointReader(prefix, framework="np") as reader:
+        assert reader.framework == "numpy" and same(reader["float32/0"], want["float32/0"])
+        assert reader.unsupported_names() == {}
+    with ckptkit.CheckpointReader(prefix, framework="pt") as reader:
+        assert reader.framework == "torch"
+        _assert_torch_equals_tf(reader["bfloat16/0"], want["bfloat16/0"], "bfloat16/0")
+    with pytest.raises(InvalidArgumentError, match="np=numpy, pt=torch, flax=jax"):
+        ckptkit.CheckpointReader(prefix, framework="tf")
 
 
 def test_torch_partitioned_and_slices_equal_tf(tf, tf1, tmp_path):
@@ -272,6 +440,56 @@ def test_jax_refuses_to_narrow_64_bit_types(tf_ckpt):
     assert got["int32/0"] == got["float32/2"] == got["bfloat16/3"] == [True, True, True, True]
     for dtype in ("float64", "int64", "uint64", "complex128"):
         assert got[f"{dtype}/0"].startswith(f"jax would narrow {dtype} to 32 bits (jax_enable_x64 is off)"), dtype
+
+
+JAX_LOAD_CHILD = """
+import json, logging, sys
+import jax, numpy as np, ckptkit
+notes = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        notes.append([record.levelname, record.getMessage()])
+logging.getLogger("ckptkit").addHandler(Keep())
+logging.getLogger("ckptkit").setLevel(logging.INFO)
+out = []
+for path, framework, x64 in json.loads(sys.argv[1]):
+    jax.config.update("jax_enable_x64", x64)
+    del notes[:]
+    loaded, want = ckptkit.load(path, framework=framework), ckptkit.load(path)
+    same = all(isinstance(a, jax.Array) and str(a.dtype) == str(want[k].dtype)
+               and np.asarray(a).tobytes() == want[k].tobytes() for k, a in loaded.items())
+    out.append({"keys": sorted(loaded), "same": same, "notes": list(notes)})
+print(json.dumps(out))
+"""
+
+
+def test_tf2_checkpoints_and_the_readme_examples_load_as_jax(tf2_ckpts, tmp_path):
+    """jax (and its safetensors name "flax"): the object graph and strings left out with
+    one note; with jax_enable_x64 off (jax's default) the int64 counters too, the note a
+    WARNING saying so, never narrowed values."""
+    keras, ours = tf2_ckpts["keras"], tf2_ckpts["ckptkit"]
+    readme, demo = _readme_example(tmp_path), _cli_example(tmp_path)
+    jobs = [[keras, "jax", True], [keras, "flax", False], [ours, "jax", True], [readme, "jax", False],
+            [demo, "flax", False]]
+    result = _run(JAX_LOAD_CHILD, json.dumps(jobs))
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    for job, found in zip(jobs, got, strict=True):
+        assert found["same"], job  # every array holds the bytes numpy reads, in the same-named dtype
+        assert len(found["notes"]) == (0 if job[0] == demo else 1), (job, found["notes"])
+    iterations = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+    with ckptkit.CheckpointReader(keras) as reader:
+        keras_keys = set(reader)
+    assert set(got[0]["keys"]) == keras_keys - {OBJECT_GRAPH}
+    assert got[0]["notes"] == [["INFO", got[0]["notes"][0][1]]] and OBJECT_GRAPH in got[0]["notes"][0][1]
+    assert set(got[1]["keys"]) == keras_keys - {OBJECT_GRAPH, iterations}
+    [[level, message]] = got[1]["notes"]
+    assert level == "WARNING" and f"left out 2 entries it cannot hold: {OBJECT_GRAPH} (string), {iterations} (int64)" \
+        in message
+    assert got[2]["keys"] == ["model/dense/bias/.ATTRIBUTES/VARIABLE_VALUE",
+                              "model/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE", "step/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert got[3]["keys"] == ["w"] and "names (string)" in got[3]["notes"][0][1]
+    assert got[4]["keys"] == ["v", "v/ExponentialMovingAverage"]
 
 
 # --------------------------------------------------------------------------- optional imports
