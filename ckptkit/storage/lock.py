@@ -29,14 +29,18 @@ skipped with a debug log and saving works as before.
 The lock file exists only while a write runs (so a directory at rest holds exactly
 the files TF's Saver would leave): the holder deletes it before unlocking, and a
 locker that finds its locked file no longer at the path retries with a fresh one.
-It holds the holder's `pid host role`: the role decides how long others wait, the rest
-is for the error message.
+It holds the holder's `pid host role since` and, on a second line, its command: the role
+decides how long others wait, the rest is for messages. A writer that has waited
+NOTE_AFTER_SECONDS logs one warning naming the holder (pid, command, since when), so a
+Saver stuck behind a hung edit says who it waits for instead of hanging silently.
 """
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import re
+import sys
 import threading
 import time
 
@@ -54,6 +58,9 @@ SAVER, EDIT = "saver", "edit"  # holder roles, written into the lock file
 EDIT_WAIT_SECONDS = 60.0       # how long anyone waits for a holder that is not a Saver, and
                                # the default wait of every writer that is not a Saver
 _POLL_SECONDS = 0.05
+NOTE_AFTER_SECONDS = 1.0       # a writer waiting this long says whom it waits for
+_COMMAND_CHARS = 200           # of the holder's command line kept in the lock file
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 _held = threading.local()      # {realpath of directory: depth} locked by this thread
 
 _log = logging.getLogger(__name__)
@@ -94,6 +101,7 @@ class DirectoryLock:
 
     def _acquire(self) -> int | None:
         start = time.monotonic()
+        noted = False
         while True:
             fd = self._open()
             if fd is None:
@@ -109,6 +117,9 @@ class DirectoryLock:
                 if role != SAVER and limit is not None:
                     limit = max(limit, EDIT_WAIT_SECONDS)
                 waited = time.monotonic() - start
+                if not noted and waited >= NOTE_AFTER_SECONDS and (limit is None or limit > waited):
+                    _log.warning("%s: waiting for another ckptkit writer to finish (%s)", self.directory, holder)
+                    noted = True
                 if limit is not None and waited >= limit:
                     os.close(fd)
                     waited_note = f" (waited {waited:.3g} s)" if limit else ""
@@ -121,7 +132,9 @@ class DirectoryLock:
                 time.sleep(_POLL_SECONDS)
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {os.uname().nodename} {self.role}\n".encode(), 0)
+            command = _UNPRINTABLE.sub("?", " ".join(sys.argv))[:_COMMAND_CHARS]
+            os.pwrite(fd, f"{os.getpid()} {os.uname().nodename} {self.role} {int(time.time())}\n{command}\n"
+                      .encode("utf-8", "replace"), 0)
         except OSError:
             pass  # the holder note is informative only
         return fd
@@ -180,14 +193,26 @@ class DirectoryLock:
 
 
 def _read_holder(fd: int) -> tuple[str, str | None]:
-    """(a description of the lock's holder for messages, its role or None if unknown)."""
+    """(a description of the lock's holder for messages, its role or None if unknown).
+
+    The file holds `pid host role since` and the holder's command on a second line (an
+    older ckptkit wrote the first three fields only)."""
     try:
-        text = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
+        lines = os.pread(fd, 512, 0).decode("utf-8", "replace").split("\n")
     except OSError:
-        text = []
-    role = text[2] if len(text) >= 3 else None
-    if len(text) >= 2 and text[0].isdigit():
-        return f"pid {text[0]} on {text[1]}" + (f", {role}" if role else ""), role
-    if text and text[0].isdigit():
-        return f"pid {text[0]}", role
-    return "pid unknown", role
+        lines = []
+    fields = lines[0].split() if lines else []
+    if not fields or not fields[0].isdigit():
+        return "pid unknown", None
+    role = fields[2] if len(fields) >= 3 else None
+    parts = [f"pid {fields[0]}" + (f" on {fields[1]}" if len(fields) >= 2 else "")]
+    if role:
+        parts.append(role)
+    command = _UNPRINTABLE.sub("?", lines[1]).strip() if len(lines) > 1 else ""
+    if command:
+        parts.append(f"`{command}`")
+    if len(fields) >= 4 and fields[3].isdigit():
+        since = int(fields[3])
+        parts.append(f"since {time.strftime('%H:%M:%S', time.localtime(since))} "
+                     f"({max(0, int(time.time()) - since)} s ago)")
+    return ", ".join(parts), role

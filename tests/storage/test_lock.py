@@ -177,3 +177,31 @@ def test_lock_file_symlink_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="symlink"):
         save(tmp_path, 5)
     assert target.read_text() == "precious"
+
+
+EDIT_HOLDER = HOLDER.replace("DirectoryLock(sys.argv[1])", "DirectoryLock(sys.argv[1], role='edit')")
+
+
+def test_a_waiting_saver_says_whom_it_waits_for(tmp_path, caplog):
+    """A Saver waits up to 60 s for an edit; after a second it logs the holder: pid, role,
+    command, since when (a hung edit used to make it wait in silence)."""
+    proc = spawn(EDIT_HOLDER, tmp_path)
+    try:
+        assert proc.stdout.readline() == "locked\n", proc.stderr.read()
+
+        def let_go():
+            time.sleep(2.0)
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+
+        threading.Thread(target=let_go).start()
+        with caplog.at_level("WARNING", logger="ckptkit.storage.lock"):
+            assert save(tmp_path, 3) == str(tmp_path / "model-3")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    (record,) = [r for r in caplog.records if r.name == "ckptkit.storage.lock"]
+    message = record.getMessage()
+    assert message.startswith(f"{tmp_path}: waiting for another ckptkit writer to finish (pid {proc.pid} on ")
+    assert f", edit, `-c {tmp_path}`, since " in message and " s ago)" in message
