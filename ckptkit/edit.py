@@ -464,7 +464,7 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
             objects.append(name)
         else:
             edit.require(name)
-    chosen += selection.by_glob(keys, list(glob), path=edit.prefix)
+    chosen += selection.by_glob(keys, glob, path=edit.prefix, what="include glob")
     chosen += selection.by_regex(keys, list(regex), path=edit.prefix)
     if optimizer:
         if graph is not None:

@@ -50,8 +50,8 @@ def by_glob(keys: Iterable[str], patterns: Iterable[str], *, path: str | None = 
 
 def select(names: Iterable[str], include: Iterable[str] = (), exclude: Iterable[str] = (), *,
            base: Iterable[str] | None = None, path: str | None = None) -> list[str]:
-    """The names `--include`/`--exclude` pick, in the order of `names`: the one rule of
-    every command that takes them (globs as fnmatch's: `*` crosses `/`).
+    """The names `--include`/`--exclude` pick, in the order of `names` (after `base`): the
+    one rule of every command that takes them (globs as fnmatch's: `*` crosses `/`).
 
     Include globs select (their union; with none, every name), then exclude globs remove.
     `base`: names chosen another way (a command's NAME arguments, `rm --optimizer`):
@@ -65,16 +65,12 @@ def select(names: Iterable[str], include: Iterable[str] = (), exclude: Iterable[
     include, exclude = list(include), list(exclude)
     if not include and not exclude:
         return names if base is None else list(dict.fromkeys(base))
-    chosen = by_glob(names, include, path=path, what="include glob")
+    included = set(by_glob(names, include, path=path, what="include glob"))
     dropped = set(by_glob(names, exclude, path=path, what="exclude glob"))
+    chosen = [n for n in names if n in included or not include]
     if base is not None:
-        chosen = [*base, *chosen]
-    elif not include:
-        chosen = names
-    order = {name: i for i, name in enumerate(names)}
+        chosen = [*base, *(chosen if include else ())]
     picked = [n for n in dict.fromkeys(chosen) if n not in dropped]
-    if base is None:
-        picked.sort(key=order.__getitem__)
     if not picked:
         raise InvalidArgumentError(f"the filters leave no tensor (include {include}, exclude {exclude})",
                                    path=path)
