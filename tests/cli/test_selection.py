@@ -258,3 +258,20 @@ def test_edits_take_the_checkpoint_like_read_commands(tf, seed, tmp_path, monkey
     assert result.exit_code == 0, result.stderr
     assert sorted(tf_values(tf, seed)) == ["v/ExponentialMovingAverage"]
     assert sorted(tf_values(tf, os.path.join(copy_of, "model.ckpt"))) == ["v"]  # the directory v: untouched
+
+
+def test_rm_exclude_cannot_keep_what_a_removed_object_takes(tf, tmp_path):
+    """TF2: --optimizer removes the optimizer object; a key it takes along cannot be kept by
+    --exclude (the object graph would name a key that is gone), and the error says so."""
+    model, optimizer = tf.Module(), tf.Module()
+    model.w = tf.Variable([1.0, 2.0])
+    optimizer.step = tf.Variable(3, dtype=tf.int64)
+    prefix = tf.train.Checkpoint(model=model, optimizer=optimizer).write(os.fspath(tmp_path / "ck"))
+    index = open(prefix + ".index", "rb").read()
+    step_key = "optimizer/step/.ATTRIBUTES/VARIABLE_VALUE"
+    line = error_line(run("rm", "-c", prefix, "--optimizer", "--exclude", "optimizer/*"))
+    assert f"key {step_key!r}: cannot keep it" in line
+    assert open(prefix + ".index", "rb").read() == index
+    result = run("rm", "-c", prefix, "--optimizer", "--exclude", "model/*", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == [step_key]
+    assert sorted(tf_values(tf, prefix)) == ["_CHECKPOINTABLE_OBJECT_GRAPH", "model/w/.ATTRIBUTES/VARIABLE_VALUE"]
