@@ -928,7 +928,7 @@ def ema_cmd(ctx, ckpt, ckpt_arg, output, ema_name, drop_meta, as_json) -> None:
 
 @cli.command("rm")
 @_ckpt_option()
-@click.argument("names", nargs=-1, metavar="[CKPT] NAME...", shell_complete=_complete_tensor_names)
+@click.argument("names", nargs=-1, metavar="[CKPT] [NAME]...", shell_complete=_complete_tensor_names)
 @_filter_options()
 @click.option("--glob", "as_glob", is_flag=True, hidden=True, help="deprecated: NAMES are globs (--include)")
 @click.option("--regex", is_flag=True, help="NAMES are Python regexes matching whole names (re.fullmatch)")
