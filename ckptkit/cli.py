@@ -358,6 +358,118 @@ def _ckpt_option():
                         type=_PATH, help=_CKPT_HELP)
 
 
+# --------------------------------------------------------------------------- the filter vocabulary
+
+_INCLUDE_HELP = "only tensors whose name matches GLOB (fnmatch: * crosses /); repeatable"
+_EXCLUDE_HELP = "not the tensors whose name matches GLOB; repeatable (a GLOB matching no name is an error)"
+
+
+def _deprecated(old: str, new: str) -> None:
+    """The one-line note an old spelling gets (it keeps working)."""
+    _note(f"note: {old} is deprecated; use {new} (same meaning)")
+
+
+def _filter_options(legacy_filter: bool = False):
+    """`--include GLOB`/`--exclude GLOB` (repeatable), the same on every command that picks
+    tensors; the command gets `include` and `exclude` tuples for `selection.select`, the
+    one function applying them (directly or inside the library call). `legacy_filter`:
+    the old `--filter GLOB` too, hidden, taken as an include, with a deprecation note."""
+    import functools  # noqa: PLC0415
+
+    def decorate(f):
+        if legacy_filter:
+            inner = f
+
+            @functools.wraps(inner)
+            def command(*args, old_filter, include, **kwargs):
+                if old_filter:
+                    _deprecated("--filter", "--include")
+                return inner(*args, include=(*include, *old_filter), **kwargs)
+
+            f = click.option("--filter", "old_filter", multiple=True, metavar="GLOB", hidden=True)(command)
+        f = click.option("--exclude", multiple=True, metavar="GLOB", help=_EXCLUDE_HELP)(f)
+        return click.option("--include", multiple=True, metavar="GLOB", help=_INCLUDE_HELP)(f)
+
+    return decorate
+
+
+def _ckpt_was_given(ctx: click.Context) -> bool:
+    from click.core import ParameterSource  # noqa: PLC0415
+
+    return ctx.get_parameter_source("ckpt") not in (ParameterSource.DEFAULT, None)
+
+
+def _use_checkpoint(ctx: click.Context, path: str) -> str:
+    """An edit's checkpoint given as a positional argument: errors name it, and a directory
+    that does not open its latest gets the note every command's CKPT gets."""
+    from . import storage  # noqa: PLC0415
+
+    if _ckpt_was_given(ctx):
+        raise click.UsageError(f"two checkpoints: -c {ctx.params['ckpt']} and {path}; give one")
+    ctx.params["ckpt"] = path
+    if storage.isdir(path):
+        note = _resolution_note(path)
+        if note:
+            _note(note)
+    return path
+
+
+def _is_checkpoint(path: str) -> bool:
+    """Whether `path` opens as a checkpoint (what any CKPT argument accepts)."""
+    from .reader import CheckpointReader  # noqa: PLC0415
+
+    try:
+        with CheckpointReader(path):
+            return True
+    except (CheckpointError, OSError, ValueError):
+        return False
+
+
+def _names_in(ckpt: str, name: str) -> bool:
+    """Whether `name` is a tensor name, or a TF2 object path, of checkpoint `ckpt` (False
+    when `ckpt` does not open)."""
+    from .reader import CheckpointReader  # noqa: PLC0415
+
+    try:
+        with CheckpointReader(ckpt) as reader:
+            if name in reader:
+                return True
+            graph = reader.object_graph()
+            if graph is None:
+                return False
+            try:
+                graph.find(name)
+            except KeyError:
+                return False
+            return True
+    except (CheckpointError, OSError, ValueError):
+        return False
+
+
+def _leading_checkpoint(ctx: click.Context, ckpt: str, names: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """`rm [CKPT] NAME...`: without -c, the first positional is the checkpoint when it opens
+    as one and is neither a tensor name nor a TF2 object path of the checkpoint in `.` (a
+    name of `.` wins, so `rm v` in the checkpoint's directory removes v)."""
+    if not names or _ckpt_was_given(ctx) or not _is_checkpoint(names[0]) or _names_in(ckpt, names[0]):
+        return ckpt, names
+    return _use_checkpoint(ctx, names[0]), names[1:]
+
+
+@contextlib.contextmanager
+def _hint_checkpoint_names(ckpt: str, names):
+    """An edit failing on a NAME that is no name of CKPT but is itself a checkpoint: the
+    error asks `did you mean -c NAME?` (`ckptkit rename run v w` meant `-c run`)."""
+    try:
+        yield
+    except CheckpointError as exc:
+        for name in names:
+            if (exc.key in (name, None) and name != ckpt and _is_checkpoint(name)
+                    and not _names_in(ckpt, name)):
+                raise _Failure(f"{_error_text(exc, ckpt)}; {name} is a checkpoint: did you mean -c {name}?") \
+                    from None
+        raise
+
+
 def _output_option():
     return click.option("-o", "--output", type=_PATH, default=None,
                         help="write the result as a new checkpoint at this prefix (data shards "
@@ -389,30 +501,36 @@ def cli() -> None:
 @click.argument("ckpt", default=".", required=False, type=_PATH)
 @click.argument("object_path", required=False, metavar="[OBJECT]")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list for scripts")
-@click.option("--filter", "pattern", metavar="GLOB", help="only names matching GLOB (fnmatch; * crosses /)")
+@_filter_options(legacy_filter=True)
+@click.option("--count-exclude", multiple=True, metavar="GLOB",
+              help="list tensors matching GLOB but leave their elements and bytes out of the totals "
+                   "(inspect_checkpoint's --count_exclude_pattern); repeatable")
 @click.option("--sort", type=click.Choice(["name", "size"]), default="name", show_default=True,
               help="order by name, or by size (largest first)")
 @click.option("--tree", is_flag=True,
               help="TF2 checkpoints: the object graph from the root (or OBJECT), each variable with "
                    "its key, dtype, shape and optimizer slots; TF1: tensors grouped by / scopes")
-def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, pattern: str | None, sort: str, tree: bool) -> None:
+def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, include: tuple[str, ...], exclude: tuple[str, ...],
+           count_exclude: tuple[str, ...], sort: str, tree: bool) -> None:
     """List tensors: name, dtype, shape, elements and bytes, with totals.
 
     OBJECT (TF2 checkpoints) is an object path such as `optimizer` or
     `model/layer_with_weights-0`: only the tensors it and the objects below it save,
-    with their optimizer slots.
+    with their optimizer slots. --include/--exclude pick among those; tensors
+    --count-exclude matches are listed but not counted in the totals (with --json,
+    each tensor then says "counted": true or false).
     """
-    import fnmatch  # noqa: PLC0415
-
     from . import info  # noqa: PLC0415
     from .objectgraph import tree_text  # noqa: PLC0415
+    from .selection import by_glob, select  # noqa: PLC0415
 
     prefix, infos = info.list_tensors(ckpt)
     if tree:
         objects = info.object_tree(prefix, object_path)
-        if objects is not None and (pattern or sort != "name"):
-            raise click.UsageError("--filter and --sort apply to the flat listing; --tree of a TF2 checkpoint "
-                                   "draws its object graph (give an OBJECT path to draw part of it)")
+        if objects is not None and (include or exclude or count_exclude or sort != "name"):
+            raise click.UsageError("--include, --exclude, --count-exclude and --sort apply to the flat listing; "
+                                   "--tree of a TF2 checkpoint draws its object graph (give an OBJECT path to "
+                                   "draw part of it)")
         if objects is not None:
             if as_json:
                 _echo_json(objects)
@@ -424,8 +542,9 @@ def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, pattern: str | Non
     if object_path is not None:
         wanted = set(info.object_keys(prefix, object_path))
         infos = [i for i in infos if i.name in wanted]
-    if pattern:
-        infos = [i for i in infos if fnmatch.fnmatchcase(i.name, pattern)]
+    picked = set(select([i.name for i in infos], include, exclude, path=prefix))
+    infos = [i for i in infos if i.name in picked]
+    uncounted = set(by_glob([i.name for i in infos], count_exclude, path=prefix, what="count-exclude glob"))
     if sort == "size":
         infos.sort(key=lambda i: (-(i.bytes or 0), i.name))  # unknown sizes (sliced strings, V1 strings) count 0
     if tree:
@@ -433,27 +552,30 @@ def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, pattern: str | Non
         if as_json:
             _echo_json(_tree_json(root))
         else:
-            _print_tree(prefix, root)
+            _print_tree(prefix, root, uncounted)
         return
     if as_json:
-        _echo_json([i.as_dict() for i in infos])
+        _echo_json([{**i.as_dict(), **({"counted": i.name not in uncounted} if count_exclude else {})}
+                    for i in infos])
         return
     rows = [[i.name, i.dtype + (" (sliced)" if i.sliced else ""), _shape(i.shape),
              f"{i.elements:,}", _bytes(i.bytes)] for i in infos]
-    total_el = sum(i.elements for i in infos)
-    total_b = sum(i.bytes or 0 for i in infos)
+    counted = [i for i in infos if i.name not in uncounted]
+    total_el = sum(i.elements for i in counted)
+    total_b = sum(i.bytes or 0 for i in counted)
+    tensors = _count(len(infos)) + (f" ({len(counted)} counted)" if count_exclude else "")
     _table([("name", "l"), ("dtype", "l"), ("shape", "l"), ("elements", "r"), ("bytes", "r")], rows,
-           footer=[_count(len(infos)), "", "", f"{total_el:,}", f"{total_b:,} ({_human(total_b)})"],
+           footer=[tensors, "", "", f"{total_el:,}", f"{total_b:,} ({_human(total_b)})"],
            title=prefix)
 
 
-def _tree_totals(node: dict) -> tuple[int, int]:
+def _tree_totals(node: dict, uncounted: set[str]) -> tuple[int, int]:
     count, size = 0, 0
     for key, child in node.items():
         if key is None:
-            count, size = count + 1, size + (child.bytes or 0)
+            count, size = count + 1, size + (0 if child.name in uncounted else child.bytes or 0)
         else:
-            c, s = _tree_totals(child)
+            c, s = _tree_totals(child, uncounted)
             count, size = count + c, size + s
     return count, size
 
@@ -468,18 +590,19 @@ def _tree_json(node: dict) -> dict:
     return out
 
 
-def _tree_label(name: str, node: dict) -> str:
+def _tree_label(name: str, node: dict, uncounted: set[str]) -> str:
     parts = [_printable(name)]
     if None in node:
         t = node[None]
-        parts.append(f"{t.dtype}{_shape(t.shape)}  {_bytes(t.bytes)} B")
+        parts.append(f"{t.dtype}{_shape(t.shape)}  {_bytes(t.bytes)} B" + ("  (not counted)" if t.name in uncounted
+                                                                             else ""))
     if len(node) > (1 if None in node else 0):
-        count, size = _tree_totals(node)
+        count, size = _tree_totals(node, uncounted)
         parts.append(f"({_count(count)}, {_human(size)})")
     return "  ".join(parts)
 
 
-def _print_tree(prefix: str, root: dict) -> None:
+def _print_tree(prefix: str, root: dict, uncounted: set[str]) -> None:
     if _stdout_is_tty():
         from rich.text import Text  # noqa: PLC0415
         from rich.tree import Tree  # noqa: PLC0415
@@ -487,7 +610,7 @@ def _print_tree(prefix: str, root: dict) -> None:
         def add(branch, node):
             for key, child in node.items():
                 if key is not None:
-                    add(branch.add(Text(_tree_label(key, child))), child)
+                    add(branch.add(Text(_tree_label(key, child, uncounted))), child)
 
         top = Tree(Text(_printable(prefix)))
         add(top, root)
@@ -498,7 +621,7 @@ def _print_tree(prefix: str, root: dict) -> None:
     def walk(node, depth):
         for key, child in node.items():
             if key is not None:
-                _echo("  " * depth + _tree_label(key, child))
+                _echo("  " * depth + _tree_label(key, child, uncounted))
                 walk(child, depth + 1)
 
     walk(root, 1)
@@ -513,29 +636,33 @@ def _print_tree(prefix: str, root: dict) -> None:
 @click.option("--bins", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
               help="histogram bins")
 @click.option("--full", is_flag=True, help="print every value (default: numpy's summary)")
+@_filter_options()
 @click.option("--json", "as_json", is_flag=True,
               help="print JSON (values only with --full or when small): an object for one NAME, "
                    "a list for several, globs or --all")
 def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, hist: bool, bins: int,
-             full: bool, as_json: bool) -> None:
+             full: bool, include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
     """Print tensors' values (and, with --stats/--hist, their statistics).
 
     NAMES are tensor names or fnmatch globs ('dense/*'; * crosses /); --all shows
     every tensor. A name that is a tensor is taken as it is, even if it holds * or ?.
     In a TF2 checkpoint a NAME may be an object path (`model/layer_with_weights-0/kernel`):
-    the tensor that object saves.
+    the tensor that object saves. --include adds the tensors its globs match to NAMES;
+    --exclude then leaves out those its globs match.
     """
     import numpy as np  # noqa: PLC0415
 
     from . import stats as _stats  # noqa: PLC0415
     from .reader import CheckpointReader  # noqa: PLC0415
+    from .selection import select  # noqa: PLC0415
 
-    if not names and not all_tensors:
-        raise click.UsageError("give at least one NAME (or --all)")
-    single = len(names) == 1 and not all_tensors
+    if not names and not all_tensors and not include:
+        raise click.UsageError("give at least one NAME, --include GLOB or --all")
+    single = len(names) == 1 and not all_tensors and not include
     out_list = []
     with CheckpointReader(ckpt) as reader:
         chosen = list(reader) if all_tensors else _select(reader, names)
+        chosen = select(list(reader), include, exclude, base=chosen, path=reader.prefix)
         single = single and len(chosen) == 1 and (names[0] in reader or not any(c in names[0] for c in "*?["))
         dtypes = reader.get_variable_to_dtype_map()
         for i, name in enumerate(chosen):
@@ -643,8 +770,7 @@ def _drop_meta_option():
 
 @cli.command("rename")
 @_ckpt_option()
-@click.argument("old")
-@click.argument("new")
+@click.argument("args", nargs=-1, metavar="[CKPT] OLD NEW")
 @click.option("--regex", is_flag=True,
               help="OLD is a Python regex that must match a whole name (re.fullmatch); NEW is "
                    "its expansion template (\\1, \\g<name>); applied to every name")
@@ -652,25 +778,38 @@ def _drop_meta_option():
               help="OLD is a glob (* and ?) matched against every name; each * and ? of NEW takes "
                    "what the corresponding wildcard of OLD matched: 'enc/*' 'encoder/*'")
 @click.option("--overwrite", is_flag=True, help="allow renaming onto an existing name (drops it)")
+@_filter_options()
 @click.option("--dry-run", is_flag=True, help="print the renames; change nothing")
 @_output_option()
 @_drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print {old: new} as JSON")
-def rename_cmd(ckpt, old, new, regex, as_glob, overwrite, dry_run, output, drop_meta, as_json) -> None:
+@click.pass_context
+def rename_cmd(ctx, ckpt, args, regex, as_glob, overwrite, include, exclude, dry_run, output, drop_meta,
+               as_json) -> None:
     """Rename tensor OLD to NEW, keeping every file of the checkpoint consistent.
 
-    Example: ckptkit rename v v/ExponentialMovingAverage. With --regex,
-    '(.*)/ExponentialMovingAverage' '\\1' renames every shadow to its variable.
-    In a TF2 checkpoint OLD may be an object path (model/dense): the object is renamed
-    in the object graph and the keys under it follow. The object graph (TF2) and the
-    .meta's Saver (TF1) are rewritten with the index; a partitioned variable's slices
-    follow its name. Renaming onto an existing name fails (exit 1, nothing changed)
-    unless --overwrite.
+    Example: ckptkit rename v v/ExponentialMovingAverage (the checkpoint in `.`);
+    ckptkit rename run v w (three arguments: the first is the checkpoint, as -c run).
+    With --regex, '(.*)/ExponentialMovingAverage' '\\1' renames every shadow to its
+    variable; --include/--exclude restrict the names a --regex or --glob pattern is
+    applied to. In a TF2 checkpoint OLD may be an object path (model/dense): the
+    object is renamed in the object graph and the keys under it follow. The object
+    graph (TF2) and the .meta's Saver (TF1) are rewritten with the index; a
+    partitioned variable's slices follow its name. Renaming onto an existing name
+    fails (exit 1, nothing changed) unless --overwrite.
     """
     from . import edit  # noqa: PLC0415
 
+    if len(args) == 3:
+        ckpt = _use_checkpoint(ctx, args[0])
+    elif len(args) != 2:
+        raise click.UsageError("expected OLD NEW (or CKPT OLD NEW)")
+    old, new = args[-2:]
     if regex and as_glob:
         raise click.UsageError("--regex and --glob are alternatives")
+    if (include or exclude) and not (regex or as_glob):
+        raise click.UsageError("--include/--exclude restrict the names a --regex or --glob pattern applies to; "
+                               "a plain OLD NEW names its tensor")
     _check_output(output)
     if regex:
         renamer = _regex_renamer(old, new)
@@ -680,13 +819,34 @@ def rename_cmd(ckpt, old, new, regex, as_glob, overwrite, dry_run, output, drop_
         renamer = glob_renamer(old, new)
     else:
         renamer = {old: new}
-    if (regex or as_glob) and not edit.rename_keys(ckpt, renamer, overwrite=overwrite, dry_run=True):
-        how = "re.fullmatch" if regex else "glob"
-        raise _Failure(f"{ckpt}: no tensor name matches {old!r} ({how})")
-    with _progress(0 if dry_run else _copy_total(ckpt, output), "copying") as progress:
-        mapping = edit.rename_keys(ckpt, renamer, overwrite=overwrite, output=output,
-                                   dry_run=dry_run, progress=progress, drop_meta=drop_meta)
+    with _hint_checkpoint_names(ckpt, [old]):
+        if include or exclude:
+            renamer = _restricted(renamer, _picked(ckpt, include, exclude))
+        if (regex or as_glob) and not edit.rename_keys(ckpt, renamer, overwrite=overwrite, dry_run=True):
+            how = "re.fullmatch" if regex else "glob"
+            among = " among the names --include/--exclude pick" if include or exclude else ""
+            raise _Failure(f"{ckpt}: no tensor name{among} matches {old!r} ({how})")
+        with _progress(0 if dry_run else _copy_total(ckpt, output), "copying") as progress:
+            mapping = edit.rename_keys(ckpt, renamer, overwrite=overwrite, output=output,
+                                       dry_run=dry_run, progress=progress, drop_meta=drop_meta)
     _report_mapping(mapping, as_json, dry_run, output, "renamed")
+
+
+def _picked(ckpt: str, include, exclude) -> set[str]:
+    """The tensor names of `ckpt` that --include/--exclude pick."""
+    from .reader import CheckpointReader  # noqa: PLC0415
+    from .selection import select  # noqa: PLC0415
+
+    with CheckpointReader(ckpt) as reader:
+        return set(select(list(reader), include, exclude, path=reader.prefix))
+
+
+def _restricted(renamer, names: set[str]):
+    """A pattern renamer applied only to `names` (None, unchanged, for any other key)."""
+    def restricted(key: str):
+        return renamer(key) if key in names else None
+
+    return restricted
 
 
 def _regex_renamer(old: str, new: str):
@@ -742,19 +902,25 @@ def _report_mapping(mapping: dict, as_json: bool, dry_run: bool, output, verb: s
 
 @cli.command("ema")
 @_ckpt_option()
+@click.argument("ckpt_arg", required=False, metavar="[CKPT]", type=_PATH)
 @_output_option()
 @click.option("--ema-name", default="ExponentialMovingAverage", show_default=True,
               help="the suffix of shadow names (the EMA's name)")
 @_drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print {shadow: variable} as JSON")
-def ema_cmd(ckpt, output, ema_name, drop_meta, as_json) -> None:
+@click.pass_context
+def ema_cmd(ctx, ckpt, ckpt_arg, output, ema_name, drop_meta, as_json) -> None:
     """Make the inference checkpoint: each variable takes its moving average.
 
     v gets v/ExponentialMovingAverage's value (what EMA.variables_to_restore()
     would restore) and the shadow names are dropped. Only the .index is rewritten,
-    and a TF1 .meta's Saver, which stops restoring the shadow variables.
+    and a TF1 .meta's Saver, which stops restoring the shadow variables. The
+    checkpoint is CKPT or -c CKPT (default: the one in `.`).
     """
     from . import edit  # noqa: PLC0415
+
+    if ckpt_arg is not None:
+        ckpt = _use_checkpoint(ctx, ckpt_arg)
 
     _check_output(output)
     with _progress(_copy_total(ckpt, output), "copying") as progress:
@@ -765,8 +931,9 @@ def ema_cmd(ckpt, output, ema_name, drop_meta, as_json) -> None:
 
 @cli.command("rm")
 @_ckpt_option()
-@click.argument("names", nargs=-1, shell_complete=_complete_tensor_names)
-@click.option("--glob", "as_glob", is_flag=True, help="NAMES are globs (fnmatch; * crosses /)")
+@click.argument("names", nargs=-1, metavar="[CKPT] [NAME]...", shell_complete=_complete_tensor_names)
+@_filter_options()
+@click.option("--glob", "as_glob", is_flag=True, hidden=True, help="deprecated: NAMES are globs (--include)")
 @click.option("--regex", is_flag=True, help="NAMES are Python regexes matching whole names (re.fullmatch)")
 @click.option("--optimizer", is_flag=True,
               help="remove the optimizer's state: TF1 slots of the usual optimizers (Adam, Momentum, "
@@ -778,9 +945,15 @@ def ema_cmd(ckpt, output, ema_name, drop_meta, as_json) -> None:
 @_output_option()
 @_drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print the removed names as JSON")
-def rm_cmd(ckpt, names, as_glob, regex, optimizer, compact, dry_run, output, drop_meta, as_json) -> None:
+@click.pass_context
+def rm_cmd(ctx, ckpt, names, include, exclude, as_glob, regex, optimizer, compact, dry_run, output, drop_meta,
+           as_json) -> None:
     """Remove tensors NAMES from the checkpoint, keeping every file of it consistent.
 
+    What goes: NAMES, the tensors --include globs match, and with --optimizer the
+    optimizer's state; --exclude globs then keep what they match. Without -c, a
+    first argument that opens as a checkpoint and is no tensor name (or object path)
+    of the checkpoint in `.` is the checkpoint: `ckptkit rm run --optimizer`.
     In a TF2 checkpoint a NAME may be an object path (`optimizer`,
     `model/layer_with_weights-0`): the object goes with what only it reaches (its
     variables and their optimizer slots; variables the model shares stay), and the
@@ -795,28 +968,39 @@ def rm_cmd(ckpt, names, as_glob, regex, optimizer, compact, dry_run, output, dro
         raise click.UsageError("--glob and --regex are alternatives")
     if (as_glob or regex) and not names:
         raise click.UsageError("--glob and --regex need at least one pattern as NAME")
-    if not names and not compact and not optimizer:
-        raise click.UsageError("give at least one NAME, --optimizer, or --compact alone to reclaim space")
+    ckpt, names = _leading_checkpoint(ctx, ckpt, names)
+    if as_glob:
+        _deprecated("rm --glob PATTERN", "--include PATTERN")
+        include, names = (*include, *names), ()
+    if regex and not names:
+        raise click.UsageError("--regex needs at least one pattern as NAME")
+    if not names and not compact and not optimizer and not include:
+        raise click.UsageError("give at least one NAME, --include GLOB, --optimizer, or --compact alone to "
+                               "reclaim space")
+    if exclude and not (names or include or optimizer):
+        raise click.UsageError("--exclude keeps tensors out of what NAME, --include, --regex or --optimizer "
+                               "select; it selects nothing itself")
     _check_output(output)
-    selection = {"names": () if as_glob or regex else names, "glob": names if as_glob else (),
-                 "regex": names if regex else (), "optimizer": optimizer}
-    if dry_run:
-        removed = edit.remove_keys(ckpt, selection.pop("names"), dry_run=True, **selection)
-        _report_removed(removed, as_json)
-        _note(f"dry run: would remove {_count(len(removed))}; nothing changed")
-        return
-    if compact:
-        with _progress(_copy_total(ckpt, output or ckpt), "compacting") as progress:
-            removed, freed = edit.remove_and_compact(ckpt, selection.pop("names"), output=output,
-                                                     progress=progress, drop_meta=drop_meta, **selection)
-        _report_removed(removed, as_json)
-        if removed:
-            _note(f"removed {_count(len(removed))}")
-        _note(f"compacted: {_human(freed)} reclaimed")
-        return
-    with _progress(_copy_total(ckpt, output), "copying") as progress:
-        removed = edit.remove_keys(ckpt, selection.pop("names"), output=output, progress=progress,
-                                   drop_meta=drop_meta, **selection)
+    selection = {"names": () if regex else names, "glob": include, "regex": names if regex else (),
+                 "optimizer": optimizer, "exclude": exclude}
+    with _hint_checkpoint_names(ckpt, () if regex else names):
+        if dry_run:
+            removed = edit.remove_keys(ckpt, selection.pop("names"), dry_run=True, **selection)
+            _report_removed(removed, as_json)
+            _note(f"dry run: would remove {_count(len(removed))}; nothing changed")
+            return
+        if compact:
+            with _progress(_copy_total(ckpt, output or ckpt), "compacting") as progress:
+                removed, freed = edit.remove_and_compact(ckpt, selection.pop("names"), output=output,
+                                                         progress=progress, drop_meta=drop_meta, **selection)
+            _report_removed(removed, as_json)
+            if removed:
+                _note(f"removed {_count(len(removed))}")
+            _note(f"compacted: {_human(freed)} reclaimed")
+            return
+        with _progress(_copy_total(ckpt, output), "copying") as progress:
+            removed = edit.remove_keys(ckpt, selection.pop("names"), output=output, progress=progress,
+                                       drop_meta=drop_meta, **selection)
     _report_removed(removed, as_json)
     exception = " (except where the object graph's shard was rewritten)" if _has_object_graph(output or ckpt) else ""
     _note(f"removed {_count(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`"
@@ -855,16 +1039,18 @@ class _Trouble(_Failure):
 @click.option("--friendly-names", is_flag=True,
               help="TF2: match and report tensors by the names convert --friendly-names writes "
                    "(the model's object paths), not by key")
+@_filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the differences as JSON")
 @click.pass_context
-def diff_cmd(ctx, a, b, atol, rtol, friendly_names, as_json) -> None:
+def diff_cmd(ctx, a, b, atol, rtol, friendly_names, include, exclude, as_json) -> None:
     """Compare two checkpoints: names, dtypes, shapes and values.
 
     Lists the tensors only in A or only in B, those whose dtype or shape changed, and
     for each whose values differ how many elements do, the max absolute and the max
-    relative difference (|a-b| / max(|a|, |b|)). Exit status as diff(1): 0 when
-    equal, 1 when different, 2 on trouble (a missing or damaged checkpoint: one line
-    on stderr).
+    relative difference (|a-b| / max(|a|, |b|)). --include/--exclude compare only the
+    names they pick (of A and B together). Exit status as diff(1): 0 when equal, 1
+    when different, 2 on trouble (a missing or damaged checkpoint, a glob matching no
+    name: one line on stderr).
     """
     from . import info  # noqa: PLC0415
 
@@ -873,7 +1059,8 @@ def diff_cmd(ctx, a, b, atol, rtol, friendly_names, as_json) -> None:
     if rtol < 0 or not rtol == rtol:  # noqa: PLR0124 - NaN check
         raise click.BadParameter("must be >= 0", param_hint="--rtol")
     try:
-        result = info.diff_checkpoints(a, b, atol=atol, rtol=rtol, friendly_names=friendly_names)
+        result = info.diff_checkpoints(a, b, atol=atol, rtol=rtol, friendly_names=friendly_names,
+                                       include=include, exclude=exclude)
     except CheckpointError as exc:
         raise _Trouble(_error_text(exc)) from None
     except OSError as exc:
@@ -900,10 +1087,13 @@ def diff_cmd(ctx, a, b, atol, rtol, friendly_names, as_json) -> None:
 
 @cli.command("verify")
 @click.argument("ckpt", default=".", required=False, type=_PATH)
+@_filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.pass_context
-def verify_cmd(ctx, ckpt, as_json) -> None:
+def verify_cmd(ctx, ckpt, include, exclude, as_json) -> None:
     """Read every tensor, checking every crc32c; exit 1 naming each damaged tensor.
+
+    --include/--exclude check only the tensors they pick.
 
     TF2 checkpoints: the object graph is checked against the keys too (every key an
     object names exists; every key is saved by an object reachable from the root).
@@ -913,9 +1103,9 @@ def verify_cmd(ctx, ckpt, as_json) -> None:
     """
     from . import info  # noqa: PLC0415
 
-    total = info.total_bytes(ckpt) if _stderr_is_tty() else 0
+    total = info.total_bytes(ckpt, include=include, exclude=exclude) if _stderr_is_tty() else 0
     with _progress(total, "verifying") as progress:
-        report = info.verify_checkpoint(ckpt, progress=progress)
+        report = info.verify_checkpoint(ckpt, progress=progress, include=include, exclude=exclude)
     if as_json:
         _echo_json({"prefix": report.prefix, "format": report.format, "checked": report.checked,
                     "tensors": report.tensors, "bytes": report.bytes, "ok": report.ok,
@@ -1067,8 +1257,7 @@ def _timestamp(value) -> str:
 @click.argument("dst", type=_PATH)
 @click.option("--num-shards", type=click.IntRange(min=1), default=1, show_default=True,
               help="data shards when DST is a checkpoint")
-@click.option("--include", multiple=True, metavar="GLOB", help="only tensors matching GLOB (repeatable)")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="leave out tensors matching GLOB (repeatable)")
+@_filter_options()
 @click.option("--cast", "casts", multiple=True, metavar="FROM=TO",
               help="convert dtype FROM to TO, e.g. bfloat16=float32 (repeatable)")
 @click.option("--rename", nargs=2, metavar="REGEX TEMPLATE",
@@ -1080,9 +1269,11 @@ def _timestamp(value) -> str:
 @click.option("--strict", is_flag=True, help="fail instead of leaving out tensors DST cannot hold")
 @click.option("--metadata", "metadata_pairs", multiple=True, metavar="KEY=VALUE",
               help="add KEY=VALUE to a .safetensors DST's __metadata__ (repeatable)")
-@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.option("--dry-run", is_flag=True,
+              help="print the plan (name, new name, dtype, shape, bytes of each tensor); write nothing")
+@click.option("--json", "as_json", is_flag=True, help="print the summary (with --dry-run, the plan) as JSON")
 def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_names, strict, metadata_pairs,
-                as_json) -> None:
+                dry_run, as_json) -> None:
     """Convert between checkpoints, .npz and .safetensors (by extension).
 
     A path ending in .npz or .safetensors is that format; anything else is a
@@ -1091,7 +1282,8 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
     object graph in .safetensors, bfloat16/float8 in .npz) are left out with a
     note, unless --strict; --cast bfloat16=float32 keeps them. A .safetensors
     DST records format "pt", SRC and the ckptkit version in its __metadata__,
-    plus each --metadata KEY=VALUE.
+    plus each --metadata KEY=VALUE. A glob matching no name, or nothing left to
+    write, is an error: no empty file is written.
     """
     from . import convert  # noqa: PLC0415
 
@@ -1107,20 +1299,30 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--metadata")
         metadata[key] = value
-    total = convert.source_bytes(src) if _stderr_is_tty() else 0
+    total = convert.source_bytes(src) if _stderr_is_tty() and not dry_run else 0
     with _progress(total, "converting") as progress:
         result = convert.convert(src, dst, num_shards=num_shards, include=include, exclude=exclude,
                                  cast=cast, rename=tuple(rename) if rename else None,
                                  friendly_names=friendly_names, strict=strict, metadata=metadata,
-                                 progress=progress)
+                                 progress=progress, dry_run=dry_run)
     if as_json:
         _echo_json(result)
         return
+    if dry_run:
+        _table([("name", "l"), ("new name", "l"), ("dtype", "l"), ("shape", "l"), ("bytes", "r")],
+               [[r["name"], r["new_name"], r["dtype"] if r["dtype"] == r["source_dtype"]
+                 else f"{r['source_dtype']} -> {r['dtype']}", _shape(r["shape"]), f"{r['bytes']:,}"]
+                for r in result["plan"]])
     left = result["left_out"]
     if left:
         shown = ", ".join(f"{_printable(d['name'])} ({d['reason']})" for d in left[:5])
         more = f" and {len(left) - 5} more" if len(left) > 5 else ""
-        _note(f"left out {_count(len(left))}: {shown}{more} (--strict makes this an error)")
+        _note(f"{'would leave' if dry_run else 'left'} out {_count(len(left))}: {shown}{more} "
+              "(--strict makes this an error)")
+    if dry_run:
+        _note(f"dry run: would convert {_count(result['tensors'])} ({_human(result['bytes'])}): "
+              f"{_printable(src)} -> {_printable(dst)}; nothing written")
+        return
     _note(f"converted {result['tensors']} tensors ({_human(result['bytes'])}): "
           f"{_printable(src)} -> {_printable(dst)}")
 
@@ -1195,10 +1397,10 @@ def merge_cmd(parts, output, as_json) -> None:
 
 @cli.command("stats")
 @click.argument("ckpt", default=".", required=False, type=_PATH)
-@click.option("--filter", "pattern", metavar="GLOB", help="only names matching GLOB (fnmatch; * crosses /)")
+@_filter_options(legacy_filter=True)
 @click.option("--json", "as_json", is_flag=True, help="print the statistics as JSON")
 @click.pass_context
-def stats_cmd(ctx, ckpt, pattern, as_json) -> None:
+def stats_cmd(ctx, ckpt, include, exclude, as_json) -> None:
     """Statistics of every tensor: min, max, mean, std, NaN, Inf and zero counts.
 
     Streams each tensor in chunks (checksums checked), so any size fits in a few MiB.
@@ -1207,9 +1409,9 @@ def stats_cmd(ctx, ckpt, pattern, as_json) -> None:
     """
     from . import stats as _stats  # noqa: PLC0415
 
-    total = _stats.numeric_bytes(ckpt, pattern) if _stderr_is_tty() else 0
+    total = _stats.numeric_bytes(ckpt, include=include, exclude=exclude) if _stderr_is_tty() else 0
     with _progress(total, "reading") as progress:
-        report = _stats.checkpoint_stats(ckpt, pattern, progress=progress)
+        report = _stats.checkpoint_stats(ckpt, progress=progress, include=include, exclude=exclude)
     if as_json:
         _echo_json(report)
     else:

@@ -7,7 +7,6 @@ the policy: what to convert, cast, rename or leave out, one tensor in memory at 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import math
 import os
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from . import dtypes as _dtypes
-from . import storage
+from . import selection, storage
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import bundle, naming
 from .format.npz import _NpzSource, read_npz, write_npz
@@ -168,18 +167,17 @@ def _parse_casts(cast: Mapping[str, str] | None) -> dict[int, _dtypes.DType]:
 
 
 def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, rename, friendly: bool,
-          strict: bool) -> tuple[dict[str, bundle.Deferred], list[dict]]:
-    """{output name: Deferred} of what to write, and [{name, reason}] of what is left out."""
+          strict: bool) -> tuple[dict[str, bundle.Deferred], list[dict], dict[str, str]]:
+    """{output name: Deferred} of what to write, [{name, reason}] of what is left out, and
+    {output name: source name}. A glob matching nothing is an error (raised without a
+    path: the caller's `_naming(src)` names the source)."""
     plan: dict[str, bundle.Deferred] = {}
     sources: dict[str, str] = {}
     left_out = []
     pattern = None if rename is None else re.compile(rename[0])
     shown = friendly_names_of(source) if friendly else {}
-    for name in source.names:
-        if include and not any(fnmatch.fnmatchcase(shown.get(name, name), g) for g in include):
-            continue
-        if any(fnmatch.fnmatchcase(shown.get(name, name), g) for g in exclude):
-            continue
+    by_shown = {shown.get(name, name): name for name in source.names}  # friendly names are unique
+    for name in (by_shown[n] for n in selection.select(by_shown, include, exclude)):
         dtype, shape = source.meta(name)
         target = casts.get(dtype.enum, dtype)
         reason = "the object graph (names changed)" if friendly and name == OBJECT_GRAPH_KEY else None
@@ -202,7 +200,22 @@ def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, re
         sources[out] = name
         load = functools.partial(_load_cast, source, name, None if target is dtype else target)
         plan[out] = bundle.Deferred(target, shape, load)
-    return plan, left_out
+    if source.names and not plan:
+        reasons = ", ".join(f"{d['name']} ({d['reason']})" for d in left_out[:3])
+        raise UnsupportedError(f"nothing to write: every tensor selected is left out: {reasons}"
+                               + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""), path=dst)
+    return plan, left_out, sources
+
+
+def _plan_rows(plan: Mapping[str, bundle.Deferred], sources: Mapping[str, str], source: Source) -> list[dict]:
+    """What a dry run reports: one row per tensor to write, in writing order."""
+    rows = []
+    for out, deferred in plan.items():
+        name = sources[out]
+        rows.append({"name": name, "new_name": out, "dtype": deferred.dtype.name,
+                     "source_dtype": source.meta(name)[0].name, "shape": list(deferred.shape),
+                     "bytes": deferred.nbytes})
+    return rows
 
 
 def _load_cast(source: Source, name: str, target: _dtypes.DType | None) -> np.ndarray:
@@ -240,7 +253,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
             include: Iterable[str] = (), exclude: Iterable[str] = (),
             cast: Mapping[str, str] | None = None, rename: tuple[str, str] | None = None,
             friendly_names: bool = False, strict: bool = False,
-            metadata: Mapping[str, str] | None = None, progress: Progress | None = None) -> dict:
+            metadata: Mapping[str, str] | None = None, progress: Progress | None = None,
+            dry_run: bool = False) -> dict:
     """Copy tensors from `src` to `dst`, formats chosen by extension, one tensor in memory
     at a time (peak memory: the largest tensor, plus buffers).
 
@@ -257,7 +271,12 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     or with `strict` refused before anything is written. A `.safetensors` destination gets
     a `__metadata__` (see `safetensors_metadata`), `metadata`'s pairs added; `metadata`
     for another destination is an InvalidArgumentError.
-    Returns {"src", "dst", "tensors", "bytes", "left_out": [{"name", "reason"}]}.
+    Each include/exclude glob must match a name of `src`, and something must be left to
+    write (else InvalidArgumentError/UnsupportedError, nothing written): a typo never
+    writes an empty file.
+    Returns {"src", "dst", "tensors", "bytes", "left_out": [{"name", "reason"}]}; with
+    `dry_run=True` nothing is written and "plan" lists what would be: [{"name",
+    "new_name", "dtype" (as written), "source_dtype", "shape", "bytes"}].
     """
     src, dst = storage.fspath(src), storage.fspath(dst)
     if storage.abspath(src) == storage.abspath(dst):
@@ -269,8 +288,12 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     casts = _parse_casts(cast)
     header = safetensors_metadata(src, metadata, dst) if kind == "safetensors" else None
     with _naming(src), open_source(src) as source:
-        plan, left_out = _plan(source, kind, dst, list(include), list(exclude), casts, rename,
-                               friendly_names, strict)
+        plan, left_out, sources = _plan(source, kind, dst, list(include), list(exclude), casts, rename,
+                                        friendly_names, strict)
+        if dry_run:
+            rows = _plan_rows(plan, sources, source)
+            return {"src": src, "dst": dst, "dry_run": True, "tensors": len(rows),
+                    "bytes": sum(r["bytes"] for r in rows), "plan": rows, "left_out": left_out}
         with _naming(dst):
             if kind == "npz":
                 write_npz(dst, plan, progress)

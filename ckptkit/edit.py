@@ -445,10 +445,12 @@ def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite:
 # --------------------------------------------------------------------------- removals
 
 def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iterable[str],
-             optimizer: bool) -> _Change:
+             optimizer: bool, exclude: Iterable[str] = ()) -> _Change:
     """The change of removing `names` (keys, or object paths of a TF2 graph), the keys
     `glob`/`regex` select, and with `optimizer` the optimizer's state (TF1 slot keys by
-    the usual optimizers' names; TF2 the optimizer objects)."""
+    the usual optimizers' names; TF2 the optimizer objects), less the keys the `exclude`
+    globs match (each must match a key; a key an object being removed takes along
+    cannot be kept, and says so)."""
     names = _names(names)
     keys = edit.keys()
     graph = edit.graph()
@@ -462,7 +464,7 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
             objects.append(name)
         else:
             edit.require(name)
-    chosen += selection.by_glob(keys, list(glob), path=edit.prefix)
+    chosen += selection.by_glob(keys, glob, path=edit.prefix, what="include glob")
     chosen += selection.by_regex(keys, list(regex), path=edit.prefix)
     if optimizer:
         if graph is not None:
@@ -475,6 +477,13 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
             raise TensorNotFoundError("no optimizer state found (TF1: no slot keys of the usual optimizers; "
                                       "TF2: no optimizer object)", path=edit.prefix)
     chosen = list(dict.fromkeys(chosen))
+    exclude = list(exclude)
+    kept = set(selection.by_glob(keys, exclude, path=edit.prefix, what="exclude glob"))
+    if kept:
+        chosen = [k for k in chosen if k not in kept]
+        if not chosen and not objects:
+            raise InvalidArgumentError(f"nothing left to remove: the exclude globs {exclude} match "
+                                       "every tensor selected", path=edit.prefix)
     if OBJECT_GRAPH_KEY in chosen:
         raise InvalidArgumentError("removing the object graph would leave a TF2 checkpoint TF cannot read "
                                    "by object (convert to a name-based checkpoint instead)",
@@ -487,6 +496,10 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
             graph.remove_object(path)
         data, renames, unreachable = graph.finish()
         chosen += [k for k in unreachable if k in edit.items and k not in chosen]
+        if taken := [k for k in chosen if k in kept]:
+            raise InvalidArgumentError("cannot keep it (an exclude glob matches it): it goes with the object "
+                                       "removed (exclude the object's other keys by name instead)",
+                                       path=edit.prefix, key=taken[0])
     removed = []
     for key in chosen:
         edit.require(key)
@@ -503,6 +516,7 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
 
 def remove_keys(prefix: str | os.PathLike, names: Iterable[str] = (), *,
                 glob: Iterable[str] = (), regex: Iterable[str] = (), optimizer: bool = False,
+                exclude: Iterable[str] = (),
                 output: str | os.PathLike | None = None, progress: Progress | None = None,
                 dry_run: bool = False, drop_meta: bool = False,
                 lock_timeout: float | None = EDIT_WAIT_SECONDS) -> list[str]:
@@ -511,13 +525,14 @@ def remove_keys(prefix: str | os.PathLike, names: Iterable[str] = (), *,
     `names` are keys or, in a TF2 checkpoint, object paths (`optimizer`): an object
     takes with it what only it reaches (its variables, their slots) and the graph is
     rewritten. `glob` (fnmatch, `*` crosses `/`) and `regex` (re.fullmatch) select keys
-    by pattern; `optimizer=True` selects the optimizer's state (see `selection`).
+    by pattern; `optimizer=True` selects the optimizer's state (see `selection`);
+    `exclude` globs then keep the keys they match (each must match a key).
     A partitioned variable goes with all its slices. The removed tensors' bytes stay in
     the data shards (nothing references them any more); `compact(prefix, remove=names)`
     removes and reclaims in one commit. `dry_run=True` returns the names, writing nothing.
     """
     with _editing(prefix, output, lock_timeout) as edit:
-        change = _removal(edit, names, glob, regex, optimizer)
+        change = _removal(edit, names, glob, regex, optimizer, exclude)
         if not dry_run:
             edit.publish(change, progress, drop_meta=drop_meta)
     return [k for k in change.removed if not is_slice_key(k)]
@@ -579,6 +594,7 @@ def compact(prefix: str | os.PathLike, *, remove: Iterable[str] = (),
 
 def remove_and_compact(prefix: str | os.PathLike, names: Iterable[str] = (), *,
                        glob: Iterable[str] = (), regex: Iterable[str] = (), optimizer: bool = False,
+                       exclude: Iterable[str] = (),
                        output: str | os.PathLike | None = None, progress: Progress | None = None,
                        drop_meta: bool = False,
                        lock_timeout: float | None = EDIT_WAIT_SECONDS) -> tuple[list[str], int]:
@@ -587,7 +603,7 @@ def remove_and_compact(prefix: str | os.PathLike, names: Iterable[str] = (), *,
     with _editing(prefix, output, lock_timeout) as edit:
         names = _names(names)
         if names or glob or regex or optimizer:
-            change = _removal(edit, names, glob, regex, optimizer)
+            change = _removal(edit, names, glob, regex, optimizer, exclude)
         else:
             change = _Change(dict(edit.items))
         freed = edit.publish(change, progress, compact=True, drop_meta=drop_meta)

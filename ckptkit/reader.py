@@ -608,10 +608,10 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
     checkpoint loads; numpy holds everything.
 
     `include`/`exclude`: a glob or a list of globs on tensor names, with the CLI's rules
-    (fnmatch, `*` crosses `/`; an include glob matching nothing is an InvalidArgumentError
-    naming it and the checkpoint). A tensor included by its own name (no wildcard) that
-    the framework cannot hold is an UnsupportedError naming it, as `get_tensor` raises;
-    globs leave such tensors out. `path` may be a URL
+    (`ckptkit.selection.select`: fnmatch, `*` crosses `/`; a glob matching nothing, or
+    filters leaving nothing, is an InvalidArgumentError naming it and the checkpoint). A
+    tensor included by its own name (no wildcard) that the framework cannot hold is an
+    UnsupportedError naming it, as `get_tensor` raises; globs leave such tensors out. `path` may be a URL
     (`storage_options`: the fsspec store's options, e.g. credentials)."""
     from .selection import as_patterns  # noqa: PLC0415 - only selections need it
 
@@ -639,9 +639,9 @@ def _chosen(reader: CheckpointReader, includes: list[str], excludes: list[str]) 
     """(names load reads, names it leaves out because the framework cannot hold them).
     A tensor asked for by its own name (an include without wildcards) is never left out
     quietly: if the framework cannot hold it, that is an UnsupportedError naming it."""
-    from .selection import include_exclude  # noqa: PLC0415 - only selections need it
+    from .selection import select  # noqa: PLC0415 - only selections need it
 
-    names = include_exclude(reader, includes, excludes, path=reader.prefix)
+    names = select(reader, includes, excludes, path=reader.prefix)
     refused = reader.unsupported_names(names)
     for pattern in includes:
         if pattern in refused and not any(c in pattern for c in "*?["):
