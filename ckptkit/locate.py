@@ -17,7 +17,7 @@ from .format import naming
 from .state import STATE_FILENAME, get_checkpoint_state, latest_checkpoint
 from .storage.files import is_temp_name
 
-__all__ = ["Location", "locate", "resolve_prefix"]
+__all__ = ["Location", "locate", "resolve_prefix", "saved_model_without_variables"]
 
 
 class Location(NamedTuple):
@@ -113,6 +113,25 @@ def _resolve_directory(directory: str) -> tuple[str, str | None]:
         if not storage.isfile(naming.index_filename(directory)):
             raise
         return directory, "v2"
+
+
+def saved_model_without_variables(path: str | os.PathLike) -> str | None:
+    """The SavedModel directory `path` names (the directory, or its saved_model.pb or
+    .pbtxt) when that SavedModel has no variables checkpoint, else None. TF1's SavedModel
+    builder writes an empty `variables/` for a graph without variables (TF2 writes a
+    checkpoint holding only its object graph): such a SavedModel is whole, and has no
+    tensors to list or verify."""
+    path = storage.fspath(path)
+    if storage.isdir(path):
+        if naming.saved_model_file(path) is None:
+            return None
+        export_dir = path
+    elif os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and storage.isfile(path):
+        export_dir = os.path.dirname(path) or "."
+    else:
+        return None
+    prefix = naming.saved_model_variables_prefix(export_dir)
+    return None if storage.isfile(naming.index_filename(prefix)) else export_dir
 
 
 def _saved_model_variables(export_dir: str) -> str:
