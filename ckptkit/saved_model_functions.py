@@ -128,8 +128,9 @@ def value_repr(v: Value) -> str:
         return "TensorShape(None)" if v["value"] is None else f"TensorShape({v['value']!r})"
     if t == "DType":
         return f"tf.{v['value']}"
-    if v.get("type_spec"):
-        return t + _container(v["state"])
+    if v.get("type_spec"):  # TypeSpec.__repr__: the class name, then str() of its serialized tuple
+        state = v["state"]
+        return t + (_container(state) if state["type"] == "tuple" else f"({value_repr(state)})")
     if v.get("namedtuple"):
         return t + "(" + ", ".join(f"{k}={value_repr(x)}" for k, x in v["value"].items()) + ")"
     if t in ("tuple", "list", "dict"):
@@ -140,11 +141,10 @@ def value_repr(v: Value) -> str:
 
 
 def _container(v: Value) -> str:
+    """repr() of a tuple, list or dict."""
     t = v["type"]
     if t == "dict":
         return "{" + ", ".join(f"{k!r}: {value_repr(x)}" for k, x in v["value"].items()) + "}"
-    if t not in ("tuple", "list"):
-        return "(" + value_repr(v) + ",)"
     inner = ", ".join(value_repr(x) for x in v["value"])
     if t == "list":
         return f"[{inner}]"
