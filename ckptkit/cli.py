@@ -1100,9 +1100,25 @@ def verify_cmd(ctx, ckpt, include, exclude, as_json) -> None:
 
     .safetensors and .npz files have no checksums: their headers are checked and
     every tensor is read.
-    """
-    from . import info  # noqa: PLC0415
 
+    A SavedModel without variables (no variables/variables.index, as TF1's builder
+    writes one for a graph without variables) is OK: its saved_model.pb is parsed, and
+    there is nothing else to verify.
+    """
+    from . import info, locate  # noqa: PLC0415
+
+    export_dir = locate.saved_model_without_variables(ckpt)
+    if export_dir is not None:
+        from . import metagraph  # noqa: PLC0415
+
+        metagraph.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
+        message = "the SavedModel has no variables to verify (no variables/variables.index)"
+        if as_json:
+            _echo_json({"prefix": None, "saved_model": export_dir, "format": "saved_model", "checked": message,
+                        "tensors": 0, "bytes": 0, "ok": True, "errors": [], "graph_problems": []})
+        else:
+            _echo(f"OK: {_printable(export_dir)}: {message}")
+        ctx.exit(0)
     total = info.total_bytes(ckpt, include=include, exclude=exclude) if _stderr_is_tty() else 0
     with _progress(total, "verifying") as progress:
         report = info.verify_checkpoint(ckpt, progress=progress, include=include, exclude=exclude)
@@ -1136,27 +1152,54 @@ def verify_cmd(ctx, ckpt, include, exclude, as_json) -> None:
 
 @cli.command("meta")
 @click.argument("file", type=_PATH)
+@click.option("--tag-set", "tag_set", metavar="TAGS",
+              help="one MetaGraphDef of a SavedModel, by its tags separated by commas (serve or "
+                   "serve,gpu): list its signature keys, as saved_model_cli show --tag_set")
+@click.option("--signature-def", "signature_def", metavar="KEY",
+              help="one signature's inputs and outputs, as saved_model_cli show --signature_def "
+                   "(--tag-set may be left out when the SavedModel has one MetaGraphDef)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def meta_cmd(file, as_json) -> None:
+def meta_cmd(file, tag_set, signature_def, as_json) -> None:
     """Summarize a SavedModel or a .meta file (MetaGraphDef).
 
     FILE may be a SavedModel directory or its saved_model.pb (tag-sets, signatures with
-    their inputs and outputs as `saved_model_cli show --all` prints them, and the
-    variables), a .meta file (ops, variables, saver, collections), or a checkpoint
-    prefix or directory (the .meta of that checkpoint).
+    their inputs and outputs, and a TF2 SavedModel's concrete functions with their
+    argument specs, as `saved_model_cli show --all` prints them; then the variables), a
+    .meta file (ops, variables, saver, collections), or a checkpoint prefix or directory
+    (the .meta of that checkpoint).
     """
     try:
-        from . import metagraph  # noqa: PLC0415
+        from . import metagraph, saved_model_views  # noqa: PLC0415
     except ImportError:
         raise _Failure("this ckptkit has no metagraph module (ckptkit.metagraph)") from None
-    summary = metagraph.summarize(file)
-    if as_json:
-        _echo_json(summary)
-    elif summary["kind"] == "saved_model":
-        for line in metagraph.format_saved_model(summary):
-            _echo(_printable(line))
+    if tag_set is None and signature_def is None:
+        summary = metagraph.summarize(file)
+        if as_json:
+            _echo_json(summary)
+        elif summary["kind"] == "saved_model":
+            for line in metagraph.format_saved_model(summary):
+                _echo(_printable(line))
+        else:
+            _print_nested(summary, 0)
+        return
+    if not metagraph.is_saved_model(file):
+        raise click.UsageError("--tag-set and --signature-def select in a SavedModel (a directory with "
+                               f"saved_model.pb); {file} is not one")
+    summary = metagraph.summarize_saved_model(file)
+    graph = saved_model_views.select_meta_graph(summary, tag_set)
+    view: dict = {"kind": "saved_model", "path": summary["path"], "tags": graph["tags"]}
+    if signature_def is None:
+        view["signature_keys"] = [s["key"] for s in graph["signatures"]]
+        lines = saved_model_views.signature_keys_lines(graph)
     else:
-        _print_nested(summary, 0)
+        signature = saved_model_views.select_signature(summary, graph, signature_def)
+        view["signature"] = signature
+        lines = saved_model_views.signature_lines(signature)
+    if as_json:
+        _echo_json(view)
+    else:
+        for line in lines:
+            _echo(_printable(line))
 
 
 def _print_nested(value, depth: int) -> None:
