@@ -365,18 +365,28 @@ def _output_option():
 
 def _log_to_stderr(verbose: int) -> None:
     """ckptkit's own warnings reach stderr as lines; other libraries' log (a store's
-    retries, its tracebacks) only with -v (INFO) or -vv (DEBUG), so that a failing store
-    is the command's one error line."""
+    retries, its tracebacks, even from threads still running at exit) only with -v (INFO)
+    or -vv (DEBUG), so that a failing store is the command's one error line."""
     import logging  # noqa: PLC0415
+
+    class StderrHandler(logging.Handler):
+        ckptkit_cli = True
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                sys.stderr.write(self.format(record) + "\n")  # sys.stderr as it is then
+            except Exception:  # noqa: BLE001 - logging's own policy for a failing handler
+                self.handleError(record)
 
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "ckptkit_cli", False)]:
         root.removeHandler(old)  # an earlier command of this process (tests) installed it
-    handler = logging.StreamHandler()  # sys.stderr as it is now
-    handler.ckptkit_cli = True  # type: ignore[attr-defined]
+    handler = StderrHandler()
     if verbose:
         handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+        level = root.level
         root.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+        click.get_current_context().call_on_close(lambda: root.setLevel(level))
     else:
         handler.setLevel(logging.WARNING)
         handler.addFilter(lambda record: record.name == "ckptkit" or record.name.startswith("ckptkit."))
