@@ -46,7 +46,8 @@ async def _get(fs: Any, url: str, start: int, end: int, size: int, what: str) ->
     headers = dict(kwargs.pop("headers", None) or {})
     headers["Range"] = f"bytes={start}-{end - 1}"
     headers["Accept-Encoding"] = "identity"  # lengths are the file's, never a compressed body's
-    async with session.get(fs.encode_url(url), headers=headers, **kwargs) as r:
+    encode = getattr(fs, "encode_url", None)  # fsspec >= 2023.9 quotes URLs its way
+    async with session.get(encode(url) if encode else url, headers=headers, **kwargs) as r:
         if r.status == 404:
             raise FileNotFoundError(url)
         r.raise_for_status()  # 403, 5xx: aiohttp's error, with its status, for the caller's retries

@@ -41,6 +41,7 @@ _BACKOFF_SECONDS = 0.2    # doubled after each failed attempt
 # A store that has not answered once within this is unreachable (offline, a closed port, a
 # host that drops packets): its library's own retries (gcsfs: 30 s) are not waited for.
 FIRST_CONTACT_SECONDS = 6.0
+_AT_ONCE_SECONDS = 0.5  # a first call this soon after the store was made shares its window
 _HTTP = ("http", "https")
 # names that do not resolve now will not resolve in a second either
 _DNS_FAILURES = ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo failed",
@@ -202,16 +203,21 @@ class FsspecStorage(Storage):
         self._count_lock = threading.Lock()
         self.answered = False  # the store has answered once: its calls are no longer bounded
         self._contact_until = contact_until  # when the first-contact window ends (None: not begun)
+        self._made = time.monotonic()
+        self._tried = False
         self._without_range: set[str] = set()  # hosts named as ignoring Range requests
 
     def call(self, path: str, what: str, fn: Callable[[], T]) -> T:
         """`call(path, what, fn)`, bounded by FIRST_CONTACT_SECONDS until the store has
-        answered once (a window that begins when the store is made or, after a failure,
-        at the next call)."""
+        answered once. The window began when the store was made (making it may have looked
+        for credentials on the network) if this call follows at once; else, and after a
+        failure, it begins now."""
         if self.answered:
             return call(path, what, fn)
-        if self._contact_until is None:
-            self._contact_until = time.monotonic() + FIRST_CONTACT_SECONDS
+        now = time.monotonic()
+        if self._contact_until is None or (not self._tried and now > self._made + _AT_ONCE_SECONDS):
+            self._contact_until = now + FIRST_CONTACT_SECONDS
+        self._tried = True
         try:
             result = within(self._contact_until - time.monotonic(), path, lambda: call(path, what, fn))
         except NotFoundError:

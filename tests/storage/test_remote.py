@@ -476,3 +476,16 @@ def test_the_remote_extra_brings_what_the_hints_promise():
     names = {re.split(r"[<>=\[; ]", spec, maxsplit=1)[0].replace("-", "_") for spec in extra}
     assert names == set(backends.IN_REMOTE_EXTRA)
     assert "huggingface_hub" in names  # hf:// with the extra installed
+
+
+def test_a_store_made_early_gets_its_whole_first_contact_window(served, monkeypatch):
+    """A Saver made before training makes its store long before the first save: that call
+    still gets the whole window (only a call right after the store was made shares it)."""
+    from ckptkit.storage import remote  # noqa: PLC0415
+
+    _, url, _ = served
+    monkeypatch.setattr(remote, "FIRST_CONTACT_SECONDS", 1.0)
+    monkeypatch.setattr(storage, "_stores", {})
+    store = storage.of(f"{url}/run")
+    time.sleep(1.2)
+    assert store.kind(f"{url}/run/checkpoint") == "file"
