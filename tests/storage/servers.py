@@ -6,7 +6,8 @@
   under `/truncated/` every data response stops half-way through its body; under
   `/stalled/` data responses send their headers, then nothing for 30 s; under
   `/wrong-range/` range answers name (and send) the range one byte further on; under
-  `/overlong/` they send twice the bytes asked for.
+  `/overlong/` they send twice the bytes asked for (`/unsized-overlong/`: without a
+  Content-Length, to the connection's end).
 - `plain_http_server(root)`: Python's own `python -m http.server` in a subprocess, which
   ignores Range requests (every GET is a 200 with the whole file).
 - `silent_server()`: a port that accepts connections and never answers.
@@ -81,12 +82,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 start, end = start + 1, end + 1
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            if "/overlong/" in self.path:  # the range asked for, and more bytes than it holds
+            if "overlong/" in self.path:  # the range asked for, and more bytes than it holds
                 end = min(size - 1, end + (end - start + 1))
         else:
             self.send_response(200)
         length = max(0, end - start + 1)
-        self.send_header("Content-Length", str(length))
+        if "/unsized-overlong/" in self.path and m:  # no length: the body runs to the connection's end
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(length))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         with open(path, "rb") as f:
