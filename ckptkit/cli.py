@@ -478,9 +478,42 @@ def _output_option():
 
 # --------------------------------------------------------------------------- commands
 
+def _log_to_stderr(verbose: int) -> None:
+    """ckptkit's own warnings reach stderr as lines; other libraries' log (a store's
+    retries, its tracebacks, even from threads still running at exit) only with -v (INFO)
+    or -vv (DEBUG), so that a failing store is the command's one error line."""
+    import logging  # noqa: PLC0415
+
+    class StderrHandler(logging.Handler):
+        ckptkit_cli = True
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                sys.stderr.write(self.format(record) + "\n")  # sys.stderr as it is then
+            except Exception:  # noqa: BLE001 - logging's own policy for a failing handler
+                self.handleError(record)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "ckptkit_cli", False)]:
+        root.removeHandler(old)  # an earlier command of this process (tests) installed it
+    handler = StderrHandler()
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+        level = root.level
+        root.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+        click.get_current_context().call_on_close(lambda: root.setLevel(level))
+    else:
+        handler.setLevel(logging.WARNING)
+        handler.addFilter(lambda record: record.name == "ckptkit" or record.name.startswith("ckptkit."))
+    root.addHandler(handler)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ckptkit")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True,
+              help="show the log of the libraries behind URLs (fsspec, s3fs, gcsfs, aiohttp) on stderr; "
+                   "-vv: their debug log too")
+def cli(verbose: int) -> None:
     """Inspect, verify, edit and convert TensorFlow checkpoints, without TensorFlow.
 
     CKPT may be a checkpoint prefix (model.ckpt-1000), any file of it (.index,
@@ -495,6 +528,7 @@ def cli() -> None:
     (tensor bytes are copied only by rm --compact, or where a changed object graph
     shares a small shard).
     """
+    _log_to_stderr(verbose)
 
 
 @cli.command("ls")

@@ -63,3 +63,9 @@ class InvalidArgumentError(CheckpointError, ValueError):
 
 class ConcurrentModificationError(CheckpointError):
     """A file this write started from was changed by someone else; nothing was written."""
+
+
+class StoreError(CheckpointError):
+    """The store holding a file failed to deliver it: unreachable, refused, denied, timed
+    out, or a server answering outside HTTP's rules (ignoring Range, a wrong Content-Range).
+    Nothing is known about the file's bytes, so this is never reported as damage."""

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import selection, storage
-from .errors import CheckpointError, InvalidArgumentError, NotFoundError, TensorNotFoundError
+from .errors import CheckpointError, InvalidArgumentError, NotFoundError, StoreError, TensorNotFoundError
 from .objectgraph import OBJECT_GRAPH_KEY, ObjectGraph, friendly_names
 from .objectgraph_edit import graph_problems
 from .reader import CheckpointReader
@@ -203,6 +203,8 @@ def verify_checkpoint(path: str | os.PathLike,
                 continue
             try:
                 value = reader.get_tensor(info.name)
+            except StoreError:
+                raise  # the store failed to deliver the bytes: nothing is known about them
             except CheckpointError as exc:
                 report.errors.append((info.name, str(exc)))
             except OSError as exc:
