@@ -358,7 +358,18 @@ def _ckpt_option():
 def _output_option():
     return click.option("-o", "--output", type=_PATH, default=None,
                         help="write the result as a new checkpoint at this prefix (data shards "
-                             "hard-linked or copied) instead of editing in place")
+                             "hard-linked or copied) instead of editing in place; an existing one "
+                             "only with --overwrite")
+
+
+_OVERWRITE_HELP = ("replace an existing checkpoint (or file) at the output; its old .meta and surplus "
+                   "data shards go in the same commit")
+
+
+def _overwrite_option(help: str = _OVERWRITE_HELP):  # noqa: A002 - click's own word
+    """--overwrite: every command that writes a new checkpoint or file refuses an
+    existing one (exit 1, nothing written) unless it is given."""
+    return click.option("--overwrite", is_flag=True, help=help)
 
 
 # --------------------------------------------------------------------------- commands
@@ -648,7 +659,8 @@ def _drop_meta_option():
 @click.option("--glob", "as_glob", is_flag=True,
               help="OLD is a glob (* and ?) matched against every name; each * and ? of NEW takes "
                    "what the corresponding wildcard of OLD matched: 'enc/*' 'encoder/*'")
-@click.option("--overwrite", is_flag=True, help="allow renaming onto an existing name (drops it)")
+@_overwrite_option("allow renaming onto an existing name (drops it), and replacing an existing "
+                   "checkpoint at -o OUT")
 @click.option("--dry-run", is_flag=True, help="print the renames; change nothing")
 @_output_option()
 @_drop_meta_option()
@@ -662,7 +674,7 @@ def rename_cmd(ckpt, old, new, regex, as_glob, overwrite, dry_run, output, drop_
     in the object graph and the keys under it follow. The object graph (TF2) and the
     .meta's Saver (TF1) are rewritten with the index; a partitioned variable's slices
     follow its name. Renaming onto an existing name fails (exit 1, nothing changed)
-    unless --overwrite.
+    unless --overwrite, which also lets -o OUT replace an existing checkpoint.
     """
     from . import edit  # noqa: PLC0415
 
@@ -740,11 +752,12 @@ def _report_mapping(mapping: dict, as_json: bool, dry_run: bool, output, verb: s
 @cli.command("ema")
 @_ckpt_option()
 @_output_option()
+@_overwrite_option()
 @click.option("--ema-name", default="ExponentialMovingAverage", show_default=True,
               help="the suffix of shadow names (the EMA's name)")
 @_drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print {shadow: variable} as JSON")
-def ema_cmd(ckpt, output, ema_name, drop_meta, as_json) -> None:
+def ema_cmd(ckpt, output, overwrite, ema_name, drop_meta, as_json) -> None:
     """Make the inference checkpoint: each variable takes its moving average.
 
     v gets v/ExponentialMovingAverage's value (what EMA.variables_to_restore()
@@ -756,7 +769,7 @@ def ema_cmd(ckpt, output, ema_name, drop_meta, as_json) -> None:
     _check_output(output)
     with _progress(_copy_total(ckpt, output), "copying") as progress:
         mapping = edit.apply_ema(ckpt, output=output, ema_name=ema_name, progress=progress,
-                                 drop_meta=drop_meta)
+                                 drop_meta=drop_meta, overwrite=overwrite)
     _report_mapping(mapping, as_json, False, output, "replaced by their averages:")
 
 
@@ -773,9 +786,11 @@ def ema_cmd(ckpt, output, ema_name, drop_meta, as_json) -> None:
               help="also rewrite the data shards without the removed bytes (reclaims space)")
 @click.option("--dry-run", is_flag=True, help="print what would be removed; change nothing")
 @_output_option()
+@_overwrite_option()
 @_drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print the removed names as JSON")
-def rm_cmd(ckpt, names, as_glob, regex, optimizer, compact, dry_run, output, drop_meta, as_json) -> None:
+def rm_cmd(ckpt, names, as_glob, regex, optimizer, compact, dry_run, output, overwrite, drop_meta,
+           as_json) -> None:
     """Remove tensors NAMES from the checkpoint, keeping every file of it consistent.
 
     In a TF2 checkpoint a NAME may be an object path (`optimizer`,
@@ -784,7 +799,8 @@ def rm_cmd(ckpt, names, as_glob, regex, optimizer, compact, dry_run, output, dro
     object graph is rewritten. A TF1 .meta's Saver stops restoring removed keys.
     A partitioned variable goes with all its slices. The removed tensors' bytes stay
     in the data shards, unreferenced, until --compact rewrites the shards (which
-    `rm --compact` with no names also does).
+    `rm --compact` with no names also does). --optimizer on a checkpoint without
+    optimizer state removes nothing and succeeds ("nothing to remove").
     """
     from . import edit  # noqa: PLC0415
 
@@ -796,7 +812,7 @@ def rm_cmd(ckpt, names, as_glob, regex, optimizer, compact, dry_run, output, dro
         raise click.UsageError("give at least one NAME, --optimizer, or --compact alone to reclaim space")
     _check_output(output)
     selection = {"names": () if as_glob or regex else names, "glob": names if as_glob else (),
-                 "regex": names if regex else (), "optimizer": optimizer}
+                 "regex": names if regex else (), "optimizer": optimizer, "overwrite": overwrite}
     if dry_run:
         removed = edit.remove_keys(ckpt, selection.pop("names"), dry_run=True, **selection)
         _report_removed(removed, as_json)
@@ -809,15 +825,23 @@ def rm_cmd(ckpt, names, as_glob, regex, optimizer, compact, dry_run, output, dro
         _report_removed(removed, as_json)
         if removed:
             _note(f"removed {_count(len(removed))}")
+        elif optimizer and not names:
+            _note(_NOTHING_TO_REMOVE)
         _note(f"compacted: {_human(freed)} reclaimed")
         return
     with _progress(_copy_total(ckpt, output), "copying") as progress:
         removed = edit.remove_keys(ckpt, selection.pop("names"), output=output, progress=progress,
                                    drop_meta=drop_meta, **selection)
     _report_removed(removed, as_json)
+    if not removed and optimizer and not names:
+        _note(_NOTHING_TO_REMOVE + (f"; {_printable(output)} written unchanged" if output else ""))
+        return
     exception = " (except where the object graph's shard was rewritten)" if _has_object_graph(output or ckpt) else ""
     _note(f"removed {_count(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`"
           + exception)
+
+
+_NOTHING_TO_REMOVE = "nothing to remove: no optimizer state found"
 
 
 def _has_object_graph(ckpt: str) -> bool:
@@ -1070,15 +1094,19 @@ def _timestamp(value) -> str:
 @click.option("--friendly-names", is_flag=True,
               help="TF2 keys as object paths (model/dense/kernel), without /.ATTRIBUTES/VARIABLE_VALUE")
 @click.option("--strict", is_flag=True, help="fail instead of leaving out tensors DST cannot hold")
+@_overwrite_option("replace an existing DST (a checkpoint's old .meta and surplus data shards go in the "
+                   "same commit)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_names, strict, as_json) -> None:
+def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_names, strict, overwrite,
+                as_json) -> None:
     """Convert between checkpoints, .npz and .safetensors (by extension).
 
     A path ending in .npz or .safetensors is that format; anything else is a
     checkpoint (SRC resolves like every CKPT; DST is the prefix to write). One
     tensor is in memory at a time. Tensors DST cannot hold (strings and the TF2
     object graph in .safetensors, bfloat16/float8 in .npz) are left out with a
-    note, unless --strict; --cast bfloat16=float32 keeps them.
+    note, unless --strict; --cast bfloat16=float32 keeps them. An existing DST (any
+    file of that checkpoint, or the file) is refused unless --overwrite.
     """
     from . import convert  # noqa: PLC0415
 
@@ -1092,7 +1120,8 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
     with _progress(total, "converting") as progress:
         result = convert.convert(src, dst, num_shards=num_shards, include=include, exclude=exclude,
                                  cast=cast, rename=tuple(rename) if rename else None,
-                                 friendly_names=friendly_names, strict=strict, progress=progress)
+                                 friendly_names=friendly_names, strict=strict, overwrite=overwrite,
+                                 progress=progress)
     if as_json:
         _echo_json(result)
         return
@@ -1120,10 +1149,11 @@ def _bytes_to_read(paths) -> int:
 @cli.command("average")
 @click.argument("ckpts", nargs=-1, type=_PATH)
 @click.option("-o", "--output", required=True, type=_PATH, help="prefix of the averaged checkpoint to write")
-@click.option("--last", nargs=2, type=(click.IntRange(min=1), _PATH), default=None, metavar="N DIR",
+@click.option("--last", nargs=2, type=(click.IntRange(min=2), _PATH), default=None, metavar="N DIR",
               help="average the N newest checkpoints of DIR (from its `checkpoint` state file)")
+@_overwrite_option()
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def average_cmd(ckpts, output, last, as_json) -> None:
+def average_cmd(ckpts, output, last, overwrite, as_json) -> None:
     """Write the element-wise mean of several checkpoints (CKPT... or --last N DIR).
 
     Float and complex tensors are averaged in float64 and stored in their own dtype;
@@ -1135,10 +1165,12 @@ def average_cmd(ckpts, output, last, as_json) -> None:
 
     if bool(ckpts) == bool(last):
         raise click.UsageError("give the checkpoints to average, or --last N DIR (not both)")
+    if len(ckpts) == 1:
+        raise click.UsageError("averaging needs two or more checkpoints")
     paths = list(ckpts) if ckpts else average.last_checkpoints(last[1], last[0])
     _check_output(output)
     with _progress(_bytes_to_read(paths), "averaging") as progress:
-        result = average.average_checkpoints(paths, output, progress=progress)
+        result = average.average_checkpoints(paths, output, progress=progress, overwrite=overwrite)
     if as_json:
         _echo_json(result)
         return
@@ -1152,8 +1184,9 @@ def average_cmd(ckpts, output, last, as_json) -> None:
 @cli.command("merge")
 @click.argument("parts", nargs=-1, required=True, type=_PATH)
 @click.option("-o", "--output", required=True, type=_PATH, help="prefix of the merged checkpoint to write")
+@_overwrite_option()
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def merge_cmd(parts, output, as_json) -> None:
+def merge_cmd(parts, output, overwrite, as_json) -> None:
     """Merge checkpoints written in parts (by parallel workers) into one, as TF's
     MergeV2Checkpoints does.
 
@@ -1165,7 +1198,7 @@ def merge_cmd(parts, output, as_json) -> None:
 
     _check_output(output)
     with _progress(_bytes_to_read(parts), "merging") as progress:
-        result = merge.merge_checkpoints(parts, output, progress=progress)
+        result = merge.merge_checkpoints(parts, output, progress=progress, overwrite=overwrite)
     if as_json:
         _echo_json(result)
         return

@@ -63,3 +63,8 @@ class InvalidArgumentError(CheckpointError, ValueError):
 
 class ConcurrentModificationError(CheckpointError):
     """A file this write started from was changed by someone else; nothing was written."""
+
+
+class AlreadyExistsError(CheckpointError, FileExistsError):
+    """A destination already holds a checkpoint or file, and replacing it was not asked for
+    (`overwrite=True`, `--overwrite`)."""
