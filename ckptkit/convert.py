@@ -140,10 +140,11 @@ def check_destination(path: str | os.PathLike, *, make_parents: bool = False, ex
     if storage.of(path).hierarchical:  # (an object store has no directories to check or create)
         _check_parents(path, make_parents)
     if not exist_ok and (found := existing_destination(path)):
-        what = "a checkpoint is" if _kind(path) == "checkpoint" else "the file is"
-        shown = ", ".join(os.path.basename(f) for f in found[:4]) + (", ..." if len(found) > 4 else "")
-        raise AlreadyExistsError(f"{what} already there ({shown}); --overwrite (overwrite=True) replaces it",
-                               path=path)
+        what = "already exists"
+        if _kind(path) == "checkpoint":
+            shown = ", ".join(os.path.basename(f) for f in found[:4]) + (", ..." if len(found) > 4 else "")
+            what = f"a checkpoint already exists here ({shown})"
+        raise AlreadyExistsError(f"{what}; --overwrite (overwrite=True) replaces it", path=path)
 
 
 def _check_parents(path: str, make_parents: bool) -> None:
