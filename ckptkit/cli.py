@@ -719,12 +719,13 @@ def _regex_renamer(old: str, new: str):
     return renamer
 
 
-def _check_output(output: str | None) -> None:
-    """An `-o` prefix that no file could be written under fails before anything is read."""
+def _check_output(output: str | None, *, overwrite: bool = True) -> None:
+    """An `-o` prefix that no file could be written under (or, unless `overwrite`, that
+    exists already) fails before anything is read."""
     if output is not None:
         from .convert import check_destination  # noqa: PLC0415
 
-        check_destination(output, make_parents=True)
+        check_destination(output, make_parents=True, exist_ok=overwrite)
 
 
 def _copy_total(ckpt: str, output: str | None) -> int:
@@ -1244,12 +1245,14 @@ def stats_cmd(ctx, ckpt, pattern, as_json) -> None:
 
 @cli.command("example")
 @click.argument("directory", type=_PATH)
-def example_cmd(directory) -> None:
+@_overwrite_option("replace DIRECTORY/model.ckpt if it exists")
+def example_cmd(directory, overwrite) -> None:
     """Write the classic example checkpoint into DIRECTORY to play with.
 
     v = 10.0 and its moving average v/ExponentialMovingAverage = 0.099999905
     (v started at 0; EMA(0.99); v := 10; one update), with .meta and the
     `checkpoint` state file, at DIRECTORY/model.ckpt - as TF's Saver writes it.
+    An existing DIRECTORY/model.ckpt is left alone (exit 1) unless --overwrite.
     """
     try:
         from . import saver as _saver  # noqa: PLC0415
@@ -1264,7 +1267,7 @@ def example_cmd(directory) -> None:
     v = np.float32(10.0)                # sess.run(v.assign(10))
     ema.apply({"v": v})                 # sess.run(ema.apply([v]))
     values = {"v": v, **ema.shadow_variables()}
-    _check_output(os.path.join(directory, "model.ckpt"))
+    _check_output(os.path.join(directory, "model.ckpt"), overwrite=overwrite)
     os.makedirs(directory, exist_ok=True)
     path = _saver.Saver().save(values, os.path.join(directory, "model.ckpt"))
     for key, value in values.items():

@@ -212,6 +212,18 @@ def test_edits_with_o_refuse_an_existing_checkpoint_until_overwrite(tf, tf1, see
     assert ckptkit.load(seed)["v"] == 10.0  # the source never changes
 
 
+def test_example_leaves_an_existing_checkpoint_alone_unless_overwrite(tmp_path):
+    directory = tmp_path / "demo"
+    assert run("example", directory).exit_code == 0
+    ckptkit.rename_keys(os.fspath(directory / "model.ckpt"), {"v": "mine"})
+    before = _snapshot(os.fspath(directory))
+    result = run("example", directory)
+    assert result.exit_code == 1 and "--overwrite" in one_error_line(result.stderr)
+    assert _snapshot(os.fspath(directory)) == before
+    assert run("example", directory, "--overwrite").exit_code == 0
+    assert "v" in ckptkit.load(directory)
+
+
 # --------------------------------------------------------------------------- diff
 
 def test_diff_exit_codes_and_relative_difference(tmp_path):
