@@ -9,6 +9,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .errors import (
+    AlreadyExistsError,
     CheckpointError,
     ConcurrentModificationError,
     DataLossError,
@@ -42,8 +43,8 @@ _LAZY = {
     "DirectoryLockedError": "storage.lock",
 }
 
-__all__ = ["CheckpointError", "ConcurrentModificationError", "DataLossError", "InvalidArgumentError",
-           "InvalidStateError", "NoCheckpointError",
+__all__ = ["AlreadyExistsError", "CheckpointError", "ConcurrentModificationError", "DataLossError",
+           "InvalidArgumentError", "InvalidStateError", "NoCheckpointError",
            "NotFoundError", "TensorNotFoundError", "UnsupportedError", *_LAZY]
 
 

@@ -473,7 +473,18 @@ def _hint_checkpoint_names(ckpt: str, names):
 def _output_option():
     return click.option("-o", "--output", type=_PATH, default=None,
                         help="write the result as a new checkpoint at this prefix (data shards "
-                             "hard-linked or copied) instead of editing in place")
+                             "hard-linked or copied) instead of editing in place; an existing one "
+                             "only with --overwrite")
+
+
+_OVERWRITE_HELP = ("replace an existing checkpoint (or file) at the output; its old .meta and surplus "
+                   "data shards go in the same commit")
+
+
+def _overwrite_option(help: str = _OVERWRITE_HELP):  # noqa: A002 - click's own word
+    """--overwrite: every command that writes a new checkpoint or file refuses an
+    existing one (exit 1, nothing written) unless it is given."""
+    return click.option("--overwrite", is_flag=True, help=help)
 
 
 # --------------------------------------------------------------------------- commands
@@ -811,7 +822,8 @@ def _drop_meta_option():
 @click.option("--glob", "as_glob", is_flag=True,
               help="OLD is a glob (* and ?) matched against every name; each * and ? of NEW takes "
                    "what the corresponding wildcard of OLD matched: 'enc/*' 'encoder/*'")
-@click.option("--overwrite", is_flag=True, help="allow renaming onto an existing name (drops it)")
+@_overwrite_option("allow renaming onto an existing name (drops it), and replacing an existing "
+                   "checkpoint at -o OUT")
 @_filter_options()
 @click.option("--dry-run", is_flag=True, help="print the renames; change nothing")
 @_output_option()
@@ -830,7 +842,8 @@ def rename_cmd(ctx, ckpt, args, regex, as_glob, overwrite, include, exclude, dry
     object is renamed in the object graph and the keys under it follow. The object
     graph (TF2) and the .meta's Saver (TF1) are rewritten with the index; a
     partitioned variable's slices follow its name. Renaming onto an existing name
-    fails (exit 1, nothing changed) unless --overwrite.
+    fails (exit 1, nothing changed) unless --overwrite, which also lets -o OUT replace
+    an existing checkpoint.
     """
     from . import edit  # noqa: PLC0415
 
@@ -904,12 +917,13 @@ def _regex_renamer(old: str, new: str):
     return renamer
 
 
-def _check_output(output: str | None) -> None:
-    """An `-o` prefix that no file could be written under fails before anything is read."""
+def _check_output(output: str | None, *, overwrite: bool = True) -> None:
+    """An `-o` prefix that no file could be written under (or, unless `overwrite`, that
+    exists already) fails before anything is read."""
     if output is not None:
         from .convert import check_destination  # noqa: PLC0415
 
-        check_destination(output, make_parents=True)
+        check_destination(output, make_parents=True, exist_ok=overwrite)
 
 
 def _copy_total(ckpt: str, output: str | None) -> int:
@@ -938,12 +952,13 @@ def _report_mapping(mapping: dict, as_json: bool, dry_run: bool, output, verb: s
 @_ckpt_option()
 @click.argument("ckpt_arg", required=False, metavar="[CKPT]", type=_PATH)
 @_output_option()
+@_overwrite_option()
 @click.option("--ema-name", default="ExponentialMovingAverage", show_default=True,
               help="the suffix of shadow names (the EMA's name)")
 @_drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print {shadow: variable} as JSON")
 @click.pass_context
-def ema_cmd(ctx, ckpt, ckpt_arg, output, ema_name, drop_meta, as_json) -> None:
+def ema_cmd(ctx, ckpt, ckpt_arg, output, overwrite, ema_name, drop_meta, as_json) -> None:
     """Make the inference checkpoint: each variable takes its moving average.
 
     v gets v/ExponentialMovingAverage's value (what EMA.variables_to_restore()
@@ -959,7 +974,7 @@ def ema_cmd(ctx, ckpt, ckpt_arg, output, ema_name, drop_meta, as_json) -> None:
     _check_output(output)
     with _progress(_copy_total(ckpt, output), "copying") as progress:
         mapping = edit.apply_ema(ckpt, output=output, ema_name=ema_name, progress=progress,
-                                 drop_meta=drop_meta)
+                                 drop_meta=drop_meta, overwrite=overwrite)
     _report_mapping(mapping, as_json, False, output, "replaced by their averages:")
 
 
@@ -977,11 +992,12 @@ def ema_cmd(ctx, ckpt, ckpt_arg, output, ema_name, drop_meta, as_json) -> None:
               help="also rewrite the data shards without the removed bytes (reclaims space)")
 @click.option("--dry-run", is_flag=True, help="print what would be removed; change nothing")
 @_output_option()
+@_overwrite_option()
 @_drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print the removed names as JSON")
 @click.pass_context
-def rm_cmd(ctx, ckpt, names, include, exclude, as_glob, regex, optimizer, compact, dry_run, output, drop_meta,
-           as_json) -> None:
+def rm_cmd(ctx, ckpt, names, include, exclude, as_glob, regex, optimizer, compact, dry_run, output, overwrite,
+           drop_meta, as_json) -> None:
     """Remove tensors NAMES from the checkpoint, keeping every file of it consistent.
 
     What goes: NAMES, the tensors --include globs match, and with --optimizer the
@@ -994,7 +1010,8 @@ def rm_cmd(ctx, ckpt, names, include, exclude, as_glob, regex, optimizer, compac
     object graph is rewritten. A TF1 .meta's Saver stops restoring removed keys.
     A partitioned variable goes with all its slices. The removed tensors' bytes stay
     in the data shards, unreferenced, until --compact rewrites the shards (which
-    `rm --compact` with no names also does).
+    `rm --compact` with no names also does). --optimizer on a checkpoint without
+    optimizer state removes nothing and succeeds ("nothing to remove").
     """
     from . import edit  # noqa: PLC0415
 
@@ -1016,7 +1033,7 @@ def rm_cmd(ctx, ckpt, names, include, exclude, as_glob, regex, optimizer, compac
                                "select; it selects nothing itself")
     _check_output(output)
     selection = {"names": () if regex else names, "glob": include, "regex": names if regex else (),
-                 "optimizer": optimizer, "exclude": exclude}
+                 "optimizer": optimizer, "exclude": exclude, "overwrite": overwrite}
     with _hint_checkpoint_names(ckpt, () if regex else names):
         if dry_run:
             removed = edit.remove_keys(ckpt, selection.pop("names"), dry_run=True, **selection)
@@ -1030,15 +1047,23 @@ def rm_cmd(ctx, ckpt, names, include, exclude, as_glob, regex, optimizer, compac
             _report_removed(removed, as_json)
             if removed:
                 _note(f"removed {_count(len(removed))}")
+            elif optimizer and not names:
+                _note(_NOTHING_TO_REMOVE)
             _note(f"compacted: {_human(freed)} reclaimed")
             return
         with _progress(_copy_total(ckpt, output), "copying") as progress:
             removed = edit.remove_keys(ckpt, selection.pop("names"), output=output, progress=progress,
                                        drop_meta=drop_meta, **selection)
     _report_removed(removed, as_json)
+    if not removed and optimizer and not names:
+        _note(_NOTHING_TO_REMOVE + (f"; {_printable(output)} written unchanged" if output else ""))
+        return
     exception = " (except where the object graph's shard was rewritten)" if _has_object_graph(output or ckpt) else ""
     _note(f"removed {_count(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`"
           + exception)
+
+
+_NOTHING_TO_REMOVE = "nothing to remove: no optimizer state found"
 
 
 def _has_object_graph(ckpt: str) -> bool:
@@ -1348,9 +1373,11 @@ def _timestamp(value) -> str:
               help="add KEY=VALUE to a .safetensors DST's __metadata__ (repeatable)")
 @click.option("--dry-run", is_flag=True,
               help="print the plan (name, new name, dtype, shape, bytes of each tensor); write nothing")
+@_overwrite_option("replace an existing DST (a checkpoint's old .meta and surplus data shards go in the "
+                   "same commit)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary (with --dry-run, the plan) as JSON")
 def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_names, strict, metadata_pairs,
-                dry_run, as_json) -> None:
+                dry_run, overwrite, as_json) -> None:
     """Convert between checkpoints, .npz and .safetensors (by extension).
 
     A path ending in .npz or .safetensors is that format; anything else is a
@@ -1360,7 +1387,8 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
     note, unless --strict; --cast bfloat16=float32 keeps them. A .safetensors
     DST records format "pt", SRC and the ckptkit version in its __metadata__,
     plus each --metadata KEY=VALUE. A glob matching no name, or nothing left to
-    write, is an error: no empty file is written.
+    write, is an error: no empty file is written. An existing DST (any file of
+    that checkpoint, or the file) is refused unless --overwrite.
     """
     from . import convert  # noqa: PLC0415
 
@@ -1381,6 +1409,7 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
         result = convert.convert(src, dst, num_shards=num_shards, include=include, exclude=exclude,
                                  cast=cast, rename=tuple(rename) if rename else None,
                                  friendly_names=friendly_names, strict=strict, metadata=metadata,
+                                 overwrite=overwrite,
                                  progress=progress, dry_run=dry_run)
     if as_json:
         _echo_json(result)
@@ -1419,10 +1448,11 @@ def _bytes_to_read(paths) -> int:
 @cli.command("average")
 @click.argument("ckpts", nargs=-1, type=_PATH)
 @click.option("-o", "--output", required=True, type=_PATH, help="prefix of the averaged checkpoint to write")
-@click.option("--last", nargs=2, type=(click.IntRange(min=1), _PATH), default=None, metavar="N DIR",
+@click.option("--last", nargs=2, type=(click.IntRange(min=2), _PATH), default=None, metavar="N DIR",
               help="average the N newest checkpoints of DIR (from its `checkpoint` state file)")
+@_overwrite_option()
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def average_cmd(ckpts, output, last, as_json) -> None:
+def average_cmd(ckpts, output, last, overwrite, as_json) -> None:
     """Write the element-wise mean of several checkpoints (CKPT... or --last N DIR).
 
     Float and complex tensors are averaged in float64 and stored in their own dtype;
@@ -1434,10 +1464,12 @@ def average_cmd(ckpts, output, last, as_json) -> None:
 
     if bool(ckpts) == bool(last):
         raise click.UsageError("give the checkpoints to average, or --last N DIR (not both)")
+    if len(ckpts) == 1:
+        raise click.UsageError("averaging needs two or more checkpoints")
     paths = list(ckpts) if ckpts else average.last_checkpoints(last[1], last[0])
     _check_output(output)
     with _progress(_bytes_to_read(paths), "averaging") as progress:
-        result = average.average_checkpoints(paths, output, progress=progress)
+        result = average.average_checkpoints(paths, output, progress=progress, overwrite=overwrite)
     if as_json:
         _echo_json(result)
         return
@@ -1451,8 +1483,9 @@ def average_cmd(ckpts, output, last, as_json) -> None:
 @cli.command("merge")
 @click.argument("parts", nargs=-1, required=True, type=_PATH)
 @click.option("-o", "--output", required=True, type=_PATH, help="prefix of the merged checkpoint to write")
+@_overwrite_option()
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def merge_cmd(parts, output, as_json) -> None:
+def merge_cmd(parts, output, overwrite, as_json) -> None:
     """Merge checkpoints written in parts (by parallel workers) into one, as TF's
     MergeV2Checkpoints does.
 
@@ -1464,7 +1497,7 @@ def merge_cmd(parts, output, as_json) -> None:
 
     _check_output(output)
     with _progress(_bytes_to_read(parts), "merging") as progress:
-        result = merge.merge_checkpoints(parts, output, progress=progress)
+        result = merge.merge_checkpoints(parts, output, progress=progress, overwrite=overwrite)
     if as_json:
         _echo_json(result)
         return
@@ -1510,12 +1543,14 @@ def stats_cmd(ctx, ckpt, include, exclude, as_json) -> None:
 
 @cli.command("example")
 @click.argument("directory", type=_PATH)
-def example_cmd(directory) -> None:
+@_overwrite_option("replace DIRECTORY/model.ckpt if it exists")
+def example_cmd(directory, overwrite) -> None:
     """Write the classic example checkpoint into DIRECTORY to play with.
 
     v = 10.0 and its moving average v/ExponentialMovingAverage = 0.099999905
     (v started at 0; EMA(0.99); v := 10; one update), with .meta and the
     `checkpoint` state file, at DIRECTORY/model.ckpt - as TF's Saver writes it.
+    An existing DIRECTORY/model.ckpt is left alone (exit 1) unless --overwrite.
     """
     try:
         from . import saver as _saver  # noqa: PLC0415
@@ -1530,7 +1565,7 @@ def example_cmd(directory) -> None:
     v = np.float32(10.0)                # sess.run(v.assign(10))
     ema.apply({"v": v})                 # sess.run(ema.apply([v]))
     values = {"v": v, **ema.shadow_variables()}
-    _check_output(os.path.join(directory, "model.ckpt"))
+    _check_output(os.path.join(directory, "model.ckpt"), overwrite=overwrite)
     os.makedirs(directory, exist_ok=True)
     path = _saver.Saver().save(values, os.path.join(directory, "model.ckpt"))
     for key, value in values.items():

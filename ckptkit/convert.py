@@ -17,16 +17,17 @@ import numpy as np
 
 from . import dtypes as _dtypes
 from . import selection, storage
-from .errors import CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
+from .errors import AlreadyExistsError, CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import bundle, naming
 from .format.npz import _NpzSource, read_npz, write_npz
 from .format.safetensors import _ST_CODES, _read_all, _SafetensorsSource, read_safetensors, write_safetensors
 from .objectgraph import OBJECT_GRAPH_KEY, friendly_names
 from .reader import CheckpointReader
+from .state import V1, V2, checkpoint_files
 
-__all__ = ["OBJECT_GRAPH_KEY", "SAFETENSORS_FORMAT", "check_destination", "convert", "friendly_names_of",
-           "open_source", "read_any", "read_npz", "read_safetensors", "safetensors_metadata", "source_bytes",
-           "write_npz", "write_safetensors"]
+__all__ = ["OBJECT_GRAPH_KEY", "SAFETENSORS_FORMAT", "check_destination", "convert", "existing_destination",
+           "friendly_names_of", "open_source", "read_any", "read_npz", "read_safetensors", "safetensors_metadata",
+           "source_bytes", "write_npz", "write_safetensors"]
 
 Progress = Callable[[int], None]
 
@@ -113,19 +114,41 @@ def _naming(path: str):
         raise named from None
 
 
-def check_destination(path: str | os.PathLike, *, make_parents: bool = False) -> None:
+def existing_destination(path: str | os.PathLike) -> list[str]:
+    """The files already at destination `path` that writing there would replace: the
+    file itself for a `.npz`/`.safetensors` path; for a checkpoint prefix every file TF
+    gives that checkpoint (`.index`, `.data-*`, `.meta`, a V1 file at the prefix).
+    Sorted; [] when nothing is there."""
+    path = storage.fspath(path)
+    if _kind(path) != "checkpoint":
+        return [path] if storage.exists(path) and not storage.isdir(path) else []
+    return sorted(set(checkpoint_files(path, V2)) | set(checkpoint_files(path, V1)))
+
+
+def check_destination(path: str | os.PathLike, *, make_parents: bool = False, exist_ok: bool = True) -> None:
     """Raise a CheckpointError naming `path` if a file could not be written there.
 
     Checked before anything is read or written: `path` must not be a directory, and
     its directory must exist (or, with `make_parents` - a checkpoint prefix, whose
     missing directories are created as TF does - be creatable: no ancestor may be a
-    file). Permissions and free space are left to the write itself.
+    file). With `exist_ok=False` (what `overwrite=False` of every writer passes), a
+    destination that already exists (`existing_destination`) is refused too, so that
+    nothing is replaced by accident. Permissions and free space are left to the write.
     """
     path = storage.fspath(path)
     if "\0" in path:
         raise InvalidArgumentError("path contains a NUL byte", path=repr(path))
-    if not storage.of(path).hierarchical:
-        return  # an object store: no directories to check or create
+    if storage.of(path).hierarchical:  # (an object store has no directories to check or create)
+        _check_parents(path, make_parents)
+    if not exist_ok and (found := existing_destination(path)):
+        what = "already exists"
+        if _kind(path) == "checkpoint":
+            shown = ", ".join(os.path.basename(f) for f in found[:4]) + (", ..." if len(found) > 4 else "")
+            what = f"a checkpoint already exists here ({shown})"
+        raise AlreadyExistsError(f"{what}; --overwrite (overwrite=True) replaces it", path=path)
+
+
+def _check_parents(path: str, make_parents: bool) -> None:
     if storage.isdir(path) and _kind(path) != "checkpoint":
         raise InvalidArgumentError("destination is a directory", path=path)
     parent = os.path.dirname(path)
@@ -252,7 +275,7 @@ def safetensors_metadata(src: str, extra: Mapping[str, str] | None, dst: str) ->
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int = 1,
             include: Iterable[str] = (), exclude: Iterable[str] = (),
             cast: Mapping[str, str] | None = None, rename: tuple[str, str] | None = None,
-            friendly_names: bool = False, strict: bool = False,
+            friendly_names: bool = False, strict: bool = False, overwrite: bool = False,
             metadata: Mapping[str, str] | None = None, progress: Progress | None = None,
             dry_run: bool = False) -> dict:
     """Copy tensors from `src` to `dst`, formats chosen by extension, one tensor in memory
@@ -274,6 +297,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     Each include/exclude glob must match a name of `src`, and something must be left to
     write (else InvalidArgumentError/UnsupportedError, nothing written): a typo never
     writes an empty file.
+    An existing `dst` (a checkpoint with any of its files there, or the file) is refused
+    with AlreadyExistsError unless `overwrite`; replacing a checkpoint deletes its old
+    `.meta` (a graph of other tensors) and surplus data shards in the same commit, so the
+    prefix names the old checkpoint or the new one, whole, and a `checkpoint` state file
+    naming it stays true.
     Returns {"src", "dst", "tensors", "bytes", "left_out": [{"name", "reason"}]}; with
     `dry_run=True` nothing is written and "plan" lists what would be: [{"name",
     "new_name", "dtype" (as written), "source_dtype", "shape", "bytes"}].
@@ -284,7 +312,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     kind = _kind(dst)
     if metadata and kind != "safetensors":
         raise InvalidArgumentError("metadata is written to .safetensors files only", path=dst)
-    check_destination(dst, make_parents=kind == "checkpoint")
+    check_destination(dst, make_parents=kind == "checkpoint", exist_ok=overwrite)
     casts = _parse_casts(cast)
     header = safetensors_metadata(src, metadata, dst) if kind == "safetensors" else None
     with _naming(src), open_source(src) as source:
@@ -300,6 +328,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
             elif kind == "safetensors":
                 write_safetensors(dst, plan, header, progress=progress)
             else:
-                bundle.write_bundle(dst, plan, num_shards=num_shards, progress=progress)
+                bundle.write_bundle(dst, plan, num_shards=num_shards, progress=progress,
+                                    also=lambda tx: bundle.drop_stale(tx, dst))
     nbytes = sum(d.nbytes for d in plan.values())
     return {"src": src, "dst": dst, "tensors": len(plan), "bytes": nbytes, "left_out": left_out}

@@ -69,3 +69,8 @@ class StoreError(CheckpointError):
     """The store holding a file failed to deliver it: unreachable, refused, denied, timed
     out, or a server answering outside HTTP's rules (ignoring Range, a wrong Content-Range).
     Nothing is known about the file's bytes, so this is never reported as damage."""
+
+
+class AlreadyExistsError(CheckpointError, FileExistsError):
+    """A destination already holds a checkpoint or file, and replacing it was not asked for
+    (`overwrite=True`, `--overwrite`)."""

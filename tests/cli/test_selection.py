@@ -65,7 +65,21 @@ def test_rm_optimizer_selects_every_tf1_slot(tf, tf1, many_optimizers):
         for key in MODEL:
             assert same(sess.run(got[key]), before[key]), key
     assert run("verify", prefix).exit_code == 0
-    assert "no optimizer state" in error_line(run("rm", "-c", prefix, "--optimizer"))
+    # Again: nothing left to remove is no error (idempotent), and nothing is written.
+    files = {n: open(os.path.join(os.path.dirname(prefix), n), "rb").read()
+             for n in os.listdir(os.path.dirname(prefix))}
+    result = run("rm", "-c", prefix, "--optimizer")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr.strip() == "nothing to remove: no optimizer state found"
+    result = run("rm", "-c", prefix, "--optimizer", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+    assert {n: open(os.path.join(os.path.dirname(prefix), n), "rb").read()
+            for n in os.listdir(os.path.dirname(prefix))} == files
+    # With -o the output is written all the same (unchanged), and TF reads it.
+    out = os.path.join(os.path.dirname(prefix), "copy", "model.ckpt")
+    result = run("rm", "-c", prefix, "--optimizer", "-o", out)
+    assert result.exit_code == 0 and "nothing to remove" in result.stderr
+    assert set(tf_values(tf, out)) == MODEL
 
 
 def test_rm_glob_and_regex_dry_run_then_for_real(tf, tf1, seed):
