@@ -545,7 +545,8 @@ def cli(verbose: int) -> None:
 @cli.command("ls")
 @click.argument("ckpt", default=".", required=False, type=_PATH)
 @click.argument("object_path", required=False, metavar="[OBJECT]")
-@click.option("--json", "as_json", is_flag=True, help="print a JSON list for scripts")
+@click.option("--json", "as_json", is_flag=True,
+              help='print {"checkpoint", "tensors": [...], "elements", "bytes"} as JSON for scripts')
 @_filter_options(legacy_filter=True)
 @click.option("--count-exclude", multiple=True, metavar="GLOB",
               help="list tensors matching GLOB but leave their elements and bytes out of the totals "
@@ -599,15 +600,16 @@ def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, include: tuple[str
         else:
             _print_tree(prefix, root, uncounted)
         return
-    if as_json:
-        _echo_json([{**i.as_dict(), **({"counted": i.name not in uncounted} if count_exclude else {})}
-                    for i in infos])
-        return
-    rows = [[i.name, i.dtype + (" (sliced)" if i.sliced else ""), _shape(i.shape),
-             f"{i.elements:,}", _bytes(i.bytes)] for i in infos]
     counted = [i for i in infos if i.name not in uncounted]
     total_el = sum(i.elements for i in counted)
     total_b = sum(i.bytes or 0 for i in counted)
+    if as_json:  # as verify and stats: the checkpoint opened, then the tensors
+        _echo_json({"checkpoint": prefix, "tensors": [
+            {**i.as_dict(), **({"counted": i.name not in uncounted} if count_exclude else {})} for i in infos],
+            "elements": total_el, "bytes": total_b})
+        return
+    rows = [[i.name, i.dtype + (" (sliced)" if i.sliced else ""), _shape(i.shape),
+             f"{i.elements:,}", _bytes(i.bytes)] for i in infos]
     tensors = _count(len(infos)) + (f" ({len(counted)} counted)" if count_exclude else "")
     _table([("name", "l"), ("dtype", "l"), ("shape", "l"), ("elements", "r"), ("bytes", "r")], rows,
            footer=[tensors, "", "", f"{total_el:,}", f"{total_b:,} ({_human(total_b)})"],
@@ -1173,8 +1175,8 @@ def verify_cmd(ctx, ckpt, include, exclude, as_json) -> None:
         metagraph.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
         message = "the SavedModel has no variables to verify (no variables/variables.index)"
         if as_json:
-            _echo_json({"prefix": None, "saved_model": export_dir, "format": "saved_model", "checked": message,
-                        "tensors": 0, "bytes": 0, "ok": True, "errors": [], "graph_problems": []})
+            _echo_json({"checkpoint": None, "prefix": None, "saved_model": export_dir, "format": "saved_model",
+                        "checked": message, "tensors": 0, "bytes": 0, "ok": True, "errors": [], "graph_problems": []})
         else:
             _echo(f"OK: {_printable(export_dir)}: {message}")
         ctx.exit(0)
@@ -1182,7 +1184,8 @@ def verify_cmd(ctx, ckpt, include, exclude, as_json) -> None:
     with _progress(total, "verifying") as progress:
         report = info.verify_checkpoint(ckpt, progress=progress, include=include, exclude=exclude)
     if as_json:
-        _echo_json({"prefix": report.prefix, "format": report.format, "checked": report.checked,
+        _echo_json({"checkpoint": report.prefix, "prefix": report.prefix, "format": report.format,
+                    "checked": report.checked,
                     "tensors": report.tensors, "bytes": report.bytes, "ok": report.ok,
                     "errors": [{"name": k, "error": m} for k, m in report.errors],
                     "graph_problems": [{"name": k, "error": m} for k, m in report.graph_problems]})
@@ -1523,7 +1526,7 @@ def stats_cmd(ctx, ckpt, include, exclude, as_json) -> None:
     with _progress(total, "reading") as progress:
         report = _stats.checkpoint_stats(ckpt, progress=progress, include=include, exclude=exclude)
     if as_json:
-        _echo_json(report)
+        _echo_json({"checkpoint": report["prefix"], **report})  # "prefix": its old name
     else:
         rows = []
         for t in report["tensors"]:

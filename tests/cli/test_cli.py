@@ -56,7 +56,7 @@ def corrupt(prefix: str, key: str) -> None:
 def test_ls_json_matches_tf(tf, dtypes_ckpt):
     result = run("ls", dtypes_ckpt, "--json")
     assert result.exit_code == 0
-    listed = {t["name"]: t for t in json.loads(result.stdout)}
+    listed = {t["name"]: t for t in json.loads(result.stdout)["tensors"]}
     reader = tf.train.load_checkpoint(dtypes_ckpt)
     shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
     assert sorted(listed) == sorted(shapes)
@@ -72,9 +72,9 @@ def test_ls_table_filter_sort_tree(dtypes_ckpt):
     out = run("ls", dtypes_ckpt).stdout
     assert out.splitlines()[0] == dtypes_ckpt
     assert "dense/kernel" in out and "bfloat16" in out and "12 tensors" in out
-    filtered = json.loads(run("ls", dtypes_ckpt, "--json", "--filter", "ints/*").stdout)
+    filtered = json.loads(run("ls", dtypes_ckpt, "--json", "--filter", "ints/*").stdout)["tensors"]
     assert [t["name"] for t in filtered] == ["ints/i32", "ints/i64", "ints/i8", "ints/u8"]
-    by_size = json.loads(run("ls", dtypes_ckpt, "--json", "--sort", "size").stdout)
+    by_size = json.loads(run("ls", dtypes_ckpt, "--json", "--sort", "size").stdout)["tensors"]
     sizes = [t["bytes"] for t in by_size]
     assert sizes == sorted(sizes, reverse=True)
     tree = run("ls", dtypes_ckpt, "--tree").stdout
@@ -98,7 +98,7 @@ def test_ls_defaults_to_current_directory(seed):
         result = run("ls", "--json")
     finally:
         os.chdir(cwd)
-    assert [t["name"] for t in json.loads(result.stdout)] == ["v", "v/ExponentialMovingAverage"]
+    assert [t["name"] for t in json.loads(result.stdout)["tensors"]] == ["v", "v/ExponentialMovingAverage"]
 
 
 def test_show_values_and_stats(tf, dtypes_ckpt):
@@ -236,7 +236,7 @@ def test_sliced_rename_dry_run_and_diff(partitioned):
     result = run("rename", "-c", partitioned, "part", "whole", "--dry-run")
     assert result.exit_code == 0 and result.stdout.strip() == "part -> whole"  # the name, not its slice keys
     assert index_bytes(partitioned) == before
-    listed = json.loads(run("ls", partitioned, "--json").stdout)
+    listed = json.loads(run("ls", partitioned, "--json").stdout)["tensors"]
     assert [(t["name"], t["sliced"]) for t in listed] == [("part", True), ("plain", False)]
     assert run("verify", partitioned).exit_code == 0
     from ckptkit import edit
@@ -277,7 +277,7 @@ def test_partitioned_converts_whole(tf, partitioned, tmp_path):
 def test_v1_checkpoint(tf, tf1, tmp_path):
     prefix = make_v1(tf1, os.fspath(tmp_path))
     expected = tf_values(tf, prefix)
-    listed = json.loads(run("ls", prefix, "--json").stdout)
+    listed = json.loads(run("ls", prefix, "--json").stdout)["tensors"]
     assert [(t["name"], t["dtype"], t["shape"]) for t in listed] == [("s", "string", []),
                                                                     ("w", "float32", [2, 2])]
     assert listed[1]["bytes"] == 16
@@ -465,7 +465,7 @@ def test_internal_errors_have_no_traceback(seed, monkeypatch):
 def test_subprocess_ls_rename_verify(tf, seed, dtypes_ckpt):
     result = run_process("ls", "--json", cwd=os.path.dirname(seed))
     assert result.returncode == 0, result.stderr
-    assert [t["name"] for t in json.loads(result.stdout)] == ["v", "v/ExponentialMovingAverage"]
+    assert [t["name"] for t in json.loads(result.stdout)["tensors"]] == ["v", "v/ExponentialMovingAverage"]
     before = index_bytes(seed)
     result = run_process("rename", "v", "v/ExponentialMovingAverage", cwd=os.path.dirname(seed))
     assert result.returncode == 1 and "already exists" in one_error_line(result.stderr)
@@ -489,7 +489,7 @@ def test_launcher_from_a_checkout(seed, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), "ls", seed, "--json"],
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert len(json.loads(result.stdout)) == 2
+    assert len(json.loads(result.stdout)["tensors"]) == 2
 
 
 def modules_imported_by(argv: list[str], modules: tuple[str, ...]) -> list[str]:
@@ -649,7 +649,7 @@ def test_include_selects_the_union_then_exclude_removes(tf, dtypes_ckpt):
     names = sorted(tf.train.load_checkpoint(dtypes_ckpt).get_variable_to_shape_map())
     expected = [n for n in names if n.startswith(("ints/", "dense/")) and n not in ("ints/i8", "dense/bias")]
     args = ["--include", "ints/*", "--include", "dense/*", "--exclude", "*/i8", "--exclude", "*bias"]
-    listed = json.loads(run("ls", dtypes_ckpt, "--json", *args).stdout)
+    listed = json.loads(run("ls", dtypes_ckpt, "--json", *args).stdout)["tensors"]
     assert [t["name"] for t in listed] == expected
     stats = json.loads(run("stats", dtypes_ckpt, "--json", *args).stdout)
     assert [t["name"] for t in stats["tensors"]] == expected
@@ -658,13 +658,13 @@ def test_include_selects_the_union_then_exclude_removes(tf, dtypes_ckpt):
     assert run("show", dtypes_ckpt, "--exclude", "half").exit_code == 2  # nothing chosen to exclude from
     verified = json.loads(run("verify", dtypes_ckpt, "--json", *args).stdout)
     assert verified["tensors"] == len(expected) and verified["ok"]
-    only_exclude = json.loads(run("ls", dtypes_ckpt, "--json", "--exclude", "ints/*").stdout)
+    only_exclude = json.loads(run("ls", dtypes_ckpt, "--json", "--exclude", "ints/*").stdout)["tensors"]
     assert [t["name"] for t in only_exclude] == [n for n in names if not n.startswith("ints/")]
 
 
 def test_old_filter_spelling_still_works_with_a_note(dtypes_ckpt):
     result = run("ls", dtypes_ckpt, "--json", "--filter", "ints/*")
-    assert [t["name"] for t in json.loads(result.stdout)] == ["ints/i32", "ints/i64", "ints/i8", "ints/u8"]
+    assert [t["name"] for t in json.loads(result.stdout)["tensors"]] == ["ints/i32", "ints/i64", "ints/i8", "ints/u8"]
     assert result.stderr.splitlines() == ["note: --filter is deprecated; use --include (same meaning)"]
     result = run("stats", dtypes_ckpt, "--json", "--filter", "dense/k*")
     assert [t["name"] for t in json.loads(result.stdout)["tensors"]] == ["dense/kernel"]
@@ -700,7 +700,7 @@ def test_ls_count_exclude_leaves_matches_out_of_the_totals(tf, dtypes_ckpt):
     footer = out.splitlines()[-1].split()
     assert footer[:4] == ["12", "tensors", "(7", "counted)"] and "ints/i32" in out  # still listed
     assert footer[4] == f"{elements:,}" and footer[5] == f"{nbytes:,}"
-    listed = json.loads(run("ls", dtypes_ckpt, "--json", "--count-exclude", "ints/*").stdout)
+    listed = json.loads(run("ls", dtypes_ckpt, "--json", "--count-exclude", "ints/*").stdout)["tensors"]
     assert {t["name"] for t in listed if not t["counted"]} == {"ints/i32", "ints/i64", "ints/i8", "ints/u8"}
     tree = run("ls", dtypes_ckpt, "--tree", "--count-exclude", "ints/*").stdout
     assert "\n  ints  (4 tensors, 0 B)" in tree

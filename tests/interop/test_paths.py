@@ -277,7 +277,7 @@ def test_session_bundle_export_opens_as_its_v1_checkpoint(tf, session_bundles, v
     runner = CliRunner()
     ls = runner.invoke(cli, ["ls", directory, "--json"])
     assert ls.exit_code == 0, ls.output
-    assert {t["name"] for t in json.loads(ls.stdout)} == set(SESSION_BUNDLE_VALUES)
+    assert {t["name"] for t in json.loads(ls.stdout)["tensors"]} == set(SESSION_BUNDLE_VALUES)
     show = runner.invoke(cli, ["show", directory, "b", "--json"])
     assert show.exit_code == 0, show.output
     verify = runner.invoke(cli, ["verify", directory])
