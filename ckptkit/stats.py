@@ -198,7 +198,7 @@ def histogram(reader: CheckpointReader, name: str, summary: dict, bins: int = DE
     """`array_histogram` of a tensor streamed from `reader` (a second pass: the range comes
     from `summary`, its `stream_stats`)."""
     _check_bins(bins)
-    category = reader.get_variable_to_dtype_map()[name].category
+    category = reader.tensor_dtype(name).category
     if category in ("string", "complex"):
         return None
     low, high = _range(summary)
@@ -210,7 +210,7 @@ def histogram(reader: CheckpointReader, name: str, summary: dict, bins: int = DE
 def stream_stats(reader: CheckpointReader, name: str, chunk_bytes: int = STATS_CHUNK_BYTES,
                  progress: Progress | None = None) -> dict:
     """Statistics of one tensor read chunk by chunk (its crc32c checked as it streams)."""
-    acc = Accumulator(reader.get_variable_to_dtype_map()[name].category)
+    acc = Accumulator(reader.tensor_dtype(name).category)
     for chunk in reader.iter_chunks(name, chunk_bytes):
         acc.add(chunk)
         if progress is not None:
