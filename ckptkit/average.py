@@ -53,7 +53,7 @@ def last_checkpoints(directory: str | os.PathLike, n: int) -> list[str]:
     state file (`all_model_checkpoint_paths`, which TF's Saver and CheckpointManager keep
     oldest to newest). Fewer than `n` listed is an InvalidArgumentError: an average of
     fewer checkpoints than asked for is not what was asked for."""
-    directory = os.fspath(directory)
+    directory = storage.fspath(directory)
     if not isinstance(n, int) or n < 1:
         raise InvalidArgumentError(f"--last needs a positive count, got {n!r}", path=directory)
     state = get_checkpoint_state(directory, strict=True)

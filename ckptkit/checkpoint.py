@@ -368,7 +368,7 @@ class Checkpoint:
         As TF's `write`: no save counting, no state file. Atomic: a crash leaves the old
         checkpoint at that prefix, or none, never a partial one.
         """
-        return self._write(os.fspath(file_prefix))
+        return self._write(storage.fspath(file_prefix))
 
     def save(self, file_prefix: str | os.PathLike, *, lock_timeout: float | None = 0.0) -> str:
         """Count a save and write `file_prefix-N`; then name it in the `checkpoint` state file.
@@ -379,7 +379,7 @@ class Checkpoint:
         file are written holding the directory's lock as a Saver (`lock_timeout`:
         seconds to wait for another saver there; None waits as long as it takes).
         """
-        file_prefix = os.fspath(file_prefix)
+        file_prefix = storage.fspath(file_prefix)
         directory = os.path.dirname(file_prefix)
         number = self._next_save_counter()  # TF counts first: a failed save still uses its number
         path = f"{file_prefix}-{number}"
@@ -410,7 +410,7 @@ class Checkpoint:
         """
         if save_path is None:
             return {}
-        with CheckpointReader(os.fspath(save_path), as_prefix=True) as reader:
+        with CheckpointReader(storage.fspath(save_path), as_prefix=True) as reader:
             tree = read_tree(reader)
             prefix = reader.prefix
         counter = tree.pop(SAVE_COUNTER, None)

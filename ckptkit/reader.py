@@ -623,7 +623,7 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
     (`storage_options`: the fsspec store's options, e.g. credentials)."""
     from .selection import as_patterns  # noqa: PLC0415 - only selections need it
 
-    where = os.fspath(path)
+    where = storage.fspath(path)
     includes, excludes = as_patterns(include, "include", where), as_patterns(exclude, "exclude", where)
     with CheckpointReader(path, framework=framework, device=device, storage_options=storage_options) as reader:
         for _ in range(_REOPENS):

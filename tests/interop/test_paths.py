@@ -325,3 +325,26 @@ def test_v1_lookalike_names_are_not_a_checkpoint(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "/tmp/gone/export"\n')
     with pytest.raises(ckptkit.CheckpointError, match=r"names /tmp/gone/export, which does not exist, and no other"):
         ckptkit.load(str(tmp_path))
+
+
+def test_file_urls_write_where_they_name(tf, tmp_path, monkeypatch):
+    """`file:///abs/dir/x` is the local path /abs/dir/x for every writer (it once made
+    `./file:/abs/dir/x.index` under the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    url = f"file://{out}"
+    values = {"w": np.arange(4, dtype=np.float32)}
+    assert ckptkit.save(f"{url}/saved", values) == str(out / "saved")
+    ckptkit.Checkpoint(w=values["w"]).write(f"{url}/written")
+    assert ckptkit.Checkpoint(w=values["w"]).save(f"{url}/ck") == str(out / "ck-1")
+    assert ckptkit.Saver().save(values, f"{url}/saver", global_step=3) == str(out / "saver-3")
+    manager = ckptkit.CheckpointManager(ckptkit.Checkpoint(w=values["w"]), f"{url}/managed", max_to_keep=1)
+    assert manager.save() == str(out / "managed" / "ckpt-1")
+    assert CliRunner().invoke(cli, ["convert", f"{url}/saved", f"{url}/converted.npz"]).exit_code == 0
+    assert not any(p.name.startswith("file:") for p in tmp_path.iterdir())  # nothing under the cwd
+    for prefix, key in (("saved", "w"), ("saver-3", "w"), ("written", "w/.ATTRIBUTES/VARIABLE_VALUE"),
+                        ("ck-1", "w/.ATTRIBUTES/VARIABLE_VALUE"), ("managed/ckpt-1", "w/.ATTRIBUTES/VARIABLE_VALUE")):
+        assert np.array_equal(tf.train.load_checkpoint(str(out / prefix)).get_tensor(key), values["w"]), prefix
+    assert np.array_equal(ckptkit.Checkpoint.read(f"{url}/written")["w"], values["w"])
+    assert np.array_equal(np.load(out / "converted.npz")["w"], values["w"])
