@@ -197,7 +197,7 @@ def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, re
     plan: dict[str, bundle.Deferred] = {}
     sources: dict[str, str] = {}
     left_out = []
-    pattern = None if rename is None else re.compile(rename[0])
+    pattern = None if rename is None else selection.compile_regex(rename[0])
     shown = friendly_names_of(source) if friendly else {}
     by_shown = {shown.get(name, name): name for name in source.names}  # friendly names are unique
     for name in (by_shown[n] for n in selection.select(by_shown, include, exclude)):

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 
 from .errors import InvalidArgumentError
 
-__all__ = ["OPTIMIZER_SLOT", "as_patterns", "by_glob", "by_regex", "glob_renamer", "optimizer_keys", "select"]
+__all__ = ["OPTIMIZER_SLOT", "as_patterns", "by_glob", "by_regex", "compile_regex", "glob_renamer", "optimizer_keys",
+           "select"]
 
 _SLOT_NAMES = ("Adam", "Momentum", "RMSProp", "Adagrad", "AdagradDA", "Adadelta", "Ftrl", "ProximalAdagrad")
 # The last name component of an optimizer's state.
@@ -77,7 +78,8 @@ def select(names: Iterable[str], include: Iterable[str] = (), exclude: Iterable[
     return picked
 
 
-def _compile(pattern: str, path: str | None) -> re.Pattern:
+def compile_regex(pattern: str, path: str | None = None) -> re.Pattern:
+    """`re.compile`, a bad pattern an InvalidArgumentError naming it (not re.error)."""
     try:
         return re.compile(pattern)
     except re.error as exc:
@@ -89,7 +91,7 @@ def by_regex(keys: Iterable[str], patterns: list[str], *, path: str | None = Non
     keys = list(keys)
     out: list[str] = []
     for pattern in patterns:
-        compiled = _compile(pattern, path)
+        compiled = compile_regex(pattern, path)
         hits = [k for k in keys if compiled.fullmatch(k)]
         if not hits:
             raise InvalidArgumentError(f"no tensor name matches the regex {pattern!r} (re.fullmatch)", path=path)
