@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .errors import (
     AlreadyExistsError,
+    CheckpointChangedError,
     CheckpointError,
     ConcurrentModificationError,
     DataLossError,
@@ -43,8 +44,8 @@ _LAZY = {
     "DirectoryLockedError": "storage.lock",
 }
 
-__all__ = ["AlreadyExistsError", "CheckpointError", "ConcurrentModificationError", "DataLossError",
-           "InvalidArgumentError", "InvalidStateError", "NoCheckpointError",
+__all__ = ["AlreadyExistsError", "CheckpointChangedError", "CheckpointError", "ConcurrentModificationError",
+           "DataLossError", "InvalidArgumentError", "InvalidStateError", "NoCheckpointError",
            "NotFoundError", "TensorNotFoundError", "UnsupportedError", *_LAZY]
 
 

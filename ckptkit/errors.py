@@ -65,6 +65,11 @@ class ConcurrentModificationError(CheckpointError):
     """A file this write started from was changed by someone else; nothing was written."""
 
 
+class CheckpointChangedError(CheckpointError):
+    """The checkpoint a reader opened was replaced while it read, and what it asked for is
+    not in the new one (an edit renamed or removed it): open it again to see the new names."""
+
+
 class StoreError(CheckpointError):
     """The store holding a file failed to deliver it: unreachable, refused, denied, timed
     out, or a server answering outside HTTP's rules (ignoring Range, a wrong Content-Range).

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import dtypes as _dtypes
 from . import storage
-from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
+from .errors import CheckpointChangedError, NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle_index, naming
 from .locate import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
 
@@ -418,6 +418,12 @@ class CheckpointReader(Mapping):
                 if attempt == _REOPENS:
                     raise
                 self._reopen()
+                gone = [name for name in names if name not in self._name_set]
+                if gone:  # listed by the checkpoint opened, absent from the one that replaced it
+                    raise CheckpointChangedError(
+                        "the checkpoint was replaced while it was being read, and the new one has no "
+                        "tensor of this name (an edit renamed or removed it); open it again", path=self.prefix,
+                        key=gone[0]) from None
         raise AssertionError("unreachable")
 
     def _reopen(self) -> None:
@@ -631,9 +637,7 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
             names, left_out = _chosen(reader, includes, excludes)
             try:
                 values = reader.get_tensors(names)
-            except TensorNotFoundError:  # a name of the checkpoint that was replaced
-                if reader.generation == generation:
-                    raise
+            except CheckpointChangedError:  # a name of the checkpoint that was replaced: list again
                 continue
             # get_tensors reads all of `names` from one checkpoint: whole if it has no others
             if reader.generation == generation or _chosen(reader, includes, excludes)[0] == names:

@@ -8,9 +8,11 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import leftovers
+from click.testing import CliRunner
+from helpers import leftovers, tf_values
 
 import ckptkit
+from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError
 from ckptkit.format import bundle
 from ckptkit.storage import Commit
@@ -191,6 +193,23 @@ def test_a_reader_opened_before_a_resave_reads_the_new_checkpoint_whole(tmp_path
     np.testing.assert_array_equal(first, new["t0"])
     got = ckptkit.load(prefix)
     assert all(np.array_equal(got[k], old[k]) for k in old)
+
+
+def test_a_listed_key_renamed_under_a_reader_is_a_clear_change_not_not_found(tmp_path, tf):
+    """A reader listed `t0`; an in-place edit renames it before the reader opens a shard:
+    CheckpointChangedError naming it (never TensorNotFoundError for a listed key), and
+    `load` started then lists again and reads the new checkpoint whole."""
+    prefix = str(tmp_path / "model")
+    ckptkit.save(prefix, {f"t{i}": np.full(8, i, np.float32) for i in range(3)})
+    reader = ckptkit.CheckpointReader(prefix)
+    assert "t0" in reader
+    CliRunner().invoke(cli, ["rename", "-c", prefix, "t0", "renamed"], catch_exceptions=False)
+    with pytest.raises(ckptkit.CheckpointChangedError, match="replaced while it was being read") as info:
+        reader.get_tensor("t0")
+    assert info.value.key == "t0" and info.value.path == prefix
+    assert not isinstance(info.value, KeyError)
+    np.testing.assert_array_equal(reader.get_tensor("renamed"), np.zeros(8, np.float32))  # the new one
+    assert sorted(ckptkit.load(prefix)) == sorted(tf_values(tf, prefix)) == ["renamed", "t1", "t2"]
 
 
 def test_load_never_mixes_two_checkpoints(tmp_path, monkeypatch):

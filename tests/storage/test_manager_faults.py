@@ -4,8 +4,9 @@ The directory holds ckpt-1 and ckpt-2 (max_to_keep=2); a restarted job restores 
 latest and saves ckpt-3, which deletes ckpt-1. Killed right before or after each of its
 os.replace/rename/unlink/fsync/link calls, the directory must still name a complete
 checkpoint (ckpt-2, or ckpt-3 once the state file says so), every checkpoint the state
-file lists must read whole (the state is written before pruning deletes anything), and the next manager save must succeed, leave no
-temp file, journal or lock file, and write what TF restores.
+file lists must read whole (the state is written before pruning deletes anything), and
+the next manager save must succeed, leave no temp file, journal or lock file, and write
+what TF restores.
 """
 from __future__ import annotations
 
