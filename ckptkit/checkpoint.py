@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import storage
-from .errors import CheckpointError, InvalidArgumentError
+from .errors import CheckpointError, InvalidArgumentError, UnsupportedError
 from .format import bundle
 from .objectgraph import ATTRIBUTES, OBJECT_GRAPH_KEY, escape_local_name, mark_checkpoint_values
 from .proto.trackable_object_graph_pb2 import TrackableObjectGraph
@@ -161,7 +161,9 @@ def read_tree(reader: CheckpointReader) -> dict[str, Any]:
     local name, with its own tensors, if it has any, under `ATTRIBUTES_KEY`. An object
     reached by several edges is the same Python object at each place (a dict's cycles
     stay cycles). Optimizer slot variables of TF's legacy optimizers hang off no edge
-    and are not included (`CheckpointReader` reads them by key).
+    and are not included (`CheckpointReader` reads them by key). A child object named
+    `.ATTRIBUTES` (TF allows one) cannot be told from the own-tensors entry: an
+    UnsupportedError, rather than a tree that would be written back as something else.
     """
     graph = reader.object_graph()
     if graph is None:
@@ -186,6 +188,11 @@ def read_tree(reader: CheckpointReader) -> dict[str, Any]:
         out = values[node.id]
         if isinstance(out, dict):
             for name, child in node.children.items():
+                if name == ATTRIBUTES_KEY:  # TF allows it; in a dict it would be this object's own tensors
+                    raise UnsupportedError(
+                        f"object {node.path or '(root)'!r} has a child object named {ATTRIBUTES_KEY!r}, the key "
+                        "ckptkit's nested dicts keep for an object's own tensors: read this checkpoint by key "
+                        "(ckptkit.load, CheckpointReader)", path=reader.prefix)
                 if not (node is graph.root and name == ROOT and child is graph.root):
                     out[name] = values[child.id]  # (TF's Checkpoint(root=obj) adds obj.root = obj: left out)
             if node.attributes:
