@@ -158,6 +158,8 @@ class VerifyReport:
     format: str = "v2"       # "v2", "v1", "safetensors", "npz"
     # TF2: (key, message) where the object graph and the index disagree
     graph_problems: list[tuple[str, str]] = field(default_factory=list)
+    # journals of commits a dead writer left in the directory: TF sees half-replaced files
+    pending: list[str] = field(default_factory=list)
 
     @property
     def checked(self) -> str:
@@ -170,7 +172,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not self.graph_problems
+        return not self.errors and not self.graph_problems and not self.pending
 
 
 def verify_checkpoint(path: str | os.PathLike,
@@ -192,9 +194,14 @@ def verify_checkpoint(path: str | os.PathLike,
 
     `include`/`exclude` (globs, `selection.select`) check only the tensors they pick, and
     report only the object graph problems of those keys.
+
+    `pending`: journals of commits a dead writer left in the checkpoint's directory.
+    ckptkit reads through them (the new checkpoint), but TF sees the half-replaced files
+    until they are completed (`storage.recover`, `ckptkit recover DIR`): not ok.
     """
     with CheckpointReader(path, verify=True) as reader:
-        report = VerifyReport(reader.prefix, format=reader.format)
+        report = VerifyReport(reader.prefix, format=reader.format,
+                              pending=storage.pending_commits(os.path.dirname(reader.prefix)))
         infos = _infos(reader)
         include, exclude = list(include), list(exclude)
         picked = set(selection.select([i.name for i in infos], include, exclude, path=reader.prefix))

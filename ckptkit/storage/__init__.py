@@ -25,12 +25,14 @@ from typing import Any
 
 from ..errors import CheckpointError
 from .base import Identity, ReadHandle, Storage
+from .journal import Recovery, pending_journals
+from .journal import recover as recover_journals
 from .local import LocalStorage
-from .lock import EDIT, EDIT_WAIT_SECONDS
+from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
 
-__all__ = ["LOCAL", "Commit", "Identity", "ReadHandle", "Storage", "abspath", "exists", "fspath", "is_url", "isabs",
-           "isdir", "isfile", "join",
-           "locked_directory", "match", "of", "relpath", "options", "same_directory", "write_file"]
+__all__ = ["LOCAL", "Commit", "Identity", "ReadHandle", "Recovery", "Storage", "abspath", "exists", "fspath",
+           "is_url", "isabs", "isdir", "isfile", "join", "locked_directory", "match", "of", "pending_commits",
+           "recover", "relpath", "options", "same_directory", "write_file"]
 
 LOCAL = LocalStorage()
 _URL = re.compile(r"^(?P<protocol>[a-zA-Z][a-zA-Z0-9+.-]+)://")
@@ -154,6 +156,25 @@ def Commit(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, ro
 def locked_directory(directory: str, timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT):
     """Hold `directory`'s writer lock (see lock.py); stores without locks hold nothing."""
     return of(directory).lock(directory or os.curdir, timeout, role)
+
+
+def pending_commits(directory: str) -> list[str]:
+    """Journals of commits a dead writer left in `directory` (local disks; object stores
+    publish without journals): until a ckptkit writer completes them, TF sees the
+    half-replaced files. `recover(directory)` completes or rolls them back."""
+    if is_url(directory):
+        return []
+    return pending_journals(local_path(directory) or os.curdir)
+
+
+def recover(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> list[Recovery]:
+    """Complete (or, where another program rewrote its files since, roll back) every
+    commit a dead writer left in `directory`, under its lock: what was done to each."""
+    if is_url(directory):
+        return []
+    directory = local_path(directory) or os.curdir
+    with DirectoryLock(directory, lock_timeout, role=EDIT):  # the bare lock: locked_directory recovers quietly
+        return recover_journals(directory)
 
 
 def write_file(path: str, data: bytes, *, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> None:

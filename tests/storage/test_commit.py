@@ -80,6 +80,29 @@ def test_the_next_writer_completes_an_interrupted_commit_before_sweeping(tmp_pat
                                   np.arange(4, dtype=np.float32) + 10)
 
 
+def test_a_journal_over_files_tf_rewrote_since_is_rolled_back_not_forward(tmp_path, monkeypatch, tf):
+    """A ckptkit writer dies past its commit point; TF (which knows nothing of journals)
+    then saves the same prefix. The journal recorded what it replaces, so it is stale:
+    readers read TF's checkpoint, and recovery deletes the dead writer's temps instead of
+    renaming them over TF's files."""
+    prefix = str(tmp_path / "model")
+    ckptkit.save(prefix, {"v": np.arange(4, dtype=np.float32)})
+    with monkeypatch.context() as m:
+        crash_after_commit_point(m, 1)  # the data shard renamed, the index not yet
+        with pytest.raises(Crash):
+            ckptkit.save(prefix, {"v": np.arange(4, dtype=np.float32) + 10})
+    assert commit.pending_journals(str(tmp_path)) == [bundle.index_filename(prefix) + JOURNAL_SUFFIX]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["v"], shape_and_slices=[""],
+                      tensors=[tf.constant(np.arange(4, dtype=np.float32) + 100)])
+    want = np.arange(4, dtype=np.float32) + 100
+    np.testing.assert_array_equal(ckptkit.load(prefix)["v"], want)  # the stale journal is ignored
+    (outcome,) = commit.recover(str(tmp_path))
+    assert outcome.outcome == "rolled back" and "model.index changed since the commit" in outcome.detail
+    assert leftovers(tmp_path) == [] and commit.pending_journals(str(tmp_path)) == []
+    np.testing.assert_array_equal(tf.train.load_checkpoint(prefix).get_tensor("v"), want)
+    np.testing.assert_array_equal(ckptkit.load(prefix)["v"], want)
+
+
 def test_a_rewrite_never_leaves_the_prefix_without_an_index(tmp_path):
     """TF-style re-save of one prefix: a reader polling the index never finds it missing."""
     prefix = str(tmp_path / "model")
