@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
@@ -32,7 +34,7 @@ _CKPT_PARAMS = ("ckpt", "file", "src", "a", "b")
 
 
 @contextlib.contextmanager
-def _quiet_state_log():
+def _quiet_state_log() -> Iterator[None]:
     """While a command runs, ckptkit.state's warning about a state file it ignores (as TF
     does) stays off stderr: the note or the command's error says it, once."""
     import logging  # noqa: PLC0415
@@ -53,11 +55,11 @@ class Command(click.Command):
     or damaged state file, moved directory) gets a note on stderr saying which it opens.
     """
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         with _quiet_state_log():
             return self._invoke(ctx)
 
-    def _invoke(self, ctx: click.Context):
+    def _invoke(self, ctx: click.Context) -> Any:
         from .. import storage  # noqa: PLC0415 - commands import what they use
 
         for param in _CKPT_PARAMS:
@@ -78,7 +80,7 @@ class _Group(click.Group):
 
     command_class = Command
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -99,9 +101,6 @@ class _Group(click.Group):
                 raise
             raise Failure(f"internal error: {type(exc).__name__}: {exc} "
                            f"(set {_DEBUG_ENV}=1 for a traceback)") from None
-
-
-# --------------------------------------------------------------------------- rendering
 
 
 def _log_to_stderr(verbose: int) -> None:

@@ -5,6 +5,9 @@ which argument is the checkpoint, builds the renamer or the selection, and repor
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from . import render
@@ -26,6 +29,9 @@ from .options import (
 )
 from .render import echo, echo_json, human, note, plural, printable
 
+if TYPE_CHECKING:
+    from ..edit import Renamer
+
 
 @click.command("rename", cls=Command)
 @ckpt_option()
@@ -44,8 +50,9 @@ from .render import echo, echo_json, human, note, plural, printable
 @drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print {old: new} as JSON")
 @click.pass_context
-def rename_cmd(ctx, ckpt, args, regex, as_glob, overwrite, include, exclude, dry_run, output, drop_meta,
-               as_json) -> None:
+def rename_cmd(ctx: click.Context, ckpt: str, args: tuple[str, ...], regex: bool, as_glob: bool, overwrite: bool,
+               include: tuple[str, ...], exclude: tuple[str, ...], dry_run: bool, output: str | None, drop_meta: bool,
+               as_json: bool) -> None:
     """Rename tensor OLD to NEW, keeping every file of the checkpoint consistent.
 
     Example: ckptkit rename v v/ExponentialMovingAverage (the checkpoint in `.`);
@@ -72,6 +79,7 @@ def rename_cmd(ctx, ckpt, args, regex, as_glob, overwrite, include, exclude, dry
         raise click.UsageError("--include/--exclude restrict the names a --regex or --glob pattern applies to; "
                                "a plain OLD NEW names its tensor")
     check_output(output)
+    renamer: Renamer
     if regex:
         renamer = _regex_renamer(old, new)
     elif as_glob:
@@ -81,7 +89,7 @@ def rename_cmd(ctx, ckpt, args, regex, as_glob, overwrite, include, exclude, dry
     else:
         renamer = {old: new}
     with hint_checkpoint_names(ckpt, [old]):
-        if include or exclude:
+        if callable(renamer) and (include or exclude):  # a pattern's (checked above)
             renamer = _restricted(renamer, _picked(ckpt, include, exclude))
         if (regex or as_glob) and not edit.rename_keys(ckpt, renamer, overwrite=overwrite, dry_run=True):
             how = "re.fullmatch" if regex else "glob"
@@ -93,7 +101,7 @@ def rename_cmd(ctx, ckpt, args, regex, as_glob, overwrite, include, exclude, dry
     _report_mapping(mapping, as_json, dry_run, output, "renamed")
 
 
-def _picked(ckpt: str, include, exclude) -> set[str]:
+def _picked(ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> set[str]:
     """The tensor names of `ckpt` that --include/--exclude pick."""
     from ..reader import CheckpointReader  # noqa: PLC0415
     from ..selection import select  # noqa: PLC0415
@@ -102,15 +110,15 @@ def _picked(ckpt: str, include, exclude) -> set[str]:
         return set(select(list(reader), include, exclude, path=reader.prefix))
 
 
-def _restricted(renamer, names: set[str]):
+def _restricted(renamer: Callable[[str], str | None], names: set[str]) -> Callable[[str], str | None]:
     """A pattern renamer applied only to `names` (None, unchanged, for any other key)."""
-    def restricted(key: str):
+    def restricted(key: str) -> str | None:
         return renamer(key) if key in names else None
 
     return restricted
 
 
-def _regex_renamer(old: str, new: str):
+def _regex_renamer(old: str, new: str) -> Callable[[str], str | None]:
     """key -> re.fullmatch(old, key).expand(new), or None where the pattern does not match."""
     import re  # noqa: PLC0415
 
@@ -119,7 +127,7 @@ def _regex_renamer(old: str, new: str):
     except re.error as exc:
         raise click.BadParameter(f"{old!r}: {exc}", param_hint="OLD") from None
 
-    def renamer(key: str):
+    def renamer(key: str) -> str | None:
         match = pattern.fullmatch(key)
         if match is None:
             return None
@@ -140,7 +148,7 @@ def _copy_total(ckpt: str, output: str | None) -> int:
     return source_bytes(ckpt)
 
 
-def _report_mapping(mapping: dict, as_json: bool, dry_run: bool, output, verb: str) -> None:
+def _report_mapping(mapping: dict[str, str], as_json: bool, dry_run: bool, output: str | None, verb: str) -> None:
     if as_json:
         echo_json(mapping)
     else:
@@ -163,7 +171,8 @@ def _report_mapping(mapping: dict, as_json: bool, dry_run: bool, output, verb: s
 @drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print {shadow: variable} as JSON")
 @click.pass_context
-def ema_cmd(ctx, ckpt, ckpt_arg, output, overwrite, ema_name, drop_meta, as_json) -> None:
+def ema_cmd(ctx: click.Context, ckpt: str, ckpt_arg: str | None, output: str | None, overwrite: bool, ema_name: str,
+            drop_meta: bool, as_json: bool) -> None:
     """Make the inference checkpoint: each variable takes its moving average.
 
     v gets v/ExponentialMovingAverage's value (what EMA.variables_to_restore()
@@ -201,8 +210,9 @@ def ema_cmd(ctx, ckpt, ckpt_arg, output, overwrite, ema_name, drop_meta, as_json
 @drop_meta_option()
 @click.option("--json", "as_json", is_flag=True, help="print the removed names as JSON")
 @click.pass_context
-def rm_cmd(ctx, ckpt, names, include, exclude, as_glob, regex, optimizer, compact, dry_run, output, overwrite,
-           drop_meta, as_json) -> None:
+def rm_cmd(ctx: click.Context, ckpt: str, names: tuple[str, ...], include: tuple[str, ...],
+           exclude: tuple[str, ...], as_glob: bool, regex: bool, optimizer: bool, compact: bool, dry_run: bool,
+           output: str | None, overwrite: bool, drop_meta: bool, as_json: bool) -> None:
     """Remove tensors NAMES from the checkpoint, keeping every file of it consistent.
 
     What goes: NAMES, the tensors --include globs match, and with --optimizer the
@@ -237,17 +247,18 @@ def rm_cmd(ctx, ckpt, names, include, exclude, as_glob, regex, optimizer, compac
         raise click.UsageError("--exclude keeps tensors out of what NAME, --include, --regex or --optimizer "
                                "select; it selects nothing itself")
     check_output(output)
-    selection = {"names": () if regex else names, "glob": include, "regex": names if regex else (),
-                 "optimizer": optimizer, "exclude": exclude, "overwrite": overwrite}
-    with hint_checkpoint_names(ckpt, () if regex else names):
+    plain = () if regex else names
+    selection: dict[str, Any] = {"glob": include, "regex": names if regex else (), "optimizer": optimizer,
+                                 "exclude": exclude, "overwrite": overwrite}
+    with hint_checkpoint_names(ckpt, plain):
         if dry_run:
-            removed = edit.remove_keys(ckpt, selection.pop("names"), dry_run=True, **selection)
+            removed = edit.remove_keys(ckpt, plain, dry_run=True, **selection)
             _report_removed(removed, as_json)
             note(f"dry run: would remove {plural(len(removed))}; nothing changed")
             return
         if compact:
             with render.progress(_copy_total(ckpt, output or ckpt), "compacting") as progress:
-                removed, freed = edit.remove_and_compact(ckpt, selection.pop("names"), output=output,
+                removed, freed = edit.remove_and_compact(ckpt, plain, output=output,
                                                          progress=progress, drop_meta=drop_meta, **selection)
             _report_removed(removed, as_json)
             if removed:
@@ -257,7 +268,7 @@ def rm_cmd(ctx, ckpt, names, include, exclude, as_glob, regex, optimizer, compac
             note(f"compacted: {human(freed)} reclaimed")
             return
         with render.progress(_copy_total(ckpt, output), "copying") as progress:
-            removed = edit.remove_keys(ckpt, selection.pop("names"), output=output, progress=progress,
+            removed = edit.remove_keys(ckpt, plain, output=output, progress=progress,
                                        drop_meta=drop_meta, **selection)
     _report_removed(removed, as_json)
     if not removed and optimizer and not names:

@@ -6,6 +6,7 @@ one printable line, a long or undecodable key shortened or escaped.
 from __future__ import annotations
 
 import re
+from typing import IO, Any
 
 import click
 
@@ -18,7 +19,7 @@ class Failure(click.ClickException):
 
     exit_code = 1
 
-    def show(self, file=None) -> None:
+    def show(self, file: IO[Any] | None = None) -> None:
         echo(error_line(self.message), err=True)
 
 

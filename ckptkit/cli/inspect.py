@@ -6,6 +6,7 @@ parses the options and renders the answers (tables, trees, histograms, JSON).
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +16,9 @@ from .app import Command
 from .failure import Failure, error_line, error_text, os_message
 from .options import PATH, complete_tensor_names, filter_options
 from .render import bytes_text, echo, echo_json, human, note, plural, printable, shape_text, table
+
+if TYPE_CHECKING:
+    from ..reader import CheckpointReader
 
 
 @click.command("ls", cls=Command)
@@ -91,7 +95,7 @@ def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, include: tuple[str
            title=prefix)
 
 
-def _tree_totals(node: dict, uncounted: set[str]) -> tuple[int, int]:
+def _tree_totals(node: dict[str | None, Any], uncounted: set[str]) -> tuple[int, int]:
     count, size = 0, 0
     for key, child in node.items():
         if key is None:
@@ -102,8 +106,8 @@ def _tree_totals(node: dict, uncounted: set[str]) -> tuple[int, int]:
     return count, size
 
 
-def _tree_json(node: dict) -> dict:
-    out: dict = {}
+def _tree_json(node: dict[str | None, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     if None in node:
         out["tensor"] = node[None].as_dict()
     children = {k: _tree_json(v) for k, v in node.items() if k is not None}
@@ -112,7 +116,7 @@ def _tree_json(node: dict) -> dict:
     return out
 
 
-def _tree_label(name: str, node: dict, uncounted: set[str]) -> str:
+def _tree_label(name: str, node: dict[str | None, Any], uncounted: set[str]) -> str:
     parts = [printable(name)]
     if None in node:
         t = node[None]
@@ -124,12 +128,12 @@ def _tree_label(name: str, node: dict, uncounted: set[str]) -> str:
     return "  ".join(parts)
 
 
-def _print_tree(prefix: str, root: dict, uncounted: set[str]) -> None:
+def _print_tree(prefix: str, root: dict[str | None, Any], uncounted: set[str]) -> None:
     if render.stdout_is_tty():
         from rich.text import Text  # noqa: PLC0415
         from rich.tree import Tree  # noqa: PLC0415
 
-        def add(branch, node):
+        def add(branch: Tree, node: dict[str | None, Any]) -> None:
             for key, child in node.items():
                 if key is not None:
                     add(branch.add(Text(_tree_label(key, child, uncounted))), child)
@@ -140,7 +144,7 @@ def _print_tree(prefix: str, root: dict, uncounted: set[str]) -> None:
         return
     echo(printable(prefix))
 
-    def walk(node, depth):
+    def walk(node: dict[str | None, Any], depth: int) -> None:
         for key, child in node.items():
             if key is not None:
                 echo("  " * depth + _tree_label(key, child, uncounted))
@@ -216,7 +220,7 @@ def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, 
         echo_json(out_list[0] if single else out_list)
 
 
-def _select(reader, names: tuple[str, ...]) -> list[str]:
+def _select(reader: CheckpointReader, names: tuple[str, ...]) -> list[str]:
     """The tensors NAMES pick, in the order given: a tensor's own name first, else a glob
     (every match, in key order). A name or glob that picks nothing is an error."""
     import fnmatch  # noqa: PLC0415
@@ -254,7 +258,7 @@ def _bar(count: int, most: int, width: int = _HIST_WIDTH) -> str:
     return "█" * full + (_BLOCKS[rest] if rest else "")
 
 
-def histogram_lines(histogram: dict | None) -> list[str]:
+def histogram_lines(histogram: dict[str, Any] | None) -> list[str]:
     """A histogram as text: one line per bin, `[low, high)  bar  count` (the last bin closed)."""
     if histogram is None:
         return ["histogram: no finite real values"]
@@ -267,7 +271,7 @@ def histogram_lines(histogram: dict | None) -> list[str]:
             for label, count in zip(labels, counts, strict=True)]
 
 
-def _print_histogram(histogram: dict | None) -> None:
+def _print_histogram(histogram: dict[str, Any] | None) -> None:
     for line in histogram_lines(histogram):
         echo(line)
 
@@ -278,7 +282,7 @@ def _width() -> int:
     return shutil.get_terminal_size((100, 24)).columns if render.stdout_is_tty() else 100
 
 
-def _fmt(value) -> str:
+def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.9g}"
     return "-" if value is None else str(value)
@@ -303,7 +307,8 @@ class _Trouble(Failure):
 @filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the differences as JSON")
 @click.pass_context
-def diff_cmd(ctx, a, b, atol, rtol, friendly_names, include, exclude, as_json) -> None:
+def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, friendly_names: bool,
+             include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
     """Compare two checkpoints: names, dtypes, shapes and values.
 
     Lists the tensors only in A or only in B, those whose dtype or shape changed, and
@@ -351,7 +356,8 @@ def diff_cmd(ctx, a, b, atol, rtol, friendly_names, include, exclude, as_json) -
 @filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.pass_context
-def verify_cmd(ctx, ckpt, include, exclude, as_json) -> None:
+def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...],
+               as_json: bool) -> None:
     """Read every tensor, checking every crc32c; exit 1 naming each damaged tensor.
 
     --include/--exclude check only the tensors they pick.
@@ -417,7 +423,7 @@ def verify_cmd(ctx, ckpt, include, exclude, as_json) -> None:
 @filter_options(legacy_filter=True)
 @click.option("--json", "as_json", is_flag=True, help="print the statistics as JSON")
 @click.pass_context
-def stats_cmd(ctx, ckpt, include, exclude, as_json) -> None:
+def stats_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
     """Statistics of every tensor: min, max, mean, std, NaN, Inf and zero counts.
 
     Streams each tensor in chunks (checksums checked), so any size fits in a few MiB.

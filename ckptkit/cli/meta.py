@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 
@@ -22,7 +23,7 @@ from .render import echo, echo_json, human, note, printable, table
               help="one signature's inputs and outputs, as saved_model_cli show --signature_def "
                    "(--tag-set may be left out when the SavedModel has one MetaGraphDef)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def meta_cmd(file, tag_set, signature_def, as_json) -> None:
+def meta_cmd(file: str, tag_set: str | None, signature_def: str | None, as_json: bool) -> None:
     """Summarize a SavedModel or a .meta file (MetaGraphDef).
 
     FILE may be a SavedModel directory or its saved_model.pb (tag-sets, signatures with
@@ -50,7 +51,7 @@ def meta_cmd(file, tag_set, signature_def, as_json) -> None:
                                f"saved_model.pb); {file} is not one")
     summary = metagraph.summarize_saved_model(file)
     graph = saved_model_views.select_meta_graph(summary, tag_set)
-    view: dict = {"kind": "saved_model", "path": summary["path"], "tags": graph["tags"]}
+    view: dict[str, Any] = {"kind": "saved_model", "path": summary["path"], "tags": graph["tags"]}
     if signature_def is None:
         view["signature_keys"] = [s["key"] for s in graph["signatures"]]
         lines = saved_model_views.signature_keys_lines(graph)
@@ -65,12 +66,12 @@ def meta_cmd(file, tag_set, signature_def, as_json) -> None:
             echo(printable(line))
 
 
-def _print_nested(value, depth: int) -> None:
+def _print_nested(value: Any, depth: int) -> None:
     for line in _nested_lines(value, depth):
         echo(line)
 
 
-def _nested_lines(value, depth: int) -> list[str]:
+def _nested_lines(value: Any, depth: int) -> list[str]:
     """A YAML-like view of plain data (dicts, lists, scalars)."""
     pad = "  " * depth
     lines = []
@@ -94,7 +95,7 @@ def _nested_lines(value, depth: int) -> list[str]:
     return lines
 
 
-def _scalar(value) -> str:
+def _scalar(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return "{}" if isinstance(value, dict) else "[]"
     if isinstance(value, bytes):
@@ -105,7 +106,7 @@ def _scalar(value) -> str:
 @click.command("state", cls=Command)
 @click.argument("directory", default=".", required=False, type=PATH)
 @click.option("--json", "as_json", is_flag=True, help="print the state as JSON")
-def state_cmd(directory, as_json) -> None:
+def state_cmd(directory: str, as_json: bool) -> None:
     """Show a directory's `checkpoint` file: latest, all checkpoints, save times, files.
 
     Paths are shown as recorded in the file and, separately, what they resolve to
@@ -150,7 +151,7 @@ def state_cmd(directory, as_json) -> None:
            title=described["state_file"])
 
 
-def _timestamp(value) -> str:
+def _timestamp(value: float | None) -> str:
     if value is None:
         return "-"
     import datetime  # noqa: PLC0415
@@ -161,7 +162,7 @@ def _timestamp(value) -> str:
 @click.command("example", cls=Command)
 @click.argument("directory", type=PATH)
 @overwrite_option("replace DIRECTORY/model.ckpt if it exists")
-def example_cmd(directory, overwrite) -> None:
+def example_cmd(directory: str, overwrite: bool) -> None:
     """Write the classic example checkpoint into DIRECTORY to play with.
 
     v = 10.0 and its moving average v/ExponentialMovingAverage = 0.099999905

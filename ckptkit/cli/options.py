@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import click
 
 from ..errors import CheckpointError
 from .failure import Failure, error_text
 from .render import note, printable
+
+# What click.option returns, and so each shared option below: a decorator of a command's function.
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def resolution_note(directory: str) -> str | None:
@@ -49,7 +54,7 @@ def resolution_note(directory: str) -> str | None:
             f"exist; opened {printable(opened)}, {why}")
 
 
-def complete_tensor_names(ctx: click.Context, param, incomplete: str):
+def complete_tensor_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """Shell completion of tensor names from the command's checkpoint argument."""
     path = ctx.params.get("ckpt") or "."
     try:
@@ -69,7 +74,7 @@ PATH = click.Path(readable=False)
 _CKPT_HELP = "checkpoint: a prefix, any of its files, or a directory (its latest checkpoint)"
 
 
-def ckpt_option():
+def ckpt_option() -> Decorator:
     return click.option("-c", "--checkpoint", "ckpt", default=".", show_default=True,
                         type=PATH, help=_CKPT_HELP)
 
@@ -85,19 +90,19 @@ def deprecated(old: str, new: str) -> None:
     note(f"note: {old} is deprecated; use {new} (same meaning)")
 
 
-def filter_options(legacy_filter: bool = False):
+def filter_options(legacy_filter: bool = False) -> Decorator:
     """`--include GLOB`/`--exclude GLOB` (repeatable), the same on every command that picks
     tensors; the command gets `include` and `exclude` tuples for `selection.select`, the
     one function applying them (directly or inside the library call). `legacy_filter`:
     the old `--filter GLOB` too, hidden, taken as an include, with a deprecation note."""
     import functools  # noqa: PLC0415
 
-    def decorate(f):
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         if legacy_filter:
             inner = f
 
             @functools.wraps(inner)
-            def command(*args, old_filter, include, **kwargs):
+            def command(*args: Any, old_filter: tuple[str, ...], include: tuple[str, ...], **kwargs: Any) -> Any:
                 if old_filter:
                     deprecated("--filter", "--include")
                 return inner(*args, include=(*include, *old_filter), **kwargs)
@@ -172,7 +177,7 @@ def leading_checkpoint(ctx: click.Context, ckpt: str, names: tuple[str, ...]) ->
 
 
 @contextlib.contextmanager
-def hint_checkpoint_names(ckpt: str, names):
+def hint_checkpoint_names(ckpt: str, names: Iterable[str]) -> Iterator[None]:
     """An edit failing on a NAME that is no name of CKPT but is itself a checkpoint: the
     error asks `did you mean -c NAME?` (`ckptkit rename run v w` meant `-c run`)."""
     try:
@@ -186,7 +191,7 @@ def hint_checkpoint_names(ckpt: str, names):
         raise
 
 
-def output_option():
+def output_option() -> Decorator:
     return click.option("-o", "--output", type=PATH, default=None,
                         help="write the result as a new checkpoint at this prefix (data shards "
                              "hard-linked or copied) instead of editing in place; an existing one "
@@ -197,16 +202,13 @@ _OVERWRITE_HELP = ("replace an existing checkpoint (or file) at the output; its 
                    "data shards go in the same commit")
 
 
-def overwrite_option(help: str = _OVERWRITE_HELP):  # noqa: A002 - click's own word
+def overwrite_option(help: str = _OVERWRITE_HELP) -> Decorator:  # noqa: A002 - click's own word
     """--overwrite: every command that writes a new checkpoint or file refuses an
     existing one (exit 1, nothing written) unless it is given."""
     return click.option("--overwrite", is_flag=True, help=help)
 
 
-# --------------------------------------------------------------------------- commands
-
-
-def drop_meta_option():
+def drop_meta_option() -> Decorator:
     return click.option("--drop-meta", is_flag=True,
                         help="TF1: delete the checkpoint's .meta in the same commit instead of rewriting "
                              "its Saver (needed where ckptkit cannot rewrite it)")

@@ -20,8 +20,13 @@ import contextlib
 import json
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Lone surrogates: undecodable bytes of a name or path (surrogateescape), or worse.
 SURROGATES = re.compile("[\ud800-\udfff]")
@@ -29,7 +34,7 @@ SURROGATES = re.compile("[\ud800-\udfff]")
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-def _escape_char(match: re.Match) -> str:
+def _escape_char(match: re.Match[str]) -> str:
     code = ord(match.group())
     if 0xDC80 <= code <= 0xDCFF:  # the byte 0x80-0xff that surrogateescape kept
         return f"\\x{code - 0xDC00:02x}"
@@ -43,7 +48,7 @@ def printable(text: object) -> str:
     return _UNPRINTABLE.sub(_escape_char, str(text))
 
 
-def _safe(text: str, stream) -> str:
+def _safe(text: str, stream: IO[str]) -> str:
     """`text` (possibly many lines) made writable to `stream`: surrogates escaped, and
     characters its encoding lacks as backslash escapes (a strict non-UTF-8 locale)."""
     text = SURROGATES.sub(_escape_char, text)
@@ -66,13 +71,13 @@ def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-def console(stderr: bool = False):
+def console(stderr: bool = False) -> Console:
     from rich.console import Console  # noqa: PLC0415
 
     return Console(stderr=stderr, highlight=False)
 
 
-def echo_json(value) -> None:
+def echo_json(value: object) -> None:
     """JSON on stdout. Strings are exact: an undecodable byte of a name (a lone surrogate
     in Python) is written as its JSON escape (`\\udcff`); all of it is ASCII when
     stdout is not UTF-8."""
@@ -82,7 +87,7 @@ def echo_json(value) -> None:
     click.echo(SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
-def _json_default(value):
+def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     if hasattr(value, "tolist"):
@@ -92,7 +97,7 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def table(columns: list[tuple[str, str]], rows: list[list], footer: list | None = None,
+def table(columns: list[tuple[str, str]], rows: list[list[Any]], footer: list[Any] | None = None,
            title: str | None = None) -> None:
     """A table: rich on a terminal, plain aligned columns otherwise. columns: (header, 'l'|'r')."""
     cells = [[printable(c) for c in row] for row in rows]
@@ -138,12 +143,12 @@ def plural(n: int, what: str = "tensor") -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
-def shape_text(shape) -> str:
+def shape_text(shape: Iterable[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 @contextlib.contextmanager
-def progress(total: int, description: str):
+def progress(total: int, description: str) -> Iterator[Callable[[int], None] | None]:
     """A byte-count callback showing a rich progress bar on a terminal stderr, else None."""
     if not stderr_is_tty() or total <= 0:
         yield None

@@ -5,6 +5,8 @@ module parses their options, shows a progress bar on a terminal, and reports.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import click
 
 from . import render
@@ -35,8 +37,9 @@ from .render import echo, echo_json, human, note, plural, printable, shape_text,
 @overwrite_option("replace an existing DST (a checkpoint's old .meta and surplus data shards go in the "
                    "same commit)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary (with --dry-run, the plan) as JSON")
-def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_names, strict, metadata_pairs,
-                dry_run, overwrite, as_json) -> None:
+def convert_cmd(src: str, dst: str, num_shards: int, include: tuple[str, ...], exclude: tuple[str, ...],
+                casts: tuple[str, ...], rename: tuple[str, str] | None, friendly_names: bool, strict: bool,
+                metadata_pairs: tuple[str, ...], dry_run: bool, overwrite: bool, as_json: bool) -> None:
     """Convert between checkpoints, .npz and .safetensors (by extension).
 
     A path ending in .npz or .safetensors is that format; anything else is a
@@ -66,7 +69,7 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
     total = convert.source_bytes(src) if render.stderr_is_tty() and not dry_run else 0
     with render.progress(total, "converting") as progress:
         result = convert.convert(src, dst, num_shards=num_shards, include=include, exclude=exclude,
-                                 cast=cast, rename=tuple(rename) if rename else None,
+                                 cast=cast, rename=rename if rename else None,
                                  friendly_names=friendly_names, strict=strict, metadata=metadata,
                                  overwrite=overwrite,
                                  progress=progress, dry_run=dry_run)
@@ -92,9 +95,9 @@ def convert_cmd(src, dst, num_shards, include, exclude, casts, rename, friendly_
           f"{printable(src)} -> {printable(dst)}")
 
 
-# --------------------------------------------------------------------------- surgery: average, merge, stats
+# --------------------------------------------------------------------------- average, merge
 
-def _bytes_to_read(paths) -> int:
+def _bytes_to_read(paths: Iterable[str]) -> int:
     """The total a progress bar counts to: what reading `paths` reads (0 off a terminal,
     where there is no bar, so nothing is opened for it)."""
     if not render.stderr_is_tty():
@@ -111,7 +114,8 @@ def _bytes_to_read(paths) -> int:
               help="average the N newest checkpoints of DIR (from its `checkpoint` state file)")
 @overwrite_option()
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def average_cmd(ckpts, output, last, overwrite, as_json) -> None:
+def average_cmd(ckpts: tuple[str, ...], output: str, last: tuple[int, str] | None, overwrite: bool,
+                as_json: bool) -> None:
     """Write the element-wise mean of several checkpoints (CKPT... or --last N DIR).
 
     Float and complex tensors are averaged in float64 and stored in their own dtype;
@@ -125,7 +129,7 @@ def average_cmd(ckpts, output, last, overwrite, as_json) -> None:
         raise click.UsageError("give the checkpoints to average, or --last N DIR (not both)")
     if len(ckpts) == 1:
         raise click.UsageError("averaging needs two or more checkpoints")
-    paths = list(ckpts) if ckpts else average.last_checkpoints(last[1], last[0])
+    paths = average.last_checkpoints(last[1], last[0]) if last is not None else list(ckpts)
     check_output(output)
     with render.progress(_bytes_to_read(paths), "averaging") as progress:
         result = average.average_checkpoints(paths, output, progress=progress, overwrite=overwrite)
@@ -144,7 +148,7 @@ def average_cmd(ckpts, output, last, overwrite, as_json) -> None:
 @click.option("-o", "--output", required=True, type=PATH, help="prefix of the merged checkpoint to write")
 @overwrite_option()
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def merge_cmd(parts, output, overwrite, as_json) -> None:
+def merge_cmd(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -> None:
     """Merge checkpoints written in parts (by parallel workers) into one, as TF's
     MergeV2Checkpoints does.
 
