@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from helpers import CKPTKIT, REPO, SEED_EMA, make_v1, same, subprocess_env, tf_values
 
 import ckptkit
-from ckptkit import cli as cli_module
 from ckptkit.cli import cli
+from ckptkit.cli import render as cli_render
 from ckptkit.format import bundle
 
 
@@ -84,7 +84,7 @@ def test_ls_table_filter_sort_tree(dtypes_ckpt):
 
 
 def test_ls_rich_on_a_terminal(dtypes_ckpt, monkeypatch):
-    monkeypatch.setattr(cli_module, "_stdout_is_tty", lambda: True)
+    monkeypatch.setattr(cli_render, "stdout_is_tty", lambda: True)
     out = run("ls", dtypes_ckpt).stdout
     assert "┃" in out or "│" in out
     assert "dense/kernel" in out and "12 tensors" in out
@@ -333,7 +333,7 @@ def test_verify_names_the_damaged_tensor(tf, dtypes_ckpt):
 
 
 def test_verify_progress_on_a_terminal(dtypes_ckpt, monkeypatch):
-    monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)
+    monkeypatch.setattr(cli_render, "stderr_is_tty", lambda: True)
     assert run("verify", dtypes_ckpt).exit_code == 0
 
 
@@ -359,7 +359,7 @@ def test_state(seed, monkeypatch):
     names = {f["name"] for f in state["checkpoints"][0]["files"]}
     assert names == {"model.ckpt.index", "model.ckpt.data-00000-of-00001", "model.ckpt.meta"}
     assert "latest: " + seed in run("state", directory).stdout
-    monkeypatch.setattr(cli_module, "_stdout_is_tty", lambda: True)
+    monkeypatch.setattr(cli_render, "stdout_is_tty", lambda: True)
     assert "model.ckpt.index" in run("state", directory).stdout
     result = run("state", os.path.join(directory, "nothing-here"))
     assert result.exit_code == 1 and "checkpoint" in one_error_line(result.stderr)
@@ -391,7 +391,7 @@ def test_convert_roundtrip_through_cli(tf, dtypes_ckpt, tmp_path, monkeypatch):
     assert result.exit_code == 0
     assert "left out 1 tensor: names (safetensors has no strings)" in result.stderr
     (tmp_path / "x.safetensors").unlink()
-    monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)  # progress bar path
+    monkeypatch.setattr(cli_render, "stderr_is_tty", lambda: True)  # progress bar path
     run("rm", "-c", dtypes_ckpt, "names", "bf16")
     assert run("convert", dtypes_ckpt, tmp_path / "x.safetensors").exit_code == 0
     assert run("convert", tmp_path / "x.safetensors", tmp_path / "back" / "m.ckpt",

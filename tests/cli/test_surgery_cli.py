@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from helpers import CKPTKIT, SEED_EMA, same, subprocess_env, tf_values
 
 import ckptkit
-from ckptkit.cli import cli, histogram_lines
+from ckptkit.cli import cli
+from ckptkit.cli.inspect import histogram_lines
 from ckptkit.format import bundle
 
 
@@ -255,7 +256,7 @@ def test_diff_exit_codes_and_relative_difference(tmp_path):
 def test_progress_on_a_terminal_counts_every_byte(tmp_path, monkeypatch):
     import contextlib  # noqa: PLC0415
 
-    from ckptkit import cli as cli_module  # noqa: PLC0415
+    from ckptkit.cli import render as cli_render  # noqa: PLC0415
 
     bars: list[tuple[int, list[int]]] = []
 
@@ -265,8 +266,8 @@ def test_progress_on_a_terminal_counts_every_byte(tmp_path, monkeypatch):
         bars.append((total, done))
         yield done.append
 
-    monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)
-    monkeypatch.setattr(cli_module, "_progress", recording)
+    monkeypatch.setattr(cli_render, "stderr_is_tty", lambda: True)
+    monkeypatch.setattr(cli_render, "progress", recording)
     rng = np.random.default_rng(5)
     paths = [ckptkit.save(os.fspath(tmp_path / f"m{i}"), {"w": rng.standard_normal((300, 1000), np.float32),
                                                            "b": rng.standard_normal(7)}) for i in range(3)]
