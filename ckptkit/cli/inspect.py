@@ -5,6 +5,7 @@ parses the options and renders the answers (tables, trees, histograms, JSON).
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -394,8 +395,11 @@ def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude:
                     "checked": report.checked,
                     "tensors": report.tensors, "bytes": report.bytes, "ok": report.ok,
                     "errors": [{"name": k, "error": m} for k, m in report.errors],
-                    "graph_problems": [{"name": k, "error": m} for k, m in report.graph_problems]})
+                    "graph_problems": [{"name": k, "error": m} for k, m in report.graph_problems],
+                    "pending_commits": report.pending})
     else:
+        for journal in report.pending:
+            echo(error_line(f"{journal}: {PENDING_COMMIT}"), err=True)
         for key, message in report.errors:
             if not message.startswith(report.prefix):  # the library named neither file nor key
                 message = f"{report.prefix}: key {key!r}: {message}"
@@ -412,10 +416,18 @@ def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude:
         elif report.errors:
             echo(f"FAILED: {len(report.errors)} of {report.tensors} tensors damaged in {prefix}"
                   + (f"; {len(report.graph_problems)} object graph problems" if report.graph_problems else ""))
-        else:
+        elif report.graph_problems:
             echo(f"FAILED: the object graph and the index of {prefix} disagree "
                   f"({len(report.graph_problems)} problems); every tensor's data is intact")
+        else:
+            echo(f"FAILED: {len(report.pending)} unfinished commit(s) in the directory of {prefix}; every "
+                 f"tensor ckptkit reads is intact; run `ckptkit recover {printable(os.path.dirname(prefix) or '.')}`")
     ctx.exit(0 if report.ok else 1)
+
+
+# What a journal left by a dead writer means for TF, and what to do (verify, recover).
+PENDING_COMMIT = ("a ckptkit writer died after its commit point: ckptkit reads the new checkpoint, TF sees "
+                  "half-replaced files until `ckptkit recover` (or any ckptkit write in the directory) completes it")
 
 
 @click.command("stats", cls=Command)

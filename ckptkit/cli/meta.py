@@ -1,5 +1,6 @@
 """Commands about the files around the tensors: meta (SavedModel, .meta), state (the
-`checkpoint` file), and example (writes the classic example checkpoint)."""
+`checkpoint` file), recover (commits a dead writer left), and example (writes the classic
+example checkpoint)."""
 from __future__ import annotations
 
 import os
@@ -149,6 +150,34 @@ def state_cmd(directory: str, as_json: bool) -> None:
                      _timestamp(c["timestamp"]), "yes" if c["exists"] else "MISSING", files])
     table([("recorded", "l"), ("here", "l"), ("saved", "l"), ("exists", "l"), ("files", "l")], rows,
            title=described["state_file"])
+
+
+@click.command("recover", cls=Command)
+@click.argument("directory", default=".", required=False, type=PATH)
+@click.option("--json", "as_json", is_flag=True, help="print what was done to each commit as JSON")
+def recover_cmd(directory: str, as_json: bool) -> None:
+    """Finish the commits a ckptkit writer killed past its commit point left in DIRECTORY.
+
+    Until then ckptkit reads the new checkpoint (through the commit's journal), but TF
+    sees half-replaced files. Each commit is completed, or, where a file it would
+    replace was rewritten since by another program (TF saving the same prefix), rolled
+    back: its temp files are deleted and the newer files kept. `ckptkit verify` reports
+    unfinished commits; any ckptkit write in the directory completes them too.
+    Exit 1 when a damaged journal is left (it names the files it leaves alone).
+    """
+    from .. import storage  # noqa: PLC0415
+
+    done = storage.recover(directory)
+    left = storage.pending_commits(directory)
+    if as_json:
+        echo_json({"directory": directory, "recovered": [r._asdict() for r in done], "left": left})
+    else:
+        for r in done:
+            echo(f"{r.outcome}: {printable(r.journal)} ({r.detail})")
+        if not done and not left:
+            note(f"nothing to recover in {printable(directory)}")
+    if left:
+        raise Failure(f"{left[0]}: commit journal is damaged; it was left alone, and so were the files it names")
 
 
 def _timestamp(value: float | None) -> str:

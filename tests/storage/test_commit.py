@@ -103,6 +103,33 @@ def test_a_journal_over_files_tf_rewrote_since_is_rolled_back_not_forward(tmp_pa
     np.testing.assert_array_equal(ckptkit.load(prefix)["v"], want)
 
 
+def test_verify_reports_an_unfinished_commit_and_recover_completes_it(tmp_path, monkeypatch, tf):
+    """What TF sees after a writer died past its commit point is half-replaced: verify says
+    so (exit 1) and `ckptkit recover DIR` completes the commit, after which TF reads it."""
+    prefix = str(tmp_path / "model")
+    ckptkit.save(prefix, {"v": np.arange(4, dtype=np.float32)}, num_shards=2)
+    with monkeypatch.context() as m:
+        crash_after_commit_point(m, 1)
+        with pytest.raises(Crash):
+            ckptkit.save(prefix, {"v": np.arange(4, dtype=np.float32) + 10}, num_shards=2)
+    journal = bundle.index_filename(prefix) + JOURNAL_SUFFIX
+    runner = CliRunner()
+    result = runner.invoke(cli, ["verify", prefix])
+    assert result.exit_code == 1
+    assert f"ckptkit: error: {journal}: a ckptkit writer died after its commit point" in result.stderr
+    assert result.stdout.startswith("FAILED: 1 unfinished commit(s)")
+    assert json.loads(runner.invoke(cli, ["verify", prefix, "--json"]).stdout)["pending_commits"] == [journal]
+    result = runner.invoke(cli, ["recover", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    (done,) = json.loads(result.stdout)["recovered"]
+    assert done["journal"] == journal and done["outcome"] == "completed"
+    assert runner.invoke(cli, ["verify", prefix]).exit_code == 0
+    assert runner.invoke(cli, ["recover", str(tmp_path)]).stderr == f"nothing to recover in {tmp_path}\n"
+    np.testing.assert_array_equal(tf.train.load_checkpoint(prefix).get_tensor("v"),
+                                  np.arange(4, dtype=np.float32) + 10)
+    assert leftovers(tmp_path) == []
+
+
 def test_a_rewrite_never_leaves_the_prefix_without_an_index(tmp_path):
     """TF-style re-save of one prefix: a reader polling the index never finds it missing."""
     prefix = str(tmp_path / "model")
