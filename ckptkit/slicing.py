@@ -101,7 +101,7 @@ def _axis(item, dim: int, d: int, path, key) -> Axis:
         except (TypeError, ValueError) as exc:  # a step of 0, a non-integer bound
             raise InvalidArgumentError(f"bad slice {_show(item)} for dimension {d}: {exc}",
                                        path=path, key=key) from None
-        count = len(range(start, stop, step))
+        count = max(0, -((start - stop) // step))  # len(range(...)), for dims past 2**63 too
         if count <= 1:
             return Axis(start if count else 0, count, 1)
         if step > 0:

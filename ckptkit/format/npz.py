@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
@@ -38,6 +39,8 @@ def read_npz(path: str | os.PathLike, progress: Progress | None = None) -> dict[
 # unknown compression method is NotImplementedError, an encrypted member RuntimeError).
 _ZIP_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile,
                NotImplementedError, RuntimeError, zlib.error, struct.error)
+# ... and what numpy's .npy header parser (tokenize, ast) raises on a garbled header.
+_HEADER_ERRORS = (*_ZIP_ERRORS, SyntaxError, tokenize.TokenError, RecursionError, TypeError, KeyError)
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive's end record
 
 
@@ -111,16 +114,17 @@ class _NpzSource:
                 header_len = f.tell()
         except CheckpointError:
             raise
-        except _ZIP_ERRORS as exc:
+        except _HEADER_ERRORS as exc:
             raise DataLossError(f"array header is unreadable: {exc}", path=path, key=key) from None
         if dtype.hasobject:
             raise UnsupportedError("holds an object array, which would need unpickling; only numeric, "
                                    "bool and fixed-width string ('S'/'U') arrays are read", path=path, key=key)
         if any(d < 0 for d in shape):
             raise DataLossError(f"array header has a negative dimension: {list(shape)}", path=path, key=key)
-        # Zero-width items ('S0', 'U0', 'V0') count a byte each: numpy would read 2**40 of
-        # them from no data, and each becomes an 8-byte pointer in a string array here.
-        if math.prod(shape) * max(dtype.itemsize, 1) > _capacity(info) - header_len:
+        # Zero-width items ('S0', 'U0', 'V0') count a byte each, header included: numpy would
+        # read 2**40 of them from no data, and each becomes an 8-byte pointer here.
+        room = _capacity(info) - (0 if dtype.itemsize == 0 else header_len)
+        if math.prod(shape) * max(dtype.itemsize, 1) > room:
             zero = " (zero-width items count a byte each)" if not dtype.itemsize else ""
             raise DataLossError(f"array header claims shape {list(shape)} of {dtype}{zero}, more than "
                                 f"the archive holds", path=path, key=key)
@@ -148,7 +152,7 @@ class _NpzSource:
         try:
             with self.zip.open(m.info) as f:
                 f.read(m.header_len)
-                _fill(f, memoryview(buf), path, name)
+                _fill(f, buf.data, path, name)
         except CheckpointError:
             raise
         except _ZIP_ERRORS as exc:
