@@ -1,9 +1,13 @@
 """.npz archives (numpy's zip of .npy members), read and written without unpickling.
 
-npz files are read with `allow_pickle=False`: they hold numbers, bools and fixed-width
-strings ('S' bytes or 'U' text, which become DT_STRING); object arrays would need
-unpickling, which would let a file run code, so they are refused (from the member's .npy
-header, before numpy reads anything). Bytes only: policy is the caller's.
+Read with `zipfile` and numpy's .npy header parser (not np.load), `allow_pickle=False`:
+they hold numbers, bools and fixed-width strings ('S' bytes or 'U' text, which become
+DT_STRING); object arrays would need unpickling, which would let a file run code, so they
+are refused from the member's .npy header. Every member's headers are checked on open, so
+that a hostile archive is refused before anything is allocated for it: one member per
+array name, no two members sharing bytes, no array larger than its member holds (a
+compressed member: than the size its directory entry declares, which inflating is held
+to). Written: only types numpy alone reads back (`holds`). Bytes only: policy is the caller's.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ def read_npz(path: str | os.PathLike, progress: Progress | None = None) -> dict[
 _ZIP_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile,
                NotImplementedError, RuntimeError, zlib.error, struct.error)
 # ... and what numpy's .npy header parser (tokenize, ast) raises on a garbled header.
-_HEADER_ERRORS = (*_ZIP_ERRORS, SyntaxError, tokenize.TokenError, RecursionError, TypeError, KeyError)
+_HEADER_ERRORS = (*_ZIP_ERRORS, SyntaxError, tokenize.TokenError, TypeError, KeyError)
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive's end record
 
 
