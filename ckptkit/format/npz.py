@@ -11,6 +11,7 @@ to). Written: only types numpy alone reads back (`holds`). Bytes only: policy is
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import struct
@@ -100,26 +101,30 @@ class _NpzSource:
         self.metas = {key: _meta_of(member, path, key) for key, member in self.members.items()}
 
     def _member(self, key: str, info: zipfile.ZipInfo) -> _Member:
-        """A member's local zip header and .npy header, read and checked."""
+        """A member's local zip header and .npy header, read and checked: one read for a
+        stored member (np.savez's), whose .npy header follows its local header."""
         path = self.path
-        local = self.handle.read(_ZIP_LOCAL.size, info.header_offset)
-        if len(local) < _ZIP_LOCAL.size or local[:4] != b"PK\x03\x04":
+        head = self.handle.read(_PEEK, info.header_offset)
+        if len(head) < _ZIP_LOCAL.size or head[:4] != b"PK\x03\x04":
             raise DataLossError("zip member has no local header where the directory says", path=path, key=key)
-        _, name_len, extra_len = _ZIP_LOCAL.unpack(local)
+        _, name_len, extra_len = _ZIP_LOCAL.unpack(head[:_ZIP_LOCAL.size])
         data_start = info.header_offset + _ZIP_LOCAL.size + name_len + extra_len
         if data_start + info.compress_size > self.handle.size:
             raise DataLossError("zip member runs past the end of the archive", path=path, key=key)
         try:
-            with self.zip.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(f)
-                header_len = f.tell()
+            if _is_stored(info):
+                skip = data_start - info.header_offset
+                shape, fortran, dtype, header_len = self._stored_header(info, data_start, head[skip:])
+            else:
+                with self.zip.open(info) as f:
+                    shape, fortran, dtype = _npy_header(f)
+                    header_len = f.tell()
         except CheckpointError:
             raise
         except _HEADER_ERRORS as exc:
             raise DataLossError(f"array header is unreadable: {exc}", path=path, key=key) from None
+        if header_len > _capacity(info):
+            raise DataLossError("the .npy header runs past the end of its zip member", path=path, key=key)
         if dtype.hasobject:
             raise UnsupportedError("holds an object array, which would need unpickling; only numeric, "
                                    "bool and fixed-width string ('S'/'U') arrays are read", path=path, key=key)
@@ -134,6 +139,19 @@ class _NpzSource:
                                 f"the archive holds", path=path, key=key)
         return _Member(info, data_start, header_len, dtype, tuple(shape), bool(fortran))
 
+    def _stored_header(self, info: zipfile.ZipInfo, data_start: int, peeked: bytes):
+        """(shape, fortran, dtype, header length) of a stored member's .npy header, from
+        the bytes read with its local header, or read again when it is longer than those."""
+        size = min(info.compress_size, _NPY_HEADER_MAX)
+        try:
+            f = io.BytesIO(peeked[:size])
+            return (*_npy_header(f), f.tell())
+        except ValueError:
+            if len(peeked) >= size:
+                raise
+        f = io.BytesIO(self.handle.read(size, data_start))
+        return (*_npy_header(f), f.tell())
+
     def meta(self, name: str) -> tuple[_dtypes.DType, tuple[int, ...]]:
         return self.metas[name]
 
@@ -142,9 +160,7 @@ class _NpzSource:
         are (stored, not compressed or encrypted) in C order with a numeric dtype, for
         reads of a window; None for any other member (read whole)."""
         m = self.members[name]
-        if m.info.compress_type != zipfile.ZIP_STORED or m.info.flag_bits & 0x1:
-            return None
-        if m.fortran or m.dtype.kind not in "biufc":
+        if not _is_stored(m.info) or m.fortran or m.dtype.kind not in "biufc":
             return None
         return m.data_start + m.header_len, m.dtype
 
@@ -179,6 +195,22 @@ class _NpzSource:
 _ZIP_LOCAL = struct.Struct("<4s22xHH")  # a zip local file header: signature ... name length, extra length
 _DEFLATE_MAX_RATIO = 1032  # zlib's best case: a deflated member can't be larger than this
 _CHUNK = 1 << 20  # bytes inflated at a time
+_PEEK = 1024  # bytes read at a local header: the header, a name, an extra field and a .npy header, usually
+_NPY_HEADER_MAX = 12 + 10000  # numpy's: magic, version, length, and a header dict up to max_header_size
+
+
+def _is_stored(info: zipfile.ZipInfo) -> bool:
+    """Whether a member's bytes are the array's as they are (not compressed, not encrypted)."""
+    return info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the .npy header `f` is at (numpy's own parser)."""
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0), (3, 0)):  # as np.load: 3.0 is 2.0 with a UTF-8 header
+        raise ValueError(f".npy format version {version[0]}.{version[1]} is not 1.0, 2.0 or 3.0")
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
 
 
 def _by_key(infos: list[zipfile.ZipInfo], path: str) -> dict[str, zipfile.ZipInfo]:
