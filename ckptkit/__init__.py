@@ -9,6 +9,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .errors import (
+    AlreadyExistsError,
+    CheckpointChangedError,
     CheckpointError,
     ConcurrentModificationError,
     DataLossError,
@@ -42,8 +44,8 @@ _LAZY = {
     "DirectoryLockedError": "storage.lock",
 }
 
-__all__ = ["CheckpointError", "ConcurrentModificationError", "DataLossError", "InvalidArgumentError",
-           "InvalidStateError", "NoCheckpointError",
+__all__ = ["AlreadyExistsError", "CheckpointChangedError", "CheckpointError", "ConcurrentModificationError",
+           "DataLossError", "InvalidArgumentError", "InvalidStateError", "NoCheckpointError",
            "NotFoundError", "TensorNotFoundError", "UnsupportedError", *_LAZY]
 
 

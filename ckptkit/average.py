@@ -17,8 +17,10 @@ read whole where the inputs differ in partitioning (or are V1), and written unpa
 
 The result is written by `bundle.write_bundle` (the commit protocol: temp files, the
 index last); the last checkpoint's `.meta` graph, if it has one, is published beside
-it afterwards (hard-linked or copied), so a TF1 user can `import_meta_graph` and
-restore the average as they would the original. No `checkpoint` state file is written.
+it in the same commit, after the index (hard-linked or copied), so a TF1 user can
+`import_meta_graph` and restore the average as they would the original. No
+`checkpoint` state file is written. An existing output is replaced only with
+`overwrite=True`, its old `.meta` and surplus data shards going in that same commit.
 """
 from __future__ import annotations
 
@@ -37,7 +39,6 @@ from .format import bundle, naming
 from .format.slices import SlicedTensor, TensorSlice
 from .reader import CheckpointReader
 from .state import get_checkpoint_state
-from .storage import Commit
 
 __all__ = ["average_checkpoints", "last_checkpoints"]
 
@@ -52,7 +53,7 @@ def last_checkpoints(directory: str | os.PathLike, n: int) -> list[str]:
     state file (`all_model_checkpoint_paths`, which TF's Saver and CheckpointManager keep
     oldest to newest). Fewer than `n` listed is an InvalidArgumentError: an average of
     fewer checkpoints than asked for is not what was asked for."""
-    directory = os.fspath(directory)
+    directory = storage.fspath(directory)
     if not isinstance(n, int) or n < 1:
         raise InvalidArgumentError(f"--last needs a positive count, got {n!r}", path=directory)
     state = get_checkpoint_state(directory, strict=True)
@@ -161,17 +162,19 @@ def _plan(readers: Sequence[CheckpointReader], chunk_bytes: int, progress: Progr
 
 
 def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *,
-                        progress: Progress | None = None, chunk_bytes: int = AVERAGE_CHUNK_BYTES) -> dict:
-    """Write at `output` the element-wise mean of the checkpoints `paths` (see the module
-    docstring for what is averaged and what is taken from the last one).
+                        progress: Progress | None = None, chunk_bytes: int = AVERAGE_CHUNK_BYTES,
+                        overwrite: bool = False) -> dict:
+    """Write at `output` the element-wise mean of the checkpoints `paths`, two or more
+    (see the module docstring for what is averaged and what is taken from the last one).
 
+    An existing checkpoint at `output` is refused (AlreadyExistsError) unless `overwrite`.
     Returns {"output", "inputs" (the resolved prefixes), "tensors", "averaged", "copied",
     "meta" (the .meta written beside the output, or None)}.
     """
     paths = [storage.fspath(p) for p in paths]
     output = storage.fspath(output)
-    if not paths:
-        raise InvalidArgumentError("nothing to average: give at least one checkpoint", path=output)
+    if len(paths) < 2:
+        raise InvalidArgumentError(f"averaging needs two or more checkpoints, got {len(paths)}", path=output)
     check_destination(output, make_parents=True)
     with ExitStack() as stack:
         readers = [stack.enter_context(CheckpointReader(p)) for p in paths]
@@ -179,24 +182,24 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
             if storage.abspath(reader.prefix) == storage.abspath(output):
                 raise InvalidArgumentError("the output would replace one of the checkpoints averaged; "
                                            "write it under another prefix", path=output)
+        check_destination(output, make_parents=True, exist_ok=overwrite)
         _check_same(readers)
         plan, averaged = _plan(readers, chunk_bytes, progress)
-        bundle.write_bundle(output, plan)
-        meta = _publish_meta(readers[-1].prefix, output)
+        meta: list[str] = []
+        bundle.write_bundle(output, plan,
+                            also=functools.partial(_publish_meta, readers[-1].prefix, output, meta))
     return {"output": output, "inputs": [r.prefix for r in readers], "tensors": len(plan),
-            "averaged": averaged, "copied": len(plan) - averaged, "meta": meta}
+            "averaged": averaged, "copied": len(plan) - averaged, "meta": meta[0] if meta else None}
 
 
-def _publish_meta(source_prefix: str, output: str) -> str | None:
-    """The source's `.meta` published at the output's (after its index, as a Saver does);
-    without one, an old `.meta` at the output (of another graph) is deleted."""
+def _publish_meta(source_prefix: str, output: str, published: list[str], tx) -> None:
+    """In the output's commit `tx`: the source's `.meta` published at the output's (after
+    its index, as a Saver does; its path appended to `published`); without one, an old
+    `.meta` at the output (of another graph) is deleted."""
+    bundle.drop_stale(tx, output)
     source, target = naming.meta_graph_filename(source_prefix), naming.meta_graph_filename(output)
-    with Commit(os.path.dirname(target)) as tx:
-        try:
-            tx.link(source, target, what="meta graph")
-        except NotFoundError:
-            tx.delete_after(target)
-            tx.publish()
-            return None
-        tx.publish()
-    return target
+    try:
+        tx.link(source, target, what="meta graph")
+    except NotFoundError:
+        return
+    published.append(target)

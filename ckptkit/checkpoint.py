@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import storage
-from .errors import CheckpointError, InvalidArgumentError
+from .errors import CheckpointError, InvalidArgumentError, UnsupportedError
 from .format import bundle
 from .objectgraph import ATTRIBUTES, OBJECT_GRAPH_KEY, escape_local_name, mark_checkpoint_values
 from .proto.trackable_object_graph_pb2 import TrackableObjectGraph
@@ -161,7 +161,9 @@ def read_tree(reader: CheckpointReader) -> dict[str, Any]:
     local name, with its own tensors, if it has any, under `ATTRIBUTES_KEY`. An object
     reached by several edges is the same Python object at each place (a dict's cycles
     stay cycles). Optimizer slot variables of TF's legacy optimizers hang off no edge
-    and are not included (`CheckpointReader` reads them by key).
+    and are not included (`CheckpointReader` reads them by key). A child object named
+    `.ATTRIBUTES` (TF allows one) cannot be told from the own-tensors entry: an
+    UnsupportedError, rather than a tree that would be written back as something else.
     """
     graph = reader.object_graph()
     if graph is None:
@@ -186,6 +188,11 @@ def read_tree(reader: CheckpointReader) -> dict[str, Any]:
         out = values[node.id]
         if isinstance(out, dict):
             for name, child in node.children.items():
+                if name == ATTRIBUTES_KEY:  # TF allows it; in a dict it would be this object's own tensors
+                    raise UnsupportedError(
+                        f"object {node.path or '(root)'!r} has a child object named {ATTRIBUTES_KEY!r}, the key "
+                        "ckptkit's nested dicts keep for an object's own tensors: read this checkpoint by key "
+                        "(ckptkit.load, CheckpointReader)", path=reader.prefix)
                 if not (node is graph.root and name == ROOT and child is graph.root):
                     out[name] = values[child.id]  # (TF's Checkpoint(root=obj) adds obj.root = obj: left out)
             if node.attributes:
@@ -368,7 +375,7 @@ class Checkpoint:
         As TF's `write`: no save counting, no state file. Atomic: a crash leaves the old
         checkpoint at that prefix, or none, never a partial one.
         """
-        return self._write(os.fspath(file_prefix))
+        return self._write(storage.fspath(file_prefix))
 
     def save(self, file_prefix: str | os.PathLike, *, lock_timeout: float | None = 0.0) -> str:
         """Count a save and write `file_prefix-N`; then name it in the `checkpoint` state file.
@@ -379,7 +386,7 @@ class Checkpoint:
         file are written holding the directory's lock as a Saver (`lock_timeout`:
         seconds to wait for another saver there; None waits as long as it takes).
         """
-        file_prefix = os.fspath(file_prefix)
+        file_prefix = storage.fspath(file_prefix)
         directory = os.path.dirname(file_prefix)
         number = self._next_save_counter()  # TF counts first: a failed save still uses its number
         path = f"{file_prefix}-{number}"
@@ -410,7 +417,7 @@ class Checkpoint:
         """
         if save_path is None:
             return {}
-        with CheckpointReader(os.fspath(save_path), as_prefix=True) as reader:
+        with CheckpointReader(storage.fspath(save_path), as_prefix=True) as reader:
             tree = read_tree(reader)
             prefix = reader.prefix
         counter = tree.pop(SAVE_COUNTER, None)

@@ -7,7 +7,6 @@ the policy: what to convert, cast, rename or leave out, one tensor in memory at 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import math
 import os
@@ -17,18 +16,19 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 
 from . import dtypes as _dtypes
-from . import storage
-from .errors import CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
+from . import selection, storage
+from .errors import AlreadyExistsError, CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import bundle, naming
 from .format import npz as _npz
 from .format.npz import _NpzSource, read_npz, write_npz
 from .format.safetensors import _ST_CODES, _read_all, _SafetensorsSource, read_safetensors, write_safetensors
 from .objectgraph import OBJECT_GRAPH_KEY, friendly_names
 from .reader import CheckpointReader
+from .state import V1, V2, checkpoint_files
 
-__all__ = ["OBJECT_GRAPH_KEY", "SAFETENSORS_FORMAT", "check_destination", "convert", "friendly_names_of",
-           "open_source", "read_any", "read_npz", "read_safetensors", "safetensors_metadata", "source_bytes",
-           "write_npz", "write_safetensors"]
+__all__ = ["OBJECT_GRAPH_KEY", "SAFETENSORS_FORMAT", "check_destination", "convert", "existing_destination",
+           "friendly_names_of", "open_source", "read_any", "read_npz", "read_safetensors", "safetensors_metadata",
+           "source_bytes", "write_npz", "write_safetensors"]
 
 Progress = Callable[[int], None]
 
@@ -115,19 +115,41 @@ def _naming(path: str):
         raise named from None
 
 
-def check_destination(path: str | os.PathLike, *, make_parents: bool = False) -> None:
+def existing_destination(path: str | os.PathLike) -> list[str]:
+    """The files already at destination `path` that writing there would replace: the
+    file itself for a `.npz`/`.safetensors` path; for a checkpoint prefix every file TF
+    gives that checkpoint (`.index`, `.data-*`, `.meta`, a V1 file at the prefix).
+    Sorted; [] when nothing is there."""
+    path = storage.fspath(path)
+    if _kind(path) != "checkpoint":
+        return [path] if storage.exists(path) and not storage.isdir(path) else []
+    return sorted(set(checkpoint_files(path, V2)) | set(checkpoint_files(path, V1)))
+
+
+def check_destination(path: str | os.PathLike, *, make_parents: bool = False, exist_ok: bool = True) -> None:
     """Raise a CheckpointError naming `path` if a file could not be written there.
 
     Checked before anything is read or written: `path` must not be a directory, and
     its directory must exist (or, with `make_parents` - a checkpoint prefix, whose
     missing directories are created as TF does - be creatable: no ancestor may be a
-    file). Permissions and free space are left to the write itself.
+    file). With `exist_ok=False` (what `overwrite=False` of every writer passes), a
+    destination that already exists (`existing_destination`) is refused too, so that
+    nothing is replaced by accident. Permissions and free space are left to the write.
     """
     path = storage.fspath(path)
     if "\0" in path:
         raise InvalidArgumentError("path contains a NUL byte", path=repr(path))
-    if not storage.of(path).hierarchical:
-        return  # an object store: no directories to check or create
+    if storage.of(path).hierarchical:  # (an object store has no directories to check or create)
+        _check_parents(path, make_parents)
+    if not exist_ok and (found := existing_destination(path)):
+        what = "already exists"
+        if _kind(path) == "checkpoint":
+            shown = ", ".join(os.path.basename(f) for f in found[:4]) + (", ..." if len(found) > 4 else "")
+            what = f"a checkpoint already exists here ({shown})"
+        raise AlreadyExistsError(f"{what}; --overwrite (overwrite=True) replaces it", path=path)
+
+
+def _check_parents(path: str, make_parents: bool) -> None:
     if storage.isdir(path) and _kind(path) != "checkpoint":
         raise InvalidArgumentError("destination is a directory", path=path)
     parent = os.path.dirname(path)
@@ -169,18 +191,17 @@ def _parse_casts(cast: Mapping[str, str] | None) -> dict[int, _dtypes.DType]:
 
 
 def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, rename, friendly: bool,
-          strict: bool) -> tuple[dict[str, bundle.Deferred], list[dict]]:
-    """{output name: Deferred} of what to write, and [{name, reason}] of what is left out."""
+          strict: bool) -> tuple[dict[str, bundle.Deferred], list[dict], dict[str, str]]:
+    """{output name: Deferred} of what to write, [{name, reason}] of what is left out, and
+    {output name: source name}. A glob matching nothing is an error (raised without a
+    path: the caller's `_naming(src)` names the source)."""
     plan: dict[str, bundle.Deferred] = {}
     sources: dict[str, str] = {}
     left_out = []
-    pattern = None if rename is None else re.compile(rename[0])
+    pattern = None if rename is None else selection.compile_regex(rename[0])
     shown = friendly_names_of(source) if friendly else {}
-    for name in source.names:
-        if include and not any(fnmatch.fnmatchcase(shown.get(name, name), g) for g in include):
-            continue
-        if any(fnmatch.fnmatchcase(shown.get(name, name), g) for g in exclude):
-            continue
+    by_shown = {shown.get(name, name): name for name in source.names}  # friendly names are unique
+    for name in (by_shown[n] for n in selection.select(by_shown, include, exclude)):
         dtype, shape = source.meta(name)
         target = casts.get(dtype.enum, dtype)
         reason = "the object graph (names changed)" if friendly and name == OBJECT_GRAPH_KEY else None
@@ -203,7 +224,22 @@ def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, re
         sources[out] = name
         load = functools.partial(_load_cast, source, name, None if target is dtype else target)
         plan[out] = bundle.Deferred(target, shape, load)
-    return plan, left_out
+    if source.names and not plan:
+        reasons = ", ".join(f"{d['name']} ({d['reason']})" for d in left_out[:3])
+        raise UnsupportedError(f"nothing to write: every tensor selected is left out: {reasons}"
+                               + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""), path=dst)
+    return plan, left_out, sources
+
+
+def _plan_rows(plan: Mapping[str, bundle.Deferred], sources: Mapping[str, str], source: Source) -> list[dict]:
+    """What a dry run reports: one row per tensor to write, in writing order."""
+    rows = []
+    for out, deferred in plan.items():
+        name = sources[out]
+        rows.append({"name": name, "new_name": out, "dtype": deferred.dtype.name,
+                     "source_dtype": source.meta(name)[0].name, "shape": list(deferred.shape),
+                     "bytes": deferred.nbytes})
+    return rows
 
 
 def _load_cast(source: Source, name: str, target: _dtypes.DType | None) -> np.ndarray:
@@ -240,8 +276,9 @@ def safetensors_metadata(src: str, extra: Mapping[str, str] | None, dst: str) ->
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int = 1,
             include: Iterable[str] = (), exclude: Iterable[str] = (),
             cast: Mapping[str, str] | None = None, rename: tuple[str, str] | None = None,
-            friendly_names: bool = False, strict: bool = False,
-            metadata: Mapping[str, str] | None = None, progress: Progress | None = None) -> dict:
+            friendly_names: bool = False, strict: bool = False, overwrite: bool = False,
+            metadata: Mapping[str, str] | None = None, progress: Progress | None = None,
+            dry_run: bool = False) -> dict:
     """Copy tensors from `src` to `dst`, formats chosen by extension, one tensor in memory
     at a time (peak memory: the largest tensor, plus buffers).
 
@@ -258,7 +295,17 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     or with `strict` refused before anything is written. A `.safetensors` destination gets
     a `__metadata__` (see `safetensors_metadata`), `metadata`'s pairs added; `metadata`
     for another destination is an InvalidArgumentError.
-    Returns {"src", "dst", "tensors", "bytes", "left_out": [{"name", "reason"}]}.
+    Each include/exclude glob must match a name of `src`, and something must be left to
+    write (else InvalidArgumentError/UnsupportedError, nothing written): a typo never
+    writes an empty file.
+    An existing `dst` (a checkpoint with any of its files there, or the file) is refused
+    with AlreadyExistsError unless `overwrite`; replacing a checkpoint deletes its old
+    `.meta` (a graph of other tensors) and surplus data shards in the same commit, so the
+    prefix names the old checkpoint or the new one, whole, and a `checkpoint` state file
+    naming it stays true.
+    Returns {"src", "dst", "tensors", "bytes", "left_out": [{"name", "reason"}]}; with
+    `dry_run=True` nothing is written and "plan" lists what would be: [{"name",
+    "new_name", "dtype" (as written), "source_dtype", "shape", "bytes"}].
     """
     src, dst = storage.fspath(src), storage.fspath(dst)
     if storage.abspath(src) == storage.abspath(dst):
@@ -266,18 +313,23 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     kind = _kind(dst)
     if metadata and kind != "safetensors":
         raise InvalidArgumentError("metadata is written to .safetensors files only", path=dst)
-    check_destination(dst, make_parents=kind == "checkpoint")
+    check_destination(dst, make_parents=kind == "checkpoint", exist_ok=overwrite)
     casts = _parse_casts(cast)
     header = safetensors_metadata(src, metadata, dst) if kind == "safetensors" else None
     with _naming(src), open_source(src) as source:
-        plan, left_out = _plan(source, kind, dst, list(include), list(exclude), casts, rename,
-                               friendly_names, strict)
+        plan, left_out, sources = _plan(source, kind, dst, list(include), list(exclude), casts, rename,
+                                        friendly_names, strict)
+        if dry_run:
+            rows = _plan_rows(plan, sources, source)
+            return {"src": src, "dst": dst, "dry_run": True, "tensors": len(rows),
+                    "bytes": sum(r["bytes"] for r in rows), "plan": rows, "left_out": left_out}
         with _naming(dst):
             if kind == "npz":
                 write_npz(dst, plan, progress)
             elif kind == "safetensors":
                 write_safetensors(dst, plan, header, progress=progress)
             else:
-                bundle.write_bundle(dst, plan, num_shards=num_shards, progress=progress)
+                bundle.write_bundle(dst, plan, num_shards=num_shards, progress=progress,
+                                    also=lambda tx: bundle.drop_stale(tx, dst))
     nbytes = sum(d.nbytes for d in plan.values())
     return {"src": src, "dst": dst, "tensors": len(plan), "bytes": nbytes, "left_out": left_out}

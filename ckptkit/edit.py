@@ -45,6 +45,7 @@ import numpy as np
 
 from . import dtypes as _dtypes
 from . import selection, storage
+from .convert import check_destination
 from .errors import (
     CheckpointError,
     ConcurrentModificationError,
@@ -238,6 +239,8 @@ class _Edit:
                             freed += _size(old)
                         tx.delete_after(old)
             target_meta = meta_graph_filename(self.target)
+            if not self.in_place:  # an old checkpoint at the output: its .meta (unless
+                bundle.drop_stale(tx, self.target)  # replaced below) and V1 file go too
             if isinstance(meta, bytes):
                 tx.file(target_meta).write(meta)
             elif meta is False:
@@ -264,11 +267,13 @@ def _append_string(out, shard: int, data: bytes) -> bytes:
 
 @contextmanager
 def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
-             lock_timeout: float | None) -> Iterator[_Edit]:
+             lock_timeout: float | None, overwrite: bool = False) -> Iterator[_Edit]:
     """Lock the checkpoint's directory (and the output's), then read the index.
 
     Reading under the lock means no ckptkit writer can replace the index between this
-    read and the edit's publication; `Commit.guard` catches any other program.
+    read and the edit's publication; `Commit.guard` catches any other program. An
+    output other than the checkpoint itself that already exists is refused, under the
+    lock and before anything is written, unless `overwrite`.
     """
     given, prefix = prefix, resolve_prefix(prefix)
     target = None if output is None else storage.fspath(output)
@@ -286,6 +291,9 @@ def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
         if os.path.dirname(now) != os.path.dirname(prefix):
             raise ConcurrentModificationError("changed by another program while waiting for its lock; "
                                               "nothing was written, run it again", path=os.fspath(given))
+        if target is not None and not (storage.abspath(target) == storage.abspath(now)
+                                       and storage.isfile(bundle.index_filename(now))):
+            check_destination(target, make_parents=True, exist_ok=overwrite)
         if not storage.isfile(bundle.index_filename(now)) and target is not None:
             now = stack.enter_context(_as_v2(now, target))
         edit = _Edit(now, target)
@@ -432,9 +440,11 @@ def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite:
     The object graph and the `.meta` are rewritten in the same commit (see the module
     docstring; `drop_meta=True` deletes the `.meta` instead).
     `dry_run=True` checks and returns the mapping, writing nothing.
+    `overwrite=True` also lets the edit replace an existing checkpoint at `output` (see
+    `remove_keys`): one word for "replace what is already there", as `--overwrite`.
     Every edit holds the directory lock, waiting up to `lock_timeout` seconds for it.
     """
-    with _editing(prefix, output, lock_timeout) as edit:
+    with _editing(prefix, output, lock_timeout, overwrite) as edit:
         mapping, objects = _plan_renames(edit, mapping_or_fn)
         change = _renamed(edit, mapping, overwrite, objects)
         if not dry_run and (change.renamed or change.graph is not None or output is not None):
@@ -445,10 +455,12 @@ def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite:
 # --------------------------------------------------------------------------- removals
 
 def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iterable[str],
-             optimizer: bool) -> _Change:
+             optimizer: bool, exclude: Iterable[str] = ()) -> _Change:
     """The change of removing `names` (keys, or object paths of a TF2 graph), the keys
     `glob`/`regex` select, and with `optimizer` the optimizer's state (TF1 slot keys by
-    the usual optimizers' names; TF2 the optimizer objects)."""
+    the usual optimizers' names; TF2 the optimizer objects), less the keys the `exclude`
+    globs match (each must match a key; a key an object being removed takes along
+    cannot be kept, and says so)."""
     names = _names(names)
     keys = edit.keys()
     graph = edit.graph()
@@ -462,7 +474,7 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
             objects.append(name)
         else:
             edit.require(name)
-    chosen += selection.by_glob(keys, list(glob), path=edit.prefix)
+    chosen += selection.by_glob(keys, glob, path=edit.prefix, what="include glob")
     chosen += selection.by_regex(keys, list(regex), path=edit.prefix)
     if optimizer:
         if graph is not None:
@@ -471,10 +483,16 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
         else:
             found = selection.optimizer_keys(keys)
             chosen += found
-        if not found:
-            raise TensorNotFoundError("no optimizer state found (TF1: no slot keys of the usual optimizers; "
-                                      "TF2: no optimizer object)", path=edit.prefix)
     chosen = list(dict.fromkeys(chosen))
+    exclude = list(exclude)
+    kept = set(selection.by_glob(keys, exclude, path=edit.prefix, what="exclude glob"))
+    if kept:
+        chosen = [k for k in chosen if k not in kept]
+        if not chosen and not objects:
+            raise InvalidArgumentError(f"nothing left to remove: the exclude globs {exclude} match "
+                                       "every tensor selected", path=edit.prefix)
+    if not chosen and not objects:  # (only --optimizer can select nothing: it found none)
+        return _Change(dict(edit.items))
     if OBJECT_GRAPH_KEY in chosen:
         raise InvalidArgumentError("removing the object graph would leave a TF2 checkpoint TF cannot read "
                                    "by object (convert to a name-based checkpoint instead)",
@@ -487,6 +505,10 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
             graph.remove_object(path)
         data, renames, unreachable = graph.finish()
         chosen += [k for k in unreachable if k in edit.items and k not in chosen]
+        if taken := [k for k in chosen if k in kept]:
+            raise InvalidArgumentError("cannot keep it (an exclude glob matches it): it goes with the object "
+                                       "removed (exclude the object's other keys by name instead)",
+                                       path=edit.prefix, key=taken[0])
     removed = []
     for key in chosen:
         edit.require(key)
@@ -503,22 +525,29 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
 
 def remove_keys(prefix: str | os.PathLike, names: Iterable[str] = (), *,
                 glob: Iterable[str] = (), regex: Iterable[str] = (), optimizer: bool = False,
+                exclude: Iterable[str] = (),
                 output: str | os.PathLike | None = None, progress: Progress | None = None,
-                dry_run: bool = False, drop_meta: bool = False,
+                dry_run: bool = False, drop_meta: bool = False, overwrite: bool = False,
                 lock_timeout: float | None = EDIT_WAIT_SECONDS) -> list[str]:
     """Drop tensors from the index; return the tensor names removed.
 
     `names` are keys or, in a TF2 checkpoint, object paths (`optimizer`): an object
     takes with it what only it reaches (its variables, their slots) and the graph is
     rewritten. `glob` (fnmatch, `*` crosses `/`) and `regex` (re.fullmatch) select keys
-    by pattern; `optimizer=True` selects the optimizer's state (see `selection`).
+    by pattern; `optimizer=True` selects the optimizer's state (see `selection`);
+    `exclude` globs then keep the keys they match (each must match a key).
     A partitioned variable goes with all its slices. The removed tensors' bytes stay in
     the data shards (nothing references them any more); `compact(prefix, remove=names)`
     removes and reclaims in one commit. `dry_run=True` returns the names, writing nothing.
+    `optimizer=True` on a checkpoint without optimizer state removes nothing (returns
+    []; in place, nothing is written), so that running it twice is no error.
+    An `output` that already holds a checkpoint is refused (AlreadyExistsError) unless
+    `overwrite=True`; then its old `.meta` and data shards the edit does not publish
+    are deleted in the same commit (as for every edit with an `output`).
     """
-    with _editing(prefix, output, lock_timeout) as edit:
-        change = _removal(edit, names, glob, regex, optimizer)
-        if not dry_run:
+    with _editing(prefix, output, lock_timeout, overwrite) as edit:
+        change = _removal(edit, names, glob, regex, optimizer, exclude)
+        if not dry_run and (change.removed or change.graph is not None or output is not None):
             edit.publish(change, progress, drop_meta=drop_meta)
     return [k for k in change.removed if not is_slice_key(k)]
 
@@ -540,14 +569,16 @@ def ema_mapping(keys: Iterable[str], ema_name: str = "ExponentialMovingAverage")
 
 def apply_ema(prefix: str | os.PathLike, *, output: str | os.PathLike | None = None,
               ema_name: str = "ExponentialMovingAverage", progress: Progress | None = None,
-              drop_meta: bool = False, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> dict[str, str]:
+              drop_meta: bool = False, overwrite: bool = False,
+              lock_timeout: float | None = EDIT_WAIT_SECONDS) -> dict[str, str]:
     """Make the inference checkpoint: each variable takes its moving average's entry.
 
     `v` gets `v/ExponentialMovingAverage`'s entry (bytes untouched) and the shadow keys
     disappear; tensors without an average stay as they are. Returns {shadow: variable}.
-    A `.meta`'s Saver stops restoring the shadow variables (meta_edit.py).
+    A `.meta`'s Saver stops restoring the shadow variables (meta_edit.py). An existing
+    checkpoint at `output` is replaced only with `overwrite=True` (see `remove_keys`).
     """
-    with _editing(prefix, output, lock_timeout) as edit:
+    with _editing(prefix, output, lock_timeout, overwrite) as edit:
         mapping = ema_mapping(edit.items, ema_name)
         if not mapping:
             raise InvalidArgumentError(f"no moving averages in checkpoint (no key ends in '/{ema_name}')",
@@ -562,7 +593,8 @@ def apply_ema(prefix: str | os.PathLike, *, output: str | os.PathLike | None = N
 
 def compact(prefix: str | os.PathLike, *, remove: Iterable[str] = (),
             output: str | os.PathLike | None = None, progress: Progress | None = None,
-            drop_meta: bool = False, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> int:
+            drop_meta: bool = False, overwrite: bool = False,
+            lock_timeout: float | None = EDIT_WAIT_SECONDS) -> int:
     """Rewrite the data shards holding only the bytes the index references; return bytes freed.
 
     `remove` names tensors to drop first, in the same commit: the checkpoint is then
@@ -574,20 +606,21 @@ def compact(prefix: str | os.PathLike, *, remove: Iterable[str] = (),
     the commit protocol: the prefix names the old checkpoint or the new one, never none.
     """
     return remove_and_compact(prefix, remove, output=output, progress=progress, drop_meta=drop_meta,
-                              lock_timeout=lock_timeout)[1]
+                              overwrite=overwrite, lock_timeout=lock_timeout)[1]
 
 
 def remove_and_compact(prefix: str | os.PathLike, names: Iterable[str] = (), *,
                        glob: Iterable[str] = (), regex: Iterable[str] = (), optimizer: bool = False,
+                       exclude: Iterable[str] = (),
                        output: str | os.PathLike | None = None, progress: Progress | None = None,
-                       drop_meta: bool = False,
+                       drop_meta: bool = False, overwrite: bool = False,
                        lock_timeout: float | None = EDIT_WAIT_SECONDS) -> tuple[list[str], int]:
-    """`remove_keys` (same selection arguments) and `compact` in one commit; return
-    (tensor names removed, data bytes freed)."""
-    with _editing(prefix, output, lock_timeout) as edit:
+    """`remove_keys` (same selection and `overwrite` arguments) and `compact` in one
+    commit; return (tensor names removed, data bytes freed)."""
+    with _editing(prefix, output, lock_timeout, overwrite) as edit:
         names = _names(names)
         if names or glob or regex or optimizer:
-            change = _removal(edit, names, glob, regex, optimizer)
+            change = _removal(edit, names, glob, regex, optimizer, exclude)
         else:
             change = _Change(dict(edit.items))
         freed = edit.publish(change, progress, compact=True, drop_meta=drop_meta)

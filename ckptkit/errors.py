@@ -63,3 +63,19 @@ class InvalidArgumentError(CheckpointError, ValueError):
 
 class ConcurrentModificationError(CheckpointError):
     """A file this write started from was changed by someone else; nothing was written."""
+
+
+class CheckpointChangedError(CheckpointError):
+    """The checkpoint a reader opened was replaced while it read, and what it asked for is
+    not in the new one (an edit renamed or removed it): open it again to see the new names."""
+
+
+class StoreError(CheckpointError):
+    """The store holding a file failed to deliver it: unreachable, refused, denied, timed
+    out, or a server answering outside HTTP's rules (ignoring Range, a wrong Content-Range).
+    Nothing is known about the file's bytes, so this is never reported as damage."""
+
+
+class AlreadyExistsError(CheckpointError, FileExistsError):
+    """A destination already holds a checkpoint or file, and replacing it was not asked for
+    (`overwrite=True`, `--overwrite`)."""

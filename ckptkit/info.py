@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import storage
-from .errors import CheckpointError, InvalidArgumentError, NotFoundError, TensorNotFoundError
+from . import selection, storage
+from .errors import CheckpointError, InvalidArgumentError, NotFoundError, StoreError, TensorNotFoundError
 from .objectgraph import OBJECT_GRAPH_KEY, ObjectGraph, friendly_names
 from .objectgraph_edit import graph_problems
 from .reader import CheckpointReader
@@ -158,6 +158,8 @@ class VerifyReport:
     format: str = "v2"       # "v2", "v1", "safetensors", "npz"
     # TF2: (key, message) where the object graph and the index disagree
     graph_problems: list[tuple[str, str]] = field(default_factory=list)
+    # journals of commits a dead writer left in the directory: TF sees half-replaced files
+    pending: list[str] = field(default_factory=list)
 
     @property
     def checked(self) -> str:
@@ -170,11 +172,12 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not self.graph_problems
+        return not self.errors and not self.graph_problems and not self.pending
 
 
 def verify_checkpoint(path: str | os.PathLike,
-                      progress: Callable[[int], None] | None = None) -> VerifyReport:
+                      progress: Callable[[int], None] | None = None, *,
+                      include: Iterable[str] = (), exclude: Iterable[str] = ()) -> VerifyReport:
     """Read every tensor, checking every crc32c; collect (not raise) per-tensor damage.
 
     A `.safetensors` or `.npz` file has no checksums: its header is checked on open
@@ -188,12 +191,27 @@ def verify_checkpoint(path: str | os.PathLike,
     every attribute's checkpoint_key must be in the index (else TF's restore fails with
     "Key ... not found"), and every key must be saved by an object reachable from the
     root (else no restore ever reads it).
+
+    `include`/`exclude` (globs, `selection.select`) check only the tensors they pick, and
+    report only the object graph problems of those keys.
+
+    `pending`: journals of commits a dead writer left in the checkpoint's directory.
+    ckptkit reads through them (the new checkpoint), but TF sees the half-replaced files
+    until they are completed (`storage.recover`, `ckptkit recover DIR`): not ok.
     """
     with CheckpointReader(path, verify=True) as reader:
-        report = VerifyReport(reader.prefix, format=reader.format)
-        for info in _infos(reader):
+        report = VerifyReport(reader.prefix, format=reader.format,
+                              pending=storage.pending_commits(os.path.dirname(reader.prefix)))
+        infos = _infos(reader)
+        include, exclude = list(include), list(exclude)
+        picked = set(selection.select([i.name for i in infos], include, exclude, path=reader.prefix))
+        for info in infos:
+            if info.name not in picked:
+                continue
             try:
                 value = reader.get_tensor(info.name)
+            except StoreError:
+                raise  # the store failed to deliver the bytes: nothing is known about them
             except CheckpointError as exc:
                 report.errors.append((info.name, str(exc)))
             except OSError as exc:
@@ -211,12 +229,17 @@ def verify_checkpoint(path: str | os.PathLike,
                 report.graph_problems.append((OBJECT_GRAPH_KEY, str(exc)))
             else:
                 report.graph_problems += graph_problems(graph, reader.keys())
+            if include or exclude:
+                report.graph_problems = [(k, m) for k, m in report.graph_problems if k in picked]
         return report
 
 
-def total_bytes(path: str | os.PathLike) -> int:
-    """Bytes of tensor data (as far as the metadata tells): the work of a full read."""
-    return sum(i.bytes or 0 for i in list_tensors(path)[1])
+def total_bytes(path: str | os.PathLike, *, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> int:
+    """Bytes of tensor data (as far as the metadata tells): the work of a full read (of
+    the tensors `include`/`exclude` pick)."""
+    prefix, infos = list_tensors(path)
+    picked = set(selection.select([i.name for i in infos], include, exclude, path=prefix))
+    return sum(i.bytes or 0 for i in infos if i.name in picked)
 
 
 def _comparable(array: np.ndarray) -> np.ndarray:
@@ -271,7 +294,8 @@ def _named(reader: CheckpointReader, friendly: bool) -> dict[str, TensorInfo]:
 
 
 def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
-                     atol: float = 0.0, rtol: float = 0.0, friendly_names: bool = False) -> dict:
+                     atol: float = 0.0, rtol: float = 0.0, friendly_names: bool = False,
+                     include: Iterable[str] = (), exclude: Iterable[str] = ()) -> dict:
     """Keys only in A, only in B, dtype/shape changes, and value changes beyond `atol` +
     `rtol` * max(|a|, |b|) (per element).
 
@@ -285,11 +309,19 @@ def diff_checkpoints(path_a: str | os.PathLike, path_b: str | os.PathLike, *,
     Each tensor whose values differ is listed with how many
     elements differ, the max absolute difference and the max relative difference
     |a-b| / max(|a|, |b|) (0 where both are 0), over the pairs whose difference is finite.
+    `include`/`exclude` (globs, `selection.select`, over the names of A and B together)
+    compare only the names they pick.
     """
     import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
 
     with CheckpointReader(path_a) as ra, CheckpointReader(path_b) as rb:
         infos_a, infos_b = _named(ra, friendly_names), _named(rb, friendly_names)
+        include, exclude = list(include), list(exclude)
+        if include or exclude:  # on the names reported (friendly ones with friendly_names)
+            picked = set(selection.select(list(dict.fromkeys([*infos_a, *infos_b])), include, exclude,
+                                          path=f"{ra.prefix}, {rb.prefix}"))
+            infos_a = {n: i for n, i in infos_a.items() if n in picked}
+            infos_b = {n: i for n, i in infos_b.items() if n in picked}
         result: dict[str, Any] = {"a": ra.prefix, "b": rb.prefix,
                                   "only_a": [n for n in infos_a if n not in infos_b],
                                   "only_b": [n for n in infos_b if n not in infos_a],

@@ -2,7 +2,8 @@
 
 A path may be a checkpoint prefix, any file of a checkpoint (`.index`, `.data-*`,
 `.meta`), a legacy V1 file or shard pattern, a directory (its latest checkpoint, from the
-`checkpoint` state file), a SavedModel (its `variables/variables`), a `.npz` or
+`checkpoint` state file), a SavedModel (its `variables/variables`), a TF Serving
+session_bundle export (`export.meta` beside V1 files `export-?????-of-?????`), a `.npz` or
 `.safetensors` file — at a local path or at a URL (storage/).
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .format import naming
 from .state import STATE_FILENAME, get_checkpoint_state, latest_checkpoint
 from .storage.files import is_temp_name
 
-__all__ = ["Location", "locate", "resolve_prefix"]
+__all__ = ["Location", "locate", "resolve_prefix", "saved_model_without_variables"]
 
 
 class Location(NamedTuple):
@@ -46,9 +47,10 @@ def resolve_prefix(path: str | os.PathLike, *, as_prefix: bool = False) -> str:
 
     Accepts a prefix, a `.index`, `.data-*` or `.meta` file, a SavedModel directory or
     its `saved_model.pb` (its variables, `variables/variables`), or a directory (its
-    latest checkpoint, per the `checkpoint` state file, else the one checkpoint in it,
-    else `DIR.index` beside it: a save prefix that is an existing directory, which TF's
-    Saver writes next to the directory). A legacy V1 checkpoint resolves to its file,
+    latest checkpoint, per the `checkpoint` state file, else the one checkpoint in it --
+    V2, or else V1 as in a TF Serving session_bundle export --, else `DIR.index` beside
+    it: a save prefix that is an existing directory, which TF's Saver writes next to the
+    directory). A legacy V1 checkpoint resolves to its file,
     or for sharded V1 files to TF's pattern `PREFIX-?????-of-NNNNN`. An existing `.npz`
     or `.safetensors` file (by extension) is returned as it is.
 
@@ -107,7 +109,7 @@ def _resolve_directory(directory: str) -> tuple[str, str | None]:
     if prefix is not None:
         return prefix, None
     try:
-        return _only_checkpoint_in(directory), "v2"
+        return _only_checkpoint_in(directory)
     except NotFoundError:
         # `Saver.save(values, "run")` with `run/` an existing directory writes `run.index`
         # beside it (as TF does); the directory itself names no checkpoint, so that one.
@@ -115,6 +117,25 @@ def _resolve_directory(directory: str) -> tuple[str, str | None]:
         if not storage.isfile(naming.index_filename(directory)):
             raise
         return directory, "v2"
+
+
+def saved_model_without_variables(path: str | os.PathLike) -> str | None:
+    """The SavedModel directory `path` names (the directory, or its saved_model.pb or
+    .pbtxt) when that SavedModel has no variables checkpoint, else None. TF1's SavedModel
+    builder writes an empty `variables/` for a graph without variables (TF2 writes a
+    checkpoint holding only its object graph): such a SavedModel is whole, and has no
+    tensors to list or verify."""
+    path = storage.fspath(path)
+    if storage.isdir(path):
+        if naming.saved_model_file(path) is None:
+            return None
+        export_dir = path
+    elif os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and storage.isfile(path):
+        export_dir = os.path.dirname(path) or "."
+    else:
+        return None
+    prefix = naming.saved_model_variables_prefix(export_dir)
+    return None if storage.isfile(naming.index_filename(prefix)) else export_dir
 
 
 def _saved_model_variables(export_dir: str) -> str:
@@ -125,22 +146,56 @@ def _saved_model_variables(export_dir: str) -> str:
     return prefix
 
 
-def _only_checkpoint_in(directory: str) -> str:
+def _only_checkpoint_in(directory: str) -> tuple[str, str]:
     """A directory without a usable state file (files copied without it, or written by
-    `ckptkit.save`) names its checkpoint when it holds exactly one V2 checkpoint."""
+    `ckptkit.save`) names its checkpoint, with its format, when it holds exactly one V2
+    checkpoint, or no V2 one and exactly one V1 checkpoint (`_v1_checkpoints_in`)."""
     suffix = naming.INDEX_SUFFIX
-    names = sorted(n[: -len(suffix)] for n in storage.of(directory).listdir(directory)
-                   if n.endswith(suffix) and not is_temp_name(n))
-    if len(names) == 1:
-        return storage.join(directory, names[0])
+    listing = [n for n in storage.of(directory).listdir(directory) if not is_temp_name(n)]
+    names = sorted(n[: -len(suffix)] for n in listing if n.endswith(suffix))
+    fmt = "v2"
     if not names:
-        raise NotFoundError("no checkpoint found in directory (no 'checkpoint' state file, "
-                            "no .index file)", path=directory)
-    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        names, fmt = _v1_checkpoints_in(directory, listing), "v1"
+    if len(names) == 1:
+        return (storage.join(directory, names[0]) if fmt == "v2" else names[0]), fmt
     state = get_checkpoint_state(directory, strict=True)
-    if state is not None and state.model_checkpoint_path:
-        raise NotFoundError(f"the 'checkpoint' state file names {state.model_checkpoint_path}, which does not "
+    stale = state.model_checkpoint_path if state is not None else ""
+    if not names:
+        if stale:
+            raise NotFoundError(f"the 'checkpoint' state file names {stale}, which does not exist, and no "
+                                "other checkpoint is here (no .index file, no V1 checkpoint)", path=directory)
+        raise NotFoundError("no checkpoint found in directory (no 'checkpoint' state file, "
+                            "no .index file, no V1 checkpoint)", path=directory)
+    shown = ", ".join(os.path.basename(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+    if stale:
+        raise NotFoundError(f"the 'checkpoint' state file names {stale}, which does not "
                             f"exist, and {len(names)} other checkpoints are here ({shown}): name one",
                             path=directory)
     raise NotFoundError(f"no 'checkpoint' state file says which of {len(names)} checkpoints "
                         f"to use ({shown}): name one", path=directory)
+
+
+def _v1_checkpoints_in(directory: str, listing: list[str]) -> list[str]:
+    """The V1 checkpoints of a directory, as `find_v1_files` names them: each set of shards
+    `NAME-SSSSS-of-NNNNN` (as the pattern `NAME-?????-of-NNNNN`) and each single V1 file
+    `NAME` with a `NAME.meta` beside it. That is what a TF Serving session_bundle export
+    holds (`export-00000-of-00001` + `export.meta`), often with a `checkpoint` state file
+    naming the directory it was exported to, not this one. Other files are not opened:
+    each would be a read on a remote store."""
+    from .format import v1  # noqa: PLC0415 - legacy V1 files are rare, and v1 imports numpy
+
+    present = set(listing)
+    meta_tail = "." + naming.META_SUFFIX
+    candidates = set()
+    for name in listing:
+        m = naming.V1_SHARD_PATTERN.match(name)
+        if m:
+            candidates.add(m["base"])
+        elif name.endswith(meta_tail) and name[: -len(meta_tail)] in present:
+            candidates.add(name[: -len(meta_tail)])
+    found = []
+    for base in sorted(candidates):
+        hit = v1.find_v1_files(storage.join(directory, base))
+        if hit is not None:
+            found.append(hit[0])
+    return found

@@ -130,23 +130,28 @@ class CheckpointManager:
         return list(self._maybe_delete)
 
     # ------------------------------------------------------------------ saving
-    def _sweep(self) -> bool:
-        """TF's _sweep: delete the oldest beyond max_to_keep, unless one opens a new keep period."""
-        changed = False
+    def _sweep(self) -> list[str]:
+        """TF's _sweep, without the deleting: the oldest beyond max_to_keep leave the list
+        (unless one opens a new keep period); returns those to delete once the state file
+        no longer names them."""
+        doomed: list[str] = []
         if not self._max_to_keep:
-            return changed
+            return doomed
         while len(self._maybe_delete) > self._max_to_keep:
-            changed = True
             path, timestamp = self._maybe_delete.popitem(last=False)
             hours = self._keep_checkpoint_every_n_hours
             if hours and timestamp - hours * 3600.0 >= self._last_preserved_timestamp:
                 self._last_preserved_timestamp = timestamp
                 continue
+            doomed.append(path)
+        return doomed
+
+    def _delete(self, paths: list[str]) -> None:
+        for path in paths:
             try:
                 remove_checkpoint(path, V2, root=self._directory)
             except (CheckpointError, OSError) as exc:  # TF logs a failed delete and goes on
                 _log.warning("Ignoring: %s", exc)
-        return changed
 
     def _record_state(self) -> None:
         assert self._latest_checkpoint is not None
@@ -182,9 +187,12 @@ class CheckpointManager:
             self._maybe_delete.pop(prefix, None)
             self._maybe_delete[prefix] = timestamp
             self._latest_checkpoint = prefix
-            self._record_state()  # TF records, sweeps, records again: the state names the new
-            if self._sweep():     # checkpoint before any old one is deleted
-                self._record_state()
+            # TF records, deletes, records again; here the one state file written names the
+            # new checkpoint and only those kept, before any is deleted: a kill in between
+            # leaves orphan files (as TF's Saver does), never a state naming a deleted one.
+            doomed = self._sweep()
+            self._record_state()
+            self._delete(doomed)
         return prefix
 
     def restore_or_initialize(self) -> str | None:

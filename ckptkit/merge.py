@@ -144,8 +144,12 @@ def _prefixes(parts: Sequence[str]) -> list[str]:
 
 
 def merge_checkpoints(parts: Sequence[str | os.PathLike], output: str | os.PathLike, *,
-                      progress: Progress | None = None) -> dict:
+                      progress: Progress | None = None, overwrite: bool = False) -> dict:
     """Write at `output` one checkpoint holding every tensor of the checkpoints `parts`.
+
+    An existing checkpoint at `output` is refused (AlreadyExistsError) unless `overwrite`;
+    then its old files (a `.meta` of another graph, surplus data shards) are deleted in
+    the commit that publishes the merged one.
 
     Returns {"output", "parts" (resolved prefixes), "tensors" (as TF lists them),
     "shards" (data shards of the result)}.
@@ -159,6 +163,7 @@ def merge_checkpoints(parts: Sequence[str | os.PathLike], output: str | os.PathL
         if storage.abspath(prefix) == storage.abspath(output):
             raise InvalidArgumentError("the output would replace one of the parts; write it under another "
                                        "prefix", path=output)
+    check_destination(output, make_parents=True, exist_ok=overwrite)
     storage.of(output).makedirs(os.path.dirname(output))
     directories = sorted({storage.of(p).realpath(os.path.dirname(p) or os.curdir) for p in [*prefixes, output]})
     with ExitStack() as stack:
@@ -201,4 +206,5 @@ def _publish(merged: _Merge, read_as: dict, output: str, progress: Progress | No
         bundle.write_index(output, header,
                            [(k, e.SerializeToString()) for k, e in merged.entries.items()],
                            out=tx.file(naming.index_filename(output)))
+        bundle.drop_stale(tx, output)
         tx.publish()

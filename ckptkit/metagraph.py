@@ -24,7 +24,7 @@ from typing import Any
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
-from . import __version__, storage
+from . import __version__, saved_model_functions, saved_model_views, storage
 from . import dtypes as _dtypes
 from .errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import naming
@@ -683,10 +683,13 @@ def summarize_saved_model(path: str | os.PathLike) -> dict:
     with -1 for an unknown dimension, None for an unknown rank; tensor name), the ops used;
     then the variables of `variables/variables` (name, dtype as TF names it, shape).
     A variables checkpoint that cannot be read is reported in `variables.error`.
+    A TF2 SavedModel's graph also lists its functions with their argument specs
+    (`concrete_functions`, see saved_model_functions; None for a TF1 SavedModel).
     """
     path = storage.fspath(path)
     sm = read_saved_model(path)
     export_dir = path if storage.isdir(path) else (os.path.dirname(path) or ".")
+    filename = naming.saved_model_file(export_dir) if storage.isdir(path) else path
     graphs = []
     for mg in sorted(sm.meta_graphs, key=lambda m: list(m.meta_info_def.tags)):
         graphs.append({
@@ -695,24 +698,21 @@ def summarize_saved_model(path: str | os.PathLike) -> dict:
             "signatures": _summarize_signatures(mg),
             "ops": _ops_used(mg),
             "functions": len(mg.graph_def.library.function),
+            "concrete_functions": saved_model_functions.summarize_functions(mg, path=filename),
         })
     return {
         "kind": "saved_model",
         "path": path,
-        "file": naming.saved_model_file(export_dir) if storage.isdir(path) else path,
+        "file": filename,
         "saved_model_schema_version": sm.saved_model_schema_version,
         "meta_graphs": graphs,
         "variables": _summarize_saved_model_variables(export_dir),
     }
 
 
-def _shape_text(shape: list[int] | None) -> str:
-    return "unknown_rank" if shape is None else "(" + ", ".join(str(d) for d in shape) + ")"
-
-
 def format_saved_model(summary: dict) -> list[str]:
-    """Text lines for `summarize_saved_model`'s result: the tag-sets and signatures in
-    `saved_model_cli show --all`'s words and layout (its ops line and concrete functions
+    """Text lines for `summarize_saved_model`'s result: the tag-sets, signatures and
+    concrete functions in `saved_model_cli show --all`'s words and layout (its ops line
     left out), then the variables."""
     lines: list[str] = []
     for graph in summary["meta_graphs"]:
@@ -722,14 +722,13 @@ def format_saved_model(summary: dict) -> list[str]:
         for sig in graph["signatures"]:
             lines.append("")
             lines.append(f"signature_def['{sig['key']}']:")
-            for kind, label in (("inputs", "input(s)"), ("outputs", "output(s)")):
-                lines.append(f"  The given SavedModel SignatureDef contains the following {label}:")
-                for t in sig[kind]:
-                    lines.append(f"    {kind}['{t['key']}'] tensor_info:")
-                    lines.append(f"        dtype: {t['dtype']}")
-                    lines.append(f"        shape: {_shape_text(t['shape'])}")
-                    lines.append(f"        name: {t['name']}")
-            lines.append(f"  Method name is: {sig['method_name']}")
+            lines.extend(saved_model_views.signature_lines(sig, indent=1))
+    with_functions = [g for g in summary["meta_graphs"] if g.get("concrete_functions") is not None]
+    if len(summary["meta_graphs"]) == 1 and with_functions:
+        lines.extend(saved_model_functions.format_functions(with_functions[0]["concrete_functions"]))
+    elif with_functions:  # saved_model_cli cannot load these without tags: it prints N/A too
+        lines += ["", f"Concrete Functions: N/A ({len(summary['meta_graphs'])} MetaGraphDefs: "
+                  "see --json, which lists them per MetaGraphDef)"]
     variables = summary["variables"]
     lines.append("")
     if variables["error"]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import dtypes as _dtypes
 from . import storage
-from .errors import NotFoundError, TensorNotFoundError, UnsupportedError
+from .errors import CheckpointChangedError, NotFoundError, TensorNotFoundError, UnsupportedError
 from .format import bundle_index, naming
 from .locate import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
 
@@ -303,6 +303,14 @@ class CheckpointReader(Mapping):
             self._meta_map = self._backend.metas()
         return self._meta_map
 
+    def tensor_dtype(self, name: str) -> _dtypes.DType:
+        """`get_variable_to_dtype_map()[name]` without building the map: per-tensor loops
+        over a checkpoint of 100k tensors (stats) stay linear."""
+        meta = self._metas().get(name)
+        if meta is None:
+            raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
+        return _dtypes.from_enum(meta[0], path=self.prefix, key=name)
+
     def has_tensor(self, name: str) -> bool:
         return name in self._name_set
 
@@ -410,6 +418,12 @@ class CheckpointReader(Mapping):
                 if attempt == _REOPENS:
                     raise
                 self._reopen()
+                gone = [name for name in names if name not in self._name_set]
+                if gone:  # listed by the checkpoint opened, absent from the one that replaced it
+                    raise CheckpointChangedError(
+                        "the checkpoint was replaced while it was being read, and the new one has no "
+                        "tensor of this name (an edit renamed or removed it); open it again", path=self.prefix,
+                        key=gone[0]) from None
         raise AssertionError("unreachable")
 
     def _reopen(self) -> None:
@@ -608,14 +622,14 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
     checkpoint loads; numpy holds everything.
 
     `include`/`exclude`: a glob or a list of globs on tensor names, with the CLI's rules
-    (fnmatch, `*` crosses `/`; an include glob matching nothing is an InvalidArgumentError
-    naming it and the checkpoint). A tensor included by its own name (no wildcard) that
-    the framework cannot hold is an UnsupportedError naming it, as `get_tensor` raises;
-    globs leave such tensors out. `path` may be a URL
+    (`ckptkit.selection.select`: fnmatch, `*` crosses `/`; a glob matching nothing, or
+    filters leaving nothing, is an InvalidArgumentError naming it and the checkpoint). A
+    tensor included by its own name (no wildcard) that the framework cannot hold is an
+    UnsupportedError naming it, as `get_tensor` raises; globs leave such tensors out. `path` may be a URL
     (`storage_options`: the fsspec store's options, e.g. credentials)."""
     from .selection import as_patterns  # noqa: PLC0415 - only selections need it
 
-    where = os.fspath(path)
+    where = storage.fspath(path)
     includes, excludes = as_patterns(include, "include", where), as_patterns(exclude, "exclude", where)
     with CheckpointReader(path, framework=framework, device=device, storage_options=storage_options) as reader:
         for _ in range(_REOPENS):
@@ -623,9 +637,7 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
             names, left_out = _chosen(reader, includes, excludes)
             try:
                 values = reader.get_tensors(names)
-            except TensorNotFoundError:  # a name of the checkpoint that was replaced
-                if reader.generation == generation:
-                    raise
+            except CheckpointChangedError:  # a name of the checkpoint that was replaced: list again
                 continue
             # get_tensors reads all of `names` from one checkpoint: whole if it has no others
             if reader.generation == generation or _chosen(reader, includes, excludes)[0] == names:
@@ -639,9 +651,9 @@ def _chosen(reader: CheckpointReader, includes: list[str], excludes: list[str]) 
     """(names load reads, names it leaves out because the framework cannot hold them).
     A tensor asked for by its own name (an include without wildcards) is never left out
     quietly: if the framework cannot hold it, that is an UnsupportedError naming it."""
-    from .selection import include_exclude  # noqa: PLC0415 - only selections need it
+    from .selection import select  # noqa: PLC0415 - only selections need it
 
-    names = include_exclude(reader, includes, excludes, path=reader.prefix)
+    names = select(reader, includes, excludes, path=reader.prefix)
     refused = reader.unsupported_names(names)
     for pattern in includes:
         if pattern in refused and not any(c in pattern for c in "*?["):

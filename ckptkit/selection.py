@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 
 from .errors import InvalidArgumentError
 
-__all__ = ["OPTIMIZER_SLOT", "by_glob", "by_regex", "as_patterns", "glob_renamer", "include_exclude", "optimizer_keys"]
+__all__ = ["OPTIMIZER_SLOT", "as_patterns", "by_glob", "by_regex", "compile_regex", "glob_renamer", "optimizer_keys",
+           "select"]
 
 _SLOT_NAMES = ("Adam", "Momentum", "RMSProp", "Adagrad", "AdagradDA", "Adadelta", "Ftrl", "ProximalAdagrad")
 # The last name component of an optimizer's state.
@@ -34,19 +35,51 @@ def optimizer_keys(keys: Iterable[str]) -> list[str]:
     return [k for k in keys if OPTIMIZER_SLOT.fullmatch(k.rsplit("/", 1)[-1])]
 
 
-def by_glob(keys: Iterable[str], patterns: list[str], *, path: str | None = None) -> list[str]:
-    """The keys some glob matches; a glob matching nothing is an error naming it."""
+def by_glob(keys: Iterable[str], patterns: Iterable[str], *, path: str | None = None,
+            what: str = "glob") -> list[str]:
+    """The keys some glob matches; a glob matching nothing is an error naming it (and
+    `what` it is: "include glob", ...)."""
     keys = list(keys)
     out: list[str] = []
     for pattern in patterns:
         hits = [k for k in keys if fnmatch.fnmatchcase(k, pattern)]
         if not hits:
-            raise InvalidArgumentError(f"no tensor name matches the glob {pattern!r}", path=path)
+            raise InvalidArgumentError(f"no tensor name matches the {what} {pattern!r}", path=path)
         out += hits
     return list(dict.fromkeys(out))
 
 
-def _compile(pattern: str, path: str | None) -> re.Pattern:
+def select(names: Iterable[str], include: Iterable[str] = (), exclude: Iterable[str] = (), *,
+           base: Iterable[str] | None = None, path: str | None = None) -> list[str]:
+    """The names `--include`/`--exclude` pick, in the order of `names` (after `base`): the
+    one rule of every command that takes them (globs as fnmatch's: `*` crosses `/`).
+
+    Include globs select (their union; with none, every name), then exclude globs remove.
+    `base`: names chosen another way (a command's NAME arguments, `rm --optimizer`):
+    include globs add to them, exclude globs remove from them, and with no include
+    nothing else is picked. Each glob must match some name of `names` and the
+    filters must leave a name: a typo in a glob is an InvalidArgumentError naming it and
+    `path`, never a silently empty result (an empty file written, everything skipped).
+    With no globs and no `base`, every name, whatever their number.
+    """
+    names = list(names)
+    include, exclude = list(include), list(exclude)
+    if not include and not exclude:
+        return names if base is None else list(dict.fromkeys(base))
+    included = set(by_glob(names, include, path=path, what="include glob"))
+    dropped = set(by_glob(names, exclude, path=path, what="exclude glob"))
+    chosen = [n for n in names if n in included or not include]
+    if base is not None:
+        chosen = [*base, *(chosen if include else ())]
+    picked = [n for n in dict.fromkeys(chosen) if n not in dropped]
+    if not picked:
+        raise InvalidArgumentError(f"the filters leave no tensor (include {include}, exclude {exclude})",
+                                   path=path)
+    return picked
+
+
+def compile_regex(pattern: str, path: str | None = None) -> re.Pattern:
+    """`re.compile`, a bad pattern an InvalidArgumentError naming it (not re.error)."""
     try:
         return re.compile(pattern)
     except re.error as exc:
@@ -58,7 +91,7 @@ def by_regex(keys: Iterable[str], patterns: list[str], *, path: str | None = Non
     keys = list(keys)
     out: list[str] = []
     for pattern in patterns:
-        compiled = _compile(pattern, path)
+        compiled = compile_regex(pattern, path)
         hits = [k for k in keys if compiled.fullmatch(k)]
         if not hits:
             raise InvalidArgumentError(f"no tensor name matches the regex {pattern!r} (re.fullmatch)", path=path)
@@ -95,17 +128,3 @@ def as_patterns(value: str | Iterable[str] | None, what: str = "include", path: 
         if not isinstance(pattern, str):
             raise InvalidArgumentError(f"{what} takes globs (str), not {pattern!r}", path=path)
     return patterns
-
-
-def include_exclude(keys: Iterable[str], include: str | Iterable[str] | None = None,
-                    exclude: str | Iterable[str] | None = None, *, path: str | None = None) -> list[str]:
-    """The keys some `include` glob matches (every key when `include` is None), less those
-    an `exclude` glob matches, in key order: the CLI's `--include/--exclude`. Each may be
-    one glob or a list (an empty one, as an absent option, filters nothing); an include
-    glob matching nothing is an error naming it (as in `by_glob`), an exclude glob
-    matching nothing is not (there is nothing to leave out)."""
-    keys = list(keys)
-    includes = as_patterns(include, "include", path)
-    excludes = as_patterns(exclude, "exclude", path)
-    chosen = set(by_glob(keys, includes, path=path)) if includes else set(keys)
-    return [k for k in keys if k in chosen and not any(fnmatch.fnmatchcase(k, g) for g in excludes)]

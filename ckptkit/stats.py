@@ -12,7 +12,6 @@ instead. std is the population standard deviation (numpy's default, ddof=0).
 """
 from __future__ import annotations
 
-import fnmatch
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import dtypes as _dtypes
+from . import selection
 from .errors import InvalidArgumentError
 from .reader import CheckpointReader
 
@@ -198,7 +198,7 @@ def histogram(reader: CheckpointReader, name: str, summary: dict, bins: int = DE
     """`array_histogram` of a tensor streamed from `reader` (a second pass: the range comes
     from `summary`, its `stream_stats`)."""
     _check_bins(bins)
-    category = reader.get_variable_to_dtype_map()[name].category
+    category = reader.tensor_dtype(name).category
     if category in ("string", "complex"):
         return None
     low, high = _range(summary)
@@ -210,7 +210,7 @@ def histogram(reader: CheckpointReader, name: str, summary: dict, bins: int = DE
 def stream_stats(reader: CheckpointReader, name: str, chunk_bytes: int = STATS_CHUNK_BYTES,
                  progress: Progress | None = None) -> dict:
     """Statistics of one tensor read chunk by chunk (its crc32c checked as it streams)."""
-    acc = Accumulator(reader.get_variable_to_dtype_map()[name].category)
+    acc = Accumulator(reader.tensor_dtype(name).category)
     for chunk in reader.iter_chunks(name, chunk_bytes):
         acc.add(chunk)
         if progress is not None:
@@ -219,9 +219,11 @@ def stream_stats(reader: CheckpointReader, name: str, chunk_bytes: int = STATS_C
 
 
 def checkpoint_stats(path: str | os.PathLike, pattern: str | None = None,
-                     progress: Progress | None = None, chunk_bytes: int = STATS_CHUNK_BYTES) -> dict:
-    """Statistics of every numeric tensor of a checkpoint (names matching the fnmatch
-    glob `pattern`, if given), one chunk in memory at a time.
+                     progress: Progress | None = None, chunk_bytes: int = STATS_CHUNK_BYTES, *,
+                     include: Iterable[str] = (), exclude: Iterable[str] = ()) -> dict:
+    """Statistics of every numeric tensor of a checkpoint (those the globs `include` and
+    `exclude` pick, `selection.select`; `pattern` is one more include glob, the old
+    spelling), one chunk in memory at a time.
 
     Returns {"prefix", "tensors": [{"name", "dtype", "shape", "stats"}], "nan", "inf",
     "nonfinite": [names with a NaN or Inf], "ok"}: `ok` is False when any tensor holds a
@@ -232,9 +234,8 @@ def checkpoint_stats(path: str | os.PathLike, pattern: str | None = None,
         dtypes = reader.get_variable_to_dtype_map()
         shapes = reader.get_variable_to_shape_map()
         tensors: list[dict[str, Any]] = []
-        for name in reader:
-            if pattern is not None and not fnmatch.fnmatchcase(name, pattern):
-                continue
+        include = [*include, *([] if pattern is None else [pattern])]
+        for name in selection.select(list(reader), include, exclude, path=reader.prefix):
             dtype = dtypes[name]
             summary = None if dtype.is_string else stream_stats(reader, name, chunk_bytes, progress)
             tensors.append({"name": name, "dtype": dtype.name, "shape": list(shapes[name]), "stats": summary})
@@ -245,9 +246,12 @@ def checkpoint_stats(path: str | os.PathLike, pattern: str | None = None,
                 "nonfinite": nonfinite, "ok": not nonfinite}
 
 
-def numeric_bytes(path: str | os.PathLike, pattern: str | None = None) -> int:
+def numeric_bytes(path: str | os.PathLike, pattern: str | None = None, *,
+                  include: Iterable[str] = (), exclude: Iterable[str] = ()) -> int:
     """Bytes `checkpoint_stats` will read (for its progress bar)."""
     with CheckpointReader(path) as reader:
         dtypes, shapes = reader.get_variable_to_dtype_map(), reader.get_variable_to_shape_map()
-        return sum(math.prod(shapes[k]) * dtypes[k].itemsize for k in reader
-                   if not dtypes[k].is_string and (pattern is None or fnmatch.fnmatchcase(k, pattern)))
+        include = [*include, *([] if pattern is None else [pattern])]
+        return sum(math.prod(shapes[k]) * dtypes[k].itemsize
+                   for k in selection.select(list(reader), include, exclude, path=reader.prefix)
+                   if not dtypes[k].is_string)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from . import storage
 from .format import bundle
 
 __all__ = ["save"]
@@ -16,6 +17,6 @@ def save(prefix: str | os.PathLike, tensors: Mapping[str, object], *, num_shards
     `Saver` for those). Strings (str or bytes, or object arrays of them) become
     DT_STRING tensors. The write is atomic: a crash leaves the old checkpoint or none.
     """
-    prefix = os.fspath(prefix)
+    prefix = storage.fspath(prefix)
     bundle.write_bundle(prefix, tensors, num_shards=num_shards)
     return prefix

@@ -56,7 +56,12 @@ from .coding import (
     mask_crc,
     unmask_crc,
 )
-from .naming import data_filename, existing_data_files, index_filename  # re-exported: used as bundle.*
+from .naming import (  # re-exported: used as bundle.*
+    data_filename,
+    existing_data_files,
+    index_filename,
+    meta_graph_filename,
+)
 from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice
 from .table import TableWriter
 
@@ -944,7 +949,8 @@ def _write_chunks(out, value: Deferred, key: str, prefix: str) -> int:
 
 
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
-                 progress=None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, keep_order: bool = False) -> None:
+                 progress=None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, keep_order: bool = False,
+                 also: Callable[[Any], None] | None = None) -> None:
     """Write `tensors` as a V2 bundle at `prefix`, atomically (storage.Commit).
 
     Data lie in the shards sorted by key, as TF's Saver writes them; `keep_order`: in
@@ -1000,4 +1006,16 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
         for old in existing_data_files(prefix):
             if old not in new:
                 tx.delete_after(old)
+        if also is not None:
+            also(tx)
         tx.publish()
+
+
+def drop_stale(tx: Any, prefix: str) -> None:
+    """Delete, in commit `tx`, the files of an old checkpoint at `prefix` that a new one
+    written there (its own index and data shards) does not replace: the `.meta`, whose
+    graph and Saver describe the old tensors, and a V1 table file at the prefix itself
+    (which a V2 index would shadow). Data shards are the writers' own business."""
+    for path in (meta_graph_filename(prefix), prefix):
+        if storage.isfile(path):
+            tx.delete_after(path)

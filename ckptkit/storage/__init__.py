@@ -19,17 +19,20 @@ import fnmatch
 import os
 import posixpath
 import re
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import CheckpointError
 from .base import Identity, ReadHandle, Storage
+from .journal import Recovery, pending_journals
+from .journal import recover as recover_journals
 from .local import LocalStorage
-from .lock import EDIT, EDIT_WAIT_SECONDS
+from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
 
-__all__ = ["LOCAL", "Commit", "Identity", "ReadHandle", "Storage", "abspath", "exists", "fspath", "is_url", "isabs",
-           "isdir", "isfile", "join",
-           "locked_directory", "match", "of", "relpath", "options", "same_directory", "write_file"]
+__all__ = ["LOCAL", "Commit", "Identity", "ReadHandle", "Recovery", "Storage", "abspath", "exists", "fspath",
+           "is_url", "isabs", "isdir", "isfile", "join", "locked_directory", "match", "of", "pending_commits",
+           "recover", "relpath", "options", "same_directory", "write_file"]
 
 LOCAL = LocalStorage()
 _URL = re.compile(r"^(?P<protocol>[a-zA-Z][a-zA-Z0-9+.-]+)://")
@@ -38,7 +41,7 @@ _options: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.Context
 _stores: dict[tuple, Storage] = {}
 _MAX_PATTERN = 1024  # file names are at most 255 bytes; a longer pattern is no real one
 HTTP_TIMEOUT_SECONDS = 60.0  # a stalled HTTP server: a CheckpointError after this, not a hang
-REMOTE_EXTRA = 'pip install "tf-ckptkit[remote]"'
+CONNECT_TIMEOUT_SECONDS = 5.0  # an HTTP server that does not accept the connection: given up on
 
 
 def is_url(path: str) -> bool:
@@ -76,32 +79,46 @@ def of(path: str) -> Storage:
     cache_key = (protocol, tuple(sorted((k, repr(v)) for k, v in opts.items())))
     store = _stores.get(cache_key)
     if store is None:
-        try:
-            import fsspec  # noqa: PLC0415 - optional: only remote URLs need it
-        except ImportError:
-            raise CheckpointError(f"reading {protocol}:// URLs needs fsspec: {REMOTE_EXTRA}", path=path) from None
-        from .remote import FsspecStorage  # noqa: PLC0415
-
-        if protocol in ("http", "https") and "client_kwargs" not in opts:
-            opts = {**opts, "client_kwargs": {"timeout": _http_timeout()}}
-        try:
-            fs = fsspec.filesystem(protocol, **opts)
-        except ImportError as exc:
-            raise CheckpointError(f"{protocol}:// URLs need {exc.name or 'a package'}: {REMOTE_EXTRA}",
-                                  path=path) from None
-        except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"cannot use {protocol}:// URLs: {exc}", path=path) from None
-        store = _stores[cache_key] = FsspecStorage(fs, protocol)
+        store = _stores[cache_key] = _fsspec_store(protocol, dict(opts), path)
     return store
+
+
+def _fsspec_store(protocol: str, opts: dict, path: str) -> Storage:
+    """The fsspec filesystem for `protocol`, made within FIRST_CONTACT_SECONDS (some
+    stores look for credentials on the network when made)."""
+    from . import backends  # noqa: PLC0415
+
+    try:
+        import fsspec  # noqa: PLC0415 - optional: only remote URLs need it
+    except ImportError:
+        raise CheckpointError(f"reading {protocol}:// URLs needs fsspec: "
+                              f"{backends.install_hint(protocol, fsspec_missing=True)}", path=path) from None
+    from .remote import FIRST_CONTACT_SECONDS, FsspecStorage, within  # noqa: PLC0415
+
+    def make() -> Any:
+        with backends.quick_credentials(protocol, opts):
+            return fsspec.filesystem(protocol, **opts)
+
+    started = time.monotonic()
+    try:
+        if protocol in ("http", "https") and "client_kwargs" not in opts:
+            opts["client_kwargs"] = {"timeout": _http_timeout()}
+        fs = within(FIRST_CONTACT_SECONDS, path, make)
+    except ImportError as exc:
+        raise CheckpointError(backends.missing_backend(protocol, exc), path=path) from None
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"cannot use {protocol}:// URLs: {exc}", path=path) from None
+    return FsspecStorage(fs, protocol, contact_until=started + FIRST_CONTACT_SECONDS)
 
 
 def _http_timeout():
     """aiohttp's default is 5 minutes for a whole request: a stalled server would hang a read
-    that long. Connecting and each read of the body get HTTP_TIMEOUT_SECONDS instead
-    (pass `client_kwargs` in storage_options to choose another)."""
+    that long. Connecting gets CONNECT_TIMEOUT_SECONDS (an unreachable host fails in
+    seconds) and each read of the body HTTP_TIMEOUT_SECONDS instead (pass `client_kwargs` in
+    storage_options to choose others)."""
     import aiohttp  # noqa: PLC0415 - fsspec's HTTP store brings it
 
-    return aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT_SECONDS, sock_read=HTTP_TIMEOUT_SECONDS)
+    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=HTTP_TIMEOUT_SECONDS)
 
 
 def isabs(path: str) -> bool:
@@ -139,6 +156,25 @@ def Commit(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, ro
 def locked_directory(directory: str, timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT):
     """Hold `directory`'s writer lock (see lock.py); stores without locks hold nothing."""
     return of(directory).lock(directory or os.curdir, timeout, role)
+
+
+def pending_commits(directory: str) -> list[str]:
+    """Journals of commits a dead writer left in `directory` (local disks; object stores
+    publish without journals): until a ckptkit writer completes them, TF sees the
+    half-replaced files. `recover(directory)` completes or rolls them back."""
+    if is_url(directory):
+        return []
+    return pending_journals(local_path(directory) or os.curdir)
+
+
+def recover(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> list[Recovery]:
+    """Complete (or, where another program rewrote its files since, roll back) every
+    commit a dead writer left in `directory`, under its lock: what was done to each."""
+    if is_url(directory):
+        return []
+    directory = local_path(directory) or os.curdir
+    with DirectoryLock(directory, lock_timeout, role=EDIT):  # the bare lock: locked_directory recovers quietly
+        return recover_journals(directory)
 
 
 def write_file(path: str, data: bytes, *, lock_timeout: float | None = EDIT_WAIT_SECONDS) -> None:

@@ -15,6 +15,11 @@ depends on. No filesystem renames several files at once, so:
 3. apply: the renames, in order (the index last), a directory fsync, the deletions,
    and the journal is removed.
 
+The journal also records the identity (device, inode, size, mtime) of every file the
+commit replaces or deletes. A journal whose files changed since (TF, which knows nothing
+of journals, re-saved the prefix in between) is stale: readers ignore it, and recovery
+rolls it back (deletes its temps) instead of renaming over the newer files.
+
 A crash before 2 leaves the old checkpoint whole (its files were never touched) and
 temp files that the next writer sweeps; no data file ever appears under a real name
 without the index that makes it part of a checkpoint. A crash after 2 leaves the journal: the next
@@ -29,6 +34,8 @@ edited) and publication refuses to go on if anything outside ckptkit changed it.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import logging
@@ -36,6 +43,7 @@ import os
 import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from ..errors import CheckpointError, ConcurrentModificationError, NotFoundError
 from .base import check_unchanged, copy_range
@@ -43,11 +51,14 @@ from .files import STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
 from .shard_writer import ShardWriter
 
-__all__ = ["JOURNAL_SUFFIX", "ConcurrentModificationError", "LocalCommit", "identity",
-           "locked_directory", "open_pending", "pending_renames", "published_identity", "recover"]
+__all__ = ["JOURNAL_SUFFIX", "ConcurrentModificationError", "LocalCommit", "Recovery", "identity",
+           "locked_directory", "open_pending", "pending_journals", "pending_renames", "published_identity",
+           "recover"]
 
 JOURNAL_SUFFIX = ".ckptkit-journal"
-_JOURNAL_VERSION = 1
+_JOURNAL_VERSION = 2   # 2: with "replaces", the identity of each file replaced or deleted
+_READABLE_VERSIONS = (1, 2)
+FileIdentity = tuple[int, int, int, int]  # a local file's (device, inode, size, mtime_ns): see identity()
 _MAX_JOURNAL_BYTES = 1 << 20
 
 _log = logging.getLogger(__name__)
@@ -59,8 +70,14 @@ def _journal_path(last_final: str) -> str:
     return last_final + JOURNAL_SUFFIX
 
 
-def _read_journal(path: str) -> tuple[list[tuple[str, str]], list[str]] | None:
-    """(renames as (temp, final) paths, deletions) of a journal; None if there is none.
+class _Journal(NamedTuple):
+    renames: list[tuple[str, str]]           # (temp, final) paths
+    deletes: list[str]
+    replaces: dict[str, FileIdentity | None] | None  # {final or deleted path: identity then}; None: v1
+
+
+def _read_journal(path: str) -> _Journal | None:
+    """A journal's renames, deletions and recorded identities; None if there is none.
 
     Every name must be a plain file name in the journal's own directory — temp names for
     rename sources, real names elsewhere — so a hostile journal can rename or delete
@@ -74,34 +91,59 @@ def _read_journal(path: str) -> tuple[list[tuple[str, str]], list[str]] | None:
     directory = os.path.dirname(path)
     try:
         doc = json.loads(data.decode("utf-8"))
-        if doc["version"] != _JOURNAL_VERSION or len(data) > _MAX_JOURNAL_BYTES:
+        if doc["version"] not in _READABLE_VERSIONS or len(data) > _MAX_JOURNAL_BYTES:
             raise ValueError("unknown journal")
         renames = [(str(t), str(f)) for t, f in doc["renames"]]
         deletes = [str(d) for d in doc["deletes"]]
-    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: "[[[[..."
+        replaces = None
+        if doc["version"] >= 2:
+            replaces = {str(n): None if i is None else _identity_of(i) for n, i in doc["replaces"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # RecursionError: "[[[[..."
         raise CheckpointError("commit journal is damaged; remove it to keep the old files",
                               path=path) from None
-    names = [n for pair in renames for n in pair] + deletes
+    names = [n for pair in renames for n in pair] + deletes + list(replaces or ())
     if any(not n or n in (".", "..") or "/" in n or os.sep in n or "\0" in n for n in names) \
             or not all(is_temp_name(t) and not is_temp_name(f) for t, f in renames) \
             or any(is_temp_name(d) for d in deletes):
         raise CheckpointError("commit journal names files it may not touch", path=path)
-    return ([(os.path.join(directory, t), os.path.join(directory, f)) for t, f in renames],
-            [os.path.join(directory, d) for d in deletes])
+    join = functools.partial(os.path.join, directory)
+    return _Journal([(join(t), join(f)) for t, f in renames], [join(d) for d in deletes],
+                    None if replaces is None else {join(n): i for n, i in replaces.items()})
+
+
+def _identity_of(value: object) -> FileIdentity:
+    """A recorded identity, as `identity` gives it (four ints), else ValueError."""
+    if not (isinstance(value, list) and len(value) == 4 and all(type(v) is int for v in value)):
+        raise ValueError("not an identity")
+    return (value[0], value[1], value[2], value[3])
+
+
+def _changed_since(journal: _Journal) -> str | None:
+    """The first file the journal's commit was to replace or delete that has changed since
+    (another program wrote it), or None: a stale journal must not be rolled forward.
+    A final whose temp is gone was renamed by the commit itself, and is not compared."""
+    if journal.replaces is None:
+        return None  # a version 1 journal recorded nothing to compare
+    pending = {final for temp, final in journal.renames if os.path.lexists(temp)}
+    for path, recorded in journal.replaces.items():
+        if (path in pending or path in journal.deletes) and identity(path) != recorded:
+            return path
+    return None
 
 
 def pending_renames(last_final: str) -> dict[str, str]:
     """{final path: temp path} of a commit whose journal is `last_final`'s and not yet
     applied: readers open the temp where it still exists, so a checkpoint whose writer
-    died after its commit point reads as the new checkpoint. {} when there is none (or
-    the journal is unusable: then the old files were never touched)."""
+    died after its commit point reads as the new checkpoint. {} when there is none, the
+    journal is unusable (then the old files were never touched), or it is stale (its
+    files were rewritten since by another program: those are the checkpoint now)."""
     try:
         found = _read_journal(_journal_path(last_final))
     except CheckpointError:
         return {}
-    if found is None:
+    if found is None or _changed_since(found) is not None:
         return {}
-    return {final: temp for temp, final in found[0]}
+    return {final: temp for temp, final in found.renames}
 
 
 def open_pending(path: str, pending: Mapping[str, str], what: str) -> io.FileIO:
@@ -149,32 +191,53 @@ def _drop_if_same(temp: str, final: str) -> None:
         pass
 
 
-def recover(directory: str) -> list[str]:
-    """Roll forward every commit a dead writer left in `directory`; return their journals.
+class Recovery(NamedTuple):
+    journal: str
+    outcome: str   # "completed" (rolled forward) or "rolled back" (stale: its temps deleted)
+    detail: str
 
-    Call with the directory lock held (so no live writer is mid-commit). A journal that
-    is damaged (it is written atomically, so only outside hands can damage it) is left
-    alone with a warning, and so are the files it names.
-    """
+
+def pending_journals(directory: str) -> list[str]:
+    """The journals of commits a dead writer left in `directory` (sorted paths)."""
     try:
         names = [e.name for e in os.scandir(directory or os.curdir)
                  if e.name.endswith(JOURNAL_SUFFIX) and not is_temp_name(e.name)]
     except OSError:
         return []
+    return [os.path.join(directory, name) for name in sorted(names)]
+
+
+def recover(directory: str) -> list[Recovery]:
+    """Finish every commit a dead writer left in `directory`; say what was done to each.
+
+    A journal is rolled forward (its renames and deletions completed), unless a file it
+    would replace or delete changed since its commit point (another program, such as
+    TF, wrote the prefix again): then it is rolled back — its temp files deleted, the
+    newer files kept. Call with the directory lock held (so no live writer is
+    mid-commit). A damaged journal (it is written atomically, so only outside hands can
+    damage it) is left alone with a warning, and so are the files it names.
+    """
     done = []
-    for name in sorted(names):
-        path = os.path.join(directory, name)
+    for path in pending_journals(directory):
         try:
             found = _read_journal(path)
             if found is None:
                 continue
-            _apply(*found, directory)
+            changed = _changed_since(found)
+            if changed is None:
+                _apply(found.renames, found.deletes, directory)
+                outcome, detail = "completed", f"{len(found.renames)} renames, {len(found.deletes)} deletions"
+            else:
+                for temp, _ in found.renames:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(temp)
+                outcome, detail = "rolled back", f"{os.path.basename(changed)} changed since the commit"
             os.unlink(path)
         except (CheckpointError, OSError) as exc:
             _log.warning("cannot complete the interrupted commit %s: %s", path, exc)
             continue
         fsync_dir(directory)
-        done.append(path)
+        done.append(Recovery(path, outcome, detail))
     return done
 
 
@@ -196,7 +259,7 @@ def locked_directory(directory: str, timeout: float | None = EDIT_WAIT_SECONDS, 
         lock.release()
 
 
-def identity(path: str | int) -> tuple[int, int, int, int] | None:
+def identity(path: str | int) -> FileIdentity | None:
     """What `Commit.guard` compares: a file's (path's or descriptor's) device, inode, size
     and mtime (None: absent). A rename keeps it; any rewrite or replacement changes it."""
     try:
@@ -206,7 +269,7 @@ def identity(path: str | int) -> tuple[int, int, int, int] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def published_identity(last_final: str) -> tuple[int, int, int, int] | None:
+def published_identity(last_final: str) -> FileIdentity | None:
     """The `identity` of the file a reader opening `last_final` now would read: the
     pending commit's temp while its journal is there, else the file itself. A reader
     compares it with what it read to learn whether a commit replaced the checkpoint."""
@@ -311,9 +374,11 @@ class LocalCommit:
         journal = None
         if deletes or len(renames) > 1:
             journal = _journal_path(finals[-1]) if finals else _journal_path(deletes[-1])
+            replaced = [*finals, *deletes]
             doc = {"version": _JOURNAL_VERSION,
                    "renames": [[os.path.basename(t), os.path.basename(f)] for t, f in renames],
-                   "deletes": [os.path.basename(d) for d in deletes]}
+                   "deletes": [os.path.basename(d) for d in deletes],
+                   "replaces": {os.path.basename(p): identity(p) for p in replaced}}
             with AtomicFile(journal) as out:
                 out.write(json.dumps(doc).encode("utf-8"))
                 out.commit()

@@ -4,7 +4,11 @@ Reads fetch byte ranges only (`cat_file(path, start, end)`), so listing a checkp
 reads its `.index` and never its data shards, and a tensor read fetches that tensor's
 bytes; BundleData splits big tensors into pieces that its thread pool fetches
 concurrently. Transient store failures are retried a bounded number of times; what
-still fails is a CheckpointError naming the URL.
+still fails is a StoreError naming the URL (never a DataLossError: a transport fault says
+nothing about the file's bytes). Until a store has answered once, every call to it is
+bounded by FIRST_CONTACT_SECONDS, so an unreachable or offline store fails in seconds
+whatever its library's own retries. Over HTTP each range answer is checked
+(http_range.py): a server that ignores Range requests is named as such.
 
 Object stores have no rename, so there is no temp-and-rename commit: every new file
 streams straight to its final name (S3 multipart uploads and GCS resumable uploads
@@ -24,7 +28,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ..errors import CheckpointError, DataLossError, NotFoundError
+from ..errors import CheckpointError, NotFoundError, StoreError
+from . import http_range
 from .base import COPY_CHUNK, Identity, ReadHandle, Storage, check_unchanged, copy_range
 from .lock import EDIT, EDIT_WAIT_SECONDS
 
@@ -33,6 +38,14 @@ _log = logging.getLogger(__name__)
 _PIPE_LIMIT = 64 << 20  # spooled files up to this size are sent from memory, bigger ones from disk
 RETRIES = 3               # attempts after the first, for errors that may pass
 _BACKOFF_SECONDS = 0.2    # doubled after each failed attempt
+# A store that has not answered once within this is unreachable (offline, a closed port, a
+# host that drops packets): its library's own retries (gcsfs: 30 s) are not waited for.
+FIRST_CONTACT_SECONDS = 6.0
+_AT_ONCE_SECONDS = 0.5  # a first call this soon after the store was made shares its window
+_HTTP = ("http", "https")
+# names that do not resolve now will not resolve in a second either
+_DNS_FAILURES = ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo failed",
+                 "no address associated", "dnserror")
 
 T = TypeVar("T")
 
@@ -41,11 +54,19 @@ def _transient(exc: BaseException) -> bool:
     """Errors worth another try: timeouts, dropped connections, 5xx and throttling."""
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
+    if _unresolved(exc):
+        return False
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     text = f"{type(exc).__name__} {exc}".lower()
     return any(word in text for word in ("timeout", "timed out", "connection", "disconnect", "reset by peer",
                                          "503", "500", "502", "504", "slowdown", "throttl", "payload"))
+
+
+def _unresolved(exc: BaseException) -> bool:
+    """A host name that does not resolve (offline, a typo): no retry will change that."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(words in text for words in _DNS_FAILURES)
 
 
 def _describe(exc: BaseException) -> str:
@@ -81,9 +102,32 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
                 # S3 answers 403, not 404, for a missing key to credentials that may not list the bucket
                 hint = " (or it does not exist: S3 says 403 for a missing key without list permission)" \
                     if url.startswith(("s3://", "s3a://")) else ""
-                raise CheckpointError(f"access to {what} denied{hint}: {_describe(failure)}", path=url) from None
-            raise CheckpointError(f"cannot access {what}: {_describe(failure)}", path=url) from None
+                raise StoreError(f"access to {what} denied{hint}: {_describe(failure)}", path=url) from None
+            raise StoreError(f"cannot access {what}: {_describe(failure)}", path=url) from None
     raise AssertionError("unreachable")
+
+
+def within(seconds: float, url: str, fn: Callable[[], T]) -> T:
+    """`fn()`, given up on after `seconds`: it runs in a daemon thread that is left to
+    finish on its own (its result unused), so no library's retry loop can hold the caller."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="ckptkit-store-contact", daemon=True).start()
+    if not done.wait(max(seconds, 0.0)):
+        raise StoreError(f"no answer from the store within {FIRST_CONTACT_SECONDS:g} s: unreachable or offline "
+                         f"(ckptkit -v shows its library's log)", path=url)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 class RemoteHandle(ReadHandle):
@@ -97,20 +141,46 @@ class RemoteHandle(ReadHandle):
         self.what = what
         self.size = int(info.get("size") or 0)
         self.identity = storage.identity_of(info)
+        # HTTP: the first read runs alone, as its answer says whether the server honours
+        # Range; if not, the whole file it sent is kept here and every read served from it.
+        self._probed = storage.protocol not in _HTTP
+        self._probe_lock = threading.Lock()
+        self._copy: bytes | None = None
 
     def read(self, size: int, offset: int) -> bytes:
         if size <= 0 or offset >= self.size:
             return b""
         end = min(offset + size, self.size)
+        if not self._probed:
+            with self._probe_lock:
+                if not self._probed:
+                    data = self._http(offset, end)
+                    self._probed = True
+                    return data
+        if self._copy is not None:
+            return self._copy[offset:end]
+        if self.storage.protocol in _HTTP:
+            return self._http(offset, end)
         fs, key = self.storage.fs, self.storage.key(self.path)
-        data = call(self.path, self.what, lambda: fs.cat_file(key, start=offset, end=end))
-        if len(data) != end - offset:  # a truncated response: once more, then it is data loss
-            data = call(self.path, self.what, lambda: fs.cat_file(key, start=offset, end=end))
+        data = self.storage.call(self.path, self.what, lambda: fs.cat_file(key, start=offset, end=end))
+        if len(data) != end - offset:  # a truncated response: once more, then the store is at fault
+            data = self.storage.call(self.path, self.what, lambda: fs.cat_file(key, start=offset, end=end))
             if len(data) != end - offset:
-                raise DataLossError(f"the store returned {len(data)} bytes of {self.what} at {offset}, "
-                                    f"asked for {end - offset}", path=self.path)
+                raise StoreError(f"the store returned {len(data)} bytes of {self.what} at {offset}, "
+                                 f"asked for {end - offset}", path=self.path)
         self.storage.count(len(data))
         return data
+
+    def _http(self, offset: int, end: int) -> bytes:
+        fs, key = self.storage.fs, self.storage.key(self.path)
+        whole, data = self.storage.call(
+            self.path, self.what, lambda: http_range.get(fs, key, offset, end, self.size, self.what))
+        self.storage.count(len(data))
+        if not whole:
+            return data
+        self.storage.ignores_range(self.path)
+        self._copy = data
+        return data[offset:end]
 
     def readinto(self, buf: memoryview, offset: int) -> int:
         data = self.read(len(buf), offset)
@@ -126,11 +196,49 @@ class FsspecStorage(Storage):
 
     hierarchical = False
 
-    def __init__(self, fs: Any, protocol: str) -> None:
+    def __init__(self, fs: Any, protocol: str, contact_until: float | None = None) -> None:
         self.fs = fs
         self.protocol = protocol
         self.transferred = 0  # bytes read from the store (for tests and benchmarks)
         self._count_lock = threading.Lock()
+        self.answered = False  # the store has answered once: its calls are no longer bounded
+        self._contact_until = contact_until  # when the first-contact window ends (None: not begun)
+        self._made = time.monotonic()
+        self._tried = False
+        self._without_range: set[str] = set()  # hosts named as ignoring Range requests
+
+    def call(self, path: str, what: str, fn: Callable[[], T]) -> T:
+        """`call(path, what, fn)`, bounded by FIRST_CONTACT_SECONDS until the store has
+        answered once. The window began when the store was made (making it may have looked
+        for credentials on the network) if this call follows at once; else, and after a
+        failure, it begins now."""
+        if self.answered:
+            return call(path, what, fn)
+        now = time.monotonic()
+        if self._contact_until is None or (not self._tried and now > self._made + _AT_ONCE_SECONDS):
+            self._contact_until = now + FIRST_CONTACT_SECONDS
+        self._tried = True
+        try:
+            result = within(self._contact_until - time.monotonic(), path, lambda: call(path, what, fn))
+        except NotFoundError:
+            self.answered = True
+            raise
+        except CheckpointError:
+            self._contact_until = None
+            raise
+        self.answered = True
+        return result
+
+    def ignores_range(self, path: str) -> None:
+        """Say once per server that it ignores Range requests (reads still work, at the cost
+        of each file read whole)."""
+        host = "/".join(path.split("/")[:3])
+        with self._count_lock:
+            if host in self._without_range:
+                return
+            self._without_range.add(host)
+        _log.warning("%s: %s: each file is read whole once (up to %d MiB) and reads are served from that copy",
+                     host, http_range.IGNORES_RANGE, http_range.WHOLE_FILE_LIMIT >> 20)
 
     def count(self, n: int) -> None:
         with self._count_lock:  # reads run in several threads
@@ -147,7 +255,7 @@ class FsspecStorage(Storage):
         return (str(tag), str(modified), int(info.get("size") or 0))
 
     def _info(self, path: str, what: str = "file") -> dict:
-        return call(path, what, lambda: self.fs.info(self.key(path)))
+        return self.call(path, what, lambda: self.fs.info(self.key(path)))
 
     def open(self, path: str, what: str, pending: Mapping[str, str] | None = None) -> RemoteHandle:
         info = self._info(path, what)
@@ -166,10 +274,15 @@ class FsspecStorage(Storage):
         return "dir" if kind == "directory" else "file" if kind == "file" else "other"
 
     def entries(self, directory: str) -> list[tuple[str, str]]:
-        try:
-            found = self.fs.ls(self.key(directory), detail=True)
-        except Exception:  # noqa: BLE001 - unlistable (HTTP without an index page): no entries
-            return []
+        def listing() -> list:
+            try:
+                return self.fs.ls(self.key(directory), detail=True)
+            except Exception as exc:  # noqa: BLE001 - unlistable (HTTP without an index page): no entries
+                if _transient(exc) or _unresolved(exc):
+                    raise  # ... but an unreachable store is an error
+                return []
+
+        found = self.call(directory, "directory", listing)  # an unreachable store still fails
         return [(os.path.basename(str(e["name"]).rstrip("/")),
                  "dir" if e.get("type") == "directory" else "file") for e in found]
 
@@ -193,7 +306,7 @@ class FsspecStorage(Storage):
 
     def remove(self, path: str) -> bool:
         try:
-            call(path, "file", lambda: self.fs.rm_file(self.key(path)))
+            self.call(path, "file", lambda: self.fs.rm_file(self.key(path)))
         except NotFoundError:
             return False
         return True

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from helpers import CKPTKIT, REPO, SEED_EMA, make_v1, same, subprocess_env, tf_values
 
 import ckptkit
-from ckptkit import cli as cli_module
 from ckptkit.cli import cli
+from ckptkit.cli import render as cli_render
 from ckptkit.format import bundle
 
 
@@ -56,7 +56,7 @@ def corrupt(prefix: str, key: str) -> None:
 def test_ls_json_matches_tf(tf, dtypes_ckpt):
     result = run("ls", dtypes_ckpt, "--json")
     assert result.exit_code == 0
-    listed = {t["name"]: t for t in json.loads(result.stdout)}
+    listed = {t["name"]: t for t in json.loads(result.stdout)["tensors"]}
     reader = tf.train.load_checkpoint(dtypes_ckpt)
     shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
     assert sorted(listed) == sorted(shapes)
@@ -72,9 +72,9 @@ def test_ls_table_filter_sort_tree(dtypes_ckpt):
     out = run("ls", dtypes_ckpt).stdout
     assert out.splitlines()[0] == dtypes_ckpt
     assert "dense/kernel" in out and "bfloat16" in out and "12 tensors" in out
-    filtered = json.loads(run("ls", dtypes_ckpt, "--json", "--filter", "ints/*").stdout)
+    filtered = json.loads(run("ls", dtypes_ckpt, "--json", "--filter", "ints/*").stdout)["tensors"]
     assert [t["name"] for t in filtered] == ["ints/i32", "ints/i64", "ints/i8", "ints/u8"]
-    by_size = json.loads(run("ls", dtypes_ckpt, "--json", "--sort", "size").stdout)
+    by_size = json.loads(run("ls", dtypes_ckpt, "--json", "--sort", "size").stdout)["tensors"]
     sizes = [t["bytes"] for t in by_size]
     assert sizes == sorted(sizes, reverse=True)
     tree = run("ls", dtypes_ckpt, "--tree").stdout
@@ -84,7 +84,7 @@ def test_ls_table_filter_sort_tree(dtypes_ckpt):
 
 
 def test_ls_rich_on_a_terminal(dtypes_ckpt, monkeypatch):
-    monkeypatch.setattr(cli_module, "_stdout_is_tty", lambda: True)
+    monkeypatch.setattr(cli_render, "stdout_is_tty", lambda: True)
     out = run("ls", dtypes_ckpt).stdout
     assert "┃" in out or "│" in out
     assert "dense/kernel" in out and "12 tensors" in out
@@ -98,7 +98,7 @@ def test_ls_defaults_to_current_directory(seed):
         result = run("ls", "--json")
     finally:
         os.chdir(cwd)
-    assert [t["name"] for t in json.loads(result.stdout)] == ["v", "v/ExponentialMovingAverage"]
+    assert [t["name"] for t in json.loads(result.stdout)["tensors"]] == ["v", "v/ExponentialMovingAverage"]
 
 
 def test_show_values_and_stats(tf, dtypes_ckpt):
@@ -236,7 +236,7 @@ def test_sliced_rename_dry_run_and_diff(partitioned):
     result = run("rename", "-c", partitioned, "part", "whole", "--dry-run")
     assert result.exit_code == 0 and result.stdout.strip() == "part -> whole"  # the name, not its slice keys
     assert index_bytes(partitioned) == before
-    listed = json.loads(run("ls", partitioned, "--json").stdout)
+    listed = json.loads(run("ls", partitioned, "--json").stdout)["tensors"]
     assert [(t["name"], t["sliced"]) for t in listed] == [("part", True), ("plain", False)]
     assert run("verify", partitioned).exit_code == 0
     from ckptkit import edit
@@ -277,7 +277,7 @@ def test_partitioned_converts_whole(tf, partitioned, tmp_path):
 def test_v1_checkpoint(tf, tf1, tmp_path):
     prefix = make_v1(tf1, os.fspath(tmp_path))
     expected = tf_values(tf, prefix)
-    listed = json.loads(run("ls", prefix, "--json").stdout)
+    listed = json.loads(run("ls", prefix, "--json").stdout)["tensors"]
     assert [(t["name"], t["dtype"], t["shape"]) for t in listed] == [("s", "string", []),
                                                                     ("w", "float32", [2, 2])]
     assert listed[1]["bytes"] == 16
@@ -333,7 +333,7 @@ def test_verify_names_the_damaged_tensor(tf, dtypes_ckpt):
 
 
 def test_verify_progress_on_a_terminal(dtypes_ckpt, monkeypatch):
-    monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)
+    monkeypatch.setattr(cli_render, "stderr_is_tty", lambda: True)
     assert run("verify", dtypes_ckpt).exit_code == 0
 
 
@@ -359,7 +359,7 @@ def test_state(seed, monkeypatch):
     names = {f["name"] for f in state["checkpoints"][0]["files"]}
     assert names == {"model.ckpt.index", "model.ckpt.data-00000-of-00001", "model.ckpt.meta"}
     assert "latest: " + seed in run("state", directory).stdout
-    monkeypatch.setattr(cli_module, "_stdout_is_tty", lambda: True)
+    monkeypatch.setattr(cli_render, "stdout_is_tty", lambda: True)
     assert "model.ckpt.index" in run("state", directory).stdout
     result = run("state", os.path.join(directory, "nothing-here"))
     assert result.exit_code == 1 and "checkpoint" in one_error_line(result.stderr)
@@ -391,7 +391,7 @@ def test_convert_roundtrip_through_cli(tf, dtypes_ckpt, tmp_path, monkeypatch):
     assert result.exit_code == 0
     assert "left out 1 tensor: names (safetensors has no strings)" in result.stderr
     (tmp_path / "x.safetensors").unlink()
-    monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)  # progress bar path
+    monkeypatch.setattr(cli_render, "stderr_is_tty", lambda: True)  # progress bar path
     run("rm", "-c", dtypes_ckpt, "names", "bf16")
     assert run("convert", dtypes_ckpt, tmp_path / "x.safetensors").exit_code == 0
     assert run("convert", tmp_path / "x.safetensors", tmp_path / "back" / "m.ckpt",
@@ -465,7 +465,7 @@ def test_internal_errors_have_no_traceback(seed, monkeypatch):
 def test_subprocess_ls_rename_verify(tf, seed, dtypes_ckpt):
     result = run_process("ls", "--json", cwd=os.path.dirname(seed))
     assert result.returncode == 0, result.stderr
-    assert [t["name"] for t in json.loads(result.stdout)] == ["v", "v/ExponentialMovingAverage"]
+    assert [t["name"] for t in json.loads(result.stdout)["tensors"]] == ["v", "v/ExponentialMovingAverage"]
     before = index_bytes(seed)
     result = run_process("rename", "v", "v/ExponentialMovingAverage", cwd=os.path.dirname(seed))
     assert result.returncode == 1 and "already exists" in one_error_line(result.stderr)
@@ -489,7 +489,7 @@ def test_launcher_from_a_checkout(seed, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, "cli.py"), "ls", seed, "--json"],
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert len(json.loads(result.stdout)) == 2
+    assert len(json.loads(result.stdout)["tensors"]) == 2
 
 
 def modules_imported_by(argv: list[str], modules: tuple[str, ...]) -> list[str]:
@@ -591,3 +591,145 @@ def test_readme_command_list_matches_help():
     documented = set(re.findall(r"^- `ckptkit (\w+)", section, re.MULTILINE))
     documented |= set(re.findall(r"`ckptkit (\w+) [^`]*`\s*(?:\(|$)", section, re.MULTILINE))
     assert documented == set(cli.commands), (documented ^ set(cli.commands))
+
+
+# --------------------------------------------------------------------------- one filter vocabulary
+
+FILTERED_COMMANDS = ("ls", "show", "stats", "diff", "verify", "convert", "rm", "rename")
+
+
+def option_entry(help_text: str, option: str) -> str | None:
+    """The help of `option` in a command's --help, whitespace normalized (None if absent)."""
+    lines = help_text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith(option + " "):
+            entry = [line.strip()]
+            for more in lines[i + 1:]:
+                if not more.strip() or more.strip().startswith("-"):
+                    break
+                entry.append(more.strip())
+            return " ".join(" ".join(entry).split())
+    return None
+
+
+def test_help_of_every_command_shows_the_same_filter_options():
+    entries = {}
+    for command in FILTERED_COMMANDS:
+        result = run(command, "--help")
+        assert result.exit_code == 0, command
+        entries[command] = (option_entry(result.stdout, "--include"), option_entry(result.stdout, "--exclude"))
+        assert "--filter" not in result.stdout and "--glob GLOB" not in result.stdout, command
+    include, exclude = entries["ls"]
+    assert include.startswith("--include GLOB only tensors whose name matches GLOB")
+    assert exclude.startswith("--exclude GLOB not the tensors whose name matches GLOB")
+    assert all(entry == (include, exclude) for entry in entries.values()), entries
+
+
+def test_a_glob_matching_nothing_is_an_error_in_every_command(dtypes_ckpt, tmp_path):
+    out = tmp_path / "out.safetensors"
+    for option in ("--include", "--exclude"):
+        for args in (["ls", dtypes_ckpt], ["show", dtypes_ckpt, "--all"], ["stats", dtypes_ckpt],
+                     ["verify", dtypes_ckpt], ["convert", dtypes_ckpt, out], ["diff", dtypes_ckpt, dtypes_ckpt],
+                     ["rm", "-c", dtypes_ckpt, "--include", "ints/*"],
+                     ["rename", "-c", dtypes_ckpt, "--glob", "ints/*", "i/*"]):
+            before = index_bytes(dtypes_ckpt)
+            result = run(*args, option, "encoder/*")
+            line = one_error_line(result.stderr)
+            # diff keeps diff(1)'s statuses: 1 means "different", so trouble is 2
+            assert result.exit_code == (2 if args[0] == "diff" else 1), (args, option)
+            assert f"the {option[2:]} glob 'encoder/*'" in line and dtypes_ckpt in line, line
+            assert index_bytes(dtypes_ckpt) == before and not out.exists()
+    result = run("convert", dtypes_ckpt, out, "--include", "ints/*", "--exclude", "ints/*")  # nothing left
+    assert result.exit_code == 1 and "leave no tensor" in one_error_line(result.stderr) and not out.exists()
+    result = run("convert", dtypes_ckpt, out, "--include", "names")  # all that is left can't be written
+    assert result.exit_code == 1 and "nothing to write" in one_error_line(result.stderr) and not out.exists()
+
+
+def test_include_selects_the_union_then_exclude_removes(tf, dtypes_ckpt):
+    names = sorted(tf.train.load_checkpoint(dtypes_ckpt).get_variable_to_shape_map())
+    expected = [n for n in names if n.startswith(("ints/", "dense/")) and n not in ("ints/i8", "dense/bias")]
+    args = ["--include", "ints/*", "--include", "dense/*", "--exclude", "*/i8", "--exclude", "*bias"]
+    listed = json.loads(run("ls", dtypes_ckpt, "--json", *args).stdout)["tensors"]
+    assert [t["name"] for t in listed] == expected
+    stats = json.loads(run("stats", dtypes_ckpt, "--json", *args).stdout)
+    assert [t["name"] for t in stats["tensors"]] == expected
+    shown = json.loads(run("show", dtypes_ckpt, "half", "--json", *args).stdout)
+    assert [t["name"] for t in shown] == ["half", *expected]  # NAMEs, then what --include adds
+    assert run("show", dtypes_ckpt, "--exclude", "half").exit_code == 2  # nothing chosen to exclude from
+    verified = json.loads(run("verify", dtypes_ckpt, "--json", *args).stdout)
+    assert verified["tensors"] == len(expected) and verified["ok"]
+    only_exclude = json.loads(run("ls", dtypes_ckpt, "--json", "--exclude", "ints/*").stdout)["tensors"]
+    assert [t["name"] for t in only_exclude] == [n for n in names if not n.startswith("ints/")]
+
+
+def test_old_filter_spelling_still_works_with_a_note(dtypes_ckpt):
+    result = run("ls", dtypes_ckpt, "--json", "--filter", "ints/*")
+    assert [t["name"] for t in json.loads(result.stdout)["tensors"]] == ["ints/i32", "ints/i64", "ints/i8", "ints/u8"]
+    assert result.stderr.splitlines() == ["note: --filter is deprecated; use --include (same meaning)"]
+    result = run("stats", dtypes_ckpt, "--json", "--filter", "dense/k*")
+    assert [t["name"] for t in json.loads(result.stdout)["tensors"]] == ["dense/kernel"]
+    assert "--filter is deprecated" in result.stderr
+    note, error = run("ls", dtypes_ckpt, "--filter", "x*").stderr.splitlines()
+    assert "--filter is deprecated" in note and error.endswith("no tensor name matches the include glob 'x*'")
+
+
+def test_verify_and_diff_check_only_what_the_filters_pick(dtypes_ckpt, tmp_path):
+    corrupt(dtypes_ckpt, "dense/kernel")
+    assert run("verify", dtypes_ckpt).exit_code == 1
+    assert run("verify", dtypes_ckpt, "--exclude", "dense/kernel").exit_code == 0
+    result = run("verify", dtypes_ckpt, "--include", "dense/*", "--json")
+    assert result.exit_code == 1 and [e["name"] for e in json.loads(result.stdout)["errors"]] == ["dense/kernel"]
+    import ckptkit
+
+    a = ckptkit.save(os.fspath(tmp_path / "a"), {"x": np.float32(1), "y": np.float32(2)})
+    b = ckptkit.save(os.fspath(tmp_path / "b"), {"x": np.float32(1), "y": np.float32(3), "z": np.float32(0)})
+    assert run("diff", a, b).exit_code == 1
+    assert run("diff", a, b, "--include", "x").exit_code == 0
+    report = json.loads(run("diff", a, b, "--exclude", "y", "--json").stdout)
+    assert report["only_b"] == ["z"] and not report["values"]
+    assert run("diff", a, b, "--include", "z", "--exclude", "z").exit_code == 2  # nothing left: trouble
+
+
+def test_ls_count_exclude_leaves_matches_out_of_the_totals(tf, dtypes_ckpt):
+    reader = tf.train.load_checkpoint(dtypes_ckpt)
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    counted = [n for n in shapes if not n.startswith("ints/") and n != "half"]
+    elements = sum(int(np.prod(shapes[n])) for n in counted)
+    nbytes = sum(reader.get_tensor(n).nbytes for n in counted if dtypes[n] != tf.string) + 3 + 4 + 5 + 2
+    out = run("ls", dtypes_ckpt, "--count-exclude", "ints/*", "--count-exclude", "half").stdout
+    footer = out.splitlines()[-1].split()
+    assert footer[:4] == ["12", "tensors", "(7", "counted)"] and "ints/i32" in out  # still listed
+    assert footer[4] == f"{elements:,}" and footer[5] == f"{nbytes:,}"
+    listed = json.loads(run("ls", dtypes_ckpt, "--json", "--count-exclude", "ints/*").stdout)["tensors"]
+    assert {t["name"] for t in listed if not t["counted"]} == {"ints/i32", "ints/i64", "ints/i8", "ints/u8"}
+    tree = run("ls", dtypes_ckpt, "--tree", "--count-exclude", "ints/*").stdout
+    assert "\n  ints  (4 tensors, 0 B)" in tree
+    result = run("ls", dtypes_ckpt, "--count-exclude", "Adam*")
+    assert "the count-exclude glob 'Adam*'" in one_error_line(result.stderr)
+
+
+def test_convert_dry_run_prints_the_plan_and_writes_nothing(dtypes_ckpt, tmp_path):
+    out = tmp_path / "sub" / "x.safetensors"
+    (tmp_path / "sub").mkdir()
+    args = ["convert", dtypes_ckpt, out, "--include", "dense/*", "--include", "names", "--cast", "float64=float32",
+            "--rename", "dense/(.*)", r"fc/\1", "--dry-run"]
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows == [["name", "new", "name", "dtype", "shape", "bytes"],
+                    ["dense/bias", "fc/bias", "float64", "->", "float32", "[3]", "12"],
+                    ["dense/kernel", "fc/kernel", "float32", "[2,3]", "24"]]
+    assert "would leave out 1 tensor: names (safetensors has no strings)" in result.stderr
+    assert "dry run: would convert 2 tensors (36 B)" in result.stderr and "nothing written" in result.stderr
+    plan = json.loads(run(*args, "--json").stdout)
+    assert plan["dry_run"] and plan["tensors"] == 2 and plan["bytes"] == 36
+    assert plan["plan"][0] == {"name": "dense/bias", "new_name": "fc/bias", "dtype": "float32",
+                               "source_dtype": "float64", "shape": [3], "bytes": 12}
+    assert plan["left_out"] == [{"name": "names", "reason": "safetensors has no strings"}]
+    assert os.listdir(tmp_path / "sub") == []
+    run(*args[:-1])  # the same without --dry-run writes what the plan said
+    from ckptkit.convert import read_safetensors
+
+    written, _ = read_safetensors(os.fspath(out))
+    assert {k: (str(v.dtype), list(v.shape)) for k, v in written.items()} == {
+        r["new_name"]: (r["dtype"], r["shape"]) for r in plan["plan"]}

@@ -90,7 +90,7 @@ def test_ls_json_round_trips_undecodable_names(odd):
     result = run("ls", "--json", odd)
     assert result.exit_code == 0, result.output
     assert "\\udcff" in result.stdout
-    listed = [t["name"] for t in json.loads(result.stdout)]
+    listed = [t["name"] for t in json.loads(result.stdout)["tensors"]]
     assert sorted(listed) == sorted(ODD)
     for name in listed:  # the JSON names are the keys: they read back
         np.testing.assert_array_equal(ckptkit.load_variable(odd, name), ODD[name])

@@ -8,10 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import CKPTKIT, same, subprocess_env, tf_values
+from helpers import CKPTKIT, SEED_EMA, same, subprocess_env, tf_values
 
 import ckptkit
-from ckptkit.cli import cli, histogram_lines
+from ckptkit.cli import cli
+from ckptkit.cli.inspect import histogram_lines
 from ckptkit.format import bundle
 
 
@@ -143,6 +144,87 @@ def test_merge_parts_written_by_tf(tf, tmp_path):
     assert result.exit_code == 1 and "'x' is in both" in one_error_line(result.stderr)
 
 
+def test_average_of_one_checkpoint_is_a_usage_error(tmp_path):
+    one = ckptkit.save(os.fspath(tmp_path / "one"), {"w": np.ones(2, np.float32)})
+    for args in ([one], ["--last", "1", tmp_path]):
+        result = run("average", *args, "-o", tmp_path / "out")
+        assert result.exit_code == 2, result.output  # click's usage error
+        assert "Traceback" not in result.output
+    assert "two or more" in run("average", one, "-o", tmp_path / "out").stderr
+    assert not os.path.exists(tmp_path / "out.index")
+
+
+def test_average_and_merge_refuse_an_existing_output_until_overwrite(tf, tmp_path):
+    a = ckptkit.save(os.fspath(tmp_path / "a"), {"w": np.array([1.0, 3.0], np.float32)})
+    b = ckptkit.save(os.fspath(tmp_path / "b"), {"w": np.array([3.0, 5.0], np.float32)})
+    c = ckptkit.save(os.fspath(tmp_path / "c"), {"v": np.int64(4)})
+    out = os.fspath(tmp_path / "out")
+    assert run("average", a, b, "-o", out).exit_code == 0
+    index = open(out + ".index", "rb").read()
+    for args in (["average", a, b], ["merge", a, c]):
+        result = run(*args, "-o", out)
+        assert result.exit_code == 1
+        assert one_error_line(result.stderr).startswith(f"ckptkit: error: {out}: a checkpoint already exists")
+        assert "--overwrite" in result.stderr and open(out + ".index", "rb").read() == index
+    assert run("merge", a, c, "-o", out, "--overwrite").exit_code == 0
+    assert sorted(tf_values(tf, out)) == ["v", "w"]
+    assert run("average", a, b, "-o", out, "--overwrite").exit_code == 0
+    assert tf_values(tf, out) == {"w": pytest.approx(np.array([2.0, 4.0], np.float32))}
+    assert bundle.existing_data_files(out) == [out + ".data-00000-of-00001"]  # merge's two shards are gone
+
+
+def _snapshot(directory: str) -> dict[str, bytes]:
+    return {n: open(os.path.join(directory, n), "rb").read() for n in sorted(os.listdir(directory))}
+
+
+def test_edits_with_o_refuse_an_existing_checkpoint_until_overwrite(tf, tf1, seed, tmp_path):
+    """rename / ema / rm -o onto a TF1 Saver checkpoint of another graph (with its .meta)."""
+    out_dir = os.fspath(tmp_path / "run")
+    with tf.Graph().as_default():
+        tf1.Variable(tf.zeros([3]), name="other")
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            out = tf1.train.Saver().save(sess, os.path.join(out_dir, "model.ckpt"))
+    plain = ckptkit.save(os.fspath(tmp_path / "plain"), {"x": np.float32(1), "y": np.float32(2)})  # no .meta
+    before = _snapshot(out_dir)
+    for args in (["rename", "-c", seed, "v", "w"], ["ema", "-c", seed], ["rm", "-c", seed, "v"],
+                 ["rm", "-c", seed, "v", "--compact"], ["rename", "-c", plain, "x", "y", "--dry-run"]):
+        result = run(*args, "-o", out)
+        assert result.exit_code == 1, (args, result.output)
+        line = one_error_line(result.stderr)
+        assert line.startswith(f"ckptkit: error: {out}: a checkpoint already exists") and "--overwrite" in line
+        assert _snapshot(out_dir) == before, args
+
+    # From a checkpoint without .meta: the old one's .meta (another graph) does not survive.
+    result = run("rm", "-c", plain, "y", "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert not os.path.exists(out + ".meta") and tf_values(tf, out) == {"x": 1.0}
+    # rename's --overwrite is one word for both: onto an existing name, and onto an existing -o
+    result = run("rename", "-c", plain, "x", "y", "-o", out, "--overwrite", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"x": "y"}
+    assert tf_values(tf, out) == {"y": 1.0}
+    # ema: the seed's .meta, its Saver rewritten, replaces the output's; TF1 imports and restores it
+    assert run("ema", "-c", seed, "-o", out, "--overwrite").exit_code == 0
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        tf1.train.import_meta_graph(out + ".meta").restore(sess, out)
+        v = next(v for v in tf1.global_variables() if v.op.name == "v")
+        assert same(sess.run(v), SEED_EMA)
+    assert tf.train.latest_checkpoint(out_dir) == out  # the Saver's state file still names it
+    assert ckptkit.load(seed)["v"] == 10.0  # the source never changes
+
+
+def test_example_leaves_an_existing_checkpoint_alone_unless_overwrite(tmp_path):
+    directory = tmp_path / "demo"
+    assert run("example", directory).exit_code == 0
+    ckptkit.rename_keys(os.fspath(directory / "model.ckpt"), {"v": "mine"})
+    before = _snapshot(os.fspath(directory))
+    result = run("example", directory)
+    assert result.exit_code == 1 and "--overwrite" in one_error_line(result.stderr)
+    assert _snapshot(os.fspath(directory)) == before
+    assert run("example", directory, "--overwrite").exit_code == 0
+    assert "v" in ckptkit.load(directory)
+
+
 # --------------------------------------------------------------------------- diff
 
 def test_diff_exit_codes_and_relative_difference(tmp_path):
@@ -174,7 +256,7 @@ def test_diff_exit_codes_and_relative_difference(tmp_path):
 def test_progress_on_a_terminal_counts_every_byte(tmp_path, monkeypatch):
     import contextlib  # noqa: PLC0415
 
-    from ckptkit import cli as cli_module  # noqa: PLC0415
+    from ckptkit.cli import render as cli_render  # noqa: PLC0415
 
     bars: list[tuple[int, list[int]]] = []
 
@@ -184,8 +266,8 @@ def test_progress_on_a_terminal_counts_every_byte(tmp_path, monkeypatch):
         bars.append((total, done))
         yield done.append
 
-    monkeypatch.setattr(cli_module, "_stderr_is_tty", lambda: True)
-    monkeypatch.setattr(cli_module, "_progress", recording)
+    monkeypatch.setattr(cli_render, "stderr_is_tty", lambda: True)
+    monkeypatch.setattr(cli_render, "progress", recording)
     rng = np.random.default_rng(5)
     paths = [ckptkit.save(os.fspath(tmp_path / f"m{i}"), {"w": rng.standard_normal((300, 1000), np.float32),
                                                            "b": rng.standard_normal(7)}) for i in range(3)]

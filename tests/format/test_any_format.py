@@ -106,7 +106,7 @@ def test_cli_ls_show_verify(st_file, npz_file):
     for path in (st_file, npz_file):
         result = run("ls", "--json", path)
         assert result.exit_code == 0, result.output
-        listed = {i["name"]: i for i in json.loads(result.output)}
+        listed = {i["name"]: i for i in json.loads(result.output)["tensors"]}
         assert listed["dense/kernel"]["dtype"] == "float32" and listed["dense/kernel"]["shape"] == [3, 4]
         assert listed["dense/kernel"]["bytes"] == 48 and listed["dense/kernel"]["shard"] is None
         result = run("show", "--json", path, "dense/bias")

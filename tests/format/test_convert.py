@@ -8,11 +8,12 @@ import struct
 import ml_dtypes
 import numpy as np
 import pytest
-from helpers import dtype_tensors, make_dtypes, same, tf_values
+from helpers import dtype_tensors, make_dtypes, make_v1, same, tf_values
 
 import ckptkit
 from ckptkit import convert
 from ckptkit.errors import DataLossError, InvalidArgumentError, UnsupportedError
+from ckptkit.format import bundle
 
 st_numpy = pytest.importorskip("safetensors.numpy")
 safe_open = pytest.importorskip("safetensors").safe_open
@@ -238,3 +239,97 @@ def test_cli_convert_metadata_option(numeric_ckpt, tmp_path):
     assert npz.exit_code == 1
     [line] = npz.stderr.strip().splitlines()
     assert line == f"ckptkit: error: {tmp_path / 'm.npz'}: metadata is written to .safetensors files only"
+
+
+# --------------------------------------------------------------------------- existing destinations
+
+def _tf1_run(tf, tf1, directory: str) -> list[str]:
+    """A TF1 Saver run: 2 steps of `w` and global_step, each with its .meta."""
+    with tf.Graph().as_default():
+        w = tf1.get_variable("w", initializer=np.zeros((2, 3), np.float32))
+        step = tf1.train.get_or_create_global_step()
+        saver = tf1.train.Saver()
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            saved = []
+            for i in (1, 2):
+                sess.run([w.assign(tf.fill([2, 3], float(i))), step.assign(i)])
+                saved.append(saver.save(sess, os.path.join(directory, "model.ckpt"), global_step=step))
+    return saved
+
+
+def _files(directory) -> dict[str, bytes]:
+    return {name: open(os.path.join(directory, name), "rb").read() for name in sorted(os.listdir(directory))}
+
+
+def test_convert_refuses_a_run_s_checkpoint_until_overwrite_then_tf_reads_it(tf, tf1, tmp_path):
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from ckptkit.cli import cli  # noqa: PLC0415
+    from ckptkit.errors import AlreadyExistsError  # noqa: PLC0415
+
+    run_dir = os.fspath(tmp_path / "run")
+    first, latest = _tf1_run(tf, tf1, run_dir)
+    src = os.fspath(tmp_path / "x.safetensors")
+    new = {"w": np.full((2, 3), 7.0, np.float32), "global_step": np.array(9, np.int64)}
+    convert.write_safetensors(src, new)
+    before = _files(run_dir)
+
+    result = CliRunner().invoke(cli, ["convert", src, latest])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"ckptkit: error: {latest}: ") and "--overwrite" in lines[0]
+    assert "model.ckpt-2.index" in lines[0]
+    with pytest.raises(AlreadyExistsError, match="overwrite"):
+        convert.convert(src, latest)
+    lone = os.path.join(run_dir, "lone")
+    with open(lone + ".meta", "wb") as f:
+        f.write(b"a graph")
+    with pytest.raises(AlreadyExistsError, match="lone.meta"):  # a .meta alone is there too
+        convert.convert(src, lone)
+    os.unlink(lone + ".meta")
+    assert _files(run_dir) == before  # nothing written, byte for byte
+
+    # --overwrite, into two shards: the old .meta (a graph of the old tensors) goes in the same commit
+    result = CliRunner().invoke(cli, ["convert", src, latest, "--overwrite", "--num-shards", "2"])
+    assert result.exit_code == 0, result.output
+    assert not os.path.exists(latest + ".meta")
+    assert bundle.existing_data_files(latest) == [bundle.data_filename(latest, s, 2) for s in range(2)]
+    reader = tf.train.load_checkpoint(latest)
+    assert same(reader.get_tensor("w"), new["w"]) and reader.get_tensor("global_step") == 9
+    assert tf.train.latest_checkpoint(run_dir) == latest  # the state file is still true
+
+    # again, into one shard: the two old shards do not survive
+    convert.convert(src, latest, overwrite=True)
+    assert sorted(f for f in os.listdir(run_dir) if f.startswith("model.ckpt-2")) == [
+        "model.ckpt-2.data-00000-of-00001", "model.ckpt-2.index"]
+    assert same(tf_values(tf, latest)["w"], new["w"])
+    assert {k: v for k, v in _files(run_dir).items() if k.startswith("model.ckpt-1")} == \
+        {k: v for k, v in before.items() if k.startswith("model.ckpt-1")}  # the other step untouched
+    # The run's graph (step 1's .meta) restores the replaced checkpoint in TF1.
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        tf1.train.import_meta_graph(first + ".meta").restore(sess, tf.train.latest_checkpoint(run_dir))
+        got = {v.op.name: sess.run(v) for v in tf1.global_variables()}
+    assert same(got["w"], new["w"]) and got["global_step"] == 9
+
+
+def test_convert_refuses_an_existing_tensor_file_until_overwrite(tf, tf1, tmp_path):
+    from ckptkit.errors import AlreadyExistsError  # noqa: PLC0415
+
+    ckpt = ckptkit.save(os.fspath(tmp_path / "m"), {"x": np.arange(3, dtype=np.float32)})
+    for name in ("a.safetensors", "a.npz"):
+        dst = os.fspath(tmp_path / name)
+        with open(dst, "wb") as f:
+            f.write(b"precious")
+        with pytest.raises(AlreadyExistsError, match=f"{name}: already exists; --overwrite"):
+            convert.convert(ckpt, dst)
+        assert open(dst, "rb").read() == b"precious"
+        convert.convert(ckpt, dst, overwrite=True)
+        assert same(convert.read_any(dst)["x"], np.arange(3, dtype=np.float32))
+    # A V1 checkpoint at the prefix counts too, and a V2 one replacing it leaves no V1 file
+    old = make_v1(tf1, os.fspath(tmp_path))
+    with pytest.raises(AlreadyExistsError):
+        convert.convert(ckpt, old)
+    convert.convert(ckpt, old, overwrite=True)
+    assert not os.path.exists(old) and not os.path.exists(old + ".meta")
+    assert same(tf_values(tf, old)["x"], np.arange(3, dtype=np.float32))

@@ -106,6 +106,11 @@ def test_include_exclude_rename_and_collisions(tmp_path):
     assert not (tmp_path / "x.npz").exists()
     with pytest.raises(InvalidArgumentError, match="strings"):
         convert.convert(src, str(tmp_path / "y.npz"), cast={"string": "float32"})
+    with pytest.raises(InvalidArgumentError, match=r"bad regex '\(': missing \)") as info:  # not re.error
+        convert.convert(src, str(tmp_path / "z.npz"), rename=("(", "x"))
+    assert info.value.path == src and not (tmp_path / "z.npz").exists()
+    result = CliRunner().invoke(cli, ["convert", src, str(tmp_path / "z.npz"), "--rename", "(", "x"])
+    assert result.exit_code == 1 and result.output.startswith(f"ckptkit: error: {src}: bad regex '('")
 
 
 def test_cast_to_a_checkpoint_reads_back_in_tf(tf, tmp_path):

@@ -23,7 +23,7 @@ sys.path.remove(str(ROOT / "proto"))
 MODULES = sorted(p.stem for p in GEN_DIR.glob("*_pb2.py"))
 
 # Fields of TF's messages that ckptkit's subset leaves out on purpose.
-DROPPED_FIELDS = {("tensorflow.MetaGraphDef", "object_graph_def")}
+DROPPED_FIELDS: set[tuple[str, str]] = set()
 
 # TF's generated modules holding the originals of every message we define.
 TF_MODULES = [
@@ -45,6 +45,7 @@ TF_MODULES = [
     "tensorflow.core.protobuf.saver_pb2",
     "tensorflow.core.protobuf.meta_graph_pb2",
     "tensorflow.core.protobuf.saved_model_pb2",
+    "tensorflow.core.protobuf.saved_object_graph_pb2",
     "tensorflow.core.protobuf.tensor_bundle_pb2",
     "tensorflow.core.protobuf.trackable_object_graph_pb2",
     "tensorflow.core.util.saved_tensor_slice_pb2",
@@ -266,7 +267,8 @@ def test_descriptors_match_tensorflow(tf):
                    "tensorflow.SaverDef", "tensorflow.VariableDef", "tensorflow.SaveSliceInfoDef",
                    "tensorflow.SavedTensorSlices", "tensorflow.CheckpointState",
                    "tensorflow.TrackableObjectGraph.TrackableObject.SlotVariableReference",
-                   "tensorflow.FunctionDefLibrary", "tensorflow.TensorProto"):
+                   "tensorflow.FunctionDefLibrary", "tensorflow.TensorProto", "tensorflow.SavedObjectGraph",
+                   "tensorflow.SavedConcreteFunction", "tensorflow.SavedBareConcreteFunction"):
         assert needed in seen, needed
 
 
@@ -352,16 +354,27 @@ def test_tf_meta_graph_parses_and_reserializes(tf, tmp_path):
     assert parsed.saver_def.filename_tensor_name == theirs.saver_def.filename_tensor_name
 
 
-def test_dropped_object_graph_def_survives_as_unknown_field(tf):
+def test_object_graph_def_parses_like_tf(tf):
+    """MetaGraphDef.object_graph_def (a TF2 SavedModel's objects and functions) reads as TF wrote it."""
     from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta
 
     from ckptkit.proto import meta_graph_pb2
 
     mg = tf_meta.MetaGraphDef()
     mg.meta_info_def.tags.append("serve")
-    mg.object_graph_def.nodes.add().children.add(node_id=1, local_name="x")
+    root = mg.object_graph_def.nodes.add()
+    root.children.add(node_id=1, local_name="f")
+    root.user_object.identifier = "_generic_user_object"
+    fn = mg.object_graph_def.nodes.add().function
+    fn.concrete_functions.append("__inference_f_7")
+    spec = mg.object_graph_def.concrete_functions["__inference_f_7"].canonicalized_input_signature
+    spec.tuple_value.values.add().tensor_spec_value.name = "x"
     ours = meta_graph_pb2.MetaGraphDef.FromString(mg.SerializeToString())
     assert list(ours.meta_info_def.tags) == ["serve"]
+    assert ours.object_graph_def.nodes[0].children[0].local_name == "f"
+    assert list(ours.object_graph_def.nodes[1].function.concrete_functions) == ["__inference_f_7"]
+    got = ours.object_graph_def.concrete_functions["__inference_f_7"].canonicalized_input_signature
+    assert got.tuple_value.values[0].tensor_spec_value.name == "x"
     back = tf_meta.MetaGraphDef.FromString(ours.SerializeToString())
     assert back == mg
 

@@ -27,6 +27,7 @@ def assert_reader_matches_tf(tf, prefix: str) -> int:
         assert {k: d.name for k, d in reader.get_variable_to_dtype_map().items()} == \
                {k: d.name for k, d in tf_dtypes.items()}
         assert reader.debug_string() == tf_reader.debug_string()
+        assert {k: reader.tensor_dtype(k).name for k in tf_shapes} == {k: d.name for k, d in tf_dtypes.items()}
         for key in tf_shapes:
             expected = np.asarray(tf_reader.get_tensor(key))
             assert_same_tensor(reader.get_tensor(key), expected, key)

@@ -16,7 +16,7 @@ from helpers import assert_same_tensor, make_seed, variety
 
 import ckptkit
 from ckptkit.checkpoint import ATTRIBUTES_KEY, build_object_graph
-from ckptkit.errors import CheckpointError, InvalidArgumentError, NotFoundError
+from ckptkit.errors import CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
 from ckptkit.objectgraph import OBJECT_GRAPH_KEY, ObjectGraph
 from ckptkit.proto.trackable_object_graph_pb2 import TrackableObjectGraph
 
@@ -428,3 +428,18 @@ def test_attribute_access():
         ckpt.save_counter = 3  # type: ignore[misc]
     with pytest.raises(AttributeError):
         ckpt.missing  # noqa: B018
+
+
+def test_a_child_named_attributes_is_refused_not_conflated(tf, tmp_path):
+    """TF's testLocalNameValidation: objects may be named `.ATTRIBUTES`. In ckptkit's nested
+    dicts that key holds an object's own tensors, so reading such a graph as a tree is an
+    UnsupportedError (it used to come back as own tensors and be written back as such, which
+    TF's assert_consumed then refused); reading by key works."""
+    root, leaf = tf.Module(), tf.Module()
+    root._track_trackable(leaf, name=".ATTRIBUTES")
+    leaf._track_trackable(tf.Variable(3.0), name=".ATTRIBUTES")
+    prefix = tf.train.Checkpoint(root=root).write(str(tmp_path / "ck"))
+    with pytest.raises(UnsupportedError, match="child object named '.ATTRIBUTES'") as info:
+        ckptkit.Checkpoint.read(prefix)
+    assert info.value.path == prefix
+    assert ckptkit.load(prefix)["..ATTRIBUTES/..ATTRIBUTES/.ATTRIBUTES/VARIABLE_VALUE"] == 3.0

@@ -281,7 +281,7 @@ def test_ls_tree_and_show_by_object_path(tf, keras_ckpt):
     shown = ckptkit_run("show", prefix, "model/_functional/_operations/1/_kernel", "--json")
     assert shown.returncode == 0, shown.stderr
     np.testing.assert_array_equal(np.array(json.loads(shown.stdout)["values"], np.float32), weights[0])
-    listed = json.loads(ckptkit_run("ls", prefix, "model/_functional/_operations/2", "--json").stdout)
+    listed = json.loads(ckptkit_run("ls", prefix, "model/_functional/_operations/2", "--json").stdout)["tensors"]
     assert sorted(tuple(t["shape"]) for t in listed) == [(2,), (2,), (2,), (4, 2), (4, 2), (4, 2)]
     missing = ckptkit_run("show", prefix, "model/nothing")
     assert missing.returncode == 1 and "model/nothing" in missing.stderr

@@ -11,7 +11,7 @@ from helpers import bounded_memory, same, tf_values
 
 import ckptkit
 from ckptkit import average, merge, stats
-from ckptkit.errors import DataLossError, InvalidArgumentError, UnsupportedError
+from ckptkit.errors import AlreadyExistsError, DataLossError, InvalidArgumentError, UnsupportedError
 from ckptkit.format import bundle
 from ckptkit.format.slices import SlicedTensor
 
@@ -352,3 +352,62 @@ def test_diff_compares_in_bounded_memory_across_layouts(tmp_path):
     np.savez(tmp_path / "x.npz", x=small)
     for other in (plain, os.fspath(tmp_path / "x.npz")):
         assert info.diff_checkpoints(sliced, other)["equal"], other
+
+
+# --------------------------------------------------------------------------- existing outputs
+
+def _files(directory) -> dict[str, bytes]:
+    return {name: open(os.path.join(directory, name), "rb").read() for name in sorted(os.listdir(directory))}
+
+
+def _tf2_weights(tf, prefix: str) -> list[np.ndarray]:
+    model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(4), tf.keras.layers.Dense(2)])
+    tf.train.Checkpoint(model=model).restore(prefix).assert_existing_objects_matched()
+    return [w.numpy() for w in model.weights]
+
+
+def test_average_needs_two_and_replaces_an_output_only_with_overwrite(tf, tf1, tf1_run, tf2_run, tmp_path):
+    out = os.fspath(tmp_path / "avg" / "model.ckpt")
+    with pytest.raises(InvalidArgumentError, match="two or more checkpoints, got 1"):
+        average.average_checkpoints(average.last_checkpoints(tf1_run, 1), out)
+    assert not os.path.exists(tmp_path / "avg")
+    tf1_paths, tf2_paths = average.last_checkpoints(tf1_run, 2), average.last_checkpoints(tf2_run, 2)
+    assert average.average_checkpoints(tf1_paths, out)["meta"] == out + ".meta"
+    before = _files(tmp_path / "avg")
+    with pytest.raises(AlreadyExistsError, match=r"model\.ckpt: a checkpoint already exists.*--overwrite"):
+        average.average_checkpoints(tf2_paths, out)
+    assert _files(tmp_path / "avg") == before
+
+    # Replaced by an average of TF2 checkpoints: the TF1 .meta beside it would be a lie, and goes.
+    result = average.average_checkpoints(tf2_paths, out, overwrite=True)
+    assert result["meta"] is None and not os.path.exists(out + ".meta")
+    assert OBJECT_GRAPH in tf_values(tf, out) and "dense/kernel" not in tf_values(tf, out)
+    for got, *inputs in zip(_tf2_weights(tf, out), *[_tf2_weights(tf, p) for p in tf2_paths], strict=True):
+        assert same(got, mean_of(inputs))
+    # And back: the TF1 average with its .meta, which TF imports and restores.
+    average.average_checkpoints(tf1_paths, out, overwrite=True)
+    with tf.Graph().as_default(), tf1.Session() as sess:
+        tf1.train.import_meta_graph(out + ".meta").restore(sess, out)
+        step = sess.run(tf1.train.get_global_step())
+    assert step == tf_values(tf, tf1_paths[-1])["global_step"]
+
+
+def test_merge_replaces_an_output_only_with_overwrite_dropping_its_old_files(tf, tf1, tmp_path):
+    a = _save_v2(tf, os.fspath(tmp_path / "a"), {"w": tf.constant([1.0, 2.0])})
+    b = _save_v2(tf, os.fspath(tmp_path / "b"), {"step": tf.constant(5, tf.int64)})
+    out_dir = os.fspath(tmp_path / "out")
+    with tf.Graph().as_default():  # the output: a TF1 Saver checkpoint of another graph, one shard, a .meta
+        tf1.Variable(tf.zeros([3]), name="old")
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            out = tf1.train.Saver().save(sess, os.path.join(out_dir, "model.ckpt"))
+    before = _files(out_dir)
+    with pytest.raises(AlreadyExistsError, match="--overwrite"):
+        merge.merge_checkpoints([a, b], out)
+    assert _files(out_dir) == before
+    assert merge.merge_checkpoints([a, b], out, overwrite=True)["shards"] == 2
+    assert sorted(f for f in os.listdir(out_dir) if f.startswith("model.ckpt")) == [
+        "model.ckpt.data-00000-of-00002", "model.ckpt.data-00001-of-00002", "model.ckpt.index"]
+    got = tf_values(tf, out)
+    assert sorted(got) == ["step", "w"] and same(got["w"], np.array([1.0, 2.0], np.float32))
+    assert tf.train.latest_checkpoint(out_dir) == out  # the Saver's state file still names it

@@ -4,7 +4,13 @@
   nginx and object-store gateways do), counting the body bytes it sends. Paths under
   `/flaky/` answer every other data request with a 503 (a store having a bad moment);
   under `/truncated/` every data response stops half-way through its body; under
-  `/stalled/` data responses send their headers, then nothing for 30 s.
+  `/stalled/` data responses send their headers, then nothing for 30 s; under
+  `/wrong-range/` range answers name (and send) the range one byte further on; under
+  `/overlong/` they send twice the bytes asked for (`/unsized-overlong/`: without a
+  Content-Length, to the connection's end).
+- `plain_http_server(root)`: Python's own `python -m http.server` in a subprocess, which
+  ignores Range requests (every GET is a 200 with the whole file).
+- `silent_server()`: a port that accepts connections and never answers.
 - `s3_server()`: moto's S3-compatible server (the one s3fs's own tests use), in a thread.
 """
 from __future__ import annotations
@@ -14,6 +20,8 @@ import http.server
 import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -70,12 +78,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if m:
             start = int(m[1])
             end = min(int(m[2]) if m[2] else size - 1, size - 1)
+            if "/wrong-range/" in self.path and end + 1 < size:
+                start, end = start + 1, end + 1
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            if "overlong/" in self.path:  # the range asked for, and more bytes than it holds
+                end = min(size - 1, end + (end - start + 1))
         else:
             self.send_response(200)
         length = max(0, end - start + 1)
-        self.send_header("Content-Length", str(length))
+        if "/unsized-overlong/" in self.path and m:  # no length: the body runs to the connection's end
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(length))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         with open(path, "rb") as f:
@@ -106,6 +121,42 @@ def http_server(root: str) -> Iterator[tuple[str, dict]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen | None = None, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
+
+@contextlib.contextmanager
+def plain_http_server(root: str) -> Iterator[str]:
+    """`python -m http.server` serving `root` on loopback (a subprocess); yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A loopback port whose connections are accepted (by the kernel) and never answered:
+    a host that takes requests and stays silent. Yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 @contextlib.contextmanager

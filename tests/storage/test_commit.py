@@ -8,9 +8,11 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import leftovers
+from click.testing import CliRunner
+from helpers import leftovers, tf_values
 
 import ckptkit
+from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError
 from ckptkit.format import bundle
 from ckptkit.storage import Commit
@@ -76,6 +78,29 @@ def test_the_next_writer_completes_an_interrupted_commit_before_sweeping(tmp_pat
     assert leftovers(tmp_path) == []
     np.testing.assert_array_equal(tf.train.load_checkpoint(prefix).get_tensor("v"),
                                   np.arange(4, dtype=np.float32) + 10)
+
+
+def test_a_journal_over_files_tf_rewrote_since_is_rolled_back_not_forward(tmp_path, monkeypatch, tf):
+    """A ckptkit writer dies past its commit point; TF (which knows nothing of journals)
+    then saves the same prefix. The journal recorded what it replaces, so it is stale:
+    readers read TF's checkpoint, and recovery deletes the dead writer's temps instead of
+    renaming them over TF's files."""
+    prefix = str(tmp_path / "model")
+    ckptkit.save(prefix, {"v": np.arange(4, dtype=np.float32)})
+    with monkeypatch.context() as m:
+        crash_after_commit_point(m, 1)  # the data shard renamed, the index not yet
+        with pytest.raises(Crash):
+            ckptkit.save(prefix, {"v": np.arange(4, dtype=np.float32) + 10})
+    assert commit.pending_journals(str(tmp_path)) == [bundle.index_filename(prefix) + JOURNAL_SUFFIX]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["v"], shape_and_slices=[""],
+                      tensors=[tf.constant(np.arange(4, dtype=np.float32) + 100)])
+    want = np.arange(4, dtype=np.float32) + 100
+    np.testing.assert_array_equal(ckptkit.load(prefix)["v"], want)  # the stale journal is ignored
+    (outcome,) = commit.recover(str(tmp_path))
+    assert outcome.outcome == "rolled back" and "model.index changed since the commit" in outcome.detail
+    assert leftovers(tmp_path) == [] and commit.pending_journals(str(tmp_path)) == []
+    np.testing.assert_array_equal(tf.train.load_checkpoint(prefix).get_tensor("v"), want)
+    np.testing.assert_array_equal(ckptkit.load(prefix)["v"], want)
 
 
 def test_a_rewrite_never_leaves_the_prefix_without_an_index(tmp_path):
@@ -191,6 +216,23 @@ def test_a_reader_opened_before_a_resave_reads_the_new_checkpoint_whole(tmp_path
     np.testing.assert_array_equal(first, new["t0"])
     got = ckptkit.load(prefix)
     assert all(np.array_equal(got[k], old[k]) for k in old)
+
+
+def test_a_listed_key_renamed_under_a_reader_is_a_clear_change_not_not_found(tmp_path, tf):
+    """A reader listed `t0`; an in-place edit renames it before the reader opens a shard:
+    CheckpointChangedError naming it (never TensorNotFoundError for a listed key), and
+    `load` started then lists again and reads the new checkpoint whole."""
+    prefix = str(tmp_path / "model")
+    ckptkit.save(prefix, {f"t{i}": np.full(8, i, np.float32) for i in range(3)})
+    reader = ckptkit.CheckpointReader(prefix)
+    assert "t0" in reader
+    CliRunner().invoke(cli, ["rename", "-c", prefix, "t0", "renamed"], catch_exceptions=False)
+    with pytest.raises(ckptkit.CheckpointChangedError, match="replaced while it was being read") as info:
+        reader.get_tensor("t0")
+    assert info.value.key == "t0" and info.value.path == prefix
+    assert not isinstance(info.value, KeyError)
+    np.testing.assert_array_equal(reader.get_tensor("renamed"), np.zeros(8, np.float32))  # the new one
+    assert sorted(ckptkit.load(prefix)) == sorted(tf_values(tf, prefix)) == ["renamed", "t1", "t2"]
 
 
 def test_load_never_mixes_two_checkpoints(tmp_path, monkeypatch):

@@ -261,9 +261,10 @@ SCENARIOS = {
     "remove-in-place": _edit_scenario(lambda m: edit.remove_keys(m, ["c"]), without(EDITABLE, "c")),
     "ema-in-place": _edit_scenario(lambda m: edit.apply_ema(m), EMA_APPLIED),
     "compact-in-place": _edit_scenario(lambda m: edit.compact(m), without(EDITABLE, "b"), removed_before="b"),
-    "rename-output-existing": _output_scenario(lambda m, o: edit.rename_keys(m, {"a": "z"}, output=o),
+    "rename-output-existing": _output_scenario(lambda m, o: edit.rename_keys(m, {"a": "z"}, output=o,
+                                                                                overwrite=True),
                                                renamed(EDITABLE, "a", "z")),
-    "compact-output-existing": _output_scenario(lambda m, o: edit.compact(m, output=o),
+    "compact-output-existing": _output_scenario(lambda m, o: edit.compact(m, output=o, overwrite=True),
                                                 without(EDITABLE, "b"), removed_before="b"),
     "update-checkpoint-state": _state_scenario(),
 }
@@ -404,7 +405,7 @@ def _convert_scenario(ext: str) -> Scenario:
         assert observe(d) == label
         return {p(d, "src"): src_vals}
 
-    return Scenario(build, lambda d: convert.convert(p(d, "src"), p(d, dst)), observe,
+    return Scenario(build, lambda d: convert.convert(p(d, "src"), p(d, dst), overwrite=True), observe,
                     lambda d: ckptkit.save(p(d, "next"), seeded_values(3)), after_next)
 
 

@@ -7,20 +7,26 @@ HTTP server itself.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 
 import numpy as np
 import pytest
-from helpers import CKPTKIT, same_values, subprocess_env, tf_values
-from servers import http_server, s3_server
+from click.testing import CliRunner
+from helpers import CKPTKIT, REPO, same_values, subprocess_env, tf_values
+from servers import http_server, plain_http_server, s3_server, silent_server
 
 import ckptkit
-from ckptkit import edit, storage
-from ckptkit.errors import CheckpointError, NotFoundError
+from ckptkit import edit, info, storage
+from ckptkit.cli import cli
+from ckptkit.errors import CheckpointError, NotFoundError, StoreError
+from ckptkit.storage import backends, http_range
 
 VALUES = {"dense/kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "dense/bias": np.ones(4, np.float16),
           "step": np.int64(7), "names": np.array([b"a", b"bc"], dtype=object)}
@@ -319,3 +325,168 @@ def test_s3_denied_says_the_key_may_be_missing():
     assert "s3://bucket/run/model.ckpt.index" in str(exc.value)
     with pytest.raises(CheckpointError, match="access to checkpoint index denied: PermissionError"):
         call("gs://bucket/run/model.ckpt.index", "checkpoint index", denied)
+
+
+# --------------------------------------------------------------------------- servers that ignore Range
+
+ST_VALUES = {"emb": np.arange(24, dtype=np.float32).reshape(6, 4), "ids": np.array([3, 1, 4], np.int64)}
+
+
+@pytest.fixture(scope="module")
+def plain_served(served):
+    """`python -m http.server` (which ignores Range) over the TF-written checkpoints of
+    `served`, and a .safetensors file written by the safetensors package."""
+    from safetensors.numpy import save_file  # noqa: PLC0415 - the reference implementation
+
+    root = served[0]
+    save_file(ST_VALUES, os.path.join(root, "weights.safetensors"))
+    with plain_http_server(root) as url:
+        yield root, url
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*CKPTKIT, *args], capture_output=True, text=True, env=subprocess_env(),
+                          timeout=timeout, check=False)
+
+
+def test_a_server_that_ignores_range_is_read_from_one_copy_of_each_file(plain_served, tf):
+    root, url = plain_served
+    want = tf_values(tf, os.path.join(root, "run", "model.ckpt-5"))
+    assert same_values(ckptkit.load(f"{url}/run/model.ckpt-5"), want)
+    assert same_values(ckptkit.load(f"{url}/run"), want)  # through the state file
+    with ckptkit.CheckpointReader(f"{url}/run/model.ckpt-5") as reader:
+        assert reader.get_slice("big")[1000:1003].tolist() == [1000, 1001, 1002]
+    assert same_values(ckptkit.load(f"{url}/weights.safetensors"), ST_VALUES)
+
+    res = _cli("ls", f"{url}/seed/model.ckpt")
+    assert res.returncode == 0 and "v/ExponentialMovingAverage" in res.stdout, res.stderr
+    res = _cli("show", f"{url}/seed/model.ckpt", "v")
+    assert res.returncode == 0 and "10" in res.stdout, res.stderr
+    # the server's behaviour is said once, in one line, and the reads work
+    assert res.stderr.count("ignores HTTP Range requests") == 1 and len(res.stderr.splitlines()) == 1, res.stderr
+    res = _cli("verify", f"{url}/run/model.ckpt-5")
+    assert res.returncode == 0 and "OK: 3 tensors" in res.stdout, (res.stdout, res.stderr)
+    assert "damaged" not in res.stdout + res.stderr
+    res = _cli("ls", f"{url}/weights.safetensors")
+    assert res.returncode == 0 and "emb" in res.stdout and "[6,4]" in res.stdout, res.stderr
+    res = _cli("show", f"{url}/weights.safetensors", "ids")
+    assert res.returncode == 0 and "3" in res.stdout and "4" in res.stdout, res.stderr
+
+
+def test_a_file_over_the_bound_from_a_server_ignoring_range_is_one_clear_error(plain_served, monkeypatch):
+    _, url = plain_served
+    monkeypatch.setattr(http_range, "WHOLE_FILE_LIMIT", 1 << 20)  # the data shard holds a 4 MiB tensor
+    monkeypatch.setattr(storage, "_stores", {})
+    shard = f"{url}/run/model.ckpt-5.data-00000-of-00001"
+    with pytest.raises(StoreError, match="ignores HTTP Range requests") as exc:
+        ckptkit.load(f"{url}/run/model.ckpt-5")
+    assert shard in str(exc.value) and "1 MiB" in str(exc.value)
+    with pytest.raises(StoreError, match="ignores HTTP Range requests"):
+        info.verify_checkpoint(f"{url}/run/model.ckpt-5")  # a transport fault: raised, never "damaged"
+    res = CliRunner().invoke(cli, ["verify", f"{url}/run/model.ckpt-5"])
+    assert res.exit_code == 1, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ignores HTTP Range requests" in lines[0] and shard in lines[0], res.stderr
+    assert "damaged" not in res.output
+
+
+@pytest.mark.parametrize("where, message", [
+    ("wrong-range", "with Content-Range 'bytes "),
+    ("overlong", "bytes of the data shard where"),
+    ("unsized-overlong", "sent more than the"),  # stopped while streaming
+])
+def test_a_range_answer_of_other_bytes_is_refused(served, where, message):
+    """A 206 naming another range, or sending more bytes than asked: never taken as data."""
+    root, url, _ = served
+    if not os.path.exists(os.path.join(root, where)):
+        shutil.copytree(os.path.join(root, "run"), os.path.join(root, where))
+    with pytest.raises(StoreError, match=message) as exc:
+        ckptkit.load(f"{url}/{where}/model.ckpt-5")
+    assert f"{url}/{where}/model.ckpt-5.data-00000-of-00001" in str(exc.value)
+    res = _cli("verify", f"{url}/{where}/model.ckpt-5")
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "damaged" not in res.stdout + res.stderr and "Traceback" not in res.stderr
+
+
+def test_unreachable_stores_fail_within_ten_seconds_in_one_line():
+    """A closed port (refused) and a port that accepts and never answers: the CLI's one
+    error line comes within 10 s, not after the library's retries and timeouts."""
+    from servers import free_port  # noqa: PLC0415
+
+    with silent_server() as silent:
+        for url, message in ((f"http://127.0.0.1:{free_port()}/run", "cannot access"),
+                             (f"{silent}/run/model.ckpt", "no answer from the store within")):
+            started = time.monotonic()
+            res = _cli("ls", url, timeout=60)
+            took = time.monotonic() - started
+            assert res.returncode == 1 and took < 10, (url, took, res.stderr)
+            assert res.stderr.strip().splitlines() == [res.stderr.strip()] and message in res.stderr, res.stderr
+
+
+NOISY_STORE = """
+import logging, sys
+import fsspec
+from fsspec.implementations.memory import MemoryFileSystem
+
+class Noisy(MemoryFileSystem):  # a store whose library logs its failures, with tracebacks
+    protocol = "noisy"
+    def info(self, path, **kwargs):
+        try:
+            raise ConnectionError("no route to host")
+        except ConnectionError:
+            logging.getLogger("noisylib").exception("request failed, giving up")
+            raise
+
+fsspec.register_implementation("noisy", Noisy, clobber=True)
+from ckptkit.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_store_library_log_stays_off_stderr_unless_verbose():
+    quiet = subprocess.run([sys.executable, "-c", NOISY_STORE, "ls", "noisy://bucket/run"], capture_output=True,
+                           text=True, env=subprocess_env(), timeout=60, check=False)
+    assert quiet.returncode == 1, quiet.stderr
+    assert quiet.stderr.strip().splitlines() == [
+        "ckptkit: error: noisy://bucket/run: cannot access file: ConnectionError: no route to host"], quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", NOISY_STORE, "-v", "ls", "noisy://bucket/run"],
+                          capture_output=True, text=True, env=subprocess_env(), timeout=60, check=False)
+    assert loud.returncode == 1
+    assert "noisylib: ERROR: request failed, giving up" in loud.stderr and "Traceback" in loud.stderr, loud.stderr
+
+
+@pytest.mark.parametrize("protocol, package", [
+    ("az", "adlfs"), ("gs", "gcsfs"), ("s3", "s3fs"), ("hf", "huggingface_hub"), ("sftp", "paramiko"),
+])
+def test_a_missing_store_package_is_named(protocol, package):
+    """The message names the one package for that protocol, whatever is installed here."""
+    message = backends.missing_backend(protocol, ImportError(f"Install {package}"))
+    assert f"{protocol}:// URLs need {package}" in message and f"pip install {package}" in message
+    in_extra = package in backends.IN_REMOTE_EXTRA
+    assert ("tf-ckptkit[remote]" in message) == in_extra
+    if importlib.util.find_spec(package) is None:  # and the CLI says it too
+        res = _cli("ls", f"{protocol}://bucket/run/model.ckpt")
+        assert res.returncode == 1 and f"pip install {package}" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_the_remote_extra_brings_what_the_hints_promise():
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        extra = tomllib.load(f)["project"]["optional-dependencies"]["remote"]
+    names = {re.split(r"[<>=\[; ]", spec, maxsplit=1)[0].replace("-", "_") for spec in extra}
+    assert names == set(backends.IN_REMOTE_EXTRA)
+    assert "huggingface_hub" in names  # hf:// with the extra installed
+
+
+def test_a_store_made_early_gets_its_whole_first_contact_window(served, monkeypatch):
+    """A Saver made before training makes its store long before the first save: that call
+    still gets the whole window (only a call right after the store was made shares it)."""
+    from ckptkit.storage import remote  # noqa: PLC0415
+
+    _, url, _ = served
+    monkeypatch.setattr(remote, "FIRST_CONTACT_SECONDS", 1.0)
+    monkeypatch.setattr(storage, "_stores", {})
+    store = storage.of(f"{url}/run")
+    time.sleep(1.2)
+    assert store.kind(f"{url}/run/checkpoint") == "file"

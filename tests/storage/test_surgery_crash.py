@@ -34,9 +34,9 @@ def setup(tmp_path, name: str):
 
 def command(name: str, inputs: list[str], out: str) -> None:
     if name == "merge":
-        merge.merge_checkpoints(inputs, out)
+        merge.merge_checkpoints(inputs, out, overwrite=True)
     else:
-        average.average_checkpoints(inputs, out)
+        average.average_checkpoints(inputs, out, overwrite=True)
 
 
 @pytest.mark.parametrize("name", ["average", "merge"])
@@ -69,8 +69,8 @@ def test_publishing_a_link_onto_a_link_of_the_same_file_leaves_no_temp(tmp_path)
     a = ckptkit.save(os.fspath(tmp_path / "a"), {"x": np.ones(3)})
     b = ckptkit.save(os.fspath(tmp_path / "b"), {"y": np.zeros(2)})
     for _ in range(2):
-        merge.merge_checkpoints([a, b], tmp_path / "m")
-        edit.rename_keys(a, {"x": "z"}, output=tmp_path / "o")
+        merge.merge_checkpoints([a, b], tmp_path / "m", overwrite=True)
+        edit.rename_keys(a, {"x": "z"}, output=tmp_path / "o", overwrite=True)
     assert leftovers(os.fspath(tmp_path)) == []
     assert sorted(read_all(os.fspath(tmp_path / "m"))) == ["x", "y"]
     assert list(read_all(os.fspath(tmp_path / "o"))) == ["z"]
