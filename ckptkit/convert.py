@@ -19,6 +19,7 @@ from . import dtypes as _dtypes
 from . import selection, storage
 from .errors import AlreadyExistsError, CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
 from .format import bundle, naming
+from .format import npz as _npz
 from .format.npz import _NpzSource, read_npz, write_npz
 from .format.safetensors import _ST_CODES, _read_all, _SafetensorsSource, read_safetensors, write_safetensors
 from .objectgraph import OBJECT_GRAPH_KEY, friendly_names
@@ -174,7 +175,7 @@ def _holds(kind: str, dtype: _dtypes.DType) -> str | None:
     """Why a `kind` destination can't hold `dtype` (None if it can)."""
     if kind == "safetensors" and dtype.name not in _ST_CODES:
         return "strings" if dtype.is_string else dtype.name
-    if kind == "npz" and not dtype.is_string and dtype.numpy.kind == "V":
+    if kind == "npz" and not _npz.holds(dtype):  # every ml_dtypes type (float8_e5m2 is 'f' to numpy)
         return dtype.name
     return None
 

@@ -35,19 +35,16 @@ Every byte is read through `read_ranges` from a `ByteSource` (`read_exactly(buf,
 """
 from __future__ import annotations
 
-import io
 import math
 import mmap
 import operator
-import struct
-import zipfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
 from . import dtypes as _dtypes
-from .errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError
+from .errors import CheckpointError, InvalidArgumentError, TensorNotFoundError
 from .format.bundle import BIG, BundleData, decode_key
 from .format.npz import NpzFile
 from .format.safetensors import SafetensorsFile
@@ -104,7 +101,7 @@ def _axis(item, dim: int, d: int, path, key) -> Axis:
         except (TypeError, ValueError) as exc:  # a step of 0, a non-integer bound
             raise InvalidArgumentError(f"bad slice {_show(item)} for dimension {d}: {exc}",
                                        path=path, key=key) from None
-        count = len(range(start, stop, step))
+        count = max(0, -((start - stop) // step))  # len(range(...)), for dims past 2**63 too
         if count <= 1:
             return Axis(start if count else 0, count, 1)
         if step > 0:
@@ -317,6 +314,7 @@ def _read_safetensors(source: SafetensorsFile, name: str, axes: tuple[Axis, ...]
     dtype, shape, (begin, _) = source.specs[name]
     shape = tuple(shape)
     counts = tuple(a.count for a in axes)
+    _dtypes.check_numpy_shape(counts, dtype, source.path, name)  # `[0, 2**70]`: no bytes, no numpy shape
     if is_whole(axes, shape) or not all(counts):
         return _select(source.read(name), axes) if all(counts) else np.empty(counts, dtype=dtype.numpy)
     out = np.empty(math.prod(counts) * dtype.itemsize, dtype=np.uint8)
@@ -324,56 +322,13 @@ def _read_safetensors(source: SafetensorsFile, name: str, axes: tuple[Axis, ...]
     return out.view(dtype.numpy).reshape(counts)
 
 
-_ZIP_LOCAL = struct.Struct("<4s22xHH")  # a zip local file header: signature ... name length, extra length
-
-
-def _npz_member_data(source: NpzFile, name: str) -> tuple[int, np.dtype] | None:
-    """(file offset of the array data, stored numpy dtype) of an .npz member kept as it is
-    (stored, not compressed or encrypted) in C order with a numeric dtype; None for any
-    other member (read whole). The local zip header and the .npy header are read again
-    here (the archive was checked on open); a member whose data would pass its end is a
-    DataLossError."""
-    zf = source.npz.zip
-    if zf is None:
-        return None
-    member = name if name in zf.NameToInfo else f"{name}.npy"
-    info = zf.getinfo(member)
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-        return None
-    raw, path = file_source(source), source.path
-    head = bytearray(_ZIP_LOCAL.size)
-    read_ranges(raw, [(info.header_offset, memoryview(head))], key=name)
-    signature, name_len, extra_len = _ZIP_LOCAL.unpack(head)
-    if signature != b"PK\x03\x04":
-        raise DataLossError("zip member has no local header where the directory says", path=path, key=name)
-    start = info.header_offset + _ZIP_LOCAL.size + name_len + extra_len
-    prefix = bytearray(min(12, info.file_size))
-    read_ranges(raw, [(start, memoryview(prefix))], key=name)
-    try:
-        version = np.lib.format.read_magic(io.BytesIO(prefix))
-        length_size = 2 if version == (1, 0) else 4
-        header_len = int.from_bytes(prefix[8:8 + length_size], "little")
-        npy_header = bytearray(min(8 + length_size + header_len, info.file_size))
-        read_ranges(raw, [(start, memoryview(npy_header))], key=name)
-        f = io.BytesIO(npy_header)
-        np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(f)
-    except ValueError as exc:
-        raise DataLossError(f"array header is unreadable: {exc}", path=path, key=name) from None
-    if fortran or dtype.kind not in "biufc":
-        return None
-    if len(npy_header) + math.prod(shape) * dtype.itemsize > info.file_size:
-        raise DataLossError("array data runs past the end of its zip member", path=path, key=name)
-    return start + len(npy_header), dtype
-
-
 def _read_npz(source: NpzFile, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
     tf_dtype, shape = source.meta(name)
     counts = tuple(a.count for a in axes)
+    _dtypes.check_numpy_shape(counts, tf_dtype, source.path, name)  # `[0, 2**70]`: no bytes, no numpy shape
     if not all(counts):
         return np.empty(counts, dtype=tf_dtype.numpy)
-    found = None if is_whole(axes, shape) or tf_dtype.is_string else _npz_member_data(source, name)
+    found = None if is_whole(axes, shape) or tf_dtype.is_string else source.stored_data(name)
     if found is None:
         arr = _select(source.read(name), axes)
     else:

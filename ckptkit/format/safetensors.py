@@ -70,14 +70,16 @@ class _SafetensorsSource:
         if n > min(_MAX_HEADER, size - 8):
             raise DataLossError(f"not a safetensors file: header length {n} exceeds the file", path=path)
         try:
-            header = json.loads(f.read(n, 8).decode("utf-8"))
+            header = json.loads(f.read(n, 8).decode("utf-8"), object_pairs_hook=_Object.of)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise DataLossError(f"safetensors header is not valid JSON: {exc}", path=path) from None
         if not isinstance(header, dict):
             raise DataLossError("safetensors header is not a JSON object", path=path)
+        _refuse_twice(header, "safetensors header names tensor", path, None)
         metadata = header.pop("__metadata__", None)
         if not isinstance(metadata, dict | None):
             raise DataLossError("safetensors __metadata__ is not an object", path=path)
+        _refuse_twice(metadata, "safetensors __metadata__ has key", path, "__metadata__")
         # None when absent, as safe_open(...).metadata() returns it
         self.metadata = None if metadata is None else {str(k): str(v) for k, v in metadata.items()}
         self.data_start, data_size = 8 + n, size - 8 - n
@@ -87,7 +89,8 @@ class _SafetensorsSource:
                 raise DataLossError(f"data_offsets [{begin}, {end}] do not fit {dtype.name}{shape} "
                                     f"in {data_size} data bytes", path=path, key=name)
         self.specs = specs
-        self.names = sorted(specs, key=lambda k: specs[k][2][0])  # file order: sequential reads
+        self.names = sorted(specs, key=lambda k: specs[k][2])  # file order: sequential reads
+        _check_no_overlap(self.names, specs, path)
 
     def meta(self, name: str) -> tuple[_dtypes.DType, tuple[int, ...]]:
         dtype, shape, _ = self.specs[name]
@@ -95,6 +98,7 @@ class _SafetensorsSource:
 
     def read(self, name: str) -> np.ndarray:
         dtype, shape, (begin, end) = self.specs[name]
+        _dtypes.check_numpy_shape(tuple(shape), dtype, self.path, name)  # `[0, 2**70]`: 0 bytes, no numpy shape
         buf = np.empty(end - begin, dtype=np.uint8)
         self.handle.read_exactly(buf.data, self.data_start + begin, name)
         return buf.view(dtype.numpy).reshape(shape)
@@ -109,6 +113,41 @@ class _SafetensorsSource:
         self.close()
 
 
+class _Object(dict):
+    """A JSON object that named a key twice (json.loads keeps the last silently)."""
+
+    twice: str
+
+    @staticmethod
+    def of(pairs: list[tuple[str, Any]]) -> dict:
+        out = dict(pairs)
+        if len(out) == len(pairs):
+            return out
+        marked, seen = _Object(out), set()
+        for k, _ in pairs:
+            if k in seen:
+                marked.twice = k
+                break
+            seen.add(k)
+        return marked
+
+
+def _refuse_twice(obj, what: str, path: str, key: str | None) -> None:
+    """A header object naming a key twice is a DataLossError naming it (`key`, or the
+    twice-named tensor): which of the two is meant is ambiguous."""
+    if isinstance(obj, _Object):
+        raise DataLossError(f"{what} {obj.twice!r} twice", path=path, key=obj.twice if key is None else key)
+
+
+def _check_no_overlap(names: list[str], specs: dict, path: str) -> None:
+    """Refuse tensors sharing bytes (`names` in file order): reading each would multiply
+    memory past the file's size (the safetensors package refuses them too)."""
+    ranges = [name for name in names if specs[name][2][0] < specs[name][2][1]]  # empty ones hold nothing
+    for first, name in zip(ranges, ranges[1:], strict=False):
+        if specs[name][2][0] < specs[first][2][1]:
+            raise DataLossError(f"data_offsets {specs[name][2]} overlap those of {first!r}", path=path, key=name)
+
+
 _MAX_RANK = 64  # numpy's limit (TF's is 254, but such a tensor could not be an array here)
 
 
@@ -118,6 +157,7 @@ def _parse_spec(spec, path, name):
                             path=path)
     if not isinstance(spec, dict):
         raise DataLossError("tensor entry is not an object", path=path, key=name)
+    _refuse_twice(spec, "tensor entry has field", path, name)
     code, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
     if not isinstance(code, str) or code not in _ST_DTYPES:
         raise UnsupportedError(f"unsupported safetensors dtype {code!r}", path=path, key=name)
