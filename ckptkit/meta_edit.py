@@ -58,7 +58,7 @@ def rewrite_meta(data: bytes, renamed: Mapping[str, str], removed: set[str], *, 
     mg = meta_graph_pb2.MetaGraphDef()
     try:
         mg.ParseFromString(data)
-    except Exception:  # DecodeError, or others from the C backend
+    except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
         raise DataLossError("cannot parse the MetaGraphDef", path=path) from None
     nodes = {n.name: n for n in mg.graph_def.node}
     old = {k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape") for k, v in renamed.items()}

@@ -138,7 +138,7 @@ class ObjectGraph:
         proto = trackable_object_graph_pb2.TrackableObjectGraph()
         try:
             proto.ParseFromString(data)
-        except Exception:  # DecodeError, or others from the C backend
+        except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
             raise DataLossError("object graph is not a parseable TrackableObjectGraph",
                                 key=OBJECT_GRAPH_KEY) from None
         return cls(proto)

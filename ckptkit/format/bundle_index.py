@@ -174,7 +174,7 @@ class BundleIndex:
         self.header = BundleHeaderProto()
         try:
             self.header.ParseFromString(header_bytes)
-        except Exception:  # protobuf raises DecodeError (or others on the C backend)
+        except Exception:  # noqa: BLE001 - protobuf raises DecodeError (or others on the C backend)
             raise DataLossError("index header is not parseable", path=self.path) from None
         if self.header.version.producer < 1 or BUNDLE_VERSION in self.header.version.bad_consumers \
                 or self.header.version.min_consumer > BUNDLE_VERSION:
@@ -297,7 +297,7 @@ class BundleIndex:
         entry = BundleEntryProto()
         try:
             entry.ParseFromString(head)
-        except Exception:
+        except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
             raise DataLossError("index entry is not parseable", path=self.path, key=key) from None
         return entry.dtype, shape_of(entry, self.path, key)
 
@@ -310,7 +310,7 @@ class BundleIndex:
             entry = BundleEntryProto()
             try:
                 entry.ParseFromString(raw)
-            except Exception:
+            except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
                 raise DataLossError("index entry is not parseable", path=self.path, key=key) from None
             self._entries[key] = entry
         return entry

@@ -171,7 +171,7 @@ def _parse(raw, path, key=None) -> SavedTensorSlices:
     msg = SavedTensorSlices()
     try:
         msg.ParseFromString(bytes(raw))
-    except Exception:  # DecodeError, or others from the C backend
+    except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
         raise DataLossError("SavedTensorSlices record is not parseable", path=path, key=key) from None
     return msg
 

@@ -145,7 +145,7 @@ def same_directory(a: str, b: str) -> bool:
     return LOCAL.realpath(a) == LOCAL.realpath(b)
 
 
-def Commit(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT) -> Any:  # noqa: N802
+def Commit(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT) -> Any:  # noqa: N802 - used like the class it builds
     """`with Commit(directory) as tx:` — the transaction publishing new files in
     `directory` (see journal.LocalCommit for its methods and guarantees)."""
     return of(directory).commit(directory or os.curdir, lock_timeout=lock_timeout, role=role)

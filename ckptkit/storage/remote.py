@@ -277,7 +277,7 @@ class FsspecStorage(Storage):
         def listing() -> list:
             try:
                 return self.fs.ls(self.key(directory), detail=True)
-            except Exception as exc:  # noqa: BLE001 - unlistable (HTTP without an index page): no entries
+            except Exception as exc:  # unlistable (HTTP without an index page): no entries
                 if _transient(exc) or _unresolved(exc):
                     raise  # ... but an unreachable store is an error
                 return []

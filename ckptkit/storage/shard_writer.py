@@ -107,7 +107,7 @@ class ShardWriter:
             try:
                 if self._error is None:
                     self._write_block(memoryview(buf)[:size], offset)
-            except BaseException as exc:  # handed to the caller's thread
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self._error = exc
             self._free.put(buf)
 

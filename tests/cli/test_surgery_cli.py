@@ -1,6 +1,7 @@
 """`ckptkit average / merge / stats / show / diff` from the command line, checked by TF."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from helpers import CKPTKIT, SEED_EMA, same, subprocess_env, tf_values
 
 import ckptkit
+from ckptkit import cli as cli_module
 from ckptkit.cli import cli, histogram_lines
 from ckptkit.format import bundle
 
@@ -253,10 +255,6 @@ def test_diff_exit_codes_and_relative_difference(tmp_path):
 
 
 def test_progress_on_a_terminal_counts_every_byte(tmp_path, monkeypatch):
-    import contextlib  # noqa: PLC0415
-
-    from ckptkit import cli as cli_module  # noqa: PLC0415
-
     bars: list[tuple[int, list[int]]] = []
 
     @contextlib.contextmanager

@@ -13,6 +13,7 @@ from helpers import leftovers
 import ckptkit
 from ckptkit.errors import CheckpointError
 from ckptkit.format import bundle
+from ckptkit.format.bundle import BundleData
 from ckptkit.storage import Commit
 from ckptkit.storage import journal as commit
 from ckptkit.storage.journal import JOURNAL_SUFFIX
@@ -196,7 +197,6 @@ def test_a_reader_opened_before_a_resave_reads_the_new_checkpoint_whole(tmp_path
 def test_load_never_mixes_two_checkpoints(tmp_path, monkeypatch):
     prefix = str(tmp_path / "model")
     ckptkit.save(prefix, {f"t{i}": np.full(4, i, np.int64) for i in range(4)}, num_shards=4)
-    from ckptkit.format.bundle import BundleData
 
     real = BundleData._file
     calls = {"n": 0}
