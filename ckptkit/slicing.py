@@ -97,7 +97,7 @@ def parse_index(index: Any, shape: tuple[int, ...], *, path: str | None = None,
     return tuple(_axis(item, dim, d, path, key) for d, (item, dim) in enumerate(zip(items, shape, strict=True)))
 
 
-def _axis(item, dim: int, d: int, path, key) -> Axis:
+def _axis(item: Any, dim: int, d: int, path: str | None, key: str | None) -> Axis:
     if isinstance(item, slice):
         try:
             start, stop, step = item.indices(dim)
@@ -233,7 +233,7 @@ def read_box(source: ByteSource, base: int, shape: tuple[int, ...], itemsize: in
 
 
 def _read_runs(source: ByteSource, starts: np.ndarray, run: int, out: np.ndarray, scratch: list[np.ndarray],
-               key) -> None:
+               key: str | None) -> None:
     """Read runs of `run` bytes at ascending `starts` into consecutive pieces of `out`.
 
     Runs whose gap is under a page and that fit SCRATCH together form a group: one read

@@ -39,7 +39,7 @@ def encode_key(key: str | bytes) -> bytes:
     return key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
 
 
-def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
+def shape_of(entry: BundleEntryProto, path: str | None = None, key: str | None = None) -> tuple[int, ...]:
     """The entry's dims, if TF's TensorShape::IsValid accepts them: rank <= 254, every
     dim >= 0, and the element count, multiplied out in dimension order, never past
     2^63 - 1 (so `[0, 2**62]` is valid, `[2**62, 4, 0]` is not). Else DataLossError."""
@@ -107,7 +107,7 @@ class gc_paused:  # noqa: N801 - used like a function: `with gc_paused():`
         self.was_enabled = gc.isenabled()
         gc.disable()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.was_enabled:
             gc.enable()
 
