@@ -21,6 +21,9 @@ import time
 
 import numpy as np
 
+import ckptkit
+from ckptkit import edit
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -64,9 +67,7 @@ def main() -> None:
     parser.add_argument("--safetensors", action="store_true", help="also time safetensors save/load")
     args = parser.parse_args()
 
-    import tensorflow as tf
-
-    import ckptkit
+    import tensorflow as tf  # noqa: PLC0415 - slow to import: not before the arguments are checked
 
     scratch = tempfile.mkdtemp(prefix="ckptkit-bench-", dir=args.dir)
     try:
@@ -100,7 +101,7 @@ def main() -> None:
                       "raw file write + fsync": lambda: write_raw(True)}
         load_file = None
         if args.safetensors:
-            from safetensors.numpy import load_file, save_file
+            from safetensors.numpy import load_file, save_file  # noqa: PLC0415 - optional package
             st_path = os.path.join(scratch, "x.safetensors")
             contenders["safetensors save_file"] = lambda: save_file(tensors, st_path)
         t = interleaved(contenders, args.repeat, os.sync)
@@ -137,22 +138,17 @@ def main() -> None:
         print(f"  read ratio ckptkit/TF = {t_read_ours / t_read_tf:.2f}  (target <= 0.4); "
               f"mmap views/TF = {t['ckptkit mmap views (crc checked)'] / t_read_tf:.2f}")
 
-        try:
-            from ckptkit import edit
-        except ImportError:
-            edit = None
-        if edit is not None:
-            state = {"name": "layer_000/kernel"}
+        state = {"name": "layer_000/kernel"}
 
-            def rename_once():
-                new = "renamed/kernel" if state["name"] == "layer_000/kernel" else "layer_000/kernel"
-                edit.rename_keys(ours, {state["name"]: new})
-                state["name"] = new
+        def rename_once():
+            new = "renamed/kernel" if state["name"] == "layer_000/kernel" else "layer_000/kernel"
+            edit.rename_keys(ours, {state["name"]: new})
+            state["name"] = new
 
-            t_rename = interleaved({"ckptkit edit.rename_keys": rename_once}, max(args.repeat, 5))[
-                "ckptkit edit.rename_keys"]
-            print(f"# rename one key in the {gib:.2f} GiB checkpoint (index rewrite only)")
-            report([("ckptkit edit.rename_keys", t_rename, "(target <= 50 ms)")])
+        t_rename = interleaved({"ckptkit edit.rename_keys": rename_once}, max(args.repeat, 5))[
+            "ckptkit edit.rename_keys"]
+        print(f"# rename one key in the {gib:.2f} GiB checkpoint (index rewrite only)")
+        report([("ckptkit edit.rename_keys", t_rename, "(target <= 50 ms)")])
 
         print(f"# listing a TF-written checkpoint of {args.small_vars} small variables (in-process, after import)")
         small = {f"scope_{i // 1000:03d}/var_{i:06d}": tf.constant([float(i)]) for i in range(args.small_vars)}

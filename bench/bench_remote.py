@@ -28,9 +28,9 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "storage"))
-from servers import free_port, http_server  # noqa: E402 - the tests' own range server
+from servers import free_port, http_server  # the tests' own range server
 
-import ckptkit  # noqa: E402
+import ckptkit
 
 _NGINX_CONF = """
 worker_processes 2;

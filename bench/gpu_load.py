@@ -77,10 +77,10 @@ def write_files(directory: str, size_gib: float, tensors: int) -> tuple[str, str
     import numpy as np  # noqa: PLC0415 - the parent needs numpy only here
 
     sys.path.insert(0, REPO)
-    import ckptkit  # noqa: PLC0415
-    from ckptkit import dtypes  # noqa: PLC0415
-    from ckptkit.format.bundle import Deferred  # noqa: PLC0415
-    from ckptkit.format.safetensors import write_safetensors  # noqa: PLC0415
+    import ckptkit  # noqa: PLC0415 - from REPO, put on the path just above
+    from ckptkit import dtypes  # noqa: PLC0415 - as above
+    from ckptkit.format.bundle import Deferred  # noqa: PLC0415 - as above
+    from ckptkit.format.safetensors import write_safetensors  # noqa: PLC0415 - as above
 
     per = int(size_gib * (1 << 30)) // tensors // 4
     rows = max(1, per // 4096)

@@ -6,7 +6,7 @@ commands start without paying for numpy and protobuf until they need them.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AlreadyExistsError,
@@ -49,7 +49,7 @@ __all__ = ["AlreadyExistsError", "CheckpointChangedError", "CheckpointError", "C
            "NotFoundError", "TensorNotFoundError", "UnsupportedError", *_LAZY]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ckptkit' has no attribute {name!r}")

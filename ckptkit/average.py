@@ -28,6 +28,7 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
             "averaged": averaged, "copied": len(plan) - averaged, "meta": meta[0] if meta else None}
 
 
-def _publish_meta(source_prefix: str, output: str, published: list[str], tx) -> None:
+def _publish_meta(source_prefix: str, output: str, published: list[str], tx: Any) -> None:
     """In the output's commit `tx`: the source's `.meta` published at the output's (after
     its index, as a Saver does; its path appended to `published`); without one, an old
     `.meta` at the output (of another graph) is deleted."""

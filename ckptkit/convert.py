@@ -11,7 +11,7 @@ import functools
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class _CheckpointSource:
     def __enter__(self) -> _CheckpointSource:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -101,7 +101,7 @@ def source_bytes(path: str | os.PathLike) -> int:
 
 
 @contextlib.contextmanager
-def _naming(path: str):
+def _naming(path: str) -> Iterator[None]:
     """Give a CheckpointError raised without a file (a bad slice, a bad value) `path`."""
     try:
         yield
@@ -190,7 +190,8 @@ def _parse_casts(cast: Mapping[str, str] | None) -> dict[int, _dtypes.DType]:
     return out
 
 
-def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, rename, friendly: bool,
+def _plan(source: Source, kind: str, dst: str, include: Iterable[str], exclude: Iterable[str],
+          casts: Mapping[int, _dtypes.DType], rename: tuple[str, str] | None, friendly: bool,
           strict: bool) -> tuple[dict[str, bundle.Deferred], list[dict], dict[str, str]]:
     """{output name: Deferred} of what to write, [{name, reason}] of what is left out, and
     {output name: source name}. A glob matching nothing is an error (raised without a
@@ -198,7 +199,7 @@ def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, re
     plan: dict[str, bundle.Deferred] = {}
     sources: dict[str, str] = {}
     left_out = []
-    pattern = None if rename is None else selection.compile_regex(rename[0])
+    pattern, template = (None, "") if rename is None else (selection.compile_regex(rename[0]), rename[1])
     shown = friendly_names_of(source) if friendly else {}
     by_shown = {shown.get(name, name): name for name in source.names}  # friendly names are unique
     for name in (by_shown[n] for n in selection.select(by_shown, include, exclude)):
@@ -215,9 +216,9 @@ def _plan(source: Source, kind: str, dst: str, include, exclude, casts: dict, re
         out = shown.get(name, name)
         if pattern is not None and (m := pattern.fullmatch(out)) is not None:
             try:
-                out = m.expand(rename[1])
+                out = m.expand(template)
             except (re.error, IndexError) as exc:
-                raise InvalidArgumentError(f"bad rename template {rename[1]!r}: {exc}", key=name) from None
+                raise InvalidArgumentError(f"bad rename template {template!r}: {exc}", key=name) from None
         if out in sources:
             raise InvalidArgumentError(f"both {sources[out]!r} and {name!r} would be written as {out!r}",
                                        path=dst, key=out)
@@ -260,7 +261,7 @@ def safetensors_metadata(src: str, extra: Mapping[str, str] | None, dst: str) ->
 
     source = src
     if "://" in src:
-        from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415
+        from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415 - URL sources only
 
         parts = urlsplit(src)
         source = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))

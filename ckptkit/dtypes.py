@@ -14,6 +14,7 @@ from .errors import UnsupportedError
 
 if TYPE_CHECKING:  # the generated enum type; at run time its values are plain ints
     import numpy as np
+    from numpy.typing import DTypeLike
 
     from .proto.types_pb2 import DataType
 
@@ -30,7 +31,7 @@ class DType:
         self.enum = cast("DataType", enum)
         self.name = name
 
-    def __getattr__(self, attr: str):
+    def __getattr__(self, attr: str) -> np.dtype:
         # Only reached while the `numpy` slot is still unset.
         if attr != "numpy":
             raise AttributeError(attr)
@@ -50,7 +51,7 @@ class DType:
         return self.enum
 
     @property
-    def as_numpy_dtype(self):
+    def as_numpy_dtype(self) -> type:
         return self.numpy.type
 
     @property
@@ -75,7 +76,7 @@ class DType:
     def __repr__(self) -> str:
         return f"tf.{self.name}"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, DType):
             return self.enum == other.enum
         if isinstance(other, str):
@@ -116,7 +117,7 @@ _REF_OFFSET = 100  # DT_FLOAT_REF = 101 etc.: a variable's ref type in old graph
 STRING = _BY_ENUM[_DT_STRING]
 
 
-def from_enum(enum: int, *, path=None, key=None) -> DType:
+def from_enum(enum: int, *, path: str | None = None, key: str | None = None) -> DType:
     """The DType for a DataType number read from a file (ref types map to their base)."""
     if enum > _REF_OFFSET:
         enum -= _REF_OFFSET
@@ -141,7 +142,7 @@ def enum_name(enum: int) -> str:
         return str(enum)
 
 
-def as_dtype(value) -> DType:
+def as_dtype(value: object) -> DType:
     """A DType from a DType, TF name ("float32"), DataType number, numpy dtype or TF dtype."""
     import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
 
@@ -155,7 +156,7 @@ def as_dtype(value) -> DType:
     if isinstance(enum, int):
         return from_enum(enum)
     try:
-        npd = np.dtype(value)
+        npd = np.dtype(cast("DTypeLike", value))  # anything else numpy takes for a dtype
     except TypeError:
         raise UnsupportedError(f"cannot interpret {value!r} as a dtype") from None
     if npd.kind in "OSU":
@@ -184,7 +185,8 @@ def numpy_max_dims() -> int:
     return _numpy_max_dims
 
 
-def check_numpy_shape(shape: tuple[int, ...], dtype: DType | None, path=None, key: str | None = None) -> None:
+def check_numpy_shape(shape: tuple[int, ...], dtype: DType | None, path: str | None = None,
+                      key: str | None = None) -> None:
     """A shape a checkpoint may hold but numpy cannot build is UnsupportedError, before
     numpy sees it (numpy's own ValueError would name neither file nor key). Only an
     empty tensor gets here in practice: data that fits in a file fits in numpy, but TF

@@ -62,8 +62,10 @@ from .locate import resolve_prefix
 from .meta_edit import rewrite_meta
 from .objectgraph import OBJECT_GRAPH_KEY
 from .objectgraph_edit import GraphEditor
+from .reader import CheckpointReader
+from .state import remove_checkpoint
 from .storage import Commit, locked_directory
-from .storage.base import copy_range
+from .storage.base import ShardFile, copy_range
 from .storage.files import temp_name
 from .storage.lock import EDIT_WAIT_SECONDS
 
@@ -221,6 +223,7 @@ class _Edit:
                 out = tx.shard(path)
                 source = self.data.shard_handle(shard) if by_shard.get(shard) else None
                 for key, checked in sorted(by_shard.get(shard, []), key=lambda ke: ke[1].offset):
+                    assert source is not None  # opened above: this shard has entries
                     entry = bundle.BundleEntryProto()
                     entry.CopyFrom(checked)  # the reader's cached entry stays as read
                     entry.offset = out.offset
@@ -254,7 +257,7 @@ class _Edit:
         return freed
 
 
-def _append_string(out, shard: int, data: bytes) -> bytes:
+def _append_string(out: ShardFile, shard: int, data: bytes) -> bytes:
     """Write `data` as a DT_STRING scalar at the end of shard `out` (as write_bundle lays
     strings out); return its serialized entry."""
     start = out.offset
@@ -306,9 +309,6 @@ def _as_v2(source: str, target: str) -> Iterator[str]:
     """A V1 checkpoint (or any file a reader opens) rewritten as a V2 bundle under a temp
     prefix beside `target`, removed again afterwards: the source of an `-o` edit, whose
     data shards the edit then links under `target`'s names."""
-    from .reader import CheckpointReader  # noqa: PLC0415
-    from .state import remove_checkpoint  # noqa: PLC0415
-
     temp = temp_name(target)
     try:
         with CheckpointReader(source) as reader:

@@ -31,7 +31,7 @@ it, and `ckptkit.load` leaves such tensors out (see reader.load).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,13 @@ from .errors import DataLossError, InvalidArgumentError, UnsupportedError
 from .format.bundle import BIG, BundleData
 from .format.coding import crc32c, unmask_crc
 
+if TYPE_CHECKING:
+    from .proto.tensor_bundle_pb2 import BundleEntryProto
+    from .slicing import ByteSource
+
+    # what the fast paths read: a V2 entry's data, entry, dtype and shape
+    PlainEntry = tuple[BundleData, BundleEntryProto, _dtypes.DType, tuple[int, ...]]
+
 __all__ = ["ALIASES", "FRAMEWORKS", "Target", "Staging", "canonical", "target", "TORCH_DTYPES"]
 
 FRAMEWORKS = ("numpy", "torch", "jax")
@@ -47,7 +54,7 @@ FRAMEWORKS = ("numpy", "torch", "jax")
 ALIASES = {"np": "numpy", "pt": "torch", "flax": "jax"}
 
 
-def canonical(framework: str | None, *, path=None) -> str:
+def canonical(framework: str | None, *, path: str | None = None) -> str:
     """`framework` as one of FRAMEWORKS (None is numpy; aliases resolved); an unknown
     name is an InvalidArgumentError naming `path`."""
     if framework is None:
@@ -71,7 +78,7 @@ TORCH_DTYPES = {
 _JAX_X64 = {"float64", "int64", "uint64", "complex128"}  # narrowed by jax without jax_enable_x64
 
 
-def _import(framework: str, path):
+def _import(framework: str, path: str | None) -> Any:
     try:
         return importlib.import_module(framework)
     except ImportError as exc:
@@ -84,7 +91,7 @@ class Target:
     """A framework and device to turn arrays into; the framework is imported and the
     device checked once, when the reader opens."""
 
-    def __init__(self, framework: str, device: Any = None, *, path=None) -> None:
+    def __init__(self, framework: str, device: Any = None, *, path: str | None = None) -> None:
         framework = canonical(framework, path=path)
         if framework == "numpy":
             raise InvalidArgumentError("framework='numpy' needs no Target (see target())", path=path)
@@ -94,7 +101,7 @@ class Target:
         self.device = self._torch_device(device) if framework == "torch" else self._jax_device(device)
         self._staging: Staging | None = None  # pinned buffers, made on the first CUDA read
 
-    def _torch_device(self, device):
+    def _torch_device(self, device: Any) -> Any:
         torch = self.module
         try:
             dev = torch.device("cpu" if device is None else device)
@@ -105,7 +112,7 @@ class Target:
                                    path=self.path)
         return dev
 
-    def _jax_device(self, device):
+    def _jax_device(self, device: Any) -> Any:
         jax = self.module
         if device is None or not isinstance(device, str):
             return device  # None: jax's default device; else a jax Device
@@ -138,19 +145,20 @@ class Target:
                     "jax.config.update('jax_enable_x64', True), or read with framework='numpy'")
         return None
 
-    def convert(self, arr: np.ndarray, dtype: _dtypes.DType, *, path=None, key=None) -> Any:
+    def convert(self, arr: np.ndarray, dtype: _dtypes.DType, *, path: str | None = None,
+                key: str | None = None) -> Any:
         """`arr` (of TF dtype `dtype`) as this framework's tensor on this device."""
         if self.framework == "torch":
             return self._torch(arr, dtype, path, key)
         return self._jax(arr, dtype, path, key)
 
-    def torch_dtype(self, dtype: _dtypes.DType, path=None, key=None):
+    def torch_dtype(self, dtype: _dtypes.DType, path: str | None = None, key: str | None = None) -> Any:
         refusal = self.refusal(dtype)
         if refusal is not None:
             raise UnsupportedError(refusal, path=path, key=key)
         return getattr(self.module, TORCH_DTYPES[dtype.name])
 
-    def _torch(self, arr: np.ndarray, dtype: _dtypes.DType, path, key):
+    def _torch(self, arr: np.ndarray, dtype: _dtypes.DType, path: str | None, key: str | None) -> Any:
         torch = self.module
         torch_dtype = self.torch_dtype(dtype, path, key)
         if arr.dtype != dtype.numpy or not (arr.flags.c_contiguous and arr.flags.writeable):
@@ -162,7 +170,7 @@ class Target:
             tensor = tensor.to(self.device)
         return tensor
 
-    def _jax(self, arr: np.ndarray, dtype: _dtypes.DType, path, key):
+    def _jax(self, arr: np.ndarray, dtype: _dtypes.DType, path: str | None, key: str | None) -> Any:
         jax = self.module
         refusal = self.refusal(dtype)
         if refusal is not None:
@@ -174,7 +182,7 @@ class Target:
 
     # ---- reading
 
-    def read(self, backend: Any, name: str, verify: bool, copy: bool, *, path=None) -> Any:
+    def read(self, backend: Any, name: str, verify: bool, copy: bool, *, path: str | None = None) -> Any:
         """Tensor `name` of a CheckpointReader backend as this framework's tensor (`copy`:
         the reader's choice between a new array and a mapped view, see convert)."""
         if self.pinned:
@@ -189,7 +197,7 @@ class Target:
         return self.convert(arr, _dtypes.from_enum(backend.dtype_enum(name), path=path, key=name),
                             path=path, key=name)
 
-    def _plain_entry(self, backend: Any, name: str):
+    def _plain_entry(self, backend: Any, name: str) -> PlainEntry | None:
         """(BundleData, entry, dtype, shape) of a V2 plain little-endian numeric entry with
         data, or None: what the fast paths below handle."""
         data = getattr(backend, "data", None)
@@ -201,7 +209,7 @@ class Target:
             return None
         return data, entry, dtype, shape
 
-    def _map_private(self, backend: Any, name: str, verify: bool):
+    def _map_private(self, backend: Any, name: str, verify: bool) -> Any:
         """A torch tensor over its own copy-on-write mapping of the entry's bytes (zero-copy
         from the page cache; writable, and writes reach neither the file nor another
         read); crc32c checked over the mapped bytes unless `verify` is off. None where
@@ -223,7 +231,7 @@ class Target:
         # frombuffer keeps the mapping alive as long as the tensor lives
         return torch.frombuffer(view, dtype=torch.uint8).view(torch_dtype).reshape(shape)
 
-    def _read_pinned(self, backend: Any, name: str, verify: bool):
+    def _read_pinned(self, backend: Any, name: str, verify: bool) -> Any:
         """A V2 plain little-endian numeric entry streamed to the device through pinned
         staging buffers; None for anything else (read the ordinary way)."""
         found = self._plain_entry(backend, name)
@@ -261,7 +269,8 @@ class Staging:
         self.events: list[Any] = [None] * count
         self.turn = 0
 
-    def upload(self, source: Any, offset: int, size: int, dest: Any, verify: bool, *, key=None) -> int:
+    def upload(self, source: ByteSource, offset: int, size: int, dest: Any, verify: bool, *,
+               key: str | None = None) -> int:
         """Copy `size` bytes at `offset` of `source` (a slicing.ByteSource) into `dest` (a
         uint8 device tensor of that size); return their crc32c when `verify` (else 0)."""
         from .slicing import read_ranges  # noqa: PLC0415 - the one byte-range primitive
@@ -285,7 +294,7 @@ class Staging:
         return crc
 
 
-def target(framework: str | None, device: Any = None, *, path=None) -> Target | None:
+def target(framework: str | None, device: Any = None, *, path: str | None = None) -> Target | None:
     """The Target for a reader's `framework`/`device` options (errors name `path`); None
     for plain numpy ("numpy", "np" or None)."""
     name = canonical(framework, path=path)

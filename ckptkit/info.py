@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import selection, storage
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError, StoreError, TensorNotFoundError
-from .objectgraph import OBJECT_GRAPH_KEY, ObjectGraph, friendly_names
+from .objectgraph import OBJECT_GRAPH_KEY, Node, ObjectGraph, friendly_names
 from .objectgraph_edit import graph_problems
 from .reader import CheckpointReader
 from .state import STATE_FILENAME, checkpoint_exists, get_checkpoint_state
@@ -85,7 +85,7 @@ def object_tree(path: str | os.PathLike, start: str | None = None) -> dict | Non
         return graph.format_tree(reader.get_variable_to_shape_map(), dtypes, node)
 
 
-def find_object(graph: ObjectGraph, path: str, prefix: str | None = None):
+def find_object(graph: ObjectGraph, path: str, prefix: str | None = None) -> Node:
     """The object at `path` (any path of edges from the root), or TensorNotFoundError."""
     try:
         return graph.find(path)
@@ -228,6 +228,7 @@ def verify_checkpoint(path: str | os.PathLike,
             except CheckpointError as exc:
                 report.graph_problems.append((OBJECT_GRAPH_KEY, str(exc)))
             else:
+                assert graph is not None  # the reader holds OBJECT_GRAPH_KEY
                 report.graph_problems += graph_problems(graph, reader.keys())
             if include or exclude:
                 report.graph_problems = [(k, m) for k, m in report.graph_problems if k in picked]

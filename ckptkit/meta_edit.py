@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import DataLossError, UnsupportedError
-from .proto import meta_graph_pb2
+from .proto import meta_graph_pb2, node_def_pb2
 
 __all__ = ["rewrite_meta"]
 
@@ -37,11 +37,11 @@ def _split(tensor: str) -> tuple[str, int]:
     return name, int(index) if index else 0
 
 
-def _strings(node) -> list[bytes]:
+def _strings(node: node_def_pb2.NodeDef) -> list[bytes]:
     return list(node.attr["value"].tensor.string_val)
 
 
-def _set_strings(node, values: list[bytes]) -> None:
+def _set_strings(node: node_def_pb2.NodeDef, values: list[bytes]) -> None:
     tensor = node.attr["value"].tensor
     del tensor.string_val[:]
     tensor.string_val.extend(values)
@@ -58,7 +58,7 @@ def rewrite_meta(data: bytes, renamed: Mapping[str, str], removed: set[str], *, 
     mg = meta_graph_pb2.MetaGraphDef()
     try:
         mg.ParseFromString(data)
-    except Exception:  # DecodeError, or others from the C backend
+    except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
         raise DataLossError("cannot parse the MetaGraphDef", path=path) from None
     nodes = {n.name: n for n in mg.graph_def.node}
     old = {k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape") for k, v in renamed.items()}
@@ -123,7 +123,7 @@ def rewrite_meta(data: bytes, renamed: Mapping[str, str], removed: set[str], *, 
     return mg.SerializeToString(deterministic=True)
 
 
-def _drop_restored(mg, dropped_outputs: dict[str, list[int]]) -> None:
+def _drop_restored(mg: meta_graph_pb2.MetaGraphDef, dropped_outputs: dict[str, list[int]]) -> None:
     """Remove the nodes fed by dropped RestoreV2 outputs (transitively), renumber the later
     outputs, and drop control inputs that named a removed node."""
     if not dropped_outputs:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
@@ -41,6 +41,12 @@ from .proto import (
     variable_pb2,
 )
 from .storage import write_file
+
+if TYPE_CHECKING:
+    # what _attr turns into an AttrValue
+    _AttrLike = (bool | int | str | bytes | attr_value_pb2.AttrValue | tensor_pb2.TensorProto
+                 | tensor_shape_pb2.TensorShapeProto)
+    _Specs = Mapping[str, tuple[_dtypes.DType, tuple[int, ...]]]  # variable -> (dtype, shape)
 
 __all__ = ["build_meta_graph", "write_meta_graph", "read_meta_graph", "summarize_meta_graph",
            "GRAPH_PRODUCER", "read_saved_model", "is_saved_model", "summarize_saved_model",
@@ -158,7 +164,8 @@ def _shape_proto(shape: Iterable[int]) -> tensor_shape_pb2.TensorShapeProto:
         dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape])
 
 
-def _tensor(dtype: _dtypes.DType, shape: tuple[int, ...], values=()) -> tensor_pb2.TensorProto:
+def _tensor(dtype: _dtypes.DType, shape: tuple[int, ...],
+            values: Sequence[bytes | int | float] = ()) -> tensor_pb2.TensorProto:
     t = tensor_pb2.TensorProto(dtype=dtype.enum, tensor_shape=_shape_proto(shape))
     if values:
         getattr(t, _dtypes.TENSOR_PROTO_FIELD[dtype.name]).extend(values)
@@ -168,12 +175,13 @@ def _tensor(dtype: _dtypes.DType, shape: tuple[int, ...], values=()) -> tensor_p
 def _zero_tensor(dtype: _dtypes.DType, shape: tuple[int, ...]) -> tensor_pb2.TensorProto:
     """A TensorProto of `shape` holding one zero (or b""), which TF broadcasts: O(1) bytes."""
     field = _dtypes.TENSOR_PROTO_FIELD[dtype.name]
-    zero = {"string_val": b"", "bool_val": False}.get(field, 0)
+    zeros: dict[str, bytes | int] = {"string_val": b"", "bool_val": False}
+    zero = zeros.get(field, 0)
     n = 2 if field in ("scomplex_val", "dcomplex_val") else 1
     return _tensor(dtype, shape, [zero] * n)
 
 
-def _attr(value) -> attr_value_pb2.AttrValue:
+def _attr(value: _AttrLike) -> attr_value_pb2.AttrValue:
     """An AttrValue from a Python value: bool, int, bytes/str, or a ready proto."""
     if isinstance(value, attr_value_pb2.AttrValue):
         return value
@@ -213,7 +221,7 @@ class _GraphBuilder:
         self.ops: set[str] = set()
 
     def add(self, name: str, op: str, inputs: Iterable[str] = (), *, device: str = "",
-            **attrs) -> str:
+            **attrs: _AttrLike) -> str:
         if name in self.names:
             raise InvalidArgumentError(f"node name {name!r} is used twice in the graph")
         node = node_def_pb2.NodeDef(name=name, op=op, input=list(inputs), device=device)
@@ -303,7 +311,7 @@ def _add_variable(g: _GraphBuilder, name: str, dtype: _dtypes.DType,
                                     trainable=trainable)
 
 
-def _add_saver(g: _GraphBuilder, entries: list[tuple[str, str]], specs, *, sharded: bool,
+def _add_saver(g: _GraphBuilder, entries: list[tuple[str, str]], specs: _Specs, *, sharded: bool,
                max_to_keep: int, keep_hours: float) -> saver_pb2.SaverDef:
     """The `save/` subgraph of tf.compat.v1.train.Saver (V2 format, one CPU device)."""
     scope, i = "save", 0

@@ -25,10 +25,13 @@ import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import DataLossError
 from .proto import trackable_object_graph_pb2
+
+if TYPE_CHECKING:
+    from .reader import CheckpointReader
 
 __all__ = ["OBJECT_GRAPH_KEY", "Attribute", "SlotVariable", "Node", "ObjectGraph", "escape_local_name",
            "unescape_local_name", "attribute_key", "friendly_names"]
@@ -114,7 +117,7 @@ class Node:
 class ObjectGraph:
     """A decoded TrackableObjectGraph with TF's object paths."""
 
-    def __init__(self, proto) -> None:
+    def __init__(self, proto: trackable_object_graph_pb2.TrackableObjectGraph) -> None:
         self.proto = proto
         self.nodes = [Node(i) for i in range(len(proto.nodes))]
         n = len(self.nodes)
@@ -138,13 +141,13 @@ class ObjectGraph:
         proto = trackable_object_graph_pb2.TrackableObjectGraph()
         try:
             proto.ParseFromString(data)
-        except Exception:  # DecodeError, or others from the C backend
+        except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
             raise DataLossError("object graph is not a parseable TrackableObjectGraph",
                                 key=OBJECT_GRAPH_KEY) from None
         return cls(proto)
 
     @classmethod
-    def from_reader(cls, reader) -> ObjectGraph | None:
+    def from_reader(cls, reader: CheckpointReader) -> ObjectGraph | None:
         """The object graph of a checkpoint reader, or None for a TF1 (name-based) checkpoint."""
         if OBJECT_GRAPH_KEY not in reader:
             return None
@@ -508,7 +511,7 @@ def _join(parent: str | None, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-def mark_checkpoint_values(graph) -> None:
+def mark_checkpoint_values(graph: trackable_object_graph_pb2.TrackableObjectGraph) -> None:
     """TF's `has_checkpoint_values` (`_add_checkpoint_values_check`): true for objects that
     save something and for all their ancestors; present even when false, as TF writes it."""
     parents: dict[int, set[int]] = {}

@@ -28,6 +28,7 @@ from .errors import DataLossError, InvalidArgumentError, TensorNotFoundError
 from .objectgraph import (
     ATTRIBUTES,
     OBJECT_GRAPH_KEY,
+    Node,
     ObjectGraph,
     attribute_key,
     escape_local_name,
@@ -36,6 +37,8 @@ from .objectgraph import (
     unescape_local_name,
 )
 from .proto import trackable_object_graph_pb2
+
+_Graph = trackable_object_graph_pb2.TrackableObjectGraph
 
 __all__ = ["GraphEditor", "graph_problems"]
 
@@ -71,7 +74,7 @@ class GraphEditor:
         node = self._find(graph, path)
         return [a.checkpoint_key for n in graph.subtree(node) for a in n.attributes]
 
-    def _find(self, graph: ObjectGraph, path: str):
+    def _find(self, graph: ObjectGraph, path: str) -> Node:
         try:
             return graph.find(path)
         except KeyError:
@@ -105,7 +108,7 @@ class GraphEditor:
             if touched:
                 self._check_attribute_keys(node)
 
-    def _check_attribute_keys(self, node) -> None:
+    def _check_attribute_keys(self, node: _Graph.TrackableObject) -> None:
         prefixes = set()
         for a in node.attributes:
             suffix = f"{ATTRIBUTES}/{escape_local_name(a.name)}"
@@ -210,14 +213,14 @@ class GraphEditor:
         return self.proto.SerializeToString(deterministic=True), renames, removed
 
 
-def _slot_refs(proto) -> Iterable[tuple[int, int, int]]:
+def _slot_refs(proto: _Graph) -> Iterable[tuple[int, int, int]]:
     """(optimizer, original variable, slot variable) node ids."""
     for opt_id, node in enumerate(proto.nodes):
         for ref in node.slot_variables:
             yield opt_id, ref.original_variable_node_id, ref.slot_variable_node_id
 
 
-def _reachable(proto) -> set[int]:
+def _reachable(proto: _Graph) -> set[int]:
     """Node ids reachable from the root by edges, and slot variables whose optimizer and
     variable both are (and what those reach)."""
     if not proto.nodes:
@@ -238,7 +241,7 @@ def _reachable(proto) -> set[int]:
             return seen
 
 
-def _tf_order(proto, keep: set[int]) -> list[int]:
+def _tf_order(proto: _Graph, keep: set[int]) -> list[int]:
     """Old ids of the kept nodes in TF's numbering: breadth first, then slot variables."""
     order, placed = [0], {0}
     queue = deque([0])
@@ -257,7 +260,7 @@ def _tf_order(proto, keep: set[int]) -> list[int]:
     return order
 
 
-def _renumbered(proto, old_of_new: list[int]):
+def _renumbered(proto: _Graph, old_of_new: list[int]) -> _Graph:
     new_of_old = {old: new for new, old in enumerate(old_of_new)}
     out = trackable_object_graph_pb2.TrackableObjectGraph()
     for old in old_of_new:

@@ -27,7 +27,11 @@ if TYPE_CHECKING:
     from .format.bundle import BundleData
     from .format.npz import NpzFile
     from .format.safetensors import SafetensorsFile
+    from .format.slices import TensorSlice
     from .format.v1 import V1Checkpoint
+    from .frameworks import Target
+    from .objectgraph import ObjectGraph
+    from .proto.tensor_bundle_pb2 import BundleEntryProto
     from .slicing import PartialTensor
 
 _T = TypeVar("_T")
@@ -52,7 +56,7 @@ class _V2:
         if self._data is None:
             with self._data_lock:
                 if self._data is None:
-                    from .format.bundle import BundleData  # noqa: PLC0415
+                    from .format.bundle import BundleData  # noqa: PLC0415 - bundle.py imports numpy
 
                     self._data = BundleData(self.index)
         return self._data
@@ -69,7 +73,7 @@ class _V2:
     def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         return self.index.metas(self.names())
 
-    def read(self, name: str, verify: bool, copy: bool = True):
+    def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
         return self.data.read_full(name, verify=verify, copy=copy)
 
     def debug_string(self) -> bytes:
@@ -114,7 +118,7 @@ class _V1:
     def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         return {k: (self.dtype_enum(k), self.shape(k)) for k in self.names()}
 
-    def read(self, name: str, verify: bool, copy: bool = True):
+    def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
         return self.checkpoint.read(name)  # block crcs are always verified; V1 has no others
 
     def debug_string(self) -> bytes:
@@ -140,11 +144,11 @@ class _TensorFile:
         self.path = path
         # imported here: most checkpoints are bundles, and a listing should not pay for these
         if fmt == "safetensors":
-            from .format.safetensors import SafetensorsFile  # noqa: PLC0415
+            from .format.safetensors import SafetensorsFile  # noqa: PLC0415 - see above
 
             self.file: SafetensorsFile | NpzFile = SafetensorsFile(path)
         else:
-            from .format.npz import NpzFile  # noqa: PLC0415
+            from .format.npz import NpzFile  # noqa: PLC0415 - see above
 
             self.file = NpzFile(path)
         self.index = self.data = None
@@ -162,7 +166,7 @@ class _TensorFile:
     def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         return {k: (self.dtype_enum(k), self.shape(k)) for k in self._names}
 
-    def read(self, name: str, verify: bool, copy: bool = True):
+    def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
         return self.file.read(name)  # always a new array: no checksums to verify
 
     def debug_string(self) -> bytes:
@@ -189,11 +193,11 @@ def _cut(flat: np.ndarray, chunk_bytes: int) -> Iterator[np.ndarray]:
         yield flat[start:start + step]
 
 
-def _framework_target(framework: str | None, device: Any, path: str):
+def _framework_target(framework: str | None, device: Any, path: str) -> Target | None:
     """frameworks.target(...), importing that module only for framework tensors."""
     if framework in (None, "numpy", "np") and device in (None, "cpu"):
         return None
-    from .frameworks import target  # noqa: PLC0415
+    from .frameworks import target  # noqa: PLC0415 - framework tensors only
 
     return target(framework, device, path=path)
 
@@ -437,7 +441,7 @@ class CheckpointReader(Mapping):
         """`read(backend)` for tensor `name`, reopening a checkpoint replaced under the reader."""
         return self._reading_all((name,), read)
 
-    def iter_chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES, *, part=None,
+    def iter_chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES, *, part: TensorSlice | None = None,
                     in_order: bool = False) -> Iterator[np.ndarray]:
         """The tensor `name` as flat arrays of at most `chunk_bytes` each: statistics,
         averages and diffs over tensors of any size in bounded memory.
@@ -506,7 +510,7 @@ class CheckpointReader(Mapping):
         return [backend.index.path] + [naming.data_filename(self.prefix, s, n)
                                        for s in backend.data.referenced_shards()]
 
-    def entry(self, name: str):
+    def entry(self, name: str) -> BundleEntryProto:
         """The raw BundleEntryProto for `name` (dtype, shape, shard, offset, size, crc); V2 only.
 
         A partitioned variable's entry lists its `slices` and holds no data itself.
@@ -518,7 +522,7 @@ class CheckpointReader(Mapping):
             raise UnsupportedError("V1 checkpoints have no bundle entries", path=self.prefix, key=name)
         return self._entry(name)
 
-    def slices(self, name: str) -> list:
+    def slices(self, name: str) -> list[TensorSlice]:
         """The TensorSlices a partitioned tensor is stored as ([] for a tensor stored whole)."""
         from .format.slices import TensorSlice  # noqa: PLC0415 - rarely needed
 
@@ -541,13 +545,13 @@ class CheckpointReader(Mapping):
         found = backend.file.metadata if isinstance(backend, _TensorFile) else None
         return None if found is None else dict(found)
 
-    def object_graph(self):
+    def object_graph(self) -> ObjectGraph | None:
         """The TF2 object graph (`ckptkit.objectgraph.ObjectGraph`), or None for TF1 checkpoints."""
         from .objectgraph import ObjectGraph  # noqa: PLC0415 - only TF2 tools need it
 
         return ObjectGraph.from_reader(self)
 
-    def _entry(self, name: str):
+    def _entry(self, name: str) -> BundleEntryProto:
         assert self._index is not None  # V2 only: callers turn V1 away first
         try:
             return self._index.entry(name)
@@ -573,7 +577,7 @@ class CheckpointReader(Mapping):
     def __enter__(self) -> CheckpointReader:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -34,6 +34,7 @@ import numpy as np
 from . import storage
 from .errors import CheckpointError, InvalidArgumentError, NoCheckpointError
 from .format import bundle
+from .proto.meta_graph_pb2 import MetaGraphDef
 from .proto.saver_pb2 import SaverDef
 from .reader import CheckpointReader
 from .state import (
@@ -242,8 +243,9 @@ class Saver:
             return self._save(values, save_path, global_step, latest_filename, meta_graph_suffix,
                               write_meta_graph, write_state)
 
-    def _save(self, values, save_path, global_step, latest_filename, meta_graph_suffix, write_meta_graph,
-              write_state) -> str | None:
+    def _save(self, values: Mapping[str, Any], save_path: str | os.PathLike, global_step: Any,
+              latest_filename: str | None, meta_graph_suffix: str, write_meta_graph: bool,
+              write_state: bool) -> str | None:
         if save_path is None:  # TF: TypeError "Expected binary or unicode string, got None"
             raise InvalidArgumentError("can't save when save_path is None")
         save_path = storage.fspath(save_path)
@@ -309,7 +311,8 @@ class Saver:
             raise CheckpointError(f"cannot create parent directory {parent!r}: {exc.strerror or exc}",
                                   path=save_path) from None
 
-    def _build_meta_graph(self, values: Mapping[str, Any], saved: Mapping[str, str], checkpoint_file: str):
+    def _build_meta_graph(self, values: Mapping[str, Any], saved: Mapping[str, str],
+                          checkpoint_file: str) -> MetaGraphDef:
         from . import metagraph  # noqa: PLC0415 - lazy: graph building is only needed here
         variables = {}
         for key, name in saved.items():

@@ -94,7 +94,7 @@ def parse_index(index: Any, shape: tuple[int, ...], *, path: str | None = None,
     return tuple(_axis(item, dim, d, path, key) for d, (item, dim) in enumerate(zip(items, shape, strict=True)))
 
 
-def _axis(item, dim: int, d: int, path, key) -> Axis:
+def _axis(item: Any, dim: int, d: int, path: str | None, key: str | None) -> Axis:
     if isinstance(item, slice):
         try:
             start, stop, step = item.indices(dim)
@@ -230,7 +230,7 @@ def read_box(source: ByteSource, base: int, shape: tuple[int, ...], itemsize: in
 
 
 def _read_runs(source: ByteSource, starts: np.ndarray, run: int, out: np.ndarray, scratch: list[np.ndarray],
-               key) -> None:
+               key: str | None) -> None:
     """Read runs of `run` bytes at ascending `starts` into consecutive pieces of `out`.
 
     Runs whose gap is under a page and that fit SCRATCH together form a group: one read
@@ -311,8 +311,8 @@ def _read_partitioned(data: BundleData, key: str, dtype: _dtypes.DType, shape: t
 
 
 def _read_safetensors(source: SafetensorsFile, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
-    dtype, shape, (begin, _) = source.specs[name]
-    shape = tuple(shape)
+    dtype, listed, (begin, _) = source.specs[name]
+    shape = tuple(listed)
     counts = tuple(a.count for a in axes)
     _dtypes.check_numpy_shape(counts, dtype, source.path, name)  # `[0, 2**70]`: no bytes, no numpy shape
     if is_whole(axes, shape) or not all(counts):

@@ -96,7 +96,7 @@ class Accumulator:
             self._extremes(float(finite.min()), float(finite.max()))
         self._moments(finite)
 
-    def _extremes(self, low, high) -> None:
+    def _extremes(self, low: float, high: float) -> None:
         self.min = low if self.min is None else min(self.min, low)
         self.max = high if self.max is None else max(self.max, high)
 

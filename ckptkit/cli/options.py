@@ -63,7 +63,7 @@ def complete_tensor_names(ctx: click.Context, param: click.Parameter, incomplete
 
         with CheckpointReader(path) as reader:
             return [k for k in reader if k.startswith(incomplete) and not is_slice_key(k)]
-    except Exception:  # completion must never print errors
+    except Exception:  # noqa: BLE001 - completion must never print errors
         return []
 
 

@@ -17,7 +17,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -48,6 +48,7 @@ from .coding import (
     FIXED32,
     MASK_DELTA,
     VarintError,
+    byte_view,
     crc32c,
     crc32c_combine,
     decode_varints,
@@ -64,6 +65,14 @@ from .naming import (  # re-exported: used as bundle.*
 )
 from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice
 from .table import TableWriter
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numpy.typing import ArrayLike
+
+    from ..storage.base import Progress, ShardFile
+    from .coding import AnyBuffer
 
 # --------------------------------------------------------------------------- reading
 
@@ -218,7 +227,8 @@ class BundleData:
                 shards.add(entry.shard_id)
         return sorted(shards)
 
-    def _check_plain(self, key: str, entry: BundleEntryProto, dtype, shape: tuple[int, ...], count: int) -> None:
+    def _check_plain(self, key: str, entry: BundleEntryProto, dtype: _dtypes.DType | None, shape: tuple[int, ...],
+                     count: int) -> None:
         """An entry holding data: its size fits its shape, its bytes lie inside its shard."""
         path = self.index.path
         offset, size = entry.offset, entry.size
@@ -241,7 +251,7 @@ class BundleData:
                                 f"past the end of the shard ({shard_size} bytes)",
                                 path=self.shard_path(entry.shard_id), key=key)
 
-    def _check_slices(self, key: str, entry: BundleEntryProto, dtype, shape: tuple[int, ...],
+    def _check_slices(self, key: str, entry: BundleEntryProto, dtype: _dtypes.DType | None, shape: tuple[int, ...],
                       known_dtype: bool) -> None:
         """A partitioned entry: slices well formed and tiling the shape, each slice's
         entry present, plain, of the same dtype and of the slice's shape."""
@@ -451,7 +461,8 @@ class BundleData:
         return {key: out[key] for key in keys}
 
     @staticmethod
-    def _batch(planned: list[tuple[int, int, str, _Plan]]):
+    def _batch(planned: list[tuple[int, int, str, _Plan]]) \
+            -> tuple[list[list[tuple[str, _Plan]]], list[tuple[str, _Plan]]]:
         """(runs, big): runs are lists of (key, plan) read with one call each, big the
         (key, plan)s of tensors larger than one piece."""
         runs: list[list[tuple[str, _Plan]]] = []
@@ -495,11 +506,11 @@ class BundleData:
 
     # ---- reading
 
-    def _read_into(self, key: str, entry: BundleEntryProto, buf, verify: bool = False) -> int:
+    def _read_into(self, key: str, entry: BundleEntryProto, buf: AnyBuffer, verify: bool = False) -> int:
         """Fill `buf` with the entry's bytes; return their crc32c when `verify` (else 0)."""
         return self._read_range(key, entry.shard_id, entry.offset, entry.size, buf, verify)
 
-    def _read_range(self, key: str, shard: int, offset: int, total: int, buf, verify: bool = False) -> int:
+    def _read_range(self, key: str, shard: int, offset: int, total: int, buf: AnyBuffer, verify: bool = False) -> int:
         """Fill `buf` with `total` bytes of shard `shard` at `offset`; return their crc32c
         when `verify` (else 0).
 
@@ -509,7 +520,7 @@ class BundleData:
         the pieces' crcs are combined in order.
         """
         f = self._file(shard)
-        view = memoryview(buf).cast("B")
+        view = byte_view(buf)
         size = f.piece_bytes
 
         def piece(start: int) -> int:
@@ -631,7 +642,8 @@ class BundleData:
         except CheckpointError as exc:  # name the variable, not its binary slice key
             raise type(exc)(f"slice {tslice.spec()}: {exc.message}", path=exc.path, key=key) from None
 
-    def _read_strings(self, key, entry, shape, count, verify) -> np.ndarray:
+    def _read_strings(self, key: str, entry: BundleEntryProto, shape: tuple[int, ...], count: int,
+                      verify: bool) -> np.ndarray:
         """A DT_STRING tensor: varint64 lengths, their masked crc32c, the bytes.
 
         As TF's ReadStringTensor: the varints are byte-order free; the lengths are
@@ -732,7 +744,7 @@ class Deferred(NamedTuple):
         return 0 if self.dtype.is_string else math.prod(self.shape) * self.dtype.itemsize
 
 
-def meta_of(value, key: str | None = None) -> tuple[_dtypes.DType, tuple[int, ...]]:
+def meta_of(value: ArrayLike | Deferred, key: str | None = None) -> tuple[_dtypes.DType, tuple[int, ...]]:
     """(TF dtype, shape) of an array-like or a Deferred, without loading a Deferred."""
     if isinstance(value, Deferred):
         return value.dtype, tuple(value.shape)
@@ -740,7 +752,7 @@ def meta_of(value, key: str | None = None) -> tuple[_dtypes.DType, tuple[int, ..
     return dtype, tuple(arr.shape)
 
 
-def loaded(value, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
+def loaded(value: ArrayLike | Deferred, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
     """`to_array(value)`, loading a Deferred first and holding it to what it declared."""
     if not isinstance(value, Deferred):
         return to_array(value, key)
@@ -751,7 +763,7 @@ def loaded(value, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
     return arr, dtype
 
 
-def _as_array(value, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
+def _as_array(value: ArrayLike, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
     """`value` as an array (no copy of an ndarray) and its TF dtype; see to_array."""
     if isinstance(value, (str, bytes)):
         value = np.array(value, dtype=object)
@@ -770,13 +782,13 @@ def _contiguous(arr: np.ndarray, dtype: _dtypes.DType) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype.numpy)
 
 
-def to_array(value, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
+def to_array(value: ArrayLike, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
     """A C-contiguous little-endian array and its TF dtype, from anything array-like."""
     arr, dtype = _as_array(value, key)
     return _contiguous(arr, dtype), dtype
 
 
-def _string_element(value, key) -> bytes:
+def _string_element(value: object, key: str) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
@@ -814,11 +826,11 @@ def _advise_sequential(handle: ReadHandle) -> None:
         pass
 
 
-_POOLS: dict[int, Any] = {}
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
 
 
-def _reader_pool(threads: int):
+def _reader_pool(threads: int) -> ThreadPoolExecutor:
     """Threads shared by every reader of a kind of store (they idle between reads; created
     on first use): 2 for local disks, more for stores where each read waits on a network."""
     with _POOL_LOCK:
@@ -875,7 +887,8 @@ def _assign_shards(sizes: list[int], num_shards: int) -> list[int]:
     return shards
 
 
-def _stored_tensors(tensors: Mapping[str, Any], prefix: str, keep_order: bool = False):
+def _stored_tensors(tensors: Mapping[str, Any], prefix: str, keep_order: bool = False) \
+        -> tuple[list[str], list[tuple[np.ndarray | Deferred, _dtypes.DType]], list[tuple[str, bytes]]]:
     """What write_bundle stores: (keys, arrays with dtypes) sorted by key (`keep_order`:
     in the mapping's order), plus data-less entries.
 
@@ -930,7 +943,7 @@ def _stored_tensors(tensors: Mapping[str, Any], prefix: str, keep_order: bool = 
     return [decode_key(k) for k, _ in stored], [v for _, v in stored], sliced_entries
 
 
-def _write_chunks(out, value: Deferred, key: str, prefix: str) -> int:
+def _write_chunks(out: ShardFile, value: Deferred, key: str, prefix: str) -> int:
     """Stream a Deferred's chunks into `out`; return their crc32c (unmasked). Each chunk
     must be of the declared dtype, and together they must fill the declared shape."""
     crc, written = 0, 0
@@ -949,7 +962,8 @@ def _write_chunks(out, value: Deferred, key: str, prefix: str) -> int:
 
 
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
-                 progress=None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, keep_order: bool = False,
+                 progress: Progress | None = None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS,
+                 keep_order: bool = False,
                  also: Callable[[Any], None] | None = None) -> None:
     """Write `tensors` as a V2 bundle at `prefix`, atomically (storage.Commit).
 

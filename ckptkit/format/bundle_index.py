@@ -39,7 +39,7 @@ def encode_key(key: str | bytes) -> bytes:
     return key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
 
 
-def shape_of(entry: BundleEntryProto, path=None, key=None) -> tuple[int, ...]:
+def shape_of(entry: BundleEntryProto, path: str | None = None, key: str | None = None) -> tuple[int, ...]:
     """The entry's dims, if TF's TensorShape::IsValid accepts them: rank <= 254, every
     dim >= 0, and the element count, multiplied out in dimension order, never past
     2^63 - 1 (so `[0, 2**62]` is valid, `[2**62, 4, 0]` is not). Else DataLossError."""
@@ -107,7 +107,7 @@ class gc_paused:  # noqa: N801 - used like a function: `with gc_paused():`
         self.was_enabled = gc.isenabled()
         gc.disable()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.was_enabled:
             gc.enable()
 
@@ -174,7 +174,7 @@ class BundleIndex:
         self.header = BundleHeaderProto()
         try:
             self.header.ParseFromString(header_bytes)
-        except Exception:  # protobuf raises DecodeError (or others on the C backend)
+        except Exception:  # noqa: BLE001 - protobuf raises DecodeError (or others on the C backend)
             raise DataLossError("index header is not parseable", path=self.path) from None
         if self.header.version.producer < 1 or BUNDLE_VERSION in self.header.version.bad_consumers \
                 or self.header.version.min_consumer > BUNDLE_VERSION:
@@ -297,7 +297,7 @@ class BundleIndex:
         entry = BundleEntryProto()
         try:
             entry.ParseFromString(head)
-        except Exception:
+        except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
             raise DataLossError("index entry is not parseable", path=self.path, key=key) from None
         return entry.dtype, shape_of(entry, self.path, key)
 
@@ -310,7 +310,7 @@ class BundleIndex:
             entry = BundleEntryProto()
             try:
                 entry.ParseFromString(raw)
-            except Exception:
+            except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
                 raise DataLossError("index entry is not parseable", path=self.path, key=key) from None
             self._entries[key] = entry
         return entry

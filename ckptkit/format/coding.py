@@ -7,13 +7,22 @@ that contain crcs stays well distributed).
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 if TYPE_CHECKING:
+    import mmap
+
     import numpy as np
+    from typing_extensions import Buffer
+
+    # What the byte-at-a-time decoders index into (and take len() of).
+    Bytes: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
+    # What crc32c reads: any buffer (numpy's stubs declare ndarray one from Python 3.12 on).
+    AnyBuffer: TypeAlias = Buffer | np.ndarray
 
 
-def _load_crc32c():
+def _load_crc32c() -> Callable[..., int]:  # (buffer, value) -> crc
     """The `crc32c` package's C function, without running the package's __init__.
 
     That __init__ looks up its own version through importlib.metadata, which costs
@@ -21,16 +30,20 @@ def _load_crc32c():
     folder gives the same function; any surprise falls back to the plain import.
     """
     try:
-        import importlib.machinery  # noqa: PLC0415
-        import importlib.util  # noqa: PLC0415
+        import importlib.machinery  # noqa: PLC0415 - needed once, at import
+        import importlib.util  # noqa: PLC0415 - needed once, at import
 
         package = importlib.util.find_spec("crc32c")
-        spec = importlib.machinery.PathFinder.find_spec("crc32c._crc32c", list(package.submodule_search_locations))
+        locations = package.submodule_search_locations if package is not None else None
+        spec = importlib.machinery.PathFinder.find_spec("crc32c._crc32c", list(locations or ()))
+        if spec is None or spec.loader is None:
+            raise ImportError("no crc32c._crc32c next to the crc32c package")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        return module.crc32c
+        fn: Callable[..., int] = module.crc32c
+        return fn
     except Exception:  # noqa: BLE001 - any layout we don't know: the documented way
-        import crc32c  # noqa: PLC0415
+        import crc32c  # noqa: PLC0415 - the fallback only
 
         return crc32c.crc32c
 
@@ -48,9 +61,14 @@ class VarintError(ValueError):
     """A varint ran past the end of its buffer or past 64 bits (callers add the file name)."""
 
 
-def crc32c(data, value: int = 0) -> int:
+def crc32c(data: AnyBuffer, value: int = 0) -> int:
     """crc32c (Castagnoli) of `data`, extending `value`; hardware accelerated, buffers welcome."""
     return _crc32c_fn(data, value)
+
+
+def byte_view(data: AnyBuffer) -> memoryview:
+    """`data` (any buffer, a numpy array among them) as a flat memoryview of bytes."""
+    return memoryview(cast("Buffer", data)).cast("B")  # ndarray's stubs call it a buffer only on 3.12+
 
 
 def mask_crc(crc: int) -> int:
@@ -62,8 +80,8 @@ def unmask_crc(masked: int) -> int:
     return ((rot >> 17) | (rot << 15)) & _U32
 
 
-def masked_crc32c(data) -> int:
-    return mask_crc(_crc32c_fn(data))
+def masked_crc32c(data: AnyBuffer) -> int:
+    return mask_crc(_crc32c_fn(data, 0))
 
 
 def encode_varint(value: int) -> bytes:
@@ -77,7 +95,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def decode_varint(buf, pos: int, limit: int | None = None) -> tuple[int, int]:
+def decode_varint(buf: Bytes, pos: int, limit: int | None = None) -> tuple[int, int]:
     """Decode the varint at buf[pos:]; return (value, position after it)."""
     end = len(buf) if limit is None else limit
     result = 0
@@ -97,7 +115,7 @@ def decode_varint(buf, pos: int, limit: int | None = None) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- many varints at once
 
-def encode_varints(values) -> bytes:
+def encode_varints(values: Iterable[int] | np.ndarray) -> bytes:
     """The varints of many unsigned ints, concatenated (numpy: no per-value Python loop)."""
     import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
 
@@ -117,7 +135,7 @@ def encode_varints(values) -> bytes:
     return out.tobytes()
 
 
-def decode_varints(buf, count: int, pos: int = 0) -> tuple[np.ndarray, int]:
+def decode_varints(buf: Bytes, count: int, pos: int = 0) -> tuple[np.ndarray, int]:
     """Decode `count` consecutive varint64s at buf[pos:]; return (uint64 array, end position).
 
     Raises VarintError when the buffer ends first or a varint is longer than 64 bits.

@@ -19,7 +19,7 @@ import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -139,7 +139,8 @@ class _NpzSource:
                                 f"the archive holds", path=path, key=key)
         return _Member(info, data_start, header_len, dtype, tuple(shape), bool(fortran))
 
-    def _stored_header(self, info: zipfile.ZipInfo, data_start: int, peeked: bytes):
+    def _stored_header(self, info: zipfile.ZipInfo, data_start: int,
+                       peeked: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
         """(shape, fortran, dtype, header length) of a stored member's .npy header, from
         the bytes read with its local header, or read again when it is longer than those."""
         size = min(info.compress_size, _NPY_HEADER_MAX)
@@ -188,7 +189,7 @@ class _NpzSource:
     def __enter__(self) -> _NpzSource:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -204,7 +205,7 @@ def _is_stored(info: zipfile.ZipInfo) -> bool:
     return info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1
 
 
-def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran order, dtype) of the .npy header `f` is at (numpy's own parser)."""
     version = np.lib.format.read_magic(f)
     if version not in ((1, 0), (2, 0), (3, 0)):  # as np.load: 3.0 is 2.0 with a UTF-8 header
@@ -251,7 +252,7 @@ def _capacity(info: zipfile.ZipInfo) -> int:
     return info.file_size
 
 
-def _fill(f, view: memoryview, path: str, name: str) -> None:
+def _fill(f: IO[bytes], view: memoryview, path: str, name: str) -> None:
     """Fill `view` from a zip member, a chunk at a time (one copy of the array in memory)."""
     got = 0
     while got < len(view):
@@ -281,7 +282,7 @@ def _from_npz_array(arr: np.ndarray, path: str, name: str) -> np.ndarray:
     return arr
 
 
-def _object_array(items: list, shape) -> np.ndarray:
+def _object_array(items: list, shape: tuple[int, ...]) -> np.ndarray:
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out.reshape(shape)
@@ -337,7 +338,7 @@ def _npz_can_hold(dtype: _dtypes.DType, path: str, name: str) -> None:
                                "use .safetensors", path=path, key=name)
 
 
-def _to_npz_array(value, path: str, name: str) -> np.ndarray:
+def _to_npz_array(value: Any, path: str, name: str) -> np.ndarray:
     arr, dtype = bundle.loaded(value, name)
     if dtype.is_string:
         items = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in arr.reshape(-1)]

@@ -12,8 +12,8 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class _SafetensorsSource:
     def __enter__(self) -> _SafetensorsSource:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -132,7 +132,7 @@ class _Object(dict):
         return marked
 
 
-def _refuse_twice(obj, what: str, path: str, key: str | None) -> None:
+def _refuse_twice(obj: object, what: str, path: str, key: str | None) -> None:
     """A header object naming a key twice is a DataLossError naming it (`key`, or the
     twice-named tensor): which of the two is meant is ambiguous."""
     if isinstance(obj, _Object):
@@ -151,7 +151,7 @@ def _check_no_overlap(names: list[str], specs: dict, path: str) -> None:
 _MAX_RANK = 64  # numpy's limit (TF's is 254, but such a tensor could not be an array here)
 
 
-def _parse_spec(spec, path, name):
+def _parse_spec(spec: object, path: str, name: str) -> tuple[_dtypes.DType, list[int], list[int]]:
     if not _is_key_text(name):
         raise DataLossError(f"tensor name {name!r} holds a lone surrogate, which no tensor name can",
                             path=path)
@@ -180,7 +180,7 @@ def _is_key_text(name: str) -> bool:
     return True
 
 
-def _check_member_names(path: str, names, fmt: str, limit: int | None = None) -> None:
+def _check_member_names(path: str, names: Iterable[str], fmt: str, limit: int | None = None) -> None:
     """Refuse names `fmt` can't store, before anything is written: not valid UTF-8 (keys
     are bytes; undecodable ones come as surrogate escapes), with NUL bytes, or over `limit`
     UTF-8 bytes."""
@@ -241,7 +241,15 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
 SafetensorsFile = _SafetensorsSource
 
 
-def _read_all(source, progress: Progress | None) -> dict[str, np.ndarray]:
+class TensorSource(Protocol):
+    """An open file of tensors: its names, each read whole."""
+
+    names: list[str]
+
+    def read(self, name: str) -> np.ndarray: ...
+
+
+def _read_all(source: TensorSource, progress: Progress | None) -> dict[str, np.ndarray]:
     """Every tensor of an open source (`names`, `read`), in its order."""
     out = {}
     for name in source.names:

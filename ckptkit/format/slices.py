@@ -22,13 +22,17 @@ import heapq
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError
 from ..proto import tensor_slice_pb2
 
 if TYPE_CHECKING:
     import numpy as np
+    from numpy.typing import ArrayLike, DTypeLike
+
+    # Python slices into a tensor: one, or one per leading dimension
+    Index = slice | tuple[slice, ...]
 
 __all__ = ["FULL", "TensorSlice", "SlicedTensor", "encode_tensor_name_slice",
            "decode_tensor_name_slice", "is_slice_key", "assemble", "check_tiling", "partition_sizes",
@@ -152,7 +156,7 @@ class TensorSlice:
 
     __slots__ = ("extents",)
 
-    def __init__(self, extents: Iterable[tuple[int, int]], *, path=None, key: str | None = None,
+    def __init__(self, extents: Iterable[tuple[int, int]], *, path: str | None = None, key: str | None = None,
                  error: type[CheckpointError] = InvalidArgumentError) -> None:
         """Extents (start, length) per dimension; anything but start >= 0 and length > 0 (or
         the full extent (0, FULL)) raises `error` naming `path` and `key` where given."""
@@ -175,7 +179,8 @@ class TensorSlice:
         return cls([(0, FULL)] * rank)
 
     @classmethod
-    def from_proto(cls, proto, *, path=None, key: str | None = None) -> TensorSlice:
+    def from_proto(cls, proto: tensor_slice_pb2.TensorSliceProto, *, path: str | None = None,
+                   key: str | None = None) -> TensorSlice:
         """From a TensorSliceProto: an extent without a length is the whole dimension.
 
         The proto comes from a file, so a bad extent (a negative start, a zero or
@@ -186,7 +191,7 @@ class TensorSlice:
                    path=path, key=key, error=DataLossError)
 
     @classmethod
-    def parse(cls, spec: str, *, path=None, key: str | None = None) -> TensorSlice:
+    def parse(cls, spec: str, *, path: str | None = None, key: str | None = None) -> TensorSlice:
         """TF's slice string: `0,3:-` (start,length per dim, `-` for a whole dim).
 
         A malformed spec (a negative start among them) is an InvalidArgumentError naming
@@ -202,7 +207,7 @@ class TensorSlice:
         return cls(extents, path=path, key=key)
 
     @classmethod
-    def from_index(cls, index, shape: Sequence[int]) -> TensorSlice:
+    def from_index(cls, index: Index, shape: Sequence[int]) -> TensorSlice:
         """From a tuple of Python slices (step 1) into a tensor of `shape`."""
         if not isinstance(index, tuple):
             index = (index,)
@@ -222,7 +227,7 @@ class TensorSlice:
                 extents.append((start, stop - start))
         return cls(extents)
 
-    def to_proto(self):
+    def to_proto(self) -> tensor_slice_pb2.TensorSliceProto:
         """As TF writes it: full dimensions get an empty Extent (no start, no length)."""
         proto = tensor_slice_pb2.TensorSliceProto()
         for start, length in self.extents:
@@ -259,7 +264,7 @@ class TensorSlice:
     def index_in(self, shape: Sequence[int]) -> tuple[slice, ...]:
         return tuple(slice(start, stop) for start, stop in self.bounds(shape))
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, TensorSlice) and self.extents == other.extents
 
     def __hash__(self) -> int:
@@ -269,7 +274,8 @@ class TensorSlice:
         return f"TensorSlice({self.spec()!r})"
 
 
-def as_slice(value, shape: Sequence[int] | None = None) -> TensorSlice:
+def as_slice(value: TensorSlice | str | Index | Iterable[tuple[int, int]],
+             shape: Sequence[int] | None = None) -> TensorSlice:
     """A TensorSlice from a TensorSlice, a TF spec string, [(start, length)...] or Python slices."""
     if isinstance(value, TensorSlice):
         return value
@@ -278,8 +284,8 @@ def as_slice(value, shape: Sequence[int] | None = None) -> TensorSlice:
     if isinstance(value, slice) or (isinstance(value, tuple) and value and isinstance(value[0], slice)):
         if shape is None:
             raise InvalidArgumentError("Python slices need the full shape")
-        return TensorSlice.from_index(value, shape)
-    return TensorSlice(value)
+        return TensorSlice.from_index(cast("Index", value), shape)
+    return TensorSlice(cast("Iterable[tuple[int, int]]", value))  # what is left: (start, length) pairs
 
 
 def encode_tensor_name_slice(name: str | bytes, tslice: TensorSlice) -> bytes:
@@ -292,7 +298,7 @@ def encode_tensor_name_slice(name: str | bytes, tslice: TensorSlice) -> bytes:
     return b"".join(parts)
 
 
-def decode_tensor_name_slice(key: bytes, *, path=None) -> tuple[str, TensorSlice]:
+def decode_tensor_name_slice(key: bytes, *, path: str | None = None) -> tuple[str, TensorSlice]:
     """TF's DecodeTensorNameSlice: (name, slice) from a slice key; DataLossError if malformed."""
     try:
         zero, pos = read_num_increasing(key, 0)
@@ -328,7 +334,8 @@ def is_slice_key(key: str | bytes) -> bool:
 _GRID_CELLS = 1 << 22
 
 
-def check_tiling(shape: Sequence[int], tslices: Sequence[TensorSlice], *, path=None, key: str | None = None,
+def check_tiling(shape: Sequence[int], tslices: Sequence[TensorSlice], *, path: str | None = None,
+                 key: str | None = None,
                  error: type[CheckpointError] = DataLossError) -> list[list[tuple[int, int]]]:
     """Check that `tslices` tile `shape` exactly; return each one's (start, stop) bounds.
 
@@ -401,8 +408,9 @@ def _loader(arr: np.ndarray) -> Callable[[], np.ndarray]:
     return lambda: arr
 
 
-def assemble(shape: Sequence[int], numpy_dtype, pieces: Sequence[tuple[TensorSlice, Callable[[], np.ndarray]]],
-             *, path=None, key: str | None = None) -> np.ndarray:
+def assemble(shape: Sequence[int], numpy_dtype: DTypeLike,
+             pieces: Sequence[tuple[TensorSlice, Callable[[], np.ndarray]]],
+             *, path: str | None = None, key: str | None = None) -> np.ndarray:
     """The full tensor of `shape` from its slices; each piece is (slice, loader of its data).
 
     The slices must tile the tensor exactly: a slice outside the shape, two slices that
@@ -465,7 +473,7 @@ class SlicedTensor:
         check_tiling(self.shape, [s for s, _ in self.pieces], error=InvalidArgumentError)
 
     @classmethod
-    def split(cls, value, num_partitions: int, axis: int = 0) -> SlicedTensor:
+    def split(cls, value: ArrayLike, num_partitions: int, axis: int = 0) -> SlicedTensor:
         """Cut `value` along `axis` into `num_partitions` pieces, as fixed_size_partitioner does."""
         import numpy as np  # noqa: PLC0415 - listing a checkpoint imports no numpy
 

@@ -15,10 +15,16 @@ import mmap
 import operator
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .. import storage
 from ..errors import DataLossError
 from .coding import FIXED32, FIXED64, VarintError, crc32c, decode_varint, encode_varint, mask_crc, unmask_crc
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
+    from .coding import Bytes
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -32,7 +38,7 @@ SNAPPY_COMPRESSION = 1
 
 # --------------------------------------------------------------------------- reading
 
-def _snappy_decompress(data: bytes, path) -> bytes:
+def _snappy_decompress(data: bytes, path: str | os.PathLike | None) -> bytes:
     """Snappy blocks appear in V1 files and V2 indexes written by TF 1.x and early 2.x builds.
 
     A block that is not valid snappy is a DataLossError naming the file, whatever the
@@ -58,7 +64,7 @@ def _snappy_decompress(data: bytes, path) -> bytes:
     return out
 
 
-def decode_handle(buf, pos: int, limit: int | None = None) -> tuple[int, int, int]:
+def decode_handle(buf: Bytes, pos: int, limit: int | None = None) -> tuple[int, int, int]:
     """Decode a BlockHandle (offset, size) at buf[pos:]; return (offset, size, end)."""
     offset, pos = decode_varint(buf, pos, limit)
     size, pos = decode_varint(buf, pos, limit)
@@ -69,7 +75,7 @@ def encode_handle(offset: int, size: int) -> bytes:
     return encode_varint(offset) + encode_varint(size)
 
 
-def block_entries(block, path=None) -> list[tuple[bytes, bytes]]:
+def block_entries(block: Bytes, path: str | os.PathLike | None = None) -> list[tuple[bytes, bytes]]:
     """Every (key, value) of one decoded block (trailer removed), as bytes, in order.
 
     One tight loop over the block: the three varints of an entry are nearly always one
@@ -112,7 +118,7 @@ def block_entries(block, path=None) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def iter_block(block, path=None) -> Iterator[tuple[bytes, bytes]]:
+def iter_block(block: Bytes, path: str | os.PathLike | None = None) -> Iterator[tuple[bytes, bytes]]:
     """Yield (key, value) for every entry of one decoded block (trailer removed)."""
     return iter(block_entries(block, path))
 
@@ -237,7 +243,7 @@ class _BlockBuilder:
         self.last_key = b""
         self.empty = True
 
-    def add(self, key: bytes, value) -> None:
+    def add(self, key: bytes, value: bytes) -> None:
         shared = 0
         if self.counter < self.restart_interval:
             last = self.last_key
@@ -273,7 +279,8 @@ class _BlockBuilder:
 class TableWriter:
     """Writes a table to a binary file object, in TF's layout. Keys must come sorted."""
 
-    def __init__(self, file, block_size: int = BLOCK_SIZE, restart_interval: int = RESTART_INTERVAL) -> None:
+    def __init__(self, file: SupportsWrite[bytes], block_size: int = BLOCK_SIZE,
+                 restart_interval: int = RESTART_INTERVAL) -> None:
         self.file = file
         self.block_size = block_size
         self.offset = 0

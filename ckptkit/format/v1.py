@@ -30,7 +30,7 @@ import numpy as np
 from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
-from ..proto import saved_tensor_slice_pb2
+from ..proto import saved_tensor_slice_pb2, tensor_pb2
 from . import naming
 from .slices import TensorSlice, assemble, encode_tensor_name_slice
 from .table import FOOTER_SIZE, MAGIC, TableReader, iter_block
@@ -105,8 +105,8 @@ def _complete_set(base: str, count: str) -> list[str]:
 # --------------------------------------------------------------------------- TensorProto values
 
 
-def tensor_from_proto(proto, dtype: _dtypes.DType, shape: tuple[int, ...], *, path=None,
-                      key: str | None = None) -> np.ndarray:
+def tensor_from_proto(proto: tensor_pb2.TensorProto, dtype: _dtypes.DType, shape: tuple[int, ...], *,
+                      path: str | None = None, key: str | None = None) -> np.ndarray:
     """The values of a TensorProto as an array of `dtype` and `shape`.
 
     Values come from the typed field only, as TF's V1 reader takes them: int_val for
@@ -167,11 +167,11 @@ def _open_table(path: str) -> TableReader:
     return TableReader(data, path)
 
 
-def _parse(raw, path, key=None) -> SavedTensorSlices:
+def _parse(raw: bytes, path: str, key: str | None = None) -> SavedTensorSlices:
     msg = SavedTensorSlices()
     try:
         msg.ParseFromString(bytes(raw))
-    except Exception:  # DecodeError, or others from the C backend
+    except Exception:  # noqa: BLE001 - DecodeError, or others from the C backend
         raise DataLossError("SavedTensorSlices record is not parseable", path=path, key=key) from None
     return msg
 
@@ -202,7 +202,7 @@ class V1Checkpoint:
             for ssm in meta.tensor:
                 self._register(ssm, i, path)
 
-    def _register(self, ssm, file_index: int, path: str) -> None:
+    def _register(self, ssm: saved_tensor_slice_pb2.SavedSliceMeta, file_index: int, path: str) -> None:
         name = ssm.name
         if ssm.shape.unknown_rank or any(d.size < 0 for d in ssm.shape.dim):
             raise DataLossError("invalid tensor shape in V1 metadata", path=path, key=name)
@@ -265,7 +265,7 @@ class V1Checkpoint:
             return pieces[0][1]()
         return assemble(tensor.shape, dtype.numpy, pieces, path=self.name, key=name)
 
-    def _read_slice(self, tensor: _Tensor, dtype, tslice: TensorSlice, file_index: int) -> np.ndarray:
+    def _read_slice(self, tensor: _Tensor, dtype: _dtypes.DType, tslice: TensorSlice, file_index: int) -> np.ndarray:
         path = self.files[file_index]
         key = encode_tensor_name_slice(tensor.name, tslice)
         raw = self._get(file_index, key)

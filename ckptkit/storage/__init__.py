@@ -21,7 +21,7 @@ import posixpath
 import re
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError
 from .base import Identity, ReadHandle, Storage
@@ -29,6 +29,9 @@ from .journal import Recovery, pending_journals
 from .journal import recover as recover_journals
 from .local import LocalStorage
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["LOCAL", "Commit", "Identity", "ReadHandle", "Recovery", "Storage", "abspath", "exists", "fspath",
            "is_url", "isabs", "isdir", "isfile", "join", "locked_directory", "match", "of", "pending_commits",
@@ -86,14 +89,14 @@ def of(path: str) -> Storage:
 def _fsspec_store(protocol: str, opts: dict, path: str) -> Storage:
     """The fsspec filesystem for `protocol`, made within FIRST_CONTACT_SECONDS (some
     stores look for credentials on the network when made)."""
-    from . import backends  # noqa: PLC0415
+    from . import backends  # noqa: PLC0415 - remote URLs only
 
     try:
         import fsspec  # noqa: PLC0415 - optional: only remote URLs need it
     except ImportError:
         raise CheckpointError(f"reading {protocol}:// URLs needs fsspec: "
                               f"{backends.install_hint(protocol, fsspec_missing=True)}", path=path) from None
-    from .remote import FIRST_CONTACT_SECONDS, FsspecStorage, within  # noqa: PLC0415
+    from .remote import FIRST_CONTACT_SECONDS, FsspecStorage, within  # noqa: PLC0415 - remote URLs only
 
     def make() -> Any:
         with backends.quick_credentials(protocol, opts):
@@ -111,7 +114,7 @@ def _fsspec_store(protocol: str, opts: dict, path: str) -> Storage:
     return FsspecStorage(fs, protocol, contact_until=started + FIRST_CONTACT_SECONDS)
 
 
-def _http_timeout():
+def _http_timeout() -> aiohttp.ClientTimeout:
     """aiohttp's default is 5 minutes for a whole request: a stalled server would hang a read
     that long. Connecting gets CONNECT_TIMEOUT_SECONDS (an unreachable host fails in
     seconds) and each read of the body HTTP_TIMEOUT_SECONDS instead (pass `client_kwargs` in
@@ -147,13 +150,14 @@ def same_directory(a: str, b: str) -> bool:
     return LOCAL.realpath(a) == LOCAL.realpath(b)
 
 
-def Commit(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT) -> Any:  # noqa: N802
+def Commit(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT) -> Any:  # noqa: N802 - used like the class it builds
     """`with Commit(directory) as tx:` — the transaction publishing new files in
     `directory` (see journal.LocalCommit for its methods and guarantees)."""
     return of(directory).commit(directory or os.curdir, lock_timeout=lock_timeout, role=role)
 
 
-def locked_directory(directory: str, timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT):
+def locked_directory(directory: str, timeout: float | None = EDIT_WAIT_SECONDS,
+                     role: str = EDIT) -> contextlib.AbstractContextManager[None]:
     """Hold `directory`'s writer lock (see lock.py); stores without locks hold nothing."""
     return of(directory).lock(directory or os.curdir, timeout, role)
 

@@ -13,13 +13,29 @@ import contextlib
 import io
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import CheckpointError, ConcurrentModificationError, DataLossError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+    from typing_extensions import Buffer
+
+    from ..format.coding import AnyBuffer
 
 COPY_CHUNK = 8 << 20  # bytes per read when copying files: big calls, still cache-sized
 
 Identity = tuple  # what a store says about a file version: equal tuples, same bytes
+Progress = Callable[[int], None]  # told the byte count of each piece done
+
+
+class ShardFile(Protocol):
+    """A data shard being written (a local ShardWriter, an object store's upload): bytes
+    appended at `offset`, each write returning crc32c(data, crc), unmasked."""
+
+    offset: int
+
+    def write(self, data: AnyBuffer, crc: int = 0) -> int: ...
 
 
 def usable_cpus() -> int:
@@ -104,7 +120,7 @@ class ReadHandle(abc.ABC):
     def __enter__(self) -> ReadHandle:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -119,7 +135,7 @@ class _HandleFile(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:
+    def readinto(self, buf: Buffer) -> int:
         n = self.handle.readinto(memoryview(buf).cast("B"), self.pos) if self.pos < self.handle.size else 0
         self.pos += n
         return n
@@ -225,8 +241,8 @@ def _no_lock() -> Iterator[None]:
     yield
 
 
-def copy_range(source, offset: int, size: int, out, *, path: str, key: str | None = None,
-               progress=None) -> None:
+def copy_range(source: ReadHandle, offset: int, size: int, out: SupportsWrite[bytes], *, path: str,
+               key: str | None = None, progress: Progress | None = None) -> None:
     """Copy `size` bytes at `offset` of `source` (a ReadHandle of the file `path`) to `out`,
     in chunks; a file shorter than that is a DataLossError (callers checked `size` already)."""
     while size:

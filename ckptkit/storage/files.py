@@ -14,8 +14,14 @@ import os
 import re
 import stat
 import time
+from types import TracebackType
+from typing import IO, TYPE_CHECKING
 
 from ..errors import CheckpointError, DataLossError, NotFoundError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRead
+    from typing_extensions import Buffer
 
 TEMP_MARKER = ".ckptkit-tmp-"
 # A temp file untouched this long is stale whoever wrote it: a live writer keeps
@@ -37,7 +43,7 @@ def writer_id() -> str:
     global _writer_id
     if _writer_id is None:
         import hashlib  # noqa: PLC0415 - only writers need an id; readers start faster without
-        import socket  # noqa: PLC0415
+        import socket  # noqa: PLC0415 - as above
 
         parts = [socket.gethostname()]
         try:
@@ -154,7 +160,7 @@ def open_regular(path: str, what: str) -> io.FileIO:
     return os.fdopen(fd, "rb", buffering=0)
 
 
-def read_whole(file, what: str, path: str) -> bytes:
+def read_whole(file: SupportsRead[bytes], what: str, path: str) -> bytes:
     """All of an opened (small) checkpoint file: an index, a `.meta`, a SavedModel; a read
     error is a CheckpointError naming the file and which file of the checkpoint it is."""
     try:
@@ -195,7 +201,7 @@ class AtomicFile:
             self.file = open(os.devnull, "wb")
             self.file.close()
 
-    def write(self, data) -> int:
+    def write(self, data: Buffer) -> int:
         return self.file.write(data)
 
     def close(self) -> None:
@@ -226,12 +232,13 @@ class AtomicFile:
     def __enter__(self) -> AtomicFile:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is not None:
             self.discard()
 
 
-def _close_quietly(file) -> None:
+def _close_quietly(file: IO[bytes]) -> None:
     """Close `file`, dropping unwritten buffered bytes if flushing them fails."""
     try:
         file.close()

@@ -43,10 +43,11 @@ import os
 import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import TracebackType
 from typing import NamedTuple
 
 from ..errors import CheckpointError, ConcurrentModificationError, NotFoundError
-from .base import check_unchanged, copy_range
+from .base import Progress, check_unchanged, copy_range
 from .files import STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular, sweep_stale_temps, temp_name
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
 from .shard_writer import ShardWriter
@@ -298,7 +299,8 @@ class LocalCommit:
         self._lock.__enter__()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         try:
             if not self._published:
                 self.abort()
@@ -322,12 +324,12 @@ class LocalCommit:
         self._parts.append(part)
         return part
 
-    def link(self, source: str, path: str, what: str = "data shard", progress=None) -> None:
+    def link(self, source: str, path: str, what: str = "data shard", progress: Progress | None = None) -> None:
         """Publish `source`'s bytes at `path` too: a hard link where the filesystem allows,
         else a copy. `source` must be a regular file (a FIFO or device fails, never hangs),
         and a link is kept only if it is that very file."""
         from . import is_url, of  # noqa: PLC0415 - local.py and __init__ build on this module
-        from .local import LocalHandle  # noqa: PLC0415
+        from .local import LocalHandle  # noqa: PLC0415 - local.py builds on this module
 
         self._own(path)
         if is_url(source):  # a remote checkpoint edited into a local output: copy its bytes

@@ -7,6 +7,7 @@ import mmap
 import os
 import stat
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
 from ..errors import CheckpointError, DataLossError
 from .base import Identity, ReadHandle, Storage
@@ -154,5 +155,5 @@ class LocalStorage(Storage):
                role: str = EDIT) -> LocalCommit:
         return LocalCommit(directory, lock_timeout=lock_timeout, role=role)
 
-    def lock(self, directory: str, timeout: float | None, role: str):
+    def lock(self, directory: str, timeout: float | None, role: str) -> AbstractContextManager[None]:
         return locked_directory(directory, timeout, role)

@@ -26,12 +26,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CheckpointError, NotFoundError, StoreError
 from . import http_range
-from .base import COPY_CHUNK, Identity, ReadHandle, Storage, check_unchanged, copy_range
+from .base import COPY_CHUNK, Identity, Progress, ReadHandle, Storage, check_unchanged, copy_range
 from .lock import EDIT, EDIT_WAIT_SECONDS
+
+if TYPE_CHECKING:
+    from ..format.coding import AnyBuffer
 
 _log = logging.getLogger(__name__)
 
@@ -277,7 +280,7 @@ class FsspecStorage(Storage):
         def listing() -> list:
             try:
                 return self.fs.ls(self.key(directory), detail=True)
-            except Exception as exc:  # noqa: BLE001 - unlistable (HTTP without an index page): no entries
+            except Exception as exc:  # unlistable (HTTP without an index page): no entries
                 if _transient(exc) or _unresolved(exc):
                     raise  # ... but an unreachable store is an error
                 return []
@@ -336,10 +339,10 @@ class _Upload:
         else:
             self.file = call(path, "new file", lambda: storage.fs.open(storage.key(path), "wb"))
 
-    def write(self, data, crc: int = 0) -> int:
-        from ..format.coding import crc32c  # noqa: PLC0415 - shard writes want the running crc
+    def write(self, data: AnyBuffer, crc: int = 0) -> int:
+        from ..format.coding import byte_view, crc32c  # noqa: PLC0415 - shard writes want the running crc
 
-        view = memoryview(data).cast("B")
+        view = byte_view(data)
         call(self.path, "new file", lambda: self.file.write(view))
         self.offset += len(view)
         return crc32c(view, crc)
@@ -394,7 +397,7 @@ class ObjectCommit:
     def __enter__(self) -> ObjectCommit:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if not self._published:
             self.abort()
 
@@ -410,7 +413,7 @@ class ObjectCommit:
 
     shard = file
 
-    def link(self, source: str, path: str, what: str = "data shard", progress=None) -> None:
+    def link(self, source: str, path: str, what: str = "data shard", progress: Progress | None = None) -> None:
         """Publish a copy of `source` (same store) at `path`, copied by the store at publication."""
         self._own(path)
         from . import of  # noqa: PLC0415 - the source may live in another store

@@ -10,10 +10,14 @@ import mmap
 import os
 import queue
 import threading
+from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError
-from ..format.coding import crc32c
+from ..format.coding import byte_view, crc32c
 from .files import AtomicFile
+
+if TYPE_CHECKING:
+    from ..format.coding import AnyBuffer
 
 CHUNK = 8 << 20        # bytes per write call and per crc piece: big calls, still cache-sized
 _BUFFERS = 3           # bounce buffers in flight (3 x 8 MiB: memory stays bounded)
@@ -63,12 +67,12 @@ class ShardWriter:
             self.discard()
             raise
 
-    def write(self, data, crc: int = 0) -> int:
+    def write(self, data: AnyBuffer, crc: int = 0) -> int:
         """Append `data` (any buffer); return crc32c(data, crc), unmasked."""
         fd = self._fd
         if fd is None:
             raise ValueError(f"write to closed shard {self.path}")
-        view = memoryview(data).cast("B")
+        view = byte_view(data)
         n = len(view)
         if self._thread is None:
             for pos in range(0, n, CHUNK):
@@ -107,11 +111,11 @@ class ShardWriter:
             try:
                 if self._error is None:
                     self._write_block(memoryview(buf)[:size], offset)
-            except BaseException as exc:  # handed to the caller's thread
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 self._error = exc
             self._free.put(buf)
 
-    def _write_block(self, view, offset: int) -> None:
+    def _write_block(self, view: memoryview, offset: int) -> None:
         if self._direct_fd is not None:
             try:
                 _pwrite_all(self._direct_fd, view, offset)
@@ -165,7 +169,7 @@ class ShardWriter:
         self.atomic.discard()
 
 
-def _pwrite_all(fd: int, view, offset: int) -> None:
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
     while len(view):
         n = os.pwrite(fd, view, offset)
         view = view[n:]

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,9 +15,13 @@ from click.testing import CliRunner
 from helpers import CKPTKIT, REPO, SEED_EMA, make_v1, same, subprocess_env, tf_values
 
 import ckptkit
+from ckptkit import edit, info
 from ckptkit.cli import cli
 from ckptkit.cli import render as cli_render
+from ckptkit.convert import read_safetensors
 from ckptkit.format import bundle
+from ckptkit.format.coding import crc32c, mask_crc
+from ckptkit.storage.lock import DirectoryLock
 
 
 def run(*args, **kwargs):
@@ -119,8 +126,6 @@ def test_show_values_and_stats(tf, dtypes_ckpt):
 
 
 def test_show_full_and_truncated(tmp_path):
-    import ckptkit
-
     prefix = ckptkit.save(os.fspath(tmp_path / "big"), {"x": np.arange(5000, dtype=np.int32)})
     assert "..." in run("show", prefix, "x").stdout
     full = run("show", prefix, "x", "--full").stdout
@@ -239,8 +244,6 @@ def test_sliced_rename_dry_run_and_diff(partitioned):
     listed = json.loads(run("ls", partitioned, "--json").stdout)["tensors"]
     assert [(t["name"], t["sliced"]) for t in listed] == [("part", True), ("plain", False)]
     assert run("verify", partitioned).exit_code == 0
-    from ckptkit import edit
-    from ckptkit.format.coding import crc32c, mask_crc
 
     # Change one slice's value (bytes and crc), as a different training run would.
     index = bundle.BundleIndex(partitioned)
@@ -304,7 +307,6 @@ def test_diff(tf, seed, dtypes_ckpt, tmp_path):
     assert report["values"][0]["max_abs_diff"] == pytest.approx(10 - float(SEED_EMA))
     text = run("diff", seed, other).stdout
     assert "only in A: v/ExponentialMovingAverage" in text and "values:    v: 1 of 1 differ" in text
-    import ckptkit
 
     a = ckptkit.save(os.fspath(tmp_path / "a"), {"x": np.array([1.0, np.nan], np.float32), "s": b"t"})
     b = ckptkit.save(os.fspath(tmp_path / "b"), {"x": np.array([1.001, np.nan], np.float32), "s": b"t"})
@@ -429,10 +431,6 @@ def test_usage_errors_exit_2(seed):
 
 def test_ctrl_c_prints_interrupted_and_exits_130(seed):
     """A real SIGINT while `rm` waits for the directory lock that this test holds."""
-    import signal
-    import time
-
-    from ckptkit.storage.lock import DirectoryLock
 
     with DirectoryLock(os.path.dirname(seed)):
         proc = subprocess.Popen([*CKPTKIT, "rm", "-c", seed, "v"], env=subprocess_env(),
@@ -449,8 +447,6 @@ def test_ctrl_c_prints_interrupted_and_exits_130(seed):
 
 
 def test_internal_errors_have_no_traceback(seed, monkeypatch):
-    from ckptkit import info
-
     def broken(path):
         raise TypeError("oops")
 
@@ -583,7 +579,6 @@ def test_keras_files_get_a_hint_not_not_a_checkpoint(tf, tmp_path):
 def test_readme_command_list_matches_help():
     """Every command `ckptkit --help` lists has its bullet in the README's "Command line"
     section, and every `ckptkit CMD` the section's bullets name is a command."""
-    import re
 
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
         readme = f.read()
@@ -679,7 +674,6 @@ def test_verify_and_diff_check_only_what_the_filters_pick(dtypes_ckpt, tmp_path)
     assert run("verify", dtypes_ckpt, "--exclude", "dense/kernel").exit_code == 0
     result = run("verify", dtypes_ckpt, "--include", "dense/*", "--json")
     assert result.exit_code == 1 and [e["name"] for e in json.loads(result.stdout)["errors"]] == ["dense/kernel"]
-    import ckptkit
 
     a = ckptkit.save(os.fspath(tmp_path / "a"), {"x": np.float32(1), "y": np.float32(2)})
     b = ckptkit.save(os.fspath(tmp_path / "b"), {"x": np.float32(1), "y": np.float32(3), "z": np.float32(0)})
@@ -728,7 +722,6 @@ def test_convert_dry_run_prints_the_plan_and_writes_nothing(dtypes_ckpt, tmp_pat
     assert plan["left_out"] == [{"name": "names", "reason": "safetensors has no strings"}]
     assert os.listdir(tmp_path / "sub") == []
     run(*args[:-1])  # the same without --dry-run writes what the plan said
-    from ckptkit.convert import read_safetensors
 
     written, _ = read_safetensors(os.fspath(out))
     assert {k: (str(v.dtype), list(v.shape)) for k, v in written.items()} == {

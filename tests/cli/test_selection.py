@@ -10,6 +10,8 @@ from click.testing import CliRunner
 from helpers import SEED_EMA, make_v1, same, tf_values
 
 from ckptkit.cli import cli
+from ckptkit.errors import InvalidArgumentError
+from ckptkit.selection import optimizer_keys, select
 
 MODEL = {"w", "b", "global_step"}
 
@@ -153,7 +155,6 @@ def test_ema_cli_keeps_meta(tf, tf1, seed):
 def test_optimizer_names_beyond_tf_core():
     """BERT's AdamWeightDecayOptimizer (google-research/bert optimization.py) keeps
     `<param>/adam_m` and `<param>/adam_v`; TF's own slots get `_N` suffixes per optimizer."""
-    from ckptkit.selection import optimizer_keys
 
     keys = ["bert/encoder/layer_0/output/dense/kernel", "bert/encoder/layer_0/output/dense/kernel/adam_m",
             "bert/encoder/layer_0/output/dense/kernel/adam_v", "global_step", "w/Adam_2", "w/Adam_3",
@@ -166,9 +167,6 @@ def test_optimizer_names_beyond_tf_core():
 # --------------------------------------------------------------------------- one filter vocabulary
 
 def test_select_is_the_one_rule():
-    from ckptkit.errors import InvalidArgumentError
-    from ckptkit.selection import select
-
     names = ["enc/a", "enc/b/Adam", "dec/a", "dec/a/Adam", "step"]
     assert select(names) == names and select([]) == []
     assert select(names, ["dec/*", "enc/*"]) == ["enc/a", "enc/b/Adam", "dec/a", "dec/a/Adam"]  # key order

@@ -1,6 +1,7 @@
 """`ckptkit average / merge / stats / show / diff` from the command line, checked by TF."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from helpers import CKPTKIT, SEED_EMA, same, subprocess_env, tf_values
 
 import ckptkit
 from ckptkit.cli import cli
+from ckptkit.cli import render as cli_render
 from ckptkit.cli.inspect import histogram_lines
 from ckptkit.format import bundle
 
@@ -254,10 +256,6 @@ def test_diff_exit_codes_and_relative_difference(tmp_path):
 
 
 def test_progress_on_a_terminal_counts_every_byte(tmp_path, monkeypatch):
-    import contextlib  # noqa: PLC0415
-
-    from ckptkit.cli import render as cli_render  # noqa: PLC0415
-
     bars: list[tuple[int, list[int]]] = []
 
     @contextlib.contextmanager

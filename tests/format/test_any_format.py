@@ -6,6 +6,7 @@ import json
 import os
 import struct
 
+import ml_dtypes
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -15,6 +16,7 @@ import ckptkit
 from ckptkit import convert
 from ckptkit.cli import cli
 from ckptkit.errors import DataLossError, UnsupportedError
+from ckptkit.format import npz, safetensors
 
 st_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -84,8 +86,6 @@ def test_reader_names_dtypes_shapes_values(kind, st_file, npz_file):
 
 
 def test_safetensors_bfloat16_from_ckptkit(tmp_path):
-    import ml_dtypes  # noqa: PLC0415
-
     path = os.fspath(tmp_path / "bf.safetensors")
     value = np.array([1.0, -2.5], dtype=ml_dtypes.bfloat16)
     convert.write_safetensors(path, {"w": value})
@@ -95,8 +95,6 @@ def test_safetensors_bfloat16_from_ckptkit(tmp_path):
 
 
 def test_format_modules_hold_the_codecs():
-    from ckptkit.format import npz, safetensors  # noqa: PLC0415
-
     assert convert.read_safetensors is safetensors.read_safetensors
     assert convert.write_npz is npz.write_npz
     assert convert._SafetensorsSource is safetensors.SafetensorsFile

@@ -9,7 +9,9 @@ must still be read whole.
 """
 from __future__ import annotations
 
+import io
 import threading
+import uuid
 
 import ml_dtypes
 import numpy as np
@@ -20,6 +22,7 @@ import ckptkit
 from ckptkit.errors import DataLossError, TensorNotFoundError
 from ckptkit.format import bundle
 from ckptkit.format.coding import crc32c, mask_crc
+from ckptkit.format.table import TableReader, TableWriter
 from ckptkit.storage.local import LocalHandle
 
 
@@ -202,7 +205,6 @@ def test_mmap_and_framework_readers_batch_through_get_tensor(tmp_path):
 
 def test_remote_store_batches_equal_local(tmp_path):
     pytest.importorskip("fsspec")
-    import uuid
 
     prefix = f"memory://ckptkit-tests/{uuid.uuid4().hex[:8]}/model"
     tensors = {k: v for k, v in many_tensors(np.random.default_rng(4)).items()}
@@ -290,7 +292,6 @@ def test_a_name_asked_for_twice_is_read_once(tmp_path):
 def test_remote_indexes_are_decoded_by_every_reader(tmp_path):
     """A remote store's identity of a file may not change with its bytes (no ETag): no reuse there."""
     pytest.importorskip("fsspec")
-    import uuid
 
     prefix = f"memory://ckptkit-tests/{uuid.uuid4().hex[:8]}/model"
     ckptkit.save(prefix, {"a": np.ones(3, np.float32)})
@@ -301,9 +302,6 @@ def test_remote_indexes_are_decoded_by_every_reader(tmp_path):
 @pytest.mark.parametrize("keys", [[b"a", b"b", b"b"], [b"a", b"c", b"b"]], ids=["duplicate", "descending"])
 def test_table_keys_must_strictly_increase(keys):
     """The listing's one-pass order check still refuses duplicates and disorder."""
-    import io
-
-    from ckptkit.format.table import TableReader, TableWriter
 
     out = io.BytesIO()
     writer = TableWriter(out)

@@ -8,11 +8,13 @@ import struct
 import ml_dtypes
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from helpers import dtype_tensors, make_dtypes, make_v1, same, tf_values
 
 import ckptkit
-from ckptkit import convert
-from ckptkit.errors import DataLossError, InvalidArgumentError, UnsupportedError
+from ckptkit import convert, edit
+from ckptkit.cli import cli
+from ckptkit.errors import AlreadyExistsError, DataLossError, InvalidArgumentError, UnsupportedError
 from ckptkit.format import bundle
 
 st_numpy = pytest.importorskip("safetensors.numpy")
@@ -93,8 +95,6 @@ def test_damaged_safetensors(tmp_path):
 
 
 def test_checkpoint_to_npz_and_back(tf, dtypes_ckpt, tmp_path):
-    from ckptkit import edit
-
     edit.remove_keys(dtypes_ckpt, ["bf16"])  # npz cannot hold bfloat16 (tested below)
     expected = tf_values(tf, dtypes_ckpt)
     npz = os.fspath(tmp_path / "m.npz")
@@ -143,10 +143,6 @@ def test_npz_refusals(tmp_path):
 
 
 def test_cli_refuses_object_npz_in_one_line(tmp_path):
-    from click.testing import CliRunner
-
-    from ckptkit.cli import cli
-
     npz = os.fspath(tmp_path / "obj.npz")
     np.savez(npz, bad=np.array([None], dtype=object))
     result = CliRunner().invoke(cli, ["convert", npz, os.fspath(tmp_path / "x.ckpt")])
@@ -220,10 +216,6 @@ def test_reader_metadata_is_what_safe_open_gives(tmp_path, numeric_ckpt):
 
 
 def test_cli_convert_metadata_option(numeric_ckpt, tmp_path):
-    from click.testing import CliRunner  # noqa: PLC0415
-
-    from ckptkit.cli import cli  # noqa: PLC0415
-
     dst = os.fspath(tmp_path / "m.safetensors")
     result = CliRunner().invoke(cli, ["convert", numeric_ckpt, dst, "--metadata", "license=mit",
                                       "--metadata", "expr=a=b"])
@@ -263,11 +255,6 @@ def _files(directory) -> dict[str, bytes]:
 
 
 def test_convert_refuses_a_run_s_checkpoint_until_overwrite_then_tf_reads_it(tf, tf1, tmp_path):
-    from click.testing import CliRunner  # noqa: PLC0415
-
-    from ckptkit.cli import cli  # noqa: PLC0415
-    from ckptkit.errors import AlreadyExistsError  # noqa: PLC0415
-
     run_dir = os.fspath(tmp_path / "run")
     first, latest = _tf1_run(tf, tf1, run_dir)
     src = os.fspath(tmp_path / "x.safetensors")
@@ -314,8 +301,6 @@ def test_convert_refuses_a_run_s_checkpoint_until_overwrite_then_tf_reads_it(tf,
 
 
 def test_convert_refuses_an_existing_tensor_file_until_overwrite(tf, tf1, tmp_path):
-    from ckptkit.errors import AlreadyExistsError  # noqa: PLC0415
-
     ckpt = ckptkit.save(os.fspath(tmp_path / "m"), {"x": np.arange(3, dtype=np.float32)})
     for name in ("a.safetensors", "a.npz"):
         dst = os.fspath(tmp_path / name)

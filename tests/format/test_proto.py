@@ -11,7 +11,19 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pool
 from helpers import REPO
+
+from ckptkit.proto import (
+    graph_pb2,
+    meta_graph_pb2,
+    saver_pb2,
+    tensor_bundle_pb2,
+    tensor_slice_pb2,
+    trackable_object_graph_pb2,
+    types_pb2,
+)
+from ckptkit.proto._pool import POOL
 
 ROOT = Path(REPO)
 GEN_DIR = ROOT / "ckptkit" / "proto"
@@ -167,10 +179,6 @@ def test_runtime_floor_matches_gencode():
 # --- the private pool ----------------------------------------------------------------
 
 def test_modules_register_in_private_pool_only():
-    from google.protobuf import descriptor_pool
-
-    from ckptkit.proto._pool import POOL
-
     mods = _import_all()
     default = descriptor_pool.Default()
     for name, mod in mods.items():
@@ -196,8 +204,6 @@ def test_importing_protos_does_not_import_tensorflow():
 
 
 def test_basic_round_trip_without_tf():
-    from ckptkit.proto import tensor_bundle_pb2, tensor_slice_pb2, types_pb2
-
     e = tensor_bundle_pb2.BundleEntryProto(dtype=types_pb2.DT_FLOAT, shard_id=0, offset=8,
                                            size=24, crc32c=0xFFFFFFFF)
     e.shape.dim.add(size=2)
@@ -249,7 +255,6 @@ def _compare_enum(ours, theirs):
 
 def test_descriptors_match_tensorflow(tf):
     """Every message/enum we define has TF's field names, numbers, types and enum values."""
-    from google.protobuf import descriptor_pool
 
     _import_tf_modules()
     default = descriptor_pool.Default()
@@ -273,9 +278,7 @@ def test_descriptors_match_tensorflow(tf):
 
 
 def test_bundle_entry_round_trips_with_tf(tf):
-    from tensorflow.core.protobuf import tensor_bundle_pb2 as tf_bundle
-
-    from ckptkit.proto import tensor_bundle_pb2, types_pb2
+    from tensorflow.core.protobuf import tensor_bundle_pb2 as tf_bundle  # noqa: PLC0415 - TF only inside TF tests
 
     e = tensor_bundle_pb2.BundleEntryProto(dtype=types_pb2.DT_BFLOAT16, shard_id=2,
                                            offset=1 << 40, size=12, crc32c=0xDEADBEEF)
@@ -318,9 +321,7 @@ def _tf_meta_graph(tf):
 
 
 def test_tf_meta_graph_parses_and_reserializes(tf, tmp_path):
-    from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta
-
-    from ckptkit.proto import meta_graph_pb2, saver_pb2
+    from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta  # noqa: PLC0415 - TF only inside TF tests
 
     mg = _tf_meta_graph(tf)
     blob = mg.SerializeToString()
@@ -356,9 +357,7 @@ def test_tf_meta_graph_parses_and_reserializes(tf, tmp_path):
 
 def test_object_graph_def_parses_like_tf(tf):
     """MetaGraphDef.object_graph_def (a TF2 SavedModel's objects and functions) reads as TF wrote it."""
-    from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta
-
-    from ckptkit.proto import meta_graph_pb2
+    from tensorflow.core.protobuf import meta_graph_pb2 as tf_meta  # noqa: PLC0415 - TF only inside TF tests
 
     mg = tf_meta.MetaGraphDef()
     mg.meta_info_def.tags.append("serve")
@@ -380,8 +379,6 @@ def test_object_graph_def_parses_like_tf(tf):
 
 
 def test_graph_def_built_by_us_imports_into_tf(tf):
-    from ckptkit.proto import graph_pb2, types_pb2
-
     g = graph_pb2.GraphDef()
     g.versions.producer = 1
     c = g.node.add(name="c", op="Const")
@@ -403,8 +400,6 @@ def test_graph_def_built_by_us_imports_into_tf(tf):
 
 
 def test_trackable_object_graph_from_tf2_checkpoint(tf, tmp_path):
-    from ckptkit.proto import trackable_object_graph_pb2
-
     ckpt = tf.train.Checkpoint(v=tf.Variable([1.0, 2.0]))
     prefix = ckpt.write(str(tmp_path / "ckpt"))
     blob = tf.train.load_checkpoint(prefix).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")
@@ -418,7 +413,7 @@ def test_tf_first_then_ours_in_one_process(tf):
     """TF registered its messages in the default pool; ours still import and interoperate."""
     _import_tf_modules()
     mods = _import_all()
-    from tensorflow.core.framework import types_pb2 as tf_types
+    from tensorflow.core.framework import types_pb2 as tf_types  # noqa: PLC0415 - TF only inside TF tests
 
     assert mods["types_pb2"].DataType.items() == tf_types.DataType.items()
 

@@ -8,6 +8,7 @@ import pytest
 from helpers import STRINGS, assert_same_tensor, variety
 
 import ckptkit
+from ckptkit.format.table import TableReader
 
 
 def tf_save_v2(tf, prefix: str, tensors: dict[str, np.ndarray]) -> None:
@@ -155,7 +156,6 @@ def test_many_keys_multi_block_index_both_ways(tf, tmp_path):
     with open(tf_prefix + ".index", "rb") as a, open(our_prefix + ".index", "rb") as b:
         tf_index = a.read()
         assert tf_index == b.read()
-    from ckptkit.format.table import TableReader
     assert TableReader(tf_index).num_blocks > 3
     reader = ckptkit.CheckpointReader(tf_prefix)
     assert len(reader) == 20000

@@ -9,6 +9,7 @@ TF writes back into the nested dict of its objects.
 from __future__ import annotations
 
 import os
+import types
 
 import numpy as np
 import pytest
@@ -349,8 +350,6 @@ def test_read_on_the_class_reads_into_a_fresh_checkpoint(tmp_path):
 
 
 def test_read_into_an_immutable_root(tmp_path):
-    import types  # noqa: PLC0415
-
     prefix = ckptkit.Checkpoint(root={"w": np.float32(2)}, step=np.int64(3)).write(str(tmp_path / "ck"))
     root = types.MappingProxyType({"w": np.float32(0)})
     ckpt = ckptkit.Checkpoint(root=root, step=np.int64(0))

@@ -1,6 +1,7 @@
 """ckptkit.ema against TensorFlow's own ExponentialMovingAverage, bit for bit."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -345,8 +346,6 @@ class TFTensorEma:
 
     def __init__(self, tf1, variables: dict, tensors: dict, decay: float, zero_debias: bool,
                  with_num_updates: bool = False, scope: str | None = None, name: str = EMA_NAME) -> None:
-        import contextlib  # noqa: PLC0415
-
         self.graph = tf1.Graph()
         with self.graph.as_default():
             self.vars = {n: tf1.Variable(v, name=n) for n, v in variables.items()}

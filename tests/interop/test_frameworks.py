@@ -17,12 +17,15 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch  # a test dependency (the test extra): imported plainly, so a missing one fails, never skips
+from click.testing import CliRunner
 from helpers import REPO, hostile_v2, random_array, same, save_partitioned_tf1, subprocess_env, tf_values
 
 import ckptkit
 from ckptkit import storage
+from ckptkit.cli import cli
 from ckptkit.errors import InvalidArgumentError, UnsupportedError
 from ckptkit.frameworks import Staging
+from ckptkit.proto import tensor_bundle_pb2
 
 TORCH_DTYPES = ["float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8",
                 "uint16", "uint32", "uint64", "bool", "complex64", "complex128",
@@ -184,7 +187,6 @@ def test_tf2_checkpoints_load_as_torch(tf, tf2_ckpts, which, framework, caplog):
 def test_a_datatype_ckptkit_cannot_decode_is_left_out_too(tmp_path, caplog):
     """A DT_VARIANT entry (what a tf.data iterator's state is saved as) beside a float: a
     framework load gives the float and notes the other; numpy load still refuses it."""
-    from ckptkit.proto import tensor_bundle_pb2  # noqa: PLC0415
 
     real = ckptkit.save(os.fspath(tmp_path / "real"), {"x": np.arange(2, dtype=np.float32)})
     with ckptkit.CheckpointReader(real) as reader:
@@ -213,9 +215,6 @@ def _readme_example(tmp_path) -> str:
 
 def _cli_example(tmp_path) -> str:
     """What `ckptkit example DIR` writes (the first lines of the README)."""
-    from click.testing import CliRunner  # noqa: PLC0415
-
-    from ckptkit.cli import cli  # noqa: PLC0415
 
     directory = os.fspath(tmp_path / "demo")
     result = CliRunner().invoke(cli, ["example", directory])

@@ -30,7 +30,7 @@ def run(*args):
 
 def tf_graph(tf, prefix: str):
     """TF's own parse of the checkpoint's object graph."""
-    from tensorflow.core.protobuf import trackable_object_graph_pb2  # noqa: PLC0415
+    from tensorflow.core.protobuf import trackable_object_graph_pb2  # noqa: PLC0415 - TF only inside TF tests
 
     blob = tf.train.load_checkpoint(prefix).get_tensor(OBJECT_GRAPH_KEY)
     return trackable_object_graph_pb2.TrackableObjectGraph.FromString(blob)

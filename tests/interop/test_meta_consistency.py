@@ -5,10 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from helpers import SEED_EMA, same, tf_values
 
 import ckptkit
 from ckptkit import edit
+from ckptkit.cli import cli
 from ckptkit.errors import UnsupportedError
 from ckptkit.proto import meta_graph_pb2
 
@@ -137,9 +139,6 @@ def test_unrewritable_meta_is_refused_or_dropped(tf, tf1, seed, tmp_path):
     assert exc.value.path == seed + ".meta"
     assert open(seed + ".index", "rb").read() == index_before
     # The CLI says the same in one line, naming the .meta and the option.
-    from click.testing import CliRunner
-
-    from ckptkit.cli import cli
     result = CliRunner().invoke(cli, ["ema", "-c", seed])
     assert result.exit_code == 1
     assert f"{seed}.meta" in result.stderr and "--drop-meta" in result.stderr

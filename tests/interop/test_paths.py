@@ -235,7 +235,6 @@ def session_bundles(tf, tmp_path_factory) -> dict[str, str]:
     sharded V1 Saver, then as TF Serving ships such exports: without the `checkpoint` state
     file, with one naming the directory it was exported to (TF Serving's testdata:
     `/tmp/half_plus_two/00000123/export`), moved away from the directory its state file names."""
-    import shutil  # noqa: PLC0415
 
     root = tmp_path_factory.mktemp("session_bundle")
     written = root / "written" / "00000123"

@@ -23,6 +23,7 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from google.protobuf import text_format
 from helpers import REPO, TESTDATA, subprocess_env
 
 import ckptkit
@@ -325,7 +326,6 @@ def test_meta_without_a_meta_file_is_one_line_error(tmp_path):
 
 def test_saved_model_pbtxt_reads_like_the_pb(tf, saved_models, tmp_path):
     """TF's loader also takes `saved_model.pbtxt` (text format); with both, the `.pb` wins."""
-    from google.protobuf import text_format  # noqa: PLC0415
     from tensorflow.python.tools import saved_model_utils  # noqa: PLC0415 - TF only in the oracle
 
     source = saved_models["module"]
@@ -449,7 +449,7 @@ def test_concrete_functions_json_matches_tf(tf, saved_models, kind):
     """Every signature decodes as TF's nested_structure_coder decodes it, and each function
     lists the concrete functions TF's loader gives it."""
     from tensorflow.python.saved_model import nested_structure_coder  # noqa: PLC0415 - the oracle
-    from tensorflow.python.tools import saved_model_utils  # noqa: PLC0415
+    from tensorflow.python.tools import saved_model_utils  # noqa: PLC0415 - TF only in the oracle
 
     directory = saved_models[kind]
     res = CliRunner().invoke(cli, ["meta", directory, "--json"])

@@ -7,10 +7,10 @@ import os
 import ml_dtypes
 import numpy as np
 import pytest
-from helpers import bounded_memory, same, tf_values
+from helpers import bounded_memory, make_v1, same, tf_values
 
 import ckptkit
-from ckptkit import average, merge, stats
+from ckptkit import average, info, merge, stats
 from ckptkit.errors import AlreadyExistsError, DataLossError, InvalidArgumentError, UnsupportedError
 from ckptkit.format import bundle
 from ckptkit.format.slices import SlicedTensor
@@ -256,7 +256,6 @@ def test_merge_refuses_duplicates_and_v1_naming_them(tf, tf1, tmp_path):
         merge.merge_checkpoints([a, a], tmp_path / "out")
     with pytest.raises(InvalidArgumentError, match="replace one of the parts"):
         merge.merge_checkpoints([a], a)
-    from helpers import make_v1  # noqa: PLC0415
 
     old = make_v1(tf1, os.fspath(tmp_path))
     with pytest.raises(UnsupportedError, match="only V2"):
@@ -312,16 +311,12 @@ def test_stats_of_a_big_tensor_in_bounded_memory_and_checked(tmp_path):
 
 
 def test_show_stats_and_stats_share_numbers(tf, dtypes_ckpt):
-    from ckptkit import info  # noqa: PLC0415
-
     with ckptkit.CheckpointReader(dtypes_ckpt) as reader:
         for name in ("dense/kernel", "dense/bias", "ints/i32", "half", "bf16", "cplx", "flags", "empty"):
             assert info.tensor_stats(reader.get_tensor(name)) == stats.stream_stats(reader, name, 4), name
 
 
 def test_stats_of_partitioned_and_v1_checkpoints_match_tf_values(tf, tf1, partitioned, tmp_path):
-    from helpers import make_v1  # noqa: PLC0415
-
     for prefix in (partitioned, make_v1(tf1, os.fspath(tmp_path))):
         expected = tf_values(tf, prefix)
         report = stats.checkpoint_stats(prefix, chunk_bytes=4)
@@ -332,8 +327,6 @@ def test_stats_of_partitioned_and_v1_checkpoints_match_tf_values(tf, tf1, partit
 
 
 def test_diff_compares_in_bounded_memory_across_layouts(tmp_path):
-    from ckptkit import info  # noqa: PLC0415
-
     values = np.random.default_rng(4).standard_normal((1 << 10, 1 << 13), np.float32)  # 32 MiB
     a = ckptkit.save(os.fspath(tmp_path / "a"), {"x": values, "s": np.array([b"p", b"q"], dtype=object)})
     changed = values.copy()

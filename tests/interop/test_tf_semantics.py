@@ -13,9 +13,11 @@ import os
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import ckptkit
 from ckptkit import state
+from ckptkit.cli import cli
 from ckptkit.errors import (
     CheckpointError,
     DataLossError,
@@ -219,9 +221,6 @@ def test_checkpoint_exists_differences_from_tf(cm, tmp_path):
 # ---- 3 and 8 in the CLI: damaged and stale state files --------------------------------------
 
 def run_cli(*args):
-    from click.testing import CliRunner  # noqa: PLC0415
-
-    from ckptkit.cli import cli  # noqa: PLC0415
     result = CliRunner().invoke(cli, [os.fspath(a) for a in args], catch_exceptions=False)
     assert "Traceback" not in result.output
     return result

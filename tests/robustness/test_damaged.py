@@ -10,6 +10,7 @@ from helpers import assert_same_tensor
 
 import ckptkit
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, TensorNotFoundError
+from ckptkit.format import bundle
 
 VALUES = {
     "a/kernel": np.arange(24, dtype=np.float32).reshape(4, 6),
@@ -150,7 +151,6 @@ def test_missing_key_is_a_key_error(ckpt):
 
 def test_entry_claiming_more_than_the_shard(tmp_path):
     """A hostile index that claims a huge tensor is rejected before allocating it."""
-    from ckptkit.format import bundle
 
     prefix = ckptkit.save(str(tmp_path / "small"), {"x": np.zeros(4, np.float32)})
     entry = bundle.make_entry(1, (1 << 20, 1 << 20), 0, 0, 4 << 40, 0)

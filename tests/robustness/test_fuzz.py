@@ -26,7 +26,7 @@ from helpers import same, time_limit
 
 import ckptkit
 from ckptkit.errors import CheckpointError
-from ckptkit.format.table import TableReader
+from ckptkit.format.table import FOOTER_SIZE, TableReader, decode_handle
 
 SEED = 1234
 CASES_PER_FILE = 1500
@@ -145,7 +145,7 @@ def fuzz_file(path: str, cases: int, rng, tally: Tally, check, strict_kinds=()) 
                     check()
             except CheckpointError:
                 detected = True
-            except Exception as exc:  # noqa: BLE001 - that is the point of the test
+            except Exception as exc:  # that is the point of the test
                 raise AssertionError(f"{name} case {case} ({kind}): {type(exc).__name__}: {exc}") from exc
             if kind in strict_kinds and damaged[:len(original)] != original and not detected:
                 raise AssertionError(f"{name} case {case} ({kind}): damage went unnoticed")
@@ -251,8 +251,6 @@ def test_v1_data_block_damage_is_always_caught(tf_v1, tmp_path):
 
 def _footer_handles(data: bytes) -> list[tuple[int, int]]:
     """(offset, size) of the table's metaindex and index blocks, from its footer."""
-    from ckptkit.format.table import FOOTER_SIZE, decode_handle
-
     footer = len(data) - FOOTER_SIZE
     meta_offset, meta_size, pos = decode_handle(data, footer)
     offset, size, _ = decode_handle(data, pos)

@@ -30,7 +30,7 @@ import pytest
 from helpers import same, subprocess_env, time_limit
 
 import ckptkit
-from ckptkit import info
+from ckptkit import edit, info
 from ckptkit.errors import CheckpointError
 from ckptkit.format import bundle
 from ckptkit.format.table import TableReader, TableWriter
@@ -129,7 +129,7 @@ def run_case(prefix: str, expected: dict, budget: int, what: str, outcomes: Outc
     except CheckpointError as exc:
         outcomes.add(exc)
         return None
-    except Exception as exc:  # noqa: BLE001 - that is the point of the test
+    except Exception as exc:  # that is the point of the test
         raise AssertionError(f"{what}: {type(exc).__name__}: {exc}") from exc
     peak = tracemalloc.get_traced_memory()[1] - base
     assert peak < budget, f"{what}: peak allocation {peak} bytes (budget {budget})"
@@ -571,8 +571,6 @@ def test_v1_records_mutated(small_v1, traced, tmp_path, capsys):
 def test_edits_on_mutated_indexes(v2_work, tmp_path):
     """compact and rename_keys -o on a lying index: a result that reads like the source
     (or fails like it), or a CheckpointError; never another exception or a hang."""
-    from ckptkit import edit
-
     target, items, lens, expected, budget = v2_work
     rng = np.random.default_rng(SEED + 2)
     cases = list(v2_cases(items, lens, rng, EDIT_CASES // 2))

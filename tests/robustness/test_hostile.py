@@ -11,6 +11,7 @@ import ast
 import logging
 import os
 import pathlib
+import zipfile
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from helpers import MEMORY_LIMIT, bounded_memory, hostile_v2, time_limit
 
 import ckptkit
 from ckptkit.cli import cli
+from ckptkit.convert import read_npz
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
 from ckptkit.format import bundle, slices
 from ckptkit.format.coding import crc32c, encode_varint, mask_crc
@@ -229,10 +231,6 @@ def test_v1_tensor_proto_lying_about_its_contents(tmp_path):
 
 
 def test_npz_header_claiming_a_huge_array(tmp_path):
-    import zipfile
-
-    from ckptkit.convert import read_npz
-
     header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }"
     header = header.ljust(117) + "\n"
     npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(64)
@@ -464,10 +462,6 @@ class _Payload:
 
 
 def test_convert_refuses_object_npz_without_unpickling(tmp_path):
-    from click.testing import CliRunner
-
-    from ckptkit.cli import cli
-
     marker = str(tmp_path / "code-ran")
     npz = str(tmp_path / "evil.npz")
     payload = np.empty(1, dtype=object)
@@ -486,7 +480,6 @@ def test_convert_refuses_object_npz_without_unpickling(tmp_path):
     assert not os.path.exists(marker)
     assert not any(n.startswith("out.ckpt") for n in os.listdir(tmp_path))
     with pytest.raises(CheckpointError, match="unpickling"):
-        from ckptkit.convert import read_npz
         read_npz(npz)
     assert not os.path.exists(marker)
 

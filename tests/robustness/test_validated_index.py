@@ -21,6 +21,7 @@ from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
 from ckptkit.format import bundle
 from ckptkit.format.coding import crc32c, encode_varints, mask_crc
+from ckptkit.format.slices import TensorSlice, encode_tensor_name_slice
 from ckptkit.format.table import TableReader, TableWriter
 from ckptkit.proto import saved_tensor_slice_pb2
 from ckptkit.reader import CheckpointReader
@@ -92,7 +93,6 @@ def test_bad_shard_id(tmp_path, shard):
 
 def sliced_entries(slice_shard: int) -> dict:
     """A [4] float tensor in two slices; the second slice's entry names `slice_shard`."""
-    from ckptkit.format.slices import TensorSlice, encode_tensor_name_slice
 
     full = bundle.BundleEntryProto(dtype=FLOAT)
     full.shape.dim.add(size=4)

@@ -52,7 +52,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return None
         return path
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:  # http.server's naming
         path = self._target()
         if path is None:
             return
@@ -62,7 +62,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("ETag", f'"{os.stat(path).st_mtime_ns}"')
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self._target()
         if path is None:
             return

@@ -15,6 +15,7 @@ import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError
 from ckptkit.format import bundle
+from ckptkit.format.bundle import BundleData
 from ckptkit.storage import Commit
 from ckptkit.storage import journal as commit
 from ckptkit.storage.journal import JOURNAL_SUFFIX
@@ -265,7 +266,6 @@ def test_a_listed_key_renamed_under_a_reader_is_a_clear_change_not_not_found(tmp
 def test_load_never_mixes_two_checkpoints(tmp_path, monkeypatch):
     prefix = str(tmp_path / "model")
     ckptkit.save(prefix, {f"t{i}": np.full(4, i, np.int64) for i in range(4)}, num_shards=4)
-    from ckptkit.format.bundle import BundleData
 
     real = BundleData._file
     calls = {"n": 0}

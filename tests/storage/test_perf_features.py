@@ -15,7 +15,7 @@ import pytest
 import ckptkit
 from ckptkit.errors import DataLossError
 from ckptkit.format import bundle
-from ckptkit.format.coding import VarintError, decode_varints, encode_varint, encode_varints
+from ckptkit.format.coding import VarintError, crc32c, crc32c_combine, decode_varints, encode_varint, encode_varints
 
 MIB = 1 << 20
 
@@ -267,8 +267,6 @@ def test_read_holds_no_more_than_the_tensor(tmp_path):
 
 
 def test_crc32c_combine_matches_whole_crc():
-    from ckptkit.format.coding import crc32c, crc32c_combine
-
     rng = np.random.default_rng(5)
     for len_a, len_b in [(0, 0), (5, 0), (0, 7), (100, 8 * MIB), (3, 8 * MIB + 5)]:
         a, b = rng.bytes(len_a), rng.bytes(len_b)

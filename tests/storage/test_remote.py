@@ -19,14 +19,16 @@ import uuid
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import CKPTKIT, REPO, same_values, subprocess_env, tf_values
-from servers import http_server, plain_http_server, s3_server, silent_server
+from helpers import CKPTKIT, REPO, make_seed, same_values, subprocess_env, tf_values
+from servers import free_port, http_server, plain_http_server, s3_server, silent_server
 
 import ckptkit
 from ckptkit import edit, info, storage
 from ckptkit.cli import cli
+from ckptkit.convert import convert
 from ckptkit.errors import CheckpointError, NotFoundError, StoreError
-from ckptkit.storage import backends, http_range
+from ckptkit.storage import backends, http_range, remote
+from ckptkit.storage.remote import call
 
 VALUES = {"dense/kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "dense/bias": np.ones(4, np.float16),
           "step": np.int64(7), "names": np.array([b"a", b"bc"], dtype=object)}
@@ -145,7 +147,6 @@ def test_edits_and_convert_on_a_store(store_url, tmp_path, tf):
         assert same_values(ckptkit.load(f"{base}/out/renamed"), want)
         assert set(ckptkit.load(prefix)) == {"dense/w", "dense/bias", "step"}
         # remote -> local and local -> remote, through convert
-        from ckptkit.convert import convert  # noqa: PLC0415
 
         convert(f"{base}/out/renamed", os.fspath(tmp_path / "local.ckpt"))
         convert(os.fspath(tmp_path / "local.ckpt"), f"{base}/out/st.safetensors")
@@ -157,7 +158,6 @@ def test_edits_and_convert_on_a_store(store_url, tmp_path, tf):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tf, tf1):
     """A TF-written checkpoint directory (a 4 MiB tensor among others), served over HTTP."""
-    from helpers import make_seed  # noqa: PLC0415
 
     root = tmp_path_factory.mktemp("served")
     run = root / "run"
@@ -262,8 +262,6 @@ def test_a_state_file_naming_absolute_urls_resolves_remotely():
     ("nosuchproto://bucket/model.ckpt", "nosuchproto"),
 ])
 def test_store_failures_are_one_line_naming_the_url(served, path, message):
-    from servers import free_port  # noqa: PLC0415
-
     url = path.format(url=served[1], closed=free_port())
     with pytest.raises(CheckpointError, match=message) as exc:
         ckptkit.load(url)
@@ -315,7 +313,6 @@ def test_local_paths_never_import_fsspec(seed):
 def test_s3_denied_says_the_key_may_be_missing():
     """S3 answers 403 for a missing key when the credentials may not list the bucket: the
     error says so (for other stores a 403 is only a denial)."""
-    from ckptkit.storage.remote import call  # noqa: PLC0415
 
     def denied():
         raise PermissionError("Forbidden")
@@ -411,7 +408,6 @@ def test_a_range_answer_of_other_bytes_is_refused(served, where, message):
 def test_unreachable_stores_fail_within_ten_seconds_in_one_line():
     """A closed port (refused) and a port that accepts and never answers: the CLI's one
     error line comes within 10 s, not after the library's retries and timeouts."""
-    from servers import free_port  # noqa: PLC0415
 
     with silent_server() as silent:
         for url, message in ((f"http://127.0.0.1:{free_port()}/run", "cannot access"),
@@ -482,7 +478,6 @@ def test_the_remote_extra_brings_what_the_hints_promise():
 def test_a_store_made_early_gets_its_whole_first_contact_window(served, monkeypatch):
     """A Saver made before training makes its store long before the first save: that call
     still gets the whole window (only a call right after the store was made shares it)."""
-    from ckptkit.storage import remote  # noqa: PLC0415
 
     _, url, _ = served
     monkeypatch.setattr(remote, "FIRST_CONTACT_SECONDS", 1.0)

@@ -14,7 +14,7 @@ import pytest
 from helpers import label_of, leftovers, read_all, run_forked, same_values
 
 import ckptkit
-from ckptkit import average, merge
+from ckptkit import average, edit, merge
 
 OLD = {"x": np.full(1000, -1.0, np.float32), "y": np.arange(7, dtype=np.int64), "z": np.ones(3)}
 
@@ -64,7 +64,6 @@ def test_killed_at_every_step_leaves_old_or_new_whole(tmp_path, name):
 def test_publishing_a_link_onto_a_link_of_the_same_file_leaves_no_temp(tmp_path):
     """rename(2) of a hard link onto another link of the same file does nothing: the commit
     must then remove the temp name itself (a merge or an `-o` edit run twice)."""
-    from ckptkit import edit  # noqa: PLC0415
 
     a = ckptkit.save(os.fspath(tmp_path / "a"), {"x": np.ones(3)})
     b = ckptkit.save(os.fspath(tmp_path / "b"), {"y": np.zeros(2)})
