@@ -18,6 +18,7 @@ from .errors import (
     InvalidStateError,
     NoCheckpointError,
     NotFoundError,
+    StorageError,
     TensorNotFoundError,
     UnsupportedError,
 )
@@ -46,7 +47,7 @@ _LAZY = {
 
 __all__ = ["AlreadyExistsError", "CheckpointChangedError", "CheckpointError", "ConcurrentModificationError",
            "DataLossError", "InvalidArgumentError", "InvalidStateError", "NoCheckpointError",
-           "NotFoundError", "TensorNotFoundError", "UnsupportedError", *_LAZY]
+           "NotFoundError", "StorageError", "TensorNotFoundError", "UnsupportedError", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

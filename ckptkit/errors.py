@@ -70,10 +70,25 @@ class CheckpointChangedError(CheckpointError):
     not in the new one (an edit renamed or removed it): open it again to see the new names."""
 
 
-class StoreError(CheckpointError):
-    """The store holding a file failed to deliver it: unreachable, refused, denied, timed
-    out, or a server answering outside HTTP's rules (ignoring Range, a wrong Content-Range).
-    Nothing is known about the file's bytes, so this is never reported as damage."""
+class StorageError(CheckpointError, OSError):
+    """The store failed, not the checkpoint: a full disk, a permission, a store at a URL
+    unreachable, refusing, timing out or answering outside HTTP's rules (ignoring Range, a
+    wrong Content-Range). Also an OSError, with the errno where there is one. Nothing is
+    known about the file's bytes, so this is never reported as damage."""
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, key: str | None = None,
+                 errno: int | None = None) -> None:
+        super().__init__(message, path=path, key=key)
+        self.errno = errno
+        self.strerror = message
+        self.filename = self.path
+
+    @classmethod
+    def of(cls, exc: OSError) -> StorageError:
+        """The OSError a store raised, as a StorageError naming its file (errno kept)."""
+        filename = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
+        path = os.fsdecode(filename) if filename is not None else None
+        return cls(exc.strerror or str(exc), path=path, errno=exc.errno)
 
 
 class AlreadyExistsError(CheckpointError, FileExistsError):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import selection, storage
-from .errors import CheckpointError, InvalidArgumentError, NotFoundError, StoreError, TensorNotFoundError
+from .errors import CheckpointError, InvalidArgumentError, NotFoundError, StorageError, TensorNotFoundError
 from .objectgraph import OBJECT_GRAPH_KEY, Node, ObjectGraph, friendly_names
 from .objectgraph_edit import graph_problems
 from .reader import CheckpointReader
@@ -210,7 +210,7 @@ def verify_checkpoint(path: str | os.PathLike,
                 continue
             try:
                 value = reader.get_tensor(info.name)
-            except StoreError:
+            except StorageError:
                 raise  # the store failed to deliver the bytes: nothing is known about them
             except CheckpointError as exc:
                 report.errors.append((info.name, str(exc)))

@@ -9,14 +9,14 @@ So every answer is checked here, its body streamed and never read past what it m
 - 206 must carry the Content-Range asked for and exactly that many bytes;
 - 200 is the whole file: taken when the whole file was asked for, or, for files up to
   WHOLE_FILE_LIMIT, returned whole for the caller to keep and serve ranges from; a
-  bigger file is a StoreError saying the server ignores HTTP Range requests.
+  bigger file is a StorageError saying the server ignores HTTP Range requests.
 """
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StorageError
 
 # A server that ignores Range sends the whole file for every request: files up to this size
 # are read once and kept in memory (ranges served from that copy), bigger ones are an error.
@@ -55,23 +55,23 @@ async def _get(fs: Any, url: str, start: int, end: int, size: int, what: str) ->
             answered = r.headers.get("Content-Range", "")
             m = _CONTENT_RANGE.match(answered.strip())
             if m is None or (int(m[1]), int(m[2])) != (start, end - 1):
-                raise StoreError(f"the server answered a request for bytes {start}-{end - 1} of the {what} "
+                raise StorageError(f"the server answered a request for bytes {start}-{end - 1} of the {what} "
                                  f"with Content-Range {answered!r}", path=url)
             return False, await _body(r, end - start, url, what)
         if r.status == 200:
             if start == 0 and end == size:
                 return False, await _body(r, size, url, what)
             if size > WHOLE_FILE_LIMIT or (r.content_length or 0) > WHOLE_FILE_LIMIT:
-                raise StoreError(too_big(max(size, r.content_length or 0), what), path=url)
+                raise StorageError(too_big(max(size, r.content_length or 0), what), path=url)
             return True, await _body(r, size, url, what)
-        raise StoreError(f"the server answered a range request for the {what} with HTTP {r.status}", path=url)
+        raise StorageError(f"the server answered a range request for the {what} with HTTP {r.status}", path=url)
 
 
 async def _body(r: Any, expected: int, url: str, what: str) -> bytes:
     """The response's body, which must be `expected` bytes: read in chunks, and stopped as
     soon as it is longer (a short one is a dropped connection, worth another try)."""
     if r.content_length is not None and r.content_length > expected:
-        raise StoreError(f"the server sent {r.content_length} bytes of the {what} where {expected} were "
+        raise StorageError(f"the server sent {r.content_length} bytes of the {what} where {expected} were "
                          f"asked for", path=url)
     parts = []
     got = 0
@@ -81,7 +81,7 @@ async def _body(r: Any, expected: int, url: str, what: str) -> bytes:
             break
         got += len(chunk)
         if got > expected:
-            raise StoreError(f"the server sent more than the {expected} bytes of the {what} asked for", path=url)
+            raise StorageError(f"the server sent more than the {expected} bytes of the {what} asked for", path=url)
         parts.append(chunk)
     if got < expected:
         raise ConnectionError(f"the response ended after {got} of {expected} bytes")

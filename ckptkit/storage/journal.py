@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import NamedTuple
 
-from ..errors import CheckpointError, ConcurrentModificationError, NotFoundError
+from ..errors import CheckpointError, ConcurrentModificationError, NotFoundError, StorageError
 from .base import Progress, check_unchanged, copy_range
 from .files import STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular, sweep_stale_temps, temp_name
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
@@ -306,6 +306,9 @@ class LocalCommit:
                 self.abort()
         finally:
             self._lock.__exit__(exc_type, exc, tb)
+        if isinstance(exc, OSError) and not isinstance(exc, CheckpointError):
+            # a full disk, a permission: a CheckpointError for callers too, errno kept
+            raise StorageError.of(exc) from exc
 
     def _own(self, path: str) -> str:
         if os.path.realpath(os.path.dirname(path) or os.curdir) != os.path.realpath(self.directory):

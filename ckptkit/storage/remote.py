@@ -4,7 +4,7 @@ Reads fetch byte ranges only (`cat_file(path, start, end)`), so listing a checkp
 reads its `.index` and never its data shards, and a tensor read fetches that tensor's
 bytes; BundleData splits big tensors into pieces that its thread pool fetches
 concurrently. Transient store failures are retried a bounded number of times; what
-still fails is a StoreError naming the URL (never a DataLossError: a transport fault says
+still fails is a StorageError naming the URL (never a DataLossError: a transport fault says
 nothing about the file's bytes). Until a store has answered once, every call to it is
 bounded by FIRST_CONTACT_SECONDS, so an unreachable or offline store fails in seconds
 whatever its library's own retries. Over HTTP each range answer is checked
@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import CheckpointError, NotFoundError, StoreError
+from ..errors import CheckpointError, NotFoundError, StorageError
 from . import http_range
 from .base import COPY_CHUNK, Identity, Progress, ReadHandle, Storage, check_unchanged, copy_range
 from .lock import EDIT, EDIT_WAIT_SECONDS
@@ -105,8 +105,8 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
                 # S3 answers 403, not 404, for a missing key to credentials that may not list the bucket
                 hint = " (or it does not exist: S3 says 403 for a missing key without list permission)" \
                     if url.startswith(("s3://", "s3a://")) else ""
-                raise StoreError(f"access to {what} denied{hint}: {_describe(failure)}", path=url) from None
-            raise StoreError(f"cannot access {what}: {_describe(failure)}", path=url) from None
+                raise StorageError(f"access to {what} denied{hint}: {_describe(failure)}", path=url) from None
+            raise StorageError(f"cannot access {what}: {_describe(failure)}", path=url) from None
     raise AssertionError("unreachable")
 
 
@@ -126,7 +126,7 @@ def within(seconds: float, url: str, fn: Callable[[], T]) -> T:
 
     threading.Thread(target=run, name="ckptkit-store-contact", daemon=True).start()
     if not done.wait(max(seconds, 0.0)):
-        raise StoreError(f"no answer from the store within {FIRST_CONTACT_SECONDS:g} s: unreachable or offline "
+        raise StorageError(f"no answer from the store within {FIRST_CONTACT_SECONDS:g} s: unreachable or offline "
                          f"(ckptkit -v shows its library's log)", path=url)
     if "error" in outcome:
         raise outcome["error"]
@@ -169,7 +169,7 @@ class RemoteHandle(ReadHandle):
         if len(data) != end - offset:  # a truncated response: once more, then the store is at fault
             data = self.storage.call(self.path, self.what, lambda: fs.cat_file(key, start=offset, end=end))
             if len(data) != end - offset:
-                raise StoreError(f"the store returned {len(data)} bytes of {self.what} at {offset}, "
+                raise StorageError(f"the store returned {len(data)} bytes of {self.what} at {offset}, "
                                  f"asked for {end - offset}", path=self.path)
         self.storage.count(len(data))
         return data

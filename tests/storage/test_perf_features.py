@@ -106,9 +106,10 @@ def test_write_error_in_writer_thread_surfaces_and_keeps_old_checkpoint(tmp_path
 
     monkeypatch.setattr(bundle.os, "pwrite", pwrite)
     big = np.zeros(6 * MIB, np.float32)  # 24 MiB
-    with pytest.raises(OSError) as info:
+    with pytest.raises(ckptkit.StorageError) as info:  # a CheckpointError and an OSError, errno kept
         ckptkit.save(tmp_path / "ck", {"v": big})
-    assert info.value.errno == errno.ENOSPC
+    assert info.value.errno == errno.ENOSPC and isinstance(info.value, OSError)
+    assert isinstance(info.value, ckptkit.CheckpointError) and "No space left on device" in str(info.value)
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == before  # no temp files left, old files in place
     assert np.array_equal(ckptkit.load(tmp_path / "ck")["v"], old["v"])

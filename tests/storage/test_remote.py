@@ -26,7 +26,7 @@ import ckptkit
 from ckptkit import edit, info, storage
 from ckptkit.cli import cli
 from ckptkit.convert import convert
-from ckptkit.errors import CheckpointError, NotFoundError, StoreError
+from ckptkit.errors import CheckpointError, NotFoundError, StorageError
 from ckptkit.storage import backends, http_range, remote
 from ckptkit.storage.remote import call
 
@@ -375,10 +375,10 @@ def test_a_file_over_the_bound_from_a_server_ignoring_range_is_one_clear_error(p
     monkeypatch.setattr(http_range, "WHOLE_FILE_LIMIT", 1 << 20)  # the data shard holds a 4 MiB tensor
     monkeypatch.setattr(storage, "_stores", {})
     shard = f"{url}/run/model.ckpt-5.data-00000-of-00001"
-    with pytest.raises(StoreError, match="ignores HTTP Range requests") as exc:
+    with pytest.raises(StorageError, match="ignores HTTP Range requests") as exc:
         ckptkit.load(f"{url}/run/model.ckpt-5")
     assert shard in str(exc.value) and "1 MiB" in str(exc.value)
-    with pytest.raises(StoreError, match="ignores HTTP Range requests"):
+    with pytest.raises(StorageError, match="ignores HTTP Range requests"):
         info.verify_checkpoint(f"{url}/run/model.ckpt-5")  # a transport fault: raised, never "damaged"
     res = CliRunner().invoke(cli, ["verify", f"{url}/run/model.ckpt-5"])
     assert res.exit_code == 1, res.output
@@ -397,7 +397,7 @@ def test_a_range_answer_of_other_bytes_is_refused(served, where, message):
     root, url, _ = served
     if not os.path.exists(os.path.join(root, where)):
         shutil.copytree(os.path.join(root, "run"), os.path.join(root, where))
-    with pytest.raises(StoreError, match=message) as exc:
+    with pytest.raises(StorageError, match=message) as exc:
         ckptkit.load(f"{url}/{where}/model.ckpt-5")
     assert f"{url}/{where}/model.ckpt-5.data-00000-of-00001" in str(exc.value)
     res = _cli("verify", f"{url}/{where}/model.ckpt-5")
