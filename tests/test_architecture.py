@@ -1,5 +1,6 @@
-"""ARCHITECTURE.md's layer table, checked against the code: every ckptkit import (lazy
-ones included) goes to the same layer or one below it, except the debts listed here,
+"""ARCHITECTURE.md's layer table, checked against the code: every ckptkit import made at
+run time (lazy ones included; not those for type annotations) goes to the same layer or
+one below it, except the debts listed here,
 each also named under "Known debts" in ARCHITECTURE.md."""
 from __future__ import annotations
 
@@ -49,13 +50,26 @@ def _layer_of(module: str, layers: dict[str, int]) -> int:
     return layers[module]
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of `tree` but those under `if TYPE_CHECKING:` (imports for annotations only)."""
+    out, todo = [], [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            todo += node.orelse
+            continue
+        todo += ast.iter_child_nodes(node)
+    return out
+
+
 def _imports(module: str, path: str, modules: dict[str, str]) -> set[str]:
-    """The ckptkit modules `module` imports (relative imports; lazy ones too)."""
+    """The ckptkit modules `module` imports at run time (relative imports; lazy ones too)."""
     package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
     out = set()
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read())
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.ImportFrom) and node.level:
             parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
             target = ".".join([*parts, *([node.module] if node.module else [])])

@@ -120,15 +120,18 @@ def _identity_of(value: object) -> FileIdentity:
 
 
 def _changed_since(journal: _Journal) -> str | None:
-    """The first file the journal's commit was to replace or delete that has changed since
-    (another program wrote it), or None: a stale journal must not be rolled forward.
-    A final whose temp is gone was renamed by the commit itself, and is not compared."""
+    """The first file the journal's commit was to replace or delete that another program
+    wrote since (it exists, with another identity), or None: a stale journal must not be
+    rolled forward. A final whose temp is gone was renamed by the commit itself, and a
+    missing file holds nothing newer: neither is a change."""
     if journal.replaces is None:
         return None  # a version 1 journal recorded nothing to compare
     pending = {final for temp, final in journal.renames if os.path.lexists(temp)}
     for path, recorded in journal.replaces.items():
-        if (path in pending or path in journal.deletes) and identity(path) != recorded:
-            return path
+        if path in pending or path in journal.deletes:
+            now = identity(path)  # gone: deleted by this commit (or by hand): nothing newer there
+            if now is not None and now != recorded:
+                return path
     return None
 
 
