@@ -309,8 +309,9 @@ class LocalCommit:
                 self.abort()
         finally:
             self._lock.__exit__(exc_type, exc, tb)
-        if isinstance(exc, OSError) and not isinstance(exc, CheckpointError):
-            # a full disk, a permission: a CheckpointError for callers too, errno kept
+        if isinstance(exc, OSError) and not isinstance(exc, (CheckpointError, FileNotFoundError)):
+            # a full disk, a permission: a CheckpointError for callers too, errno kept (a missing
+            # directory stays a FileNotFoundError, which writers report as NotFoundError)
             raise StorageError.of(exc) from exc
 
     def _own(self, path: str) -> str:

@@ -355,11 +355,14 @@ def test_kill_at_random_times_during_a_larger_write(command, tmp_path, tf):
 
         def op(d):
             edit.compact(p(d, "m"))
-    d = _fresh(template, str(tmp_path), 0)
-    t0 = time.monotonic()
-    run_forked(lambda: op(d))
-    duration = time.monotonic() - t0
-    shutil.rmtree(d)
+    durations = []  # the fastest of three: kill times then fall inside the op, however warm it runs
+    for n in range(3):
+        d = _fresh(template, str(tmp_path), 100 + n)
+        t0 = time.monotonic()
+        run_forked(lambda d=d: op(d))
+        durations.append(time.monotonic() - t0)
+        shutil.rmtree(d)
+    duration = min(durations)
     outcomes = {"killed": 0, "finished": 0, "old": 0, "new": 0}
     for n in range(1, 13):
         d = _fresh(template, str(tmp_path), n)
