@@ -138,8 +138,9 @@ def bounded(loop: Any, deadline: Deadline, make: Callable[[], Awaitable[T]]) -> 
     from fsspec.asyn import sync  # noqa: PLC0415 - remote stores only
 
     async def run() -> T:
+        left = deadline.left()  # before the request begins: none is left running when none is left
         task = asyncio.ensure_future(make())
-        done, _ = await asyncio.wait({task}, timeout=deadline.left())
+        done, _ = await asyncio.wait({task}, timeout=left)
         if not done:
             task.cancel()
             with contextlib.suppress(BaseException):  # its cancellation, or what it raised meanwhile
@@ -466,7 +467,7 @@ class FsspecStorage(Storage):
 
     def identity(self, path: str) -> Identity | None:
         try:
-            return self.identity_of(self.fs.info(self.key(path)))
+            return self.identity_of(self._info(path))  # within a read's deadline, as every read
         except Exception:  # noqa: BLE001
             return None
 
