@@ -45,6 +45,10 @@ _stores: dict[tuple, Storage] = {}
 _MAX_PATTERN = 1024  # file names are at most 255 bytes; a longer pattern is no real one
 HTTP_TIMEOUT_SECONDS = 60.0  # a stalled HTTP server: a CheckpointError after this, not a hang
 CONNECT_TIMEOUT_SECONDS = 5.0  # an HTTP server that does not accept the connection: given up on
+# One read from a remote store (its retries, stalls and slow bodies together) fails after this
+# many seconds; the environment variable READ_DEADLINE_ENV sets another (see remote.Deadline).
+READ_DEADLINE_SECONDS = 60.0
+READ_DEADLINE_ENV = "CKPTKIT_READ_DEADLINE"
 
 
 def is_url(path: str) -> bool:

@@ -10,6 +10,19 @@ bounded by FIRST_CONTACT_SECONDS, so an unreachable or offline store fails in se
 whatever its library's own retries. Over HTTP each range answer is checked
 (http_range.py): a server that ignores Range requests is named as such.
 
+Every read has one overall deadline (`Deadline`: READ_DEADLINE_SECONDS, or the environment
+variable READ_DEADLINE_ENV) covering its retries, back-offs, stalls and slow bodies: when it
+runs out the read is cancelled and fails with one StorageError naming the URL and the deadline.
+
+A file's version is pinned when it is opened (`Version`): over HTTP every range request
+carries `If-Match` (or `If-Unmodified-Since`) and the answer's ETag is compared; on S3 the
+object's VersionId is asked for where the bucket is versioned (the bytes of the version
+opened, even after an overwrite), else its ETag as `IfMatch`. A file replaced between two
+reads is then a CheckpointChangedError, never bytes of two versions. Other stores (gs://,
+az://, hf://, memory://, ...) are read without a pin: fsspec gives no way to ask them for a
+version, so a V2 checkpoint's index identity (checked when a shard is opened) and the data
+shards' crc32c are what notice a replacement there.
+
 Object stores have no rename, so there is no temp-and-rename commit: every new file
 streams straight to its final name (S3 multipart uploads and GCS resumable uploads
 appear only when completed) and files are completed in the commit's order — data
@@ -19,17 +32,20 @@ existing prefix in place is not atomic (see the README). There is no directory l
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import CheckpointError, NotFoundError, StorageError
-from . import http_range
+from ..errors import CheckpointChangedError, CheckpointError, InvalidArgumentError, NotFoundError, StorageError
+from . import READ_DEADLINE_ENV, READ_DEADLINE_SECONDS, http_range
 from .base import COPY_CHUNK, Identity, Progress, ReadHandle, Storage, check_unchanged, copy_range
 from .lock import EDIT, EDIT_WAIT_SECONDS
 
@@ -46,6 +62,8 @@ _BACKOFF_SECONDS = 0.2    # doubled after each failed attempt
 FIRST_CONTACT_SECONDS = 6.0
 _AT_ONCE_SECONDS = 0.5  # a first call this soon after the store was made shares its window
 _HTTP = ("http", "https")
+_S3 = ("s3", "s3a")
+_IN_PROCESS = ("memory",)  # stores in this process: nothing to stall, no thread to bound them with
 # names that do not resolve now will not resolve in a second either
 _DNS_FAILURES = ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo failed",
                  "no address associated", "dnserror")
@@ -77,8 +95,65 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
-def call(url: str, what: str, fn: Callable[[], T]) -> T:
-    """`fn()`, retried on transient failures; failures become CheckpointErrors naming `url`."""
+class Deadline:
+    """The time one read may take in all: its attempts, back-offs, stalls and slow bodies.
+    Without one, a stalled server took (1 + RETRIES) x the socket timeout, and a body sent a
+    byte at a time (each byte within the socket timeout) had no end."""
+
+    def __init__(self, url: str, seconds: float | None = None) -> None:
+        self.url = url
+        self.seconds = read_deadline(url) if seconds is None else seconds
+        self.at = time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        """Seconds left; the deadline's StorageError when none are."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise self.error()
+        return left
+
+    def error(self, last: BaseException | None = None) -> StorageError:
+        after = f" (last failure: {_describe(last)})" if last is not None else ""
+        return StorageError(f"the read did not complete within its deadline of {self.seconds:g} s{after}: the "
+                            f"store is stalled or too slow ({READ_DEADLINE_ENV} sets the deadline)", path=self.url)
+
+
+def read_deadline(url: str) -> float:
+    """Seconds one read may take: READ_DEADLINE_ENV if set, else READ_DEADLINE_SECONDS."""
+    raw = os.environ.get(READ_DEADLINE_ENV, "").strip()
+    if not raw:
+        return READ_DEADLINE_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise InvalidArgumentError(f"{READ_DEADLINE_ENV}={raw!r} is not a number of seconds above 0", path=url)
+    return seconds
+
+
+def bounded(loop: Any, deadline: Deadline, make: Callable[[], Awaitable[T]]) -> T:
+    """`await make()` on an fsspec store's event loop, cancelled when `deadline` runs out
+    (its connection closed with it): the deadline's StorageError then."""
+    from fsspec.asyn import sync  # noqa: PLC0415 - remote stores only
+
+    async def run() -> T:
+        left = deadline.left()  # before the request begins: none is left running when none is left
+        task = asyncio.ensure_future(make())
+        done, _ = await asyncio.wait({task}, timeout=left)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(BaseException):  # its cancellation, or what it raised meanwhile
+                await task
+            raise deadline.error()
+        return task.result()
+
+    return sync(loop, run)
+
+
+def call(url: str, what: str, fn: Callable[[], T], deadline: Deadline | None = None) -> T:
+    """`fn()`, retried on transient failures; failures become CheckpointErrors naming `url`.
+    With a `deadline`, no retry begins that its back-off would take past it."""
     delay = _BACKOFF_SECONDS
     for attempt in range(RETRIES + 1):
         try:
@@ -95,6 +170,8 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
                     raise NotFoundError(f"{what} not found", path=url) from None
                 failure = cause
             if attempt < RETRIES and _transient(failure):
+                if deadline is not None and time.monotonic() + delay >= deadline.at:
+                    raise deadline.error(failure) from None
                 _log.debug("retrying %s after %s", url, failure)
                 time.sleep(delay)
                 delay *= 2
@@ -110,9 +187,10 @@ def call(url: str, what: str, fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def within(seconds: float, url: str, fn: Callable[[], T]) -> T:
+def within(seconds: float, url: str, fn: Callable[[], T], error: Callable[[], StorageError] | None = None) -> T:
     """`fn()`, given up on after `seconds`: it runs in a daemon thread that is left to
-    finish on its own (its result unused), so no library's retry loop can hold the caller."""
+    finish on its own (its result unused), so no library's retry loop can hold the caller.
+    `error()` is what is raised then (default: the store is unreachable)."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -126,11 +204,49 @@ def within(seconds: float, url: str, fn: Callable[[], T]) -> T:
 
     threading.Thread(target=run, name="ckptkit-store-contact", daemon=True).start()
     if not done.wait(max(seconds, 0.0)):
+        if error is not None:
+            raise error()
         raise StorageError(f"no answer from the store within {FIRST_CONTACT_SECONDS:g} s: unreachable or offline "
                          f"(ckptkit -v shows its library's log)", path=url)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+@dataclass(frozen=True)
+class Version:
+    """The version of a file its store reported when it was opened, which every later read
+    asks for (empty strings: not reported; all empty: reads are not pinned)."""
+
+    etag: str = ""
+    modified: str = ""    # HTTP Last-Modified, for servers without a strong ETag
+    version_id: str = ""  # S3 VersionId, in versioned buckets
+
+    def __bool__(self) -> bool:
+        return bool(self.etag or self.modified or self.version_id)
+
+
+async def _s3_range(fs: Any, key: str, start: int, end: int, version: Version, url: str, what: str) -> bytes:
+    """Bytes [start, end) of the S3 object `key` in `version`: s3fs's `cat_file` takes no
+    precondition, so the GetObject is sent through s3fs's client call (its credentials,
+    endpoint and error translation) with VersionId, or IfMatch with the ETag."""
+    bucket, name, _ = fs.split_path(key)
+    pin = {"VersionId": version.version_id} if version.version_id else {"IfMatch": version.etag} if version.etag else {}
+    try:
+        resp = await fs._call_s3("get_object", Bucket=bucket, Key=name, Range=f"bytes={start}-{end - 1}", **pin)
+    except OSError as exc:
+        cause = getattr(exc.__cause__, "response", None) or {}
+        if cause.get("Error", {}).get("Code") == "PreconditionFailed" or \
+                cause.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412:
+            raise CheckpointChangedError(http_range.changed(what, version.etag, "another"), path=url) from None
+        raise
+    try:
+        got = str(resp.get("ETag") or "")
+        if version.etag and got and got != version.etag:  # a store that ignores IfMatch
+            raise CheckpointChangedError(http_range.changed(what, version.etag, got), path=url)
+        return bytes(await resp["Body"].read())
+    finally:
+        resp["Body"].close()
 
 
 class RemoteHandle(ReadHandle):
@@ -144,6 +260,7 @@ class RemoteHandle(ReadHandle):
         self.what = what
         self.size = int(info.get("size") or 0)
         self.identity = storage.identity_of(info)
+        self.version = storage.version_of(info)  # what every read asks for
         # HTTP: the first read runs alone, as its answer says whether the server honours
         # Range; if not, the whole file it sent is kept here and every read served from it.
         self._probed = storage.protocol not in _HTTP
@@ -151,33 +268,57 @@ class RemoteHandle(ReadHandle):
         self._copy: bytes | None = None
 
     def read(self, size: int, offset: int) -> bytes:
+        """Bytes [offset, offset + size) of the version opened, within one Deadline."""
         if size <= 0 or offset >= self.size:
             return b""
         end = min(offset + size, self.size)
+        try:
+            return self._read(offset, end, Deadline(self.path))
+        except NotFoundError:
+            if not self.version:
+                raise
+            raise CheckpointChangedError(f"the {self.what} was deleted from the store after it was opened; "
+                                         f"open it again", path=self.path) from None
+
+    def _read(self, offset: int, end: int, deadline: Deadline) -> bytes:
         if not self._probed:
             with self._probe_lock:
                 if not self._probed:
-                    data = self._http(offset, end)
+                    data = self._http(offset, end, deadline)
                     self._probed = True
                     return data
         if self._copy is not None:
             return self._copy[offset:end]
         if self.storage.protocol in _HTTP:
-            return self._http(offset, end)
-        fs, key = self.storage.fs, self.storage.key(self.path)
-        data = self.storage.call(self.path, self.what, lambda: fs.cat_file(key, start=offset, end=end))
+            return self._http(offset, end, deadline)
+        data = self._fetch(offset, end, deadline)
         if len(data) != end - offset:  # a truncated response: once more, then the store is at fault
-            data = self.storage.call(self.path, self.what, lambda: fs.cat_file(key, start=offset, end=end))
+            data = self._fetch(offset, end, deadline)
             if len(data) != end - offset:
                 raise StorageError(f"the store returned {len(data)} bytes of {self.what} at {offset}, "
                                  f"asked for {end - offset}", path=self.path)
         self.storage.count(len(data))
         return data
 
-    def _http(self, offset: int, end: int) -> bytes:
+    def _fetch(self, offset: int, end: int, deadline: Deadline) -> bytes:
         fs, key = self.storage.fs, self.storage.key(self.path)
-        whole, data = self.storage.call(
-            self.path, self.what, lambda: http_range.get(fs, key, offset, end, self.size, self.what))
+        if self.storage.protocol not in _S3:
+            return self.storage.run(self.path, self.what, deadline, "cat_file", key, start=offset, end=end)
+
+        def attempt() -> bytes:
+            return bounded(fs.loop, deadline,
+                           lambda: _s3_range(fs, key, offset, end, self.version, self.path, self.what))
+
+        return self.storage.call(self.path, self.what, attempt, deadline)
+
+    def _http(self, offset: int, end: int, deadline: Deadline) -> bytes:
+        fs, key, v = self.storage.fs, self.storage.key(self.path), self.version
+
+        def attempt() -> tuple[bool, bytes]:
+            return bounded(fs.loop, deadline,
+                           lambda: http_range.fetch(fs, key, offset, end, self.size, self.what, v.etag, v.modified))
+
+        whole, data = self.storage.call(self.path, self.what, attempt, deadline)
         self.storage.count(len(data))
         if not whole:
             return data
@@ -210,19 +351,19 @@ class FsspecStorage(Storage):
         self._tried = False
         self._without_range: set[str] = set()  # hosts named as ignoring Range requests
 
-    def call(self, path: str, what: str, fn: Callable[[], T]) -> T:
+    def call(self, path: str, what: str, fn: Callable[[], T], deadline: Deadline | None = None) -> T:
         """`call(path, what, fn)`, bounded by FIRST_CONTACT_SECONDS until the store has
         answered once. The window began when the store was made (making it may have looked
         for credentials on the network) if this call follows at once; else, and after a
         failure, it begins now."""
         if self.answered:
-            return call(path, what, fn)
+            return call(path, what, fn, deadline)
         now = time.monotonic()
         if self._contact_until is None or (not self._tried and now > self._made + _AT_ONCE_SECONDS):
             self._contact_until = now + FIRST_CONTACT_SECONDS
         self._tried = True
         try:
-            result = within(self._contact_until - time.monotonic(), path, lambda: call(path, what, fn))
+            result = within(self._contact_until - time.monotonic(), path, lambda: call(path, what, fn, deadline))
         except NotFoundError:
             self.answered = True
             raise
@@ -231,6 +372,20 @@ class FsspecStorage(Storage):
             raise
         self.answered = True
         return result
+
+    def run(self, path: str, what: str, deadline: Deadline, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`fs.<method>(*args, **kwargs)`, retried as `call` retries, all within `deadline`:
+        an async store's coroutine is cancelled then, a blocking store's call left behind."""
+        fs = self.fs
+
+        def attempt() -> Any:
+            if getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None:
+                return bounded(fs.loop, deadline, lambda: getattr(fs, "_" + method)(*args, **kwargs))
+            if self.protocol in _IN_PROCESS:
+                return getattr(fs, method)(*args, **kwargs)
+            return within(deadline.left(), path, lambda: getattr(fs, method)(*args, **kwargs), deadline.error)
+
+        return self.call(path, what, attempt, deadline)
 
     def ignores_range(self, path: str) -> None:
         """Say once per server that it ignores Range requests (reads still work, at the cost
@@ -254,11 +409,23 @@ class FsspecStorage(Storage):
     @staticmethod
     def identity_of(info: dict) -> Identity:
         tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("generation") or ""
-        modified = info.get("LastModified") or info.get("mtime") or info.get("created") or info.get("updated") or ""
+        modified = info.get("LastModified") or info.get("Last-Modified") or info.get("mtime") or info.get("created") \
+            or info.get("updated") or ""
         return (str(tag), str(modified), int(info.get("size") or 0))
 
+    def version_of(self, info: dict) -> Version:
+        """The version reads of this file pin (see the module's docstring): HTTP's ETag and
+        Last-Modified, S3's VersionId and ETag; nothing for other stores."""
+        if self.protocol in _HTTP:
+            return Version(etag=str(info.get("ETag") or ""), modified=str(info.get("Last-Modified") or ""))
+        if self.protocol in _S3:
+            vid = info.get("VersionId")
+            return Version(etag=str(info.get("ETag") or ""),
+                           version_id=vid if isinstance(vid, str) and vid not in ("", "null") else "")
+        return Version()
+
     def _info(self, path: str, what: str = "file") -> dict:
-        return self.call(path, what, lambda: self.fs.info(self.key(path)))
+        return self.run(path, what, Deadline(path), "info", self.key(path))
 
     def open(self, path: str, what: str, pending: Mapping[str, str] | None = None) -> RemoteHandle:
         info = self._info(path, what)
@@ -300,7 +467,7 @@ class FsspecStorage(Storage):
 
     def identity(self, path: str) -> Identity | None:
         try:
-            return self.identity_of(self.fs.info(self.key(path)))
+            return self.identity_of(self._info(path))  # within a read's deadline, as every read
         except Exception:  # noqa: BLE001
             return None
 

@@ -1,7 +1,12 @@
 """Real servers on loopback for the remote-storage tests, started by the tests themselves.
 
 - `http_server(root)`: a static file server answering HEAD and `Range: bytes=a-b` GETs (as
-  nginx and object-store gateways do), counting the body bytes it sends. Paths under
+  nginx and object-store gateways do), counting the body bytes it sends. Every answer
+  carries the file's ETag and Last-Modified, and `If-Match` / `If-Unmodified-Since` are
+  honoured (412 when the file is another now). Under `/swap/`, once counter["swap_after"]
+  GETs were answered, a file `X` is replaced by its twin `X.v2` (other bytes, another ETag);
+  counter["swap_mode"] "ignores" makes the server ignore the preconditions, "last-modified"
+  sends no ETag. Under `/drip/` data responses send their body one byte every 0.2 s. Paths under
   `/flaky/` answer every other data request with a 503 (a store having a bad moment);
   under `/truncated/` every data response stops half-way through its body; under
   `/stalled/` data responses send their headers, then nothing for 30 s; under
@@ -16,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import http.server
 import os
 import re
@@ -50,7 +56,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not path.startswith(self.root) or not os.path.isfile(path):
             self.send_error(404)
             return None
+        swap_after = self.counter.get("swap_after")
+        if "/swap/" in self.path and swap_after is not None and self.counter.get("swap_gets", 0) >= swap_after \
+                and os.path.isfile(path + ".v2"):
+            path += ".v2"  # the file was replaced
         return path
+
+    def _mode(self) -> str:
+        return self.counter.get("swap_mode", "honours") if "/swap/" in self.path else "honours"
+
+    def _validators(self, path: str) -> None:
+        st = os.stat(path)
+        if self._mode() != "last-modified":
+            self.send_header("ETag", f'"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"')
+        self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
+
+    def _precondition_failed(self, path: str) -> bool:
+        """RFC 9110: If-Match names another ETag, or the file changed since If-Unmodified-Since."""
+        if self._mode() == "ignores":
+            return False
+        st = os.stat(path)
+        wanted = self.headers.get("If-Match")
+        if wanted is not None and self._mode() != "last-modified":
+            return wanted.strip() not in ("*", f'"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"')
+        since = self.headers.get("If-Unmodified-Since")
+        if since is not None:
+            return int(st.st_mtime) > email.utils.parsedate_to_datetime(since).timestamp()
+        return False
 
     def do_HEAD(self) -> None:  # http.server's naming
         path = self._target()
@@ -59,7 +91,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(os.path.getsize(path)))
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", f'"{os.stat(path).st_mtime_ns}"')
+        self._validators(path)
         self.end_headers()
 
     def do_GET(self) -> None:
@@ -72,6 +104,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if self.counter["flaky"] % 2:
                 self.send_error(503)
                 return
+        if self._precondition_failed(path):
+            self.send_error(412)
+            return
         size = os.path.getsize(path)
         start, end = 0, size - 1
         m = _RANGE.match(self.headers.get("Range", ""))
@@ -92,6 +127,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(length))
         self.send_header("Accept-Ranges", "bytes")
+        self._validators(path)
         self.end_headers()
         with open(path, "rb") as f:
             f.seek(start)
@@ -100,6 +136,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(30)
             return
+        if data_request and "/drip/" in self.path:  # a byte every 0.2 s, for at most 30 s
+            with contextlib.suppress(OSError):  # the reader gave up and closed the connection
+                for byte in body[:150]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            self.close_connection = True
+            return
+        if "/swap/" in self.path:
+            self.counter["swap_gets"] = self.counter.get("swap_gets", 0) + 1
         if data_request and "/truncated/" in self.path:
             body = body[:len(body) // 2]
             self.close_connection = True

@@ -26,7 +26,7 @@ import ckptkit
 from ckptkit import edit, info, storage
 from ckptkit.cli import cli
 from ckptkit.convert import convert
-from ckptkit.errors import CheckpointError, NotFoundError, StorageError
+from ckptkit.errors import CheckpointChangedError, CheckpointError, InvalidArgumentError, NotFoundError, StorageError
 from ckptkit.storage import backends, http_range, remote
 from ckptkit.storage.remote import call
 
@@ -485,3 +485,108 @@ def test_a_store_made_early_gets_its_whole_first_contact_window(served, monkeypa
     store = storage.of(f"{url}/run")
     time.sleep(1.2)
     assert store.kind(f"{url}/run/checkpoint") == "file"
+
+
+# --------------------------------------------------------------------------- versions pinned, one deadline per read
+
+@pytest.mark.parametrize("mode", ["honours", "ignores", "last-modified"])
+def test_a_safetensors_file_replaced_between_two_reads_is_changed_never_mixed(served, mode):
+    """The server swaps the file (same layout, other values, another ETag) before the last
+    tensor's request: a 412 (If-Match / If-Unmodified-Since honoured) or the answer's own
+    ETag says so, and the load fails instead of returning tensors of both versions."""
+    from safetensors.numpy import save_file  # noqa: PLC0415 - the reference implementation
+
+    root, url, counter = served
+    os.makedirs(os.path.join(root, "swap"), exist_ok=True)
+    path = os.path.join(root, "swap", f"{mode}.safetensors")
+    old = {"a": np.zeros(4, np.float32), "b": np.zeros(4, np.float32)}
+    new = {k: v + 1 for k, v in old.items()}
+    save_file(old, path)
+    save_file(new, path + ".v2")
+    os.utime(path, (1_000_000_000, 1_000_000_000))  # Last-Modified has a second's resolution
+    target = f"{url}/swap/{mode}.safetensors"
+    try:
+        counter.update(swap_mode=mode, swap_gets=0, swap_after=None)
+        with ckptkit.CheckpointReader(target) as reader:
+            counter["swap_after"] = counter["swap_gets"] + 1  # replaced after the next read
+            assert reader.get_tensor("a").tolist() == [0, 0, 0, 0]
+            with pytest.raises(CheckpointChangedError, match="replaced on the store after it was opened") as exc:
+                reader.get_tensor("b")  # before: [1, 1, 1, 1], the new file's, beside the old "a"
+        assert target in str(exc.value)
+        assert same_values(ckptkit.load(target), new)  # opened again: the new version, whole
+    finally:
+        counter["swap_after"] = None
+
+
+def _copy_run(root: str, name: str) -> None:
+    if not os.path.exists(os.path.join(root, name)):
+        shutil.copytree(os.path.join(root, "run"), os.path.join(root, name))
+
+
+def test_a_stalled_server_fails_at_the_read_deadline_not_after_every_retry(served, monkeypatch):
+    """Each attempt stalls until the socket timeout (0.8 s here): four attempts and their
+    back-offs would take 4.6 s; the read's one deadline (2 s) ends it."""
+    root, url, _ = served
+    _copy_run(root, "stalled")
+    monkeypatch.setattr(storage, "HTTP_TIMEOUT_SECONDS", 0.8)
+    monkeypatch.setattr(storage, "_stores", {})
+    monkeypatch.setenv("CKPTKIT_READ_DEADLINE", "2")
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="within its deadline of 2 s") as exc:
+        ckptkit.load(f"{url}/stalled/model.ckpt-5")
+    took = time.monotonic() - started
+    assert took < 4, took
+    assert f"{url}/stalled/model.ckpt-5.data-00000-of-00001" in str(exc.value)
+
+
+def test_a_server_dripping_a_byte_at_a_time_fails_at_the_read_deadline(served, monkeypatch):
+    """A byte every 0.2 s never trips a socket timeout; the read's deadline still ends it."""
+    root, url, _ = served
+    _copy_run(root, "drip")
+    monkeypatch.setenv("CKPTKIT_READ_DEADLINE", "2")
+    shard = f"{url}/drip/model.ckpt-5.data-00000-of-00001"
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="within its deadline of 2 s") as exc:
+        ckptkit.load(f"{url}/drip/model.ckpt-5")
+    took = time.monotonic() - started
+    assert 1.9 < took < 4, took
+    assert shard in str(exc.value)
+    env = subprocess_env()
+    env["CKPTKIT_READ_DEADLINE"] = "2"
+    res = subprocess.run([*CKPTKIT, "verify", f"{url}/drip/model.ckpt-5"], capture_output=True, text=True,
+                         env=env, timeout=60, check=False)
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
+    assert "deadline of 2 s" in res.stderr and shard in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_read_deadline_that_is_no_number_is_named(served, monkeypatch):
+    _, url, _ = served
+    monkeypatch.setenv("CKPTKIT_READ_DEADLINE", "soon")
+    with pytest.raises(InvalidArgumentError, match="CKPTKIT_READ_DEADLINE='soon'"):
+        ckptkit.load(f"{url}/run/model.ckpt-5")
+
+
+def test_an_s3_object_replaced_while_open_is_changed_or_read_in_its_opened_version(s3):
+    """Unversioned bucket: reads carry the ETag as IfMatch and a replaced object fails.
+    Versioned bucket: reads ask for the VersionId opened and still get its bytes."""
+    import boto3  # noqa: PLC0415 - comes with moto
+
+    client = boto3.client("s3", aws_access_key_id="testing", aws_secret_access_key="testing",
+                          **s3["client_kwargs"])
+    client.create_bucket(Bucket="versioned")
+    client.put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    for bucket in ("bucket", "versioned"):
+        url = f"s3://{bucket}/{uuid.uuid4().hex[:8]}/weights.bin"
+        with storage.options(s3):
+            store = storage.of(url)
+            store.fs.pipe_file(store.key(url), b"old bytes, version one")
+            handle = store.open(url, "weights file")
+            assert handle.read(3, 0) == b"old"
+            store.fs.pipe_file(store.key(url), b"NEW BYTES, VERSION TWO")
+            if bucket == "bucket":
+                with pytest.raises(CheckpointChangedError, match="replaced on the store") as exc:
+                    handle.read(5, 4)
+                assert url in str(exc.value)
+            else:
+                assert handle.read(5, 4) == b"bytes"  # the version opened, not the new one
+            assert store.open(url, "weights file").read(5, 4) == b"BYTES"  # opened again: the new one
