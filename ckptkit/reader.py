@@ -418,7 +418,7 @@ class CheckpointReader(Mapping):
                     raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
             try:
                 return read(self._backend)
-            except bundle_index.IndexReplacedError:
+            except (bundle_index.IndexReplacedError, CheckpointChangedError):  # (storage: a file read was replaced)
                 if attempt == _REOPENS:
                     raise
                 self._reopen()
