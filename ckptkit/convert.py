@@ -18,10 +18,10 @@ import numpy as np
 from . import dtypes as _dtypes
 from . import selection, storage
 from .errors import AlreadyExistsError, CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
-from .format import bundle, naming
-from .format import npz as _npz
-from .format.npz import _NpzSource, read_npz, write_npz
-from .format.safetensors import _ST_CODES, _read_all, _SafetensorsSource, read_safetensors, write_safetensors
+from .format import bundle, naming, registry
+from .format.npz import NpzFile, read_npz, write_npz
+from .format.safetensors import SafetensorsFile, read_safetensors, write_safetensors
+from .format.tensor_file import read_all
 from .objectgraph import OBJECT_GRAPH_KEY, friendly_names
 from .reader import CheckpointReader
 from .state import V1, V2, checkpoint_files
@@ -64,18 +64,17 @@ class _CheckpointSource:
         self.close()
 
 
-Source = _CheckpointSource | _SafetensorsSource | _NpzSource
+Source = _CheckpointSource | SafetensorsFile | NpzFile
 
 
 def open_source(path: str | os.PathLike) -> Source:
     """The tensors of a checkpoint, .npz or .safetensors file (by extension): `names`,
     `meta(name)` (dtype, shape) without reading data, `read(name)`; a context manager."""
     path = storage.fspath(path)
-    kind = _kind(path)
-    if kind == "npz":
-        return _NpzSource(path)
-    if kind == "safetensors":
-        return _SafetensorsSource(path)
+    fmt = registry.by_extension(path)
+    if fmt is not None:
+        found: NpzFile | SafetensorsFile = fmt.code().open_file(path)
+        return found
     return _CheckpointSource(path)
 
 
@@ -83,7 +82,7 @@ def read_any(path: str | os.PathLike, progress: Progress | None = None) -> dict[
     """Every tensor of a checkpoint, .npz or .safetensors file, by extension (all in memory:
     `convert` streams instead)."""
     with open_source(path) as source:
-        return _read_all(source, progress)
+        return read_all(source, progress)
 
 
 def source_bytes(path: str | os.PathLike) -> int:
@@ -173,11 +172,9 @@ def friendly_names_of(source: Source) -> dict[str, str]:
 
 def _holds(kind: str, dtype: _dtypes.DType) -> str | None:
     """Why a `kind` destination can't hold `dtype` (None if it can)."""
-    if kind == "safetensors" and dtype.name not in _ST_CODES:
-        return "strings" if dtype.is_string else dtype.name
-    if kind == "npz" and not _npz.holds(dtype):  # every ml_dtypes type (float8_e5m2 is 'f' to numpy)
-        return dtype.name
-    return None
+    if kind == "checkpoint" or registry.get(kind).code().holds(dtype):
+        return None  # (npz holds every ml_dtypes type: float8_e5m2 is 'f' to numpy)
+    return "strings" if dtype.is_string else dtype.name
 
 
 def _parse_casts(cast: Mapping[str, str] | None) -> dict[int, _dtypes.DType]:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from . import storage
 from .errors import NotFoundError, UnsupportedError
-from .format import naming
+from .format import naming, registry
 from .state import STATE_FILENAME, get_checkpoint_state, latest_checkpoint
 from .storage.files import is_temp_name
 
@@ -35,10 +35,7 @@ def locate(path: str | os.PathLike, *, as_prefix: bool = False) -> Location:
     prefix, fmt = _resolve(path, as_prefix)
     store = storage.of(prefix)
     if fmt is None:  # a prefix named by a state file: only its files say what it is
-        if store.isfile(naming.index_filename(prefix)):
-            fmt = "v2"
-        else:
-            fmt = (naming.tensor_file_format(prefix) if store.isfile(prefix) else None) or "v1"
+        fmt = next(f.name for f in registry.FORMATS if f.holds(prefix))  # v1 holds what is left
     return Location(store, prefix, fmt)
 
 
@@ -67,28 +64,19 @@ def _resolve(path: str | os.PathLike, as_prefix: bool) -> tuple[str, str | None]
     on the way do not tell it (a directory's latest checkpoint), so that `locate` asks
     the store only then: each check is a request on a remote store."""
     path = storage.fspath(path)
-    if as_prefix and storage.isfile(naming.index_filename(path)):
-        return path, "v2"
-    tensor_file = naming.tensor_file_format(path)
-    if tensor_file is not None and storage.isfile(path):
-        return path, tensor_file  # a .npz / .safetensors file is read as it is: no prefix to find
+    if as_prefix and registry.V2.holds(path):
+        return path, registry.V2.name
+    for fmt in registry.file_formats():
+        if fmt.find(path) is not None:
+            return path, fmt.name  # a .npz / .safetensors file is read as it is: no prefix to find
     if storage.isdir(path):
         return _resolve_directory(path)
     if os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and storage.isfile(path):
-        return _saved_model_variables(os.path.dirname(path) or "."), "v2"
-    for suffix in (naming.INDEX_SUFFIX, "." + naming.META_SUFFIX):
-        if path.endswith(suffix) and storage.isfile(naming.index_filename(path[: -len(suffix)])):
-            return path[: -len(suffix)], "v2"
-    stripped = naming.DATA_SUFFIX.sub("", path)
-    if stripped != path and storage.isfile(naming.index_filename(stripped)):
-        return stripped, "v2"
-    if storage.isfile(naming.index_filename(path)):
-        return path, "v2"
-    from .format import v1  # noqa: PLC0415 - legacy V1 files are rare, and v1 imports numpy
-
-    found = v1.find_v1_files(path)
-    if found is not None:
-        return found[0], "v1"
+        return _saved_model_variables(os.path.dirname(path) or "."), registry.V2.name
+    for fmt in registry.prefix_formats():  # v2 (its files' names, then PATH.index), then v1
+        found = fmt.find(path)
+        if found is not None:
+            return found, fmt.name
     if storage.is_url(path) and storage.isfile(storage.join(path, STATE_FILENAME)):
         return _resolve_directory(path)  # HTTP has no directories to see: its state file says it is one
     if storage.exists(path):
@@ -102,7 +90,7 @@ def _resolve(path: str | os.PathLike, as_prefix: bool) -> tuple[str, str | None]
 
 def _resolve_directory(directory: str) -> tuple[str, str | None]:
     if naming.saved_model_file(directory) is not None:
-        return _saved_model_variables(directory), "v2"
+        return _saved_model_variables(directory), registry.V2.name
     # strict: a state file that does not parse fails here (TF's load_checkpoint fails too)
     # rather than silently opening some other checkpoint of the directory
     prefix = latest_checkpoint(directory, strict=True)
@@ -114,9 +102,9 @@ def _resolve_directory(directory: str) -> tuple[str, str | None]:
         # `Saver.save(values, "run")` with `run/` an existing directory writes `run.index`
         # beside it (as TF does); the directory itself names no checkpoint, so that one.
         # (`run/`, with its slash, names the directory only: `run/.index` is no such file.)
-        if not storage.isfile(naming.index_filename(directory)):
+        if not registry.V2.holds(directory):
             raise
-        return directory, "v2"
+        return directory, registry.V2.name
 
 
 def saved_model_without_variables(path: str | os.PathLike) -> str | None:
@@ -149,15 +137,16 @@ def _saved_model_variables(export_dir: str) -> str:
 def _only_checkpoint_in(directory: str) -> tuple[str, str]:
     """A directory without a usable state file (files copied without it, or written by
     `ckptkit.save`) names its checkpoint, with its format, when it holds exactly one V2
-    checkpoint, or no V2 one and exactly one V1 checkpoint (`_v1_checkpoints_in`)."""
-    suffix = naming.INDEX_SUFFIX
+    checkpoint, or no V2 one and exactly one V1 checkpoint (`v1.checkpoints_in`: a TF
+    Serving session_bundle export)."""
     listing = [n for n in storage.of(directory).listdir(directory) if not is_temp_name(n)]
-    names = sorted(n[: -len(suffix)] for n in listing if n.endswith(suffix))
-    fmt = "v2"
-    if not names:
-        names, fmt = _v1_checkpoints_in(directory, listing), "v1"
+    names: list[str] = []
+    for fmt in registry.prefix_formats():  # V2 ones first; V1 ones only where there is none
+        names = fmt.checkpoints_in(directory, listing)
+        if names:
+            break
     if len(names) == 1:
-        return (storage.join(directory, names[0]) if fmt == "v2" else names[0]), fmt
+        return names[0], fmt.name
     state = get_checkpoint_state(directory, strict=True)
     stale = state.model_checkpoint_path if state is not None else ""
     if not names:
@@ -174,28 +163,3 @@ def _only_checkpoint_in(directory: str) -> tuple[str, str]:
     raise NotFoundError(f"no 'checkpoint' state file says which of {len(names)} checkpoints "
                         f"to use ({shown}): name one", path=directory)
 
-
-def _v1_checkpoints_in(directory: str, listing: list[str]) -> list[str]:
-    """The V1 checkpoints of a directory, as `find_v1_files` names them: each set of shards
-    `NAME-SSSSS-of-NNNNN` (as the pattern `NAME-?????-of-NNNNN`) and each single V1 file
-    `NAME` with a `NAME.meta` beside it. That is what a TF Serving session_bundle export
-    holds (`export-00000-of-00001` + `export.meta`), often with a `checkpoint` state file
-    naming the directory it was exported to, not this one. Other files are not opened:
-    each would be a read on a remote store."""
-    from .format import v1  # noqa: PLC0415 - legacy V1 files are rare, and v1 imports numpy
-
-    present = set(listing)
-    meta_tail = "." + naming.META_SUFFIX
-    candidates = set()
-    for name in listing:
-        m = naming.V1_SHARD_PATTERN.match(name)
-        if m:
-            candidates.add(m["base"])
-        elif name.endswith(meta_tail) and name[: -len(meta_tail)] in present:
-            candidates.add(name[: -len(meta_tail)])
-    found = []
-    for base in sorted(candidates):
-        hit = v1.find_v1_files(storage.join(directory, base))
-        if hit is not None:
-            found.append(hit[0])
-    return found

@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import dtypes as _dtypes
 from . import storage
-from .errors import CheckpointChangedError, NotFoundError, TensorNotFoundError, UnsupportedError
-from .format import bundle_index, naming
+from .errors import CheckpointChangedError, TensorNotFoundError, UnsupportedError
+from .format import bundle_index, registry
 from .locate import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .format.bundle import BundleData
-    from .format.npz import NpzFile
-    from .format.safetensors import SafetensorsFile
     from .format.slices import TensorSlice
-    from .format.v1 import V1Checkpoint
     from .frameworks import Target
     from .objectgraph import ObjectGraph
     from .proto.tensor_bundle_pb2 import BundleEntryProto
@@ -38,147 +33,6 @@ _T = TypeVar("_T")
 
 __all__ = ["CheckpointReader", "NewCheckpointReader", "load_checkpoint", "resolve_prefix",
            "list_variables", "load_variable", "load"]
-
-class _V2:
-    """A V2 bundle behind CheckpointReader's API."""
-
-    format_version = 2
-
-    def __init__(self, prefix: str) -> None:
-        self.index = bundle_index.BundleIndex(prefix)
-        self._data: BundleData | None = None
-        self._data_lock = threading.Lock()
-
-    @property
-    def data(self) -> BundleData:
-        """The data shards' reader, made on first use: listing needs only the index
-        (and no numpy, which bundle.py imports). One per reader, whichever thread asks first."""
-        if self._data is None:
-            with self._data_lock:
-                if self._data is None:
-                    from .format.bundle import BundleData  # noqa: PLC0415 - bundle.py imports numpy
-
-                    self._data = BundleData(self.index)
-        return self._data
-
-    def names(self) -> list[str]:
-        return self.index.visible_keys()
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.index.meta(name)[1]
-
-    def dtype_enum(self, name: str) -> int:
-        return self.index.meta(name)[0]
-
-    def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
-        return self.index.metas(self.names())
-
-    def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
-        return self.data.read_full(name, verify=verify, copy=copy)
-
-    def debug_string(self) -> bytes:
-        """TF's BundleReader::DebugString: every entry without slices, slice keys included."""
-        lines = []
-        for key in self.index.keys():
-            entry = self.index.entry(key)
-            if entry.slices:
-                continue
-            dims = ",".join(str(d) for d in bundle_index.shape_of(entry, self.index.path, key))
-            lines.append(f"{key} ({_dtypes.enum_name(entry.dtype)}) [{dims}]\n")
-        return "".join(lines).encode("utf-8", "surrogateescape")
-
-    def close(self) -> None:
-        if self._data is not None:
-            self._data.close()
-
-
-class _V1:
-    """A legacy V1 checkpoint (one or more table files) behind CheckpointReader's API."""
-
-    format_version = 1
-
-    def __init__(self, name: str) -> None:
-        from .format import v1  # noqa: PLC0415 - legacy V1 files are rare, and v1 imports numpy
-
-        found = v1.find_v1_files(name)
-        if found is None:
-            raise NotFoundError("no V1 checkpoint file at this path", path=name)
-        self.checkpoint: V1Checkpoint = v1.V1Checkpoint(*found)
-        self.index = self.data = None
-
-    def names(self) -> list[str]:
-        return self.checkpoint.names()
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.checkpoint.shape(name)
-
-    def dtype_enum(self, name: str) -> int:
-        return self.checkpoint.dtype_enum(name)
-
-    def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
-        return {k: (self.dtype_enum(k), self.shape(k)) for k in self.names()}
-
-    def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
-        return self.checkpoint.read(name)  # block crcs are always verified; V1 has no others
-
-    def debug_string(self) -> bytes:
-        return self.checkpoint.debug_string()
-
-    def close(self) -> None:
-        self.checkpoint.close()
-
-
-class _TensorFile:
-    """A `.safetensors` or `.npz` file behind CheckpointReader's API (format_version 0).
-
-    Every header is checked on open (safetensors: dtypes, shapes and data offsets inside
-    the file; npz: each member's .npy header, object arrays refused before anything is
-    unpickled); each tensor is read when asked for. Neither format stores checksums, so
-    `verify` has nothing to check beyond that. Names are listed sorted, as TF lists keys.
-    """
-
-    format_version = 0
-
-    def __init__(self, path: str, fmt: str) -> None:
-        self.format = fmt
-        self.path = path
-        # imported here: most checkpoints are bundles, and a listing should not pay for these
-        if fmt == "safetensors":
-            from .format.safetensors import SafetensorsFile  # noqa: PLC0415 - see above
-
-            self.file: SafetensorsFile | NpzFile = SafetensorsFile(path)
-        else:
-            from .format.npz import NpzFile  # noqa: PLC0415 - see above
-
-            self.file = NpzFile(path)
-        self.index = self.data = None
-        self._names = sorted(self.file.names)
-
-    def names(self) -> list[str]:
-        return list(self._names)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.file.meta(name)[1]
-
-    def dtype_enum(self, name: str) -> int:
-        return self.file.meta(name)[0].enum
-
-    def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
-        return {k: (self.dtype_enum(k), self.shape(k)) for k in self._names}
-
-    def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
-        return self.file.read(name)  # always a new array: no checksums to verify
-
-    def debug_string(self) -> bytes:
-        lines = []
-        for name in self._names:
-            dtype, shape = self.file.meta(name)
-            lines.append(f"{name} ({_dtypes.enum_name(dtype.enum)}) [{','.join(map(str, shape))}]\n")
-        return "".join(lines).encode("utf-8", "surrogateescape")
-
-    def close(self) -> None:
-        self.file.close()
-
 
 CHUNK_BYTES = 8 << 20  # what `iter_chunks` yields at most, by default
 
@@ -264,25 +118,18 @@ class CheckpointReader(Mapping):
             self._open_backend()
 
     def _open_backend(self) -> None:
-        fmt = self._format
-        if fmt == "v2":
-            self._backend: _V2 | _V1 | _TensorFile = _V2(self.prefix)
-        elif fmt == "v1":
-            self._backend = _V1(self.prefix)
-        else:
-            self._backend = _TensorFile(self.prefix, fmt)
-        self._index = self._backend.index  # V2 only (None for V1): for index-level tools
+        self._backend: registry.Backend = registry.get(self._format).open_backend(self.prefix)
+        self._index = self._backend.index  # V2 only (None for other formats): for index-level tools
         self._names = self._backend.names()
         self._name_set = set(self._names)
         self._meta_map: dict[str, tuple[int, tuple[int, ...]]] | None = None
         # get_tensor's short way for numpy copies of V2 tensors (see BundleData.read_copy)
         self._copy: Callable[[str, bool], np.ndarray] | None = \
-            self._first_copy if isinstance(self._backend, _V2) else None
+            self._first_copy if self._index is not None else None
 
     def _first_copy(self, name: str, verify: bool) -> np.ndarray:
         """get_tensor's first V2 copy: opens the data reader and keeps its short way."""
-        assert isinstance(self._backend, _V2)
-        self._copy = self._backend.data.read_copy
+        self._copy = self._bundle_data().read_copy
         return self._copy(name, verify)
 
     # ---- TF's CheckpointReader API
@@ -388,9 +235,9 @@ class CheckpointReader(Mapping):
             if name not in self._name_set:
                 raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
         copy = not self.mmap
-        if not (copy and self._target is None and isinstance(self._backend, _V2)):
+        if not (copy and self._target is None and self._index is not None):
             return self._consistent(lambda: {name: self.get_tensor(name) for name in names})
-        return self._reading_all(names, lambda b: b.data.read_many(names, self.verify))
+        return self._reading_all(names, lambda b: self._bundle_data().read_many(names, self.verify))
 
     def _consistent(self, read: Callable[[], _T]) -> _T:
         """`read()` (which reads through get_tensor), again if a reopen happened meanwhile:
@@ -457,16 +304,16 @@ class CheckpointReader(Mapping):
         """
         if name not in self._name_set:
             raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
-        backend = self._backend
-        if isinstance(backend, _V2) and (part is not None or not in_order or not self._entry(name).slices):
+        index = self._index
+        if index is not None and (part is not None or not in_order or not self._entry(name).slices):
             key = name
             if part is not None:
                 from .format.slices import encode_tensor_name_slice  # noqa: PLC0415 - rarely needed
 
                 key = bundle_index.decode_key(encode_tensor_name_slice(name, part))
-                if key not in backend.index:
+                if key not in index:
                     raise TensorNotFoundError(f"no slice {part.spec()} stored", path=self.prefix, key=name)
-            return backend.data.read_chunks(key, chunk_bytes, verify=self.verify)
+            return self._bundle_data().read_chunks(key, chunk_bytes, verify=self.verify)
         if part is not None:
             raise UnsupportedError("slices are read one by one from V2 checkpoints only", path=self.prefix, key=name)
         return _cut(self.get_tensor(name).reshape(-1), chunk_bytes)
@@ -483,66 +330,41 @@ class CheckpointReader(Mapping):
     @property
     def format(self) -> str:
         """"v2", "v1", "safetensors" or "npz"."""
-        backend = self._backend
-        return backend.format if isinstance(backend, _TensorFile) else f"v{backend.format_version}"
+        return self._backend.format
 
     @property
     def num_shards(self) -> int:
         """Data shards of a V2 bundle; files of a V1 checkpoint; 1 for a .npz/.safetensors file."""
-        backend = self._backend
-        if isinstance(backend, _TensorFile):
-            return 1
-        if isinstance(backend, _V1):
-            return len(backend.checkpoint.files)
-        return backend.index.num_shards
+        return self._backend.num_shards
 
     @property
     def files(self) -> list[str]:
         """The files holding this checkpoint's tensors (V2: the index and the data shards
         its entries reference, every entry validated; a header's shard count alone
         names no file; a .npz/.safetensors file: itself)."""
-        backend = self._backend
-        if isinstance(backend, _TensorFile):
-            return [backend.path]
-        if isinstance(backend, _V1):
-            return list(backend.checkpoint.files)
-        n = backend.index.num_shards
-        return [backend.index.path] + [naming.data_filename(self.prefix, s, n)
-                                       for s in backend.data.referenced_shards()]
+        return self._backend.files()
 
     def entry(self, name: str) -> BundleEntryProto:
         """The raw BundleEntryProto for `name` (dtype, shape, shard, offset, size, crc); V2 only.
 
         A partitioned variable's entry lists its `slices` and holds no data itself.
         """
-        if isinstance(self._backend, _TensorFile):
-            raise UnsupportedError(f"{self._backend.format} files have no bundle entries",
-                                   path=self.prefix, key=name)
         if self._index is None:
-            raise UnsupportedError("V1 checkpoints have no bundle entries", path=self.prefix, key=name)
+            raise UnsupportedError(self._backend.no_entries, path=self.prefix, key=name)
         return self._entry(name)
 
     def slices(self, name: str) -> list[TensorSlice]:
         """The TensorSlices a partitioned tensor is stored as ([] for a tensor stored whole)."""
-        from .format.slices import TensorSlice  # noqa: PLC0415 - rarely needed
-
         if name not in self._name_set:
             raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
-        backend = self._backend
-        if isinstance(backend, _TensorFile):
-            return []
-        if isinstance(backend, _V1):
-            found = backend.checkpoint.slices(name)
-            return found if len(found) > 1 else []
-        return [TensorSlice.from_proto(p) for p in self._entry(name).slices]
+        return self._backend.slices(name)
 
     def metadata(self) -> dict[str, str] | None:
         """A `.safetensors` file's `__metadata__` (str -> str; `{}` if stored empty), or None
         when it holds none: what safetensors' `safe_open(path, ...).metadata()` returns for
         the same file. Other formats store no such dict: None (TF's own metadata, the
         object graph and the .meta graph, have `object_graph()` and ckptkit.metagraph)."""
-        backend = self._backend
-        found = backend.file.metadata if isinstance(backend, _TensorFile) else None
+        found = self._backend.metadata()
         return None if found is None else dict(found)
 
     def object_graph(self) -> ObjectGraph | None:
@@ -550,6 +372,10 @@ class CheckpointReader(Mapping):
         from .objectgraph import ObjectGraph  # noqa: PLC0415 - only TF2 tools need it
 
         return ObjectGraph.from_reader(self)
+
+    def _bundle_data(self) -> Any:
+        """The V2 backend's data reader (format/bundle.BundleData): callers check `_index` first."""
+        return self._backend.data  # type: ignore[attr-defined]  # V2Backend only
 
     def _entry(self, name: str) -> BundleEntryProto:
         assert self._index is not None  # V2 only: callers turn V1 away first

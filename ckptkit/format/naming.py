@@ -13,6 +13,7 @@ import os
 import re
 
 from .. import storage
+from .registry import FORMATS
 
 __all__ = ["TENSOR_FILE_SUFFIXES", "KERAS_FILE_SUFFIXES", "tensor_file_format",
            "INDEX_SUFFIX", "DATA_SUFFIX", "V1_SHARD_PATTERN", "V1_SHARD_GLOB", "index_filename", "data_filename",
@@ -39,7 +40,8 @@ _SHARD_TAIL = re.compile(r"-[\d?]+-of-\d+$")
 
 # --------------------------------------------------------------------------- V2
 
-TENSOR_FILE_SUFFIXES = {".npz": "npz", ".safetensors": "safetensors"}
+# single files of tensors, by extension: the file formats of registry.FORMATS
+TENSOR_FILE_SUFFIXES = {suffix: f.name for f in FORMATS for suffix in f.suffixes}
 # Keras weight files (HDF5 `save_weights`/`.h5` models, `.keras` zips): not read yet, so
 # a path with one of these names gets a hint instead of "not a TensorFlow checkpoint".
 KERAS_FILE_SUFFIXES = (".h5", ".hdf5", ".keras")

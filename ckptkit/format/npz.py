@@ -27,17 +27,17 @@ from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import CheckpointError, DataLossError, UnsupportedError
 from . import bundle
-from .safetensors import _check_member_names, _read_all
+from .tensor_file import TensorFileBackend, check_member_names, read_all
 
-__all__ = ["NpzFile", "holds", "read_npz", "write_npz"]
+__all__ = ["NpzFile", "holds", "open_file", "open_backend", "read_npz", "write_npz"]
 
 Progress = Callable[[int], None]
 
 
 def read_npz(path: str | os.PathLike, progress: Progress | None = None) -> dict[str, np.ndarray]:
     """{name: array} from an .npz; 'S'/'U' arrays become DT_STRING object arrays of bytes."""
-    with _NpzSource(os.fspath(path)) as source:
-        return _read_all(source, progress)
+    with NpzFile(os.fspath(path)) as source:
+        return read_all(source, progress)
 
 
 # What a damaged zip archive or .npy member raises from zipfile, zlib and numpy (an
@@ -60,7 +60,7 @@ class _Member(NamedTuple):
     fortran: bool
 
 
-class _NpzSource:
+class NpzFile:
     """An .npz archive: every member's zip and .npy headers checked on open (one name per
     array, no member overlapping another, no object arrays, no claim beyond what the
     archive holds); each member read when asked for.
@@ -186,7 +186,7 @@ class _NpzSource:
         self.zip.close() if hasattr(self, "zip") else None
         self.handle.close()
 
-    def __enter__(self) -> _NpzSource:
+    def __enter__(self) -> NpzFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -296,7 +296,7 @@ def write_npz(path: str | os.PathLike, tensors: Mapping[str, Any],
     use .safetensors for those.
     """
     path = os.fspath(path)
-    _check_member_names(path, tensors, ".npz member", limit=_MAX_ZIP_NAME - len(".npy"))
+    check_member_names(path, tensors, ".npz member", limit=_MAX_ZIP_NAME - len(".npy"))
     for name, value in tensors.items():  # refuse what npz can't hold before writing anything
         _npz_can_hold(bundle.meta_of(value, name)[0], path, name)
         if name.endswith(".npy") and name[:-4] in tensors:  # np.load's f["a.npy"] is member "a.npy"
@@ -350,4 +350,11 @@ def _to_npz_array(value: Any, path: str, name: str) -> np.ndarray:
     return arr
 
 
-NpzFile = _NpzSource
+def open_file(path: str) -> NpzFile:
+    """The archive's tensors in stored order (convert's source; see format/registry.py)."""
+    return NpzFile(path)
+
+
+def open_backend(path: str) -> TensorFileBackend:
+    """The archive behind CheckpointReader's API (see format/registry.py)."""
+    return TensorFileBackend(NpzFile(path), "npz")

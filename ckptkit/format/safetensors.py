@@ -12,8 +12,8 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -21,13 +21,15 @@ from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import DataLossError, UnsupportedError
 from . import bundle
+from .tensor_file import TensorFileBackend, check_member_names, read_all
 
-__all__ = ["SafetensorsFile", "read_safetensors", "write_safetensors"]
+__all__ = ["SafetensorsFile", "ST_CODES", "holds", "open_file", "open_backend", "read_safetensors",
+           "write_safetensors"]
 
 Progress = Callable[[int], None]
 
 # TF dtype name <-> safetensors dtype code
-_ST_CODES = {
+ST_CODES = {
     "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
     "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
     "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8",
@@ -35,7 +37,7 @@ _ST_CODES = {
     "float8_e5m2": "F8_E5M2", "float8_e4m3fn": "F8_E4M3",
     "float8_e5m2fnuz": "F8_E5M2FNUZ", "float8_e4m3fnuz": "F8_E4M3FNUZ",
 }
-_ST_DTYPES = {code: name for name, code in _ST_CODES.items()}
+_ST_DTYPES = {code: name for name, code in ST_CODES.items()}
 _HEADER_LEN = struct.Struct("<Q")
 _MAX_HEADER = 100 << 20  # the safetensors package's own limit
 
@@ -43,11 +45,11 @@ _MAX_HEADER = 100 << 20  # the safetensors package's own limit
 def read_safetensors(path: str | os.PathLike, progress: Progress | None = None
                      ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """({name: array}, metadata) from a .safetensors file, every offset checked."""
-    with _SafetensorsSource(os.fspath(path)) as source:
-        return _read_all(source, progress), source.metadata or {}
+    with SafetensorsFile(os.fspath(path)) as source:
+        return read_all(source, progress), source.metadata or {}
 
 
-class _SafetensorsSource:
+class SafetensorsFile:
     """A .safetensors file: the header parsed and every offset checked on open; each
     tensor's bytes read when asked for."""
 
@@ -106,7 +108,7 @@ class _SafetensorsSource:
     def close(self) -> None:
         self.handle.close()
 
-    def __enter__(self) -> _SafetensorsSource:
+    def __enter__(self) -> SafetensorsFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,30 +182,12 @@ def _is_key_text(name: str) -> bool:
     return True
 
 
-def _check_member_names(path: str, names: Iterable[str], fmt: str, limit: int | None = None) -> None:
-    """Refuse names `fmt` can't store, before anything is written: not valid UTF-8 (keys
-    are bytes; undecodable ones come as surrogate escapes), with NUL bytes, or over `limit`
-    UTF-8 bytes."""
-    for name in names:
-        try:
-            raw = name.encode("utf-8")
-        except UnicodeEncodeError:
-            raise UnsupportedError(f"tensor name is not valid UTF-8, which {fmt} names must be; "
-                                   "rename it first (ckptkit rename)", path=path, key=name) from None
-        if "\0" in name:
-            raise UnsupportedError(f"tensor name holds a NUL byte, which {fmt} names cannot",
-                                   path=path, key=name)
-        if limit is not None and len(raw) > limit:
-            raise UnsupportedError(f"tensor name is {len(raw)} bytes long; {fmt} names are at most "
-                                   f"{limit} bytes", path=path, key=name)
-
-
 def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
                       metadata: Mapping[str, str] | None = None,
                       progress: Progress | None = None) -> None:
     """Write tensors as .safetensors, atomically (strings and complex128 are refused)."""
     path = os.fspath(path)
-    _check_member_names(path, tensors, "safetensors")
+    check_member_names(path, tensors, "safetensors")
     if "__metadata__" in tensors:
         raise UnsupportedError("a tensor named '__metadata__' would collide with the safetensors "
                                "metadata; rename it first", path=path, key="__metadata__")
@@ -213,7 +197,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
     offset = 0
     for name in sorted(tensors):
         dtype, shape = bundle.meta_of(tensors[name], name)
-        code = _ST_CODES.get(dtype.name)
+        code = ST_CODES.get(dtype.name)
         if code is None:
             raise UnsupportedError(f"safetensors has no {dtype.name} type", path=path, key=name)
         nbytes = math.prod(shape) * dtype.itemsize
@@ -238,22 +222,16 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
         tx.publish()
 
 
-SafetensorsFile = _SafetensorsSource
+def holds(dtype: _dtypes.DType) -> bool:
+    """Whether a .safetensors file can store `dtype` (no strings, no complex128)."""
+    return dtype.name in ST_CODES
 
 
-class TensorSource(Protocol):
-    """An open file of tensors: its names, each read whole."""
-
-    names: list[str]
-
-    def read(self, name: str) -> np.ndarray: ...
+def open_file(path: str) -> SafetensorsFile:
+    """The file's tensors in stored order (convert's source; see format/registry.py)."""
+    return SafetensorsFile(path)
 
 
-def _read_all(source: TensorSource, progress: Progress | None) -> dict[str, np.ndarray]:
-    """Every tensor of an open source (`names`, `read`), in its order."""
-    out = {}
-    for name in source.names:
-        out[name] = source.read(name)
-        if progress is not None:
-            progress(out[name].nbytes)
-    return out
+def open_backend(path: str) -> TensorFileBackend:
+    """The file behind CheckpointReader's API (see format/registry.py)."""
+    return TensorFileBackend(SafetensorsFile(path), "safetensors")

@@ -35,8 +35,8 @@ from . import naming
 from .slices import TensorSlice, assemble, encode_tensor_name_slice
 from .table import FOOTER_SIZE, MAGIC, TableReader, iter_block
 
-__all__ = ["V1Checkpoint", "find_v1_files", "is_table_file", "tensor_from_proto", "SHARD_PATTERN",
-           "SHARD_GLOB"]
+__all__ = ["V1Checkpoint", "V1Backend", "find_v1_files", "is_table_file", "tensor_from_proto", "SHARD_PATTERN",
+           "SHARD_GLOB", "find", "holds", "checkpoints_in", "open_backend"]
 
 SavedTensorSlices = saved_tensor_slice_pb2.SavedTensorSlices
 CHECKPOINT_VERSION = 1          # TF_CHECKPOINT_VERSION
@@ -312,3 +312,95 @@ class V1Checkpoint:
                     pass
         self._tables = []
         self._block_cache.clear()
+
+
+# --------------------------------------------------------------------------- the format's registry hooks
+
+class V1Backend:
+    """A legacy V1 checkpoint (one or more table files) behind CheckpointReader's API."""
+
+    format = "v1"
+    format_version = 1
+    index = None  # no bundle index: the reader's index-level tools refuse V1
+    no_entries = "V1 checkpoints have no bundle entries"
+
+    def __init__(self, name: str) -> None:
+        found = find_v1_files(name)
+        if found is None:
+            raise NotFoundError("no V1 checkpoint file at this path", path=name)
+        self.checkpoint = V1Checkpoint(*found)
+
+    def names(self) -> list[str]:
+        return self.checkpoint.names()
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.checkpoint.shape(name)
+
+    def dtype_enum(self, name: str) -> int:
+        return self.checkpoint.dtype_enum(name)
+
+    def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        return {k: (self.dtype_enum(k), self.shape(k)) for k in self.names()}
+
+    def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
+        return self.checkpoint.read(name)  # block crcs are always verified; V1 has no others
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.checkpoint.files)
+
+    def files(self) -> list[str]:
+        return list(self.checkpoint.files)
+
+    def slices(self, name: str) -> list[TensorSlice]:
+        found = self.checkpoint.slices(name)
+        return found if len(found) > 1 else []
+
+    def metadata(self) -> dict[str, str] | None:
+        return None
+
+    def debug_string(self) -> bytes:
+        return self.checkpoint.debug_string()
+
+    def close(self) -> None:
+        self.checkpoint.close()
+
+
+def find(path: str) -> str | None:
+    """The V1 checkpoint `path` names (its file, or TF's shard pattern), else None."""
+    found = find_v1_files(path)
+    return None if found is None else found[0]
+
+
+def holds(prefix: str) -> bool:
+    """A prefix a state file names and no other format claims is read as V1: opening it
+    says whether it is one (no request made here)."""
+    return True
+
+
+def checkpoints_in(directory: str, listing: list[str]) -> list[str]:
+    """The V1 checkpoints of a directory, as `find_v1_files` names them: each set of shards
+    `NAME-SSSSS-of-NNNNN` (as the pattern `NAME-?????-of-NNNNN`) and each single V1 file
+    `NAME` with a `NAME.meta` beside it. That is what a TF Serving session_bundle export
+    holds (`export-00000-of-00001` + `export.meta`), often with a `checkpoint` state file
+    naming the directory it was exported to, not this one. Other files are not opened:
+    each would be a read on a remote store."""
+    present = set(listing)
+    meta_tail = "." + naming.META_SUFFIX
+    candidates = set()
+    for name in listing:
+        m = naming.V1_SHARD_PATTERN.match(name)
+        if m:
+            candidates.add(m["base"])
+        elif name.endswith(meta_tail) and name[: -len(meta_tail)] in present:
+            candidates.add(name[: -len(meta_tail)])
+    found = []
+    for base in sorted(candidates):
+        hit = find_v1_files(storage.join(directory, base))
+        if hit is not None:
+            found.append(hit[0])
+    return found
+
+
+def open_backend(name: str) -> V1Backend:
+    return V1Backend(name)

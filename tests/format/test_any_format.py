@@ -97,7 +97,7 @@ def test_safetensors_bfloat16_from_ckptkit(tmp_path):
 def test_format_modules_hold_the_codecs():
     assert convert.read_safetensors is safetensors.read_safetensors
     assert convert.write_npz is npz.write_npz
-    assert convert._SafetensorsSource is safetensors.SafetensorsFile
+    assert convert.SafetensorsFile is safetensors.SafetensorsFile
 
 
 def test_cli_ls_show_verify(st_file, npz_file):
