@@ -41,8 +41,8 @@ from .format.bundle import BIG, BundleData
 from .format.coding import crc32c, unmask_crc
 
 if TYPE_CHECKING:
+    from .format.window import ByteSource
     from .proto.tensor_bundle_pb2 import BundleEntryProto
-    from .slicing import ByteSource
 
     # what the fast paths read: a V2 entry's data, entry, dtype and shape
     PlainEntry = tuple[BundleData, BundleEntryProto, _dtypes.DType, tuple[int, ...]]
@@ -221,7 +221,7 @@ class Target:
         torch = self.module
         torch_dtype = self.torch_dtype(dtype, data.index.path, name)
         path = data.shard_path(entry.shard_id)
-        from .slicing import map_private, shard_source  # noqa: PLC0415 - the byte-range primitives
+        from .format.window import map_private, shard_source  # noqa: PLC0415 - the byte-range primitives
 
         view = map_private(shard_source(data, entry.shard_id), entry.offset, entry.size, path=path, key=name)
         if view is None:  # a store without maps: read a copy instead
@@ -243,7 +243,7 @@ class Target:
         if self._staging is None:
             self._staging = Staging(torch, self.device, pin=True)
         path = data.shard_path(entry.shard_id)
-        from .slicing import shard_source  # noqa: PLC0415 - the byte-range primitives
+        from .format.window import shard_source  # noqa: PLC0415 - the byte-range primitives
 
         crc = self._staging.upload(shard_source(data, entry.shard_id), entry.offset, entry.size,
                                    out.reshape(-1).view(torch.uint8), verify, key=name)
@@ -271,9 +271,9 @@ class Staging:
 
     def upload(self, source: ByteSource, offset: int, size: int, dest: Any, verify: bool, *,
                key: str | None = None) -> int:
-        """Copy `size` bytes at `offset` of `source` (a slicing.ByteSource) into `dest` (a
+        """Copy `size` bytes at `offset` of `source` (a format.window.ByteSource) into `dest` (a
         uint8 device tensor of that size); return their crc32c when `verify` (else 0)."""
-        from .slicing import read_ranges  # noqa: PLC0415 - the one byte-range primitive
+        from .format.window import read_ranges  # noqa: PLC0415 - the one byte-range primitive
 
         crc = 0
         for start in range(0, size, self.chunk):

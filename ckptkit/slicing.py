@@ -31,47 +31,27 @@ How each kind of tensor is read:
 
 Every byte is read through `read_ranges` from a `ByteSource` (`read_exactly(buf, offset)`,
 `map_private(offset, size)`): the storage layer's read handles, which `shard_source` and
-`file_source` give.
+`file_source` give. Those primitives live in `ckptkit.format.window` (re-exported here),
+and each format's reader backend reads its own windows (`read_window`: format/registry.py),
+so this module holds only the index parsing and `PartialTensor`.
 """
 from __future__ import annotations
 
-import math
-import mmap
 import operator
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import dtypes as _dtypes
-from .errors import CheckpointError, InvalidArgumentError, TensorNotFoundError
-from .format.bundle import BIG, BundleData, decode_key
-from .format.npz import NpzFile
-from .format.safetensors import SafetensorsFile
-from .format.slices import TensorSlice, encode_tensor_name_slice
+from .errors import InvalidArgumentError, TensorNotFoundError
+from .format.window import Axis, ByteSource, file_source, finish, map_private, read_ranges, shard_source
 
 if TYPE_CHECKING:
+    from .format.registry import Backend
     from .reader import CheckpointReader
 
 __all__ = ["PartialTensor", "Axis", "ByteSource", "parse_index", "read_window", "read_ranges", "map_private",
            "shard_source", "file_source"]
-
-PAGE = mmap.PAGESIZE  # runs closer than this share a page: read them in one go
-SCRATCH = 8 << 20     # the most bytes read at once to gather runs that share pages
-RUN_BATCH = 1 << 16   # run offsets computed at a time (8 bytes each)
-
-
-class Axis(NamedTuple):
-    """What a window takes of one dimension: `count` indices from `first` by `step` (> 0),
-    ascending; `flip` reverses them (a negative step), `drop` removes the dimension (an
-    integer index)."""
-
-    first: int
-    count: int  # type: ignore[assignment]  # a field named count shadows tuple.count, on purpose
-    step: int
-    flip: bool = False
-    drop: bool = False
-
 
 def parse_index(index: Any, shape: tuple[int, ...], *, path: str | None = None,
                 key: str | None = None) -> tuple[Axis, ...]:
@@ -125,233 +105,10 @@ def _show(s: slice) -> str:
     return ":".join("" if v is None else str(v) for v in (s.start, s.stop, s.step))
 
 
-def is_whole(axes: tuple[Axis, ...], shape: tuple[int, ...]) -> bool:
-    """True when the window takes every element of `shape` (in whatever direction)."""
-    return all(a.first == 0 and a.count == dim and (a.step == 1 or dim <= 1)
-               for a, dim in zip(axes, shape, strict=True))
-
-
-def _select(arr: np.ndarray, axes: tuple[Axis, ...]) -> np.ndarray:
-    """The window (ascending, every dimension kept) of an array already in memory."""
-    if not axes:
-        return arr  # a scalar: arr[()] would be the element, not a 0-d array
-    return arr[tuple(slice(a.first, a.first + (a.count - 1) * a.step + 1, a.step) if a.count else slice(0, 0)
-                     for a in axes)]
-
-
-def finish(arr: np.ndarray, axes: tuple[Axis, ...]) -> np.ndarray:
-    """Apply the window's reversals and dropped dimensions to its ascending read."""
-    if any(a.flip for a in axes):
-        arr = arr[tuple(slice(None, None, -1) if a.flip else slice(None) for a in axes)]
-    if any(a.drop for a in axes):
-        arr = arr.reshape(tuple(a.count for a in axes if not a.drop))
-    return arr if arr.flags.c_contiguous else arr.copy(order="C")  # ascontiguousarray makes 0-d 1-d
-
-
-# --------------------------------------------------------------------------- reading
-
-class ByteSource(Protocol):
-    """What partial reads read from: the two methods of the storage layer's read handle
-    that they use. A storage layer's handles fit as they are."""
-
-    def read_exactly(self, buf: memoryview, offset: int, key: str | None = None) -> None:
-        """Fill `buf` with the bytes at `offset`; errors name the file and `key`."""
-
-    def map_private(self, offset: int, size: int) -> memoryview | None:
-        """A copy-on-write map of the bytes, or None where they cannot be mapped (then reads copy)."""
-
-
-def shard_source(data: BundleData, shard: int) -> ByteSource:
-    """Data shard `shard` of a bundle, opened and checked as every read checks it."""
-    return data.shard_handle(shard)
-
-
-def file_source(source: SafetensorsFile | NpzFile) -> ByteSource:
-    """The open file behind a .safetensors or .npz reader."""
-    return source.handle
-
-
-def read_ranges(source: ByteSource, ranges: Iterable[tuple[int, memoryview]], *, key: str | None) -> None:
-    """Fill each buffer with the source's bytes at its offset: the byte-range primitive
-    every partial read goes through. A read error or an early end of file names the file
-    and key (`ReadHandle.read_exactly`)."""
-    for offset, buf in ranges:
-        source.read_exactly(buf, offset, key)
-
-
-def map_private(source: ByteSource, offset: int, size: int, *, path: str | None,
-                key: str | None) -> memoryview | None:
-    """A copy-on-write mapping of `size` bytes at `offset` of `source` (None where it
-    cannot be mapped): pages come from the page cache; writes stay private to this
-    mapping (never reach the file, nor another mapping of the same bytes). The
-    memoryview keeps the mapping alive."""
-    try:
-        return source.map_private(offset, size)
-    except CheckpointError as exc:
-        raise type(exc)(exc.message, path=path or exc.path, key=key) from None
-
-
-def read_box(source: ByteSource, base: int, shape: tuple[int, ...], itemsize: int, axes: tuple[Axis, ...],
-             out: np.ndarray, *, key: str | None) -> None:
-    """Read the window `axes` of a C-order tensor of `shape` stored at `base` in `source` into
-    `out` (uint8, exactly the window's bytes, ascending C order).
-
-    The window is cut into runs of equal length: the trailing dimensions it takes whole,
-    with the last dimension it does not (all of its selected indices when their step is
-    1, else one index). Run offsets are computed for RUN_BATCH runs at a time.
-    """
-    rank = len(shape)
-    strides = [itemsize * math.prod(shape[d + 1:]) for d in range(rank)]
-    t = rank
-    while t > 0 and axes[t - 1].first == 0 and axes[t - 1].count == shape[t - 1] \
-            and (axes[t - 1].step == 1 or shape[t - 1] <= 1):
-        t -= 1
-    if t == 0:  # the whole tensor: one run
-        read_ranges(source, [(base, out.data)], key=key)
-        return
-    j = t - 1
-    if axes[j].step == 1:
-        run, outer, base = axes[j].count * strides[j], list(range(j)), base + axes[j].first * strides[j]
-    else:
-        run, outer = strides[j], list(range(j + 1))
-    offsets = [(axes[d].first + np.arange(axes[d].count, dtype=np.int64) * axes[d].step) * strides[d]
-               for d in outer]
-    counts = tuple(axes[d].count for d in outer)
-    total = math.prod(counts)
-    scratch: list[np.ndarray] = []  # allocated on first use, reused
-    for b0 in range(0, total, RUN_BATCH):
-        b1 = min(total, b0 + RUN_BATCH)
-        starts = np.full(b1 - b0, base, dtype=np.int64)
-        if counts:
-            for offs, idx in zip(offsets, np.unravel_index(np.arange(b0, b1, dtype=np.int64), counts),
-                                 strict=True):
-                starts += offs[idx]
-        _read_runs(source, starts, run, out[b0 * run:b1 * run], scratch, key)
-
-
-def _read_runs(source: ByteSource, starts: np.ndarray, run: int, out: np.ndarray, scratch: list[np.ndarray],
-               key: str | None) -> None:
-    """Read runs of `run` bytes at ascending `starts` into consecutive pieces of `out`.
-
-    Runs whose gap is under a page and that fit SCRATCH together form a group: one read
-    of the group's span into scratch, then the runs are gathered out (np.take over a
-    sliding window view: no index array per byte). A lone run, or a group without gaps,
-    is read straight into `out`.
-    """
-    n = len(starts)
-    ends = starts + run
-    breaks = np.flatnonzero(starts[1:] - ends[:-1] >= PAGE) + 1
-    bounds = [0, *breaks.tolist(), n]
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        i = lo
-        while i < hi:
-            # the most runs from i whose span fits SCRATCH (at least one)
-            k = max(1, int(np.searchsorted(ends[i:hi], starts[i] + SCRATCH, side="right")))
-            span = int(ends[i + k - 1] - starts[i])
-            dest = out[i * run:(i + k) * run]
-            if span == k * run:  # contiguous: straight into the result
-                read_ranges(source, [(int(starts[i]), dest.data)], key=key)
-            else:
-                if not scratch or len(scratch[0]) < span:
-                    scratch[:] = [np.empty(min(SCRATCH, max(span, PAGE)), dtype=np.uint8)]
-                buf = scratch[0][:span]
-                read_ranges(source, [(int(starts[i]), buf.data)], key=key)
-                windows = np.lib.stride_tricks.sliding_window_view(buf, run)
-                np.take(windows, starts[i:i + k] - starts[i], axis=0, out=dest.reshape(k, run))
-            i += k
-
-
-def _read_plain(data: BundleData, key: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
-    """The ascending window of a V2 entry (plain or partitioned), every dimension kept."""
-    entry, dtype, shape, _ = data.checked(key)
-    assert dtype is not None  # checked() with known_dtype raises for unknown dtypes
-    if entry.slices:
-        return _read_partitioned(data, key, dtype, shape, axes, verify)
-    counts = tuple(a.count for a in axes)
-    if not all(counts):
-        return np.empty(counts, dtype=dtype.numpy)
-    if dtype.is_string or is_whole(axes, shape):
-        return _select(data.read_full(key, verify=verify), axes)  # crc32c checked
-    out = np.empty(math.prod(counts) * dtype.itemsize, dtype=np.uint8)
-    read_box(shard_source(data, entry.shard_id), entry.offset, shape, dtype.itemsize, axes, out, key=key)
-    if data.index.header.endianness == BIG and dtype.itemsize > 1:
-        return out.view(dtype.numpy.newbyteorder(">")).astype(dtype.numpy).reshape(counts)
-    return out.view(dtype.numpy).reshape(counts)
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _read_partitioned(data: BundleData, key: str, dtype: _dtypes.DType, shape: tuple[int, ...],
-                      axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
-    """Assemble the window from the slices it overlaps (checked() has verified that the
-    slices tile the shape, so every element of the window comes from exactly one)."""
-    counts = tuple(a.count for a in axes)
-    out = np.empty(counts, dtype=dtype.numpy)
-    if not all(counts):
-        return out
-    for proto in data.index.entry(key).slices:
-        tslice = TensorSlice.from_proto(proto)  # checked() parsed these already
-        local, region = [], []
-        for a, (lo_bound, hi_bound) in zip(axes, tslice.bounds(shape), strict=True):
-            lo = min(max(_ceil_div(lo_bound - a.first, a.step), 0), a.count)
-            hi = min(max(_ceil_div(hi_bound - a.first, a.step), 0), a.count)
-            if lo >= hi:
-                break
-            local.append(Axis(a.first + lo * a.step - lo_bound, hi - lo, a.step if hi - lo > 1 else 1))
-            region.append(slice(lo, hi))
-        else:
-            slice_key = decode_key(encode_tensor_name_slice(key, tslice))
-            try:
-                out[tuple(region)] = _read_plain(data, slice_key, tuple(local), verify)
-            except CheckpointError as exc:  # name the variable, not its binary slice key
-                raise type(exc)(f"slice {tslice.spec()}: {exc.message}", path=exc.path, key=key) from None
-    return out
-
-
-def _read_safetensors(source: SafetensorsFile, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
-    dtype, listed, (begin, _) = source.specs[name]
-    shape = tuple(listed)
-    counts = tuple(a.count for a in axes)
-    _dtypes.check_numpy_shape(counts, dtype, source.path, name)  # `[0, 2**70]`: no bytes, no numpy shape
-    if is_whole(axes, shape) or not all(counts):
-        return _select(source.read(name), axes) if all(counts) else np.empty(counts, dtype=dtype.numpy)
-    out = np.empty(math.prod(counts) * dtype.itemsize, dtype=np.uint8)
-    read_box(file_source(source), source.data_start + begin, shape, dtype.itemsize, axes, out, key=name)
-    return out.view(dtype.numpy).reshape(counts)
-
-
-def _read_npz(source: NpzFile, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
-    tf_dtype, shape = source.meta(name)
-    counts = tuple(a.count for a in axes)
-    _dtypes.check_numpy_shape(counts, tf_dtype, source.path, name)  # `[0, 2**70]`: no bytes, no numpy shape
-    if not all(counts):
-        return np.empty(counts, dtype=tf_dtype.numpy)
-    found = None if is_whole(axes, shape) or tf_dtype.is_string else source.stored_data(name)
-    if found is None:
-        arr = _select(source.read(name), axes)
-    else:
-        offset, stored = found
-        out = np.empty(math.prod(counts) * stored.itemsize, dtype=np.uint8)
-        read_box(file_source(source), offset, shape, stored.itemsize, axes, out, key=name)
-        arr = out.view(stored).reshape(counts)
-    return arr if tf_dtype.is_string else arr.astype(tf_dtype.numpy, copy=False)  # big-endian: to native
-
-
-def read_window(backend: Any, name: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
-    """The window of tensor `name` of a CheckpointReader backend, finished (flips, drops)."""
-    data = getattr(backend, "data", None)
-    file = getattr(backend, "file", None)
-    if isinstance(data, BundleData):
-        arr = _read_plain(data, name, axes, verify)
-    elif isinstance(file, SafetensorsFile):
-        arr = _read_safetensors(file, name, axes)
-    elif isinstance(file, NpzFile):
-        arr = _read_npz(file, name, axes)
-    else:  # V1 tables: the whole tensor, then the window
-        arr = _select(backend.read(name, verify), axes)
-    return finish(arr, axes)
+def read_window(backend: Backend, name: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
+    """The window of tensor `name` of a CheckpointReader backend (format/registry.Backend:
+    each format reads its own windows), finished (flips, drops)."""
+    return finish(backend.read_window(name, axes, verify), axes)
 
 
 class PartialTensor:

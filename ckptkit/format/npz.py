@@ -28,6 +28,7 @@ from .. import storage
 from ..errors import CheckpointError, DataLossError, UnsupportedError
 from . import bundle
 from .tensor_file import TensorFileBackend, check_member_names, read_all
+from .window import Axis, file_source, is_whole, read_box, select
 
 __all__ = ["NpzFile", "holds", "open_file", "open_backend", "read_npz", "write_npz"]
 
@@ -181,6 +182,24 @@ class NpzFile:
         arr = buf.view(m.dtype) if m.dtype.itemsize else np.zeros(count, m.dtype)
         arr = arr.reshape(m.shape[::-1]).T if m.fortran else arr.reshape(m.shape)
         return _from_npz_array(arr, path, name)
+
+    def read_window(self, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
+        """The ascending window `axes` of member `name`: only its bytes where it is stored
+        uncompressed in C order (format/window.py), else read whole and cut."""
+        tf_dtype, shape = self.meta(name)
+        counts = tuple(a.count for a in axes)
+        _dtypes.check_numpy_shape(counts, tf_dtype, self.path, name)  # `[0, 2**70]`: no bytes, no numpy shape
+        if not all(counts):
+            return np.empty(counts, dtype=tf_dtype.numpy)
+        found = None if is_whole(axes, shape) or tf_dtype.is_string else self.stored_data(name)
+        if found is None:
+            arr = select(self.read(name), axes)
+        else:
+            offset, stored = found
+            out = np.empty(math.prod(counts) * stored.itemsize, dtype=np.uint8)
+            read_box(file_source(self), offset, shape, stored.itemsize, axes, out, key=name)
+            arr = out.view(stored).reshape(counts)
+        return arr if tf_dtype.is_string else arr.astype(tf_dtype.numpy, copy=False)  # big-endian: to native
 
     def close(self) -> None:
         self.zip.close() if hasattr(self, "zip") else None

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from .bundle_index import BundleIndex
     from .slices import TensorSlice
+    from .window import Axis
 
 __all__ = ["Backend", "Format", "FORMATS", "V2", "get", "by_extension", "file_formats", "prefix_formats"]
 
@@ -56,6 +57,10 @@ class Backend(Protocol):
     def metas(self) -> dict[str, tuple[int, tuple[int, ...]]]: ...
 
     def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray: ...
+
+    def read_window(self, name: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
+        """The window `axes` (format/window.py), ascending, every dimension kept: only
+        the bytes it needs where the format allows (ckptkit.slicing's module doc)."""
 
     @property
     def num_shards(self) -> int: ...

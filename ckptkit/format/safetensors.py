@@ -22,6 +22,7 @@ from .. import storage
 from ..errors import DataLossError, UnsupportedError
 from . import bundle
 from .tensor_file import TensorFileBackend, check_member_names, read_all
+from .window import Axis, file_source, is_whole, read_box, select
 
 __all__ = ["SafetensorsFile", "ST_CODES", "holds", "open_file", "open_backend", "read_safetensors",
            "write_safetensors"]
@@ -104,6 +105,18 @@ class SafetensorsFile:
         buf = np.empty(end - begin, dtype=np.uint8)
         self.handle.read_exactly(buf.data, self.data_start + begin, name)
         return buf.view(dtype.numpy).reshape(shape)
+
+    def read_window(self, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
+        """The ascending window `axes` of tensor `name`: only its bytes (format/window.py)."""
+        dtype, listed, (begin, _) = self.specs[name]
+        shape = tuple(listed)
+        counts = tuple(a.count for a in axes)
+        _dtypes.check_numpy_shape(counts, dtype, self.path, name)  # `[0, 2**70]`: no bytes, no numpy shape
+        if is_whole(axes, shape) or not all(counts):
+            return select(self.read(name), axes) if all(counts) else np.empty(counts, dtype=dtype.numpy)
+        out = np.empty(math.prod(counts) * dtype.itemsize, dtype=np.uint8)
+        read_box(file_source(self), self.data_start + begin, shape, dtype.itemsize, axes, out, key=name)
+        return out.view(dtype.numpy).reshape(counts)
 
     def close(self) -> None:
         self.handle.close()

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .slices import TensorSlice
+    from .window import Axis
 
 __all__ = ["TensorSource", "TensorFile", "TensorFileBackend", "read_all", "check_member_names"]
 
@@ -37,6 +38,8 @@ class TensorFile(TensorSource, Protocol):
     metadata: dict[str, str] | None
 
     def meta(self, name: str) -> tuple[_dtypes.DType, tuple[int, ...]]: ...
+
+    def read_window(self, name: str, axes: tuple[Axis, ...]) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
@@ -103,6 +106,9 @@ class TensorFileBackend:
 
     def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
         return self.file.read(name)  # always a new array: no checksums to verify
+
+    def read_window(self, name: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
+        return self.file.read_window(name, axes)
 
     def files(self) -> list[str]:
         return [self.path]

@@ -34,6 +34,7 @@ from ..proto import saved_tensor_slice_pb2, tensor_pb2
 from . import naming
 from .slices import TensorSlice, assemble, encode_tensor_name_slice
 from .table import FOOTER_SIZE, MAGIC, TableReader, iter_block
+from .window import Axis, select
 
 __all__ = ["V1Checkpoint", "V1Backend", "find_v1_files", "is_table_file", "tensor_from_proto", "SHARD_PATTERN",
            "SHARD_GLOB", "find", "holds", "checkpoints_in", "open_backend"]
@@ -344,6 +345,10 @@ class V1Backend:
 
     def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
         return self.checkpoint.read(name)  # block crcs are always verified; V1 has no others
+
+    def read_window(self, name: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
+        """The whole tensor, then the window (V1 tables store values as protos)."""
+        return select(self.read(name, verify), axes)
 
     @property
     def num_shards(self) -> int:

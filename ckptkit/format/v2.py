@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from .bundle import BundleData
     from .slices import TensorSlice
+    from .window import Axis
 
 __all__ = ["V2Backend", "find", "holds", "checkpoints_in", "open_backend"]
 
@@ -60,6 +61,12 @@ class V2Backend:
 
     def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray:
         return self.data.read_full(name, verify=verify, copy=copy)
+
+    def read_window(self, name: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
+        """The ascending window `axes` of entry `name` (format/bundle_window.py)."""
+        from .bundle_window import read_window  # noqa: PLC0415 - it imports numpy
+
+        return read_window(self.data, name, axes, verify)
 
     @property
     def num_shards(self) -> int:

@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ckptkit
-from ckptkit import slicing, storage
+from ckptkit import storage
 from ckptkit.errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError
+from ckptkit.format import window
 from ckptkit.format.bundle import decode_key
 from ckptkit.format.slices import SlicedTensor, encode_tensor_name_slice
 
@@ -150,8 +151,8 @@ def test_any_window_equals_get_tensor_window(ckpt, values, data):
 def small_limits():
     """Pages of 64 bytes, 300-byte scratch reads, 7 runs per batch: small tensors then
     exercise every path of the run reader (gathers, splits, batch edges)."""
-    with mock.patch.object(slicing, "PAGE", 64), mock.patch.object(slicing, "SCRATCH", 300), \
-            mock.patch.object(slicing, "RUN_BATCH", 7):
+    with mock.patch.object(window, "PAGE", 64), mock.patch.object(window, "SCRATCH", 300), \
+            mock.patch.object(window, "RUN_BATCH", 7):
         yield
 
 
@@ -167,16 +168,16 @@ def test_any_window_with_small_pages_and_buffers(ckpt, data):
 
 @contextlib.contextmanager
 def recorded_reads():
-    """Every (offset, length) that slicing.read_ranges reads."""
+    """Every (offset, length) that window.read_ranges reads."""
     calls: list[tuple[int, int]] = []
-    real = slicing.read_ranges
+    real = window.read_ranges
 
     def spy(source, ranges, *, key):
         ranges = list(ranges)
         calls.extend((offset, len(buf)) for offset, buf in ranges)
         real(source, ranges, key=key)
 
-    with mock.patch.object(slicing, "read_ranges", spy):
+    with mock.patch.object(window, "read_ranges", spy):
         yield calls
 
 
@@ -224,7 +225,7 @@ def test_reads_only_the_window_bytes(ckpt, data, small):
         if whole:  # the whole tensor goes through the ordinary, crc-checked read
             assert calls == []
         else:
-            _assert_reads_only_the_window(calls, entry.offset, shape, itemsize, index, 64 if small else slicing.PAGE)
+            _assert_reads_only_the_window(calls, entry.offset, shape, itemsize, index, 64 if small else window.PAGE)
 
 
 def test_rows_pages_apart_read_exactly_the_window(ckpt, values):
@@ -414,7 +415,7 @@ def test_safetensors_windows_read_only_their_bytes(reference_safetensors, data, 
             st_file = reader._backend.file
             _, _, (begin, _) = st_file.specs[name]
             _assert_reads_only_the_window(calls, st_file.data_start + begin, value.shape, value.itemsize,
-                                          index, 64 if small else slicing.PAGE)
+                                          index, 64 if small else window.PAGE)
 
 
 def test_safetensors_agrees_with_the_safetensors_package(reference_safetensors):
@@ -480,7 +481,7 @@ def test_npz_windows(npz_files, data, small):
         else:
             assert start > 0
             _assert_reads_only_the_window(data_reads, start, value.shape, value.itemsize, index,
-                                          64 if small else slicing.PAGE)
+                                          64 if small else window.PAGE)
 
 
 def test_a_damaged_window_is_a_checkpoint_error(ckpt, tmp_path):
@@ -504,7 +505,7 @@ def test_read_errors_name_the_file_and_key(tmp_path):
     os.close(handle.fileno())  # the descriptor goes bad under the reader: every read fails (EBADF)
     try:
         with pytest.raises(CheckpointError, match="cannot read the file: Bad file descriptor") as info:
-            slicing.read_ranges(handle, [(0, memoryview(bytearray(4)))], key="k")
+            window.read_ranges(handle, [(0, memoryview(bytearray(4)))], key="k")
         assert info.value.path == str(tmp_path / "file") and info.value.key == "k"
     finally:
         with contextlib.suppress(OSError):
