@@ -309,6 +309,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     if storage.abspath(src) == storage.abspath(dst):
         raise InvalidArgumentError("source and destination are the same file", path=dst)
     kind = _kind(dst)
+    if kind not in ("checkpoint", "npz", "safetensors"):  # a file format registered for reading only
+        raise UnsupportedError(f"ckptkit reads {kind} files but does not write them", path=dst)
     if metadata and kind != "safetensors":
         raise InvalidArgumentError("metadata is written to .safetensors files only", path=dst)
     check_destination(dst, make_parents=kind == "checkpoint", exist_ok=overwrite)

@@ -13,7 +13,7 @@ import os
 import re
 
 from .. import storage
-from .registry import FORMATS
+from . import registry
 
 __all__ = ["TENSOR_FILE_SUFFIXES", "KERAS_FILE_SUFFIXES", "tensor_file_format",
            "INDEX_SUFFIX", "DATA_SUFFIX", "V1_SHARD_PATTERN", "V1_SHARD_GLOB", "index_filename", "data_filename",
@@ -41,20 +41,17 @@ _SHARD_TAIL = re.compile(r"-[\d?]+-of-\d+$")
 # --------------------------------------------------------------------------- V2
 
 # single files of tensors, by extension: the file formats of registry.FORMATS
-TENSOR_FILE_SUFFIXES = {suffix: f.name for f in FORMATS for suffix in f.suffixes}
+TENSOR_FILE_SUFFIXES = {suffix: f.name for f in registry.FORMATS for suffix in f.suffixes}
 # Keras weight files (HDF5 `save_weights`/`.h5` models, `.keras` zips): not read yet, so
 # a path with one of these names gets a hint instead of "not a TensorFlow checkpoint".
 KERAS_FILE_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
 def tensor_file_format(path: str) -> str | None:
-    """"npz" or "safetensors" for a path with that extension (any case): a single file
-    of tensors, not a checkpoint prefix; None otherwise."""
-    lower = path.lower()
-    for suffix, fmt in TENSOR_FILE_SUFFIXES.items():
-        if lower.endswith(suffix):
-            return fmt
-    return None
+    """"npz" or "safetensors" (a file format of registry.FORMATS) for a path with that
+    extension (any case): a single file of tensors, not a checkpoint prefix; None otherwise."""
+    fmt = registry.by_extension(path)
+    return None if fmt is None else fmt.name
 
 
 def index_filename(prefix: str) -> str:

@@ -4,7 +4,7 @@ A format is a name ("v2", "v1", "safetensors", "npz": `Location.format`,
 `CheckpointReader.format`), the `format_version` its reader reports, the file
 extensions that name it (a single file of tensors, read as it is) or none (a
 checkpoint prefix, found by its files), and the module under `ckptkit/format/` that
-reads it. That module is imported only when a path gets that far (v1, npz and
+reads it (its dotted name). That module is imported only when a path gets that far (v1, npz and
 safetensors import numpy; v2.py does not, so listing a V2 checkpoint imports none) and
 provides:
 
@@ -14,7 +14,9 @@ provides:
   this format's) and `checkpoints_in(directory, listing) -> [prefix]` (a directory
   without a state file). Each store check they make is a request on a remote store,
   so each makes only the ones it needs, in a fixed order (locate.py's doc);
-- a file format: `open_file(path)` (its tensors in stored order: convert's source) and
+- a file format: `open_file(path)` (its tensors in stored order, `names`, `meta(name)`,
+  `read(name)`, a context manager: convert's source; `TensorFileBackend` puts it
+  behind the backend API, its `read_window(name, axes)` included) and
   `holds(dtype) -> bool` (whether it can store that dtype); `find` and `holds` are
   the extension and one `isfile` request.
 
@@ -82,12 +84,12 @@ class Format:
 
     name: str
     format_version: int
-    module: str                                 # under ckptkit/format/
+    module: str                                 # dotted name: ckptkit.format.NAME
     suffixes: tuple[str, ...] = field(default=())  # lower case; () for a checkpoint prefix
 
     def code(self) -> ModuleType:
         """The module that reads it, imported now (it may import numpy)."""
-        return importlib.import_module(f"{__package__}.{self.module}")
+        return importlib.import_module(self.module)
 
     def names_file(self, path: str) -> bool:
         """Whether `path`'s extension (any case) names this file format (no request)."""
@@ -119,18 +121,20 @@ class Format:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("v2", 2, "v2"),
-    Format("safetensors", 0, "safetensors", (".safetensors",)),
-    Format("npz", 0, "npz", (".npz",)),
-    Format("v1", 1, "v1"),
+    Format("v2", 2, "ckptkit.format.v2"),
+    Format("safetensors", 0, "ckptkit.format.safetensors", (".safetensors",)),
+    Format("npz", 0, "ckptkit.format.npz", (".npz",)),
+    Format("v1", 1, "ckptkit.format.v1"),
 )
-_BY_NAME = {f.name: f for f in FORMATS}
-V2 = _BY_NAME["v2"]  # what SavedModels and Savers write
+V2 = FORMATS[0]  # what SavedModels and Savers write
 
 
 def get(name: str) -> Format:
     """The format called `name` (a KeyError for no such format)."""
-    return _BY_NAME[name]
+    for fmt in FORMATS:
+        if fmt.name == name:
+            return fmt
+    raise KeyError(name)
 
 
 def by_extension(path: str) -> Format | None:
