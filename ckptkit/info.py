@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import selection, storage
 from .errors import CheckpointError, InvalidArgumentError, NotFoundError, StorageError, TensorNotFoundError
+from .format import registry
 from .objectgraph import OBJECT_GRAPH_KEY, Node, ObjectGraph, friendly_names
 from .objectgraph_edit import graph_problems
 from .reader import CheckpointReader
@@ -164,11 +165,12 @@ class VerifyReport:
     @property
     def checked(self) -> str:
         """What was checked: checksums (TF checkpoints), or readability (formats without any)."""
-        if self.format == "safetensors":
-            return "header offsets consistent, every tensor readable; safetensors has no checksums"
-        if self.format == "npz":
-            return "every .npy header valid, every tensor readable; npz has no checksums"
-        return "every crc32c"
+        return registry.get(self.format).verified
+
+    @property
+    def checksums(self) -> bool:
+        """Whether the format stores checksums (else only readability was checked)."""
+        return registry.get(self.format).checksums
 
     @property
     def ok(self) -> bool:

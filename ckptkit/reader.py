@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .format.slices import TensorSlice
+    from .format.window import Axis
     from .frameworks import Target
     from .objectgraph import ObjectGraph
     from .proto.tensor_bundle_pb2 import BundleEntryProto
@@ -253,9 +254,18 @@ class CheckpointReader(Mapping):
     def get_slice(self, name: str) -> PartialTensor:
         """`name` to be read in part: `reader.get_slice(name)[a:b, :, 3]` reads only those
         elements (`.get_shape()`, `.get_dtype()` read nothing); see ckptkit.slicing."""
-        from .slicing import PartialTensor  # noqa: PLC0415 - only partial reads need it
+        from .slicing import PartialTensor, read_window  # noqa: PLC0415 - only partial reads need it
 
-        return PartialTensor(self, name)
+        if name not in self._name_set:
+            raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
+        dtype = _dtypes.from_enum(self._metas()[name][0], path=self.prefix, key=name)
+        target = self._target
+
+        def read(axes: tuple[Axis, ...]) -> Any:
+            arr = self._reading(name, lambda backend: read_window(backend, name, axes, self.verify))
+            return arr if target is None else target.convert(arr, dtype, path=self.prefix, key=name)
+
+        return PartialTensor(name, dtype, self._metas()[name][1], read, path=self.prefix)
 
     def _reading_all(self, names: Sequence[str], read: Callable[[Any], _T]) -> _T:
         """`read(backend)` for tensors `names`, reopening a checkpoint replaced under the reader."""

@@ -38,17 +38,17 @@ so this module holds only the index parsing and `PartialTensor`.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import dtypes as _dtypes
-from .errors import InvalidArgumentError, TensorNotFoundError
+from .errors import InvalidArgumentError
 from .format.window import Axis, ByteSource, file_source, finish, map_private, read_ranges, shard_source
 
 if TYPE_CHECKING:
     from .format.registry import Backend
-    from .reader import CheckpointReader
 
 __all__ = ["PartialTensor", "Axis", "ByteSource", "parse_index", "read_window", "read_ranges", "map_private",
            "shard_source", "file_source"]
@@ -119,13 +119,14 @@ class PartialTensor:
     `reader.get_tensor(name)[index]` would, in the reader's framework.
     """
 
-    def __init__(self, reader: CheckpointReader, name: str) -> None:
-        if not reader.has_tensor(name):
-            raise TensorNotFoundError("tensor not found in checkpoint", path=reader.prefix, key=name)
-        enum, shape = reader._metas()[name]
+    def __init__(self, name: str, dtype: _dtypes.DType, shape: tuple[int, ...],
+                 read: Callable[[tuple[Axis, ...]], Any], *, path: str | None = None) -> None:
+        """`read(axes)`: the finished window in the reader's framework (reader.get_slice
+        makes it: this module needs nothing of the reader)."""
         self.name = name
-        self._reader = reader
-        self._dtype = _dtypes.from_enum(enum, path=reader.prefix, key=name)
+        self._read = read
+        self._path = path
+        self._dtype = dtype
         self._shape = tuple(shape)
 
     def get_shape(self) -> list[int]:
@@ -152,11 +153,7 @@ class PartialTensor:
         return self._shape[0]
 
     def __getitem__(self, index: Any) -> Any:
-        reader, name = self._reader, self.name
-        axes = parse_index(index, self._shape, path=reader.prefix, key=name)
-        arr = reader._reading(name, lambda backend: read_window(backend, name, axes, reader.verify))
-        target = reader._target
-        return arr if target is None else target.convert(arr, self._dtype, path=reader.prefix, key=name)
+        return self._read(parse_index(index, self._shape, path=self._path, key=self.name))
 
     def __repr__(self) -> str:
         return f"<PartialTensor {self.name!r}: {self._dtype.name}{list(self._shape)}>"

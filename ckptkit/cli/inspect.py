@@ -409,7 +409,7 @@ def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude:
                 message = f"{report.prefix}: key {key!r}: {message}"
             echo(error_line(message), err=True)
         prefix = printable(report.prefix)
-        if report.ok and report.format in ("safetensors", "npz"):
+        if report.ok and not report.checksums:
             echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes read in {prefix} ({report.checked})")
         elif report.ok:
             echo(f"OK: {report.tensors} tensors, {report.bytes:,} bytes verified in {prefix}")

@@ -86,6 +86,8 @@ class Format:
     format_version: int
     module: str                                 # dotted name: ckptkit.format.NAME
     suffixes: tuple[str, ...] = field(default=())  # lower case; () for a checkpoint prefix
+    verified: str = "every crc32c"  # what `ckptkit verify` checks (info.VerifyReport.checked)
+    checksums: bool = True          # whether it stores checksums to verify
 
     def code(self) -> ModuleType:
         """The module that reads it, imported now (it may import numpy)."""
@@ -122,8 +124,10 @@ class Format:
 
 FORMATS: tuple[Format, ...] = (
     Format("v2", 2, "ckptkit.format.v2"),
-    Format("safetensors", 0, "ckptkit.format.safetensors", (".safetensors",)),
-    Format("npz", 0, "ckptkit.format.npz", (".npz",)),
+    Format("safetensors", 0, "ckptkit.format.safetensors", (".safetensors",), checksums=False,
+           verified="header offsets consistent, every tensor readable; safetensors has no checksums"),
+    Format("npz", 0, "ckptkit.format.npz", (".npz",), checksums=False,
+           verified="every .npy header valid, every tensor readable; npz has no checksums"),
     Format("v1", 1, "ckptkit.format.v1"),
 )
 V2 = FORMATS[0]  # what SavedModels and Savers write
