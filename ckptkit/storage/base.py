@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from _typeshed import SupportsWrite
     from typing_extensions import Buffer
 
-    from ..format.coding import AnyBuffer
+    from .crc import AnyBuffer
 
 COPY_CHUNK = 8 << 20  # bytes per read when copying files: big calls, still cache-sized
 

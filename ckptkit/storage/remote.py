@@ -47,10 +47,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import CheckpointChangedError, CheckpointError, InvalidArgumentError, NotFoundError, StorageError
 from . import READ_DEADLINE_ENV, READ_DEADLINE_SECONDS, http_range
 from .base import COPY_CHUNK, Identity, Progress, ReadHandle, Storage, check_unchanged, copy_range
+from .crc import byte_view, crc32c
 from .lock import EDIT, EDIT_WAIT_SECONDS
 
 if TYPE_CHECKING:
-    from ..format.coding import AnyBuffer
+    from .crc import AnyBuffer
 
 _log = logging.getLogger(__name__)
 
@@ -507,8 +508,6 @@ class _Upload:
             self.file = call(path, "new file", lambda: storage.fs.open(storage.key(path), "wb"))
 
     def write(self, data: AnyBuffer, crc: int = 0) -> int:
-        from ..format.coding import byte_view, crc32c  # noqa: PLC0415 - shard writes want the running crc
-
         view = byte_view(data)
         call(self.path, "new file", lambda: self.file.write(view))
         self.offset += len(view)
