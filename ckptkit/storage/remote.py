@@ -550,7 +550,7 @@ class _Upload:
 
 
 class ObjectCommit:
-    """`LocalCommit`'s interface for object stores: files completed in creation order."""
+    """The `Transaction` of object stores (`LocalCommit`'s interface): files completed in creation order."""
 
     def __init__(self, storage: FsspecStorage, directory: str) -> None:
         self.storage = storage
