@@ -290,7 +290,8 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def remove(self, path: str) -> bool:
-        """Delete one file (a symlink itself, never its target); False if it was absent."""
+        """Delete one file (a symlink itself, never its target); False if it was absent, where
+        the store can tell (S3 deletes whatever was there and answers alike: True)."""
 
     def sync_directory(self, directory: str) -> None:
         """Make renames and deletions in `directory` durable (where that means anything)."""

@@ -541,10 +541,12 @@ class _Upload:
         try:
             if self._spooled:
                 self.file.close()
-            elif hasattr(self.file, "discard"):  # abort a multipart upload
-                self.file.discard()
             else:
-                self.file.closed = True  # buffered files marked closed never upload
+                if hasattr(self.file, "discard"):  # abort a multipart upload
+                    self.file.discard()
+                # marked closed, a buffered file never uploads (s3fs's, once discarded, would
+                # otherwise fail to flush when collected: an "exception ignored" on stderr)
+                self.file.closed = True
         except Exception as exc:  # noqa: BLE001
             _log.debug("discarding %s: %s", self.path, exc)
 
