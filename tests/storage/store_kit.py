@@ -26,11 +26,14 @@ from ckptkit.storage.base import Storage
 from ckptkit.storage.crc import crc32c
 from ckptkit.storage.lock import EDIT, LOCK_FILENAME
 
-DATA = bytes(range(256)) * 4 + b"tail"  # 1028 bytes, every byte value, no two offsets alike
+DATA = bytes(range(256)) * 4 + b"tail"  # 1028 bytes: every byte value, and a tail to find
 
 
 class Place:
-    """A fresh directory `root` on the store under test, and a back door to its files."""
+    """A fresh directory `root` on the store under test, and a back door to its files.
+    `watch_publications(monkeypatch, published)` (writable stores) makes the store append
+    the final path of each file to `published` as it publishes it, by watching (not
+    replacing) the store's own publishing step."""
 
     def __init__(self, root: str, put: Callable[[str, bytes], None], get: Callable[[str], bytes | None],
                  names: Callable[[str], set[str]], watch_publications: Callable[[pytest.MonkeyPatch, list[str]], None]
@@ -192,8 +195,8 @@ class WriteTests:
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
         data, index = place.path("m.data-00000-of-00001"), place.path("m.index")
         published: list[str] = []
-        if place.watch_publications is not None:
-            place.watch_publications(monkeypatch, published)
+        assert place.watch_publications is not None, "a writable store's Place says how it publishes"
+        place.watch_publications(monkeypatch, published)
         with place.store.commit(place.root, lock_timeout=5.0, role=EDIT) as tx:
             shard = tx.shard(data)
             assert shard.path == data
@@ -206,8 +209,7 @@ class WriteTests:
             tx.publish()
         assert place.get("m.data-00000-of-00001") == DATA and place.get("m.index") == b"the index"
         assert place.names() == {"m.data-00000-of-00001", "m.index"}  # no temp file left
-        if place.watch_publications is not None:
-            assert [p for p in published if p in (data, index)] == [data, index]
+        assert [p for p in published if p in (data, index)] == [data, index]
 
     @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # no noise from dropped uploads
     def test_leaving_the_block_without_publishing_leaves_nothing(self, place: Place) -> None:
