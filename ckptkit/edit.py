@@ -131,12 +131,24 @@ class _Edit:
         if key not in self.items:
             raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=key)
 
-    def slice_keys(self, key: str) -> list[str]:
-        """The keys a partitioned variable's slices are stored under ([] for a plain tensor)."""
+    def slice_keys(self, key: str, *, missing_ok: bool = False) -> list[str]:
+        """The keys a partitioned variable's slices are stored under ([] for a plain tensor);
+        a slice the full-shape entry lists but the index lacks is a DataLossError (as a read
+        reports it), never a KeyError halfway through an edit. `missing_ok` (removing the
+        variable, which repairs such an index): the slices there are."""
         if is_slice_key(key):
             return []
-        return [bundle.decode_key(encode_tensor_name_slice(key, TensorSlice.from_proto(p, path=self.prefix, key=key)))
-                for p in self.index.entry(key).slices]
+        found = []
+        for proto in self.index.entry(key).slices:
+            tslice = TensorSlice.from_proto(proto, path=self.prefix, key=key)
+            slice_key = bundle.decode_key(encode_tensor_name_slice(key, tslice))
+            if slice_key not in self.items:
+                if missing_ok:
+                    continue
+                raise DataLossError(f"slice {tslice.spec()} is listed but missing from the index",
+                                    path=self.index.path, key=key)
+            found.append(slice_key)
+        return found
 
     def keys(self) -> list[str]:
         """Tensor names, as a reader lists them (no slice keys)."""
@@ -512,7 +524,7 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
     removed = []
     for key in chosen:
         edit.require(key)
-        removed += [key, *edit.slice_keys(key)]
+        removed += [key, *edit.slice_keys(key, missing_ok=True)]
     gone = set(removed)
     items = {k: v for k, v in edit.items.items() if k not in gone and k not in renames}
     for old, new in renames.items():

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
     from numpy.typing import ArrayLike
 
-    from ..storage.base import Progress, ShardFile
+    from ..storage.base import NewFile, Progress, ShardFile
     from .coding import AnyBuffer
 
 # --------------------------------------------------------------------------- reading
@@ -858,7 +858,7 @@ def make_header(num_shards: int, endianness: BundleHeaderProto.Endianness = LITT
 
 
 def write_index(prefix: str, header: BundleHeaderProto,
-                entries: Iterable[tuple[str | bytes, bytes]], out: AtomicFile | None = None) -> AtomicFile:
+                entries: Iterable[tuple[str | bytes, bytes]], out: NewFile | None = None) -> NewFile:
     """Write an index (entries: key, serialized entry) to a temp file, flushed and
     fsynced: `out` (a `Commit.file`, which publishes it) or a new AtomicFile, which the
     caller commits (tests use that to plant hand-made indexes)."""

@@ -7,48 +7,24 @@ that contain crcs stays well distributed).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeAlias, cast
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeAlias
+
+# The raw crc32c and buffer views are the storage layer's (it sums shards as it writes
+# them); they are re-exported here for the formats.
+from ..storage.crc import byte_view as byte_view
+from ..storage.crc import crc32c as crc32c
 
 if TYPE_CHECKING:
     import mmap
 
     import numpy as np
-    from typing_extensions import Buffer
+
+    from ..storage.crc import AnyBuffer as AnyBuffer
 
     # What the byte-at-a-time decoders index into (and take len() of).
     Bytes: TypeAlias = bytes | bytearray | memoryview | mmap.mmap
-    # What crc32c reads: any buffer (numpy's stubs declare ndarray one from Python 3.12 on).
-    AnyBuffer: TypeAlias = Buffer | np.ndarray
 
-
-def _load_crc32c() -> Callable[..., int]:  # (buffer, value) -> crc
-    """The `crc32c` package's C function, without running the package's __init__.
-
-    That __init__ looks up its own version through importlib.metadata, which costs
-    ~30 ms: a tenth of a `ckptkit ls`. Loading the extension module from the package's
-    folder gives the same function; any surprise falls back to the plain import.
-    """
-    try:
-        import importlib.machinery  # noqa: PLC0415 - needed once, at import
-        import importlib.util  # noqa: PLC0415 - needed once, at import
-
-        package = importlib.util.find_spec("crc32c")
-        locations = package.submodule_search_locations if package is not None else None
-        spec = importlib.machinery.PathFinder.find_spec("crc32c._crc32c", list(locations or ()))
-        if spec is None or spec.loader is None:
-            raise ImportError("no crc32c._crc32c next to the crc32c package")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        fn: Callable[..., int] = module.crc32c
-        return fn
-    except Exception:  # noqa: BLE001 - any layout we don't know: the documented way
-        import crc32c  # noqa: PLC0415 - the fallback only
-
-        return crc32c.crc32c
-
-
-_crc32c_fn = _load_crc32c()
 
 MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
@@ -61,16 +37,6 @@ class VarintError(ValueError):
     """A varint ran past the end of its buffer or past 64 bits (callers add the file name)."""
 
 
-def crc32c(data: AnyBuffer, value: int = 0) -> int:
-    """crc32c (Castagnoli) of `data`, extending `value`; hardware accelerated, buffers welcome."""
-    return _crc32c_fn(data, value)
-
-
-def byte_view(data: AnyBuffer) -> memoryview:
-    """`data` (any buffer, a numpy array among them) as a flat memoryview of bytes."""
-    return memoryview(cast("Buffer", data)).cast("B")  # ndarray's stubs call it a buffer only on 3.12+
-
-
 def mask_crc(crc: int) -> int:
     return ((((crc >> 15) | (crc << 17)) & _U32) + MASK_DELTA) & _U32
 
@@ -81,7 +47,7 @@ def unmask_crc(masked: int) -> int:
 
 
 def masked_crc32c(data: AnyBuffer) -> int:
-    return mask_crc(_crc32c_fn(data, 0))
+    return mask_crc(crc32c(data, 0))
 
 
 def encode_varint(value: int) -> bytes:

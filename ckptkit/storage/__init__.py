@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError
-from .base import Identity, ReadHandle, Storage
+from .base import Identity, ReadHandle, Storage, Transaction
 from .journal import Recovery, pending_journals
 from .journal import recover as recover_journals
 from .local import LocalStorage
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LOCAL", "Commit", "Identity", "ReadHandle", "Recovery", "Storage", "abspath", "exists", "fspath",
            "is_url", "isabs", "isdir", "isfile", "join", "locked_directory", "match", "of", "pending_commits",
-           "recover", "relpath", "options", "same_directory", "write_file"]
+           "recover", "relpath", "options", "same_directory", "Transaction", "write_file"]
 
 LOCAL = LocalStorage()
 _URL = re.compile(r"^(?P<protocol>[a-zA-Z][a-zA-Z0-9+.-]+)://")
@@ -154,9 +154,10 @@ def same_directory(a: str, b: str) -> bool:
     return LOCAL.realpath(a) == LOCAL.realpath(b)
 
 
-def Commit(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT) -> Any:  # noqa: N802 - used like the class it builds
+def Commit(directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS,  # noqa: N802 - used like a class
+           role: str = EDIT) -> Transaction:
     """`with Commit(directory) as tx:` — the transaction publishing new files in
-    `directory` (see journal.LocalCommit for its methods and guarantees)."""
+    `directory` (see base.Transaction for its methods and guarantees)."""
     return of(directory).commit(directory or os.curdir, lock_timeout=lock_timeout, role=role)
 
 

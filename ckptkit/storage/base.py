@@ -13,7 +13,8 @@ import contextlib
 import io
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from ..errors import CheckpointError, ConcurrentModificationError, DataLossError
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from _typeshed import SupportsWrite
     from typing_extensions import Buffer
 
-    from ..format.coding import AnyBuffer
+    from .crc import AnyBuffer
 
 COPY_CHUNK = 8 << 20  # bytes per read when copying files: big calls, still cache-sized
 
@@ -33,9 +34,77 @@ class ShardFile(Protocol):
     """A data shard being written (a local ShardWriter, an object store's upload): bytes
     appended at `offset`, each write returning crc32c(data, crc), unmasked."""
 
+    path: str  # where `publish` puts it
     offset: int
 
     def write(self, data: AnyBuffer, crc: int = 0) -> int: ...
+
+    def close(self) -> None:
+        """Everything written is on its way (flushed, fsynced locally); idempotent."""
+
+
+class NewFile(Protocol):
+    """A small file being written in a transaction (an index, a `.meta`, a state file, an
+    `.npz`): appended to, published by `Transaction.publish` (a local AtomicFile, an
+    object store's upload)."""
+
+    path: str  # where `publish` puts it
+
+    @property
+    def file(self) -> IO[bytes]:
+        """The binary file object written to (for writers that want one: zipfile)."""
+
+    def write(self, data: Buffer) -> int: ...
+
+    def close(self) -> None:
+        """Everything written is on its way (flushed, fsynced locally); idempotent."""
+
+    def discard(self) -> None:
+        """Give the file up: it is never published (and its temp bytes are deleted)."""
+
+
+class Transaction(Protocol):
+    """`with store.commit(directory) as tx:` — new files in `directory` published together.
+
+    Create files with `file`/`shard`/`link` (in publication order: the index last), name
+    old files to delete with `delete_after`, then `publish()`. Leaving the block without
+    publishing (an exception, or no `publish`) aborts: nothing new becomes visible. Every
+    path must be in `directory` (else a CheckpointError). Implemented by the local
+    journaled commit (journal.LocalCommit: atomic, under the directory's lock) and the
+    object stores' ordered uploads (remote.ObjectCommit), both checked by
+    tests/storage/store_kit.py.
+    """
+
+    directory: str
+
+    def __enter__(self) -> Transaction: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None, /) -> None: ...
+
+    def file(self, path: str) -> NewFile:
+        """A new small file to be published at `path`."""
+
+    def shard(self, path: str) -> ShardFile:
+        """A new data shard to be published at `path` (streamed: big writes, bounded memory)."""
+
+    def link(self, source: str, path: str, what: str = "data shard", progress: Progress | None = None) -> None:
+        """Publish `source`'s bytes at `path` too (a hard link where the store can, else a
+        copy); `progress` is told the bytes done."""
+
+    def delete_after(self, path: str) -> None:
+        """Delete `path` once the new files are published (unless one of them is `path`)."""
+
+    def guard(self, path: str, since: Identity | None) -> None:
+        """Publication fails (ConcurrentModificationError, nothing published) unless `path`
+        still has the identity `since` it had when the caller read it."""
+
+    def publish(self) -> None:
+        """Make every new file visible, data before the index (creation order), then
+        delete what `delete_after` named."""
+
+    def abort(self) -> None:
+        """Give every new file up; nothing new becomes visible."""
 
 
 def usable_cpus() -> int:
@@ -221,15 +290,16 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def remove(self, path: str) -> bool:
-        """Delete one file (a symlink itself, never its target); False if it was absent."""
+        """Delete one file (a symlink itself, never its target); False if it was absent, where
+        the store can tell (S3 deletes whatever was there and answers alike: True)."""
 
     def sync_directory(self, directory: str) -> None:
         """Make renames and deletions in `directory` durable (where that means anything)."""
         return None
 
     @abc.abstractmethod
-    def commit(self, directory: str, *, lock_timeout: float | None, role: str) -> Any:
-        """A transaction publishing new files in `directory` (see journal.LocalCommit)."""
+    def commit(self, directory: str, *, lock_timeout: float | None, role: str) -> Transaction:
+        """A transaction publishing new files in `directory` (see `Transaction`)."""
 
     def lock(self, directory: str, timeout: float | None, role: str) -> contextlib.AbstractContextManager[None]:
         """Hold `directory`'s writer lock (stores without locks: nothing)."""

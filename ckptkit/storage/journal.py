@@ -283,7 +283,9 @@ def published_identity(last_final: str) -> FileIdentity | None:
 
 
 class LocalCommit:
-    """`with LocalCommit(directory) as tx:` — create files with `tx.file`/`tx.shard`/`tx.link`,
+    """The local filesystem's `base.Transaction`.
+
+    `with LocalCommit(directory) as tx:` — create files with `tx.file`/`tx.shard`/`tx.link`,
     then `tx.publish()`; leaving the block without publishing deletes every temp file.
 
     Files are published in the order they were created, so create the index last.

@@ -47,10 +47,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import CheckpointChangedError, CheckpointError, InvalidArgumentError, NotFoundError, StorageError
 from . import READ_DEADLINE_ENV, READ_DEADLINE_SECONDS, http_range
 from .base import COPY_CHUNK, Identity, Progress, ReadHandle, Storage, check_unchanged, copy_range
+from .crc import byte_view, crc32c
 from .lock import EDIT, EDIT_WAIT_SECONDS
 
 if TYPE_CHECKING:
-    from ..format.coding import AnyBuffer
+    from .crc import AnyBuffer
 
 _log = logging.getLogger(__name__)
 
@@ -507,8 +508,6 @@ class _Upload:
             self.file = call(path, "new file", lambda: storage.fs.open(storage.key(path), "wb"))
 
     def write(self, data: AnyBuffer, crc: int = 0) -> int:
-        from ..format.coding import byte_view, crc32c  # noqa: PLC0415 - shard writes want the running crc
-
         view = byte_view(data)
         call(self.path, "new file", lambda: self.file.write(view))
         self.offset += len(view)
@@ -542,16 +541,18 @@ class _Upload:
         try:
             if self._spooled:
                 self.file.close()
-            elif hasattr(self.file, "discard"):  # abort a multipart upload
-                self.file.discard()
             else:
-                self.file.closed = True  # buffered files marked closed never upload
+                if hasattr(self.file, "discard"):  # abort a multipart upload
+                    self.file.discard()
+                # marked closed, a buffered file never uploads (s3fs's, once discarded, would
+                # otherwise fail to flush when collected: an "exception ignored" on stderr)
+                self.file.closed = True
         except Exception as exc:  # noqa: BLE001
             _log.debug("discarding %s: %s", self.path, exc)
 
 
 class ObjectCommit:
-    """`LocalCommit`'s interface for object stores: files completed in creation order."""
+    """The `Transaction` of object stores (`LocalCommit`'s interface): files completed in creation order."""
 
     def __init__(self, storage: FsspecStorage, directory: str) -> None:
         self.storage = storage

@@ -13,11 +13,11 @@ import threading
 from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError
-from ..format.coding import byte_view, crc32c
+from .crc import byte_view, crc32c
 from .files import AtomicFile
 
 if TYPE_CHECKING:
-    from ..format.coding import AnyBuffer
+    from .crc import AnyBuffer
 
 CHUNK = 8 << 20        # bytes per write call and per crc piece: big calls, still cache-sized
 _BUFFERS = 3           # bounce buffers in flight (3 x 8 MiB: memory stays bounded)

@@ -20,7 +20,8 @@ import ckptkit
 from ckptkit import edit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError
-from ckptkit.format import bundle
+from ckptkit.format import bundle, slices
+from ckptkit.proto.tensor_bundle_pb2 import BundleEntryProto
 from ckptkit.storage import files
 from ckptkit.storage.journal import JOURNAL_SUFFIX
 
@@ -136,3 +137,24 @@ def test_compact_of_a_header_claiming_30000_shards_writes_only_the_referenced_on
     assert sorted(os.listdir(tmp_path / "out")) == ["model.data-29999-of-30000", "model.index"]
     np.testing.assert_array_equal(tf.train.load_checkpoint(str(tmp_path / "out" / "model")).get_tensor("x"),
                                   np.arange(4))
+
+
+def test_a_partitioned_variable_whose_slice_entry_is_missing(tmp_path):
+    """Its full-shape entry ([2^40, 2]) lists a slice the index lacks: renaming it is one
+    DataLossError naming the key (it was an internal KeyError), nothing written; removing
+    it is what repairs such an index, so rm works."""
+    full = BundleEntryProto(dtype=1)
+    full.shape.dim.add(size=1 << 40)
+    full.shape.dim.add(size=2)
+    full.slices.append(slices.TensorSlice.full(2).to_proto())
+    prefix = hostile_v2(tmp_path, {"p": full, "ok": BundleEntryProto(dtype=1, size=0)})
+    before = sorted(os.listdir(tmp_path))
+    for args in (["rename", "-c", prefix, "p", "q"], ["rename", "-c", prefix, "p", "q", "-o", str(tmp_path / "o")],
+                 ["rename", "-c", prefix, "--regex", "(.*)", r"x\1"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, args
+        assert result.output == (f"ckptkit: error: {bundle.index_filename(prefix)}: key 'p': slice -:- is listed "
+                                 "but missing from the index\n"), args
+    assert sorted(os.listdir(tmp_path)) == before
+    assert edit.remove_keys(prefix, ["p"]) == ["p"]
+    assert ckptkit.list_variables(prefix) == [("ok", [])]

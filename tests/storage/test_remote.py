@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import CKPTKIT, REPO, make_seed, same_values, subprocess_env, tf_values
-from servers import free_port, http_server, plain_http_server, s3_server, silent_server
+from servers import free_port, http_server, plain_http_server, silent_server
 
 import ckptkit
 from ckptkit import edit, info, storage
@@ -36,16 +36,6 @@ VALUES = {"dense/kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "dense/
 
 def _values(step: int) -> dict:
     return {k: (v * step if v.dtype.kind == "f" else v) for k, v in VALUES.items()}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as options:
-        import boto3  # noqa: PLC0415 - comes with moto
-
-        boto3.client("s3", aws_access_key_id="testing", aws_secret_access_key="testing",
-                     **options["client_kwargs"]).create_bucket(Bucket="bucket")
-        yield options
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
