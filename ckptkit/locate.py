@@ -12,7 +12,7 @@ import os
 from typing import NamedTuple
 
 from . import storage
-from .errors import NotFoundError, UnsupportedError
+from .errors import NotFoundError
 from .format import naming, registry
 from .state import STATE_FILENAME, get_checkpoint_state, latest_checkpoint
 from .storage.files import is_temp_name
@@ -80,10 +80,6 @@ def _resolve(path: str | os.PathLike, as_prefix: bool) -> tuple[str, str | None]
     if storage.is_url(path) and storage.isfile(storage.join(path, STATE_FILENAME)):
         return _resolve_directory(path)  # HTTP has no directories to see: its state file says it is one
     if storage.exists(path):
-        if path.lower().endswith(naming.KERAS_FILE_SUFFIXES):
-            raise UnsupportedError(
-                "a Keras weights file, not a TensorFlow checkpoint: ckptkit does not read Keras files yet; in "
-                "Keras, tf.train.Checkpoint(model=model).write(PREFIX) writes a checkpoint it reads", path=path)
         raise NotFoundError("not a TensorFlow checkpoint (no matching .index file, not a V1 table)", path=path)
     raise NotFoundError("no checkpoint at this path", path=path)
 

@@ -15,7 +15,7 @@ import re
 from .. import storage
 from . import registry
 
-__all__ = ["TENSOR_FILE_SUFFIXES", "KERAS_FILE_SUFFIXES", "tensor_file_format",
+__all__ = ["TENSOR_FILE_SUFFIXES", "tensor_file_format",
            "INDEX_SUFFIX", "DATA_SUFFIX", "V1_SHARD_PATTERN", "V1_SHARD_GLOB", "index_filename", "data_filename",
            "existing_data_files", "v2_file_regex", "meta_graph_filename", "v1_shard_filename",
            "v1_shard_set_pattern", "existing_v1_shards", "SAVED_MODEL_FILENAMES",
@@ -42,9 +42,6 @@ _SHARD_TAIL = re.compile(r"-[\d?]+-of-\d+$")
 
 # single files of tensors, by extension: the file formats of registry.FORMATS
 TENSOR_FILE_SUFFIXES = {suffix: f.name for f in registry.FORMATS for suffix in f.suffixes}
-# Keras weight files (HDF5 `save_weights`/`.h5` models, `.keras` zips): not read yet, so
-# a path with one of these names gets a hint instead of "not a TensorFlow checkpoint".
-KERAS_FILE_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 
 def tensor_file_format(path: str) -> str | None:

@@ -128,6 +128,9 @@ FORMATS: tuple[Format, ...] = (
            verified="header offsets consistent, every tensor readable; safetensors has no checksums"),
     Format("npz", 0, "ckptkit.format.npz", (".npz",), checksums=False,
            verified="every .npy header valid, every tensor readable; npz has no checksums"),
+    Format("keras", 0, "ckptkit.format.keras", (".weights.h5", ".keras", ".h5", ".hdf5"), checksums=False,
+           verified="HDF5 structure and every dataset's size checked, every tensor readable; "
+                    "Keras files have no checksums"),
     Format("v1", 1, "ckptkit.format.v1"),
 )
 V2 = FORMATS[0]  # what SavedModels and Savers write

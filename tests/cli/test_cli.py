@@ -562,18 +562,17 @@ def test_ls_tree_follows_the_tf2_object_graph(tf, tmp_path):
                         "    step/", "      .VARIABLE_VALUE int64[]  net/step/.ATTRIBUTES/VARIABLE_VALUE"]
 
 
-def test_keras_files_get_a_hint_not_not_a_checkpoint(tf, tmp_path):
-    model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
+def test_keras_files_are_listed_not_refused(tf, tmp_path):
+    model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2, name="head")])
     paths = [str(tmp_path / "m.weights.h5"), str(tmp_path / "m.keras"), str(tmp_path / "m.h5")]
     model.save_weights(paths[0])
     model.save(paths[1])
     model.save(paths[2])  # Keras 3's legacy HDF5 model file
-    for path in paths:
-        result = run("ls", path)
-        assert result.exit_code == 1
-        assert one_error_line(result.stderr) == (
-            f"ckptkit: error: {path}: a Keras weights file, not a TensorFlow checkpoint: ckptkit does not read "
-            "Keras files yet; in Keras, tf.train.Checkpoint(model=model).write(PREFIX) writes a checkpoint it reads")
+    legacy = sorted(w.path for w in model.weights)  # the legacy file's weight_names: the variables' paths
+    for path, names in zip(paths, [["head/bias", "head/kernel"]] * 2 + [legacy], strict=True):
+        result = run("ls", "--json", path)
+        assert result.exit_code == 0, result.stderr
+        assert sorted(t["name"] for t in json.loads(result.stdout)["tensors"]) == names
 
 
 def test_readme_command_list_matches_help():
