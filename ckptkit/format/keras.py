@@ -72,8 +72,8 @@ _BUILD_ORDER: dict[str, tuple[tuple[str, str | None], ...]] = {
     "LayerNormalization": (("gamma", "scale"), ("beta", "center")),
     "Embedding": (("embeddings", None),),
 }
-_SNAKE = {re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", c).lower().replace("conv1_d", "conv1d")
-          .replace("conv2_d", "conv2d").replace("conv3_d", "conv3d"): c for c in _BUILD_ORDER}
+# the group name Keras 3 gives a layer of each class (`Conv2DTranspose`: conv2d_transpose)
+_SNAKE = {re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", c).lower(): c for c in _BUILD_ORDER}
 
 
 def _h5py(path: str) -> ModuleType:

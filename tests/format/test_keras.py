@@ -249,3 +249,24 @@ def test_fuzz_flipped_and_truncated_files_never_crash(keras_files, tmp_path, kin
     assert outcomes["refused"] > 0 and outcomes["refused"] + outcomes["read"] + len(hangs) == CASES
     print(kind, outcomes, "HDF5 looped on", hangs)
     assert len(hangs) <= CASES // 20, hangs
+
+
+def test_every_class_of_the_build_order_table_is_named(tf, tmp_path):
+    """The table's classes, saved by Keras 3: each variable is LAYER/VAR, with and without
+    the .keras config."""
+    layers = tf.keras.layers
+    model = tf.keras.Sequential([
+        tf.keras.Input((8, 8, 3)), layers.DepthwiseConv2D(3), layers.SeparableConv2D(4, 3),
+        layers.Conv2DTranspose(2, 3), layers.LayerNormalization(), layers.Reshape((-1, 2)),
+        layers.Conv1D(2, 3), layers.SeparableConv1D(2, 3), layers.DepthwiseConv1D(3),
+        layers.Conv1DTranspose(2, 3), layers.EinsumDense("abc,cd->abd", output_shape=(None, 3), bias_axes="d"),
+        layers.Dense(2, use_bias=False)])
+    expected = sorted(f"{layer.name}/{w.name}" for layer in model.layers for w in layer.weights)
+    values = {f"{layer.name}/{w.name}": w.numpy() for layer in model.layers for w in layer.weights}
+    for name in ("m.weights.h5", "m.keras"):
+        path = str(tmp_path / name)
+        model.save_weights(path) if name.endswith(".weights.h5") else model.save(path)
+        with KerasFile(path) as f:
+            assert sorted(f.names) == expected
+            for key, value in values.items():
+                assert np.array_equal(f.read(key), value), key
