@@ -76,10 +76,11 @@ def toy(tmp_path, monkeypatch):
 
 
 def test_the_table_names_every_format_in_the_order_locate_tries_them():
-    assert [f.name for f in registry.FORMATS] == ["v2", "safetensors", "npz", "v1"]
-    assert [f.name for f in registry.file_formats()] == ["safetensors", "npz"]
+    assert [f.name for f in registry.FORMATS] == ["v2", "safetensors", "npz", "keras", "v1"]
+    assert [f.name for f in registry.file_formats()] == ["safetensors", "npz", "keras"]
     assert [f.name for f in registry.prefix_formats()] == ["v2", "v1"]
-    assert naming.TENSOR_FILE_SUFFIXES == {".safetensors": "safetensors", ".npz": "npz"}
+    assert naming.TENSOR_FILE_SUFFIXES == {".safetensors": "safetensors", ".npz": "npz", ".weights.h5": "keras",
+                                           ".keras": "keras", ".h5": "keras", ".hdf5": "keras"}
     assert registry.get("v1").format_version == 1
     with pytest.raises(KeyError):
         registry.get("h5")
