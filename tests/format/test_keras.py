@@ -270,3 +270,37 @@ def test_every_class_of_the_build_order_table_is_named(tf, tmp_path):
             assert sorted(f.names) == expected
             for key, value in values.items():
                 assert np.array_equal(f.read(key), value), key
+
+
+@pytest.mark.parametrize("kind", ["weights", "keras", "legacy"])
+def test_read_at_a_url(keras_files, kind):
+    """h5py reads through the store's file object: a file at a URL reads as the local one."""
+    fsspec = pytest.importorskip("fsspec")
+    _, paths = keras_files
+    url = f"memory://keras-test/{os.path.basename(paths[kind])}"
+    with open(paths[kind], "rb") as f:
+        fsspec.filesystem("memory").pipe(url, f.read())
+    with ckptkit.CheckpointReader(url) as remote, ckptkit.CheckpointReader(paths[kind]) as local:
+        assert list(remote) == list(local)
+        for key in local:
+            assert np.array_equal(remote.get_tensor(key), local.get_tensor(key)), key
+        assert np.array_equal(remote.get_slice("head/kernel")[2:4, 1:], local.get_tensor("head/kernel")[2:4, 1:])
+
+
+def test_keras2_save_weights_layout_as_in_hugging_face_tf_model_h5(tmp_path):
+    """Root `layer_names`, each layer's `weight_names` with TF's `:0` (what tf_keras's
+    save_weights and Hugging Face's tf_model.h5 hold), written here with h5py."""
+    path = str(tmp_path / "tf_model.h5")
+    kernel = np.arange(6, dtype=np.float32).reshape(2, 3)
+    names = [b"tf_bert_model/bert/embeddings/word_embeddings/weight:0", b"tf_bert_model/bert/pooler/kernel:0"]
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [b"bert"]
+        group = f.create_group("bert")
+        group.attrs["weight_names"] = names
+        group[names[0].decode()] = np.ones((4, 2), np.float16)
+        group[names[1].decode()] = kernel
+    with KerasFile(path) as f:
+        assert f.names == ["tf_bert_model/bert/embeddings/word_embeddings/weight", "tf_bert_model/bert/pooler/kernel"]
+        assert f.raw_path(f.names[1]) == "bert/tf_bert_model/bert/pooler/kernel:0"
+    assert np.array_equal(ckptkit.load(path)["tf_bert_model/bert/pooler/kernel"], kernel)
+    assert ckptkit.load(path)["tf_bert_model/bert/embeddings/word_embeddings/weight"].dtype == np.float16
