@@ -11,7 +11,7 @@ import functools
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -25,12 +25,12 @@ from .format.tensor_file import read_all
 from .objectgraph import OBJECT_GRAPH_KEY, friendly_names
 from .reader import CheckpointReader
 from .state import V1, V2, checkpoint_files
+from .storage.base import Progress
 
 __all__ = ["OBJECT_GRAPH_KEY", "SAFETENSORS_FORMAT", "check_destination", "convert", "existing_destination",
            "friendly_names_of", "open_source", "read_any", "read_npz", "read_safetensors", "safetensors_metadata",
            "source_bytes", "write_npz", "write_safetensors"]
 
-Progress = Callable[[int], None]
 
 
 def _kind(path: str) -> str:

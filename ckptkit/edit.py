@@ -65,7 +65,7 @@ from .objectgraph_edit import GraphEditor
 from .reader import CheckpointReader
 from .state import remove_checkpoint
 from .storage import Commit, locked_directory
-from .storage.base import ShardFile, copy_range
+from .storage.base import Progress, ShardFile, copy_range
 from .storage.files import temp_name
 from .storage.lock import EDIT_WAIT_SECONDS
 
@@ -77,7 +77,6 @@ Renamer = Mapping[str, str] | Callable[[str], str | None]
 # A changed object graph is written by rewriting the shard holding it when that shard's
 # other live bytes are at most this; else into a new shard of its own (see _Edit.publish).
 GRAPH_SHARD_COPY_LIMIT = 64 << 20
-Progress = Callable[[int], None]
 
 
 @dataclass
