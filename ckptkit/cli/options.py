@@ -24,15 +24,20 @@ if TYPE_CHECKING:
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def located(path: str) -> Location:
+def located(path: str, *, quiet: bool = False) -> Location:
     """The checkpoint a command's argument names, resolved once per command (later calls
     with the same path get the same Location): what the command passes down. A
-    directory that does not open its state file's latest gets its note here, once."""
+    directory that does not open its state file's latest gets its note here, once,
+    unless `quiet` (probing whether an argument is a checkpoint at all)."""
     from ..locate import locate  # noqa: PLC0415
 
-    found: dict[str, Location] = click.get_current_context().meta.setdefault("ckptkit.locations", {})
+    meta = click.get_current_context().meta
+    found: dict[str, Location] = meta.setdefault("ckptkit.locations", {})
+    noted: set[str] = meta.setdefault("ckptkit.noted", set())
     if path not in found:
         found[path] = locate(path)
+    if not quiet and path not in noted:
+        noted.add(path)
         line = resolution_note(found[path])
         if line:
             note(line)
@@ -136,7 +141,7 @@ def _is_checkpoint(path: str) -> bool:
     from ..reader import CheckpointReader  # noqa: PLC0415
 
     try:
-        with CheckpointReader(located(path)):
+        with CheckpointReader(located(path, quiet=True)):
             return True
     except (CheckpointError, OSError, ValueError):
         return False
@@ -148,7 +153,7 @@ def _names_in(ckpt: str, name: str) -> bool:
     from ..reader import CheckpointReader  # noqa: PLC0415
 
     try:
-        with CheckpointReader(located(ckpt)) as reader:
+        with CheckpointReader(located(ckpt, quiet=True)) as reader:
             if name in reader:
                 return True
             graph = reader.object_graph()
