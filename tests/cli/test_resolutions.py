@@ -125,3 +125,35 @@ def test_a_moved_directory_says_so(tmp_path, resolved):
     location = locate.locate(run)
     assert (location.prefix, location.how) == (os.path.join(run, "model"), locate.MOVED)
     assert location.recorded == "/gone/elsewhere/model"
+
+
+def _save_meanwhile(monkeypatch, run, prune: bool) -> None:
+    """Right after the edit resolves `run`, a Saver writes model-2 as latest (and prunes model)."""
+    real = edit.locate
+
+    def resolve_then_save(path):
+        found = real(path)
+        if prune:
+            for name in os.listdir(run):
+                if name.startswith("model."):
+                    os.unlink(os.path.join(run, name))
+        ckptkit.save(os.path.join(run, "model-2"), TENSORS)
+        ckptkit.update_checkpoint_state(run, os.path.join(run, "model-2"))
+        return found
+
+    monkeypatch.setattr(edit, "locate", resolve_then_save)
+
+
+def test_an_edit_edits_what_it_resolved_before_the_lock(run, monkeypatch, resolved):
+    _save_meanwhile(monkeypatch, run, prune=False)
+    edit.rename_keys(run, {"b/w": "c/w"})
+    assert resolved == [run]
+    assert "c/w" in ckptkit.load(os.path.join(run, "model"))
+    assert "b/w" in ckptkit.load(os.path.join(run, "model-2"))
+
+
+def test_an_edit_whose_checkpoint_was_pruned_meanwhile_resolves_again(run, monkeypatch, resolved):
+    _save_meanwhile(monkeypatch, run, prune=True)
+    edit.rename_keys(run, {"b/w": "c/w"})
+    assert resolved == [run, run]
+    assert "c/w" in ckptkit.load(os.path.join(run, "model-2"))
