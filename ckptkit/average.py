@@ -28,7 +28,6 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
-from typing import Any
 
 import numpy as np
 
@@ -40,10 +39,10 @@ from .format import bundle, naming
 from .format.slices import SlicedTensor, TensorSlice
 from .reader import CheckpointReader
 from .state import get_checkpoint_state
+from .storage.base import Progress, Transaction
 
 __all__ = ["average_checkpoints", "last_checkpoints"]
 
-Progress = Callable[[int], None]
 
 AVERAGED = ("float", "complex")  # DType.category values that are averaged
 AVERAGE_CHUNK_BYTES = 1 << 20  # per checkpoint and step: float64 sums of a chunk stay a few MiB
@@ -193,7 +192,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
             "averaged": averaged, "copied": len(plan) - averaged, "meta": meta[0] if meta else None}
 
 
-def _publish_meta(source_prefix: str, output: str, published: list[str], tx: Any) -> None:
+def _publish_meta(source_prefix: str, output: str, published: list[str], tx: Transaction) -> None:
     """In the output's commit `tx`: the source's `.meta` published at the output's (after
     its index, as a Saver does; its path appended to `published`); without one, an old
     `.meta` at the output (of another graph) is deleted."""

@@ -11,7 +11,7 @@ import functools
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -22,15 +22,16 @@ from .format import bundle, naming, registry
 from .format.npz import NpzFile, read_npz, write_npz
 from .format.safetensors import SafetensorsFile, read_safetensors, write_safetensors
 from .format.tensor_file import read_all
+from .locate import Location
 from .objectgraph import OBJECT_GRAPH_KEY, friendly_names
 from .reader import CheckpointReader
 from .state import V1, V2, checkpoint_files
+from .storage.base import Progress
 
 __all__ = ["OBJECT_GRAPH_KEY", "SAFETENSORS_FORMAT", "check_destination", "convert", "existing_destination",
            "friendly_names_of", "open_source", "read_any", "read_npz", "read_safetensors", "safetensors_metadata",
            "source_bytes", "write_npz", "write_safetensors"]
 
-Progress = Callable[[int], None]
 
 
 def _kind(path: str) -> str:
@@ -42,7 +43,7 @@ def _kind(path: str) -> str:
 class _CheckpointSource:
     """A checkpoint's tensors as TF lists them (partitioned variables whole; V1 or V2)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str | Location) -> None:
         self.reader = CheckpointReader(path)
         self.names = list(self.reader)
         self._dtypes = self.reader.get_variable_to_dtype_map()
@@ -67,15 +68,16 @@ class _CheckpointSource:
 Source = _CheckpointSource | SafetensorsFile | NpzFile
 
 
-def open_source(path: str | os.PathLike) -> Source:
+def open_source(path: str | os.PathLike | Location) -> Source:
     """The tensors of a checkpoint, .npz or .safetensors file (by extension): `names`,
-    `meta(name)` (dtype, shape) without reading data, `read(name)`; a context manager."""
-    path = storage.fspath(path)
-    fmt = registry.by_extension(path)
+    `meta(name)` (dtype, shape) without reading data, `read(name)`; a context manager.
+    A Location (resolved where the path entered) is opened as it is."""
+    name = path.prefix if isinstance(path, Location) else storage.fspath(path)
+    fmt = registry.by_extension(name)
     if fmt is not None:
-        found: NpzFile | SafetensorsFile = fmt.code().open_file(path)
+        found: NpzFile | SafetensorsFile = fmt.code().open_file(name)
         return found
-    return _CheckpointSource(path)
+    return _CheckpointSource(path if isinstance(path, Location) else name)
 
 
 def read_any(path: str | os.PathLike, progress: Progress | None = None) -> dict[str, np.ndarray]:
@@ -85,11 +87,12 @@ def read_any(path: str | os.PathLike, progress: Progress | None = None) -> dict[
         return read_all(source, progress)
 
 
-def source_bytes(path: str | os.PathLike) -> int:
+def source_bytes(path: str | os.PathLike | Location) -> int:
     """Roughly the bytes `read_any` will read (for progress bars)."""
-    path = storage.fspath(path)
+    location = path if isinstance(path, Location) else None
+    path = location.prefix if location is not None else storage.fspath(path)
     if _kind(path) == "checkpoint":
-        with CheckpointReader(path) as reader:
+        with CheckpointReader(location or path) as reader:
             shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
             return sum(math.prod(shapes[k]) * (0 if dtypes[k].is_string else dtypes[k].itemsize)
                        for k in reader)
@@ -271,7 +274,7 @@ def safetensors_metadata(src: str, extra: Mapping[str, str] | None, dst: str) ->
     return out
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int = 1,
+def convert(src: str | os.PathLike | Location, dst: str | os.PathLike, *, num_shards: int = 1,
             include: Iterable[str] = (), exclude: Iterable[str] = (),
             cast: Mapping[str, str] | None = None, rename: tuple[str, str] | None = None,
             friendly_names: bool = False, strict: bool = False, overwrite: bool = False,
@@ -305,7 +308,9 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     `dry_run=True` nothing is written and "plan" lists what would be: [{"name",
     "new_name", "dtype" (as written), "source_dtype", "shape", "bytes"}].
     """
-    src, dst = storage.fspath(src), storage.fspath(dst)
+    source_at = src if isinstance(src, Location) else None  # resolved where it entered: opened as it is
+    src = source_at.given or source_at.prefix if source_at is not None else storage.fspath(src)
+    dst = storage.fspath(dst)
     if storage.abspath(src) == storage.abspath(dst):
         raise InvalidArgumentError("source and destination are the same file", path=dst)
     kind = _kind(dst)
@@ -316,7 +321,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, num_shards: int =
     check_destination(dst, make_parents=kind == "checkpoint", exist_ok=overwrite)
     casts = _parse_casts(cast)
     header = safetensors_metadata(src, metadata, dst) if kind == "safetensors" else None
-    with _naming(src), open_source(src) as source:
+    with _naming(src), open_source(source_at or src) as source:
         plan, left_out, sources = _plan(source, kind, dst, list(include), list(exclude), casts, rename,
                                         friendly_names, strict)
         if dry_run:

@@ -54,18 +54,18 @@ from .errors import (
     TensorNotFoundError,
     UnsupportedError,
 )
-from .format import bundle
+from .format import bundle, registry
 from .format.coding import mask_crc
 from .format.naming import meta_graph_filename
 from .format.slices import TensorSlice, encode_tensor_name_slice, is_slice_key  # is_slice_key: re-exported
-from .locate import resolve_prefix
+from .locate import Location, locate, resolve_prefix
 from .meta_edit import rewrite_meta
 from .objectgraph import OBJECT_GRAPH_KEY
 from .objectgraph_edit import GraphEditor
 from .reader import CheckpointReader
 from .state import remove_checkpoint
 from .storage import Commit, locked_directory
-from .storage.base import ShardFile, copy_range
+from .storage.base import Progress, ShardFile, copy_range
 from .storage.files import temp_name
 from .storage.lock import EDIT_WAIT_SECONDS
 
@@ -77,7 +77,6 @@ Renamer = Mapping[str, str] | Callable[[str], str | None]
 # A changed object graph is written by rewriting the shard holding it when that shard's
 # other live bytes are at most this; else into a new shard of its own (see _Edit.publish).
 GRAPH_SHARD_COPY_LIMIT = 64 << 20
-Progress = Callable[[int], None]
 
 
 @dataclass
@@ -281,7 +280,7 @@ def _append_string(out: ShardFile, shard: int, data: bytes) -> bytes:
 
 
 @contextmanager
-def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
+def _editing(prefix: str | os.PathLike | Location, output: str | os.PathLike | None,
              lock_timeout: float | None, overwrite: bool = False) -> Iterator[_Edit]:
     """Lock the checkpoint's directory (and the output's), then read the index.
 
@@ -290,7 +289,8 @@ def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
     output other than the checkpoint itself that already exists is refused, under the
     lock and before anything is written, unless `overwrite`.
     """
-    given, prefix = prefix, resolve_prefix(prefix)
+    location = locate(prefix)  # once: a Location passed down is not resolved again
+    prefix = location.prefix
     target = None if output is None else storage.fspath(output)
     if target is not None:
         if not os.path.basename(target):
@@ -301,11 +301,15 @@ def _editing(prefix: str | os.PathLike, output: str | os.PathLike | None,
     with ExitStack() as stack:
         for directory in sorted(directories):  # one order for everyone: no lock-order deadlock
             stack.enter_context(locked_directory(directory, lock_timeout))
-        # Again, under the lock: a Saver may have pruned or replaced what `given` named.
-        now = resolve_prefix(given)
+        # Again, under the lock: a Saver may have pruned what was resolved (then the path
+        # is resolved again: a pruned prefix is not found, a directory names its new latest).
+        now = prefix
+        if not registry.get(location.format).holds(prefix):
+            now = resolve_prefix(location.given or prefix)
         if os.path.dirname(now) != os.path.dirname(prefix):
             raise ConcurrentModificationError("changed by another program while waiting for its lock; "
-                                              "nothing was written, run it again", path=os.fspath(given))
+                                              "nothing was written, run it again",
+                                              path=location.given or prefix)
         if target is not None and not (storage.abspath(target) == storage.abspath(now)
                                        and storage.isfile(bundle.index_filename(now))):
             check_destination(target, make_parents=True, exist_ok=overwrite)
@@ -435,7 +439,7 @@ def _renamed(edit: _Edit, mapping: dict[str, str], overwrite: bool,
                    graph=data)
 
 
-def rename_keys(prefix: str | os.PathLike, mapping_or_fn: Renamer, *, overwrite: bool = False,
+def rename_keys(prefix: str | os.PathLike | Location, mapping_or_fn: Renamer, *, overwrite: bool = False,
                 output: str | os.PathLike | None = None, dry_run: bool = False,
                 progress: Progress | None = None, drop_meta: bool = False,
                 lock_timeout: float | None = EDIT_WAIT_SECONDS) -> dict[str, str]:
@@ -535,7 +539,7 @@ def _removal(edit: _Edit, names: Iterable[str], glob: Iterable[str], regex: Iter
     return _Change(items, renamed=renames, removed=removed, graph=data)
 
 
-def remove_keys(prefix: str | os.PathLike, names: Iterable[str] = (), *,
+def remove_keys(prefix: str | os.PathLike | Location, names: Iterable[str] = (), *,
                 glob: Iterable[str] = (), regex: Iterable[str] = (), optimizer: bool = False,
                 exclude: Iterable[str] = (),
                 output: str | os.PathLike | None = None, progress: Progress | None = None,
@@ -579,7 +583,7 @@ def ema_mapping(keys: Iterable[str], ema_name: str = "ExponentialMovingAverage")
             if k.endswith(suffix) and len(k) > len(suffix) and not is_slice_key(k)}
 
 
-def apply_ema(prefix: str | os.PathLike, *, output: str | os.PathLike | None = None,
+def apply_ema(prefix: str | os.PathLike | Location, *, output: str | os.PathLike | None = None,
               ema_name: str = "ExponentialMovingAverage", progress: Progress | None = None,
               drop_meta: bool = False, overwrite: bool = False,
               lock_timeout: float | None = EDIT_WAIT_SECONDS) -> dict[str, str]:
@@ -603,7 +607,7 @@ def apply_ema(prefix: str | os.PathLike, *, output: str | os.PathLike | None = N
     return mapping
 
 
-def compact(prefix: str | os.PathLike, *, remove: Iterable[str] = (),
+def compact(prefix: str | os.PathLike | Location, *, remove: Iterable[str] = (),
             output: str | os.PathLike | None = None, progress: Progress | None = None,
             drop_meta: bool = False, overwrite: bool = False,
             lock_timeout: float | None = EDIT_WAIT_SECONDS) -> int:
@@ -621,7 +625,7 @@ def compact(prefix: str | os.PathLike, *, remove: Iterable[str] = (),
                               overwrite=overwrite, lock_timeout=lock_timeout)[1]
 
 
-def remove_and_compact(prefix: str | os.PathLike, names: Iterable[str] = (), *,
+def remove_and_compact(prefix: str | os.PathLike | Location, names: Iterable[str] = (), *,
                        glob: Iterable[str] = (), regex: Iterable[str] = (), optimizer: bool = False,
                        exclude: Iterable[str] = (),
                        output: str | os.PathLike | None = None, progress: Progress | None = None,

@@ -19,7 +19,7 @@ published through the commit protocol under the locks of every directory involve
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 
 from . import storage
@@ -29,10 +29,10 @@ from .format import bundle, naming
 from .format.slices import TensorSlice, check_tiling, decode_tensor_name_slice, encode_tensor_name_slice, is_slice_key
 from .reader import resolve_prefix
 from .storage import Commit, locked_directory
+from .storage.base import Progress
 
 __all__ = ["merge_checkpoints"]
 
-Progress = Callable[[int], None]
 
 
 def _shown(key: str) -> str:

@@ -25,7 +25,7 @@ from .storage import locked_directory, write_file
 
 __all__ = ["CheckpointState", "V1", "V2", "check_state_file_path", "checkpoint_exists", "checkpoint_files",
            "generate_checkpoint_state_proto", "get_checkpoint_mtimes", "get_checkpoint_state",
-           "latest_checkpoint", "meta_graph_filename", "read_state_file", "remove_checkpoint",
+           "latest_checkpoint", "meta_graph_filename", "read_state_file", "recorded_latest", "remove_checkpoint",
            "resolve_checkpoint_path", "update_checkpoint_state", "write_state_file"]
 
 STATE_FILENAME = "checkpoint"
@@ -179,6 +179,31 @@ def get_checkpoint_state(checkpoint_dir: str | os.PathLike, latest_filename: str
     A path with a NUL byte can name no file and marks the state file as corrupt.
     """
     checkpoint_dir = storage.fspath(checkpoint_dir)
+    state = _checked_state(checkpoint_dir, latest_filename, strict)
+    if state is None:
+        return None
+    state.model_checkpoint_path = _resolve(checkpoint_dir, state.model_checkpoint_path)
+    resolved = [_resolve(checkpoint_dir, p) for p in state.all_model_checkpoint_paths]
+    del state.all_model_checkpoint_paths[:]
+    state.all_model_checkpoint_paths.extend(resolved)
+    return state
+
+
+def recorded_latest(checkpoint_dir: str | os.PathLike, *, strict: bool = False) -> tuple[str, str] | None:
+    """(as the state file writes it, where it points from here) of the directory's latest
+    checkpoint, or None without a state file; checked as `get_checkpoint_state` checks it,
+    in one read of the file and without resolving the other paths it lists: what a
+    reader opening the directory needs, and what says how it found its checkpoint."""
+    checkpoint_dir = storage.fspath(checkpoint_dir)
+    state = _checked_state(checkpoint_dir, None, strict)
+    if state is None:
+        return None
+    named = state.model_checkpoint_path
+    return named, _resolve(checkpoint_dir, named)
+
+
+def _checked_state(checkpoint_dir: str, latest_filename: str | None, strict: bool) -> CheckpointState | None:
+    """The state file's CheckpointState as written (paths not resolved), checked."""
     state_path = storage.join(checkpoint_dir, latest_filename or STATE_FILENAME)
     try:
         state = read_state_file(state_path)
@@ -194,10 +219,6 @@ def get_checkpoint_state(checkpoint_dir: str | os.PathLike, latest_filename: str
                                 "(TF: Invalid checkpoint state)", path=state_path)
     if any("\0" in p for p in [state.model_checkpoint_path, *state.all_model_checkpoint_paths]):
         raise DataLossError("checkpoint state file names a path with a NUL byte", path=state_path)
-    state.model_checkpoint_path = _resolve(checkpoint_dir, state.model_checkpoint_path)
-    resolved = [_resolve(checkpoint_dir, p) for p in state.all_model_checkpoint_paths]
-    del state.all_model_checkpoint_paths[:]
-    state.all_model_checkpoint_paths.extend(resolved)
     return state
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from . import dtypes as _dtypes
 from . import selection
 from .errors import InvalidArgumentError
 from .reader import CheckpointReader
+from .storage.base import Progress
 
 __all__ = ["Accumulator", "STATS_CHUNK_BYTES", "array_histogram", "array_stats", "checkpoint_stats",
            "histogram", "tensor_stats"]
@@ -30,7 +31,6 @@ __all__ = ["Accumulator", "STATS_CHUNK_BYTES", "array_histogram", "array_stats",
 STATS_CHUNK_BYTES = 1 << 20  # bytes read per step: float64 copies of a chunk stay a few MiB
 DEFAULT_BINS = 20
 
-Progress = Callable[[int], None]
 
 
 class Accumulator:

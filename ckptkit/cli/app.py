@@ -18,8 +18,7 @@ import click
 from .. import __version__
 from ..errors import CheckpointError
 from .failure import INTERRUPTED, Failure, error_text, os_message
-from .options import resolution_note
-from .render import echo, note
+from .render import echo
 
 _DEBUG_ENV = "CKPTKIT_DEBUG"
 
@@ -27,10 +26,6 @@ _DEBUG_ENV = "CKPTKIT_DEBUG"
 # The parameter naming the file a command works on, for errors the library raised
 # without one (commands with two files, diff and convert, have none).
 _FILE_PARAMS = ("ckpt", "file", "directory")
-
-
-# Parameters that may name a directory standing for its latest checkpoint.
-_CKPT_PARAMS = ("ckpt", "file", "src", "a", "b")
 
 
 @contextlib.contextmanager
@@ -51,8 +46,9 @@ def _quiet_state_log() -> Iterator[None]:
 class Command(click.Command):
     """A command whose CheckpointErrors always name a file: its own when the library's don't.
 
-    A directory given as a checkpoint that does not open its state file's latest (stale
-    or damaged state file, moved directory) gets a note on stderr saying which it opens.
+    Each checkpoint argument is resolved once, when the command first opens it
+    (`options.located`), which notes a directory that does not open its state file's
+    latest (stale or damaged state file, moved directory).
     """
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -60,14 +56,6 @@ class Command(click.Command):
             return self._invoke(ctx)
 
     def _invoke(self, ctx: click.Context) -> Any:
-        from .. import storage  # noqa: PLC0415 - commands import what they use
-
-        for param in _CKPT_PARAMS:
-            value = ctx.params.get(param)
-            if isinstance(value, str) and storage.isdir(value):
-                line = resolution_note(value)
-                if line:
-                    note(line)
         try:
             return super().invoke(ctx)
         except CheckpointError as exc:

@@ -23,6 +23,7 @@ from .options import (
     filter_options,
     hint_checkpoint_names,
     leading_checkpoint,
+    located,
     output_option,
     overwrite_option,
     use_checkpoint,
@@ -91,12 +92,12 @@ def rename_cmd(ctx: click.Context, ckpt: str, args: tuple[str, ...], regex: bool
     with hint_checkpoint_names(ckpt, [old]):
         if callable(renamer) and (include or exclude):  # a pattern's (checked above)
             renamer = _restricted(renamer, _picked(ckpt, include, exclude))
-        if (regex or as_glob) and not edit.rename_keys(ckpt, renamer, overwrite=overwrite, dry_run=True):
+        if (regex or as_glob) and not edit.rename_keys(located(ckpt), renamer, overwrite=overwrite, dry_run=True):
             how = "re.fullmatch" if regex else "glob"
             among = " among the names --include/--exclude pick" if include or exclude else ""
             raise Failure(f"{ckpt}: no tensor name{among} matches {old!r} ({how})")
         with render.progress(0 if dry_run else _copy_total(ckpt, output), "copying") as progress:
-            mapping = edit.rename_keys(ckpt, renamer, overwrite=overwrite, output=output,
+            mapping = edit.rename_keys(located(ckpt), renamer, overwrite=overwrite, output=output,
                                        dry_run=dry_run, progress=progress, drop_meta=drop_meta)
     _report_mapping(mapping, as_json, dry_run, output, "renamed")
 
@@ -106,7 +107,7 @@ def _picked(ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> se
     from ..reader import CheckpointReader  # noqa: PLC0415
     from ..selection import select  # noqa: PLC0415
 
-    with CheckpointReader(ckpt) as reader:
+    with CheckpointReader(located(ckpt)) as reader:
         return set(select(list(reader), include, exclude, path=reader.prefix))
 
 
@@ -145,7 +146,7 @@ def _copy_total(ckpt: str, output: str | None) -> int:
         return 0
     from ..convert import source_bytes  # noqa: PLC0415
 
-    return source_bytes(ckpt)
+    return source_bytes(located(ckpt))
 
 
 def _report_mapping(mapping: dict[str, str], as_json: bool, dry_run: bool, output: str | None, verb: str) -> None:
@@ -187,7 +188,7 @@ def ema_cmd(ctx: click.Context, ckpt: str, ckpt_arg: str | None, output: str | N
 
     check_output(output)
     with render.progress(_copy_total(ckpt, output), "copying") as progress:
-        mapping = edit.apply_ema(ckpt, output=output, ema_name=ema_name, progress=progress,
+        mapping = edit.apply_ema(located(ckpt), output=output, ema_name=ema_name, progress=progress,
                                  drop_meta=drop_meta, overwrite=overwrite)
     _report_mapping(mapping, as_json, False, output, "replaced by their averages:")
 
@@ -252,13 +253,13 @@ def rm_cmd(ctx: click.Context, ckpt: str, names: tuple[str, ...], include: tuple
                                  "exclude": exclude, "overwrite": overwrite}
     with hint_checkpoint_names(ckpt, plain):
         if dry_run:
-            removed = edit.remove_keys(ckpt, plain, dry_run=True, **selection)
+            removed = edit.remove_keys(located(ckpt), plain, dry_run=True, **selection)
             _report_removed(removed, as_json)
             note(f"dry run: would remove {plural(len(removed))}; nothing changed")
             return
         if compact:
             with render.progress(_copy_total(ckpt, output or ckpt), "compacting") as progress:
-                removed, freed = edit.remove_and_compact(ckpt, plain, output=output,
+                removed, freed = edit.remove_and_compact(located(ckpt), plain, output=output,
                                                          progress=progress, drop_meta=drop_meta, **selection)
             _report_removed(removed, as_json)
             if removed:
@@ -268,7 +269,7 @@ def rm_cmd(ctx: click.Context, ckpt: str, names: tuple[str, ...], include: tuple
             note(f"compacted: {human(freed)} reclaimed")
             return
         with render.progress(_copy_total(ckpt, output), "copying") as progress:
-            removed = edit.remove_keys(ckpt, plain, output=output, progress=progress,
+            removed = edit.remove_keys(located(ckpt), plain, output=output, progress=progress,
                                        drop_meta=drop_meta, **selection)
     _report_removed(removed, as_json)
     if not removed and optimizer and not names:
@@ -286,7 +287,7 @@ def _has_object_graph(ckpt: str) -> bool:
     from ..objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415
     from ..reader import CheckpointReader  # noqa: PLC0415
 
-    with CheckpointReader(ckpt) as reader:
+    with CheckpointReader(located(ckpt)) as reader:
         return OBJECT_GRAPH_KEY in reader
 
 

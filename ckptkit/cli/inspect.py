@@ -15,7 +15,7 @@ from ..errors import CheckpointError
 from . import render
 from .app import Command
 from .failure import Failure, error_line, error_text, os_message
-from .options import PATH, complete_tensor_names, filter_options
+from .options import PATH, complete_tensor_names, filter_options, located
 from .render import bytes_text, echo, echo_json, human, note, plural, printable, shape_text, table
 
 if TYPE_CHECKING:
@@ -50,9 +50,10 @@ def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, include: tuple[str
     from ..objectgraph import tree_text  # noqa: PLC0415
     from ..selection import by_glob, select  # noqa: PLC0415
 
-    prefix, infos = info.list_tensors(ckpt)
+    location = located(ckpt)
+    prefix, infos = info.list_tensors(location)
     if tree:
-        objects = info.object_tree(prefix, object_path)
+        objects = info.object_tree(location, object_path)
         if objects is not None and (include or exclude or count_exclude or sort != "name"):
             raise click.UsageError("--include, --exclude, --count-exclude and --sort apply to the flat listing; "
                                    "--tree of a TF2 checkpoint draws its object graph (give an OBJECT path to "
@@ -66,7 +67,7 @@ def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, include: tuple[str
                     echo(printable(line))
             return
     if object_path is not None:
-        wanted = set(info.object_keys(prefix, object_path))
+        wanted = set(info.object_keys(location, object_path))
         infos = [i for i in infos if i.name in wanted]
     picked = set(select([i.name for i in infos], include, exclude, path=prefix))
     infos = [i for i in infos if i.name in picked]
@@ -187,7 +188,7 @@ def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, 
         raise click.UsageError("give at least one NAME, --include GLOB or --all")
     single = len(names) == 1 and not all_tensors and not include
     out_list = []
-    with CheckpointReader(ckpt) as reader:
+    with CheckpointReader(located(ckpt)) as reader:
         chosen = list(reader) if all_tensors else _select(reader, names)
         chosen = select(list(reader), include, exclude, base=chosen, path=reader.prefix)
         single = single and len(chosen) == 1 and (names[0] in reader or not any(c in names[0] for c in "*?["))
@@ -326,7 +327,7 @@ def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, frien
     if rtol < 0 or not rtol == rtol:  # noqa: PLR0124 - NaN check
         raise click.BadParameter("must be >= 0", param_hint="--rtol")
     try:
-        result = info.diff_checkpoints(a, b, atol=atol, rtol=rtol, friendly_names=friendly_names,
+        result = info.diff_checkpoints(located(a), located(b), atol=atol, rtol=rtol, friendly_names=friendly_names,
                                        include=include, exclude=exclude)
     except CheckpointError as exc:
         raise _Trouble(error_text(exc)) from None
@@ -387,9 +388,9 @@ def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude:
         else:
             echo(f"OK: {printable(export_dir)}: {message}")
         ctx.exit(0)
-    total = info.total_bytes(ckpt, include=include, exclude=exclude) if render.stderr_is_tty() else 0
+    total = info.total_bytes(located(ckpt), include=include, exclude=exclude) if render.stderr_is_tty() else 0
     with render.progress(total, "verifying") as progress:
-        report = info.verify_checkpoint(ckpt, progress=progress, include=include, exclude=exclude)
+        report = info.verify_checkpoint(located(ckpt), progress=progress, include=include, exclude=exclude)
     if as_json:
         echo_json({"checkpoint": report.prefix, "prefix": report.prefix, "format": report.format,
                     "checked": report.checked,
@@ -444,9 +445,9 @@ def stats_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: 
     """
     from .. import stats as _stats  # noqa: PLC0415
 
-    total = _stats.numeric_bytes(ckpt, include=include, exclude=exclude) if render.stderr_is_tty() else 0
+    total = _stats.numeric_bytes(located(ckpt), include=include, exclude=exclude) if render.stderr_is_tty() else 0
     with render.progress(total, "reading") as progress:
-        report = _stats.checkpoint_stats(ckpt, progress=progress, include=include, exclude=exclude)
+        report = _stats.checkpoint_stats(located(ckpt), progress=progress, include=include, exclude=exclude)
     if as_json:
         echo_json({"checkpoint": report["prefix"], **report})  # "prefix": its old name
     else:

@@ -8,9 +8,8 @@ Library modules are imported inside the functions, to keep `ckptkit --help` fast
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,40 +17,49 @@ from ..errors import CheckpointError
 from .failure import Failure, error_text
 from .render import note, printable
 
+if TYPE_CHECKING:
+    from ..locate import Location
+
 # What click.option returns, and so each shared option below: a decorator of a command's function.
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def resolution_note(directory: str) -> str | None:
-    """One line saying which checkpoint `directory` opens and why, when it is not simply
-    the latest one its state file names (a stale or damaged state file, a moved
-    directory); None when it is, or when the command itself will report an error."""
-    from .. import reader, state  # noqa: PLC0415
+def located(path: str, *, quiet: bool = False) -> Location:
+    """The checkpoint a command's argument names, resolved once per command (later calls
+    with the same path get the same Location): what the command passes down. A
+    directory that does not open its state file's latest gets its note here, once,
+    unless `quiet` (probing whether an argument is a checkpoint at all)."""
+    from ..locate import locate  # noqa: PLC0415
 
-    state_file = os.path.join(directory, state.STATE_FILENAME)
-    try:
-        opened = reader.resolve_prefix(directory)
-    except (CheckpointError, OSError, ValueError):
-        return None  # the command fails with its own message
-    try:
-        recorded = state.read_state_file(state_file)
-    except CheckpointError:  # unreachable in practice: resolve_prefix reads it strictly
+    meta = click.get_current_context().meta
+    found: dict[str, Location] = meta.setdefault("ckptkit.locations", {})
+    noted: set[str] = meta.setdefault("ckptkit.noted", set())
+    if path not in found:
+        found[path] = locate(path)
+    if not quiet and path not in noted:
+        noted.add(path)
+        line = resolution_note(found[path])
+        if line:
+            note(line)
+    return found[path]
+
+
+def resolution_note(location: Location) -> str | None:
+    """One line saying which checkpoint a directory opens and why, when it is not simply
+    the latest one its state file names (a stale or damaged state file, a moved
+    directory); None when it is."""
+    from .. import locate, state, storage  # noqa: PLC0415
+
+    if not location.stale_state:
         return None
-    if recorded is None or not recorded.model_checkpoint_path:
-        return None
-    named = recorded.model_checkpoint_path
-    latest = state.resolve_checkpoint_path(directory, named)
-    as_written = named if os.path.isabs(named) else os.path.join(directory, named)
-    if opened == latest == as_written:
-        return None
-    if opened != latest and state.checkpoint_exists(latest):
-        return None  # a save replaced the state file between the two reads: nothing is stale
-    if opened == latest:
+    directory = location.given
+    state_file = storage.join(directory, state.STATE_FILENAME)
+    if location.how == locate.MOVED:
         why = "the checkpoint of that name in this directory (moved or copied here)"
     else:
         why = f"the only checkpoint in {printable(directory)}"
-    return (f"note: {printable(state_file)} names {printable(named)} as latest, which does not "
-            f"exist; opened {printable(opened)}, {why}")
+    return (f"note: {printable(state_file)} names {printable(location.recorded)} as latest, which does not "
+            f"exist; opened {printable(location.prefix)}, {why}")
 
 
 def complete_tensor_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
@@ -121,17 +129,10 @@ def _ckpt_was_given(ctx: click.Context) -> bool:
 
 
 def use_checkpoint(ctx: click.Context, path: str) -> str:
-    """An edit's checkpoint given as a positional argument: errors name it, and a directory
-    that does not open its latest gets the note every command's CKPT gets."""
-    from .. import storage  # noqa: PLC0415
-
+    """An edit's checkpoint given as a positional argument: errors name it."""
     if _ckpt_was_given(ctx):
         raise click.UsageError(f"two checkpoints: -c {ctx.params['ckpt']} and {path}; give one")
     ctx.params["ckpt"] = path
-    if storage.isdir(path):
-        line = resolution_note(path)
-        if line:
-            note(line)
     return path
 
 
@@ -140,7 +141,7 @@ def _is_checkpoint(path: str) -> bool:
     from ..reader import CheckpointReader  # noqa: PLC0415
 
     try:
-        with CheckpointReader(path):
+        with CheckpointReader(located(path, quiet=True)):
             return True
     except (CheckpointError, OSError, ValueError):
         return False
@@ -152,7 +153,7 @@ def _names_in(ckpt: str, name: str) -> bool:
     from ..reader import CheckpointReader  # noqa: PLC0415
 
     try:
-        with CheckpointReader(ckpt) as reader:
+        with CheckpointReader(located(ckpt, quiet=True)) as reader:
             if name in reader:
                 return True
             graph = reader.object_graph()

@@ -11,7 +11,7 @@ import click
 
 from . import render
 from .app import Command
-from .options import PATH, check_output, filter_options, overwrite_option
+from .options import PATH, check_output, filter_options, located, overwrite_option
 from .render import echo, echo_json, human, note, plural, printable, shape_text, table
 
 
@@ -66,9 +66,9 @@ def convert_cmd(src: str, dst: str, num_shards: int, include: tuple[str, ...], e
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--metadata")
         metadata[key] = value
-    total = convert.source_bytes(src) if render.stderr_is_tty() and not dry_run else 0
+    total = convert.source_bytes(located(src)) if render.stderr_is_tty() and not dry_run else 0
     with render.progress(total, "converting") as progress:
-        result = convert.convert(src, dst, num_shards=num_shards, include=include, exclude=exclude,
+        result = convert.convert(located(src), dst, num_shards=num_shards, include=include, exclude=exclude,
                                  cast=cast, rename=rename if rename else None,
                                  friendly_names=friendly_names, strict=strict, metadata=metadata,
                                  overwrite=overwrite,

@@ -24,7 +24,7 @@ import numpy as np
 from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
-from ..storage.base import COPY_CHUNK, ReadHandle
+from ..storage.base import COPY_CHUNK, ReadHandle, Transaction
 from ..storage.files import AtomicFile
 from ..storage.lock import EDIT_WAIT_SECONDS
 from .bundle_index import (  # the index half of a bundle; re-exported, used as bundle.*
@@ -964,7 +964,7 @@ def _write_chunks(out: ShardFile, value: Deferred, key: str, prefix: str) -> int
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
                  progress: Progress | None = None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS,
                  keep_order: bool = False,
-                 also: Callable[[Any], None] | None = None) -> None:
+                 also: Callable[[Transaction], None] | None = None) -> None:
     """Write `tensors` as a V2 bundle at `prefix`, atomically (storage.Commit).
 
     Data lie in the shards sorted by key, as TF's Saver writes them; `keep_order`: in
@@ -1025,7 +1025,7 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
         tx.publish()
 
 
-def drop_stale(tx: Any, prefix: str) -> None:
+def drop_stale(tx: Transaction, prefix: str) -> None:
     """Delete, in commit `tx`, the files of an old checkpoint at `prefix` that a new one
     written there (its own index and data shards) does not replace: the `.meta`, whose
     graph and Saver describe the old tensors, and a V1 table file at the prefix itself

@@ -18,7 +18,7 @@ import struct
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any, NamedTuple
 
 import numpy as np
@@ -26,13 +26,13 @@ import numpy as np
 from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import CheckpointError, DataLossError, UnsupportedError
+from ..storage.base import Progress
 from . import bundle
 from .tensor_file import TensorFileBackend, check_member_names, read_all
 from .window import Axis, file_source, is_whole, read_box, select
 
 __all__ = ["NpzFile", "holds", "open_file", "open_backend", "read_npz", "write_npz"]
 
-Progress = Callable[[int], None]
 
 
 def read_npz(path: str | os.PathLike, progress: Progress | None = None) -> dict[str, np.ndarray]:

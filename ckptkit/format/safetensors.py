@@ -12,7 +12,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import DataLossError, UnsupportedError
+from ..storage.base import Progress
 from . import bundle
 from .tensor_file import TensorFileBackend, check_member_names, read_all
 from .window import Axis, file_source, is_whole, read_box, select
@@ -27,7 +28,6 @@ from .window import Axis, file_source, is_whole, read_box, select
 __all__ = ["SafetensorsFile", "ST_CODES", "holds", "open_file", "open_backend", "read_safetensors",
            "write_safetensors"]
 
-Progress = Callable[[int], None]
 
 # TF dtype name <-> safetensors dtype code
 ST_CODES = {

@@ -6,11 +6,12 @@ protocol of format/registry.py); `read_all` reads every tensor of an open file;
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import dtypes as _dtypes
 from ..errors import UnsupportedError
+from ..storage.base import Progress
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TensorSource", "TensorFile", "TensorFileBackend", "read_all", "check_member_names"]
 
-Progress = Callable[[int], None]
 
 
 class TensorSource(Protocol):

@@ -187,10 +187,10 @@ def test_saver_edits_and_readers_race(mode, tmp_path, tf):
 
 
 def test_edit_of_a_checkpoint_pruned_before_the_lock_says_not_found(tmp_path, monkeypatch):
-    """The path is resolved again under the lock: a checkpoint pruned meanwhile is 'not found'."""
+    """What was resolved is checked again under the lock: a checkpoint pruned meanwhile is 'not found'."""
     prefix = str(tmp_path / "model-5")
     ckptkit.save(prefix, {"a": np.float32(1)})
-    real = edit.resolve_prefix
+    real = edit.locate
 
     def resolve_then_pruned(path):
         found = real(path)
@@ -198,6 +198,6 @@ def test_edit_of_a_checkpoint_pruned_before_the_lock_says_not_found(tmp_path, mo
             os.unlink(tmp_path / name)
         return found
 
-    monkeypatch.setattr(edit, "resolve_prefix", resolve_then_pruned)
+    monkeypatch.setattr(edit, "locate", resolve_then_pruned)
     with pytest.raises(NotFoundError):
         edit.rename_keys(prefix, {"a": "b"})
