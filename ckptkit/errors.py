@@ -36,6 +36,12 @@ class NotFoundError(CheckpointError, FileNotFoundError):
     """A checkpoint, file or shard that should exist does not."""
 
 
+class SavedModelWithoutVariablesError(NotFoundError):
+    """A SavedModel whose `variables/variables.index` is absent (TF1's builder writes an
+    empty `variables/` for a graph without variables): whole, with no tensors. `path`
+    names its directory."""
+
+
 class NoCheckpointError(NotFoundError, ValueError):
     """A path given as a checkpoint to restore names none (TF's Saver.restore: ValueError)."""
 

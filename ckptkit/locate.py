@@ -12,12 +12,12 @@ import os
 from typing import NamedTuple
 
 from . import storage
-from .errors import NotFoundError
+from .errors import NotFoundError, SavedModelWithoutVariablesError
 from .format import naming, registry
 from .state import STATE_FILENAME, checkpoint_exists, recorded_latest
 from .storage.files import is_temp_name
 
-__all__ = ["Location", "locate", "resolve_prefix", "saved_model_without_variables"]  # and the `how` constants
+__all__ = ["Location", "locate", "resolve_prefix"]  # and the `how` constants
 
 
 # How a Location was found (`Location.how`).
@@ -78,7 +78,7 @@ def resolve_prefix(path: str | os.PathLike | Location, *, as_prefix: bool = Fals
     Accepts a prefix, a `.index`, `.data-*` or `.meta` file, a SavedModel directory or
     its `saved_model.pb` (its variables, `variables/variables`), or a directory (its
     latest checkpoint, per the `checkpoint` state file, else the one checkpoint in it --
-    V2, or else V1 as in a TF Serving session_bundle export --, else `DIR.index beside
+    V2, or else V1 as in a TF Serving session_bundle export --, else `DIR.index` beside
     it: a save prefix that is an existing directory, which TF's Saver writes next to the
     directory). A legacy V1 checkpoint resolves to its file,
     or for sharded V1 files to TF's pattern `PREFIX-?????-of-NNNNN`. An existing `.npz`
@@ -149,30 +149,12 @@ def _resolve_directory(directory: str) -> _Found:
         return _Found(directory, registry.V2.name, BESIDE_DIRECTORY, named)
 
 
-def saved_model_without_variables(path: str | os.PathLike) -> str | None:
-    """The SavedModel directory `path` names (the directory, or its saved_model.pb or
-    .pbtxt) when that SavedModel has no variables checkpoint, else None. TF1's SavedModel
-    builder writes an empty `variables/` for a graph without variables (TF2 writes a
-    checkpoint holding only its object graph): such a SavedModel is whole, and has no
-    tensors to list or verify."""
-    path = storage.fspath(path)
-    if storage.isdir(path):
-        if naming.saved_model_file(path) is None:
-            return None
-        export_dir = path
-    elif os.path.basename(path) in naming.SAVED_MODEL_FILENAMES and storage.isfile(path):
-        export_dir = os.path.dirname(path) or "."
-    else:
-        return None
-    prefix = naming.saved_model_variables_prefix(export_dir)
-    return None if storage.isfile(naming.index_filename(prefix)) else export_dir
-
-
 def _saved_model_variables(export_dir: str) -> str:
     """The variables checkpoint of a SavedModel directory (TF: `variables/variables`)."""
     prefix = naming.saved_model_variables_prefix(export_dir)
     if not storage.isfile(naming.index_filename(prefix)):
-        raise NotFoundError("SavedModel without variables (no variables/variables.index)", path=export_dir)
+        raise SavedModelWithoutVariablesError("SavedModel without variables (no variables/variables.index)",
+                                              path=export_dir)
     return prefix
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, SavedModelWithoutVariablesError
 from . import render
 from .app import Command
 from .failure import Failure, error_line, error_text, os_message
@@ -374,23 +374,26 @@ def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude:
     writes one for a graph without variables) is OK: its saved_model.pb is parsed, and
     there is nothing else to verify.
     """
-    from .. import info, locate  # noqa: PLC0415
+    from .. import info  # noqa: PLC0415
 
-    export_dir = locate.saved_model_without_variables(ckpt)
-    if export_dir is not None:
+    try:
+        location = located(ckpt)
+    except SavedModelWithoutVariablesError as exc:
         from .. import metagraph  # noqa: PLC0415
 
+        export_dir = exc.path or ckpt
         metagraph.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
         message = "the SavedModel has no variables to verify (no variables/variables.index)"
         if as_json:
             echo_json({"checkpoint": None, "prefix": None, "saved_model": export_dir, "format": "saved_model",
-                        "checked": message, "tensors": 0, "bytes": 0, "ok": True, "errors": [], "graph_problems": []})
+                       "checked": message, "tensors": 0, "bytes": 0, "ok": True, "errors": [], "graph_problems": [],
+                       "pending_commits": []})
         else:
             echo(f"OK: {printable(export_dir)}: {message}")
         ctx.exit(0)
-    total = info.total_bytes(located(ckpt), include=include, exclude=exclude) if render.stderr_is_tty() else 0
+    total = info.total_bytes(location, include=include, exclude=exclude) if render.stderr_is_tty() else 0
     with render.progress(total, "verifying") as progress:
-        report = info.verify_checkpoint(located(ckpt), progress=progress, include=include, exclude=exclude)
+        report = info.verify_checkpoint(location, progress=progress, include=include, exclude=exclude)
     if as_json:
         echo_json({"checkpoint": report.prefix, "prefix": report.prefix, "format": report.format,
                     "checked": report.checked,
