@@ -34,9 +34,9 @@ def meta_cmd(file: str, tag_set: str | None, signature_def: str | None, as_json:
     (the .meta of that checkpoint).
     """
     try:
-        from .. import metagraph, saved_model_views  # noqa: PLC0415
+        from ..tf1 import metagraph, saved_model_views  # noqa: PLC0415
     except ImportError:
-        raise Failure("this ckptkit has no metagraph module (ckptkit.metagraph)") from None
+        raise Failure("this ckptkit has no metagraph module (ckptkit.tf1.metagraph)") from None
     if tag_set is None and signature_def is None:
         summary = metagraph.summarize(file)
         if as_json:
@@ -114,7 +114,9 @@ def state_cmd(directory: str, as_json: bool) -> None:
     here, with the checkpoint a reader of DIRECTORY opens. A damaged state file is an
     error (readers, like TF's, would ignore it).
     """
-    from .. import info, reader, state, storage  # noqa: PLC0415
+    from .. import reader, storage  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
+    from ..tf1 import state  # noqa: PLC0415
 
     recorded = None
     if storage.isdir(directory):  # strict: report damage instead of "no state file"
@@ -200,12 +202,12 @@ def example_cmd(directory: str, overwrite: bool) -> None:
     An existing DIRECTORY/model.ckpt is left alone (exit 1) unless --overwrite.
     """
     try:
-        from .. import saver as _saver  # noqa: PLC0415
+        from ..tf1 import saver as _saver  # noqa: PLC0415
     except ImportError:
-        raise Failure("this ckptkit has no Saver (ckptkit.saver)") from None
+        raise Failure("this ckptkit has no Saver (ckptkit.tf1.saver)") from None
     import numpy as np  # noqa: PLC0415
 
-    from ..ema import ExponentialMovingAverage  # noqa: PLC0415
+    from ..tf1.ema import ExponentialMovingAverage  # noqa: PLC0415
 
     ema = ExponentialMovingAverage(0.99)
     ema.apply({"v": np.float32(0.0)})   # v = tf.Variable(0.); the shadow starts at 0

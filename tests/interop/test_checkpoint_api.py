@@ -16,10 +16,10 @@ import pytest
 from helpers import assert_same_tensor, make_seed, variety
 
 import ckptkit
-from ckptkit.checkpoint import ATTRIBUTES_KEY, build_object_graph
 from ckptkit.errors import CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
-from ckptkit.objectgraph import OBJECT_GRAPH_KEY, ObjectGraph
+from ckptkit.formats.objectgraph import OBJECT_GRAPH_KEY, ObjectGraph
 from ckptkit.proto.trackable_object_graph_pb2 import TrackableObjectGraph
+from ckptkit.tf2.checkpoint import ATTRIBUTES_KEY, build_object_graph
 
 FILES = (".index", ".data-00000-of-00001")
 

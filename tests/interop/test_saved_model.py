@@ -27,8 +27,8 @@ from google.protobuf import text_format
 from helpers import REPO, TESTDATA, subprocess_env
 
 import ckptkit
-from ckptkit import metagraph
 from ckptkit.cli import cli
+from ckptkit.tf1 import metagraph
 
 REAL = pathlib.Path("tf-serving/saved_model_half_plus_two_cpu/00000123")  # under the testdata folder
 REAL_VALUES = {"a": 0.5, "b": 2.0, "a2": 0.5, "c": 3.0, "c2": 3.0}  # as the testdata README says
