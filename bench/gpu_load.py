@@ -79,8 +79,8 @@ def write_files(directory: str, size_gib: float, tensors: int) -> tuple[str, str
     sys.path.insert(0, REPO)
     import ckptkit  # noqa: PLC0415 - from REPO, put on the path just above
     from ckptkit import dtypes  # noqa: PLC0415 - as above
-    from ckptkit.formats.bundle import Deferred  # noqa: PLC0415 - as above
     from ckptkit.formats.safetensors import write_safetensors  # noqa: PLC0415 - as above
+    from ckptkit.formats.values import Deferred  # noqa: PLC0415 - as above
 
     per = int(size_gib * (1 << 30)) // tensors // 4
     rows = max(1, per // 4096)

@@ -124,7 +124,7 @@ class CheckpointReader(Mapping):
         self._names = self._backend.names()
         self._name_set = set(self._names)
         self._meta_map: dict[str, tuple[int, tuple[int, ...]]] | None = None
-        # get_tensor's short way for numpy copies of V2 tensors (see BundleData.read_copy)
+        # get_tensor's short way for numpy copies of V2 tensors (see BundleReader.read_copy)
         self._copy: Callable[[str, bool], np.ndarray] | None = \
             self._first_copy if self._index is not None else None
 
@@ -227,7 +227,7 @@ class CheckpointReader(Mapping):
         For numpy copies of a V2 checkpoint, each data shard is read in offset order,
         small tensors coalesced into runs of up to 8 MiB (one read each, then every
         tensor checked and copied out), the store's threads reading ahead while others
-        check (see `BundleData.read_many`): one read call per run instead of one per
+        check (see `BundleReader.read_many`): one read call per run instead of one per
         tensor, which a cold disk or a remote store feels most. If a writer replaces the
         checkpoint meanwhile, the new one is read from the start, as `get_tensor` does.
         """
@@ -384,7 +384,7 @@ class CheckpointReader(Mapping):
         return ObjectGraph.from_reader(self)
 
     def _bundle_data(self) -> Any:
-        """The V2 backend's data reader (format/bundle.BundleData): callers check `_index` first."""
+        """The V2 backend's data reader (format/bundle.BundleReader): callers check `_index` first."""
         return self._backend.data  # type: ignore[attr-defined]  # V2Backend only
 
     def _entry(self, name: str) -> BundleEntryProto:

@@ -20,7 +20,7 @@ How each kind of tensor is read:
   one of its slices) is read through the ordinary path and its crc32c checked. A
   partial window cannot be checked against a checksum of the whole tensor; for it the
   entry is validated as every read validates it (dtype, shape, size matching the shape,
-  bytes inside the shard: `BundleData.checked`) and nothing more.
+  bytes inside the shard: `BundleReader.checked`) and nothing more.
 - partitioned variables: only the slices the window overlaps are read, each through
   its own partial (or whole, crc checked) read.
 - `.npz` members stored uncompressed (`np.savez`) in C order are read like a

@@ -25,7 +25,7 @@ import ml_dtypes
 import numpy as np
 
 import ckptkit
-from ckptkit.formats import bundle
+from ckptkit.formats import bundle, bundle_writer
 from ckptkit.formats import table as table_mod
 from ckptkit.formats.coding import FIXED32, FIXED64, crc32c, encode_varint, mask_crc
 from ckptkit.storage import files
@@ -405,7 +405,7 @@ def hostile_v2(tmp_path, entries: dict, data: bytes = b"\0" * 16, num_shards: in
         with open(bundle.data_filename(prefix, shard, num_shards), "wb") as f:
             f.write(data)
     items = sorted((bundle.encode_key(k), e.SerializeToString()) for k, e in entries.items())
-    bundle.write_index(prefix, bundle.make_header(num_shards), items).commit()
+    bundle_writer.write_index(prefix, bundle_writer.make_header(num_shards), items).commit()
     return prefix
 
 

@@ -1,35 +1,29 @@
-"""TensorFlow V2 tensor bundles: `PREFIX.index` + `PREFIX.data-SSSSS-of-NNNNN`.
+"""Reading a TensorFlow V2 tensor bundle's data: `BundleReader`.
 
-The index is an SSTable (see table.py) mapping each tensor key to a serialized
-BundleEntryProto (dtype, shape, shard, offset, size, masked crc32c); key "" holds the
-BundleHeaderProto. Data shards are the tensors' raw bytes, concatenated; DT_STRING
-tensors are `[varint64 len]*N, masked crc32c of the lengths, bytes`.
-Facts from TF's `core/util/tensor_bundle/tensor_bundle.cc`; this module keeps the
-same byte layout so that TF and ckptkit produce identical index files.
+A bundle is `PREFIX.index` (an SSTable of BundleEntryProtos: bundle_index.py, read
+without numpy) and the data shards `PREFIX.data-SSSSS-of-NNNNN`: the tensors' raw
+bytes, concatenated; DT_STRING tensors are `[varint64 len]*N, masked crc32c of the
+lengths, bytes`. bundle_writer.py writes them (the one place that layout is made);
+this module checks every entry before a byte is read and reads tensors, singly or in
+batches, verifying each one's crc32c. Facts from TF's
+`core/util/tensor_bundle/tensor_bundle.cc`.
 """
 from __future__ import annotations
 
-import functools
-import itertools
 import math
 import mmap
-import os
 import struct
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from .. import dtypes as _dtypes
-from .. import storage
-from ..errors import CheckpointError, DataLossError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
-from ..storage.base import COPY_CHUNK, ReadHandle, Transaction
-from ..storage.files import AtomicFile
-from ..storage.lock import EDIT_WAIT_SECONDS
-from .bundle_index import (  # the index half of a bundle; re-exported, used as bundle.*
+from ..errors import CheckpointError, DataLossError, TensorNotFoundError
+from ..storage.base import COPY_CHUNK, ReadHandle
+from . import bundle_batch
+from .bundle_index import (
     BIG,
-    BUNDLE_VERSION,
     ENTRY_FIELDS,
     ENTRY_HEAD,
     HEADER_KEY,
@@ -53,31 +47,24 @@ from .coding import (
     crc32c_combine,
     decode_varints,
     encode_varint,
-    encode_varints,
     mask_crc,
+    string_length_bytes,
     unmask_crc,
 )
-from .naming import (  # re-exported: used as bundle.*
-    data_filename,
-    existing_data_files,
-    index_filename,
-    meta_graph_filename,
-)
-from .slices import SlicedTensor, TensorSlice, assemble, check_tiling, encode_tensor_name_slice
-from .table import TableWriter
+from .naming import data_filename, existing_data_files, index_filename
+from .slices import TensorSlice, assemble, check_tiling, encode_tensor_name_slice
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from numpy.typing import ArrayLike
-
-    from ..storage.base import NewFile, Progress, ShardFile
     from .coding import AnyBuffer
+
+__all__ = ["BIG", "HEADER_KEY", "LITTLE", "BundleEntryProto", "BundleHeaderProto", "BundleIndex", "BundleReader",
+           "CheckedEntry", "Plan", "IndexReplacedError", "data_filename", "decode_key", "encode_key",
+           "existing_data_files", "index_filename", "shape_of"]  # index and file names re-exported
 
 # --------------------------------------------------------------------------- reading
 
 
-class BundleData:
+class BundleReader:
     """Reads tensor bytes from the data shards of one bundle, verifying checksums.
 
     Copies are read straight into the new array in pieces (`ReadHandle.piece_bytes`), each
@@ -91,7 +78,7 @@ class BundleData:
         self._sizes: dict[int, int] = {}
         self._maps: dict[int, mmap.mmap | None] = {}
         self._checked: dict[tuple[str, bool], CheckedEntry] = {}
-        self._plans: dict[str, _Plan | None] = {}  # see plan(): None, go through checked()
+        self._plans: dict[str, Plan | None] = {}  # see plan(): None, go through checked()
         self._kinds: dict[bytes, tuple[np.dtype, tuple[int, ...], int, bytes] | None] = {}
         self._direct: dict[int, bool] = {}  # shards on a local disk (one read call per small tensor)
 
@@ -282,7 +269,7 @@ class BundleData:
 
     # ---- the fast path: plain numeric entries as TF writes them
 
-    def plan(self, key: str) -> _Plan | None:
+    def plan(self, key: str) -> Plan | None:
         """How to read `key` without protobuf, or None (then read through `checked`).
 
         A plan exists for a plain, little-endian (or one-byte), non-empty numeric entry
@@ -307,13 +294,13 @@ class BundleData:
         plans[key] = found
         return found
 
-    def plans(self, keys: list[str]) -> list[_Plan | None]:
+    def plans(self, keys: list[str]) -> list[Plan | None]:
         """`[plan(key) for key in keys]`, in one loop with every lookup hoisted out of it
         (a batch of 100k tiny tensors spends most of its time here otherwise)."""
         plans, raw, kinds = self._plans, self.index._raw, self._kinds
         head_match, rest_match = ENTRY_HEAD.match, ENTRY_FIELDS.fullmatch
         shards: dict[int, tuple] = {}  # shard -> (readinto, size, piece_bytes, direct, handle)
-        out: list[_Plan | None] = []
+        out: list[Plan | None] = []
         append = out.append
         with gc_paused():
             for key in keys:
@@ -353,7 +340,7 @@ class BundleData:
         handle = self._files[shard]
         return handle.readinto, size, handle.piece_bytes, self._direct[shard], handle
 
-    def _plan_of(self, key: str, head: bytes, fields: tuple) -> _Plan | None:
+    def _plan_of(self, key: str, head: bytes, fields: tuple) -> Plan | None:
         kinds = self._kinds
         kind = kinds[head] if head in kinds else kinds.setdefault(head, self._kind(key, head))
         shard_b, offset_b, size_b, crc_b = fields
@@ -389,7 +376,7 @@ class BundleData:
         nbytes = math.prod(shape) * dtype.itemsize
         return (dtype.numpy, shape, nbytes, encode_varint(nbytes)) if nbytes else None
 
-    def read_planned(self, key: str, plan: _Plan, verify: bool = True) -> np.ndarray:
+    def read_planned(self, key: str, plan: Plan, verify: bool = True) -> np.ndarray:
         """A new array with the tensor `plan` describes, crc32c checked unless not `verify`.
 
         A small tensor on a local disk is one `readinto` straight into the result's bytes
@@ -420,89 +407,9 @@ class BundleData:
     # ---- batches: many tensors in few large reads
 
     def read_many(self, keys: Iterable[str], verify: bool = True) -> dict[str, np.ndarray]:
-        """{key: new array} for `keys` (in their order), each crc32c checked unless not `verify`.
-
-        Planned tensors are read shard by shard in offset order. Small ones in large
-        sequential runs: byte ranges at most `_RUN_GAP` apart coalesced into one read of
-        at most the store's `piece_bytes`, then each tensor's bytes checked and copied
-        out into its own (aligned) array. Runs and tensors of up to one piece are tasks
-        for the store's `read_threads` threads, so one thread's crc32c and copies overlap
-        another's read, and only that many runs are in memory at once; bigger tensors are
-        read one after the other, each in pieces by those threads (`_read_range`).
-        Entries without a plan (partitioned, strings, big-endian, unusual layouts) go
-        through `read_full`. A damaged tensor is a DataLossError naming it.
-        """
-        with gc_paused():  # 100k small results and their bookkeeping: see gc_paused
-            return self._read_many(list(keys), verify)
-
-    def _read_many(self, keys: list[str], verify: bool) -> dict[str, np.ndarray]:
-        planned: list[tuple[int, int, str, _Plan]] = []
-        others: list[str] = []
-        unique = list(dict.fromkeys(keys))  # a name asked for twice is read once
-        for key, plan in zip(unique, self.plans(unique), strict=True):
-            if plan is None:
-                others.append(key)
-            else:
-                planned.append((plan[6], plan[1], key, plan))
-        planned.sort()  # by shard and offset (then key: unique), so plans are never compared
-        for shard in {item[0] for item in planned}:
-            _advise_sequential(self._files[shard])
-        tasks, big = self._batch(planned)
-        out: dict[str, np.ndarray] = {}
-        if tasks:
-            threads = max(run[0][1][7].read_threads for run in tasks)
-            read = functools.partial(self._read_run, verify=verify)
-            for done in (_reader_pool(threads).map(read, tasks) if len(tasks) > 1 else map(read, tasks)):
-                out.update(done)
-        for key, plan in big:
-            out[key] = self.read_planned(key, plan, verify)
-        for key in others:
-            out[key] = self.read_full(key, verify=verify)
-        return {key: out[key] for key in keys}
-
-    @staticmethod
-    def _batch(planned: list[tuple[int, int, str, _Plan]]) \
-            -> tuple[list[list[tuple[str, _Plan]]], list[tuple[str, _Plan]]]:
-        """(runs, big): runs are lists of (key, plan) read with one call each, big the
-        (key, plan)s of tensors larger than one piece."""
-        runs: list[list[tuple[str, _Plan]]] = []
-        big: list[tuple[str, _Plan]] = []
-        run: list[tuple[str, _Plan]] = []
-        start = end = -1
-        for shard, offset, key, plan in planned:
-            size, limit = plan[2], plan[7].piece_bytes
-            if size > limit:
-                big.append((key, plan))
-                continue
-            if run and (shard != run[0][1][6] or not end <= offset <= end + _RUN_GAP
-                        or offset + size - start > limit):
-                runs.append(run)
-                run = []
-            if not run:
-                start = offset
-            run.append((key, plan))
-            end = offset + size
-        if run:
-            runs.append(run)
-        return runs, big
-
-    def _read_run(self, run: list[tuple[str, _Plan]], verify: bool) -> list[tuple[str, np.ndarray]]:
-        """The tensors of one run: one read of their byte range, then each checked and copied."""
-        if len(run) == 1:
-            key, plan = run[0]
-            return [(key, self.read_planned(key, plan, verify))]
-        first_key, first = run[0]
-        _, start, _, _, _, _, shard, handle = first
-        last = run[-1][1]
-        buf = np.empty(last[1] + last[2] - start, np.uint8)
-        handle.read_exactly(buf.data, start, first_key)
-        out = []
-        for key, (_, offset, size, crc, dtype, shape, _, _) in run:
-            part = buf[offset - start:offset - start + size]
-            if verify and crc32c(part) != crc:
-                raise DataLossError("checksum mismatch in tensor data", path=self.shard_path(shard), key=key)
-            out.append((key, part.view(dtype).reshape(shape).copy()))
-        return out
+        """{key: new array} for `keys` (in their order), each crc32c checked unless not
+        `verify`: planned tensors in few large reads (bundle_batch.py), others one by one."""
+        return bundle_batch.read_many(self, keys, verify)
 
     # ---- reading
 
@@ -531,7 +438,7 @@ class BundleData:
         starts = range(0, total, size)
         if len(starts) < 2:
             return piece(0) if total else 0
-        crcs = list(_reader_pool(f.read_threads).map(piece, starts))
+        crcs = list(bundle_batch.reader_pool(f.read_threads).map(piece, starts))
         crc = crcs[0]
         for start, part_crc in zip(starts[1:], crcs[1:], strict=True):
             crc = crc32c_combine(crc, part_crc, min(size, total - start))
@@ -667,7 +574,7 @@ class BundleData:
             raise DataLossError("string lengths are malformed", path=path, key=key) from None
         if pos + 4 > len(buf):
             raise DataLossError("string tensor is truncated", path=path, key=key)
-        lengths_crc = crc32c(_length_bytes(lengths, big))
+        lengths_crc = crc32c(string_length_bytes(lengths, big))
         stored = (_BE32 if big else FIXED32).unpack_from(buf, pos)[0]
         if verify and stored != mask_crc(lengths_crc):
             raise DataLossError("checksum mismatch in string lengths", path=path, key=key)
@@ -688,15 +595,15 @@ class BundleData:
         return out.reshape(shape)
 
 
-# What `BundleData.plan` found (a plain tuple: made once per key, unpacked per read):
+# What `BundleReader.plan` found (a plain tuple: made once per key, unpacked per read):
 # the handle's readinto where one call nearly always fills the tensor (a small tensor on a
 # local disk) else None, offset, size, crc32c (unmasked),
 # numpy dtype, shape, shard, the open handle.
-_Plan = tuple[Callable[[Any, int], int] | None, int, int, int, np.dtype, tuple[int, ...], int, ReadHandle]
+Plan = tuple[Callable[[Any, int], int] | None, int, int, int, np.dtype, tuple[int, ...], int, ReadHandle]
 
 
 class CheckedEntry(NamedTuple):
-    """An index entry that passed `BundleData.checked`: its proto, dtype (None only when
+    """An index entry that passed `BundleReader.checked`: its proto, dtype (None only when
     asked for with known_dtype=False and unknown), shape and element count."""
 
     entry: BundleEntryProto
@@ -706,330 +613,4 @@ class CheckedEntry(NamedTuple):
 
 
 _BE32 = struct.Struct(">I")
-_RUN_GAP = 64 << 10  # bytes between two tensors that a batched read reads through rather than seek
 _FIXED32_UNPACK = FIXED32.unpack
-
-
-def _length_bytes(lengths: np.ndarray, big: bool = False) -> bytes:
-    """String lengths as TF checksums them: uint32 each, or uint64 when a length needs it,
-    in the bundle's byte order (`big`: a big-endian header)."""
-    lengths = np.asarray(lengths, dtype=np.uint64)
-    order = "big" if big else "little"
-    if not lengths.size or int(lengths.max()) <= 0xFFFFFFFF:
-        return lengths.astype(">u4" if big else "<u4").tobytes()
-    return b"".join(n.to_bytes(4 if n <= 0xFFFFFFFF else 8, order) for n in lengths.tolist())
-
-
-# --------------------------------------------------------------------------- writing
-
-class Deferred(NamedTuple):
-    """A tensor to be written whose bytes are read only when its turn comes: dtype and
-    shape are known up front (for shard assignment, headers), `load()` gives the array.
-
-    Writers (write_bundle, convert's .npz and .safetensors writers) accept it wherever
-    they accept an array, so a conversion holds one tensor in memory at a time.
-    """
-
-    dtype: _dtypes.DType
-    shape: tuple[int, ...]
-    load: Callable[[], Any]
-    # Optional: the same values as flat arrays of `dtype`, a piece at a time, in C order.
-    # write_bundle then streams them into the shard (numeric dtypes), so not even one
-    # whole tensor need be in memory; other writers call `load`.
-    chunks: Callable[[], Iterable[np.ndarray]] | None = None
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the data (0 for strings, whose size is known only once read)."""
-        return 0 if self.dtype.is_string else math.prod(self.shape) * self.dtype.itemsize
-
-
-def meta_of(value: ArrayLike | Deferred, key: str | None = None) -> tuple[_dtypes.DType, tuple[int, ...]]:
-    """(TF dtype, shape) of an array-like or a Deferred, without loading a Deferred."""
-    if isinstance(value, Deferred):
-        return value.dtype, tuple(value.shape)
-    arr, dtype = _as_array(value, key)
-    return dtype, tuple(arr.shape)
-
-
-def loaded(value: ArrayLike | Deferred, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
-    """`to_array(value)`, loading a Deferred first and holding it to what it declared."""
-    if not isinstance(value, Deferred):
-        return to_array(value, key)
-    arr, dtype = to_array(value.load(), key)
-    if dtype.enum != value.dtype.enum or tuple(arr.shape) != tuple(value.shape):
-        raise DataLossError(f"read {dtype.name}{list(arr.shape)} where {value.dtype.name}"
-                            f"{list(value.shape)} was declared", key=key)
-    return arr, dtype
-
-
-def _as_array(value: ArrayLike, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
-    """`value` as an array (no copy of an ndarray) and its TF dtype; see to_array."""
-    if isinstance(value, (str, bytes)):
-        value = np.array(value, dtype=object)
-    arr = np.asarray(value)
-    if arr.dtype.kind in "OSU":
-        return arr.astype(object, copy=False) if arr.dtype.kind != "O" else arr, _dtypes.STRING
-    try:
-        return arr, _dtypes.as_dtype(arr.dtype)
-    except UnsupportedError as exc:
-        raise InvalidArgumentError(exc.message, key=key) from None
-
-
-def _contiguous(arr: np.ndarray, dtype: _dtypes.DType) -> np.ndarray:
-    if dtype.is_string or (arr.dtype == dtype.numpy and arr.flags.c_contiguous):
-        return arr
-    return np.ascontiguousarray(arr, dtype=dtype.numpy)
-
-
-def to_array(value: ArrayLike, key: str | None = None) -> tuple[np.ndarray, _dtypes.DType]:
-    """A C-contiguous little-endian array and its TF dtype, from anything array-like."""
-    arr, dtype = _as_array(value, key)
-    return _contiguous(arr, dtype), dtype
-
-
-def _string_element(value: object, key: str) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytearray, memoryview, np.bytes_)):
-        return bytes(value)
-    raise InvalidArgumentError(f"string tensor holds a {type(value).__name__}, not str/bytes", key=key)
-
-
-def string_parts(arr: np.ndarray, key: str) -> tuple[bytes, bytes, int, bytes]:
-    """A DT_STRING tensor's on-disk parts: (varint lengths, their 4-byte masked crc32c,
-    crc32c of the lengths as TF sums them (unmasked), the strings' bytes joined).
-
-    The entry's crc is crc32c(bytes, crc32c(checksum, lengths crc)): see write_bundle.
-    """
-    items = arr.reshape(-1).tolist()
-    if not all(type(b) is bytes for b in items):
-        items = [_string_element(v, key) for v in items]
-    lengths = np.fromiter(map(len, items), dtype=np.uint64, count=len(items))
-    lengths_crc = crc32c(_length_bytes(lengths))
-    return encode_varints(lengths), FIXED32.pack(mask_crc(lengths_crc)), lengths_crc, b"".join(items)
-
-
-def _advise_sequential(handle: ReadHandle) -> None:
-    """Tell the kernel a local shard is about to be read front to back (a batch reads it in
-    offset order): it reads ahead further, so a cold read keeps the disk busy while the
-    threads check and copy. A hint: refused or unsupported, nothing changes."""
-    fd = handle.fileno()
-    advise = getattr(os, "posix_fadvise", None)
-    if fd is None or advise is None:
-        return
-    try:
-        advise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    except OSError:
-        pass
-
-
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOL_LOCK = threading.Lock()
-
-
-def _reader_pool(threads: int) -> ThreadPoolExecutor:
-    """Threads shared by every reader of a kind of store (they idle between reads; created
-    on first use): 2 for local disks, more for stores where each read waits on a network."""
-    with _POOL_LOCK:
-        pool = _POOLS.get(threads)
-        if pool is None:
-            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - only big reads need it
-
-            pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ckptkit-read")
-        return pool
-
-
-def make_entry(dtype_enum: _dtypes.DataType, shape: tuple[int, ...], shard: int, offset: int, size: int,
-               crc_masked: int) -> BundleEntryProto:
-    entry = BundleEntryProto(dtype=dtype_enum, shard_id=shard, offset=offset, size=size, crc32c=crc_masked)
-    entry.shape.SetInParent()  # TF always writes the shape, even a scalar's empty one
-    for d in shape:
-        entry.shape.dim.add(size=d)
-    return entry
-
-
-def make_header(num_shards: int, endianness: BundleHeaderProto.Endianness = LITTLE) -> BundleHeaderProto:
-    header = BundleHeaderProto(num_shards=num_shards, endianness=endianness)
-    header.version.producer = BUNDLE_VERSION
-    return header
-
-
-def write_index(prefix: str, header: BundleHeaderProto,
-                entries: Iterable[tuple[str | bytes, bytes]], out: NewFile | None = None) -> NewFile:
-    """Write an index (entries: key, serialized entry) to a temp file, flushed and
-    fsynced: `out` (a `Commit.file`, which publishes it) or a new AtomicFile, which the
-    caller commits (tests use that to plant hand-made indexes)."""
-    out = AtomicFile(index_filename(prefix)) if out is None else out
-    try:
-        table = TableWriter(out)
-        table.add(b"", header.SerializeToString())
-        for key, value in sorted((encode_key(k), v) for k, v in entries):
-            table.add(key, value)
-        table.finish()
-        out.close()
-    except BaseException:
-        out.discard()
-        raise
-    return out
-
-
-def _assign_shards(sizes: list[int], num_shards: int) -> list[int]:
-    """Contiguous runs of keys per shard with roughly equal bytes."""
-    total = sum(sizes) or 1
-    shards, run = [], 0
-    for size in sizes:
-        shard = min(run * num_shards // total, num_shards - 1)
-        shards.append(shard)
-        run += size
-    return shards
-
-
-def _stored_tensors(tensors: Mapping[str, Any], prefix: str, keep_order: bool = False) \
-        -> tuple[list[str], list[tuple[np.ndarray | Deferred, _dtypes.DType]], list[tuple[str, bytes]]]:
-    """What write_bundle stores: (keys, arrays with dtypes) sorted by key (`keep_order`:
-    in the mapping's order), plus data-less entries.
-
-    A `SlicedTensor` value becomes TF's layout for a partitioned variable
-    (`BundleWriter::AddSlice`): an entry under its name with dtype, full shape and the
-    list of slices but no data, and one ordinary entry per slice under its slice key.
-    """
-    stored: list[tuple[bytes, tuple[np.ndarray | Deferred, _dtypes.DType]]] = []
-    sliced_entries: list[tuple[str, bytes]] = []
-    for name, value in tensors.items():
-        if isinstance(value, SlicedTensor) and len(value.pieces) == 1:
-            shape = value.shape  # one piece covering it all: TF writes it plainly too
-            value = value.pieces[0][1]
-            got = tuple(value.shape) if isinstance(value, Deferred) else np.shape(value)
-            if got != shape:
-                raise InvalidArgumentError(f"the one slice of shape {list(shape)} has shape "
-                                           f"{list(got)}", path=prefix, key=name)
-        if isinstance(value, Deferred):
-            stored.append((encode_key(name), (value, value.dtype)))
-            continue
-        if not isinstance(value, SlicedTensor):
-            stored.append((encode_key(name), _as_array(value, name)))
-            continue
-        full = BundleEntryProto()
-        full.shape.SetInParent()
-        for d in value.shape:
-            full.shape.dim.add(size=d)
-        dtype = None
-        for tslice, piece in value.pieces:
-            arr: np.ndarray | Deferred
-            arr, piece_dtype = (piece, piece.dtype) if isinstance(piece, Deferred) else _as_array(piece, name)
-            if dtype is not None and piece_dtype.enum != dtype.enum:
-                raise InvalidArgumentError(f"slices of one tensor must share a dtype: {dtype.name} "
-                                           f"and {piece_dtype.name}", path=prefix, key=name)
-            dtype = piece_dtype
-            if arr.shape != tslice.shape_in(value.shape):
-                raise InvalidArgumentError(f"slice {tslice.spec()} of shape {list(value.shape)} needs "
-                                           f"an array of shape {list(tslice.shape_in(value.shape))}, "
-                                           f"got {list(arr.shape)}", path=prefix, key=name)
-            full.slices.append(tslice.to_proto())
-            stored.append((encode_tensor_name_slice(name, tslice), (arr, piece_dtype)))
-        assert dtype is not None  # a SlicedTensor has at least one piece
-        full.dtype = dtype.enum
-        sliced_entries.append((name, full.SerializeToString()))
-    keys = sorted(k for k, _ in stored)
-    if not keep_order:
-        stored.sort(key=lambda item: item[0])
-    for a, b in itertools.pairwise(keys):
-        if a == b:
-            raise InvalidArgumentError("two tensors would be stored under the same key",
-                                       path=prefix, key=decode_key(a))
-    return [decode_key(k) for k, _ in stored], [v for _, v in stored], sliced_entries
-
-
-def _write_chunks(out: ShardFile, value: Deferred, key: str, prefix: str) -> int:
-    """Stream a Deferred's chunks into `out`; return their crc32c (unmasked). Each chunk
-    must be of the declared dtype, and together they must fill the declared shape."""
-    crc, written = 0, 0
-    for piece in value.chunks():  # type: ignore[misc]  # the caller checked it is not None
-        piece = np.asarray(piece)
-        if piece.dtype != value.dtype.numpy:
-            raise DataLossError(f"a chunk of {piece.dtype} where {value.dtype.name} was declared",
-                                path=prefix, key=key)
-        flat = np.ascontiguousarray(piece).reshape(-1).view(np.uint8)
-        crc = out.write(flat, crc)
-        written += flat.size
-    if written != value.nbytes:
-        raise DataLossError(f"chunks of {written} bytes where {value.dtype.name}{list(value.shape)} "
-                            f"needs {value.nbytes}", path=prefix, key=key)
-    return crc
-
-
-def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
-                 progress: Progress | None = None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS,
-                 keep_order: bool = False,
-                 also: Callable[[Transaction], None] | None = None) -> None:
-    """Write `tensors` as a V2 bundle at `prefix`, atomically (storage.Commit).
-
-    Data lie in the shards sorted by key, as TF's Saver writes them; `keep_order`: in
-    the mapping's order instead, as TF's object-based saves write them (the index is
-    sorted either way).
-
-    Data shards and then the index are published together under the directory lock:
-    at every moment, even across a crash, the prefix names the old checkpoint or the
-    new one, whole. Data shards of an older checkpoint at this prefix with another
-    shard count are deleted after the new index is in place.
-    """
-    if num_shards < 1:
-        raise InvalidArgumentError(f"num_shards must be >= 1, got {num_shards}", path=prefix)
-    for key in tensors:
-        if not isinstance(key, str) or key == HEADER_KEY:
-            raise InvalidArgumentError(f"tensor names must be non-empty strings, got {key!r}", path=prefix)
-    keys, arrays, sliced_entries = _stored_tensors(tensors, prefix, keep_order)
-    shard_of = _assign_shards([a.nbytes for a, _ in arrays], num_shards)
-    directory = os.path.dirname(prefix)
-    storage.of(prefix).makedirs(directory)
-    with storage.Commit(directory, lock_timeout=lock_timeout) as tx:
-        files = [tx.shard(data_filename(prefix, s, num_shards)) for s in range(num_shards)]
-        entries = []
-        for key, (value, dtype), shard in zip(keys, arrays, shard_of, strict=True):
-            out = files[shard]
-            start = out.offset
-            if isinstance(value, Deferred) and value.chunks is not None and not dtype.is_string:
-                crc = _write_chunks(out, value, key, prefix)
-                entries.append((key, make_entry(dtype.enum, value.shape, shard, start, out.offset - start,
-                                                mask_crc(crc)).SerializeToString()))
-                if progress is not None:
-                    progress(out.offset - start)
-                continue
-            arr = loaded(value, key)[0] if isinstance(value, Deferred) else value
-            if dtype.is_string:
-                varints, checksum, lengths_crc, data = string_parts(arr, key)
-                out.write(varints)
-                crc = out.write(data, out.write(checksum, lengths_crc))
-                del data
-            else:
-                flat = _contiguous(arr, dtype).reshape(-1).view(np.uint8)  # a copy only if it must
-                crc = out.write(flat)
-                del flat
-            entries.append((key, make_entry(dtype.enum, arr.shape, shard, start, out.offset - start,
-                                            mask_crc(crc)).SerializeToString()))
-            if progress is not None:
-                progress(out.offset - start)
-        for f in files:
-            f.close()
-        write_index(prefix, make_header(num_shards), entries + sliced_entries,
-                    out=tx.file(index_filename(prefix)))
-        new = {f.path for f in files}
-        for old in existing_data_files(prefix):
-            if old not in new:
-                tx.delete_after(old)
-        if also is not None:
-            also(tx)
-        tx.publish()
-
-
-def drop_stale(tx: Transaction, prefix: str) -> None:
-    """Delete, in commit `tx`, the files of an old checkpoint at `prefix` that a new one
-    written there (its own index and data shards) does not replace: the `.meta`, whose
-    graph and Saver describe the old tensors, and a V1 table file at the prefix itself
-    (which a V2 index would shadow). Data shards are the writers' own business."""
-    for path in (meta_graph_filename(prefix), prefix):
-        if storage.isfile(path):
-            tx.delete_after(path)

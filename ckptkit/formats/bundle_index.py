@@ -161,7 +161,7 @@ class BundleIndex:
         # A commit whose writer died after its commit point is read through its journal.
         self.pending = self.store.pending(self.path)
         with self.store.open(self.path, "checkpoint index", self.pending) as f:
-            self.read_as = f.identity  # which index this is (see BundleData._file)
+            self.read_as = f.identity  # which index this is (see BundleReader._file)
             # the same version of the same file, decoded already in this process?
             # Local files only: their identity (device, inode, size, mtime) changes with every
             # replacement; a remote store's may not (an HTTP server without ETag or Last-Modified).
@@ -279,7 +279,7 @@ class BundleIndex:
                 continue
             entry = self.entry(key)
             if not entry.slices and not 0 <= entry.shard_id < max(num_shards, 1):
-                # listing refuses what every read would (BundleData.checked checks the rest)
+                # listing refuses what every read would (BundleReader.checked checks the rest)
                 raise DataLossError(f"entry names shard {entry.shard_id} of {num_shards}",
                                     path=self.path, key=key)
             out[key] = (entry.dtype, shape_of(entry, self.path, key))
@@ -303,7 +303,7 @@ class BundleIndex:
 
     def entry(self, key: str) -> BundleEntryProto:
         """The parsed entry under `key` (KeyError if absent), as stored: only parsing is
-        checked here; `BundleData.checked` validates it against its shards."""
+        checked here; `BundleReader.checked` validates it against its shards."""
         entry = self._entries.get(key)
         if entry is None:
             raw = self._raw[key]  # KeyError for the caller to translate

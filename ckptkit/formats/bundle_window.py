@@ -9,14 +9,14 @@ import numpy as np
 
 from .. import dtypes as _dtypes
 from ..errors import CheckpointError
-from .bundle import BIG, BundleData, decode_key
+from .bundle import BIG, BundleReader, decode_key
 from .slices import TensorSlice, encode_tensor_name_slice
 from .window import Axis, is_whole, read_box, select, shard_source
 
 __all__ = ["read_window"]
 
 
-def read_window(data: BundleData, key: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
+def read_window(data: BundleReader, key: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
     """The ascending window of a V2 entry (plain or partitioned), every dimension kept."""
     entry, dtype, shape, _ = data.checked(key)
     assert dtype is not None  # checked() with known_dtype raises for unknown dtypes
@@ -38,7 +38,7 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _read_partitioned(data: BundleData, key: str, dtype: _dtypes.DType, shape: tuple[int, ...],
+def _read_partitioned(data: BundleReader, key: str, dtype: _dtypes.DType, shape: tuple[int, ...],
                       axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
     """Assemble the window from the slices it overlaps (checked() has verified that the
     slices tile the shape, so every element of the window comes from exactly one)."""

@@ -129,6 +129,18 @@ def decode_varints(buf: Bytes, count: int, pos: int = 0) -> tuple[np.ndarray, in
     return values, pos + int(ends[-1])
 
 
+def string_length_bytes(lengths: np.ndarray, big: bool = False) -> bytes:
+    """A DT_STRING tensor's lengths as TF checksums them: uint32 each, or uint64 when a
+    length needs it, in the bundle's byte order (`big`: a big-endian header)."""
+    import numpy as np  # noqa: PLC0415 - the SSTable needs none of numpy
+
+    lengths = np.asarray(lengths, dtype=np.uint64)
+    order = "big" if big else "little"
+    if not lengths.size or int(lengths.max()) <= 0xFFFFFFFF:
+        return lengths.astype(">u4" if big else "<u4").tobytes()
+    return b"".join(n.to_bytes(4 if n <= 0xFFFFFFFF else 8, order) for n in lengths.tolist())
+
+
 # --------------------------------------------------------------------------- crc of concatenations
 
 _POLY = 0x82F63B78  # crc32c, bit-reflected

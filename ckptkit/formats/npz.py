@@ -27,7 +27,7 @@ from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import CheckpointError, DataLossError, UnsupportedError
 from ..storage.base import Progress
-from . import bundle
+from . import values
 from .tensor_file import TensorFileBackend, check_member_names, read_all
 from .window import Axis, file_source, is_whole, read_box, select
 
@@ -317,7 +317,7 @@ def write_npz(path: str | os.PathLike, tensors: Mapping[str, Any],
     path = os.fspath(path)
     check_member_names(path, tensors, ".npz member", limit=_MAX_ZIP_NAME - len(".npy"))
     for name, value in tensors.items():  # refuse what npz can't hold before writing anything
-        _npz_can_hold(bundle.meta_of(value, name)[0], path, name)
+        _npz_can_hold(values.meta_of(value, name)[0], path, name)
         if name.endswith(".npy") and name[:-4] in tensors:  # np.load's f["a.npy"] is member "a.npy"
             raise UnsupportedError(f"np.load would read {name!r} as {name[:-4]!r} (members "
                                    f"{name!r}.npy and {name[:-4]!r}.npy); rename one first", path=path, key=name)
@@ -358,7 +358,7 @@ def _npz_can_hold(dtype: _dtypes.DType, path: str, name: str) -> None:
 
 
 def _to_npz_array(value: Any, path: str, name: str) -> np.ndarray:
-    arr, dtype = bundle.loaded(value, name)
+    arr, dtype = values.loaded(value, name)
     if dtype.is_string:
         items = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in arr.reshape(-1)]
         if any(item.endswith(b"\0") for item in items):

@@ -21,7 +21,7 @@ from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import DataLossError, UnsupportedError
 from ..storage.base import Progress
-from . import bundle
+from . import values
 from .tensor_file import TensorFileBackend, check_member_names, read_all
 from .window import Axis, file_source, is_whole, read_box, select
 
@@ -209,7 +209,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     offset = 0
     for name in sorted(tensors):
-        dtype, shape = bundle.meta_of(tensors[name], name)
+        dtype, shape = values.meta_of(tensors[name], name)
         code = ST_CODES.get(dtype.name)
         if code is None:
             raise UnsupportedError(f"safetensors has no {dtype.name} type", path=path, key=name)
@@ -226,7 +226,7 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, Any],
         out.write(_HEADER_LEN.pack(len(blob)))
         out.write(blob)
         for name in sorted(tensors):  # one tensor in memory at a time (a Deferred loads here)
-            arr, _ = bundle.loaded(tensors[name], name)
+            arr, _ = values.loaded(tensors[name], name)
             out.write(arr.reshape(-1).view(np.uint8))
             if progress is not None:
                 progress(arr.nbytes)

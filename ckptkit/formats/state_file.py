@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from google.protobuf import text_format
 
@@ -19,6 +20,9 @@ from ..errors import CheckpointError, DataLossError, InvalidArgumentError, Inval
 from ..proto.checkpoint_state_pb2 import CheckpointState
 from ..storage import write_file
 from . import naming
+
+if TYPE_CHECKING:
+    from ..storage.base import Transaction
 
 STATE_FILENAME = "checkpoint"
 
@@ -115,8 +119,10 @@ def check_state_file_path(path: str | os.PathLike) -> None:
         raise NotFoundError(f"directory for the checkpoint state file {what}", path=directory)
 
 
-def write_state_file(path: str | os.PathLike, state: CheckpointState) -> None:
-    """Write a state file atomically, in the text format TF writes, holding the lock.
+def write_state_file(path: str | os.PathLike, state: CheckpointState, *, tx: Transaction | None = None) -> None:
+    """Write a state file atomically, in the text format TF writes, holding the lock:
+    in a commit of its own, or as a file of the open commit `tx` (a save's last file,
+    published with its checkpoint).
 
     Refused before anything is written (CheckpointError naming the file) when the
     path is a directory or its directory is missing. A failing write (permissions, a
@@ -124,7 +130,11 @@ def write_state_file(path: str | os.PathLike, state: CheckpointState) -> None:
     """
     path = storage.fspath(path)
     check_state_file_path(path)
-    write_file(path, text_format.MessageToString(state).encode("utf-8"))
+    data = text_format.MessageToString(state).encode("utf-8")
+    if tx is None:
+        write_file(path, data)
+    else:
+        tx.file(path).write(data)
 
 
 def _resolve(directory: str, path: str) -> str:

@@ -15,7 +15,7 @@ from . import bundle_index, naming
 if TYPE_CHECKING:
     import numpy as np
 
-    from .bundle import BundleData
+    from .bundle import BundleReader
     from .slices import TensorSlice
     from .window import Axis
 
@@ -32,19 +32,19 @@ class V2Backend:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.index: bundle_index.BundleIndex = bundle_index.BundleIndex(prefix)
-        self._data: BundleData | None = None
+        self._data: BundleReader | None = None
         self._data_lock = threading.Lock()
 
     @property
-    def data(self) -> BundleData:
+    def data(self) -> BundleReader:
         """The data shards' reader, made on first use: listing needs only the index
         (and no numpy, which bundle.py imports). One per reader, whichever thread asks first."""
         if self._data is None:
             with self._data_lock:
                 if self._data is None:
-                    from .bundle import BundleData  # noqa: PLC0415 - bundle.py imports numpy
+                    from .bundle import BundleReader  # noqa: PLC0415 - bundle.py imports numpy
 
-                    self._data = BundleData(self.index)
+                    self._data = BundleReader(self.index)
         return self._data
 
     def names(self) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import CheckpointError
 
 if TYPE_CHECKING:
-    from .bundle import BundleData
+    from .bundle import BundleReader
 
 __all__ = ["Axis", "ByteSource", "is_whole", "select", "finish", "shard_source", "file_source", "read_ranges",
            "map_private", "read_box", "PAGE", "SCRATCH", "RUN_BATCH"]
@@ -78,7 +78,7 @@ class ByteSource(Protocol):
         """A copy-on-write map of the bytes, or None where they cannot be mapped (then reads copy)."""
 
 
-def shard_source(data: BundleData, shard: int) -> ByteSource:
+def shard_source(data: BundleReader, shard: int) -> ByteSource:
     """Data shard `shard` of a bundle, opened and checked as every read checks it."""
     return data.shard_handle(shard)
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import dtypes as _dtypes
 from ..errors import DataLossError, InvalidArgumentError, UnsupportedError
-from ..formats.bundle import BIG, BundleData
+from ..formats.bundle import BIG, BundleReader
 from ..formats.coding import crc32c, unmask_crc
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ..proto.tensor_bundle_pb2 import BundleEntryProto
 
     # what the fast paths read: a V2 entry's data, entry, dtype and shape
-    PlainEntry = tuple[BundleData, BundleEntryProto, _dtypes.DType, tuple[int, ...]]
+    PlainEntry = tuple[BundleReader, BundleEntryProto, _dtypes.DType, tuple[int, ...]]
 
 __all__ = ["ALIASES", "FRAMEWORKS", "Target", "Staging", "canonical", "target", "TORCH_DTYPES"]
 
@@ -198,10 +198,10 @@ class Target:
                             path=path, key=name)
 
     def _plain_entry(self, backend: Any, name: str) -> PlainEntry | None:
-        """(BundleData, entry, dtype, shape) of a V2 plain little-endian numeric entry with
+        """(BundleReader, entry, dtype, shape) of a V2 plain little-endian numeric entry with
         data, or None: what the fast paths below handle."""
         data = getattr(backend, "data", None)
-        if not isinstance(data, BundleData):
+        if not isinstance(data, BundleReader):
             return None
         entry, dtype, shape, _ = data.checked(name)
         if dtype is None or dtype.is_string or entry.slices or not entry.size \

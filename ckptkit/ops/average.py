@@ -10,12 +10,12 @@ same dtypes and shapes; the first difference is refused, naming the key.
 
 Memory stays bounded: each tensor is read a chunk at a time from every checkpoint
 (`CheckpointReader.iter_chunks`, crc32c checked across the whole entry) and the mean
-streamed into the new data shard (`bundle.Deferred.chunks`), so averaging 1 GiB
+streamed into the new data shard (`values.Deferred.chunks`), so averaging 1 GiB
 tensors costs a few chunks, not N tensors. Partitioned variables stored with the same
 slices everywhere are averaged slice by slice and written partitioned as they were;
 read whole where the inputs differ in partitioning (or are V1), and written unpartitioned.
 
-The result is written by `bundle.write_bundle` (the commit protocol: temp files, the
+The result is written by `bundle_writer.write_bundle` (the commit protocol: temp files, the
 index last); the last checkpoint's `.meta` graph, if it has one, is published beside
 it in the same commit, after the index (hard-linked or copied), so a TF1 user can
 `import_meta_graph` and restore the average as they would the original. No
@@ -34,10 +34,11 @@ import numpy as np
 from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import InvalidArgumentError, NotFoundError
-from ..formats import bundle, naming
+from ..formats import naming, values
+from ..formats.bundle_writer import BundleWriter, drop_stale, write_tensors
 from ..formats.slices import SlicedTensor, TensorSlice
 from ..reader import CheckpointReader
-from ..storage.base import Progress, Transaction
+from ..storage.base import Progress
 from ..tf1.state import get_checkpoint_state
 from .convert import check_destination
 
@@ -104,11 +105,11 @@ def _joined(chunks: Callable[[], Iterable[np.ndarray]], dtype: _dtypes.DType, sh
 
 
 def _deferred(readers: Sequence[CheckpointReader], name: str, part: TensorSlice | None, dtype: _dtypes.DType,
-              shape: tuple[int, ...], chunk_bytes: int, progress: Progress | None) -> bundle.Deferred:
+              shape: tuple[int, ...], chunk_bytes: int, progress: Progress | None) -> values.Deferred:
     chunks = functools.partial(_mean_chunks, readers, name, part, dtype, chunk_bytes, progress)
     if dtype.is_string:  # no chunked layout for strings: the last checkpoint's value, whole
-        return bundle.Deferred(dtype, shape, lambda: readers[-1].get_tensor(name))
-    return bundle.Deferred(dtype, shape, functools.partial(_joined, chunks, dtype, shape), chunks)
+        return values.Deferred(dtype, shape, lambda: readers[-1].get_tensor(name))
+    return values.Deferred(dtype, shape, functools.partial(_joined, chunks, dtype, shape), chunks)
 
 
 def _check_same(readers: Sequence[CheckpointReader]) -> None:
@@ -143,10 +144,10 @@ def _shared_slices(readers: Sequence[CheckpointReader], name: str) -> list[Tenso
 
 
 def _plan(readers: Sequence[CheckpointReader], chunk_bytes: int, progress: Progress | None) -> tuple[dict, int]:
-    """{name: what write_bundle writes} and how many tensors are averaged."""
+    """{name: what `write_tensors` writes} and how many tensors are averaged."""
     last = readers[-1]
     dtypes, shapes = last.get_variable_to_dtype_map(), last.get_variable_to_shape_map()
-    plan: dict[str, bundle.Deferred | SlicedTensor] = {}
+    plan: dict[str, values.Deferred | SlicedTensor] = {}
     averaged = 0
     for name in last:
         dtype, shape = dtypes[name], tuple(shapes[name])
@@ -185,21 +186,27 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
         check_destination(output, make_parents=True, exist_ok=overwrite)
         _check_same(readers)
         plan, averaged = _plan(readers, chunk_bytes, progress)
-        meta: list[str] = []
-        bundle.write_bundle(output, plan,
-                            also=functools.partial(_publish_meta, readers[-1].prefix, output, meta))
+        meta = _write(output, plan, readers[-1].prefix)
     return {"output": output, "inputs": [r.prefix for r in readers], "tensors": len(plan),
-            "averaged": averaged, "copied": len(plan) - averaged, "meta": meta[0] if meta else None}
+            "averaged": averaged, "copied": len(plan) - averaged, "meta": meta}
 
 
-def _publish_meta(source_prefix: str, output: str, published: list[str], tx: Transaction) -> None:
-    """In the output's commit `tx`: the source's `.meta` published at the output's (after
-    its index, as a Saver does; its path appended to `published`); without one, an old
-    `.meta` at the output (of another graph) is deleted."""
-    bundle.drop_stale(tx, output)
-    source, target = naming.meta_graph_filename(source_prefix), naming.meta_graph_filename(output)
-    try:
-        tx.link(source, target, what="meta graph")
-    except NotFoundError:
-        return
-    published.append(target)
+def _write(output: str, plan: dict, source_prefix: str) -> str | None:
+    """The average at `output`, in one commit: its bundle, then the `.meta` of
+    `source_prefix` published beside it (after its index, as a Saver does; hard-linked or
+    copied), or without one an old `.meta` at the output (of another graph) deleted.
+    Returns the `.meta` published, or None."""
+    storage.of(output).makedirs(os.path.dirname(output))
+    with storage.Commit(os.path.dirname(output)) as tx:
+        writer = BundleWriter(tx, output)
+        write_tensors(writer, plan)
+        writer.finish()
+        drop_stale(tx, output)
+        source, target = naming.meta_graph_filename(source_prefix), naming.meta_graph_filename(output)
+        published: str | None = target
+        try:
+            tx.link(source, target, what="meta graph")
+        except NotFoundError:
+            published = None
+        tx.publish()
+    return published

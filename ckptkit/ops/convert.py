@@ -18,7 +18,8 @@ import numpy as np
 from .. import dtypes as _dtypes
 from .. import selection, storage
 from ..errors import AlreadyExistsError, CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
-from ..formats import bundle, naming, registry
+from ..formats import naming, registry, values
+from ..formats.bundle_writer import BundleWriter, drop_stale, write_tensors
 from ..formats.npz import NpzFile, read_npz, write_npz
 from ..formats.objectgraph import OBJECT_GRAPH_KEY, friendly_names
 from ..formats.safetensors import SafetensorsFile, read_safetensors, write_safetensors
@@ -192,11 +193,11 @@ def _parse_casts(cast: Mapping[str, str] | None) -> dict[int, _dtypes.DType]:
 
 def _plan(source: Source, kind: str, dst: str, include: Iterable[str], exclude: Iterable[str],
           casts: Mapping[int, _dtypes.DType], rename: tuple[str, str] | None, friendly: bool,
-          strict: bool) -> tuple[dict[str, bundle.Deferred], list[dict], dict[str, str]]:
+          strict: bool) -> tuple[dict[str, values.Deferred], list[dict], dict[str, str]]:
     """{output name: Deferred} of what to write, [{name, reason}] of what is left out, and
     {output name: source name}. A glob matching nothing is an error (raised without a
     path: the caller's `_naming(src)` names the source)."""
-    plan: dict[str, bundle.Deferred] = {}
+    plan: dict[str, values.Deferred] = {}
     sources: dict[str, str] = {}
     left_out = []
     pattern, template = (None, "") if rename is None else (selection.compile_regex(rename[0]), rename[1])
@@ -224,7 +225,7 @@ def _plan(source: Source, kind: str, dst: str, include: Iterable[str], exclude: 
                                        path=dst, key=out)
         sources[out] = name
         load = functools.partial(_load_cast, source, name, None if target is dtype else target)
-        plan[out] = bundle.Deferred(target, shape, load)
+        plan[out] = values.Deferred(target, shape, load)
     if source.names and not plan:
         reasons = ", ".join(f"{d['name']} ({d['reason']})" for d in left_out[:3])
         raise UnsupportedError(f"nothing to write: every tensor selected is left out: {reasons}"
@@ -232,7 +233,7 @@ def _plan(source: Source, kind: str, dst: str, include: Iterable[str], exclude: 
     return plan, left_out, sources
 
 
-def _plan_rows(plan: Mapping[str, bundle.Deferred], sources: Mapping[str, str], source: Source) -> list[dict]:
+def _plan_rows(plan: Mapping[str, values.Deferred], sources: Mapping[str, str], source: Source) -> list[dict]:
     """What a dry run reports: one row per tensor to write, in writing order."""
     rows = []
     for out, deferred in plan.items():
@@ -334,7 +335,19 @@ def convert(src: str | os.PathLike | Location, dst: str | os.PathLike, *, num_sh
             elif kind == "safetensors":
                 write_safetensors(dst, plan, header, progress=progress)
             else:
-                bundle.write_bundle(dst, plan, num_shards=num_shards, progress=progress,
-                                    also=lambda tx: bundle.drop_stale(tx, dst))
+                _write_checkpoint(dst, plan, num_shards, progress)
     nbytes = sum(d.nbytes for d in plan.values())
     return {"src": src, "dst": dst, "tensors": len(plan), "bytes": nbytes, "left_out": left_out}
+
+
+def _write_checkpoint(dst: str, plan: Mapping[str, values.Deferred], num_shards: int,
+                      progress: Progress | None) -> None:
+    """`plan` as a V2 checkpoint at `dst`, in one commit: the bundle (data shards, then
+    the index), and an older checkpoint's `.meta` and V1 file there deleted."""
+    storage.of(dst).makedirs(os.path.dirname(dst))
+    with storage.Commit(os.path.dirname(dst)) as tx:
+        writer = BundleWriter(tx, dst, num_shards, progress=progress)
+        write_tensors(writer, plan)
+        writer.finish()
+        drop_stale(tx, dst)
+        tx.publish()

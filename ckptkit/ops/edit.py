@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import dtypes as _dtypes
 from .. import selection, storage
 from ..errors import (
     CheckpointError,
@@ -53,15 +52,15 @@ from ..errors import (
     TensorNotFoundError,
     UnsupportedError,
 )
-from ..formats import bundle, registry
-from ..formats.coding import mask_crc
+from ..formats import bundle, registry, values
+from ..formats.bundle_writer import BundleWriter, drop_stale, write_bundle
 from ..formats.naming import meta_graph_filename
 from ..formats.objectgraph import OBJECT_GRAPH_KEY
 from ..formats.slices import TensorSlice, encode_tensor_name_slice, is_slice_key  # is_slice_key: re-exported
 from ..location import Location, locate, resolve_prefix
 from ..reader import CheckpointReader
 from ..storage import Commit, locked_directory
-from ..storage.base import Progress, ShardFile, copy_range
+from ..storage.base import Progress
 from ..storage.files import temp_name
 from ..storage.lock import EDIT_WAIT_SECONDS
 from ..tf1.meta_edit import rewrite_meta
@@ -108,7 +107,7 @@ class _Edit:
         self.meta_path = meta_graph_filename(prefix)
         self.meta_as = storage.of(self.meta_path).identity(self.meta_path)
         self.index = bundle.BundleIndex(prefix)
-        self.data = bundle.BundleData(self.index)
+        self.data = bundle.BundleReader(self.index)
         self.items = dict(self.index.raw_items())
         self._graph: GraphEditor | None = None
 
@@ -156,7 +155,7 @@ class _Edit:
     def data_entries(self, items: Mapping[str, bytes]) -> list[tuple[str, bundle.BundleEntryProto]]:
         """(source key, entry) of every entry of the source index still in `items` (whose
         values are the source's serialized entries, under old or new keys) that stores
-        bytes, each checked by `BundleData.checked` — the same checks a read makes, so an
+        bytes, each checked by `BundleReader.checked` — the same checks a read makes, so an
         edit never trusts a lying index further than a read does."""
         live = {id(v) for v in items.values()}
         out = []
@@ -212,49 +211,34 @@ class _Edit:
         rewrite = set(by_shard) if compact else set()
         if graph_shard is not None:
             rewrite.add(graph_shard)
-        header = self.index.header
-        if new_n != n:
-            header = bundle.BundleHeaderProto()
-            header.CopyFrom(self.index.header)
-            header.num_shards = new_n
         new_key = {id(v): k for k, v in items.items()}
         freed = 0
         with Commit(os.path.dirname(self.target)) as tx:
             tx.guard(bundle.index_filename(self.prefix), self.read_as)
             if self.meta_as is not None:
                 tx.guard(self.meta_path, self.meta_as)
-            published = set()
+            writer = BundleWriter(tx, self.target, new_n, header=self.index.header, new_shards=False,
+                                  progress=progress)
             for shard in sorted(set(by_shard) | rewrite):
-                path = bundle.data_filename(self.target, shard, new_n)
-                published.add(path)
                 if shard not in rewrite:
                     if not self.in_place or new_n != n:
-                        tx.link(self.data.shard_path(shard), path, progress=progress)
+                        writer.link_shard(shard, self.data.shard_path(shard))
+                    else:
+                        writer.keep_shard(shard)
                     continue
-                out = tx.shard(path)
+                writer.new_shard(shard)
                 source = self.data.shard_handle(shard) if by_shard.get(shard) else None
                 for key, checked in sorted(by_shard.get(shard, []), key=lambda ke: ke[1].offset):
                     assert source is not None  # opened above: this shard has entries
-                    entry = bundle.BundleEntryProto()
-                    entry.CopyFrom(checked)  # the reader's cached entry stays as read
-                    entry.offset = out.offset
-                    copy_range(source, checked.offset, checked.size, out, path=self.data.shard_path(shard),
-                               key=key, progress=progress)
-                    items[new_key[id(self.items[key])]] = entry.SerializeToString()
+                    moved = new_key[id(self.items[key])]
+                    del items[moved]  # (the others are carried over as they are)
+                    writer.copy_entry(moved, checked, source, self.data.shard_path(shard), shard=shard)
                 if shard == graph_shard:
-                    assert change.graph is not None
-                    items[OBJECT_GRAPH_KEY] = _append_string(out, shard, change.graph)
-                freed += (self.data.shard_size(shard) if shard < n else 0) - out.offset
-                out.close()
-            if compact or not self.in_place or new_n != n:
-                for old in bundle.existing_data_files(self.target):
-                    if old not in published:
-                        if self.in_place and new_n == n:  # (else its bytes live on under a new name)
-                            freed += _size(old)
-                        tx.delete_after(old)
+                    writer.add(OBJECT_GRAPH_KEY, np.array(change.graph, dtype=object), shard=shard)
+                freed += (self.data.shard_size(shard) if shard < n else 0) - writer.offset(shard)
             target_meta = meta_graph_filename(self.target)
             if not self.in_place:  # an old checkpoint at the output: its .meta (unless
-                bundle.drop_stale(tx, self.target)  # replaced below) and V1 file go too
+                drop_stale(tx, self.target)  # replaced below) and V1 file go too
             if isinstance(meta, bytes):
                 tx.file(target_meta).write(meta)
             elif meta is False:
@@ -262,21 +246,13 @@ class _Edit:
                     tx.delete_after(target_meta)
             elif self.meta_as is not None and not self.in_place:
                 tx.link(self.meta_path, target_meta, what="meta graph file")
-            bundle.write_index(self.target, header, items.items(),
-                               out=tx.file(bundle.index_filename(self.target)))
+            for key, value in items.items():
+                writer.add_entry(key, value)
+            stale = writer.finish(drop_stale_shards=compact or not self.in_place or new_n != n)
+            if self.in_place and new_n == n:  # (else their bytes live on under new names)
+                freed += sum(_size(old) for old in stale)
             tx.publish()
         return freed
-
-
-def _append_string(out: ShardFile, shard: int, data: bytes) -> bytes:
-    """Write `data` as a DT_STRING scalar at the end of shard `out` (as write_bundle lays
-    strings out); return its serialized entry."""
-    start = out.offset
-    varints, checksum, lengths_crc, raw = bundle.string_parts(np.array(data, dtype=object), OBJECT_GRAPH_KEY)
-    out.write(varints)
-    crc = out.write(raw, out.write(checksum, lengths_crc))
-    return bundle.make_entry(_dtypes.STRING.enum, (), shard, start, out.offset - start,
-                             mask_crc(crc)).SerializeToString()
 
 
 @contextmanager
@@ -330,9 +306,9 @@ def _as_v2(source: str, target: str) -> Iterator[str]:
         with CheckpointReader(source) as reader:
             dtypes = reader.get_variable_to_dtype_map()
             shapes = reader.get_variable_to_shape_map()
-            tensors = {name: bundle.Deferred(dtypes[name], tuple(shapes[name]),
+            tensors = {name: values.Deferred(dtypes[name], tuple(shapes[name]),
                                              functools.partial(reader.get_tensor, name)) for name in reader}
-            bundle.write_bundle(temp, tensors)
+            write_bundle(temp, tensors)
         yield temp
     finally:
         remove_checkpoint(temp)

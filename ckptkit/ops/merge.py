@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from .. import storage
 from ..errors import DataLossError, InvalidArgumentError, UnsupportedError
 from ..formats import bundle, naming
+from ..formats.bundle_writer import BundleWriter, drop_stale
 from ..formats.slices import TensorSlice, check_tiling, decode_tensor_name_slice, encode_tensor_name_slice, is_slice_key
 from ..reader import resolve_prefix
 from ..storage import Commit, locked_directory
@@ -56,7 +57,7 @@ class _Merge:
         self.sources: list[str] = []                    # shard file of each new shard id
         self.header: bundle.BundleHeaderProto | None = None
 
-    def add(self, part: int, data: bundle.BundleData) -> None:
+    def add(self, part: int, data: bundle.BundleReader) -> None:
         index = data.index
         self._check_header(index)
         for key in index.keys():
@@ -174,7 +175,7 @@ def merge_checkpoints(parts: Sequence[str | os.PathLike], output: str | os.PathL
         for i, prefix in enumerate(prefixes):
             index_path = naming.index_filename(prefix)
             read_as[index_path] = storage.of(index_path).identity(index_path)
-            data = bundle.BundleData(bundle.BundleIndex(prefix))
+            data = bundle.BundleReader(bundle.BundleIndex(prefix))
             stack.callback(data.close)
             merged.add(i, data)
         merged.check_partitioned(output)
@@ -184,27 +185,20 @@ def merge_checkpoints(parts: Sequence[str | os.PathLike], output: str | os.PathL
 
 
 def _publish(merged: _Merge, read_as: dict, output: str, progress: Progress | None) -> None:
+    """The merged bundle at `output` in one commit: each part's used shard linked under
+    its new number, the entries re-pointed to them, the parts' headers' version."""
     assert merged.header is not None  # at least one part was added
     num_shards = max(len(merged.sources), 1)
     with Commit(os.path.dirname(output)) as tx:
         for path, before in read_as.items():
             tx.guard(path, before)
-        new = set()
+        writer = BundleWriter(tx, output, num_shards, header=merged.header, new_shards=False, progress=progress)
         for shard, source in enumerate(merged.sources):
-            target = naming.data_filename(output, shard, num_shards)
-            tx.link(source, target, progress=progress)
-            new.add(target)
+            writer.link_shard(shard, source)
         if not merged.sources:  # no tensor data at all: TF still writes one (empty) shard
-            target = naming.data_filename(output, 0, 1)
-            tx.file(target)
-            new.add(target)
-        for old in naming.existing_data_files(output):
-            if old not in new:
-                tx.delete_after(old)
-        header = bundle.make_header(num_shards, merged.header.endianness)
-        header.version.CopyFrom(merged.header.version)
-        bundle.write_index(output, header,
-                           [(k, e.SerializeToString()) for k, e in merged.entries.items()],
-                           out=tx.file(naming.index_filename(output)))
-        bundle.drop_stale(tx, output)
+            writer.new_shard(0)
+        for key, entry in merged.entries.items():
+            writer.add_entry(key, entry)
+        writer.finish()
+        drop_stale(tx, output)
         tx.publish()

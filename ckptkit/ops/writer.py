@@ -5,7 +5,7 @@ import os
 from collections.abc import Mapping
 
 from .. import storage
-from ..formats import bundle
+from ..formats import bundle_writer
 
 __all__ = ["save"]
 
@@ -18,5 +18,5 @@ def save(prefix: str | os.PathLike, tensors: Mapping[str, object], *, num_shards
     DT_STRING tensors. The write is atomic: a crash leaves the old checkpoint or none.
     """
     prefix = storage.fspath(prefix)
-    bundle.write_bundle(prefix, tensors, num_shards=num_shards)
+    bundle_writer.write_bundle(prefix, tensors, num_shards=num_shards)
     return prefix

@@ -95,6 +95,11 @@ class Transaction(Protocol):
     def delete_after(self, path: str) -> None:
         """Delete `path` once the new files are published (unless one of them is `path`)."""
 
+    def anchor(self, path: str) -> None:
+        """Readers of the checkpoint open `path` first (its index): where the commit needs a
+        journal, it is named after `path`, so such a reader finds a commit published but
+        not yet applied and reads it whole (`Storage.pending`). Default: the last file."""
+
     def guard(self, path: str, since: Identity | None) -> None:
         """Publication fails (ConcurrentModificationError, nothing published) unless `path`
         still has the identity `since` it had when the caller read it."""

@@ -8,7 +8,8 @@ depends on. No filesystem renames several files at once, so:
 1. prepare: every new file is written under a temp name in the checkpoint's own
    directory (`files.temp_name`), flushed and fsynced; the directory is fsynced.
 2. commit point: when more than one rename is needed, or old files must go, a journal
-   `LAST_FILE.ckptkit-journal` (written atomically itself) lists every (temp, final)
+   `ANCHOR.ckptkit-journal` (ANCHOR: the checkpoint's index, which readers open first,
+   as `Transaction.anchor` names it; else the last file; written atomically) lists every (temp, final)
    rename and every deletion. From this moment the new checkpoint is the checkpoint.
    (A single file — a `.meta`, a state file, an edited index — needs no journal: its
    one rename is the commit point.)
@@ -302,6 +303,7 @@ class LocalCommit:
         self._parts: list = []           # AtomicFile or ShardWriter, in publication order
         self._deletes: list[str] = []
         self._guards: dict[str, tuple | None] = {}
+        self._anchor: str | None = None
         self._published = False
 
     def __enter__(self) -> LocalCommit:
@@ -370,6 +372,12 @@ class LocalCommit:
         """Delete `path` once the new files are published (an old file nothing will use)."""
         self._deletes.append(self._own(path))
 
+    def anchor(self, path: str) -> None:
+        """Name the journal (if one is needed) after `path`, the file readers look it up by
+        (a checkpoint's index: `pending_renames(index)`), even when files follow it (a
+        `.meta`, a state file); else it is named after the last file."""
+        self._anchor = self._own(path)
+
     def guard(self, path: str, since: tuple | None) -> None:
         """Publication fails (ConcurrentModificationError) unless `path` still has the
         `identity` it had when the caller read it (`since`)."""
@@ -387,7 +395,7 @@ class LocalCommit:
         fsync_dir(self.directory)
         journal = None
         if deletes or len(renames) > 1:
-            journal = _journal_path(finals[-1]) if finals else _journal_path(deletes[-1])
+            journal = _journal_path(self._anchor or (finals[-1] if finals else deletes[-1]))
             replaced = [*finals, *deletes]
             doc = {"version": _JOURNAL_VERSION,
                    "renames": [[os.path.basename(t), os.path.basename(f)] for t, f in renames],

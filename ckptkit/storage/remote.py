@@ -2,7 +2,7 @@
 
 Reads fetch byte ranges only (`cat_file(path, start, end)`), so listing a checkpoint
 reads its `.index` and never its data shards, and a tensor read fetches that tensor's
-bytes; BundleData splits big tensors into pieces that its thread pool fetches
+bytes; BundleReader splits big tensors into pieces that its thread pool fetches
 concurrently. Transient store failures are retried a bounded number of times; what
 still fails is a StorageError naming the URL (never a DataLossError: a transport fault says
 nothing about the file's bytes). Until a store has answered once, every call to it is
@@ -596,6 +596,9 @@ class ObjectCommit:
 
     def delete_after(self, path: str) -> None:
         self._deletes.append(self._own(path))
+
+    def anchor(self, path: str) -> None:
+        """Nothing to do: object stores publish without journals."""
 
     def guard(self, path: str, since: Identity | None) -> None:
         self._guards[path] = since

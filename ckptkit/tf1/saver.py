@@ -33,11 +33,12 @@ import numpy as np
 
 from .. import storage
 from ..errors import CheckpointError, InvalidArgumentError, NoCheckpointError
-from ..formats import bundle
+from ..formats.bundle_writer import BundleWriter, write_tensors
+from ..formats.values import to_array
 from ..proto.meta_graph_pb2 import MetaGraphDef
 from ..proto.saver_pb2 import SaverDef
 from ..reader import CheckpointReader
-from ..storage import locked_directory, write_file
+from ..storage.base import Transaction
 from ..storage.lock import SAVER
 from .state import (
     V2,
@@ -192,10 +193,11 @@ class Saver:
         if len(self._last_checkpoints) > self.saver_def.max_to_keep:
             self._checkpoints_to_be_deleted.append(self._last_checkpoints.pop(0))
 
-    def _maybe_delete_old_checkpoints(self, meta_graph_suffix: str, root: str) -> None:
+    def _maybe_delete_old_checkpoints(self, meta_graph_suffix: str, root: str, tx: Transaction) -> None:
         """TF's _MaybeDeleteOldCheckpoints: one queued checkpoint, kept if it opens a new N-hour period.
 
-        Deletion is confined to `root`; a refusal or a failure is logged, as TF logs and
+        Deleted in the save's commit `tx`, once the state file no longer naming it is
+        published. Deletion is confined to `root`; a refusal is logged, as TF logs and
         ignores a failed delete.
         """
         if not self._checkpoints_to_be_deleted:
@@ -205,7 +207,7 @@ class Saver:
             self._next_checkpoint_time += self._keep_seconds
             return
         try:
-            remove_checkpoint(path, self.saver_def.version, meta_graph_suffix, root=root)
+            remove_checkpoint(path, self.saver_def.version, meta_graph_suffix, root=root, tx=tx)
         except (CheckpointError, OSError) as exc:
             _log.warning("Ignoring: %s", exc)
 
@@ -234,9 +236,10 @@ class Saver:
         """Write a checkpoint of `values` ({variable name: array-like}); return its prefix.
 
         The prefix is `save_path`, or `save_path-N` with `global_step` (an int or 0-d
-        array). Order on disk: data shards and index (renamed into place), `.meta`, then
-        the state file, then pruning of checkpoints beyond `max_to_keep` — all while
-        holding the directory's lock, after sweeping stale temp files. Returns None
+        array). One commit (`storage.Commit`, holding the directory's lock, after
+        sweeping stale temp files) publishes, in this order, the data shards and index
+        (a `BundleWriter`), the `.meta`, the state file, and then deletes the checkpoints
+        pruned beyond `max_to_keep`: a crash leaves the old state or the new one. Returns None
         for an empty Saver made with allow_empty=True (nothing is written).
         """
         with storage.options(self._storage_options):
@@ -271,18 +274,25 @@ class Saver:
         graph = self._build_meta_graph(values, saved, checkpoint_file) if write_meta_graph else None
         if write_state:  # a state file that can't be written fails the save before any byte
             check_state_file_path(storage.join(parent, latest_filename))
-        with locked_directory(parent, self._lock_timeout, role=SAVER):
-            bundle.write_bundle(checkpoint_file, {key: values[name] for key, name in saved.items()},
-                                num_shards=self._num_shards)
-            if graph is not None:
-                write_file(meta_graph_filename(checkpoint_file, meta_graph_suffix),
-                           graph.SerializeToString(deterministic=True))
-            if write_state:
-                self._record_last_checkpoint(checkpoint_file)
-                update_checkpoint_state(parent, checkpoint_file, self.last_checkpoints,
-                                        latest_filename=latest_filename,
-                                        save_relative_paths=self._save_relative_paths)
-                self._maybe_delete_old_checkpoints(meta_graph_suffix, root=parent)
+        policy = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted), self._next_checkpoint_time)
+        try:
+            with storage.Commit(parent, lock_timeout=self._lock_timeout, role=SAVER) as tx:
+                writer = BundleWriter(tx, checkpoint_file, self._num_shards)
+                write_tensors(writer, {key: values[name] for key, name in saved.items()})
+                writer.finish()
+                if graph is not None:
+                    tx.file(meta_graph_filename(checkpoint_file, meta_graph_suffix)).write(
+                        graph.SerializeToString(deterministic=True))
+                if write_state:
+                    self._record_last_checkpoint(checkpoint_file)
+                    update_checkpoint_state(parent, checkpoint_file, self.last_checkpoints,
+                                            latest_filename=latest_filename,
+                                            save_relative_paths=self._save_relative_paths, tx=tx)
+                    self._maybe_delete_old_checkpoints(meta_graph_suffix, root=parent, tx=tx)
+                tx.publish()
+        except BaseException:  # nothing was published: the recent list stays as it was
+            self._last_checkpoints, self._checkpoints_to_be_deleted, self._next_checkpoint_time = policy
+            raise
         return checkpoint_file
 
     @staticmethod
@@ -317,7 +327,7 @@ class Saver:
         variables = {}
         for key, name in saved.items():
             if name not in variables:
-                arr, dtype = bundle.to_array(values[name], key)
+                arr, dtype = to_array(values[name], key)
                 variables[name] = (dtype, tuple(arr.shape))
         try:
             return metagraph.build_meta_graph(

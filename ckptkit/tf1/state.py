@@ -11,6 +11,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from .. import storage
 from ..errors import InvalidArgumentError
@@ -30,6 +31,9 @@ from ..formats.state_file import (
 from ..proto.checkpoint_state_pb2 import CheckpointState
 from ..proto.saver_pb2 import SaverDef
 from ..storage import locked_directory
+
+if TYPE_CHECKING:
+    from ..storage.base import Transaction
 
 __all__ = ["STATE_FILENAME", "CheckpointState", "V1", "V2", "check_state_file_path", "checkpoint_exists",
            "checkpoint_files", "generate_checkpoint_state_proto", "get_checkpoint_mtimes", "get_checkpoint_state",
@@ -86,7 +90,7 @@ def update_checkpoint_state(save_dir: str | os.PathLike, model_checkpoint_path: 
                             latest_filename: str | None = None,
                             all_model_checkpoint_timestamps: Sequence[float] | None = None,
                             last_preserved_timestamp: float | None = None,
-                            save_relative_paths: bool = False) -> None:
+                            save_relative_paths: bool = False, *, tx: Transaction | None = None) -> None:
     """Atomically rewrite the state file `save_dir/latest_filename` (default `checkpoint`).
 
     TF's `update_checkpoint_state_internal`: with `save_relative_paths`, absolute paths
@@ -95,6 +99,8 @@ def update_checkpoint_state(save_dir: str | os.PathLike, model_checkpoint_path: 
     (TF: ValueError/RuntimeError) when the timestamps don't match the paths or the
     latest checkpoint would be the state file itself, and — stricter than TF — when
     `latest_filename` has path components (the state file lives in `save_dir`).
+    With `tx` (an open `storage.Commit` of `save_dir`), the state file is written as a
+    file of that commit (a save publishes its checkpoint and the state file together).
     """
     save_dir = storage.fspath(save_dir)
     latest_filename = latest_filename or STATE_FILENAME
@@ -113,7 +119,7 @@ def update_checkpoint_state(save_dir: str | os.PathLike, model_checkpoint_path: 
     if state.model_checkpoint_path == state_path:
         raise InvalidArgumentError(f"save path {model!r} conflicts with the path of the checkpoint "
                                    "state file; use a different save path", path=state_path)
-    write_state_file(state_path, state)  # checks the directory first
+    write_state_file(state_path, state, tx=tx)  # checks the directory first
 
 
 # --------------------------------------------------------------------------- files of a checkpoint
@@ -146,7 +152,8 @@ def checkpoint_files(prefix: str | os.PathLike, checkpoint_format_version: int =
 
 
 def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_version: int = V2,
-                      meta_graph_suffix: str = "meta", *, root: str | os.PathLike | None = None) -> list[str]:
+                      meta_graph_suffix: str = "meta", *, root: str | os.PathLike | None = None,
+                      tx: Transaction | None = None) -> list[str]:
     """Delete the files of one checkpoint; return the paths deleted.
 
     As TF's `remove_checkpoint`, but safe against hostile or stale state files: only
@@ -155,6 +162,9 @@ def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_ve
     itself; its target is never touched. With `root` (the directory a Saver manages),
     a prefix whose directory is not `root` (`../x`, `/elsewhere/y`, a symlinked
     subdirectory) is refused with InvalidArgumentError and nothing is deleted.
+    With `tx` (an open commit of the prefix's directory: a save pruning what falls out)
+    the files are deleted once that commit has published everything else, its state
+    file included; returns the paths it will delete.
     """
     prefix = storage.fspath(checkpoint_prefix)
     if "\0" in prefix:
@@ -164,13 +174,14 @@ def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_ve
     if root is not None and not storage.same_directory(directory, storage.fspath(root)):
         shown = os.fspath(root) or os.curdir
         raise InvalidArgumentError(f"refusing to delete a checkpoint outside {shown!r}", path=prefix)
+    if tx is not None:
+        doomed = _index_first(checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix))
+        for path in doomed:
+            tx.delete_after(path)
+        return doomed
     removed = []
     with locked_directory(directory):
-        # The index goes first: from then on the checkpoint no longer exists for any
-        # reader, so a crash part-way leaves orphan data files, never a half checkpoint.
-        files = sorted(checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix),
-                       key=lambda p: not p.endswith(naming.INDEX_SUFFIX))
-        for path in files:
+        for path in _index_first(checkpoint_files(prefix, checkpoint_format_version, meta_graph_suffix)):
             if not store.remove(path):  # on a symlink: removes the link, not its target
                 _log.warning("%s: already deleted, perhaps by another process", path)
                 continue
@@ -178,6 +189,12 @@ def remove_checkpoint(checkpoint_prefix: str | os.PathLike, checkpoint_format_ve
         if removed:
             store.sync_directory(directory)
     return removed
+
+
+def _index_first(paths: list[str]) -> list[str]:
+    """The index goes first: from then on the checkpoint no longer exists for any reader,
+    so a crash part-way leaves orphan data files, never a half checkpoint."""
+    return sorted(paths, key=lambda p: not p.endswith(naming.INDEX_SUFFIX))
 
 
 def get_checkpoint_mtimes(checkpoint_prefixes: Iterable[str | os.PathLike]) -> list[float]:

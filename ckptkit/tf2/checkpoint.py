@@ -31,11 +31,11 @@ import numpy as np
 
 from .. import storage
 from ..errors import CheckpointError, InvalidArgumentError, UnsupportedError
-from ..formats import bundle
+from ..formats.bundle_writer import BundleWriter, write_tensors
 from ..formats.objectgraph import ATTRIBUTES, OBJECT_GRAPH_KEY, escape_local_name, mark_checkpoint_values
 from ..proto.trackable_object_graph_pb2 import TrackableObjectGraph
 from ..reader import CheckpointReader
-from ..storage import locked_directory
+from ..storage.base import Transaction
 from ..storage.lock import SAVER
 from ..tf1.state import STATE_FILENAME, check_state_file_path, update_checkpoint_state
 
@@ -363,10 +363,16 @@ class Checkpoint:
         """(TrackableObjectGraph, {checkpoint key: value}) that `write` would store now."""
         return build_object_graph(self._children(), {SAVE_COUNTER: SAVE_COUNTER}, root=self._root)
 
-    def _write(self, file_prefix: str) -> str:
+    def write_in(self, tx: Transaction, file_prefix: str) -> str:
+        """Write this checkpoint's bundle at `file_prefix` into the open commit `tx` (a
+        `BundleWriter`: data shards, then the index); the caller adds what goes with it
+        (a state file, pruning) and publishes. What `write`, `save` and a
+        CheckpointManager's `save` do; returns `file_prefix`."""
         graph, tensors = self.object_graph()
         tensors[OBJECT_GRAPH_KEY] = np.array(graph.SerializeToString(), dtype=object)
-        bundle.write_bundle(file_prefix, tensors, keep_order=True)  # TF: objects breadth-first, graph last
+        writer = BundleWriter(tx, file_prefix)
+        write_tensors(writer, tensors, keep_order=True)  # TF: objects breadth-first, graph last
+        writer.finish()
         return file_prefix
 
     def write(self, file_prefix: str | os.PathLike) -> str:
@@ -375,16 +381,23 @@ class Checkpoint:
         As TF's `write`: no save counting, no state file. Atomic: a crash leaves the old
         checkpoint at that prefix, or none, never a partial one.
         """
-        return self._write(storage.fspath(file_prefix))
+        file_prefix = storage.fspath(file_prefix)
+        directory = os.path.dirname(file_prefix)
+        storage.of(file_prefix).makedirs(directory)
+        with storage.Commit(directory) as tx:
+            self.write_in(tx, file_prefix)
+            tx.publish()
+        return file_prefix
 
     def save(self, file_prefix: str | os.PathLike, *, lock_timeout: float | None = 0.0) -> str:
         """Count a save and write `file_prefix-N`; then name it in the `checkpoint` state file.
 
         As TF's `save`: N is the new `save_counter`, which the checkpoint stores; the
         state file in the prefix's directory then names this checkpoint alone (with a
-        relative path). Use a CheckpointManager to keep several. The bundle and state
-        file are written holding the directory's lock as a Saver (`lock_timeout`:
-        seconds to wait for another saver there; None waits as long as it takes).
+        relative path). Use a CheckpointManager to keep several. The bundle and the state
+        file are published in one commit (the state file last), holding the directory's
+        lock as a Saver (`lock_timeout`: seconds to wait for another saver there; None
+        waits as long as it takes).
         """
         file_prefix = storage.fspath(file_prefix)
         directory = os.path.dirname(file_prefix)
@@ -392,9 +405,10 @@ class Checkpoint:
         path = f"{file_prefix}-{number}"
         make_directories(directory, path)
         check_state_file_path(os.path.join(directory, STATE_FILENAME))  # fail before writing anything
-        with locked_directory(directory, lock_timeout, role=SAVER):
-            self._write(path)
-            update_checkpoint_state(directory, path, [path], save_relative_paths=True)
+        with storage.Commit(directory, lock_timeout=lock_timeout, role=SAVER) as tx:
+            self.write_in(tx, path)
+            update_checkpoint_state(directory, path, [path], save_relative_paths=True, tx=tx)
+            tx.publish()
         return path
 
     # ------------------------------------------------------------------ reading

@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import storage
 from ..errors import CheckpointError, InvalidArgumentError
-from ..storage import locked_directory
+from ..storage.base import Transaction
 from ..storage.lock import SAVER
 from ..tf1.saver import step_number
 from ..tf1.state import V2, get_checkpoint_state, remove_checkpoint, update_checkpoint_state
@@ -146,19 +146,20 @@ class CheckpointManager:
             doomed.append(path)
         return doomed
 
-    def _delete(self, paths: list[str]) -> None:
+    def _delete(self, paths: list[str], tx: Transaction) -> None:
+        """Delete `paths`' checkpoints in the save's commit `tx`, after its state file."""
         for path in paths:
             try:
-                remove_checkpoint(path, V2, root=self._directory)
+                remove_checkpoint(path, V2, root=self._directory, tx=tx)
             except (CheckpointError, OSError) as exc:  # TF logs a failed delete and goes on
                 _log.warning("Ignoring: %s", exc)
 
-    def _record_state(self) -> None:
+    def _record_state(self, tx: Transaction) -> None:
         assert self._latest_checkpoint is not None
         update_checkpoint_state(self._directory, self._latest_checkpoint, list(self._maybe_delete),
                                 all_model_checkpoint_timestamps=list(self._maybe_delete.values()),
                                 last_preserved_timestamp=self._last_preserved_timestamp,
-                                save_relative_paths=True)
+                                save_relative_paths=True, tx=tx)
 
     def save(self, checkpoint_number: Any = None, check_interval: bool = True) -> str | None:
         """Write a checkpoint, record it in the state file and delete what falls out; return its prefix.
@@ -181,18 +182,26 @@ class CheckpointManager:
         number = counter if checkpoint_number is None else evaluate_step(checkpoint_number, "checkpoint_number")
         prefix = f"{self._checkpoint_prefix}-{number}"
         make_directories(self._directory, prefix)
-        with locked_directory(self._directory, self._lock_timeout, role=SAVER):
-            self._checkpoint._write(prefix)
-            timestamp = time.time()
-            self._maybe_delete.pop(prefix, None)
-            self._maybe_delete[prefix] = timestamp
-            self._latest_checkpoint = prefix
-            # TF records, deletes, records again; here the one state file written names the
-            # new checkpoint and only those kept, before any is deleted: a kill in between
-            # leaves orphan files (as TF's Saver does), never a state naming a deleted one.
-            doomed = self._sweep()
-            self._record_state()
-            self._delete(doomed)
+        policy = (collections.OrderedDict(self._maybe_delete), self._latest_checkpoint,
+                  self._last_preserved_timestamp)
+        try:
+            with storage.Commit(self._directory, lock_timeout=self._lock_timeout, role=SAVER) as tx:
+                self._checkpoint.write_in(tx, prefix)
+                timestamp = time.time()
+                self._maybe_delete.pop(prefix, None)
+                self._maybe_delete[prefix] = timestamp
+                self._latest_checkpoint = prefix
+                # TF records, deletes, records again; here one commit publishes the checkpoint
+                # and the one state file, naming it and only those kept, and then deletes what
+                # fell out: a kill in between leaves orphan files (as TF's Saver does), never
+                # a state naming a deleted checkpoint.
+                doomed = self._sweep()
+                self._record_state(tx)
+                self._delete(doomed, tx)
+                tx.publish()
+        except BaseException:  # nothing was published: the list stays as it was
+            self._maybe_delete, self._latest_checkpoint, self._last_preserved_timestamp = policy
+            raise
         return prefix
 
     def restore_or_initialize(self) -> str | None:

@@ -17,7 +17,7 @@ from helpers import CKPTKIT, REPO, SEED_EMA, make_v1, same, subprocess_env, tf_v
 import ckptkit
 from ckptkit.cli import cli
 from ckptkit.cli import render as cli_render
-from ckptkit.formats import bundle
+from ckptkit.formats import bundle, bundle_writer
 from ckptkit.formats.coding import crc32c, mask_crc
 from ckptkit.ops import edit, info
 from ckptkit.ops.convert import read_safetensors
@@ -260,7 +260,7 @@ def test_sliced_rename_dry_run_and_diff(partitioned):
     raw = dict(index.raw_items())
     entry.crc32c = mask_crc(crc32c(bytes(data[entry.offset:entry.offset + entry.size])))
     raw[key] = entry.SerializeToString()
-    bundle.write_index(other, index.header, raw.items()).commit()
+    bundle_writer.write_index(other, index.header, raw.items()).commit()
     result = run("diff", partitioned, other, "--json")
     assert result.exit_code == 1
     assert [v["name"] for v in json.loads(result.stdout)["values"]] == ["part"]

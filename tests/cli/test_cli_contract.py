@@ -23,7 +23,7 @@ from helpers import REPO
 import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
-from ckptkit.formats import bundle
+from ckptkit.formats import bundle, bundle_writer
 from ckptkit.formats.slices import SlicedTensor, TensorSlice
 from ckptkit.ops import convert
 from ckptkit.proto import tensor_slice_pb2
@@ -416,7 +416,7 @@ def _negative_slice_checkpoint(tmp_path, start: int = -2) -> str:
         if entry.slices:
             entry.slices[0].extent[0].start = start
         items.append((bundle.encode_key(key), entry.SerializeToString()))
-    bundle.write_index(prefix, bundle.make_header(1), sorted(items)).commit()
+    bundle_writer.write_index(prefix, bundle_writer.make_header(1), sorted(items)).commit()
     return prefix
 
 

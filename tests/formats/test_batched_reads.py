@@ -20,7 +20,7 @@ from helpers import NUMERIC_DTYPES, random_array, variety
 
 import ckptkit
 from ckptkit.errors import DataLossError, TensorNotFoundError
-from ckptkit.formats import bundle
+from ckptkit.formats import bundle, bundle_writer
 from ckptkit.formats.coding import crc32c, mask_crc
 from ckptkit.formats.table import TableReader, TableWriter
 from ckptkit.storage.local_handle import LocalHandle
@@ -99,12 +99,12 @@ def test_unusual_entry_layouts_are_read_through_protobuf(tmp_path):
     prefix = str(tmp_path / "crafted")
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     raw = a.tobytes()
-    plain = bundle.make_entry(1, (2, 3), 0, 0, len(raw), mask_crc(crc32c(raw))).SerializeToString()
+    plain = bundle_writer.make_entry(1, (2, 3), 0, 0, len(raw), mask_crc(crc32c(raw))).SerializeToString()
     head = 2 + 2 + plain[3]
     swapped = plain[2:head] + plain[:2] + plain[head:]  # shape before dtype: same meaning
     with open(bundle.data_filename(prefix, 0, 1), "wb") as f:
         f.write(raw)
-    bundle.write_index(prefix, bundle.make_header(1), [("a", plain), ("b", swapped)]).commit()
+    bundle_writer.write_index(prefix, bundle_writer.make_header(1), [("a", plain), ("b", swapped)]).commit()
     reader = ckptkit.CheckpointReader(prefix)
     assert reader._backend.data.plan("b") is None and reader._backend.data.plan("a") is not None
     got = reader.get_tensors(["a", "b"])
@@ -121,12 +121,12 @@ def test_big_endian_bundle_batches_like_get_tensor(tmp_path):
     for key, value in values.items():
         raw = value.view(np.uint8).reshape(-1, value.dtype.itemsize)[:, ::-1].tobytes()
         enum = ckptkit.dtypes.as_dtype(value.dtype).enum
-        entries.append((key, bundle.make_entry(enum, value.shape, 0, len(data), len(raw),
+        entries.append((key, bundle_writer.make_entry(enum, value.shape, 0, len(data), len(raw),
                                                mask_crc(crc32c(raw))).SerializeToString()))
         data += raw
     with open(bundle.data_filename(prefix, 0, 1), "wb") as f:
         f.write(data)
-    bundle.write_index(prefix, bundle.make_header(1, bundle.BIG), entries).commit()
+    bundle_writer.write_index(prefix, bundle_writer.make_header(1, bundle.BIG), entries).commit()
     reader = ckptkit.CheckpointReader(prefix)
     got = reader.get_tensors(list(values))
     for key, value in values.items():

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ckptkit.errors import DataLossError
-from ckptkit.formats import bundle
+from ckptkit.formats import bundle, bundle_writer
 
 
 def protobuf_meta(value: bytes, num_shards: int):
@@ -30,7 +30,7 @@ def protobuf_meta(value: bytes, num_shards: int):
 @st.composite
 def entries(draw) -> bytes:
     shape = tuple(draw(st.lists(st.integers(0, 1 << 40), max_size=5)))
-    value = bundle.make_entry(draw(st.integers(1, 30)), shape, draw(st.integers(0, 200)),
+    value = bundle_writer.make_entry(draw(st.integers(1, 30)), shape, draw(st.integers(0, 200)),
                               draw(st.integers(0, 1 << 40)), draw(st.integers(0, 1 << 40)),
                               draw(st.integers(0, (1 << 32) - 1))).SerializeToString()
     for _ in range(draw(st.integers(0, 3))):
@@ -56,7 +56,7 @@ def test_listing_agrees_with_protobuf(values, num_shards):
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "ckpt")
         items = [(bundle.encode_key(k), v) for k, v in zip(keys, values, strict=True)]
-        bundle.write_index(prefix, bundle.make_header(num_shards), items).commit()
+        bundle_writer.write_index(prefix, bundle_writer.make_header(num_shards), items).commit()
         index = bundle.BundleIndex(prefix)
         if DataLossError in expected.values():  # the listing refuses the first bad entry
             try:

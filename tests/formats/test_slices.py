@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import ckptkit
 from ckptkit.errors import DataLossError, InvalidArgumentError
-from ckptkit.formats import bundle
+from ckptkit.formats import bundle, bundle_writer
 from ckptkit.formats.slices import (
     FULL,
     SlicedTensor,
@@ -129,7 +129,7 @@ def test_missing_slice_is_data_loss_naming_the_key(tf1_v2_partitioned, tmp_path)
     for name in os.listdir(os.path.dirname(path)):
         if name.startswith("model.ckpt.data"):
             os.link(os.path.join(os.path.dirname(path), name), prefix + name[len("model.ckpt"):])
-    bundle.write_index(prefix, index.header, [(k, v) for k, v in index.raw_items() if k != victim]).commit()
+    bundle_writer.write_index(prefix, index.header, [(k, v) for k, v in index.raw_items() if k != victim]).commit()
     with ckptkit.CheckpointReader(prefix) as reader:
         assert "fixed3_axis0" in reader
         np.testing.assert_array_equal(reader["plain"], np.ones(3, np.float32))

@@ -10,7 +10,7 @@ from helpers import assert_same_tensor
 
 import ckptkit
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, TensorNotFoundError
-from ckptkit.formats import bundle
+from ckptkit.formats import bundle_writer
 
 VALUES = {
     "a/kernel": np.arange(24, dtype=np.float32).reshape(4, 6),
@@ -153,13 +153,13 @@ def test_entry_claiming_more_than_the_shard(tmp_path):
     """A hostile index that claims a huge tensor is rejected before allocating it."""
 
     prefix = ckptkit.save(str(tmp_path / "small"), {"x": np.zeros(4, np.float32)})
-    entry = bundle.make_entry(1, (1 << 20, 1 << 20), 0, 0, 4 << 40, 0)
-    index = bundle.write_index(prefix, bundle.make_header(1), [("x", entry.SerializeToString())])
+    entry = bundle_writer.make_entry(1, (1 << 20, 1 << 20), 0, 0, 4 << 40, 0)
+    index = bundle_writer.write_index(prefix, bundle_writer.make_header(1), [("x", entry.SerializeToString())])
     index.commit()
     with pytest.raises(DataLossError, match="past the end of the shard"):
         ckptkit.load(prefix)
-    entry = bundle.make_entry(7, (1 << 40,), 0, 0, 8, 0)  # 2^40 strings in 8 bytes
-    bundle.write_index(prefix, bundle.make_header(1), [("x", entry.SerializeToString())]).commit()
+    entry = bundle_writer.make_entry(7, (1 << 40,), 0, 0, 8, 0)  # 2^40 strings in 8 bytes
+    bundle_writer.write_index(prefix, bundle_writer.make_header(1), [("x", entry.SerializeToString())]).commit()
     with pytest.raises(DataLossError, match="too small"):
         ckptkit.load(prefix)
 

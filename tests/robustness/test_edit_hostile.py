@@ -19,7 +19,7 @@ from helpers import bounded_memory, hostile_v2, time_limit
 import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError
-from ckptkit.formats import bundle, slices
+from ckptkit.formats import bundle, bundle_writer, slices
 from ckptkit.ops import edit
 from ckptkit.proto.tensor_bundle_pb2 import BundleEntryProto
 from ckptkit.storage import files
@@ -29,7 +29,7 @@ FLOAT = 1
 
 
 def entry(shape=(2,), shard=0, offset=0, size=8):
-    return bundle.make_entry(FLOAT, shape, shard, offset, size, 0)
+    return bundle_writer.make_entry(FLOAT, shape, shard, offset, size, 0)
 
 
 CASES = {
@@ -54,7 +54,7 @@ def make(tmp_path, case) -> str:
         for name in os.listdir(tmp_path):
             if ".data-" in name:
                 os.unlink(tmp_path / name)
-        bundle.write_index(prefix, bundle.make_header(num_shards), items).commit()
+        bundle_writer.write_index(prefix, bundle_writer.make_header(num_shards), items).commit()
     shard0 = bundle.data_filename(prefix, 0, num_shards)
     if twist == "delete shard 1":
         os.unlink(bundle.data_filename(prefix, 1, 2))
@@ -131,7 +131,7 @@ def test_compact_of_a_header_claiming_30000_shards_writes_only_the_referenced_on
     e.shard_id = 29999
     raw["x"] = e.SerializeToString()
     os.rename(bundle.data_filename(prefix, 0, 1), bundle.data_filename(prefix, 29999, 30000))
-    bundle.write_index(prefix, bundle.make_header(30000), raw.items()).commit()
+    bundle_writer.write_index(prefix, bundle_writer.make_header(30000), raw.items()).commit()
     np.testing.assert_array_equal(tf.train.load_checkpoint(prefix).get_tensor("x"), np.arange(4))
     edit.compact(prefix, output=str(tmp_path / "out" / "model"))
     assert sorted(os.listdir(tmp_path / "out")) == ["model.data-29999-of-30000", "model.index"]

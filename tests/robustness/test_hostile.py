@@ -22,7 +22,7 @@ from helpers import MEMORY_LIMIT, bounded_memory, hostile_v2, time_limit
 import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
-from ckptkit.formats import bundle, slices
+from ckptkit.formats import bundle, bundle_writer, slices
 from ckptkit.formats.coding import crc32c, encode_varint, mask_crc
 from ckptkit.formats.table import TableWriter
 from ckptkit.ops.convert import read_npz
@@ -44,18 +44,18 @@ FLOAT, INT8, STRING = 1, 6, 7
 
 HOSTILE_ENTRIES = {
     # shape and size agree (4 TiB) but the shard has 16 bytes
-    "claims more than the shard": (bundle.make_entry(FLOAT, (1 << 20, 1 << 20), 0, 0, 4 << 40, 0),
+    "claims more than the shard": (bundle_writer.make_entry(FLOAT, (1 << 20, 1 << 20), 0, 0, 4 << 40, 0),
                                    "past the end of the shard"),
-    "2^62 elements": (bundle.make_entry(INT8, (1 << 31, 1 << 31), 0, 0, 1 << 62, 0), "past the end"),
-    "2^62 elements, small size": (bundle.make_entry(FLOAT, (1 << 62,), 0, 0, 8, 0), "does not match shape"),
-    "2^64 bytes of float32": (bundle.make_entry(FLOAT, (1 << 62,), 0, 0, 0, 0), "does not match shape"),
-    "offset near 2^63": (bundle.make_entry(FLOAT, (2,), 0, (1 << 63) - 5, 8, 0), "past the end"),
-    "negative offset": (bundle.make_entry(FLOAT, (2,), 0, -8, 8, 0), "past the end"),
-    "negative dimension": (bundle.make_entry(FLOAT, (4,), 0, 0, 16, 0), "invalid tensor shape"),
-    "300 dimensions": (bundle.make_entry(FLOAT, (1,) * 300, 0, 0, 4, 0), "invalid tensor shape"),
-    "shard 2^31": (bundle.make_entry(FLOAT, (1,), (1 << 31) - 1, 0, 4, 0), "shard"),
-    "2^40 strings in 16 bytes": (bundle.make_entry(STRING, (1 << 40,), 0, 0, 16, 0), "too small"),
-    "2^62 strings": (bundle.make_entry(STRING, (1 << 31, 1 << 31), 0, 0, (1 << 62) + 4, 0), "past the end"),
+    "2^62 elements": (bundle_writer.make_entry(INT8, (1 << 31, 1 << 31), 0, 0, 1 << 62, 0), "past the end"),
+    "2^62 elements, small size": (bundle_writer.make_entry(FLOAT, (1 << 62,), 0, 0, 8, 0), "does not match shape"),
+    "2^64 bytes of float32": (bundle_writer.make_entry(FLOAT, (1 << 62,), 0, 0, 0, 0), "does not match shape"),
+    "offset near 2^63": (bundle_writer.make_entry(FLOAT, (2,), 0, (1 << 63) - 5, 8, 0), "past the end"),
+    "negative offset": (bundle_writer.make_entry(FLOAT, (2,), 0, -8, 8, 0), "past the end"),
+    "negative dimension": (bundle_writer.make_entry(FLOAT, (4,), 0, 0, 16, 0), "invalid tensor shape"),
+    "300 dimensions": (bundle_writer.make_entry(FLOAT, (1,) * 300, 0, 0, 4, 0), "invalid tensor shape"),
+    "shard 2^31": (bundle_writer.make_entry(FLOAT, (1,), (1 << 31) - 1, 0, 4, 0), "shard"),
+    "2^40 strings in 16 bytes": (bundle_writer.make_entry(STRING, (1 << 40,), 0, 0, 16, 0), "too small"),
+    "2^62 strings": (bundle_writer.make_entry(STRING, (1 << 31, 1 << 31), 0, 0, (1 << 62) + 4, 0), "past the end"),
 }
 HOSTILE_ENTRIES["negative dimension"][0].shape.dim[0].size = -4
 
@@ -74,18 +74,18 @@ def string_shard(lengths_bytes: bytes, payload: bytes = b"") -> tuple[bytes, int
 
 def test_huge_string_length(tmp_path):
     data, crc = string_shard(encode_varint(1 << 60), b"abc")
-    refused(hostile_v2(tmp_path, {"x": bundle.make_entry(STRING, (1,), 0, 0, len(data), crc)}, data),
+    refused(hostile_v2(tmp_path, {"x": bundle_writer.make_entry(STRING, (1,), 0, 0, len(data), crc)}, data),
             "string lengths")
 
 
 def test_string_length_past_64_bits(tmp_path):
     raw = b"\xff" * 9 + b"\x7f"  # 10 bytes: a 70-bit value, no valid varint64
     data, crc = string_shard(raw)
-    refused(hostile_v2(tmp_path, {"x": bundle.make_entry(STRING, (1,), 0, 0, len(data), crc)}, data))
+    refused(hostile_v2(tmp_path, {"x": bundle_writer.make_entry(STRING, (1,), 0, 0, len(data), crc)}, data))
 
 
 def sliced_entry(dtype: int, shape, tslices) -> bundle.BundleEntryProto:
-    full = bundle.make_entry(dtype, tuple(shape), 0, 0, 0, 0)
+    full = bundle_writer.make_entry(dtype, tuple(shape), 0, 0, 0, 0)
     for tslice in tslices:
         full.slices.append(tslice.to_proto())
     return full
@@ -95,7 +95,7 @@ def test_sliced_entry_claiming_a_huge_tensor(tmp_path):
     whole = slices.TensorSlice([(0, 1 << 40)])
     entries = {"x": sliced_entry(FLOAT, (1 << 40,), [whole]),
                bundle.decode_key(slices.encode_tensor_name_slice("x", whole)):
-                   bundle.make_entry(FLOAT, (1 << 40,), 0, 0, 4 << 40, 0)}
+                   bundle_writer.make_entry(FLOAT, (1 << 40,), 0, 0, 4 << 40, 0)}
     refused(hostile_v2(tmp_path, entries), "past the end")
 
 

@@ -1,4 +1,4 @@
-"""The validated view of an index entry (BundleData.checked): hostile entries with VALID
+"""The validated view of an index entry (BundleReader.checked): hostile entries with VALID
 index checksums, read through every path (CheckpointReader.get_tensor, ckptkit.load,
 `ckptkit verify`), must give a CheckpointError naming the file and key, promptly and
 without allocating what they claim; valid-but-odd ones (num_shards = 30000, empty
@@ -19,7 +19,7 @@ from helpers import bounded_memory, snappy_compress, time_limit, write_snappy_ta
 import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
-from ckptkit.formats import bundle
+from ckptkit.formats import bundle, bundle_writer
 from ckptkit.formats.coding import crc32c, encode_varints, mask_crc
 from ckptkit.formats.slices import TensorSlice, encode_tensor_name_slice
 from ckptkit.formats.table import TableReader, TableWriter
@@ -38,12 +38,12 @@ def plant(tmp_path, entries: dict, *, num_shards: int = 1, shards=(0,), data: by
         with open(bundle.data_filename(prefix, shard, num_shards), "wb") as f:
             f.write(data)
     items = [(bundle.encode_key(k), e.SerializeToString()) for k, e in entries.items()]
-    bundle.write_index(prefix, bundle.make_header(num_shards, endianness), items).commit()
+    bundle_writer.write_index(prefix, bundle_writer.make_header(num_shards, endianness), items).commit()
     return prefix
 
 
 def good_entry(shard: int = 0, offset: int = 0, size: int = 16, shape=(4,), dtype: int = FLOAT):
-    return bundle.make_entry(dtype, shape, shard, offset, size, mask_crc(crc32c(DATA.tobytes())))
+    return bundle_writer.make_entry(dtype, shape, shard, offset, size, mask_crc(crc32c(DATA.tobytes())))
 
 
 def every_path_refuses(prefix: str, key: str, error=CheckpointError, match: str | None = None) -> None:
@@ -79,8 +79,8 @@ def test_size_not_matching_the_shape(tmp_path, size):
 def test_dev_zero_shard_claiming_8_gib(tmp_path):
     prefix = str(tmp_path / "ckpt")
     os.symlink("/dev/zero", bundle.data_filename(prefix, 0, 1))
-    entry = bundle.make_entry(FLOAT, (1 << 31,), 0, 0, 8 << 30, 0)
-    bundle.write_index(prefix, bundle.make_header(1), [(b"x", entry.SerializeToString())]).commit()
+    entry = bundle_writer.make_entry(FLOAT, (1 << 31,), 0, 0, 8 << 30, 0)
+    bundle_writer.write_index(prefix, bundle_writer.make_header(1), [(b"x", entry.SerializeToString())]).commit()
     every_path_refuses(prefix, "x", DataLossError, "not a regular file")
 
 
@@ -100,7 +100,7 @@ def sliced_entries(slice_shard: int) -> dict:
     for i, (tslice, shard) in enumerate(((TensorSlice([(0, 2)]), 0), (TensorSlice([(2, 2)]), slice_shard))):
         full.slices.append(tslice.to_proto())
         part = DATA[2 * i:2 * i + 2].tobytes()
-        out[bundle.decode_key(encode_tensor_name_slice("x", tslice))] = bundle.make_entry(
+        out[bundle.decode_key(encode_tensor_name_slice("x", tslice))] = bundle_writer.make_entry(
             FLOAT, (2,), shard, 8 * i, 8, mask_crc(crc32c(part)))
     return out
 
@@ -166,15 +166,15 @@ def test_empty_tensor_of_huge_shape(tf, tmp_path):
     """[0, 2**62] is a valid TF shape (0 elements); numpy builds it for int8 but not for
     float32 (2^64 bytes of non-zero dims): that one is UnsupportedError, never numpy's
     ValueError. [2**62, 4, 0] overflows int64 before the 0: invalid in TF too."""
-    entries = {"f": bundle.make_entry(FLOAT, (0, 1 << 62), 0, 0, 0, mask_crc(0)),
-               "i": bundle.make_entry(INT8, (0, 1 << 62), 0, 0, 0, mask_crc(0))}
+    entries = {"f": bundle_writer.make_entry(FLOAT, (0, 1 << 62), 0, 0, 0, mask_crc(0)),
+               "i": bundle_writer.make_entry(INT8, (0, 1 << 62), 0, 0, 0, mask_crc(0))}
     prefix = plant(tmp_path, entries)
     with CheckpointReader(prefix) as reader:
         got = reader.get_tensor("i")
         assert got.shape == (0, 1 << 62) and got.dtype == np.int8
         assert reader.get_variable_to_shape_map()["f"] == [0, 1 << 62]
     every_path_refuses(prefix, "f", UnsupportedError, "too large for a numpy array")
-    bad = plant(tmp_path, {"x": bundle.make_entry(INT8, (1 << 62, 4, 0), 0, 0, 0, mask_crc(0))}, name="bad")
+    bad = plant(tmp_path, {"x": bundle_writer.make_entry(INT8, (1 << 62, 4, 0), 0, 0, 0, mask_crc(0))}, name="bad")
     with pytest.raises(DataLossError, match="invalid tensor shape"):
         ckptkit.load(bad)
     # (TF 2.21 itself aborts the process on this entry: a CHECK failure, not a Status.)
@@ -302,7 +302,7 @@ def big_endian_bundle(tmp_path, name: str, lengths_order: str, checksum_order: s
         else:
             raw = value.view(np.uint8).reshape(-1, value.dtype.itemsize)[:, ::-1].tobytes()
         enum = ckptkit.dtypes.as_dtype(value.dtype).enum
-        entries.append((key, bundle.make_entry(enum, value.shape, 0, len(data), len(raw),
+        entries.append((key, bundle_writer.make_entry(enum, value.shape, 0, len(data), len(raw),
                                                mask_crc(crc32c(raw))).SerializeToString()))
         data += raw
     lengths = np.array([len(s) for s in STRINGS], dtype=np.uint64)
@@ -310,12 +310,12 @@ def big_endian_bundle(tmp_path, name: str, lengths_order: str, checksum_order: s
     checksum = struct.pack(checksum_order + "I", mask_crc(lengths_crc))
     body = encode_varints(lengths) + checksum + b"".join(STRINGS)
     crc = crc32c(b"".join(STRINGS), crc32c(checksum, lengths_crc))
-    entries.append(("s", bundle.make_entry(STRING, STRINGS.shape, 0, len(data), len(body),
+    entries.append(("s", bundle_writer.make_entry(STRING, STRINGS.shape, 0, len(data), len(body),
                                            mask_crc(crc)).SerializeToString()))
     data += body
     with open(bundle.data_filename(prefix, 0, 1), "wb") as f:
         f.write(data)
-    bundle.write_index(prefix, bundle.make_header(1, bundle.BIG), entries).commit()
+    bundle_writer.write_index(prefix, bundle_writer.make_header(1, bundle.BIG), entries).commit()
     return prefix
 
 

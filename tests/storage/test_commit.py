@@ -15,7 +15,7 @@ import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError
 from ckptkit.formats import bundle
-from ckptkit.formats.bundle import BundleData
+from ckptkit.formats.bundle import BundleReader
 from ckptkit.storage import Commit
 from ckptkit.storage import journal as commit
 from ckptkit.storage.journal import JOURNAL_SUFFIX
@@ -267,7 +267,7 @@ def test_load_never_mixes_two_checkpoints(tmp_path, monkeypatch):
     prefix = str(tmp_path / "model")
     ckptkit.save(prefix, {f"t{i}": np.full(4, i, np.int64) for i in range(4)}, num_shards=4)
 
-    real = BundleData._file
+    real = BundleReader._file
     calls = {"n": 0}
 
     def open_shard(self, shard):
@@ -277,6 +277,6 @@ def test_load_never_mixes_two_checkpoints(tmp_path, monkeypatch):
                 ckptkit.save(prefix, {f"t{i}": np.full(4, 100 + i, np.int64) for i in range(4)}, num_shards=4)
         return real(self, shard)
 
-    monkeypatch.setattr(BundleData, "_file", open_shard)
+    monkeypatch.setattr(BundleReader, "_file", open_shard)
     got = ckptkit.load(prefix)
     assert {k: int(v[0]) for k, v in got.items()} == {f"t{i}": 100 + i for i in range(4)}

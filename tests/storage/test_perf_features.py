@@ -14,7 +14,7 @@ import pytest
 
 import ckptkit
 from ckptkit.errors import DataLossError
-from ckptkit.formats import bundle
+from ckptkit.formats import bundle, bundle_writer
 from ckptkit.formats.coding import VarintError, crc32c, crc32c_combine, decode_varints, encode_varint, encode_varints
 
 MIB = 1 << 20
@@ -83,7 +83,7 @@ def test_direct_io_refused_at_write_falls_back(tmp_path, monkeypatch):
             raise OSError(errno.EINVAL, "Invalid argument")
         return real(fd, data, offset)
 
-    monkeypatch.setattr(bundle.os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "pwrite", pwrite)
     value = np.random.default_rng(1).standard_normal(5 * MIB, dtype=np.float32)  # 20 MiB: several chunks
     ckptkit.save(tmp_path / "ck", {"v": value, "w": value[:7]})
     monkeypatch.undo()
@@ -104,7 +104,7 @@ def test_write_error_in_writer_thread_surfaces_and_keeps_old_checkpoint(tmp_path
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd, data, offset)
 
-    monkeypatch.setattr(bundle.os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "pwrite", pwrite)
     big = np.zeros(6 * MIB, np.float32)  # 24 MiB
     with pytest.raises(ckptkit.StorageError) as info:  # a CheckpointError and an OSError, errno kept
         ckptkit.save(tmp_path / "ck", {"v": big})
@@ -207,13 +207,13 @@ def test_listing_matches_tf_for_many_shapes_and_dtypes(tf, tmp_path):
 
 def _index_with(tmp_path, entries, num_shards=1):
     prefix = str(tmp_path / "crafted")
-    bundle.write_index(prefix, bundle.make_header(num_shards), entries).commit()
+    bundle_writer.write_index(prefix, bundle_writer.make_header(num_shards), entries).commit()
     open(bundle.data_filename(prefix, 0, num_shards), "wb").close()
     return prefix
 
 
 def test_listing_falls_back_to_protobuf_for_unusual_entries(tmp_path):
-    plain = bundle.make_entry(1, (2, 3), 0, 0, 24, 0).SerializeToString()
+    plain = bundle_writer.make_entry(1, (2, 3), 0, 0, 24, 0).SerializeToString()
     # A second shape field after the usual ones: protobuf merges it (dims 2, 3, 7).
     merged = plain + b"\x12\x04\x12\x02\x08\x07"
     # dtype after shape: not TF's field order, same meaning.
@@ -226,11 +226,11 @@ def test_listing_falls_back_to_protobuf_for_unusual_entries(tmp_path):
 
 
 def test_listing_still_rejects_bad_shards_and_shapes(tmp_path):
-    bad_shard = bundle.make_entry(1, (2,), 3, 0, 8, 0).SerializeToString()
+    bad_shard = bundle_writer.make_entry(1, (2,), 3, 0, 8, 0).SerializeToString()
     reader_prefix = _index_with(tmp_path, [("v", bad_shard)])
     with pytest.raises(DataLossError, match="shard"):
         ckptkit.CheckpointReader(reader_prefix).get_variable_to_shape_map()
-    negative = bundle.make_entry(1, (2,), 0, 0, 8, 0)
+    negative = bundle_writer.make_entry(1, (2,), 0, 0, 8, 0)
     negative.shape.dim[0].size = -5
     (tmp_path / "crafted.index").unlink()
     prefix = _index_with(tmp_path, [("v", negative.SerializeToString())])
