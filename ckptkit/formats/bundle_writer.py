@@ -241,14 +241,7 @@ class BundleWriter:
             full.shape.SetInParent()
             for d in full_shape:
                 full.shape.dim.add(size=d)
-        elif full.dtype != dtype.enum:
-            raise InvalidArgumentError(f"slices of one tensor must share a dtype: "
-                                       f"{_dtypes.from_enum(full.dtype).name} and {dtype.name}",
-                                       path=self.prefix, key=key)
-        if shape != tslice.shape_in(full_shape):
-            raise InvalidArgumentError(f"slice {tslice.spec()} of shape {list(full_shape)} needs "
-                                       f"an array of shape {list(tslice.shape_in(full_shape))}, "
-                                       f"got {list(shape)}", path=self.prefix, key=key)
+        _check_slice(_dtypes.from_enum(full.dtype), dtype, full_shape, tslice, shape, self.prefix, key)
         self.add(decode_key(encode_tensor_name_slice(key, tslice)), value, shard=shard)
         full.slices.append(tslice.to_proto())
 
@@ -297,6 +290,18 @@ class BundleWriter:
         return stale
 
 
+def _check_slice(first: _dtypes.DType, dtype: _dtypes.DType, full_shape: tuple[int, ...], tslice: TensorSlice,
+                 shape: tuple[int, ...], prefix: str, key: str) -> None:
+    """A slice of variable `key` (whose first slice is of dtype `first`) fits it."""
+    if dtype.enum != first.enum:
+        raise InvalidArgumentError(f"slices of one tensor must share a dtype: {first.name} and {dtype.name}",
+                                   path=prefix, key=key)
+    if shape != tslice.shape_in(full_shape):
+        raise InvalidArgumentError(f"slice {tslice.spec()} of shape {list(full_shape)} needs "
+                                   f"an array of shape {list(tslice.shape_in(full_shape))}, "
+                                   f"got {list(shape)}", path=prefix, key=key)
+
+
 def _write_chunks(out: ShardFile, value: Deferred, key: str, prefix: str) -> int:
     """Stream a Deferred's chunks into `out`; return their crc32c (unmasked). Each chunk
     must be of the declared dtype, and together they must fill the declared shape."""
@@ -339,9 +344,13 @@ def _planned(tensors: Mapping[str, Any], prefix: str, keep_order: bool) -> list[
         if not isinstance(value, SlicedTensor):
             stored.append((encode_key(name), (name, None, *_sized(value, name))))
             continue
-        for tslice, piece in value.pieces:
-            stored.append((encode_tensor_name_slice(name, tslice),
-                           (name, (tslice, tuple(value.shape)), *_sized(piece, name))))
+        first = None
+        for tslice, piece in value.pieces:  # checked as add_slice checks them, before any write
+            piece, size = _sized(piece, name)
+            dtype = piece.dtype if isinstance(piece, Deferred) else as_array(piece, name)[1]
+            _check_slice(first or dtype, dtype, tuple(value.shape), tslice, tuple(piece.shape), prefix, name)
+            first = first or dtype
+            stored.append((encode_tensor_name_slice(name, tslice), (name, (tslice, tuple(value.shape)), piece, size)))
     keys = sorted(k for k, _ in stored)
     if not keep_order:
         stored.sort(key=lambda item: item[0])
