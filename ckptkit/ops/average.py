@@ -15,9 +15,9 @@ tensors costs a few chunks, not N tensors. Partitioned variables stored with the
 slices everywhere are averaged slice by slice and written partitioned as they were;
 read whole where the inputs differ in partitioning (or are V1), and written unpartitioned.
 
-The result is written by `bundle_writer.write_bundle` (the commit protocol: temp files, the
-index last); the last checkpoint's `.meta` graph, if it has one, is published beside
-it in the same commit, after the index (hard-linked or copied), so a TF1 user can
+The result is written by a `BundleWriter` (formats/bundle_writer.py) in one commit
+(temp files, the index after the data); the last checkpoint's `.meta` graph, if it has
+one, is published beside it in the same commit, after the index (hard-linked or copied), so a TF1 user can
 `import_meta_graph` and restore the average as they would the original. No
 `checkpoint` state file is written. An existing output is replaced only with
 `overwrite=True`, its old `.meta` and surplus data shards going in that same commit.
