@@ -195,19 +195,21 @@ class BundleWriter:
         """Write tensor `value` (array-like, str/bytes, or a `Deferred`) under `key`, at the
         end of new shard `shard`. Strings are stored in TF's layout (`string_parts`);
         a Deferred with `chunks` streams them (numeric dtypes), else it is loaded now."""
+        self._add(key, *_typed(value, key), shard)
+
+    def _add(self, key: str, value: np.ndarray | Deferred, dtype: _dtypes.DType, shard: int) -> None:
+        """`add` of a value `_typed` has made an array of `dtype` (or that is a Deferred)."""
         out = self._out(shard, key)
         start = out.offset
         if isinstance(value, Deferred):
-            dtype, shape = value.dtype, tuple(value.shape)
+            shape = tuple(value.shape)
             if value.chunks is not None and not dtype.is_string:
                 crc = _write_chunks(out, value, key, self.prefix)
             else:
-                arr = loaded(value, key)[0]
-                crc = self._write_array(out, arr, dtype, key)
+                crc = self._write_array(out, loaded(value, key)[0], dtype, key)
         else:
-            arr, dtype = as_array(value, key)
-            shape = tuple(arr.shape)
-            crc = self._write_array(out, arr, dtype, key)
+            shape = value.shape
+            crc = self._write_array(out, value, dtype, key)
         self._put(key, make_entry(dtype.enum, shape, shard, start, out.offset - start, mask_crc(crc)))
         if self.progress is not None:
             self.progress(out.offset - start)
@@ -226,12 +228,10 @@ class BundleWriter:
         """Write one slice of partitioned variable `key` (of shape `full_shape`): its data
         under the slice key (formats/slices.py), and the slice in the variable's own
         entry (dtype, full shape, the slices; no data), as TF's AddSlice."""
-        full_shape = tuple(full_shape)
-        if isinstance(value, Deferred):
-            dtype, shape = value.dtype, tuple(value.shape)
-        else:
-            value, dtype = as_array(value, key)
-            shape = tuple(value.shape)
+        self._add_slice(key, tuple(full_shape), tslice, *_typed(value, key), shard)
+
+    def _add_slice(self, key: str, full_shape: tuple[int, ...], tslice: TensorSlice, value: np.ndarray | Deferred,
+                   dtype: _dtypes.DType, shard: int) -> None:
         full = self._sliced.get(key)
         if full is None:
             if key in self._entries:
@@ -241,8 +241,8 @@ class BundleWriter:
             full.shape.SetInParent()
             for d in full_shape:
                 full.shape.dim.add(size=d)
-        _check_slice(_dtypes.from_enum(full.dtype), dtype, full_shape, tslice, shape, self.prefix, key)
-        self.add(decode_key(encode_tensor_name_slice(key, tslice)), value, shard=shard)
+        _check_slice(_dtypes.from_enum(full.dtype), dtype, full_shape, tslice, tuple(value.shape), self.prefix, key)
+        self._add(decode_key(encode_tensor_name_slice(key, tslice)), value, dtype, shard)
         full.slices.append(tslice.to_proto())
 
     def add_entry(self, key: str, entry: BundleEntryProto | bytes) -> None:
@@ -290,6 +290,13 @@ class BundleWriter:
         return stale
 
 
+def _typed(value: Any, key: str) -> tuple[np.ndarray | Deferred, _dtypes.DType]:
+    """(`value` as an array, or the Deferred it is; its TF dtype)."""
+    if isinstance(value, Deferred):
+        return value, value.dtype
+    return as_array(value, key)
+
+
 def _check_slice(first: _dtypes.DType, dtype: _dtypes.DType, full_shape: tuple[int, ...], tslice: TensorSlice,
                  shape: tuple[int, ...], prefix: str, key: str) -> None:
     """A slice of variable `key` (whose first slice is of dtype `first`) fits it."""
@@ -322,14 +329,16 @@ def _write_chunks(out: ShardFile, value: Deferred, key: str, prefix: str) -> int
 
 # --------------------------------------------------------------------------- a mapping of tensors
 
-# One tensor (or slice) to write: (name, its slice and the variable's shape or None, value, bytes).
-_Planned = tuple[str, "tuple[TensorSlice, tuple[int, ...]] | None", Any, int]
+# One tensor (or slice) to write: (name, its slice and the variable's shape or None, value
+# (an array or a Deferred), its dtype, its bytes for shard assignment).
+_Planned = tuple[str, "tuple[TensorSlice, tuple[int, ...]] | None", "np.ndarray | Deferred", _dtypes.DType, int]
 
 
 def _planned(tensors: Mapping[str, Any], prefix: str, keep_order: bool) -> list[_Planned]:
     """What `write_tensors` writes, in data order: sorted by stored key (`keep_order`: in
-    the mapping's order instead). A `SlicedTensor` value becomes its slices; one piece
-    covering the whole tensor is written plainly, as TF writes it."""
+    the mapping's order instead), every name and value checked. A `SlicedTensor` value
+    becomes its slices; one piece covering the whole tensor is written plainly, as TF
+    writes it."""
     stored: list[tuple[bytes, _Planned]] = []
     for name, value in tensors.items():
         if not isinstance(name, str) or name == HEADER_KEY:
@@ -342,15 +351,17 @@ def _planned(tensors: Mapping[str, Any], prefix: str, keep_order: bool) -> list[
                 raise InvalidArgumentError(f"the one slice of shape {list(shape)} has shape "
                                            f"{list(got)}", path=prefix, key=name)
         if not isinstance(value, SlicedTensor):
-            stored.append((encode_key(name), (name, None, *_sized(value, name))))
+            typed, dtype = _typed(value, name)
+            stored.append((encode_key(name), (name, None, typed, dtype, typed.nbytes)))
             continue
         first = None
+        full_shape = tuple(value.shape)
         for tslice, piece in value.pieces:  # checked as add_slice checks them, before any write
-            piece, size = _sized(piece, name)
-            dtype = piece.dtype if isinstance(piece, Deferred) else as_array(piece, name)[1]
-            _check_slice(first or dtype, dtype, tuple(value.shape), tslice, tuple(piece.shape), prefix, name)
+            typed, dtype = _typed(piece, name)
             first = first or dtype
-            stored.append((encode_tensor_name_slice(name, tslice), (name, (tslice, tuple(value.shape)), piece, size)))
+            _check_slice(first, dtype, full_shape, tslice, tuple(typed.shape), prefix, name)
+            stored.append((encode_tensor_name_slice(name, tslice),
+                           (name, (tslice, full_shape), typed, dtype, typed.nbytes)))
     keys = sorted(k for k, _ in stored)
     if not keep_order:
         stored.sort(key=lambda item: item[0])
@@ -361,16 +372,9 @@ def _planned(tensors: Mapping[str, Any], prefix: str, keep_order: bool) -> list[
     return [item for _, item in stored]
 
 
-def _sized(value: Any, key: str) -> tuple[Any, int]:
-    """(value to write: a Deferred or an array, its bytes for shard assignment; 0 for strings)."""
-    if isinstance(value, Deferred):
-        return value, value.nbytes
-    arr, dtype = as_array(value, key)
-    return arr, 0 if dtype.is_string else arr.size * dtype.itemsize
-
-
 def _assign_shards(sizes: list[int], num_shards: int) -> list[int]:
-    """Contiguous runs of keys per shard with roughly equal bytes."""
+    """Contiguous runs of keys per shard with roughly equal bytes (`sizes`: each key's
+    `nbytes`; a string array counts its object pointers, a string Deferred nothing)."""
     total = sum(sizes) or 1
     shards, run = [], 0
     for size in sizes:
@@ -392,11 +396,11 @@ def write_tensors(writer: BundleWriter, tensors: Mapping[str, Any], *, keep_orde
 
 def _write_planned(writer: BundleWriter, plan: list[_Planned]) -> None:
     shards = _assign_shards([size for *_, size in plan], writer.num_shards)
-    for (name, part, value, _), shard in zip(plan, shards, strict=True):
+    for (name, part, value, dtype, _), shard in zip(plan, shards, strict=True):
         if part is None:
-            writer.add(name, value, shard=shard)
+            writer._add(name, value, dtype, shard)  # (values typed by _planned: not again)
         else:
-            writer.add_slice(name, part[1], part[0], value, shard=shard)
+            writer._add_slice(name, part[1], part[0], value, dtype, shard)
 
 
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
