@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 
+import fsspec
 import numpy as np
 import pytest
 from helpers import BROWSER, copy_dir, subprocess_env
@@ -133,6 +134,25 @@ def test_rows_equal_numpy_over_tf_reads(tf, dtypes_ckpt):
     assert rows["dense/bias"]["nan"] == 1 and rows["dense/bias"]["inf"] == 1
     assert rows["flags"]["mean"] == pytest.approx(2 / 3) and rows["flags"]["norm"] == pytest.approx(math.sqrt(2))
     assert all(r["damaged"] is None for r in summary["tensors"])
+
+
+def test_npz_and_url_checkpoints(tmp_path):
+    """Any format and any store: an .npz numpy wrote; a checkpoint at a memory:// URL
+    (summarized in memory only: nothing kept on disk for it)."""
+    values = {"a": np.linspace(-2, 3, 20).reshape(4, 5), "b": np.array([1, 5, -7], np.int32)}
+    np.savez(tmp_path / "w.npz", **values)
+    rows = {r["name"]: r for r in data.checkpoint_summary(str(tmp_path / "w.npz"))["tensors"]}
+    for name, value in values.items():
+        for key, want in _expected(value).items():
+            if key not in ("nan", "inf") or value.dtype.kind == "f":
+                assert math.isclose(rows[name][key], want, rel_tol=1e-12), (name, key)
+    fsspec.filesystem("memory").pipe("/view-test/w.npz", (tmp_path / "w.npz").read_bytes())
+    before = os.listdir(tmp_path / "cache")
+    remote = data.checkpoint_summary("memory://view-test/w.npz")
+    assert [r["mean"] for r in remote["tensors"]] == [rows[n]["mean"] for n in ("a", "b")]
+    assert os.listdir(tmp_path / "cache") == before
+    with serving("memory://view-test/w.npz") as server:
+        assert json.loads(_get(server, "/api/tensor?i=0")[1])["heatmap"]["rows"] == 4
 
 
 def test_summary_is_computed_once_per_identity(run_dir, tmp_path, monkeypatch):

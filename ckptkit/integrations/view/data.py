@@ -19,6 +19,7 @@ Norms and max |x| are over the finite values, as every other statistic here.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -46,6 +47,7 @@ HIST_BINS = 40
 HEAT_CELLS = 64         # a heat map is at most this many cells a side
 EMA_SUFFIX = "/ExponentialMovingAverage"
 CACHE_ENV = "CKPTKIT_CACHE_DIR"
+BATCH_BYTES = 32 << 20  # small tensors are read this many bytes at a time
 
 Progress = Callable[[int], None]
 
@@ -64,16 +66,23 @@ def cache_dir() -> str:
 
 
 def identity(reader: CheckpointReader) -> str:
-    """The checkpoint's identity: its prefix and each file's size and mtime (local files);
-    for a URL, its prefix and file names only (such a summary is kept in memory alone)."""
+    """The checkpoint's identity: its prefix and the size and mtime of each of its local
+    files (a V2 checkpoint's index and data shards, found by name: listing them through
+    the index would cost a pass over it); for a URL, its prefix and file names only (such
+    a summary is kept in memory alone)."""
+    if reader.format == "v2" and not storage.is_url(reader.prefix):
+        pattern = glob.escape(reader.prefix) + ".data-*"
+        paths = [reader.prefix + ".index", *sorted(glob.glob(pattern))]
+    else:
+        paths = reader.files
     files: list[Any] = []
-    for path in reader.files:
+    for path in paths:
         if storage.is_url(path):
             files.append(path)
             continue
         st = os.stat(path)
         files.append([path, st.st_size, st.st_mtime_ns])
-    return json.dumps([SCHEMA, reader.prefix, files])
+    return json.dumps([SCHEMA, reader.prefix, reader.format, files])
 
 
 def _disk_path(key: str) -> str:
@@ -107,14 +116,14 @@ def _remember(key: str, summary: dict[str, Any], use_disk: bool) -> None:
         os.makedirs(cache_dir(), exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=cache_dir(), suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(summary, f)
+            f.write(json.dumps(summary))  # one C-encoded string: json.dump's chunks are several times slower
         os.replace(temp, _disk_path(key))
     except OSError:
         pass
 
 
 def _on_disk(reader: CheckpointReader) -> bool:
-    return not any(storage.is_url(p) for p in reader.files)
+    return not storage.is_url(reader.prefix)
 
 
 def pending_bytes(paths: Iterable[str | os.PathLike | Location], *, cache: bool = True) -> int:
@@ -148,19 +157,66 @@ def _row(tensor: info.TensorInfo) -> dict[str, Any]:
             "norm": None, "maxabs": None, "damaged": None, "friendly": None}
 
 
+def _apply(row: dict[str, Any], summary: dict[str, Any]) -> None:
+    """Copies an accumulator's result into a row (non-finite numbers as None)."""
+    for field in ("min", "max", "mean", "std", "nan", "inf"):
+        row[field] = _finite(summary.get(field))
+    if "true" in summary:  # bool: the fraction true is its mean
+        row["min"], row["max"] = (0, 1) if summary["elements"] else (None, None)
+        row["mean"] = summary["true"] / summary["elements"] if summary["elements"] else None
+    row["norm"], row["maxabs"] = (_finite(v) for v in _norms(summary))
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _fill(row: dict[str, Any], reader: CheckpointReader, progress: Progress | None) -> None:
+    """One tensor's statistics, streamed; a tensor that fails its checksum is marked damaged."""
     try:
         summary = _stats.stream_stats(reader, row["name"], progress=progress)
     except DataLossError as exc:
         row["damaged"] = str(exc)
         return
-    for field in ("min", "max", "mean", "std", "nan", "inf"):
-        value = summary.get(field)
-        row[field] = value if value is None or isinstance(value, int) or math.isfinite(value) else None
-    if "true" in summary:  # bool: the fraction true is its mean
-        row["min"], row["max"] = (0, 1) if summary["elements"] else (None, None)
-        row["mean"] = summary["true"] / summary["elements"] if summary["elements"] else None
-    row["norm"], row["maxabs"] = _norms(summary)
+    _apply(row, summary)
+
+
+def _fill_all(rows: list[dict[str, Any]], reader: CheckpointReader, progress: Progress | None) -> None:
+    """Every numeric row's statistics: tensors up to a chunk's size are read together
+    (`get_tensors`: few large reads, where one stream per tensor costs most of the time
+    of a checkpoint of many small tensors) and fed to the same accumulator as the
+    streamed ones (`stats.array_stats`), so the numbers are the same; a batch holding a
+    damaged tensor is streamed tensor by tensor to mark just that one."""
+    numeric = [r for r in rows if reader.tensor_dtype(r["name"]).category != "string"]
+    batch: list[dict[str, Any]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal size
+        try:
+            arrays = reader.get_tensors([r["name"] for r in batch])
+        except DataLossError:
+            for r in batch:
+                _fill(r, reader, progress)
+        else:
+            for r in batch:
+                _apply(r, _stats.array_stats(arrays[r["name"]]))
+            if progress is not None:
+                progress(size)
+        batch.clear()
+        size = 0
+
+    for row in numeric:
+        nbytes = row["bytes"] if row["bytes"] is not None else row["elements"] * 16
+        if nbytes > _stats.STATS_CHUNK_BYTES:
+            _fill(row, reader, progress)
+            continue
+        batch.append(row)
+        size += nbytes
+        if size >= BATCH_BYTES:
+            flush()
+    if batch:
+        flush()
 
 
 def _ema_pairs(names: Iterable[str]) -> dict[str, str]:
@@ -189,9 +245,7 @@ def checkpoint_summary(path: str | os.PathLike | Location, progress: Progress | 
             friendly = friendly_names([r["name"] for r in rows], graph)
             for row in rows:
                 row["friendly"] = friendly[row["name"]] if friendly[row["name"]] != row["name"] else None
-        for row in rows:
-            if reader.tensor_dtype(row["name"]).category != "string":
-                _fill(row, reader, progress)
+        _fill_all(rows, reader, progress)
         summary = {"prefix": reader.prefix, "format": reader.format, "identity": key, "tensors": rows,
                    "tree": info.object_tree(location), "ema": _ema_pairs(r["name"] for r in rows)}
     _remember(key, summary, use_disk)
