@@ -418,8 +418,11 @@ def test_training_run_plots(run_dir, open_page, tmp_path):
         tab = open_page(server.url)
         tab.click("#tab-run")
         tab.select_option("#run-variable", "dense/kernel")
-        points = tab.eval_on_selector_all("#run-plots polyline", "ps => ps.map(p => p.getAttribute('points'))")
+        points = tab.eval_on_selector_all("#run-plots polyline:not(.shadow)",
+                                          "ps => ps.map(p => p.getAttribute('points'))")
         assert len(points) == 4 and all(len(p.split()) == len(STEPS) for p in points)
+        shadows = tab.eval_on_selector_all("#run-plots polyline.shadow", "ps => ps.map(p => p.getAttribute('points'))")
+        assert len(shadows) == 4 and all(len(p.split()) == len(STEPS) for p in shadows)  # its EMA beside it
         tab.wait_for_selector("#moved .item")
         labels = tab.eval_on_selector_all("#moved .item .label", "ls => ls.map(l => l.textContent)")
         assert labels == [m["name"] for m in moved][:len(labels)]
