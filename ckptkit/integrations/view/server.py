@@ -12,7 +12,6 @@ own Content-Security-Policy (page.py).
 from __future__ import annotations
 
 import http.server
-import threading
 import urllib.parse
 from typing import Any
 
@@ -87,8 +86,8 @@ class ViewServer(http.server.ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self.model = model
         self.host_check = host_check
-        self._page: bytes | None = None
-        self._page_lock = threading.Lock()
+        # rendered before the URL is printed: the first request gets the page at once
+        self._page = page.render(model.page(served=True)).encode("utf-8")
 
     @property
     def host(self) -> str:
@@ -108,10 +107,7 @@ class ViewServer(http.server.ThreadingHTTPServer):
 
     def route(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
         if path == "/":
-            with self._page_lock:
-                if self._page is None:
-                    self._page = page.render(self.model.page(served=True)).encode("utf-8")
-                return 200, "text/html; charset=utf-8", self._page
+            return 200, "text/html; charset=utf-8", self._page
         if path == "/api/model":
             return 200, "application/json", _json(self.model.page(served=True))
         if path == "/api/tensor":
