@@ -379,10 +379,10 @@ def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude:
     try:
         location = located(ckpt)
     except SavedModelWithoutVariablesError as exc:
-        from ..tf1 import metagraph  # noqa: PLC0415
+        from ..tf1 import saved_model  # noqa: PLC0415
 
         export_dir = exc.path or ckpt
-        metagraph.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
+        saved_model.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
         message = "the SavedModel has no variables to verify (no variables/variables.index)"
         if as_json:
             echo_json({"checkpoint": None, "prefix": None, "saved_model": export_dir, "format": "saved_model",
