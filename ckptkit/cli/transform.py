@@ -52,7 +52,7 @@ def convert_cmd(src: str, dst: str, num_shards: int, include: tuple[str, ...], e
     write, is an error: no empty file is written. An existing DST (any file of
     that checkpoint, or the file) is refused unless --overwrite.
     """
-    from .. import convert  # noqa: PLC0415
+    from ..ops import convert  # noqa: PLC0415
 
     cast = {}
     for pair in casts:
@@ -102,7 +102,7 @@ def _bytes_to_read(paths: Iterable[str]) -> int:
     where there is no bar, so nothing is opened for it)."""
     if not render.stderr_is_tty():
         return 0
-    from ..convert import source_bytes  # noqa: PLC0415
+    from ..ops.convert import source_bytes  # noqa: PLC0415
 
     return sum(source_bytes(p) for p in paths)
 
@@ -123,7 +123,7 @@ def average_cmd(ckpts: tuple[str, ...], output: str, last: tuple[int, str] | Non
     from the last checkpoint. Keys, dtypes and shapes must agree. One chunk of each
     tensor is in memory at a time. The last checkpoint's .meta is copied beside OUT.
     """
-    from .. import average  # noqa: PLC0415
+    from ..ops import average  # noqa: PLC0415
 
     if bool(ckpts) == bool(last):
         raise click.UsageError("give the checkpoints to average, or --last N DIR (not both)")
@@ -156,7 +156,7 @@ def merge_cmd(parts: tuple[str, ...], output: str, overwrite: bool, as_json: boo
     parts). Data shards are hard-linked (or copied byte for byte), never re-encoded;
     only the index is new. The parts are left as they are.
     """
-    from .. import merge  # noqa: PLC0415
+    from ..ops import merge  # noqa: PLC0415
 
     check_output(output)
     with render.progress(_bytes_to_read(parts), "merging") as progress:

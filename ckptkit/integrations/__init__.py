@@ -1,4 +1,9 @@
-"""ckptkit's bridges to other tools: what it hands to frameworks and browsers, built on
-the operations below it and imported only by the commands or callers that ask for them
-(`import ckptkit` loads none of it). view: `ckptkit view`, a checkpoint as a web page.
+"""ckptkit inside other engines: framework tensors (torch, jax) from checkpoint bytes, and
+checkpoints as web pages (`ckptkit view`).
+
+Each module imports its engine lazily, inside the functions that need it, so that
+`import ckptkit` never pays for torch or jax. `frameworks` sits beside the reading layer
+(a reader hands out framework tensors); engines that drive whole checkpoints build on the
+layers below them: `view/` (the page, its numbers and its loopback server) on the
+operations.
 """

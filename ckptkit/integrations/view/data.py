@@ -32,11 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from ... import info, state, storage
-from ... import stats as _stats
+from ... import storage
 from ...errors import DataLossError
-from ...locate import Location, locate
-from ...objectgraph import friendly_names
+from ...formats import state_file as state
+from ...formats.objectgraph import friendly_names
+from ...location import Location, locate
+from ...ops import info
+from ...ops import stats as _stats
 from ...reader import CheckpointReader
 
 __all__ = ["EMA_SUFFIX", "HEAT_CELLS", "HIST_BINS", "cache_dir", "checkpoint_summary", "pending_bytes",

@@ -9,7 +9,7 @@ import os
 import threading
 from typing import Any
 
-from ...locate import Location, locate
+from ...location import Location, locate
 from ...reader import CheckpointReader
 from . import data
 
