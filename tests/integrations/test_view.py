@@ -10,6 +10,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -338,10 +339,30 @@ def test_cli_serves_prints_url_first_and_stops_on_ctrl_c(run_dir, tmp_path):
             proc.kill()
 
 
-def test_cli_bad_path_is_one_line(tmp_path):
+def test_cli_bad_path_or_busy_port_is_one_line(run_dir, tmp_path):
+    env = {**subprocess_env(), data.CACHE_ENV: str(tmp_path / "cache")}
     result = subprocess.run([sys.executable, "-m", "ckptkit.cli", "view", str(tmp_path / "missing")],
-                            capture_output=True, text=True, env=subprocess_env(), timeout=120)
+                            capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1 and result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = subprocess.run([sys.executable, "-m", "ckptkit.cli", "view", latest(run_dir), "--port",
+                                 str(busy.getsockname()[1])], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1 and result.stdout == "" and "cannot serve on 127.0.0.1:" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_saved_model_directory(tf, tmp_path):
+    """A SavedModel directory opens its variables, as every command does."""
+    module = tf.Module()
+    module.w = tf.Variable(np.arange(12, dtype=np.float32).reshape(3, 4))
+    module.f = tf.function(lambda x: x @ module.w, input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "sm"))
+    model = ViewModel(str(tmp_path / "sm")).load()
+    assert not model.is_run and model.summary["prefix"].endswith(os.path.join("variables", "variables"))
+    row = next(r for r in model.summary["tensors"] if r["name"].startswith("w/"))
+    assert row["mean"] == 5.5 and row["friendly"] == "w" and model.summary["tree"] is not None
 
 
 # --------------------------------------------------------------------------- in the browser

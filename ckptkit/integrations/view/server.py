@@ -46,7 +46,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         try:
             status, kind, body = self.server.route(url.path, query)
-        except CheckpointError as exc:
+        except (CheckpointError, OSError) as exc:  # e.g. the checkpoint deleted or damaged since
             status, kind, body = 500, "application/json", _json({"error": str(exc)})
         self._send(status, kind, body, head)
 
