@@ -175,6 +175,18 @@ def test_summary_is_computed_once_per_identity(run_dir, tmp_path, monkeypatch):
     assert [r["name"] for r in again["tensors"]] == ["dense/kernel"] and again["tensors"][0]["mean"] == 3.0
 
 
+def test_cache_keeps_the_last_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CACHE_KEEP", 2)
+    prefixes = [ckptkit.save(str(tmp_path / f"c{i}"), {"x": np.full(3, float(i), np.float32)}) for i in range(3)]
+    for prefix in prefixes:
+        data.checkpoint_summary(prefix)
+    cache = tmp_path / "cache"
+    assert len(list(cache.glob("*.json"))) == 2 and not list(cache.glob("*.tmp"))
+    assert (cache.stat().st_mode & 0o777) == 0o700
+    monkeypatch.setattr(data, "_memory", {})
+    assert data.pending_bytes(prefixes) == 12  # the first one was pruned: only it is read again
+
+
 def test_histogram_and_heat_map_equal_numpy(tf, run_dir, tmp_path):
     big = np.random.default_rng(5).standard_normal((130, 70)).astype(np.float32)
     big[3, 4] = np.nan

@@ -5,8 +5,8 @@ that they can be tested without a browser.
 `stats` accumulator's min/max/mean/std/NaN/Inf, plus the L2 norm and max |x| derived
 from them), the TF2 object tree and the EMA pairs. It reads every numeric byte once, so
 it is cached by the checkpoint's identity: the path, size and mtime of each of its files
-(in memory, and for local checkpoints as JSON under `cache_dir()`); a rewritten
-checkpoint has another identity and is read again. A tensor whose bytes fail their
+(in memory, and for local checkpoints as JSON under `cache_dir()`, the CACHE_KEEP used
+last); a rewritten checkpoint has another identity and is read again. A tensor whose bytes fail their
 crc32c gets `damaged` (the error's text) instead of statistics: one bad tensor does not
 hide the others.
 
@@ -19,6 +19,7 @@ Norms and max |x| are over the finite values, as every other statistic here.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -49,6 +50,7 @@ HIST_BINS = 40
 HEAT_CELLS = 64         # a heat map is at most this many cells a side
 EMA_SUFFIX = "/ExponentialMovingAverage"
 CACHE_ENV = "CKPTKIT_CACHE_DIR"
+CACHE_KEEP = 200        # summaries kept on disk (the oldest beyond this are deleted)
 BATCH_BYTES = 32 << 20  # small tensors are read this many bytes at a time
 
 Progress = Callable[[int], None]
@@ -104,6 +106,8 @@ def _cached(key: str, use_disk: bool) -> dict[str, Any] | None:
         return None
     if not isinstance(found, dict) or found.get("identity") != key:
         return None
+    with contextlib.suppress(OSError):
+        os.utime(_disk_path(key))  # used: the last to be pruned
     with _memory_lock:
         _memory[key] = found
     return found
@@ -114,14 +118,31 @@ def _remember(key: str, summary: dict[str, Any], use_disk: bool) -> None:
         _memory[key] = summary
     if not use_disk:
         return
+    directory = cache_dir()
+    temp = None
     try:  # a cache: a failure to keep it costs a recomputation, never the answer
-        os.makedirs(cache_dir(), exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=cache_dir(), suffix=".tmp")
+        os.makedirs(directory, mode=0o700, exist_ok=True)  # summaries hold tensor names: the user's alone
+        fd, temp = tempfile.mkstemp(dir=directory, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(summary))  # one C-encoded string: json.dump's chunks are several times slower
         os.replace(temp, _disk_path(key))
+        temp = None
+        _prune(directory)
     except OSError:
-        pass
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+
+def _prune(directory: str) -> None:
+    """Keeps the CACHE_KEEP summaries used or written last (a read touches its file)."""
+    kept = [e for e in os.scandir(directory) if e.name.endswith(".json")]
+    if len(kept) <= CACHE_KEEP:
+        return
+    kept.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+    for entry in kept[CACHE_KEEP:]:
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
 
 
 def _on_disk(reader: CheckpointReader) -> bool:
