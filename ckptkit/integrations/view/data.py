@@ -5,10 +5,10 @@ that they can be tested without a browser.
 `stats` accumulator's min/max/mean/std/NaN/Inf, plus the L2 norm and max |x| derived
 from them), the TF2 object tree and the EMA pairs. It reads every numeric byte once, so
 it is cached by the checkpoint's identity: the path, size and mtime of each of its files
-(in memory, and for local checkpoints as JSON under `cache_dir()`, the CACHE_KEEP used
-last); a rewritten checkpoint has another identity and is read again. A tensor whose bytes fail their
-crc32c gets `damaged` (the error's text) instead of statistics: one bad tensor does not
-hide the others.
+(the MEMORY_KEEP last in memory, and for local checkpoints the CACHE_KEEP used last as
+JSON under `cache_dir()`); a rewritten checkpoint has another identity and is read
+again. A tensor whose bytes fail their crc32c gets `damaged` (the error's text) instead
+of statistics: one bad tensor does not hide the others.
 
 `tensor_detail` is one tensor's histogram and, for a 2-D tensor, its heat map (block
 means of the finite values, at most HEAT_CELLS x HEAT_CELLS, streamed in C order).
@@ -51,6 +51,7 @@ HEAT_CELLS = 64         # a heat map is at most this many cells a side
 EMA_SUFFIX = "/ExponentialMovingAverage"
 CACHE_ENV = "CKPTKIT_CACHE_DIR"
 CACHE_KEEP = 200        # summaries kept on disk (the oldest beyond this are deleted)
+MEMORY_KEEP = 16        # summaries kept in memory by a process
 BATCH_BYTES = 32 << 20  # small tensors are read this many bytes at a time
 
 Progress = Callable[[int], None]
@@ -108,14 +109,20 @@ def _cached(key: str, use_disk: bool) -> dict[str, Any] | None:
         return None
     with contextlib.suppress(OSError):
         os.utime(_disk_path(key))  # used: the last to be pruned
-    with _memory_lock:
-        _memory[key] = found
+    _keep(key, found)
     return found
 
 
-def _remember(key: str, summary: dict[str, Any], use_disk: bool) -> None:
+def _keep(key: str, summary: dict[str, Any]) -> None:
     with _memory_lock:
-        _memory[key] = summary
+        _memory.pop(key, None)
+        _memory[key] = summary  # the newest last: the oldest go first
+        while len(_memory) > MEMORY_KEEP:
+            del _memory[next(iter(_memory))]
+
+
+def _remember(key: str, summary: dict[str, Any], use_disk: bool) -> None:
+    _keep(key, summary)
     if not use_disk:
         return
     directory = cache_dir()
