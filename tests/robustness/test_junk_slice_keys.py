@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from crc32c import crc32c
 from helpers import hostile_v2, time_limit
 
+import ckptkit
 from ckptkit.cli import cli
 from ckptkit.formats import bundle, slices
 from ckptkit.formats.coding import mask_crc
@@ -83,7 +84,5 @@ def test_junk_slice_keys_end_cleanly(tmp_path, case, command):
 
 def test_the_good_partitioned_variable_reads_whole(tmp_path):
     """The baseline of the cases above: `p` assembled from its two slices."""
-    import ckptkit
-
     prefix = hostile_v2(tmp_path, GOOD, data=DATA.tobytes())
     assert np.array_equal(ckptkit.load(prefix)["p"], DATA)
