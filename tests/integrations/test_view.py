@@ -444,11 +444,24 @@ def test_table_sorts_filters_and_draws_a_histogram(keras_dir, open_page, tmp_pat
         tab.screenshot(path=str(tmp_path / "tree.png"))
 
 
+@contextlib.contextmanager
+def page_url(path: str, served: bool, tmp_path):
+    """The URL of `ckptkit view PATH`: served on loopback, or its `--html` file."""
+    if served:
+        with serving(path) as server:
+            yield server.url
+        return
+    out = tmp_path / "page.html"
+    out.write_text(page.render(ViewModel(path).load().page(served=False)), encoding="utf-8")
+    yield out.as_uri()
+
+
 @pytest.mark.browser
-def test_training_run_plots(run_dir, open_page, tmp_path):
-    moved = data.relative_change(data.run_checkpoints(run_dir)[0], data.run_checkpoints(run_dir)[-1])
-    with serving(run_dir) as server:
-        tab = open_page(server.url)
+@pytest.mark.parametrize("served", [True, False], ids=["served", "static"])
+def test_training_run_plots(run_dir, open_page, tmp_path, served):
+    paths = data.run_checkpoints(run_dir)
+    with page_url(run_dir, served, tmp_path) as url:
+        tab = open_page(url)
         tab.click("#tab-run")
         tab.select_option("#run-variable", "dense/kernel")
         points = tab.eval_on_selector_all("#run-plots polyline:not(.shadow)",
@@ -456,23 +469,21 @@ def test_training_run_plots(run_dir, open_page, tmp_path):
         assert len(points) == 4 and all(len(p.split()) == len(STEPS) for p in points)
         shadows = tab.eval_on_selector_all("#run-plots polyline.shadow", "ps => ps.map(p => p.getAttribute('points'))")
         assert len(shadows) == 4 and all(len(p.split()) == len(STEPS) for p in shadows)  # its EMA beside it
-        tab.wait_for_selector("#moved .item")
-        labels = tab.eval_on_selector_all("#moved .item .label", "ls => ls.map(l => l.textContent)")
-        assert labels == [m["name"] for m in moved][:len(labels)]
+        for a, b in ((0, 2), (1, 2)):
+            tab.select_option("#moved-a", str(a))
+            tab.select_option("#moved-b", str(b))
+            tab.click("#moved-go")
+            tab.wait_for_selector("#moved .item")
+            labels = tab.eval_on_selector_all("#moved .item .label", "ls => ls.map(l => l.textContent)")
+            assert labels == [m["name"] for m in data.relative_change(paths[a], paths[b])]
         tab.screenshot(path=str(tmp_path / "run.png"), full_page=True)
 
 
 @pytest.mark.browser
 @pytest.mark.parametrize("served", [True, False], ids=["served", "static"])
 def test_hostile_names_are_text(hostile_dir, open_page, tmp_path, served):
-    if served:
-        context = serving(hostile_dir)
-    else:
-        out = tmp_path / "hostile.html"
-        out.write_text(page.render(ViewModel(hostile_dir).load().page(served=False)), encoding="utf-8")
-        context = contextlib.nullcontext(type("Static", (), {"url": out.as_uri()})())
-    with context as server:
-        tab = open_page(server.url)
+    with page_url(hostile_dir, served, tmp_path) as url:
+        tab = open_page(url)
         assert sorted(_names(tab)) == sorted(HOSTILE)
         for i in range(len(HOSTILE)):
             tab.click(f".row >> nth={i}")
