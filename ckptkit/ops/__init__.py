@@ -1,0 +1,1 @@
+"""The operations layer: what the commands do to whole checkpoints (see ARCHITECTURE.md)."""
