@@ -25,14 +25,15 @@ def _inputs(n: int, seed: int) -> list[np.ndarray]:
             rng.random((n, 10, 3), np.float32), rng.random((n, 4, 4, 4, 2), np.float32)]
 
 
-def _keras_model(tf):
+def _keras_model(keras):
     """Every kind of kernel the rule changes: Dense, Conv1D/2D/3D, DepthwiseConv2D (a
-    Keras 3 `kernel`), SeparableConv2D, Conv2DTranspose; and BatchNormalization and
-    Embedding, which keep their layout. Global pooling, not Flatten: channels-last and
-    channels-first flatten in different orders."""
-    layers = tf.keras.layers
-    image, ids, seq, vol = (tf.keras.Input((8, 8, 3)), tf.keras.Input((4,), dtype="int32"),
-                            tf.keras.Input((10, 3)), tf.keras.Input((4, 4, 4, 2)))
+    `kernel` in Keras 3, a `depthwise_kernel` in Keras 2), SeparableConv2D,
+    Conv2DTranspose; and BatchNormalization and Embedding, which keep their layout.
+    Global pooling, not Flatten: channels-last and channels-first flatten in different
+    orders. `keras`: Keras 3 (tf.keras) or tf_keras, whose layers take the same arguments."""
+    layers = keras.layers
+    image, ids, seq, vol = (keras.Input((8, 8, 3)), keras.Input((4,), dtype="int32"),
+                            keras.Input((10, 3)), keras.Input((4, 4, 4, 2)))
     x = layers.Conv2D(4, 3, name="conv")(image)
     x = layers.ReLU()(layers.BatchNormalization(momentum=BN_MOMENTUM, name="bn")(x))
     x = layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
@@ -43,8 +44,8 @@ def _keras_model(tf):
               layers.GlobalAveragePooling1D()(layers.Conv1D(3, 3, name="c1")(seq)),
               layers.GlobalAveragePooling3D()(layers.Conv3D(2, 2, name="c3")(vol))]
     y = layers.Dense(3, name="head")(layers.Concatenate()(pooled))
-    model = tf.keras.Model([image, ids, seq, vol], y)
-    model.compile(tf.keras.optimizers.Adam(0.05), "mse")
+    model = keras.Model([image, ids, seq, vol], y)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
     model.fit(_inputs(16, 0), np.random.default_rng(1).random((16, 3)), epochs=3, batch_size=8, verbose=0)
     return model
 
@@ -90,7 +91,8 @@ def _torch_model():
 
 @pytest.fixture(scope="module")
 def keras_model_files(tf, tmp_path_factory):
-    model = _keras_model(tf)
+    """Keras 3's predictions, their inputs, and its .weights.h5, .keras and full-model .h5."""
+    model = _keras_model(tf.keras)
     d = tmp_path_factory.mktemp("keras_torch")
     paths = {"weights": str(d / "m.weights.h5"), "keras": str(d / "m.keras"), "legacy": str(d / "m.h5")}
     model.save_weights(paths["weights"])
@@ -100,15 +102,32 @@ def keras_model_files(tf, tmp_path_factory):
     return model.predict(inputs, verbose=0), inputs, paths
 
 
-@pytest.mark.parametrize("kind", ["weights", "keras", "legacy"])
-def test_torch_modules_given_the_converted_file_predict_as_keras(keras_model_files, kind, tmp_path):
+@pytest.fixture(scope="module")
+def tf_keras_model_files(tf, tmp_path_factory):
+    """The same for tf_keras (Keras 2): its save_weights .h5 (Hugging Face's tf_model.h5
+    layout) and full-model .h5."""
+    import tf_keras  # noqa: PLC0415 - the test extra's Keras 2
+
+    model = _keras_model(tf_keras)
+    d = tmp_path_factory.mktemp("tf_keras_torch")
+    paths = {"k2_weights": str(d / "tf_model.h5"), "k2_full": str(d / "full.h5")}
+    model.save_weights(paths["k2_weights"])
+    model.save(paths["k2_full"])
+    inputs = _inputs(5, 2)
+    return model.predict(inputs, verbose=0), inputs, paths
+
+
+@pytest.mark.parametrize("kind", ["weights", "keras", "legacy", "k2_weights", "k2_full"])
+def test_torch_modules_given_the_converted_file_predict_as_keras(request, kind, tmp_path):
     """The README's two commands: convert --layout torch, then load_state_dict."""
     import torch  # noqa: PLC0415
     from safetensors.torch import load_file  # noqa: PLC0415
 
-    expected, inputs, paths = keras_model_files
+    files = "tf_keras_model_files" if kind.startswith("k2_") else "keras_model_files"
+    expected, inputs, paths = request.getfixturevalue(files)
     out = str(tmp_path / "model.safetensors")
-    result = CliRunner().invoke(cli, ["convert", paths[kind], out, "--layout", "torch", "--exclude", "optimizer*"])
+    optimizer = [] if kind == "k2_weights" else ["--exclude", "optimizer*"]  # (save_weights keeps none in Keras 2)
+    result = CliRunner().invoke(cli, ["convert", paths[kind], out, "--layout", "torch", *optimizer])
     assert result.exit_code == 0, result.output
     net = _torch_model()
     net.load_state_dict(load_file(out))  # strict: every name matches (BatchNorm fills in num_batches_tracked)
