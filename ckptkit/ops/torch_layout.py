@@ -17,8 +17,9 @@ where a Keras 3 file records a layer class that the name does not show:
   as TF orders a depthwise convolution's outputs;
 - a `kernel` of a Keras 3 EinsumDense is left as it is (its equation, not its name,
   gives its layout); so is every other tensor: embeddings ([vocabulary, dim] in both),
-  biases, normalization parameters, optimizer slots (`dense/kernel/Adam`: leaf `Adam`),
-  and kernels of rank 0, 1 or over 5.
+  biases, normalization parameters, optimizer slots named after their variable
+  (`dense/kernel/Adam`: leaf `Adam`; Keras 2's `optimizer_weights/Adam/m/dense/kernel:0`
+  ends in `kernel` and changes like its variable), and kernels of rank 0, 1 or over 5.
 
 Names (unless `torch_names=False`): the suffixes above are taken off, `/` becomes `.`, and
 the leaf becomes torch's name for it: kernel -> weight, gamma -> weight, beta -> bias,
