@@ -196,12 +196,10 @@ def _parse_casts(cast: Mapping[str, str] | None) -> dict[int, _dtypes.DType]:
 
 def _layout_changes(source: Source, shown: Mapping[str, str], layout: str | None,
                     torch_names: bool) -> dict[str, Change]:
-    """{source name: Change} of `layout` (only "torch" is known), decided on the shown
-    names; {} for none."""
+    """{source name: Change} of `layout` ("torch", the one there is), decided on the
+    shown names; {} for none."""
     if layout is None:
         return {}
-    if layout != "torch":
-        raise InvalidArgumentError(f"unknown layout {layout!r}; the layouts are: torch")
     shapes = {shown.get(n, n): source.meta(n)[1] for n in source.names}
     classes = getattr(source, "layer_classes", None)  # a Keras 3 file's, by name
     changes = torch_layout(shapes, classes, torch_names)
@@ -360,6 +358,8 @@ def convert(src: str | os.PathLike | Location, dst: str | os.PathLike, *, num_sh
     if metadata and kind != "safetensors":
         raise InvalidArgumentError("metadata is written to .safetensors files only", path=dst)
     check_destination(dst, make_parents=kind == "checkpoint", exist_ok=overwrite)
+    if layout not in (None, "torch"):
+        raise InvalidArgumentError(f"unknown layout {layout!r}; the layouts are: torch", path=dst)
     casts = _parse_casts(cast)
     header = safetensors_metadata(src, metadata, dst) if kind == "safetensors" else None
     with _naming(src), open_source(source_at or src, raw_names) as source:

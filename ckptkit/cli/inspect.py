@@ -310,6 +310,7 @@ class _Trouble(Failure):
                    "(the model's object paths), not by key")
 @filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the differences as JSON")
+@raw_names_option()
 @click.pass_context
 def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, friendly_names: bool,
              include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
@@ -359,6 +360,7 @@ def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, frien
 @click.argument("ckpt", default=".", required=False, type=PATH)
 @filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@raw_names_option()
 @click.pass_context
 def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...],
                as_json: bool) -> None:
@@ -440,6 +442,7 @@ PENDING_COMMIT = ("a ckptkit writer died after its commit point: ckptkit reads t
 @click.argument("ckpt", default=".", required=False, type=PATH)
 @filter_options(legacy_filter=True)
 @click.option("--json", "as_json", is_flag=True, help="print the statistics as JSON")
+@raw_names_option()
 @click.pass_context
 def stats_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
     """Statistics of every tensor: min, max, mean, std, NaN, Inf and zero counts.

@@ -118,12 +118,16 @@ class KerasFile:
         try:
             self.h5 = h5py.File(file, "r")
             raw, vars_names = _entries(self.h5, h5py, path)
-            if config is None and "model_config" in self.h5.attrs:  # a Keras 2 full-model file's
-                config = json.loads(_text(self.h5.attrs["model_config"]))
+            stored_config = self.h5.attrs.get("model_config") if config is None else None
         except CheckpointError:
             raise
-        except (*_ERRORS, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except _ERRORS as exc:
             raise DataLossError(f"not a readable HDF5 file: {exc}", path=path) from None
+        if stored_config is not None:  # a full-model file's: its layers' classes
+            try:
+                config = json.loads(_text(stored_config))
+            except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+                raise DataLossError(f"model_config is not JSON: {exc}", path=path) from None
         config = config if isinstance(config, dict) else None
         self.metas: dict[str, tuple[_dtypes.DType, tuple[int, ...]]] = {}
         self._raw: dict[str, str] = {}

@@ -221,6 +221,11 @@ def test_raw_names_on_ls_show_and_convert(keras_model_files, tmp_path):
     listed = runner.invoke(cli, ["ls", "--raw-names", paths["keras"]])
     assert listed.exit_code == 0 and "layers/dense/vars/0" in listed.output and "head/kernel" not in listed.output
     assert "head/kernel" in runner.invoke(cli, ["ls", paths["keras"]]).output
+    for command in ("stats", "verify"):
+        result = runner.invoke(cli, [command, "--raw-names", "--json", "--include", "layers/dense/*", paths["keras"]])
+        assert result.exit_code == 0, result.output
+    diffed = runner.invoke(cli, ["diff", "--raw-names", "--json", paths["keras"], paths["weights"]])
+    assert diffed.exit_code == 0 and "layers/dense/vars/0" not in diffed.output  # equal under raw names too
     shown = runner.invoke(cli, ["show", "--raw-names", "--json", paths["weights"], "layers/dense/vars/1"])
     assert shown.exit_code == 0, shown.output
     with ckptkit.CheckpointReader(paths["weights"]) as reader:
