@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import dtypes as _dtypes
 from . import storage
 from .errors import CheckpointChangedError, TensorNotFoundError, UnsupportedError
-from .format import bundle_index, registry
-from .locate import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
+from .formats import bundle_index, registry
+from .location import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .format.slices import TensorSlice
-    from .format.window import Axis
-    from .frameworks import Target
-    from .objectgraph import ObjectGraph
+    from .formats.objectgraph import ObjectGraph
+    from .formats.slices import TensorSlice
+    from .formats.window import Axis
+    from .integrations.frameworks import Target
     from .proto.tensor_bundle_pb2 import BundleEntryProto
     from .slicing import PartialTensor
 
@@ -52,7 +52,7 @@ def _framework_target(framework: str | None, device: Any, path: str) -> Target |
     """frameworks.target(...), importing that module only for framework tensors."""
     if framework in (None, "numpy", "np") and device in (None, "cpu"):
         return None
-    from .frameworks import target  # noqa: PLC0415 - framework tensors only
+    from .integrations.frameworks import target  # noqa: PLC0415 - framework tensors only
 
     return target(framework, device, path=path)
 
@@ -91,7 +91,7 @@ class CheckpointReader(Mapping):
     partitioned variables, big-endian bundles and V1 checkpoints are always copied.
 
     `framework="torch"` or `"jax"` (and `device=`, e.g. "cuda") make `get_tensor`, `[]`
-    and `get_slice` return that framework's tensors (see ckptkit.frameworks; safetensors'
+    and `get_slice` return that framework's tensors (see ckptkit.integrations.frameworks; safetensors'
     names "pt", "flax" and "np" work too, and `framework` then holds ours). Entries the
     framework cannot hold (strings such as the TF2 object graph, dtypes it lacks) stay
     listed; `get_tensor` refuses them with an UnsupportedError naming file and key, and
@@ -215,7 +215,7 @@ class CheckpointReader(Mapping):
         if not _dtypes.known_enum(enum):
             return f"unsupported TensorFlow DataType {enum}"
         refusal = self._target.refusal(_dtypes.from_enum(enum))
-        from .objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
+        from .formats.objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
 
         if refusal is not None and name == OBJECT_GRAPH_KEY:
             return ("the TF2 object graph is a serialized proto, not a tensor (reader.object_graph() "
@@ -322,7 +322,7 @@ class CheckpointReader(Mapping):
         if index is not None and (part is not None or not in_order or not self._entry(name).slices):
             key = name
             if part is not None:
-                from .format.slices import encode_tensor_name_slice  # noqa: PLC0415 - rarely needed
+                from .formats.slices import encode_tensor_name_slice  # noqa: PLC0415 - rarely needed
 
                 key = bundle_index.decode_key(encode_tensor_name_slice(name, part))
                 if key not in index:
@@ -377,13 +377,13 @@ class CheckpointReader(Mapping):
         """A `.safetensors` file's `__metadata__` (str -> str; `{}` if stored empty), or None
         when it holds none: what safetensors' `safe_open(path, ...).metadata()` returns for
         the same file. Other formats store no such dict: None (TF's own metadata, the
-        object graph and the .meta graph, have `object_graph()` and ckptkit.metagraph)."""
+        object graph and the .meta graph, have `object_graph()` and ckptkit.tf1.metagraph)."""
         found = self._backend.metadata()
         return None if found is None else dict(found)
 
     def object_graph(self) -> ObjectGraph | None:
-        """The TF2 object graph (`ckptkit.objectgraph.ObjectGraph`), or None for TF1 checkpoints."""
-        from .objectgraph import ObjectGraph  # noqa: PLC0415 - only TF2 tools need it
+        """The TF2 object graph (`ckptkit.formats.objectgraph.ObjectGraph`), or None for TF1 checkpoints."""
+        from .formats.objectgraph import ObjectGraph  # noqa: PLC0415 - only TF2 tools need it
 
         return ObjectGraph.from_reader(self)
 
@@ -513,7 +513,7 @@ def _note_left_out(reader: CheckpointReader, names: list[str]) -> None:
     """One log record for what `load` left out: how many, which (the first few), each with its dtype."""
     if not names:
         return
-    from .objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
+    from .formats.objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
 
     metas = reader._metas()
     shown = ", ".join(f"{n} ({_dtype_name(metas[n][0])})" for n in names[:_NOTE_NAMES])

@@ -25,9 +25,9 @@ import ml_dtypes
 import numpy as np
 
 import ckptkit
-from ckptkit.format import bundle
-from ckptkit.format import table as table_mod
-from ckptkit.format.coding import FIXED32, FIXED64, crc32c, encode_varint, mask_crc
+from ckptkit.formats import bundle
+from ckptkit.formats import table as table_mod
+from ckptkit.formats.coding import FIXED32, FIXED64, crc32c, encode_varint, mask_crc
 from ckptkit.storage import files
 from ckptkit.storage.journal import JOURNAL_SUFFIX
 from ckptkit.storage.lock import LOCK_FILENAME

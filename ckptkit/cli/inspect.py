@@ -47,8 +47,8 @@ def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, include: tuple[str
     --count-exclude matches are listed but not counted in the totals (with --json,
     each tensor then says "counted": true or false).
     """
-    from .. import info  # noqa: PLC0415
-    from ..objectgraph import tree_text  # noqa: PLC0415
+    from ..formats.objectgraph import tree_text  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
     from ..selection import by_glob, select  # noqa: PLC0415
 
     location = located(ckpt)
@@ -182,7 +182,7 @@ def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, 
     """
     import numpy as np  # noqa: PLC0415
 
-    from .. import stats as _stats  # noqa: PLC0415
+    from ..ops import stats as _stats  # noqa: PLC0415
     from ..reader import CheckpointReader  # noqa: PLC0415
     from ..selection import select  # noqa: PLC0415
 
@@ -229,8 +229,8 @@ def _select(reader: CheckpointReader, names: tuple[str, ...]) -> list[str]:
     (every match, in key order). A name or glob that picks nothing is an error."""
     import fnmatch  # noqa: PLC0415
 
-    from .. import info  # noqa: PLC0415
     from ..errors import TensorNotFoundError  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
 
     chosen: dict[str, None] = {}
     for name in names:
@@ -323,7 +323,7 @@ def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, frien
     when different, 2 on trouble (a missing or damaged checkpoint, a glob matching no
     name: one line on stderr).
     """
-    from .. import info  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
 
     if atol < 0 or not atol == atol:  # noqa: PLR0124 - NaN check
         raise click.BadParameter("must be >= 0", param_hint="--atol")
@@ -378,15 +378,15 @@ def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude:
     writes one for a graph without variables) is OK: its saved_model.pb is parsed, and
     there is nothing else to verify.
     """
-    from .. import info  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
 
     try:
         location = located(ckpt)
     except SavedModelWithoutVariablesError as exc:
-        from .. import metagraph  # noqa: PLC0415
+        from ..tf1 import saved_model  # noqa: PLC0415
 
         export_dir = exc.path or ckpt
-        metagraph.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
+        saved_model.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
         message = "the SavedModel has no variables to verify (no variables/variables.index)"
         if as_json:
             echo_json({"checkpoint": None, "prefix": None, "saved_model": export_dir, "format": "saved_model",
@@ -451,7 +451,7 @@ def stats_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: 
     Exit status 1 when any NaN or Inf is found (did training diverge?), 0 otherwise.
     Strings are listed without statistics.
     """
-    from .. import stats as _stats  # noqa: PLC0415
+    from ..ops import stats as _stats  # noqa: PLC0415
 
     total = _stats.numeric_bytes(located(ckpt), include=include, exclude=exclude) if render.stderr_is_tty() else 0
     with render.progress(total, "reading") as progress:

@@ -60,7 +60,7 @@ def convert_cmd(src: str, dst: str, num_shards: int, include: tuple[str, ...], e
     that checkpoint, or the file) is refused unless --overwrite. --layout torch
     changes kernels by name and rank (--dry-run lists each, with its old shape).
     """
-    from .. import convert  # noqa: PLC0415
+    from ..ops import convert  # noqa: PLC0415
 
     if keep_names and layout is None:
         raise click.UsageError("--keep-names goes with --layout torch")
@@ -123,7 +123,7 @@ def _bytes_to_read(paths: Iterable[str]) -> int:
     where there is no bar, so nothing is opened for it)."""
     if not render.stderr_is_tty():
         return 0
-    from ..convert import source_bytes  # noqa: PLC0415
+    from ..ops.convert import source_bytes  # noqa: PLC0415
 
     return sum(source_bytes(p) for p in paths)
 
@@ -144,7 +144,7 @@ def average_cmd(ckpts: tuple[str, ...], output: str, last: tuple[int, str] | Non
     from the last checkpoint. Keys, dtypes and shapes must agree. One chunk of each
     tensor is in memory at a time. The last checkpoint's .meta is copied beside OUT.
     """
-    from .. import average  # noqa: PLC0415
+    from ..ops import average  # noqa: PLC0415
 
     if bool(ckpts) == bool(last):
         raise click.UsageError("give the checkpoints to average, or --last N DIR (not both)")
@@ -177,7 +177,7 @@ def merge_cmd(parts: tuple[str, ...], output: str, overwrite: bool, as_json: boo
     parts). Data shards are hard-linked (or copied byte for byte), never re-encoded;
     only the index is new. The parts are left as they are.
     """
-    from .. import merge  # noqa: PLC0415
+    from ..ops import merge  # noqa: PLC0415
 
     check_output(output)
     with render.progress(_bytes_to_read(parts), "merging") as progress:

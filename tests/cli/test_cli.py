@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from helpers import CKPTKIT, REPO, SEED_EMA, make_v1, same, subprocess_env, tf_values
 
 import ckptkit
-from ckptkit import edit, info
 from ckptkit.cli import cli
 from ckptkit.cli import render as cli_render
-from ckptkit.convert import read_safetensors
-from ckptkit.format import bundle
-from ckptkit.format.coding import crc32c, mask_crc
+from ckptkit.formats import bundle
+from ckptkit.formats.coding import crc32c, mask_crc
+from ckptkit.ops import edit, info
+from ckptkit.ops.convert import read_safetensors
 from ckptkit.storage.lock import DirectoryLock
 
 

@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 import ckptkit
-from ckptkit import edit, locate
+from ckptkit import location as locate
 from ckptkit.cli import cli
-from ckptkit.convert import convert
+from ckptkit.ops import edit
+from ckptkit.ops.convert import convert
 from ckptkit.reader import CheckpointReader
 
 TENSORS = {"a/w": np.arange(3, dtype=np.float32), "b/w": np.zeros(2, np.float32),
