@@ -5,7 +5,9 @@ where a Keras 3 file records a layer class that the name does not show:
 
 - the *leaf* of a name is its last `/` component, after a TF2 key's trailing
   `/.ATTRIBUTES/VARIABLE_VALUE` and Keras 2's `:0` are taken off
-  (`model/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE`, `dense/kernel:0`: `kernel`);
+  (`model/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE`, `dense/kernel:0`: `kernel`), and one
+  leading `_` of a leaf the rule knows (a TF2 checkpoint of a Keras 3 model tracks
+  Dense's and Conv's kernel as `_kernel`, Embedding's as `_embeddings`);
 - a `kernel` or `pointwise_kernel` leaf of rank 2 to 5 is put in torch's order, outputs
   first: a Dense kernel [in, out] -> [out, in] (nn.Linear), a convolution kernel
   WIO -> OIW, HWIO -> OIHW, DHWIO -> OIDHW (nn.Conv1d/2d/3d). The permutation is the
@@ -40,6 +42,7 @@ __all__ = ["Change", "TORCH_NAMES", "leaf", "torch_layout"]
 
 TORCH_NAMES = {"kernel": "weight", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
                "moving_variance": "running_var", "embeddings": "weight", "depthwise_kernel": "weight"}
+_LEAVES = {*TORCH_NAMES, "pointwise_kernel", "bias"}
 _TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _DEPTHWISE_CLASSES = ("DepthwiseConv1D", "DepthwiseConv2D")
 _KEPT_CLASSES = ("EinsumDense",)
@@ -73,9 +76,14 @@ def _stem(name: str) -> str:
     return name[:-2] if name.endswith(":0") else name
 
 
+def _known(last: str) -> str:
+    """`last` without the `_` a Keras 3 attribute name adds (`_kernel`: kernel)."""
+    return last[1:] if last.startswith("_") and last[1:] in _LEAVES else last
+
+
 def leaf(name: str) -> str:
     """The last component of `name` that the rule reads (see the module doc)."""
-    return _stem(name).rpartition("/")[2]
+    return _known(_stem(name).rpartition("/")[2])
 
 
 def _kernel(shape: tuple[int, ...]) -> tuple[tuple[int, ...], str] | None:
@@ -102,6 +110,7 @@ def _change(name: str, shape: tuple[int, ...], layer_class: str | None, torch_na
             separable: bool) -> Change:
     stem = _stem(name)
     head, _, last = stem.rpartition("/")
+    last = _known(last)
     new_leaf = last
     if torch_names and last in TORCH_NAMES and not (last == "depthwise_kernel" and separable):
         new_leaf = TORCH_NAMES[last]

@@ -170,6 +170,8 @@ def test_the_rule_by_name_and_rank_worked_by_hand():
         "ein/kernel": (4, 2, 3),                                       # an EinsumDense's (class below): kept
         "dwk/depthwise_kernel": (3, 3, 4, 2),                          # Keras 2 DepthwiseConv2D: grouped, weight
         "ln/gamma": (4,), "ln/beta": (4,),
+        "model/_operations/1/_kernel": (3, 2),                         # Keras 3 in a TF2 checkpoint
+        "x/_private": (3, 2),                                          # an unknown leaf keeps its `_`
     }
     changes = torch_layout(shapes, {"ein/kernel": "EinsumDense"})
     assert {n: (c.name, c.shape, c.rule) for n, c in changes.items()} == {
@@ -183,6 +185,8 @@ def test_the_rule_by_name_and_rank_worked_by_hand():
         "ein/kernel": ("ein.weight", (4, 2, 3), None),
         "dwk/depthwise_kernel": ("dwk.weight", (8, 1, 3, 3), "HWIM->(I*M)1HW"),
         "ln/gamma": ("ln.weight", (4,), None), "ln/beta": ("ln.bias", (4,), None),
+        "model/_operations/1/_kernel": ("model._operations.1.weight", (2, 3), "[in,out]->[out,in]"),
+        "x/_private": ("x._private", (3, 2), None),
     }
     kept = torch_layout({"dense/kernel": (2, 3)}, torch_names=False)["dense/kernel"]
     assert (kept.name, kept.shape) == ("dense/kernel", (3, 2))
@@ -235,3 +239,43 @@ def test_raw_names_on_ls_show_and_convert(keras_model_files, tmp_path):
     assert converted.exit_code == 0, converted.output
     with ckptkit.CheckpointReader(paths["weights"], raw_names=True) as raw:
         assert sorted(ckptkit.load(out)) == sorted(raw)
+
+
+def test_a_tf2_checkpoint_of_a_keras_3_model_through_friendly_names_and_rename(tf, tmp_path):
+    """TensorFlow -> PyTorch from tf.train.Checkpoint: the friendly names are the model's
+    object paths (a Sequential's layers at model/_functional/_operations/N, N=0 the Input;
+    Conv2D's and Dense's kernel at `_kernel`), --rename maps them onto an nn.Sequential
+    of the same indices, and the torch model predicts what Keras predicts."""
+    import torch  # noqa: PLC0415
+    from safetensors.torch import load_file  # noqa: PLC0415
+    from torch import nn  # noqa: PLC0415
+
+    keras = tf.keras
+    model = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.BatchNormalization(momentum=BN_MOMENTUM),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    rng = np.random.default_rng(3)
+    model.fit(rng.random((8, 6, 6, 3)), rng.random((8, 3)), epochs=2, verbose=0)
+    prefix, out = str(tmp_path / "ckpt"), str(tmp_path / "model.safetensors")
+    tf.train.Checkpoint(model=model).write(prefix)
+    result = CliRunner().invoke(cli, ["convert", prefix, out, "--friendly-names", "--layout", "torch",
+                                      "--exclude", "model/optimizer/*",
+                                      "--rename", r"model\._functional\._operations\.(\d+)\.(.+)", r"\1.\2"])
+    assert result.exit_code == 0, result.output
+
+    class ChannelsFirst(nn.Module):  # index 0, where Keras has its Input
+        def forward(self, x):
+            return x.permute(0, 3, 1, 2)
+
+    class GlobalAverage(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    net = nn.Sequential(ChannelsFirst(), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, eps=BN_EPS), GlobalAverage(),
+                        nn.Linear(4, 3)).eval()
+    net.load_state_dict(load_file(out))
+    x = rng.random((5, 6, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        got = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
