@@ -1,6 +1,6 @@
 """CheckpointReader: what TF's `tf.train.load_checkpoint` gives, without TensorFlow.
 
-Opens whatever path a user has (resolved by locate.py: a prefix, any file of a
+Opens whatever path a user has (resolved by location.py: a prefix, any file of a
 checkpoint, a legacy V1 file or shard pattern, a directory holding a `checkpoint` state
 file, a SavedModel, a `.npz` or `.safetensors` file, at a local path or a URL), then reads
 its metadata eagerly (it is small) and tensor data lazily, one tensor at a time. V2

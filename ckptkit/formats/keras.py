@@ -371,10 +371,10 @@ def holds(dtype: _dtypes.DType) -> bool:
 
 
 def open_file(path: str, raw_names: bool = False) -> KerasFile:
-    """The file's tensors (convert's source; see format/registry.py)."""
+    """The file's tensors (convert's source; see formats/registry.py)."""
     return KerasFile(path, raw_names)
 
 
 def open_backend(path: str, raw_names: bool = False) -> TensorFileBackend:
-    """The file behind CheckpointReader's API (see format/registry.py)."""
+    """The file behind CheckpointReader's API (see formats/registry.py)."""
     return TensorFileBackend(KerasFile(path, raw_names), "keras")
