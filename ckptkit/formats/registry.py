@@ -88,6 +88,9 @@ class Format:
     suffixes: tuple[str, ...] = field(default=())  # lower case; () for a checkpoint prefix
     verified: str = "every crc32c"  # what `ckptkit verify` checks (info.VerifyReport.checked)
     checksums: bool = True          # whether it stores checksums to verify
+    # whether its reader names tensors otherwise than stored (Keras 3's LAYER/VAR): its
+    # open_backend and open_file then take `raw_names=True`, for the names as stored
+    renames: bool = False
 
     def code(self) -> ModuleType:
         """The module that reads it, imported now (it may import numpy)."""
@@ -117,8 +120,12 @@ class Format:
         found: list[str] = self.code().checkpoints_in(directory, listing)
         return found
 
-    def open_backend(self, prefix: str) -> Backend:
-        backend: Backend = self.code().open_backend(prefix)
+    def open_backend(self, prefix: str, raw_names: bool = False) -> Backend:
+        """The reader backend of `prefix`; `raw_names` (formats that rename only): its
+        tensors by their names as stored (other formats have no other names)."""
+        code = self.code()
+        backend: Backend = (code.open_backend(prefix, raw_names=True) if raw_names and self.renames
+                            else code.open_backend(prefix))
         return backend
 
 
@@ -130,7 +137,7 @@ FORMATS: tuple[Format, ...] = (
            verified="every .npy header valid, every tensor readable; npz has no checksums"),
     Format("keras", 0, "ckptkit.formats.keras", (".weights.h5", ".keras", ".h5", ".hdf5"), checksums=False,
            verified="HDF5 structure and every dataset's size checked, every tensor readable; "
-                    "Keras files have no checksums"),
+                    "Keras files have no checksums", renames=True),
     Format("v1", 1, "ckptkit.formats.v1"),
 )
 V2 = FORMATS[0]  # what SavedModels and Savers write
