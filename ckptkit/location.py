@@ -39,7 +39,9 @@ class Location(NamedTuple):
     of this module's constants), and the latest checkpoint as the directory's state file
     writes it, when one was read (`recorded`). Resolved once where a path enters (the
     API, a CLI argument): everything below takes the Location and asks nothing again,
-    and a CLI note saying why a directory opened what it did reads it from here."""
+    and a CLI note saying why a directory opened what it did reads it from here.
+    `raw_names` (the CLI's --raw-names) asks every reader of it for its tensors' names
+    as stored (a Keras 3 file's HDF5 paths; see registry.Format.renames)."""
 
     store: storage.Storage
     prefix: str
@@ -47,6 +49,7 @@ class Location(NamedTuple):
     given: str = ""
     how: str = PREFIX
     recorded: str = ""
+    raw_names: bool = False
 
     def __fspath__(self) -> str:
         return self.prefix

@@ -1,6 +1,6 @@
 """CheckpointReader: what TF's `tf.train.load_checkpoint` gives, without TensorFlow.
 
-Opens whatever path a user has (resolved by locate.py: a prefix, any file of a
+Opens whatever path a user has (resolved by location.py: a prefix, any file of a
 checkpoint, a legacy V1 file or shard pattern, a directory holding a `checkpoint` state
 file, a SavedModel, a `.npz` or `.safetensors` file, at a local path or a URL), then reads
 its metadata eagerly (it is small) and tensor data lazily, one tensor at a time. V2
@@ -97,14 +97,18 @@ class CheckpointReader(Mapping):
     listed; `get_tensor` refuses them with an UnsupportedError naming file and key, and
     `unsupported_names()` lists them with the reason (what `load` leaves out).
     `get_slice(name)[window]` reads only the window (see ckptkit.slicing).
+
+    `raw_names=True` (or a Location's `raw_names`) keys a Keras 3 file's tensors by their
+    HDF5 paths (`layers/dense/vars/0`) instead of LAYER/VAR; other formats have no other names.
     """
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = True, mmap: bool = False,
                  as_prefix: bool = False, framework: str = "numpy", device: Any = None,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, raw_names: bool = False) -> None:
         self.storage_options = storage_options
         with storage.options(storage_options):
             location = locate(path, as_prefix=as_prefix)
+        self.raw_names = raw_names or location.raw_names
         self.prefix = location.prefix
         self._format = location.format  # a reopen (a re-saved V2 index) keeps it
         self._target = _framework_target(framework, device, self.prefix)  # before any data is read
@@ -119,7 +123,7 @@ class CheckpointReader(Mapping):
             self._open_backend()
 
     def _open_backend(self) -> None:
-        self._backend: registry.Backend = registry.get(self._format).open_backend(self.prefix)
+        self._backend: registry.Backend = registry.get(self._format).open_backend(self.prefix, self.raw_names)
         self._index = self._backend.index  # V2 only (None for other formats): for index-level tools
         self._names = self._backend.names()
         self._name_set = set(self._names)

@@ -32,7 +32,7 @@ How each kind of tensor is read:
 Every byte is read through `read_ranges` from a `ByteSource` (`read_exactly(buf, offset)`,
 `map_private(offset, size)`): the storage layer's read handles, which `shard_source` and
 `file_source` give. Those primitives live in `ckptkit.formats.window` (re-exported here),
-and each format's reader backend reads its own windows (`read_window`: format/registry.py),
+and each format's reader backend reads its own windows (`read_window`: formats/registry.py),
 so this module holds only the index parsing and `PartialTensor`.
 """
 from __future__ import annotations

@@ -41,6 +41,10 @@ CKPTKIT = [sys.executable, "-m", "ckptkit"]
 # tests marked `testdata`).
 TESTDATA_ENV = "CKPTKIT_TESTDATA"
 TESTDATA = pathlib.Path(os.environ[TESTDATA_ENV]).resolve() if os.environ.get(TESTDATA_ENV) else None
+# The Chromium executable the `browser` tests drive through Playwright (none is downloaded):
+# CKPTKIT_BROWSER, e.g. /usr/bin/chromium; None when unset (conftest deselects them).
+BROWSER_ENV = "CKPTKIT_BROWSER"
+BROWSER = os.environ.get(BROWSER_ENV) or None
 
 
 def subprocess_env() -> dict:

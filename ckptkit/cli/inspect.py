@@ -15,7 +15,7 @@ from ..errors import CheckpointError, SavedModelWithoutVariablesError
 from . import render
 from .app import Command
 from .failure import Failure, error_line, error_text, os_message
-from .options import PATH, complete_tensor_names, filter_options, located
+from .options import PATH, complete_tensor_names, filter_options, located, raw_names_option
 from .render import bytes_text, echo, echo_json, human, note, plural, printable, shape_text, table
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 @click.option("--tree", is_flag=True,
               help="TF2 checkpoints: the object graph from the root (or OBJECT), each variable with "
                    "its key, dtype, shape and optimizer slots; TF1: tensors grouped by / scopes")
+@raw_names_option()
 def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, include: tuple[str, ...], exclude: tuple[str, ...],
            count_exclude: tuple[str, ...], sort: str, tree: bool) -> None:
     """List tensors: name, dtype, shape, elements and bytes, with totals.
@@ -168,6 +169,7 @@ def _print_tree(prefix: str, root: dict[str | None, Any], uncounted: set[str]) -
 @click.option("--json", "as_json", is_flag=True,
               help="print JSON (values only with --full or when small): an object for one NAME, "
                    "a list for several, globs or --all")
+@raw_names_option()
 def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, hist: bool, bins: int,
              full: bool, include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
     """Print tensors' values (and, with --stats/--hist, their statistics).
@@ -308,6 +310,7 @@ class _Trouble(Failure):
                    "(the model's object paths), not by key")
 @filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the differences as JSON")
+@raw_names_option()
 @click.pass_context
 def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, friendly_names: bool,
              include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
@@ -357,6 +360,7 @@ def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, frien
 @click.argument("ckpt", default=".", required=False, type=PATH)
 @filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@raw_names_option()
 @click.pass_context
 def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...],
                as_json: bool) -> None:
@@ -379,10 +383,10 @@ def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude:
     try:
         location = located(ckpt)
     except SavedModelWithoutVariablesError as exc:
-        from ..tf1 import metagraph  # noqa: PLC0415
+        from ..tf1 import saved_model  # noqa: PLC0415
 
         export_dir = exc.path or ckpt
-        metagraph.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
+        saved_model.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
         message = "the SavedModel has no variables to verify (no variables/variables.index)"
         if as_json:
             echo_json({"checkpoint": None, "prefix": None, "saved_model": export_dir, "format": "saved_model",
@@ -438,6 +442,7 @@ PENDING_COMMIT = ("a ckptkit writer died after its commit point: ckptkit reads t
 @click.argument("ckpt", default=".", required=False, type=PATH)
 @filter_options(legacy_filter=True)
 @click.option("--json", "as_json", is_flag=True, help="print the statistics as JSON")
+@raw_names_option()
 @click.pass_context
 def stats_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
     """Statistics of every tensor: min, max, mean, std, NaN, Inf and zero counts.

@@ -36,12 +36,31 @@ def located(path: str, *, quiet: bool = False) -> Location:
     noted: set[str] = meta.setdefault("ckptkit.noted", set())
     if path not in found:
         found[path] = locate(path)
+        if meta.get(_RAW_NAMES):
+            found[path] = found[path]._replace(raw_names=True)
     if not quiet and path not in noted:
         noted.add(path)
         line = resolution_note(found[path])
         if line:
             note(line)
     return found[path]
+
+
+_RAW_NAMES = "ckptkit.raw_names"
+
+
+def raw_names_option() -> Decorator:
+    """`--raw-names`: every checkpoint argument the command resolves (`located`) is read
+    with its tensors' names as stored: a Keras 3 file's HDF5 paths (`layers/dense/vars/0`)
+    instead of LAYER/VAR; other formats have no other names. The command's function
+    does not see it: the Locations it gets carry it down."""
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.meta[_RAW_NAMES] = True
+
+    return click.option("--raw-names", is_flag=True, expose_value=False, callback=remember,
+                        help="Keras 3 files: name tensors by their HDF5 paths (layers/dense/vars/0), "
+                             "not LAYER/VAR (head/kernel)")
 
 
 def resolution_note(location: Location) -> str | None:

@@ -1,4 +1,4 @@
-"""A window of a V2 bundle entry (plain or partitioned), read through format/window.py:
+"""A window of a V2 bundle entry (plain or partitioned), read through formats/window.py:
 only the bytes of the window, or the whole entry (crc32c checked) where the window
 covers it or the entry holds strings. See ckptkit.slicing's module doc."""
 from __future__ import annotations

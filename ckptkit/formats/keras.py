@@ -20,7 +20,10 @@ BatchNormalization). A variable keeps its raw HDF5 path (`layers/lstm/cell/vars/
 `optimizer/vars/3`) where its class is not in the table, the count of variables is not
 one the class builds (without a config, only optional variables at the end may be
 missing), or two variables would get one name. `KerasFile(path, raw_names=True)` names
-every tensor by its raw path; `metadata()` maps each renamed tensor to its raw path.
+every tensor by its raw path; `metadata()` maps each renamed tensor to its raw path, and
+`layer_classes` each to its layer's class where the file records it (a `.keras` config,
+a full-model `.h5`'s `model_config`: what `convert --layout torch` needs to know a
+Keras 3 DepthwiseConv's `kernel`).
 
 Hostile files: the HDF5 signature is checked before h5py sees a byte; on open every
 dataset's dtype (numbers and bools only), shape and stored size are checked against the
@@ -115,14 +118,24 @@ class KerasFile:
         try:
             self.h5 = h5py.File(file, "r")
             raw, vars_names = _entries(self.h5, h5py, path)
+            stored_config = self.h5.attrs.get("model_config") if config is None else None
         except CheckpointError:
             raise
         except _ERRORS as exc:
             raise DataLossError(f"not a readable HDF5 file: {exc}", path=path) from None
+        if stored_config is not None:  # a full-model file's: its layers' classes
+            try:
+                config = json.loads(_text(stored_config))
+            except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+                raise DataLossError(f"model_config is not JSON: {exc}", path=path) from None
+        config = config if isinstance(config, dict) else None
         self.metas: dict[str, tuple[_dtypes.DType, tuple[int, ...]]] = {}
         self._raw: dict[str, str] = {}
-        for friendly, rawpath in _named(raw, vars_names, config, raw_names):
+        self.layer_classes: dict[str, str] = {}
+        for friendly, rawpath, cls in _named(raw, vars_names, config, raw_names):
             self._raw[friendly] = rawpath
+            if cls is not None:
+                self.layer_classes[friendly] = cls
             self.metas[friendly] = _checked(self.h5[rawpath], h5py, size, path, friendly)
         self.names = list(self._raw)
         self.metadata = {k: v for k, v in self._raw.items() if k != v} or None
@@ -207,20 +220,21 @@ def _list_attr(group: Any, attr: str) -> list[str]:
     return [_text(v) for v in np.asarray(group.attrs[attr]).reshape(-1)]
 
 
-Entry = tuple[str | None, str, str | None]  # (Keras 2 weight name, raw path, Keras 3 `vars` group)
+# (Keras 2 weight name, raw path, Keras 2 layer name) or (None, raw path, Keras 3 `vars` group)
+Entry = tuple[str | None, str, str | None]
 
 
 def _entries(h5: Any, h5py: ModuleType, path: str) -> tuple[list[Entry], dict[str, str]]:
-    """The datasets in stored order, (name, raw path, None) in a Keras 2 file and (None,
-    raw path, its `vars` group or None) in a Keras 3 one; and {`vars` group: its `name`
-    attribute, the layer's name}."""
+    """The datasets in stored order, (name, raw path, its layer) in a Keras 2 file and
+    (None, raw path, its `vars` group or None) in a Keras 3 one; and {`vars` group: its
+    `name` attribute, the layer's name}."""
     if "layer_names" in h5.attrs or ("model_weights" in h5 and "layer_names" in h5["model_weights"].attrs):
         base = h5 if "layer_names" in h5.attrs else h5["model_weights"]
         out: list[Entry] = []
         for layer in _list_attr(base, "layer_names"):
             group = base[layer]
             for weight in _list_attr(group, "weight_names"):
-                out.append((weight[:-2] if weight.endswith(":0") else weight, group[weight].name.lstrip("/"), None))
+                out.append((weight[:-2] if weight.endswith(":0") else weight, group[weight].name.lstrip("/"), layer))
         if "optimizer_weights" in h5 and "weight_names" in h5["optimizer_weights"].attrs:
             group = h5["optimizer_weights"]
             for weight in _list_attr(group, "weight_names"):
@@ -244,27 +258,36 @@ def _entries(h5: Any, h5py: ModuleType, path: str) -> tuple[list[Entry], dict[st
 
 
 def _named(entries: list[Entry], layer_names: dict[str, str], config: dict | None,
-           raw_names: bool) -> list[tuple[str, str]]:
-    """[(name, raw path)]: see the module doc for the rule."""
+           raw_names: bool) -> list[tuple[str, str, str | None]]:
+    """[(name, raw path, its layer's class where the file records it)]: see the module doc."""
     if raw_names:
-        return [(raw, raw) for _, raw, _ in entries]
+        return [(raw, raw, None) for _, raw, _ in entries]
     layers = _layer_configs(config) if config is not None else {}
     by_group: dict[str, list[str]] = {}
-    for _, raw, group in entries:
-        if group is not None:
+    for name, raw, group in entries:
+        if name is None and group is not None:
             by_group.setdefault(group, []).append(raw)
-    friendly: dict[str, str] = {}
+    friendly: dict[str, tuple[str, str]] = {}
     for group, raws in by_group.items():
         friendly.update(_group_names(group, raws, layer_names.get(group), layers))
-    named = [(name if name is not None else friendly.get(raw, raw), raw) for name, raw, _ in entries]
+    named: list[tuple[str, str, str | None]] = []
+    for name, raw, group in entries:
+        if name is not None:  # Keras 2: the class from the full-model file's model_config, if any
+            spec = layers.get(group or "")
+            named.append((name, raw, str(spec["class_name"]) if spec else None))
+        else:
+            given, cls = friendly.get(raw, (raw, None))
+            named.append((given, raw, cls))
     counts: dict[str, int] = {}
-    for name, _ in named:
+    for name, _, _ in named:
         counts[name] = counts.get(name, 0) + 1
-    return [(name if counts[name] == 1 else raw, raw) for name, raw in named]
+    return [(name, raw, cls) if counts[name] == 1 else (raw, raw, None) for name, raw, cls in named]
 
 
-def _group_names(group: str, raws: list[str], layer: str | None, layers: dict[str, dict]) -> dict[str, str]:
-    """{raw path: LAYER/VAR} of one Keras 3 `vars` group's datasets, or {} (raw names)."""
+def _group_names(group: str, raws: list[str], layer: str | None,
+                 layers: dict[str, dict]) -> dict[str, tuple[str, str]]:
+    """{raw path: (LAYER/VAR, the layer's class)} of one Keras 3 `vars` group's datasets,
+    or {} (raw names)."""
     owner = group.rpartition("/")[0]
     try:
         positions = sorted(raws, key=lambda r: int(r.rpartition("/")[2]))
@@ -288,7 +311,7 @@ def _group_names(group: str, raws: list[str], layer: str | None, layers: dict[st
             names = names[:len(positions)]  # only optional variables missing, at the end (no bias)
     if len(names) != len(positions):
         return {}
-    return {raw: f"{layer}/{var}" for raw, var in zip(positions, names, strict=True)}
+    return {raw: (f"{layer}/{var}", str(cls)) for raw, var in zip(positions, names, strict=True)}
 
 
 def _layer_configs(config: dict) -> dict[str, dict]:
@@ -348,10 +371,10 @@ def holds(dtype: _dtypes.DType) -> bool:
 
 
 def open_file(path: str, raw_names: bool = False) -> KerasFile:
-    """The file's tensors (convert's source; see format/registry.py)."""
+    """The file's tensors (convert's source; see formats/registry.py)."""
     return KerasFile(path, raw_names)
 
 
-def open_backend(path: str) -> TensorFileBackend:
-    """The file behind CheckpointReader's API (see format/registry.py)."""
-    return TensorFileBackend(KerasFile(path), "keras")
+def open_backend(path: str, raw_names: bool = False) -> TensorFileBackend:
+    """The file behind CheckpointReader's API (see formats/registry.py)."""
+    return TensorFileBackend(KerasFile(path, raw_names), "keras")

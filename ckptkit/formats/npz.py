@@ -185,7 +185,7 @@ class NpzFile:
 
     def read_window(self, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
         """The ascending window `axes` of member `name`: only its bytes where it is stored
-        uncompressed in C order (format/window.py), else read whole and cut."""
+        uncompressed in C order (formats/window.py), else read whole and cut."""
         tf_dtype, shape = self.meta(name)
         counts = tuple(a.count for a in axes)
         _dtypes.check_numpy_shape(counts, tf_dtype, self.path, name)  # `[0, 2**70]`: no bytes, no numpy shape
@@ -370,10 +370,10 @@ def _to_npz_array(value: Any, path: str, name: str) -> np.ndarray:
 
 
 def open_file(path: str) -> NpzFile:
-    """The archive's tensors in stored order (convert's source; see format/registry.py)."""
+    """The archive's tensors in stored order (convert's source; see formats/registry.py)."""
     return NpzFile(path)
 
 
 def open_backend(path: str) -> TensorFileBackend:
-    """The archive behind CheckpointReader's API (see format/registry.py)."""
+    """The archive behind CheckpointReader's API (see formats/registry.py)."""
     return TensorFileBackend(NpzFile(path), "npz")

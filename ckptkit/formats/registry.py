@@ -3,7 +3,7 @@
 A format is a name ("v2", "v1", "safetensors", "npz": `Location.format`,
 `CheckpointReader.format`), the `format_version` its reader reports, the file
 extensions that name it (a single file of tensors, read as it is) or none (a
-checkpoint prefix, found by its files), and the module under `ckptkit/format/` that
+checkpoint prefix, found by its files), and the module under `ckptkit/formats/` that
 reads it (its dotted name). That module is imported only when a path gets that far (v1, npz and
 safetensors import numpy; v2.py does not, so listing a V2 checkpoint imports none) and
 provides:
@@ -13,14 +13,14 @@ provides:
   format), `holds(prefix) -> bool` (a prefix named by a `checkpoint` state file is
   this format's) and `checkpoints_in(directory, listing) -> [prefix]` (a directory
   without a state file). Each store check they make is a request on a remote store,
-  so each makes only the ones it needs, in a fixed order (locate.py's doc);
+  so each makes only the ones it needs, in a fixed order (location.py's doc);
 - a file format: `open_file(path)` (its tensors in stored order, `names`, `meta(name)`,
   `read(name)`, a context manager: convert's source; `TensorFileBackend` puts it
   behind the backend API, its `read_window(name, axes)` included) and
   `holds(dtype) -> bool` (whether it can store that dtype); `find` and `holds` are
   the extension and one `isfile` request.
 
-locate tries the file formats (by extension) before anything else, then, after
+`location` tries the file formats (by extension) before anything else, then, after
 directories and SavedModels, the prefix formats in the table's order.
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Backend(Protocol):
     def read(self, name: str, verify: bool, copy: bool = True) -> np.ndarray: ...
 
     def read_window(self, name: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
-        """The window `axes` (format/window.py), ascending, every dimension kept: only
+        """The window `axes` (formats/window.py), ascending, every dimension kept: only
         the bytes it needs where the format allows (ckptkit.slicing's module doc)."""
 
     @property
@@ -88,6 +88,9 @@ class Format:
     suffixes: tuple[str, ...] = field(default=())  # lower case; () for a checkpoint prefix
     verified: str = "every crc32c"  # what `ckptkit verify` checks (info.VerifyReport.checked)
     checksums: bool = True          # whether it stores checksums to verify
+    # whether its reader names tensors otherwise than stored (Keras 3's LAYER/VAR): its
+    # open_backend and open_file then take `raw_names=True`, for the names as stored
+    renames: bool = False
 
     def code(self) -> ModuleType:
         """The module that reads it, imported now (it may import numpy)."""
@@ -117,8 +120,12 @@ class Format:
         found: list[str] = self.code().checkpoints_in(directory, listing)
         return found
 
-    def open_backend(self, prefix: str) -> Backend:
-        backend: Backend = self.code().open_backend(prefix)
+    def open_backend(self, prefix: str, raw_names: bool = False) -> Backend:
+        """The reader backend of `prefix`; `raw_names` (formats that rename only): its
+        tensors by their names as stored (other formats have no other names)."""
+        code = self.code()
+        backend: Backend = (code.open_backend(prefix, raw_names=True) if raw_names and self.renames
+                            else code.open_backend(prefix))
         return backend
 
 
@@ -130,7 +137,7 @@ FORMATS: tuple[Format, ...] = (
            verified="every .npy header valid, every tensor readable; npz has no checksums"),
     Format("keras", 0, "ckptkit.formats.keras", (".weights.h5", ".keras", ".h5", ".hdf5"), checksums=False,
            verified="HDF5 structure and every dataset's size checked, every tensor readable; "
-                    "Keras files have no checksums"),
+                    "Keras files have no checksums", renames=True),
     Format("v1", 1, "ckptkit.formats.v1"),
 )
 V2 = FORMATS[0]  # what SavedModels and Savers write

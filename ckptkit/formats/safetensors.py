@@ -107,7 +107,7 @@ class SafetensorsFile:
         return buf.view(dtype.numpy).reshape(shape)
 
     def read_window(self, name: str, axes: tuple[Axis, ...]) -> np.ndarray:
-        """The ascending window `axes` of tensor `name`: only its bytes (format/window.py)."""
+        """The ascending window `axes` of tensor `name`: only its bytes (formats/window.py)."""
         dtype, listed, (begin, _) = self.specs[name]
         shape = tuple(listed)
         counts = tuple(a.count for a in axes)
@@ -241,10 +241,10 @@ def holds(dtype: _dtypes.DType) -> bool:
 
 
 def open_file(path: str) -> SafetensorsFile:
-    """The file's tensors in stored order (convert's source; see format/registry.py)."""
+    """The file's tensors in stored order (convert's source; see formats/registry.py)."""
     return SafetensorsFile(path)
 
 
 def open_backend(path: str) -> TensorFileBackend:
-    """The file behind CheckpointReader's API (see format/registry.py)."""
+    """The file behind CheckpointReader's API (see formats/registry.py)."""
     return TensorFileBackend(SafetensorsFile(path), "safetensors")

@@ -1,7 +1,7 @@
 """What `.npz` and `.safetensors` share: a single file of tensors, read as it is.
 
 `TensorFileBackend` puts either file behind CheckpointReader's API (the backend
-protocol of format/registry.py); `read_all` reads every tensor of an open file;
+protocol of formats/registry.py); `read_all` reads every tensor of an open file;
 `check_member_names` refuses names a file cannot store before anything is written.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The V2 tensor bundle as a format of the registry (format/registry.py): where a path
+"""The V2 tensor bundle as a format of the registry (formats/registry.py): where a path
 names one, and its reader backend. The bytes are bundle_index.py's (the index, without
 numpy) and bundle.py's (the data, with numpy, imported on the first tensor read), so
 that listing a V2 checkpoint imports no numpy.
@@ -63,7 +63,7 @@ class V2Backend:
         return self.data.read_full(name, verify=verify, copy=copy)
 
     def read_window(self, name: str, axes: tuple[Axis, ...], verify: bool) -> np.ndarray:
-        """The ascending window `axes` of entry `name` (format/bundle_window.py)."""
+        """The ascending window `axes` of entry `name` (formats/bundle_window.py)."""
         from .bundle_window import read_window  # noqa: PLC0415 - it imports numpy
 
         return read_window(self.data, name, axes, verify)

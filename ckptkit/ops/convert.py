@@ -28,6 +28,7 @@ from ..location import Location
 from ..reader import CheckpointReader
 from ..storage.base import Progress
 from ..tf1.state import V1, V2, checkpoint_files
+from .torch_layout import Change, torch_layout
 
 __all__ = ["OBJECT_GRAPH_KEY", "SAFETENSORS_FORMAT", "check_destination", "convert", "existing_destination",
            "friendly_names_of", "open_source", "read_any", "read_npz", "read_safetensors", "safetensors_metadata",
@@ -69,14 +70,17 @@ class _CheckpointSource:
 Source = _CheckpointSource | SafetensorsFile | NpzFile
 
 
-def open_source(path: str | os.PathLike | Location) -> Source:
+def open_source(path: str | os.PathLike | Location, raw_names: bool = False) -> Source:
     """The tensors of a checkpoint, .npz or .safetensors file (by extension): `names`,
     `meta(name)` (dtype, shape) without reading data, `read(name)`; a context manager.
-    A Location (resolved where the path entered) is opened as it is."""
+    A Location (resolved where the path entered) is opened as it is. `raw_names` (or
+    the Location's): a Keras file's tensors by their HDF5 paths (registry.Format.renames)."""
     name = path.prefix if isinstance(path, Location) else storage.fspath(path)
+    raw_names = raw_names or (isinstance(path, Location) and path.raw_names)
     fmt = registry.by_extension(name)
     if fmt is not None:
-        found: NpzFile | SafetensorsFile = fmt.code().open_file(name)
+        found: NpzFile | SafetensorsFile = (fmt.code().open_file(name, raw_names=True) if raw_names and fmt.renames
+                                            else fmt.code().open_file(name))
         return found
     return _CheckpointSource(path if isinstance(path, Location) else name)
 
@@ -191,18 +195,34 @@ def _parse_casts(cast: Mapping[str, str] | None) -> dict[int, _dtypes.DType]:
     return out
 
 
+def _layout_changes(source: Source, shown: Mapping[str, str], layout: str | None,
+                    torch_names: bool) -> dict[str, Change]:
+    """{source name: Change} of `layout` ("torch", the one there is), decided on the
+    shown names; {} for none."""
+    if layout is None:
+        return {}
+    shapes = {shown.get(n, n): source.meta(n)[1] for n in source.names}
+    classes = getattr(source, "layer_classes", None)  # a Keras 3 file's, by name
+    changes = torch_layout(shapes, classes, torch_names)
+    return {n: changes[shown.get(n, n)] for n in source.names}
+
+
 def _plan(source: Source, kind: str, dst: str, include: Iterable[str], exclude: Iterable[str],
           casts: Mapping[int, _dtypes.DType], rename: tuple[str, str] | None, friendly: bool,
-          strict: bool) -> tuple[dict[str, values.Deferred], list[dict], dict[str, str]]:
-    """{output name: Deferred} of what to write, [{name, reason}] of what is left out, and
-    {output name: source name}. A glob matching nothing is an error (raised without a
-    path: the caller's `_naming(src)` names the source)."""
+          strict: bool, layout: str | None = None, torch_names: bool = True
+          ) -> tuple[dict[str, values.Deferred], list[dict], dict[str, str], dict[str, str]]:
+    """{output name: Deferred} of what to write, [{name, reason}] of what is left out,
+    {output name: source name} and {output name: the layout rule that changed it}. A
+    glob matching nothing is an error (raised without a path: the caller's
+    `_naming(src)` names the source)."""
     plan: dict[str, values.Deferred] = {}
     sources: dict[str, str] = {}
+    rules: dict[str, str] = {}
     left_out = []
     pattern, template = (None, "") if rename is None else (selection.compile_regex(rename[0]), rename[1])
     shown = friendly_names_of(source) if friendly else {}
     by_shown = {shown.get(name, name): name for name in source.names}  # friendly names are unique
+    changes = _layout_changes(source, shown, layout, torch_names)
     for name in (by_shown[n] for n in selection.select(by_shown, include, exclude)):
         dtype, shape = source.meta(name)
         target = casts.get(dtype.enum, dtype)
@@ -215,6 +235,9 @@ def _plan(source: Source, kind: str, dst: str, include: Iterable[str], exclude: 
             left_out.append({"name": name, "reason": reason})
             continue
         out = shown.get(name, name)
+        change = changes.get(name)
+        if change is not None:
+            out, shape = change.name, change.shape
         if pattern is not None and (m := pattern.fullmatch(out)) is not None:
             try:
                 out = m.expand(template)
@@ -224,28 +247,35 @@ def _plan(source: Source, kind: str, dst: str, include: Iterable[str], exclude: 
             raise InvalidArgumentError(f"both {sources[out]!r} and {name!r} would be written as {out!r}",
                                        path=dst, key=out)
         sources[out] = name
-        load = functools.partial(_load_cast, source, name, None if target is dtype else target)
+        if change is not None and change.rule is not None:
+            rules[out] = change.rule
+        load = functools.partial(_load_cast, source, name, None if target is dtype else target,
+                                 change if change is not None and change.perm is not None else None)
         plan[out] = values.Deferred(target, shape, load)
     if source.names and not plan:
         reasons = ", ".join(f"{d['name']} ({d['reason']})" for d in left_out[:3])
         raise UnsupportedError(f"nothing to write: every tensor selected is left out: {reasons}"
                                + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""), path=dst)
-    return plan, left_out, sources
+    return plan, left_out, sources, rules
 
 
-def _plan_rows(plan: Mapping[str, values.Deferred], sources: Mapping[str, str], source: Source) -> list[dict]:
+def _plan_rows(plan: Mapping[str, values.Deferred], sources: Mapping[str, str], rules: Mapping[str, str],
+               source: Source) -> list[dict]:
     """What a dry run reports: one row per tensor to write, in writing order."""
     rows = []
     for out, deferred in plan.items():
         name = sources[out]
+        dtype, shape = source.meta(name)
         rows.append({"name": name, "new_name": out, "dtype": deferred.dtype.name,
-                     "source_dtype": source.meta(name)[0].name, "shape": list(deferred.shape),
-                     "bytes": deferred.nbytes})
+                     "source_dtype": dtype.name, "shape": list(deferred.shape), "source_shape": list(shape),
+                     "layout": rules.get(out), "bytes": deferred.nbytes})
     return rows
 
 
-def _load_cast(source: Source, name: str, target: _dtypes.DType | None) -> np.ndarray:
+def _load_cast(source: Source, name: str, target: _dtypes.DType | None, change: Change | None) -> np.ndarray:
     arr = source.read(name)
+    if change is not None:
+        arr = change.apply(arr)
     return arr if target is None else arr.astype(target.numpy)
 
 
@@ -280,7 +310,8 @@ def convert(src: str | os.PathLike | Location, dst: str | os.PathLike, *, num_sh
             cast: Mapping[str, str] | None = None, rename: tuple[str, str] | None = None,
             friendly_names: bool = False, strict: bool = False, overwrite: bool = False,
             metadata: Mapping[str, str] | None = None, progress: Progress | None = None,
-            dry_run: bool = False) -> dict:
+            dry_run: bool = False, layout: str | None = None, torch_names: bool = True,
+            raw_names: bool = False) -> dict:
     """Copy tensors from `src` to `dst`, formats chosen by extension, one tensor in memory
     at a time (peak memory: the largest tensor, plus buffers).
 
@@ -292,7 +323,13 @@ def convert(src: str | os.PathLike | Location, dst: str | os.PathLike, *, num_sh
     kernel keyed `optimizer/_trainable_variables/0/.ATTRIBUTES/VARIABLE_VALUE` is written
     as its layer's path; the object graph, whose names no longer match, left out).
     `rename`: (REGEX, TEMPLATE): a name the regex fully matches (after friendly naming) becomes
-    the expanded template (`\\1`, `\\g<name>`). Tensors the destination cannot hold
+    the expanded template (`\\1`, `\\g<name>`).
+    `layout="torch"`: kernels in PyTorch's layout, decided by name and rank
+    (`ckptkit.ops.torch_layout`: Dense kernels transposed, convolution kernels HWIO ->
+    OIHW, depthwise kernels grouped), and with `torch_names` (the default) torch's names
+    (`conv/kernel` -> `conv.weight`, `bn/moving_mean` -> `bn.running_mean`); `rename`
+    then applies to those names. `raw_names`: a Keras 3 file's tensors by their HDF5
+    paths (`layers/dense/vars/0`), not LAYER/VAR. Tensors the destination cannot hold
     (strings and complex128 in .safetensors, bfloat16/float8/int4 in .npz) are left out,
     or with `strict` refused before anything is written. A `.safetensors` destination gets
     a `__metadata__` (see `safetensors_metadata`), `metadata`'s pairs added; `metadata`
@@ -307,7 +344,9 @@ def convert(src: str | os.PathLike | Location, dst: str | os.PathLike, *, num_sh
     naming it stays true.
     Returns {"src", "dst", "tensors", "bytes", "left_out": [{"name", "reason"}]}; with
     `dry_run=True` nothing is written and "plan" lists what would be: [{"name",
-    "new_name", "dtype" (as written), "source_dtype", "shape", "bytes"}].
+    "new_name", "dtype" (as written), "source_dtype", "shape" (as written),
+    "source_shape", "layout" (the rule that changed it, e.g. "HWIO->OIHW", or None),
+    "bytes"}].
     """
     source_at = src if isinstance(src, Location) else None  # resolved where it entered: opened as it is
     src = source_at.given or source_at.prefix if source_at is not None else storage.fspath(src)
@@ -320,13 +359,15 @@ def convert(src: str | os.PathLike | Location, dst: str | os.PathLike, *, num_sh
     if metadata and kind != "safetensors":
         raise InvalidArgumentError("metadata is written to .safetensors files only", path=dst)
     check_destination(dst, make_parents=kind == "checkpoint", exist_ok=overwrite)
+    if layout not in (None, "torch"):
+        raise InvalidArgumentError(f"unknown layout {layout!r}; the layouts are: torch", path=dst)
     casts = _parse_casts(cast)
     header = safetensors_metadata(src, metadata, dst) if kind == "safetensors" else None
-    with _naming(src), open_source(source_at or src) as source:
-        plan, left_out, sources = _plan(source, kind, dst, list(include), list(exclude), casts, rename,
-                                        friendly_names, strict)
+    with _naming(src), open_source(source_at or src, raw_names) as source:
+        plan, left_out, sources, rules = _plan(source, kind, dst, list(include), list(exclude), casts, rename,
+                                               friendly_names, strict, layout, torch_names)
         if dry_run:
-            rows = _plan_rows(plan, sources, source)
+            rows = _plan_rows(plan, sources, rules, source)
             return {"src": src, "dst": dst, "dry_run": True, "tensors": len(rows),
                     "bytes": sum(r["bytes"] for r in rows), "plan": rows, "left_out": left_out}
         with _naming(dst):

@@ -31,7 +31,7 @@ tensor in memory at a time), which the edit publishes under the output's name.
 
 Partitioned variables (entries with `slices`) store their data under binary slice
 keys derived from the variable's name: renaming or removing the variable renames or
-removes every slice key with it (re-encoded by format/slices.py).
+removes every slice key with it (re-encoded by formats/slices.py).
 """
 from __future__ import annotations
 

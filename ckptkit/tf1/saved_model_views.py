@@ -1,4 +1,4 @@
-"""The narrower views of `saved_model_cli show`, over `metagraph.summarize_saved_model`'s digest.
+"""The narrower views of `saved_model_cli show`, over `saved_model.summarize_saved_model`'s digest.
 
     saved_model_cli show --dir D --tag_set serve                               # signature keys
     saved_model_cli show --dir D --tag_set serve --signature_def serving_default  # one signature

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import types
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .. import storage
-from ..errors import CheckpointError, InvalidArgumentError, UnsupportedError
+from ..errors import CheckpointError, InvalidArgumentError
 from ..formats.bundle_writer import BundleWriter, write_tensors
 from ..formats.objectgraph import ATTRIBUTES, OBJECT_GRAPH_KEY, escape_local_name, mark_checkpoint_values
 from ..proto.trackable_object_graph_pb2 import TrackableObjectGraph
@@ -59,6 +60,23 @@ def _path(parent: str, local_name: str) -> str:
 
 def _attribute_key(path: str, name: str) -> str:
     return f"{path}/{ATTRIBUTES}/{name}"
+
+
+# In the nested dicts, ATTRIBUTES_KEY holds an object's own tensors. A child object whose
+# local name is dots then "ATTRIBUTES" (TF allows `.ATTRIBUTES`) is keyed with one dot more,
+# so `.ATTRIBUTES` is `..ATTRIBUTES`, `..ATTRIBUTES` is `...ATTRIBUTES`: one-to-one, and
+# every other name is its own key.
+_DOTTED_ATTRIBUTES = re.compile(r"\.+ATTRIBUTES")
+
+
+def dict_key(local_name: str) -> str:
+    """The nested-dict key of a child object named `local_name` (see _DOTTED_ATTRIBUTES)."""
+    return "." + local_name if _DOTTED_ATTRIBUTES.fullmatch(local_name) else local_name
+
+
+def local_name(key: str) -> str:
+    """The child object's local name for a nested-dict key other than ATTRIBUTES_KEY."""
+    return key[1:] if key != ATTRIBUTES_KEY and _DOTTED_ATTRIBUTES.fullmatch(key) else key
 
 
 def build_object_graph(children: Mapping[str, Any], full_names: Mapping[str, str] | None = None,
@@ -105,7 +123,7 @@ def build_object_graph(children: Mapping[str, Any], full_names: Mapping[str, str
         proto = graph.nodes[node_id]
         if node_id == 0 or isinstance(value, Mapping):
             source = children if node_id == 0 else value
-            items = [(check_name(n, path), v) for n, v in source.items() if n != ATTRIBUTES_KEY]
+            items = [(local_name(check_name(n, path)), v) for n, v in source.items() if n != ATTRIBUTES_KEY]
             own = source.get(ATTRIBUTES_KEY)
             if own is not None:
                 if not isinstance(own, Mapping):
@@ -162,8 +180,8 @@ def read_tree(reader: CheckpointReader) -> dict[str, Any]:
     reached by several edges is the same Python object at each place (a dict's cycles
     stay cycles). Optimizer slot variables of TF's legacy optimizers hang off no edge
     and are not included (`CheckpointReader` reads them by key). A child object named
-    `.ATTRIBUTES` (TF allows one) cannot be told from the own-tensors entry: an
-    UnsupportedError, rather than a tree that would be written back as something else.
+    `.ATTRIBUTES` (TF allows one) is keyed `..ATTRIBUTES` (see `dict_key`), so the tree
+    writes back as the same objects.
     """
     graph = reader.object_graph()
     if graph is None:
@@ -188,13 +206,8 @@ def read_tree(reader: CheckpointReader) -> dict[str, Any]:
         out = values[node.id]
         if isinstance(out, dict):
             for name, child in node.children.items():
-                if name == ATTRIBUTES_KEY:  # TF allows it; in a dict it would be this object's own tensors
-                    raise UnsupportedError(
-                        f"object {node.path or '(root)'!r} has a child object named {ATTRIBUTES_KEY!r}, the key "
-                        "ckptkit's nested dicts keep for an object's own tensors: read this checkpoint by key "
-                        "(ckptkit.load, CheckpointReader)", path=reader.prefix)
                 if not (node is graph.root and name == ROOT and child is graph.root):
-                    out[name] = values[child.id]  # (TF's Checkpoint(root=obj) adds obj.root = obj: left out)
+                    out[dict_key(name)] = values[child.id]  # (TF's Checkpoint(root=obj) adds obj.root = obj: left out)
             if node.attributes:
                 out[ATTRIBUTES_KEY] = {a.name: reader.get_tensor(a.checkpoint_key) for a in node.attributes}
     return values[graph.root.id]
@@ -221,11 +234,11 @@ def _assignments(held: MutableMapping, new: Mapping, seen: set[tuple[int, int]],
             current = into.get(name)
             if isinstance(value, dict) and isinstance(current, MutableMapping):
                 attributes = name == ATTRIBUTES_KEY and not own_attributes
-                work.append((current, value, path if attributes else _path(path, name), attributes))
+                work.append((current, value, path if attributes else _path(path, local_name(name)), attributes))
             elif isinstance(value, np.ndarray) and isinstance(current, np.ndarray):
                 if current.shape != value.shape or current.dtype != value.dtype:
-                    key = _attribute_key(path, name) if own_attributes else _attribute_key(_path(path, name),
-                                                                                           VARIABLE_VALUE)
+                    key = (_attribute_key(path, name) if own_attributes
+                           else _attribute_key(_path(path, local_name(name)), VARIABLE_VALUE))
                     raise InvalidArgumentError(
                         f"incompatible tensor with shape {list(value.shape)} and dtype {value.dtype} for a held "
                         f"array of shape {list(current.shape)} and dtype {current.dtype}", path=prefix, key=key)

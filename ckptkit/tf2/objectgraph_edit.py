@@ -5,7 +5,7 @@ matches its Python objects to graph nodes by edge names from the root and reads 
 attribute from the `checkpoint_key` the node records. A key renamed or removed in the
 index alone therefore breaks `tf.train.Checkpoint.read` ("Key ... not found"), and
 `verify` used to say OK. Every edit of a TF2 checkpoint goes through `GraphEditor`,
-whose result is written in the same commit as the index (see edit.py).
+whose result is written in the same commit as the index (see ops/edit.py).
 
 Rules (TF's, from python/checkpoint/{graph_view,save_util,util}.py):
 - removing an object removes every edge to it; what is then unreachable from the root

@@ -1,4 +1,4 @@
-"""Keras weight files (format/keras.py), written by Keras 3 (tf.keras) and read without it."""
+"""Keras weight files (formats/keras.py), written by Keras 3 (tf.keras) and read without it."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Formats as plug-ins (format/registry.py): every format ckptkit reads is a line of
+"""Formats as plug-ins (formats/registry.py): every format ckptkit reads is a line of
 `registry.FORMATS`, and locate, CheckpointReader, get_slice and convert find formats
 there. A toy file format defined in this module, registered by one line, is read by all
 of them."""
