@@ -440,7 +440,6 @@ def _child(op, kill_at: int | None, when: str, wfd: int) -> None:
     """Runs in the forked child; never returns."""
     code = 0
     try:
-        bundle._POOL = None  # the parent's reader threads do not exist in the child
         state = {"count": 0, "trace": []}
 
         def wrap(name, real):

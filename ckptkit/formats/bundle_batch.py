@@ -133,6 +133,18 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
 
 
+def _forget_pools() -> None:
+    """In a forked child the parent's reader threads do not exist, but its executors still
+    count them: a read handed to one would wait forever. The child makes its own."""
+    global _POOL_LOCK
+    _POOLS.clear()
+    _POOL_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
+
+
 def reader_pool(threads: int) -> ThreadPoolExecutor:
     """Threads shared by every reader of a kind of store (they idle between reads; created
     on first use): 2 for local disks, more for stores where each read waits on a network."""

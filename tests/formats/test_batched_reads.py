@@ -10,6 +10,8 @@ must still be read whole.
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
 import uuid
 
@@ -311,3 +313,21 @@ def test_table_keys_must_strictly_increase(keys):
     writer.finish()
     with pytest.raises(DataLossError, match="out of order"):
         list(TableReader(out.getvalue(), "crafted.index"))
+
+
+def test_a_forked_child_reads_big_tensors_after_its_parent_did(tmp_path):
+    """The reader threads are shared; a child forked after the parent used them (a
+    DataLoader worker) has none of them and must make its own, not wait on the parent's."""
+    value = np.arange(10 << 20, dtype=np.float32)  # 40 MiB: several pieces, read by the pool
+    prefix = ckptkit.save(str(tmp_path / "big"), {"big": value})
+    assert np.array_equal(ckptkit.load(prefix)["big"], value)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(20)  # a child waiting on threads it does not have: killed, not hung
+            code = 0 if np.array_equal(ckptkit.load(prefix)["big"], value) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
