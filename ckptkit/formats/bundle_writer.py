@@ -183,12 +183,18 @@ class BundleWriter:
 
     # ---- entries
 
-    def _put(self, key: str, entry: BundleEntryProto | bytes) -> None:
+    def _check_new(self, key: str) -> None:
+        """`key` may still be added: a name, not taken, the index not yet written."""
+        if self._finished:
+            raise InvalidArgumentError("the bundle is finished already", path=self.prefix, key=key)
         if not isinstance(key, str) or key == HEADER_KEY:
             raise InvalidArgumentError(f"tensor names must be non-empty strings, got {key!r}", path=self.prefix)
         if key in self._entries or key in self._sliced:
             raise InvalidArgumentError("two tensors would be stored under the same key", path=self.prefix,
                                        key=key)
+
+    def _put(self, key: str, entry: BundleEntryProto | bytes) -> None:
+        self._check_new(key)
         self._entries[key] = entry if isinstance(entry, bytes) else entry.SerializeToString()
 
     def add(self, key: str, value: Any, *, shard: int = 0) -> None:
@@ -199,6 +205,7 @@ class BundleWriter:
 
     def _add(self, key: str, value: np.ndarray | Deferred, dtype: _dtypes.DType, shard: int) -> None:
         """`add` of a value `_typed` has made an array of `dtype` (or that is a Deferred)."""
+        self._check_new(key)  # before a byte is written
         out = self._out(shard, key)
         start = out.offset
         if isinstance(value, Deferred):
@@ -234,9 +241,7 @@ class BundleWriter:
                    dtype: _dtypes.DType, shard: int) -> None:
         full = self._sliced.get(key)
         if full is None:
-            if key in self._entries:
-                raise InvalidArgumentError("two tensors would be stored under the same key", path=self.prefix,
-                                           key=key)
+            self._check_new(key)
             full = self._sliced[key] = BundleEntryProto(dtype=dtype.enum)  # no data: no shard, offset, crc
             full.shape.SetInParent()
             for d in full_shape:
@@ -254,6 +259,7 @@ class BundleWriter:
                    shard: int) -> None:
         """Copy `entry`'s bytes from the open shard `source` to the end of new shard
         `shard`, and add it under `key` there (checksum carried over: same bytes)."""
+        self._check_new(key)
         out = self._out(shard, key)
         moved = BundleEntryProto()
         moved.CopyFrom(entry)  # the reader's cached entry stays as read
