@@ -66,7 +66,8 @@ class NewFile(Protocol):
 class Transaction(Protocol):
     """`with store.commit(directory) as tx:` — new files in `directory` published together.
 
-    Create files with `file`/`shard`/`link` (in publication order: the index last), name
+    Create files with `file`/`shard`/`link` (in publication order: data shards, the index,
+    then what goes with it; `anchor` the index), name
     old files to delete with `delete_after`, then `publish()`. Leaving the block without
     publishing (an exception, or no `publish`) aborts: nothing new becomes visible. Every
     path must be in `directory` (else a CheckpointError). Implemented by the local

@@ -291,7 +291,8 @@ class LocalCommit:
     `with LocalCommit(directory) as tx:` — create files with `tx.file`/`tx.shard`/`tx.link`,
     then `tx.publish()`; leaving the block without publishing deletes every temp file.
 
-    Files are published in the order they were created, so create the index last.
+    Files are published in the order they were created: data shards, the index, then
+    what goes with it (a `.meta`, a state file), the index named the `anchor`.
     Every file lives in `directory`, whose lock the block holds (reentrantly).
     """
 
