@@ -8,7 +8,9 @@ then runs each contender `--repeat` times on `--ranks` CPU ranks (gloo, subproce
 started by tests/integrations/dcp_worker.py), in alternating order. Per rank it prints
 the bytes read from data files and the seconds the load took (in the rank, after
 process start and process-group set-up; medians over the rounds). The page cache is
-warm after the first round for both contenders (rounds read the same files).
+warm (every file read once before the first round) unless `--cold`: then the
+checkpoint's files are pushed out of it (posix_fadvise DONTNEED, page_cache.py) before
+each contender's run.
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integrations"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dcp_worker import launch  # the tests' rank launcher
+from page_cache import evict
 
 import ckptkit
 
@@ -47,6 +51,7 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=0.5)
     parser.add_argument("--ranks", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="evict the checkpoint from the page cache before each run")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="bench_dcp-")
     try:
@@ -55,7 +60,14 @@ def main() -> None:
         rng = np.random.default_rng(0)
         ckptkit.save(prefix, {k: rng.standard_normal(shape, dtype=np.float32) for k, (shape, _, _) in specs.items()})
         total = sum(os.path.getsize(os.path.join(work, "ckpt", n)) for n in os.listdir(os.path.join(work, "ckpt")))
-        print(f"checkpoint: {total / (1 << 30):.2f} GiB, {len(specs)} tensors, {args.ranks} ranks")
+        files = [os.path.join(work, "ckpt", n) for n in os.listdir(os.path.join(work, "ckpt"))]
+        if not args.cold:
+            for path in files:  # warm: the save wrote with O_DIRECT, past the page cache
+                with open(path, "rb") as f:
+                    while f.read(64 << 20):
+                        pass
+        print(f"checkpoint: {total / (1 << 30):.2f} GiB, {len(specs)} tensors, {args.ranks} ranks, "
+              f"page cache {'cold' if args.cold else 'warm'}")
         jobs = [{"key": k, "shape": list(shape), "dtype": dtype, "placement": placement}
                 for k, (shape, dtype, placement) in specs.items()]
         found: dict[str, list[list[dict]]] = {"load": [], "scatter": []}
@@ -63,6 +75,8 @@ def main() -> None:
             for mode in (["load", "scatter"] if round_ % 2 == 0 else ["scatter", "load"]):
                 out = os.path.join(work, f"{mode}-{round_}")
                 job = {"mode": mode, "path": prefix, "out": out, "tensors": jobs, "save_locals": False}
+                if args.cold:
+                    evict(files, drop_caches=False)
                 codes = launch(job, args.ranks, timeout=1800)
                 if codes != [0] * args.ranks:
                     raise SystemExit(f"{mode}: ranks exited with {codes}")

@@ -1,6 +1,7 @@
 """Sharded jax loads on 4 host devices, for tests/integrations/test_jax_sharding.py: run
 as a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 (jax reads it once,
-at start), argv: the checkpoint, a directory for results.
+at start), argv: the checkpoint, a directory for results, and for a URL the store's
+storage_options as JSON.
 
 Loads the checkpoint with `ckptkit.load(..., framework="jax", sharding=...)` ("wide"
 split by columns, "part" by rows, "bias" replicated, the rest unsharded) and writes
@@ -34,13 +35,15 @@ def _counted(self, buf, offset, key=None):
 
 def main() -> None:
     path, out = sys.argv[1], sys.argv[2]
+    options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
     assert len(jax.devices()) == 4, jax.devices()
     mesh = jax.make_mesh((4,), ("x",))
     specs = {"wide": P(None, "x"), "part": P("x", None), "bias": P()}
     base.ReadHandle.read_exactly = _counted  # type: ignore[method-assign]
-    loaded = ckptkit.load(path, framework="jax", sharding={k: NamedSharding(mesh, s) for k, s in specs.items()})
+    loaded = ckptkit.load(path, framework="jax", sharding={k: NamedSharding(mesh, s) for k, s in specs.items()},
+                          storage_options=options)
     base.ReadHandle.read_exactly = _original  # type: ignore[method-assign]
-    reader = ckptkit.CheckpointReader(path, framework="jax")
+    reader = ckptkit.CheckpointReader(path, framework="jax", storage_options=options)
     one = reader.get_tensor("wide", sharding=NamedSharding(mesh, P("x", None)))
     np.savez(os.path.join(out, "loaded.npz"), wide_by_rows=np.asarray(one),
              **{k: np.asarray(v).astype(np.float64) if v.dtype == jax.numpy.bfloat16 else np.asarray(v)

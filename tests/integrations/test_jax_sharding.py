@@ -15,15 +15,26 @@ import sys
 
 import ml_dtypes
 import numpy as np
+import pytest
 from helpers import REPO, tf_values
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jax_worker.py")
 
 
-def test_sharded_jax_load_reads_each_devices_window(tf, tf_sharded, tmp_path):
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_sharded_jax_load_reads_each_devices_window(tf, tf_sharded, tmp_path, where, request):
+    path, args = tf_sharded, []
+    if where == "s3":  # the same windows as range requests
+        import fsspec  # noqa: PLC0415 - the remote tests' extra
+
+        options = request.getfixturevalue("s3")
+        fs = fsspec.filesystem("s3", **options)
+        for name in os.listdir(os.path.dirname(tf_sharded)):
+            fs.put(os.path.join(os.path.dirname(tf_sharded), name), f"bucket/jax/{name}")
+        path, args = "s3://bucket/jax/model.ckpt", [json.dumps(options)]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
-    subprocess.run([sys.executable, WORKER, tf_sharded, os.fspath(tmp_path)], env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, WORKER, path, os.fspath(tmp_path), *args], env=env, check=True, timeout=300)
     expected = tf_values(tf, tf_sharded)
     with np.load(tmp_path / "loaded.npz") as f:
         loaded = {k: f[k] for k in f.files}
@@ -52,12 +63,11 @@ def test_sharded_jax_load_reads_each_devices_window(tf, tf_sharded, tmp_path):
     assert by_tensor["bias"] == [expected["bias"].nbytes]  # replicated on 4 devices, read once
 
     with open(tmp_path / "errors.json") as f:  # a sharding that does not fit the tensor
-        assert json.load(f)["bias"].startswith(f"{tf_sharded}: key 'bias': cannot lay out shape [1024] by")
+        assert json.load(f)["bias"].startswith(f"{path}: key 'bias': cannot lay out shape [1024] by")
 
 
 def test_sharding_errors_name_the_tensor(tf_sharded):
     import jax  # noqa: PLC0415 - the framework tests' extra
-    import pytest  # noqa: PLC0415
     from jax.sharding import SingleDeviceSharding  # noqa: PLC0415
 
     import ckptkit  # noqa: PLC0415
