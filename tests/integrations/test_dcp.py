@@ -149,6 +149,9 @@ def test_dcp_save_writes_a_checkpoint_tf_reads(tf, tf1, tmp_path):
     # one data shard per rank, the index listing each sharded tensor's slices
     assert naming.existing_data_files(prefix) == [naming.data_filename(prefix, r, 4) for r in range(4)]
     assert not [n for n in os.listdir(os.path.dirname(prefix)) if TEMP_MARKER in n]
+    # each element stored once: replicated and plain tensors are not written by every rank
+    assert sum(os.path.getsize(f) for f in naming.existing_data_files(prefix)) == \
+        sum(v.nbytes for v in values.values())
     reader = tf.train.load_checkpoint(prefix)
     assert sorted(reader.get_variable_to_shape_map()) == sorted(SAVED)
     for key, value in values.items():
