@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import ckptkit
-from ckptkit import edit
+from ckptkit.ops import edit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

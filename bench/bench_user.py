@@ -63,7 +63,7 @@ ckptkit.Checkpoint(model={f"layer{i}": {"kernel": np.ones((3, 4), np.float32)} f
 ckptkit.save(many, {f"layer_{i // 10:05d}/v{i % 10}": np.full(shapes[i % 7], i % 100, dt(dtypes[i % 7]))
                     for i in range(n)})
 # GIB GiB in 16 tensors of mixed dtypes and shapes, written a few at a time
-from ckptkit.format.bundle import Deferred
+from ckptkit.formats.bundle import Deferred
 from ckptkit import dtypes as kd
 kinds = [("float32", 4), ("bfloat16", 2), ("float16", 2), ("int32", 4)]
 per = int(gib * (1 << 30)) // 16

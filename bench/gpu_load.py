@@ -44,7 +44,7 @@ import torch
 which, prefix, st_path, device = sys.argv[1:5]
 if device.startswith("cuda"):
     torch.zeros(1, device=device)  # CUDA context: outside the clock
-import ckptkit, ckptkit.reader, ckptkit.frameworks, safetensors.torch  # imports: outside the clock
+import ckptkit, ckptkit.reader, ckptkit.integrations.frameworks, safetensors.torch  # imports: outside the clock
 def finish(out):
     # one byte of every 4 KiB page: a lazily mapped load (safetensors onto the CPU) pays for
     # its reads here, as it would on first use; then wait for the device
@@ -79,8 +79,8 @@ def write_files(directory: str, size_gib: float, tensors: int) -> tuple[str, str
     sys.path.insert(0, REPO)
     import ckptkit  # noqa: PLC0415 - from REPO, put on the path just above
     from ckptkit import dtypes  # noqa: PLC0415 - as above
-    from ckptkit.format.bundle import Deferred  # noqa: PLC0415 - as above
-    from ckptkit.format.safetensors import write_safetensors  # noqa: PLC0415 - as above
+    from ckptkit.formats.bundle import Deferred  # noqa: PLC0415 - as above
+    from ckptkit.formats.safetensors import write_safetensors  # noqa: PLC0415 - as above
 
     per = int(size_gib * (1 << 30)) // tensors // 4
     rows = max(1, per // 4096)

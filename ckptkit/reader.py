@@ -1,6 +1,6 @@
 """CheckpointReader: what TF's `tf.train.load_checkpoint` gives, without TensorFlow.
 
-Opens whatever path a user has (resolved by locate.py: a prefix, any file of a
+Opens whatever path a user has (resolved by location.py: a prefix, any file of a
 checkpoint, a legacy V1 file or shard pattern, a directory holding a `checkpoint` state
 file, a SavedModel, a `.npz` or `.safetensors` file, at a local path or a URL), then reads
 its metadata eagerly (it is small) and tensor data lazily, one tensor at a time. V2
@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import dtypes as _dtypes
 from . import storage
 from .errors import CheckpointChangedError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
-from .format import bundle_index, registry
-from .locate import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
+from .formats import bundle_index, registry
+from .location import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .format.slices import TensorSlice
-    from .format.window import Axis
-    from .frameworks import Target
-    from .objectgraph import ObjectGraph
+    from .formats.objectgraph import ObjectGraph
+    from .formats.slices import TensorSlice
+    from .formats.window import Axis
+    from .integrations.frameworks import Target
     from .proto.tensor_bundle_pb2 import BundleEntryProto
     from .slicing import PartialTensor
 
@@ -52,7 +52,7 @@ def _framework_target(framework: str | None, device: Any, path: str) -> Target |
     """frameworks.target(...), importing that module only for framework tensors."""
     if framework in (None, "numpy", "np") and device in (None, "cpu"):
         return None
-    from .frameworks import target  # noqa: PLC0415 - framework tensors only
+    from .integrations.frameworks import target  # noqa: PLC0415 - framework tensors only
 
     return target(framework, device, path=path)
 
@@ -91,20 +91,24 @@ class CheckpointReader(Mapping):
     partitioned variables, big-endian bundles and V1 checkpoints are always copied.
 
     `framework="torch"` or `"jax"` (and `device=`, e.g. "cuda") make `get_tensor`, `[]`
-    and `get_slice` return that framework's tensors (see ckptkit.frameworks; safetensors'
+    and `get_slice` return that framework's tensors (see ckptkit.integrations.frameworks; safetensors'
     names "pt", "flax" and "np" work too, and `framework` then holds ours). Entries the
     framework cannot hold (strings such as the TF2 object graph, dtypes it lacks) stay
     listed; `get_tensor` refuses them with an UnsupportedError naming file and key, and
     `unsupported_names()` lists them with the reason (what `load` leaves out).
     `get_slice(name)[window]` reads only the window (see ckptkit.slicing).
+
+    `raw_names=True` (or a Location's `raw_names`) keys a Keras 3 file's tensors by their
+    HDF5 paths (`layers/dense/vars/0`) instead of LAYER/VAR; other formats have no other names.
     """
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = True, mmap: bool = False,
                  as_prefix: bool = False, framework: str = "numpy", device: Any = None,
-                 storage_options: Mapping[str, Any] | None = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, raw_names: bool = False) -> None:
         self.storage_options = storage_options
         with storage.options(storage_options):
             location = locate(path, as_prefix=as_prefix)
+        self.raw_names = raw_names or location.raw_names
         self.prefix = location.prefix
         self._format = location.format  # a reopen (a re-saved V2 index) keeps it
         self._target = _framework_target(framework, device, self.prefix)  # before any data is read
@@ -119,7 +123,7 @@ class CheckpointReader(Mapping):
             self._open_backend()
 
     def _open_backend(self) -> None:
-        self._backend: registry.Backend = registry.get(self._format).open_backend(self.prefix)
+        self._backend: registry.Backend = registry.get(self._format).open_backend(self.prefix, self.raw_names)
         self._index = self._backend.index  # V2 only (None for other formats): for index-level tools
         self._names = self._backend.names()
         self._name_set = set(self._names)
@@ -218,7 +222,7 @@ class CheckpointReader(Mapping):
         if not _dtypes.known_enum(enum):
             return f"unsupported TensorFlow DataType {enum}"
         refusal = self._target.refusal(_dtypes.from_enum(enum))
-        from .objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
+        from .formats.objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
 
         if refusal is not None and name == OBJECT_GRAPH_KEY:
             return ("the TF2 object graph is a serialized proto, not a tensor (reader.object_graph() "
@@ -337,7 +341,7 @@ class CheckpointReader(Mapping):
         if index is not None and (part is not None or not in_order or not self._entry(name).slices):
             key = name
             if part is not None:
-                from .format.slices import encode_tensor_name_slice  # noqa: PLC0415 - rarely needed
+                from .formats.slices import encode_tensor_name_slice  # noqa: PLC0415 - rarely needed
 
                 key = bundle_index.decode_key(encode_tensor_name_slice(name, part))
                 if key not in index:
@@ -392,13 +396,13 @@ class CheckpointReader(Mapping):
         """A `.safetensors` file's `__metadata__` (str -> str; `{}` if stored empty), or None
         when it holds none: what safetensors' `safe_open(path, ...).metadata()` returns for
         the same file. Other formats store no such dict: None (TF's own metadata, the
-        object graph and the .meta graph, have `object_graph()` and ckptkit.metagraph)."""
+        object graph and the .meta graph, have `object_graph()` and ckptkit.tf1.metagraph)."""
         found = self._backend.metadata()
         return None if found is None else dict(found)
 
     def object_graph(self) -> ObjectGraph | None:
-        """The TF2 object graph (`ckptkit.objectgraph.ObjectGraph`), or None for TF1 checkpoints."""
-        from .objectgraph import ObjectGraph  # noqa: PLC0415 - only TF2 tools need it
+        """The TF2 object graph (`ckptkit.formats.objectgraph.ObjectGraph`), or None for TF1 checkpoints."""
+        from .formats.objectgraph import ObjectGraph  # noqa: PLC0415 - only TF2 tools need it
 
         return ObjectGraph.from_reader(self)
 
@@ -490,7 +494,7 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
     `sharding` (framework="jax"): sharded jax.Arrays, each device reading only its
     window (`get_tensor(name, sharding=...)`): one jax Sharding for every tensor,
     {name: Sharding} (the others unsharded), or a function (name, shape) -> Sharding or
-    None (see ckptkit.frameworks.sharding_for)."""
+    None (see ckptkit.integrations.frameworks.sharding_for)."""
     from .selection import as_patterns  # noqa: PLC0415 - only selections need it
 
     where = storage.fspath(path)
@@ -513,7 +517,7 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
 
 def _sharded(reader: CheckpointReader, names: list[str], sharding: Any) -> dict[str, Any]:
     """load's tensors with `sharding=`: each laid out as `sharding_for` says, all from one checkpoint."""
-    from .frameworks import sharding_for  # noqa: PLC0415 - framework readers only
+    from .integrations.frameworks import sharding_for  # noqa: PLC0415 - framework readers only
 
     metas = reader._metas()
     return reader._consistent(lambda: {
@@ -542,7 +546,7 @@ def _note_left_out(reader: CheckpointReader, names: list[str]) -> None:
     """One log record for what `load` left out: how many, which (the first few), each with its dtype."""
     if not names:
         return
-    from .objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
+    from .formats.objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415 - framework readers only
 
     metas = reader._metas()
     shown = ", ".join(f"{n} ({_dtype_name(metas[n][0])})" for n in names[:_NOTE_NAMES])

@@ -31,8 +31,8 @@ How each kind of tensor is read:
 
 Every byte is read through `read_ranges` from a `ByteSource` (`read_exactly(buf, offset)`,
 `map_private(offset, size)`): the storage layer's read handles, which `shard_source` and
-`file_source` give. Those primitives live in `ckptkit.format.window` (re-exported here),
-and each format's reader backend reads its own windows (`read_window`: format/registry.py),
+`file_source` give. Those primitives live in `ckptkit.formats.window` (re-exported here),
+and each format's reader backend reads its own windows (`read_window`: formats/registry.py),
 so this module holds only the index parsing and `PartialTensor`.
 """
 from __future__ import annotations
@@ -45,10 +45,10 @@ import numpy as np
 
 from . import dtypes as _dtypes
 from .errors import InvalidArgumentError
-from .format.window import Axis, ByteSource, file_source, finish, map_private, read_ranges, shard_source
+from .formats.window import Axis, ByteSource, file_source, finish, map_private, read_ranges, shard_source
 
 if TYPE_CHECKING:
-    from .format.registry import Backend
+    from .formats.registry import Backend
 
 __all__ = ["PartialTensor", "Axis", "ByteSource", "parse_index", "read_window", "read_ranges", "map_private",
            "shard_source", "file_source"]

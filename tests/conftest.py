@@ -5,7 +5,10 @@ CKPTKIT_REQUIRE_TF=1 (CI), where a missing TensorFlow fails the run instead.
 
 Real checkpoints written by released TF builds live outside the repository (a bare
 clone has none of them), so the tests that read them are opt-in: marked `testdata`,
-deselected unless CKPTKIT_TESTDATA names the folder. `.ci/run` names it.
+deselected unless CKPTKIT_TESTDATA names the folder. `.ci/run` names it. The same for
+the tests that drive a real browser (`ckptkit view`): marked `browser`, deselected
+unless CKPTKIT_BROWSER names a Chromium executable (`.ci/run` installs Debian's
+chromium and names /usr/bin/chromium).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import os
 import pathlib
 
 import pytest
-from helpers import TESTDATA, TESTDATA_ENV, copy_dir, make_dtypes, make_partitioned, make_seed
+from helpers import BROWSER, BROWSER_ENV, TESTDATA, TESTDATA_ENV, copy_dir, make_dtypes, make_partitioned, make_seed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -29,13 +32,21 @@ def _import_tf():
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselects the `testdata` tests when CKPTKIT_TESTDATA is unset (a bare clone's run
-    stays free of skips); fails the run when it names a folder that is not there."""
+    """Deselects the `testdata` tests when CKPTKIT_TESTDATA is unset and the `browser`
+    tests when CKPTKIT_BROWSER is (a bare clone's run stays free of skips); fails the run
+    when either names something that is not there."""
+    off = []
     if TESTDATA is not None:
         if not TESTDATA.is_dir():
             raise pytest.UsageError(f"{TESTDATA_ENV}={TESTDATA} is not a directory")
-        return
-    chosen = [item for item in items if item.get_closest_marker("testdata") is None]
+    else:
+        off.append("testdata")
+    if BROWSER is not None:
+        if not (os.path.isfile(BROWSER) and os.access(BROWSER, os.X_OK)):
+            raise pytest.UsageError(f"{BROWSER_ENV}={BROWSER} is not an executable file")
+    else:
+        off.append("browser")
+    chosen = [item for item in items if not any(item.get_closest_marker(m) for m in off)]
     if len(chosen) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in chosen])
         items[:] = chosen

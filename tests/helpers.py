@@ -25,9 +25,9 @@ import ml_dtypes
 import numpy as np
 
 import ckptkit
-from ckptkit.format import bundle
-from ckptkit.format import table as table_mod
-from ckptkit.format.coding import FIXED32, FIXED64, crc32c, encode_varint, mask_crc
+from ckptkit.formats import bundle
+from ckptkit.formats import table as table_mod
+from ckptkit.formats.coding import FIXED32, FIXED64, crc32c, encode_varint, mask_crc
 from ckptkit.storage import files
 from ckptkit.storage.journal import JOURNAL_SUFFIX
 from ckptkit.storage.lock import LOCK_FILENAME
@@ -41,6 +41,10 @@ CKPTKIT = [sys.executable, "-m", "ckptkit"]
 # tests marked `testdata`).
 TESTDATA_ENV = "CKPTKIT_TESTDATA"
 TESTDATA = pathlib.Path(os.environ[TESTDATA_ENV]).resolve() if os.environ.get(TESTDATA_ENV) else None
+# The Chromium executable the `browser` tests drive through Playwright (none is downloaded):
+# CKPTKIT_BROWSER, e.g. /usr/bin/chromium; None when unset (conftest deselects them).
+BROWSER_ENV = "CKPTKIT_BROWSER"
+BROWSER = os.environ.get(BROWSER_ENV) or None
 
 
 def subprocess_env() -> dict:

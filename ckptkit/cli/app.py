@@ -30,11 +30,11 @@ _FILE_PARAMS = ("ckpt", "file", "directory")
 
 @contextlib.contextmanager
 def _quiet_state_log() -> Iterator[None]:
-    """While a command runs, ckptkit.state's warning about a state file it ignores (as TF
+    """While a command runs, ckptkit.tf1.state's warning about a state file it ignores (as TF
     does) stays off stderr: the note or the command's error says it, once."""
     import logging  # noqa: PLC0415
 
-    log = logging.getLogger("ckptkit.state")
+    log = logging.getLogger("ckptkit.formats.state_file")
     was = log.disabled
     log.disabled = True
     try:

@@ -1,6 +1,6 @@
 """Commands that edit a checkpoint in place (or into -o OUT): rename, ema, rm.
 
-The edits themselves are ckptkit.edit's (one atomic commit each); this module decides
+The edits themselves are ckptkit.ops.edit's (one atomic commit each); this module decides
 which argument is the checkpoint, builds the renamer or the selection, and reports.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .options import (
 from .render import echo, echo_json, human, note, plural, printable
 
 if TYPE_CHECKING:
-    from ..edit import Renamer
+    from ..ops.edit import Renamer
 
 
 @click.command("rename", cls=Command)
@@ -67,7 +67,7 @@ def rename_cmd(ctx: click.Context, ckpt: str, args: tuple[str, ...], regex: bool
     fails (exit 1, nothing changed) unless --overwrite, which also lets -o OUT replace
     an existing checkpoint.
     """
-    from .. import edit  # noqa: PLC0415
+    from ..ops import edit  # noqa: PLC0415
 
     if len(args) == 3:
         ckpt = use_checkpoint(ctx, args[0])
@@ -144,7 +144,7 @@ def _copy_total(ckpt: str, output: str | None) -> int:
     """Bytes an `-o` edit may copy (0 when editing in place: no progress bar then)."""
     if output is None or not render.stderr_is_tty():
         return 0
-    from ..convert import source_bytes  # noqa: PLC0415
+    from ..ops.convert import source_bytes  # noqa: PLC0415
 
     return source_bytes(located(ckpt))
 
@@ -181,7 +181,7 @@ def ema_cmd(ctx: click.Context, ckpt: str, ckpt_arg: str | None, output: str | N
     and a TF1 .meta's Saver, which stops restoring the shadow variables. The
     checkpoint is CKPT or -c CKPT (default: the one in `.`).
     """
-    from .. import edit  # noqa: PLC0415
+    from ..ops import edit  # noqa: PLC0415
 
     if ckpt_arg is not None:
         ckpt = use_checkpoint(ctx, ckpt_arg)
@@ -229,7 +229,7 @@ def rm_cmd(ctx: click.Context, ckpt: str, names: tuple[str, ...], include: tuple
     `rm --compact` with no names also does). --optimizer on a checkpoint without
     optimizer state removes nothing and succeeds ("nothing to remove").
     """
-    from .. import edit  # noqa: PLC0415
+    from ..ops import edit  # noqa: PLC0415
 
     if as_glob and regex:
         raise click.UsageError("--glob and --regex are alternatives")
@@ -284,7 +284,7 @@ _NOTHING_TO_REMOVE = "nothing to remove: no optimizer state found"
 
 
 def _has_object_graph(ckpt: str) -> bool:
-    from ..objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415
+    from ..formats.objectgraph import OBJECT_GRAPH_KEY  # noqa: PLC0415
     from ..reader import CheckpointReader  # noqa: PLC0415
 
     with CheckpointReader(located(ckpt)) as reader:

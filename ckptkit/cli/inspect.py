@@ -15,7 +15,7 @@ from ..errors import CheckpointError, SavedModelWithoutVariablesError
 from . import render
 from .app import Command
 from .failure import Failure, error_line, error_text, os_message
-from .options import PATH, complete_tensor_names, filter_options, located
+from .options import PATH, complete_tensor_names, filter_options, located, raw_names_option
 from .render import bytes_text, echo, echo_json, human, note, plural, printable, shape_text, table
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 @click.option("--tree", is_flag=True,
               help="TF2 checkpoints: the object graph from the root (or OBJECT), each variable with "
                    "its key, dtype, shape and optimizer slots; TF1: tensors grouped by / scopes")
+@raw_names_option()
 def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, include: tuple[str, ...], exclude: tuple[str, ...],
            count_exclude: tuple[str, ...], sort: str, tree: bool) -> None:
     """List tensors: name, dtype, shape, elements and bytes, with totals.
@@ -46,8 +47,8 @@ def ls_cmd(ckpt: str, object_path: str | None, as_json: bool, include: tuple[str
     --count-exclude matches are listed but not counted in the totals (with --json,
     each tensor then says "counted": true or false).
     """
-    from .. import info  # noqa: PLC0415
-    from ..objectgraph import tree_text  # noqa: PLC0415
+    from ..formats.objectgraph import tree_text  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
     from ..selection import by_glob, select  # noqa: PLC0415
 
     location = located(ckpt)
@@ -168,6 +169,7 @@ def _print_tree(prefix: str, root: dict[str | None, Any], uncounted: set[str]) -
 @click.option("--json", "as_json", is_flag=True,
               help="print JSON (values only with --full or when small): an object for one NAME, "
                    "a list for several, globs or --all")
+@raw_names_option()
 def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, hist: bool, bins: int,
              full: bool, include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
     """Print tensors' values (and, with --stats/--hist, their statistics).
@@ -180,7 +182,7 @@ def show_cmd(ckpt: str, names: tuple[str, ...], all_tensors: bool, stats: bool, 
     """
     import numpy as np  # noqa: PLC0415
 
-    from .. import stats as _stats  # noqa: PLC0415
+    from ..ops import stats as _stats  # noqa: PLC0415
     from ..reader import CheckpointReader  # noqa: PLC0415
     from ..selection import select  # noqa: PLC0415
 
@@ -227,8 +229,8 @@ def _select(reader: CheckpointReader, names: tuple[str, ...]) -> list[str]:
     (every match, in key order). A name or glob that picks nothing is an error."""
     import fnmatch  # noqa: PLC0415
 
-    from .. import info  # noqa: PLC0415
     from ..errors import TensorNotFoundError  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
 
     chosen: dict[str, None] = {}
     for name in names:
@@ -308,6 +310,7 @@ class _Trouble(Failure):
                    "(the model's object paths), not by key")
 @filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the differences as JSON")
+@raw_names_option()
 @click.pass_context
 def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, friendly_names: bool,
              include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
@@ -320,7 +323,7 @@ def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, frien
     when different, 2 on trouble (a missing or damaged checkpoint, a glob matching no
     name: one line on stderr).
     """
-    from .. import info  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
 
     if atol < 0 or not atol == atol:  # noqa: PLR0124 - NaN check
         raise click.BadParameter("must be >= 0", param_hint="--atol")
@@ -357,6 +360,7 @@ def diff_cmd(ctx: click.Context, a: str, b: str, atol: float, rtol: float, frien
 @click.argument("ckpt", default=".", required=False, type=PATH)
 @filter_options()
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@raw_names_option()
 @click.pass_context
 def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...],
                as_json: bool) -> None:
@@ -374,15 +378,15 @@ def verify_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude:
     writes one for a graph without variables) is OK: its saved_model.pb is parsed, and
     there is nothing else to verify.
     """
-    from .. import info  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
 
     try:
         location = located(ckpt)
     except SavedModelWithoutVariablesError as exc:
-        from .. import metagraph  # noqa: PLC0415
+        from ..tf1 import saved_model  # noqa: PLC0415
 
         export_dir = exc.path or ckpt
-        metagraph.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
+        saved_model.read_saved_model(export_dir)  # a damaged saved_model.pb fails here
         message = "the SavedModel has no variables to verify (no variables/variables.index)"
         if as_json:
             echo_json({"checkpoint": None, "prefix": None, "saved_model": export_dir, "format": "saved_model",
@@ -438,6 +442,7 @@ PENDING_COMMIT = ("a ckptkit writer died after its commit point: ckptkit reads t
 @click.argument("ckpt", default=".", required=False, type=PATH)
 @filter_options(legacy_filter=True)
 @click.option("--json", "as_json", is_flag=True, help="print the statistics as JSON")
+@raw_names_option()
 @click.pass_context
 def stats_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: tuple[str, ...], as_json: bool) -> None:
     """Statistics of every tensor: min, max, mean, std, NaN, Inf and zero counts.
@@ -446,7 +451,7 @@ def stats_cmd(ctx: click.Context, ckpt: str, include: tuple[str, ...], exclude: 
     Exit status 1 when any NaN or Inf is found (did training diverge?), 0 otherwise.
     Strings are listed without statistics.
     """
-    from .. import stats as _stats  # noqa: PLC0415
+    from ..ops import stats as _stats  # noqa: PLC0415
 
     total = _stats.numeric_bytes(located(ckpt), include=include, exclude=exclude) if render.stderr_is_tty() else 0
     with render.progress(total, "reading") as progress:

@@ -33,24 +33,21 @@ def meta_cmd(file: str, tag_set: str | None, signature_def: str | None, as_json:
     .meta file (ops, variables, saver, collections), or a checkpoint prefix or directory
     (the .meta of that checkpoint).
     """
-    try:
-        from .. import metagraph, saved_model_views  # noqa: PLC0415
-    except ImportError:
-        raise Failure("this ckptkit has no metagraph module (ckptkit.metagraph)") from None
+    from ..tf1 import saved_model, saved_model_views  # noqa: PLC0415
     if tag_set is None and signature_def is None:
-        summary = metagraph.summarize(file)
+        summary = saved_model.summarize(file)
         if as_json:
             echo_json(summary)
         elif summary["kind"] == "saved_model":
-            for line in metagraph.format_saved_model(summary):
+            for line in saved_model.format_saved_model(summary):
                 echo(printable(line))
         else:
             _print_nested(summary, 0)
         return
-    if not metagraph.is_saved_model(file):
+    if not saved_model.is_saved_model(file):
         raise click.UsageError("--tag-set and --signature-def select in a SavedModel (a directory with "
                                f"saved_model.pb); {file} is not one")
-    summary = metagraph.summarize_saved_model(file)
+    summary = saved_model.summarize_saved_model(file)
     graph = saved_model_views.select_meta_graph(summary, tag_set)
     view: dict[str, Any] = {"kind": "saved_model", "path": summary["path"], "tags": graph["tags"]}
     if signature_def is None:
@@ -114,7 +111,9 @@ def state_cmd(directory: str, as_json: bool) -> None:
     here, with the checkpoint a reader of DIRECTORY opens. A damaged state file is an
     error (readers, like TF's, would ignore it).
     """
-    from .. import info, reader, state, storage  # noqa: PLC0415
+    from .. import reader, storage  # noqa: PLC0415
+    from ..ops import info  # noqa: PLC0415
+    from ..tf1 import state  # noqa: PLC0415
 
     recorded = None
     if storage.isdir(directory):  # strict: report damage instead of "no state file"
@@ -200,12 +199,12 @@ def example_cmd(directory: str, overwrite: bool) -> None:
     An existing DIRECTORY/model.ckpt is left alone (exit 1) unless --overwrite.
     """
     try:
-        from .. import saver as _saver  # noqa: PLC0415
+        from ..tf1 import saver as _saver  # noqa: PLC0415
     except ImportError:
-        raise Failure("this ckptkit has no Saver (ckptkit.saver)") from None
+        raise Failure("this ckptkit has no Saver (ckptkit.tf1.saver)") from None
     import numpy as np  # noqa: PLC0415
 
-    from ..ema import ExponentialMovingAverage  # noqa: PLC0415
+    from ..tf1.ema import ExponentialMovingAverage  # noqa: PLC0415
 
     ema = ExponentialMovingAverage(0.99)
     ema.apply({"v": np.float32(0.0)})   # v = tf.Variable(0.); the shadow starts at 0

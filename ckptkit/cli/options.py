@@ -18,7 +18,7 @@ from .failure import Failure, error_text
 from .render import note, printable
 
 if TYPE_CHECKING:
-    from ..locate import Location
+    from ..location import Location
 
 # What click.option returns, and so each shared option below: a decorator of a command's function.
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -29,13 +29,15 @@ def located(path: str, *, quiet: bool = False) -> Location:
     with the same path get the same Location): what the command passes down. A
     directory that does not open its state file's latest gets its note here, once,
     unless `quiet` (probing whether an argument is a checkpoint at all)."""
-    from ..locate import locate  # noqa: PLC0415
+    from ..location import locate  # noqa: PLC0415
 
     meta = click.get_current_context().meta
     found: dict[str, Location] = meta.setdefault("ckptkit.locations", {})
     noted: set[str] = meta.setdefault("ckptkit.noted", set())
     if path not in found:
         found[path] = locate(path)
+        if meta.get(_RAW_NAMES):
+            found[path] = found[path]._replace(raw_names=True)
     if not quiet and path not in noted:
         noted.add(path)
         line = resolution_note(found[path])
@@ -44,17 +46,36 @@ def located(path: str, *, quiet: bool = False) -> Location:
     return found[path]
 
 
+_RAW_NAMES = "ckptkit.raw_names"
+
+
+def raw_names_option() -> Decorator:
+    """`--raw-names`: every checkpoint argument the command resolves (`located`) is read
+    with its tensors' names as stored: a Keras 3 file's HDF5 paths (`layers/dense/vars/0`)
+    instead of LAYER/VAR; other formats have no other names. The command's function
+    does not see it: the Locations it gets carry it down."""
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.meta[_RAW_NAMES] = True
+
+    return click.option("--raw-names", is_flag=True, expose_value=False, callback=remember,
+                        help="Keras 3 files: name tensors by their HDF5 paths (layers/dense/vars/0), "
+                             "not LAYER/VAR (head/kernel)")
+
+
 def resolution_note(location: Location) -> str | None:
     """One line saying which checkpoint a directory opens and why, when it is not simply
     the latest one its state file names (a stale or damaged state file, a moved
     directory); None when it is."""
-    from .. import locate, state, storage  # noqa: PLC0415
+    from .. import storage  # noqa: PLC0415
+    from ..formats.state_file import STATE_FILENAME  # noqa: PLC0415
+    from ..location import MOVED  # noqa: PLC0415
 
     if not location.stale_state:
         return None
     directory = location.given
-    state_file = storage.join(directory, state.STATE_FILENAME)
-    if location.how == locate.MOVED:
+    state_file = storage.join(directory, STATE_FILENAME)
+    if location.how == MOVED:
         why = "the checkpoint of that name in this directory (moved or copied here)"
     else:
         why = f"the only checkpoint in {printable(directory)}"
@@ -66,7 +87,7 @@ def complete_tensor_names(ctx: click.Context, param: click.Parameter, incomplete
     """Shell completion of tensor names from the command's checkpoint argument."""
     path = ctx.params.get("ckpt") or "."
     try:
-        from ..format.slices import is_slice_key  # noqa: PLC0415
+        from ..formats.slices import is_slice_key  # noqa: PLC0415
         from ..reader import CheckpointReader  # noqa: PLC0415
 
         with CheckpointReader(path) as reader:
@@ -219,6 +240,6 @@ def check_output(output: str | None, *, overwrite: bool = True) -> None:
     """An `-o` prefix that no file could be written under (or, unless `overwrite`, that
     exists already) fails before anything is read."""
     if output is not None:
-        from ..convert import check_destination  # noqa: PLC0415
+        from ..ops.convert import check_destination  # noqa: PLC0415
 
         check_destination(output, make_parents=True, exist_ok=overwrite)

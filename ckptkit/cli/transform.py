@@ -11,7 +11,7 @@ import click
 
 from . import render
 from .app import Command
-from .options import PATH, check_output, filter_options, located, overwrite_option
+from .options import PATH, check_output, filter_options, located, overwrite_option, raw_names_option
 from .render import echo, echo_json, human, note, plural, printable, shape_text, table
 
 
@@ -29,6 +29,12 @@ from .render import echo, echo_json, human, note, plural, printable, shape_text,
               help="TF2 keys as the model's object paths (model/dense/kernel, not the optimizer's path "
                    "to the same weight), without /.ATTRIBUTES/VARIABLE_VALUE; --include/--exclude "
                    "match these names")
+@click.option("--layout", type=click.Choice(["torch"]),
+              help="torch: kernels in PyTorch's layout (dense [in,out] -> [out,in], conv HWIO -> OIHW, "
+                   "depthwise -> grouped) and torch's names (conv/kernel -> conv.weight); README, "
+                   "\"From Keras or TensorFlow to PyTorch\"")
+@click.option("--keep-names", is_flag=True, help="with --layout torch: keep the names, change only the layout")
+@raw_names_option()
 @click.option("--strict", is_flag=True, help="fail instead of leaving out tensors DST cannot hold")
 @click.option("--metadata", "metadata_pairs", multiple=True, metavar="KEY=VALUE",
               help="add KEY=VALUE to a .safetensors DST's __metadata__ (repeatable)")
@@ -38,8 +44,9 @@ from .render import echo, echo_json, human, note, plural, printable, shape_text,
                    "same commit)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary (with --dry-run, the plan) as JSON")
 def convert_cmd(src: str, dst: str, num_shards: int, include: tuple[str, ...], exclude: tuple[str, ...],
-                casts: tuple[str, ...], rename: tuple[str, str] | None, friendly_names: bool, strict: bool,
-                metadata_pairs: tuple[str, ...], dry_run: bool, overwrite: bool, as_json: bool) -> None:
+                casts: tuple[str, ...], rename: tuple[str, str] | None, friendly_names: bool, layout: str | None,
+                keep_names: bool, strict: bool, metadata_pairs: tuple[str, ...], dry_run: bool, overwrite: bool,
+                as_json: bool) -> None:
     """Convert between checkpoints, .npz and .safetensors (by extension).
 
     A path ending in .npz or .safetensors is that format; anything else is a
@@ -50,9 +57,13 @@ def convert_cmd(src: str, dst: str, num_shards: int, include: tuple[str, ...], e
     DST records format "pt", SRC and the ckptkit version in its __metadata__,
     plus each --metadata KEY=VALUE. A glob matching no name, or nothing left to
     write, is an error: no empty file is written. An existing DST (any file of
-    that checkpoint, or the file) is refused unless --overwrite.
+    that checkpoint, or the file) is refused unless --overwrite. --layout torch
+    changes kernels by name and rank (--dry-run lists each, with its old shape).
     """
-    from .. import convert  # noqa: PLC0415
+    from ..ops import convert  # noqa: PLC0415
+
+    if keep_names and layout is None:
+        raise click.UsageError("--keep-names goes with --layout torch")
 
     cast = {}
     for pair in casts:
@@ -71,16 +82,19 @@ def convert_cmd(src: str, dst: str, num_shards: int, include: tuple[str, ...], e
         result = convert.convert(located(src), dst, num_shards=num_shards, include=include, exclude=exclude,
                                  cast=cast, rename=rename if rename else None,
                                  friendly_names=friendly_names, strict=strict, metadata=metadata,
-                                 overwrite=overwrite,
-                                 progress=progress, dry_run=dry_run)
+                                 overwrite=overwrite, progress=progress, dry_run=dry_run, layout=layout,
+                                 torch_names=not keep_names)
     if as_json:
         echo_json(result)
         return
     if dry_run:
-        table([("name", "l"), ("new name", "l"), ("dtype", "l"), ("shape", "l"), ("bytes", "r")],
-               [[r["name"], r["new_name"], r["dtype"] if r["dtype"] == r["source_dtype"]
-                 else f"{r['source_dtype']} -> {r['dtype']}", shape_text(r["shape"]), f"{r['bytes']:,}"]
-                for r in result["plan"]])
+        table([("name", "l"), ("new name", "l"), ("dtype", "l"), ("shape", "l"), ("bytes", "r")]
+              + ([("layout", "l")] if layout else []),
+              [[r["name"], r["new_name"], r["dtype"] if r["dtype"] == r["source_dtype"]
+                else f"{r['source_dtype']} -> {r['dtype']}", _shape_change(r), f"{r['bytes']:,}"]
+               + ([r["layout"] or ""] if layout else []) for r in result["plan"]])
+        if layout:
+            note(f"--layout {layout}: {plural(sum(1 for r in result['plan'] if r['layout']))} change layout")
     left = result["left_out"]
     if left:
         shown = ", ".join(f"{printable(d['name'])} ({d['reason']})" for d in left[:5])
@@ -95,6 +109,13 @@ def convert_cmd(src: str, dst: str, num_shards: int, include: tuple[str, ...], e
           f"{printable(src)} -> {printable(dst)}")
 
 
+def _shape_change(row: dict) -> str:
+    """A dry run's shape: `[3,3,3,4] -> [4,3,3,3]` where --layout changed it."""
+    if row["layout"]:
+        return f"{shape_text(row['source_shape'])} -> {shape_text(row['shape'])}"
+    return shape_text(row["shape"])
+
+
 # --------------------------------------------------------------------------- average, merge
 
 def _bytes_to_read(paths: Iterable[str]) -> int:
@@ -102,7 +123,7 @@ def _bytes_to_read(paths: Iterable[str]) -> int:
     where there is no bar, so nothing is opened for it)."""
     if not render.stderr_is_tty():
         return 0
-    from ..convert import source_bytes  # noqa: PLC0415
+    from ..ops.convert import source_bytes  # noqa: PLC0415
 
     return sum(source_bytes(p) for p in paths)
 
@@ -123,7 +144,7 @@ def average_cmd(ckpts: tuple[str, ...], output: str, last: tuple[int, str] | Non
     from the last checkpoint. Keys, dtypes and shapes must agree. One chunk of each
     tensor is in memory at a time. The last checkpoint's .meta is copied beside OUT.
     """
-    from .. import average  # noqa: PLC0415
+    from ..ops import average  # noqa: PLC0415
 
     if bool(ckpts) == bool(last):
         raise click.UsageError("give the checkpoints to average, or --last N DIR (not both)")
@@ -156,7 +177,7 @@ def merge_cmd(parts: tuple[str, ...], output: str, overwrite: bool, as_json: boo
     parts). Data shards are hard-linked (or copied byte for byte), never re-encoded;
     only the index is new. The parts are left as they are.
     """
-    from .. import merge  # noqa: PLC0415
+    from ..ops import merge  # noqa: PLC0415
 
     check_output(output)
     with render.progress(_bytes_to_read(parts), "merging") as progress:

@@ -42,16 +42,16 @@ from torch.distributed.checkpoint import storage as dcp_storage
 from torch.futures import Future
 
 from .. import storage
-from ..convert import check_destination
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError, UnsupportedError
-from ..format import bundle, naming
-from ..format.coding import mask_crc
-from ..format.slices import TensorSlice, check_tiling, encode_tensor_name_slice
-from ..frameworks import TORCH_DTYPES
+from ..formats import bundle, naming
+from ..formats.coding import mask_crc
+from ..formats.slices import TensorSlice, check_tiling, encode_tensor_name_slice
+from ..ops.convert import check_destination
 from ..reader import CheckpointReader
 from ..selection import compile_regex
 from ..storage.lock import EDIT_WAIT_SECONDS
 from ..storage.shard_writer import ShardWriter
+from .frameworks import TORCH_DTYPES
 
 if TYPE_CHECKING:
     from ..proto.types_pb2 import DataType

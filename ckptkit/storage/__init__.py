@@ -18,7 +18,6 @@ import contextvars
 import fnmatch
 import os
 import posixpath
-import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from .journal import Recovery, pending_journals
 from .journal import recover as recover_journals
 from .local import LocalStorage
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
+from .urls import URL, is_url, local_path
 
 if TYPE_CHECKING:
     import aiohttp
@@ -37,29 +37,12 @@ __all__ = ["LOCAL", "Commit", "Identity", "ReadHandle", "Recovery", "Storage", "
            "is_url", "isabs", "isdir", "isfile", "join", "locked_directory", "match", "of", "pending_commits",
            "recover", "relpath", "options", "same_directory", "Transaction", "write_file"]
 
-LOCAL = LocalStorage()
-_URL = re.compile(r"^(?P<protocol>[a-zA-Z][a-zA-Z0-9+.-]+)://")
 _options: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("ckptkit_storage_options",
                                                                                     default=None)
 _stores: dict[tuple, Storage] = {}
 _MAX_PATTERN = 1024  # file names are at most 255 bytes; a longer pattern is no real one
 HTTP_TIMEOUT_SECONDS = 60.0  # a stalled HTTP server: a CheckpointError after this, not a hang
 CONNECT_TIMEOUT_SECONDS = 5.0  # an HTTP server that does not accept the connection: given up on
-# One read from a remote store (its retries, stalls and slow bodies together) fails after this
-# many seconds; the environment variable READ_DEADLINE_ENV sets another (see remote.Deadline).
-READ_DEADLINE_SECONDS = 60.0
-READ_DEADLINE_ENV = "CKPTKIT_READ_DEADLINE"
-
-
-def is_url(path: str) -> bool:
-    """A URL names a store other than the local filesystem (`file://` is local)."""
-    m = _URL.match(path)
-    return m is not None and m["protocol"].lower() != "file"
-
-
-def local_path(path: str) -> str:
-    """`file://` URLs as plain paths; anything else unchanged."""
-    return path[len("file://"):] if path[:7].lower() == "file://" else path
 
 
 @contextlib.contextmanager
@@ -76,9 +59,17 @@ def options(storage_options: Mapping[str, Any] | None) -> Iterator[None]:
         _options.reset(token)
 
 
+def _open_url(path: str, what: str) -> ReadHandle:
+    """Open a file of whichever store holds it (what commits copy in from other stores)."""
+    return of(path).open(path, what)
+
+
+LOCAL = LocalStorage(_open_url)
+
+
 def of(path: str) -> Storage:
     """The store that holds `path`."""
-    m = _URL.match(path)
+    m = URL.match(path)
     if m is None or m["protocol"].lower() == "file":
         return LOCAL
     protocol = m["protocol"].lower()
@@ -115,7 +106,7 @@ def _fsspec_store(protocol: str, opts: dict, path: str) -> Storage:
         raise CheckpointError(backends.missing_backend(protocol, exc), path=path) from None
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"cannot use {protocol}:// URLs: {exc}", path=path) from None
-    return FsspecStorage(fs, protocol, contact_until=started + FIRST_CONTACT_SECONDS)
+    return FsspecStorage(fs, protocol, _open_url, contact_until=started + FIRST_CONTACT_SECONDS)
 
 
 def _http_timeout() -> aiohttp.ClientTimeout:

@@ -218,6 +218,10 @@ class _HandleFile(io.RawIOBase):
         return self.pos
 
 
+# Opens a file of whichever store holds it: (path or URL, what it is for messages) -> handle.
+Opener = Callable[[str, str], ReadHandle]
+
+
 class Storage(abc.ABC):
     """A filesystem or object store. See local.py and remote.py for the two kinds."""
 

@@ -1,6 +1,6 @@
 """crc32c (Castagnoli) of raw bytes, and buffers as bytes: what the storage layer sums
 while it writes a shard. Format rules about crcs (TF's masking, combining) live in
-`format/coding.py`, which takes the function from here.
+`formats/coding.py`, which takes the function from here.
 """
 from __future__ import annotations
 

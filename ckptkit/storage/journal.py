@@ -47,10 +47,12 @@ from types import TracebackType
 from typing import NamedTuple
 
 from ..errors import CheckpointError, ConcurrentModificationError, NotFoundError, StorageError
-from .base import Progress, check_unchanged, copy_range
+from .base import Opener, Progress, check_unchanged, copy_range
 from .files import STALE_TEMP_SECONDS, AtomicFile, fsync_dir, is_temp_name, open_regular, sweep_stale_temps, temp_name
+from .local_handle import LocalHandle
 from .lock import EDIT, EDIT_WAIT_SECONDS, DirectoryLock
 from .shard_writer import ShardWriter
+from .urls import is_url
 
 __all__ = ["JOURNAL_SUFFIX", "ConcurrentModificationError", "LocalCommit", "Recovery", "identity",
            "locked_directory", "open_pending", "pending_journals", "pending_renames", "published_identity",
@@ -292,8 +294,10 @@ class LocalCommit:
     Every file lives in `directory`, whose lock the block holds (reentrantly).
     """
 
-    def __init__(self, directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT) -> None:
+    def __init__(self, directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS, role: str = EDIT,
+                 open_url: Opener | None = None) -> None:
         self.directory = directory or os.curdir
+        self._open_url = open_url  # opens a source in another store (see link)
         self._lock = locked_directory(self.directory, lock_timeout, role)
         self._parts: list = []           # AtomicFile or ShardWriter, in publication order
         self._deletes: list[str] = []
@@ -337,12 +341,11 @@ class LocalCommit:
         """Publish `source`'s bytes at `path` too: a hard link where the filesystem allows,
         else a copy. `source` must be a regular file (a FIFO or device fails, never hangs),
         and a link is kept only if it is that very file."""
-        from . import is_url, of  # noqa: PLC0415 - local.py and __init__ build on this module
-        from .local import LocalHandle  # noqa: PLC0415 - local.py builds on this module
-
         self._own(path)
         if is_url(source):  # a remote checkpoint edited into a local output: copy its bytes
-            with of(source).open(source, what) as remote:
+            if self._open_url is None:
+                raise StorageError("this commit cannot read other stores", path=source)
+            with self._open_url(source, what) as remote:
                 copy_range(remote, 0, remote.size, self.file(path), path=source, progress=progress)
             return
         src = LocalHandle(open_regular(source, what), source, what)

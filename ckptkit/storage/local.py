@@ -2,71 +2,25 @@
 journaled commits with atomic renames) behind the `Storage` interface."""
 from __future__ import annotations
 
-import io
-import mmap
 import os
 import stat
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 
-from ..errors import CheckpointError, DataLossError
-from .base import Identity, ReadHandle, Storage
+from ..errors import DataLossError
+from .base import Identity, Opener, Storage
 from .files import fsync_dir, open_regular
 from .journal import LocalCommit, identity, locked_directory, open_pending, pending_renames, published_identity
+from .local_handle import LocalHandle
 from .lock import EDIT, EDIT_WAIT_SECONDS
 
 
-class LocalHandle(ReadHandle):
-    """A regular file opened by `files.open_regular` (a FIFO fails at once, never hangs)."""
-
-    def __init__(self, file: io.FileIO, path: str, what: str) -> None:
-        self.file = file
-        self.path = path
-        self.what = what
-        st = os.fstat(file.fileno())
-        self.size = st.st_size
-        self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def readinto(self, buf: memoryview, offset: int) -> int:
-        try:
-            return os.preadv(self.file.fileno(), [buf], offset)
-        except OSError as exc:
-            raise CheckpointError(f"cannot read {self.what}: {exc.strerror or exc}", path=self.path) from None
-
-    def read_all(self) -> bytes:
-        try:
-            return self.file.read()  # one read to the end, whatever the size said
-        except OSError as exc:
-            raise CheckpointError(f"cannot read {self.what}: {exc.strerror or exc}", path=self.path) from None
-
-    def mmap(self) -> mmap.mmap | None:
-        if not self.size:
-            return None
-        try:
-            return mmap.mmap(self.file.fileno(), self.size, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot map {self.what}: {exc}", path=self.path) from None
-
-    def as_file(self) -> io.FileIO:
-        return self.file
-
-    def fileno(self) -> int:
-        return self.file.fileno()
-
-    def map_private(self, offset: int, size: int) -> memoryview | None:
-        start = offset - offset % mmap.ALLOCATIONGRANULARITY
-        try:
-            mapped = mmap.mmap(self.file.fileno(), offset + size - start, flags=mmap.MAP_PRIVATE,
-                               prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot map {self.what}: {exc}", path=self.path) from None
-        return memoryview(mapped)[offset - start:]
-
-    def close(self) -> None:
-        self.file.close()
-
-
 class LocalStorage(Storage):
+    """Plain paths and `file://` URLs. `open_url` opens a file of any store: a commit
+    here may copy a remote checkpoint's file into a local one (`Transaction.link`)."""
+
+    def __init__(self, open_url: Opener) -> None:
+        self.open_url = open_url
 
     def open(self, path: str, what: str, pending: Mapping[str, str] | None = None) -> LocalHandle:
         file = open_pending(path, pending, what) if pending else open_regular(path, what)
@@ -153,7 +107,7 @@ class LocalStorage(Storage):
 
     def commit(self, directory: str, *, lock_timeout: float | None = EDIT_WAIT_SECONDS,
                role: str = EDIT) -> LocalCommit:
-        return LocalCommit(directory, lock_timeout=lock_timeout, role=role)
+        return LocalCommit(directory, lock_timeout=lock_timeout, role=role, open_url=self.open_url)
 
     def lock(self, directory: str, timeout: float | None, role: str) -> AbstractContextManager[None]:
         return locked_directory(directory, timeout, role)

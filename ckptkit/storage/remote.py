@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CheckpointChangedError, CheckpointError, InvalidArgumentError, NotFoundError, StorageError
-from . import READ_DEADLINE_ENV, READ_DEADLINE_SECONDS, http_range
-from .base import COPY_CHUNK, Identity, Progress, ReadHandle, Storage, check_unchanged, copy_range
+from . import http_range
+from .base import COPY_CHUNK, Identity, Opener, Progress, ReadHandle, Storage, check_unchanged, copy_range
 from .crc import byte_view, crc32c
 from .lock import EDIT, EDIT_WAIT_SECONDS
 
@@ -94,6 +94,12 @@ def _unresolved(exc: BaseException) -> bool:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+# One read from a remote store (its retries, stalls and slow bodies together) fails after this
+# many seconds; the environment variable READ_DEADLINE_ENV sets another (see Deadline).
+READ_DEADLINE_SECONDS = 60.0
+READ_DEADLINE_ENV = "CKPTKIT_READ_DEADLINE"
 
 
 class Deadline:
@@ -341,8 +347,9 @@ class FsspecStorage(Storage):
 
     hierarchical = False
 
-    def __init__(self, fs: Any, protocol: str, contact_until: float | None = None) -> None:
+    def __init__(self, fs: Any, protocol: str, open_url: Opener, contact_until: float | None = None) -> None:
         self.fs = fs
+        self.open_url = open_url  # a file of any store: a commit's `link` may copy one in
         self.protocol = protocol
         self.transferred = 0  # bytes read from the store (for tests and benchmarks)
         self._count_lock = threading.Lock()
@@ -584,9 +591,7 @@ class ObjectCommit:
     def link(self, source: str, path: str, what: str = "data shard", progress: Progress | None = None) -> None:
         """Publish a copy of `source` (same store) at `path`, copied by the store at publication."""
         self._own(path)
-        from . import of  # noqa: PLC0415 - the source may live in another store
-
-        with of(source).open(source, what) as src:
+        with self.storage.open_url(source, what) as src:  # the source may live in another store
             copy_range(src, 0, src.size, self.file(path), path=source, progress=progress)
 
     def delete_after(self, path: str) -> None:

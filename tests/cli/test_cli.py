@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from helpers import CKPTKIT, REPO, SEED_EMA, make_v1, same, subprocess_env, tf_values
 
 import ckptkit
-from ckptkit import edit, info
 from ckptkit.cli import cli
 from ckptkit.cli import render as cli_render
-from ckptkit.convert import read_safetensors
-from ckptkit.format import bundle
-from ckptkit.format.coding import crc32c, mask_crc
+from ckptkit.formats import bundle
+from ckptkit.formats.coding import crc32c, mask_crc
+from ckptkit.ops import edit, info
+from ckptkit.ops.convert import read_safetensors
 from ckptkit.storage.lock import DirectoryLock
 
 
@@ -717,7 +717,8 @@ def test_convert_dry_run_prints_the_plan_and_writes_nothing(dtypes_ckpt, tmp_pat
     plan = json.loads(run(*args, "--json").stdout)
     assert plan["dry_run"] and plan["tensors"] == 2 and plan["bytes"] == 36
     assert plan["plan"][0] == {"name": "dense/bias", "new_name": "fc/bias", "dtype": "float32",
-                               "source_dtype": "float64", "shape": [3], "bytes": 12}
+                               "source_dtype": "float64", "shape": [3], "source_shape": [3], "layout": None,
+                               "bytes": 12}
     assert plan["left_out"] == [{"name": "names", "reason": "safetensors has no strings"}]
     assert os.listdir(tmp_path / "sub") == []
     run(*args[:-1])  # the same without --dry-run writes what the plan said

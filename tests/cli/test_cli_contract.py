@@ -21,12 +21,13 @@ from click.testing import CliRunner
 from helpers import REPO
 
 import ckptkit
-from ckptkit import convert, state
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError, DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
-from ckptkit.format import bundle
-from ckptkit.format.slices import SlicedTensor, TensorSlice
+from ckptkit.formats import bundle
+from ckptkit.formats.slices import SlicedTensor, TensorSlice
+from ckptkit.ops import convert
 from ckptkit.proto import tensor_slice_pb2
+from ckptkit.tf1 import state
 
 BAD = "a\udcff/b"      # the key b"a\xff/b": not UTF-8, decoded with surrogateescape
 BAD_TEXT = "a\\xff/b"  # how text output shows it

@@ -1,6 +1,6 @@
 """A user's path becomes a `Location` once: one resolution per checkpoint argument of a
 command and per `ckptkit.load`, counted at the one place paths are resolved
-(`locate._resolve`); everything below takes the Location."""
+(`location._resolve`); everything below takes the Location."""
 import os
 
 import numpy as np
@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 import ckptkit
-from ckptkit import edit, locate
+from ckptkit import location as locate
 from ckptkit.cli import cli
-from ckptkit.convert import convert
+from ckptkit.ops import edit
+from ckptkit.ops.convert import convert
 from ckptkit.reader import CheckpointReader
 
 TENSORS = {"a/w": np.arange(3, dtype=np.float32), "b/w": np.zeros(2, np.float32),
@@ -19,7 +20,7 @@ TENSORS = {"a/w": np.arange(3, dtype=np.float32), "b/w": np.zeros(2, np.float32)
 
 @pytest.fixture
 def resolved(monkeypatch) -> list[str]:
-    """The paths `locate._resolve` is called with, in order."""
+    """The paths `location._resolve` is called with, in order."""
     calls: list[str] = []
     real = locate._resolve
 

@@ -15,7 +15,7 @@ import ckptkit
 from ckptkit.cli import cli
 from ckptkit.cli import render as cli_render
 from ckptkit.cli.inspect import histogram_lines
-from ckptkit.format import bundle
+from ckptkit.formats import bundle
 
 
 def run(*args):

@@ -20,7 +20,7 @@ from dcp_worker import launch
 from helpers import tf_values
 from sharded_cases import SHARDED
 
-from ckptkit.format import naming
+from ckptkit.formats import naming
 from ckptkit.storage.files import TEMP_MARKER, sweep_stale_temps
 
 pytestmark = pytest.mark.distributed

@@ -15,7 +15,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 import ckptkit
 from ckptkit.dcp import StorageReader, StorageWriter
 from ckptkit.errors import InvalidArgumentError
-from ckptkit.format import naming
+from ckptkit.formats import naming
 from ckptkit.integrations.dcp import renamer
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")

@@ -8,7 +8,7 @@ import pytest
 from helpers import STRINGS, assert_same_tensor, variety
 
 import ckptkit
-from ckptkit.format.table import TableReader
+from ckptkit.formats.table import TableReader
 
 
 def tf_save_v2(tf, prefix: str, tensors: dict[str, np.ndarray]) -> None:

@@ -16,10 +16,10 @@ import pytest
 from helpers import assert_same_tensor, make_seed, variety
 
 import ckptkit
-from ckptkit.checkpoint import ATTRIBUTES_KEY, build_object_graph
-from ckptkit.errors import CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
-from ckptkit.objectgraph import OBJECT_GRAPH_KEY, ObjectGraph
+from ckptkit.errors import CheckpointError, InvalidArgumentError, NotFoundError
+from ckptkit.formats.objectgraph import OBJECT_GRAPH_KEY, ObjectGraph
 from ckptkit.proto.trackable_object_graph_pb2 import TrackableObjectGraph
+from ckptkit.tf2.checkpoint import ATTRIBUTES_KEY, build_object_graph
 
 FILES = (".index", ".data-00000-of-00001")
 
@@ -429,16 +429,35 @@ def test_attribute_access():
         ckpt.missing  # noqa: B018
 
 
-def test_a_child_named_attributes_is_refused_not_conflated(tf, tmp_path):
+def test_a_child_named_attributes_round_trips(tf, tmp_path):
     """TF's testLocalNameValidation: objects may be named `.ATTRIBUTES`. In ckptkit's nested
-    dicts that key holds an object's own tensors, so reading such a graph as a tree is an
-    UnsupportedError (it used to come back as own tensors and be written back as such, which
-    TF's assert_consumed then refused); reading by key works."""
+    dicts that key holds an object's own tensors, so such a child is keyed `..ATTRIBUTES` (one
+    dot more; `..ATTRIBUTES` would be `...ATTRIBUTES`). It used to come back as own tensors and
+    be written back as such, which TF's assert_consumed then refused."""
     root, leaf = tf.Module(), tf.Module()
     root._track_trackable(leaf, name=".ATTRIBUTES")
-    leaf._track_trackable(tf.Variable(3.0), name=".ATTRIBUTES")
-    prefix = tf.train.Checkpoint(root=root).write(str(tmp_path / "ck"))
-    with pytest.raises(UnsupportedError, match="child object named '.ATTRIBUTES'") as info:
-        ckptkit.Checkpoint.read(prefix)
-    assert info.value.path == prefix
-    assert ckptkit.load(prefix)["..ATTRIBUTES/..ATTRIBUTES/.ATTRIBUTES/VARIABLE_VALUE"] == 3.0
+    leaf._track_trackable(tf.Variable(3.0), name="a")
+    prefix = tf.train.Checkpoint(m=root).write(str(tmp_path / "ck"))
+    tree = ckptkit.Checkpoint.read(prefix)
+    assert tree == {"m": {"..ATTRIBUTES": {"a": 3.0}}}
+    assert ckptkit.load(prefix)["m/..ATTRIBUTES/a/.ATTRIBUTES/VARIABLE_VALUE"] == 3.0  # TF's key in its test
+    back = ckptkit.Checkpoint(**tree).write(str(tmp_path / "back"))
+    same_files(back, prefix)  # the same objects, names and keys TF wrote, byte for byte
+    assert tf.train.load_checkpoint(back).get_tensor("m/..ATTRIBUTES/a/.ATTRIBUTES/VARIABLE_VALUE") == 3.0
+    # (TF 2.21 itself cannot restore such a checkpoint into objects: its restore asks for
+    # `m/..ATTRIBUTES/VARIABLE_VALUE`, for the checkpoint TF wrote as for this one.)
+
+
+def test_dotted_attributes_names_are_one_to_one(tmp_path):
+    """`..ATTRIBUTES` (a child named `.ATTRIBUTES`), `...ATTRIBUTES` (named `..ATTRIBUTES`),
+    `ATTRIBUTES` (itself) and `.ATTRIBUTES` (own tensors) stay apart through write and read;
+    keys escape local names as TF does (`.` -> `..`)."""
+    tree = {"..ATTRIBUTES": {"...ATTRIBUTES": np.float32(1), "ATTRIBUTES": np.float32(2),
+                             ".ATTRIBUTES": {"STATE": np.float32(3)}}}
+    prefix = ckptkit.Checkpoint(root=tree).write(str(tmp_path / "ck"))
+    assert sorted(k for k, _ in ckptkit.list_variables(prefix) if k != "_CHECKPOINTABLE_OBJECT_GRAPH") == [
+        "..ATTRIBUTES/....ATTRIBUTES/.ATTRIBUTES/VARIABLE_VALUE",
+        "..ATTRIBUTES/.ATTRIBUTES/STATE",
+        "..ATTRIBUTES/ATTRIBUTES/.ATTRIBUTES/VARIABLE_VALUE",
+    ]
+    assert ckptkit.Checkpoint.read(prefix) == tree

@@ -1,4 +1,4 @@
-"""ckptkit.ema against TensorFlow's own ExponentialMovingAverage, bit for bit."""
+"""ckptkit.tf1.ema against TensorFlow's own ExponentialMovingAverage, bit for bit."""
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ckptkit.ema import ExponentialMovingAverage
 from ckptkit.errors import InvalidArgumentError
+from ckptkit.tf1.ema import ExponentialMovingAverage
 
 EMA_NAME = "ExponentialMovingAverage"
 
@@ -334,7 +334,7 @@ def test_zero_debias_is_ignored_for_variables(tf1):
 
 
 def test_module_does_not_import_tensorflow():
-    code = "import ckptkit.ema, sys; assert 'tensorflow' not in sys.modules"
+    code = "import ckptkit.tf1.ema, sys; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -24,7 +24,7 @@ import ckptkit
 from ckptkit import storage
 from ckptkit.cli import cli
 from ckptkit.errors import InvalidArgumentError, UnsupportedError
-from ckptkit.frameworks import Staging
+from ckptkit.integrations.frameworks import Staging
 from ckptkit.proto import tensor_bundle_pb2
 
 TORCH_DTYPES = ["float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8",

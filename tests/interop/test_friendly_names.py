@@ -15,9 +15,9 @@ from helpers import same, tf_values
 from safetensors.numpy import load_file
 
 import ckptkit
-from ckptkit import convert
 from ckptkit.cli import cli
-from ckptkit.objectgraph import OBJECT_GRAPH_KEY, friendly_names
+from ckptkit.formats.objectgraph import OBJECT_GRAPH_KEY, friendly_names
+from ckptkit.ops import convert
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 

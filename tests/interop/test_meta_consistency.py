@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from helpers import SEED_EMA, same, tf_values
 
 import ckptkit
-from ckptkit import edit
 from ckptkit.cli import cli
 from ckptkit.errors import UnsupportedError
+from ckptkit.ops import edit
 from ckptkit.proto import meta_graph_pb2
 
 DATA = ".data-00000-of-00001"

@@ -1,4 +1,4 @@
-"""ckptkit.metagraph against real TensorFlow.
+"""ckptkit.tf1.metagraph against real TensorFlow.
 
 Writing: ckptkit writes checkpoint + .meta; TF's import_meta_graph + Saver.restore must give
 back the values, the variable collections and the SaverDef. Structure is compared node by
@@ -17,7 +17,13 @@ import pytest
 import ckptkit
 from ckptkit.dtypes import as_dtype
 from ckptkit.errors import DataLossError, InvalidArgumentError, NotFoundError, UnsupportedError
-from ckptkit.metagraph import GRAPH_PRODUCER, build_meta_graph, read_meta_graph, summarize_meta_graph, write_meta_graph
+from ckptkit.tf1.metagraph import (
+    GRAPH_PRODUCER,
+    build_meta_graph,
+    read_meta_graph,
+    summarize_meta_graph,
+    write_meta_graph,
+)
 
 NUMERIC = ["float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
            "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128"]

@@ -8,7 +8,7 @@ import pytest
 
 import ckptkit
 from ckptkit.errors import DataLossError
-from ckptkit.objectgraph import OBJECT_GRAPH_KEY, ObjectGraph, escape_local_name
+from ckptkit.formats.objectgraph import OBJECT_GRAPH_KEY, ObjectGraph, escape_local_name
 
 
 def assert_paths_match_keys(graph: ObjectGraph, reader) -> None:

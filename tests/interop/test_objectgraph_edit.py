@@ -10,9 +10,9 @@ import pytest
 from helpers import CKPTKIT, copy_dir, label_of, leftovers, read_all, run_forked, same_values, subprocess_env, tf_values
 
 import ckptkit
-from ckptkit import edit, info
 from ckptkit.errors import InvalidArgumentError, TensorNotFoundError
-from ckptkit.objectgraph import OBJECT_GRAPH_KEY, ObjectGraph
+from ckptkit.formats.objectgraph import OBJECT_GRAPH_KEY, ObjectGraph
+from ckptkit.ops import edit, info
 from ckptkit.proto import trackable_object_graph_pb2
 
 X = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]], np.float32)

@@ -27,8 +27,8 @@ from google.protobuf import text_format
 from helpers import REPO, TESTDATA, subprocess_env
 
 import ckptkit
-from ckptkit import metagraph
 from ckptkit.cli import cli
+from ckptkit.tf1 import saved_model
 
 REAL = pathlib.Path("tf-serving/saved_model_half_plus_two_cpu/00000123")  # under the testdata folder
 REAL_VALUES = {"a": 0.5, "b": 2.0, "a2": 0.5, "c": 3.0, "c2": 3.0}  # as the testdata README says
@@ -169,7 +169,7 @@ def test_meta_json_matches_tf(tf, saved_models, kind):
     res = CliRunner().invoke(cli, ["meta", directory, "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
-    assert summary == json.loads(json.dumps(metagraph.summarize_saved_model(directory)))
+    assert summary == json.loads(json.dumps(saved_model.summarize_saved_model(directory)))
     assert summary["kind"] == "saved_model"
     sm = saved_model_utils.read_saved_model(directory)
     assert summary["saved_model_schema_version"] == sm.saved_model_schema_version
@@ -201,7 +201,7 @@ def test_meta_json_matches_tf(tf, saved_models, kind):
 
 
 def test_module_signature_shapes_and_dtypes(saved_models):
-    summary = metagraph.summarize_saved_model(saved_models["module"])
+    summary = saved_model.summarize_saved_model(saved_models["module"])
     (graph,) = summary["meta_graphs"]
     assert graph["tags"] == ["serve"]
     sigs = {s["key"]: s for s in graph["signatures"]}
@@ -214,7 +214,7 @@ def test_module_signature_shapes_and_dtypes(saved_models):
         ("n", "DT_INT32", []), ("scores", "DT_FLOAT", [-1, 2]), ("tag", "DT_STRING", [])]
     assert [(t["key"], t["dtype"], t["shape"]) for t in sigs["other"]["inputs"]] == [
         ("y", "DT_DOUBLE", [2, -1, 4]), ("z", "DT_INT32", None)]
-    text = "\n".join(metagraph.format_saved_model(summary))
+    text = "\n".join(saved_model.format_saved_model(summary))
     assert "shape: (2, -1, 4)" in text and "shape: unknown_rank" in text
     assert "  w/.ATTRIBUTES/VARIABLE_VALUE (float32) [3,2]" in text
     assert "  table/.ATTRIBUTES/VARIABLE_VALUE (string) [2]" in text
@@ -267,7 +267,7 @@ def test_saved_model_without_variables_fails_cleanly(saved_models, tmp_path):
         ckptkit.load(str(bare))
     res = CliRunner().invoke(cli, ["ls", str(bare)])
     assert res.exit_code == 1
-    summary = metagraph.summarize_saved_model(str(bare))
+    summary = saved_model.summarize_saved_model(str(bare))
     assert summary["variables"]["error"] and summary["meta_graphs"]
     res = CliRunner().invoke(cli, ["meta", str(bare)])
     assert res.exit_code == 0 and "Variables (" in res.output
@@ -307,7 +307,7 @@ def test_meta_finds_the_meta_of_a_prefix_or_directory(tf, tmp_path):
         assert summary["kind"] == "meta_graph" and summary["path"] == prefix + ".meta"
         assert summary == json.loads(want.output)
         assert [v["name"] for v in summary["variables"]] == ["v"]
-    assert metagraph.find_meta_graph(str(tmp_path)) == prefix + ".meta"
+    assert saved_model.find_meta_graph(str(tmp_path)) == prefix + ".meta"
 
 
 def test_meta_without_a_meta_file_is_one_line_error(tmp_path):
@@ -319,7 +319,7 @@ def test_meta_without_a_meta_file_is_one_line_error(tmp_path):
         assert res.stderr.count("\n") == 1, res.stderr
         assert "has no .meta file" in res.stderr and "plain.meta" in res.stderr
     with pytest.raises(ckptkit.CheckpointError, match="no .meta file"):
-        metagraph.summarize(prefix)
+        saved_model.summarize(prefix)
     res = CliRunner().invoke(cli, ["meta", str(tmp_path / "nothing_here")])
     assert res.exit_code == 1
 
@@ -334,15 +334,15 @@ def test_saved_model_pbtxt_reads_like_the_pb(tf, saved_models, tmp_path):
     sm = saved_model_utils.read_saved_model(source)
     (copy / "saved_model.pbtxt").write_text(text_format.MessageToString(sm))
     os.symlink(os.path.join(source, "variables"), copy / "variables")
-    want = metagraph.summarize_saved_model(source)
-    got = metagraph.summarize_saved_model(str(copy))
+    want = saved_model.summarize_saved_model(source)
+    got = saved_model.summarize_saved_model(str(copy))
     assert got["file"] == str(copy / "saved_model.pbtxt")
     assert got["meta_graphs"] == want["meta_graphs"]
     assert got["variables"]["tensors"] == want["variables"]["tensors"]
     assert ckptkit.list_variables(str(copy)) == ckptkit.list_variables(source)
     (copy / "saved_model.pb").write_bytes(pathlib.Path(source, "saved_model.pb").read_bytes())
     (copy / "saved_model.pbtxt").write_text("not: [a SavedModel")
-    assert metagraph.summarize_saved_model(str(copy))["meta_graphs"] == want["meta_graphs"]
+    assert saved_model.summarize_saved_model(str(copy))["meta_graphs"] == want["meta_graphs"]
 
 
 # --------------------------------------------------------------------------- concrete functions
@@ -397,7 +397,7 @@ def test_meta_prints_concrete_functions_as_saved_model_cli(saved_models, cli_out
 
 
 def test_functions_module_prints_every_kind_of_argument(saved_models):
-    text = "\n".join(metagraph.format_saved_model(metagraph.summarize_saved_model(saved_models["functions"])))
+    text = "\n".join(saved_model.format_saved_model(saved_model.summarize_saved_model(saved_models["functions"])))
     for want in ("  Function Name: 'bare'", "    Option #3",
                  "          x: TensorSpec(shape=(1, 2), dtype=tf.float32, name='x')",
                  "          DType: Point",
@@ -554,7 +554,7 @@ def test_tag_set_and_signature_def_json(saved_models, tf1_two_graphs):
                                    "--signature-def", "serving_default", "--json"])
     assert res.exit_code == 0, res.output
     view = json.loads(res.output)
-    full = metagraph.summarize_saved_model(saved_models["module"])
+    full = saved_model.summarize_saved_model(saved_models["module"])
     assert view["tags"] == ["serve"]
     assert view["signature"] == next(s for s in full["meta_graphs"][0]["signatures"] if s["key"] == "serving_default")
 
@@ -592,7 +592,7 @@ def test_tf1_saved_model_has_no_concrete_functions(tf1_two_graphs, cli_views):
     assert res.exit_code == 0, res.output
     assert "Concrete Functions" not in res.output
     assert _signature_lines(res.output) == _signature_lines(theirs)
-    summary = metagraph.summarize_saved_model(tf1_two_graphs)
+    summary = saved_model.summarize_saved_model(tf1_two_graphs)
     assert [g["concrete_functions"] for g in summary["meta_graphs"]] == [None, None]
 
 

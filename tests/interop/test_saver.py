@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 import ckptkit
-from ckptkit import state
-from ckptkit.ema import ExponentialMovingAverage
 from ckptkit.errors import CheckpointError, InvalidArgumentError, NotFoundError, TensorNotFoundError
-from ckptkit.saver import Saver
+from ckptkit.tf1 import state
+from ckptkit.tf1.ema import ExponentialMovingAverage
+from ckptkit.tf1.saver import Saver
 
 T0 = 1_700_000_000.0
 HOUR = 3600.0

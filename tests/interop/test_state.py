@@ -1,4 +1,4 @@
-"""ckptkit.state against TF's checkpoint_management: the state file, mtimes, removal.
+"""ckptkit.tf1.state against TF's checkpoint_management: the state file, mtimes, removal.
 
 TF's functions run on the same inputs; their state files are compared byte for byte
 with ckptkit's, and removals by the names left behind. The safety tests check what
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import ckptkit
-from ckptkit import state
 from ckptkit.errors import InvalidArgumentError, NotFoundError
-from ckptkit.saver import Saver
+from ckptkit.tf1 import state
+from ckptkit.tf1.saver import Saver
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pytest
 from helpers import bounded_memory, make_v1, same, tf_values
 
 import ckptkit
-from ckptkit import average, info, merge, stats
 from ckptkit.errors import AlreadyExistsError, DataLossError, InvalidArgumentError, UnsupportedError
-from ckptkit.format import bundle
-from ckptkit.format.slices import SlicedTensor
+from ckptkit.formats import bundle
+from ckptkit.formats.slices import SlicedTensor
+from ckptkit.ops import average, info, merge, stats
 
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 

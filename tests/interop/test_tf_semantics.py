@@ -16,7 +16,6 @@ import pytest
 from click.testing import CliRunner
 
 import ckptkit
-from ckptkit import state
 from ckptkit.cli import cli
 from ckptkit.errors import (
     CheckpointError,
@@ -27,7 +26,8 @@ from ckptkit.errors import (
     NotFoundError,
     TensorNotFoundError,
 )
-from ckptkit.saver import Saver
+from ckptkit.tf1 import state
+from ckptkit.tf1.saver import Saver
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_damaged_state_file_like_tf(tf, tmp_path, caplog, case):
         else:
             assert theirs(directory) is None
             caplog.clear()
-            with caplog.at_level(logging.WARNING, logger="ckptkit.state"):
+            with caplog.at_level(logging.WARNING, logger="ckptkit.formats.state_file"):
                 assert ours(directory) is None
             assert [r.levelno for r in caplog.records] == [logging.WARNING]
             assert str(tmp_path / "checkpoint") in caplog.records[0].getMessage()
@@ -132,7 +132,7 @@ def test_damaged_state_file_like_tf(tf, tmp_path, caplog, case):
 def test_resume_loop_goes_on_after_unparseable_state(tmp_path, caplog):
     """What TF's behaviour is for: a loop that resumes from latest_checkpoint starts over."""
     (tmp_path / "checkpoint").write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING, logger="ckptkit.state"):
+    with caplog.at_level(logging.WARNING, logger="ckptkit.formats.state_file"):
         assert ckptkit.latest_checkpoint(str(tmp_path)) is None
     saver = Saver()
     saver.save(VALUES, tmp_path / "model", global_step=0)

@@ -10,7 +10,7 @@ from helpers import assert_same_tensor
 
 import ckptkit
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, TensorNotFoundError
-from ckptkit.format import bundle
+from ckptkit.formats import bundle
 
 VALUES = {
     "a/kernel": np.arange(24, dtype=np.float32).reshape(4, 6),

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from helpers import bounded_memory, hostile_v2, time_limit
 
 import ckptkit
-from ckptkit import edit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError
-from ckptkit.format import bundle, slices
+from ckptkit.formats import bundle, slices
+from ckptkit.ops import edit
 from ckptkit.proto.tensor_bundle_pb2 import BundleEntryProto
 from ckptkit.storage import files
 from ckptkit.storage.journal import JOURNAL_SUFFIX

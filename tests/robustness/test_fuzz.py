@@ -26,7 +26,7 @@ from helpers import same, time_limit
 
 import ckptkit
 from ckptkit.errors import CheckpointError
-from ckptkit.format.table import FOOTER_SIZE, TableReader, decode_handle
+from ckptkit.formats.table import FOOTER_SIZE, TableReader, decode_handle
 
 SEED = 1234
 CASES_PER_FILE = 1500

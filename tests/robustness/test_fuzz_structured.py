@@ -30,10 +30,10 @@ import pytest
 from helpers import same, subprocess_env, time_limit
 
 import ckptkit
-from ckptkit import edit, info
 from ckptkit.errors import CheckpointError
-from ckptkit.format import bundle
-from ckptkit.format.table import TableReader, TableWriter
+from ckptkit.formats import bundle
+from ckptkit.formats.table import TableReader, TableWriter
+from ckptkit.ops import edit, info
 from ckptkit.proto import saved_tensor_slice_pb2, tensor_bundle_pb2
 
 SEED = 4321

@@ -21,13 +21,13 @@ from helpers import MEMORY_LIMIT, bounded_memory, hostile_v2, time_limit
 
 import ckptkit
 from ckptkit.cli import cli
-from ckptkit.convert import read_npz
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
-from ckptkit.format import bundle, slices
-from ckptkit.format.coding import crc32c, encode_varint, mask_crc
-from ckptkit.format.table import TableWriter
+from ckptkit.formats import bundle, slices
+from ckptkit.formats.coding import crc32c, encode_varint, mask_crc
+from ckptkit.formats.table import TableWriter
+from ckptkit.ops.convert import read_npz
 from ckptkit.proto import saved_tensor_slice_pb2, tensor_pb2
-from ckptkit.state import checkpoint_files, read_state_file, remove_checkpoint
+from ckptkit.tf1.state import checkpoint_files, read_state_file, remove_checkpoint
 
 PACKAGE = pathlib.Path(ckptkit.__file__).parent
 def refused(prefix: str, match: str | None = None, seconds: float = 10,
@@ -251,7 +251,7 @@ def make_ckpt(prefix: str, value: float = 1.0) -> str:
 
 def write_state(directory, model: str, paths: list[str]) -> None:
     """A `checkpoint` state file naming exactly these (possibly hostile) paths."""
-    state = ckptkit.state.CheckpointState(model_checkpoint_path=model, all_model_checkpoint_paths=paths)
+    state = ckptkit.tf1.state.CheckpointState(model_checkpoint_path=model, all_model_checkpoint_paths=paths)
     (pathlib.Path(directory) / "checkpoint").write_bytes(text_format.MessageToString(state).encode())
 
 
@@ -302,7 +302,7 @@ def test_remove_checkpoint_refuses_or_removes_only_links(layout):
         with pytest.raises(CheckpointError, match="outside"):
             remove_checkpoint(path, root=str(managed))
     # V1 naming: the prefix file itself is "the checkpoint"; here it is a symlink to a directory
-    assert remove_checkpoint(str(managed / "evil"), ckptkit.state.V1, root=str(managed)) == [
+    assert remove_checkpoint(str(managed / "evil"), ckptkit.tf1.state.V1, root=str(managed)) == [
         str(managed / "evil")]
     assert not os.path.lexists(managed / "evil")
     # a file of a checkpoint in the directory that is a symlink to an outside file: the link goes

@@ -29,9 +29,9 @@ from helpers import bounded_memory, subprocess_env, time_limit
 from safetensors.numpy import load_file
 
 import ckptkit
-from ckptkit import convert
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError, DataLossError, UnsupportedError
+from ckptkit.ops import convert
 
 SEED = 2525
 CASE_SECONDS = 5

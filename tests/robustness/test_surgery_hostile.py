@@ -14,8 +14,8 @@ from helpers import bounded_memory, time_limit
 from test_edit_hostile import CASES, make, snapshot
 
 import ckptkit
-from ckptkit import average, merge, stats
 from ckptkit.errors import CheckpointError
+from ckptkit.ops import average, merge, stats
 from ckptkit.storage import files
 from ckptkit.storage.journal import JOURNAL_SUFFIX
 

@@ -19,10 +19,10 @@ from helpers import bounded_memory, snappy_compress, time_limit, write_snappy_ta
 import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError, UnsupportedError
-from ckptkit.format import bundle
-from ckptkit.format.coding import crc32c, encode_varints, mask_crc
-from ckptkit.format.slices import TensorSlice, encode_tensor_name_slice
-from ckptkit.format.table import TableReader, TableWriter
+from ckptkit.formats import bundle
+from ckptkit.formats.coding import crc32c, encode_varints, mask_crc
+from ckptkit.formats.slices import TensorSlice, encode_tensor_name_slice
+from ckptkit.formats.table import TableReader, TableWriter
 from ckptkit.proto import saved_tensor_slice_pb2
 from ckptkit.reader import CheckpointReader
 

@@ -14,8 +14,8 @@ from helpers import leftovers, tf_values
 import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import CheckpointError
-from ckptkit.format import bundle
-from ckptkit.format.bundle import BundleData
+from ckptkit.formats import bundle
+from ckptkit.formats.bundle import BundleData
 from ckptkit.storage import Commit
 from ckptkit.storage import journal as commit
 from ckptkit.storage.journal import JOURNAL_SUFFIX

@@ -41,8 +41,8 @@ from helpers import (
 )
 
 import ckptkit
-from ckptkit import convert, edit
-from ckptkit.format import bundle
+from ckptkit.formats import bundle
+from ckptkit.ops import convert, edit
 from ckptkit.storage import files as ck_files
 from ckptkit.storage.lock import LOCK_FILENAME
 

@@ -14,8 +14,8 @@ import pytest
 
 import ckptkit
 from ckptkit.errors import DataLossError
-from ckptkit.format import bundle
-from ckptkit.format.coding import VarintError, crc32c, crc32c_combine, decode_varints, encode_varint, encode_varints
+from ckptkit.formats import bundle
+from ckptkit.formats.coding import VarintError, crc32c, crc32c_combine, decode_varints, encode_varint, encode_varints
 
 MIB = 1 << 20
 

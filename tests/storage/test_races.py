@@ -28,8 +28,8 @@ import pytest
 from helpers import leftovers, same_values, subprocess_env, tf_values
 
 import ckptkit
-from ckptkit import edit
 from ckptkit.errors import CheckpointError, DataLossError, NotFoundError
+from ckptkit.ops import edit
 
 DURATION = 6.0
 

@@ -23,10 +23,11 @@ from helpers import CKPTKIT, REPO, make_seed, same_values, subprocess_env, tf_va
 from servers import free_port, http_server, plain_http_server, silent_server
 
 import ckptkit
-from ckptkit import edit, info, storage
+from ckptkit import storage
 from ckptkit.cli import cli
-from ckptkit.convert import convert
 from ckptkit.errors import CheckpointChangedError, CheckpointError, InvalidArgumentError, NotFoundError, StorageError
+from ckptkit.ops import edit, info
+from ckptkit.ops.convert import convert
 from ckptkit.storage import backends, http_range, remote
 from ckptkit.storage.remote import call
 

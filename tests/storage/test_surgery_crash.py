@@ -14,7 +14,7 @@ import pytest
 from helpers import label_of, leftovers, read_all, run_forked, same_values
 
 import ckptkit
-from ckptkit import average, edit, merge
+from ckptkit.ops import average, edit, merge
 
 OLD = {"x": np.full(1000, -1.0, np.float32), "y": np.arange(7, dtype=np.int64), "z": np.ones(3)}
 
