@@ -21,6 +21,7 @@ from helpers import REPO, tf_values
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jax_worker.py")
 
 
+@pytest.mark.distributed
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_sharded_jax_load_reads_each_devices_window(tf, tf_sharded, tmp_path, where, request):
     path, args = tf_sharded, []
