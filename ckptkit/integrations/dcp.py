@@ -135,11 +135,14 @@ class StorageReader(dcp_storage.StorageReader):
             self._reader = None
 
     def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
-        if checkpoint_id is not None and storage.fspath(checkpoint_id) != self.path:
-            self.close()
+        self.close()
+        if checkpoint_id is not None:
             self.path = storage.fspath(checkpoint_id)
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> dcp_metadata.Metadata:
+        """What the checkpoint holds, read afresh: each load starts here, and a reader kept
+        from an earlier load may hold the index of a checkpoint replaced since."""
+        self.close()
         reader = self._open()
         to_key = renamer(self._rename, path=reader.prefix)
         refused = reader.unsupported_names()

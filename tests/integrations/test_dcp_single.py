@@ -112,3 +112,16 @@ def test_a_tf2_checkpoint_loads_under_renamed_keys(tf, tmp_path):
     state = {"kernel": torch.zeros(3, 4)}
     dcp.load(state, storage_reader=StorageReader(path, rename=[(r"(.*)/\.ATTRIBUTES/VARIABLE_VALUE", r"\1")]))
     np.testing.assert_array_equal(state["kernel"].numpy(), layer.numpy())
+
+
+def test_one_reader_loads_a_checkpoint_replaced_between_loads(tmp_path):
+    prefix = os.fspath(tmp_path / "m")
+    ckptkit.save(prefix, {"w": np.zeros((2, 3), np.float32)})
+    reader = StorageReader(prefix)
+    state = {"w": torch.ones(2, 3)}
+    dcp.load(state, storage_reader=reader)
+    assert state["w"].sum() == 0
+    ckptkit.save(prefix, {"w": np.full((2, 3), 5, np.float32), "b": np.ones(4, np.float32)})
+    state = {"w": torch.zeros(2, 3), "b": torch.zeros(4)}
+    dcp.load(state, storage_reader=reader)  # sees the new checkpoint's tensors, "b" among them
+    assert state["w"].sum() == 30 and state["b"].sum() == 4
