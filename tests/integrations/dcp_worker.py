@@ -70,12 +70,13 @@ def placements(placement: str) -> list:
 
 
 def local_offsets(spec: dict, rank: int, world: int) -> list[int]:
-    """Where this rank's shard starts (dims divide evenly in these tests)."""
+    """Where this rank's shard starts: DTensor's Shard splits as torch.chunk does (pieces of
+    ceil(n / world), the last ones shorter or empty)."""
     shape = spec["shape"]
     offsets = [0] * len(shape)
     if spec["placement"] in ("shard0", "shard1"):
         dim = int(spec["placement"][-1])
-        offsets[dim] = rank * shape[dim] // world
+        offsets[dim] = min(rank * -(-shape[dim] // world), shape[dim])
     return offsets
 
 
