@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -93,7 +94,11 @@ def renamer(rename: Rename | None, *, path: str | None = None) -> Callable[[str]
         for pattern, replacement in rules:
             m = pattern.fullmatch(name)
             if m is not None:
-                return m.expand(replacement)
+                try:
+                    return m.expand(replacement)
+                except (re.error, IndexError) as exc:  # a group the regex does not have
+                    raise InvalidArgumentError(f"rename replacement {replacement!r} for {pattern.pattern!r}: {exc}",
+                                               path=path, key=name) from None
         return name
 
     return by_rules

@@ -70,6 +70,8 @@ def test_rename_forms():
         renamer([("a", "b", "c")])
     with pytest.raises(InvalidArgumentError, match="bad regex"):
         renamer([("(", "b")])
+    with pytest.raises(InvalidArgumentError, match=r"key 'w': rename replacement '\\\\2' for '\(w\)'"):
+        renamer([("(w)", r"\2")])("w")
 
 
 def test_two_names_renamed_to_one_key_are_refused(tf_sharded):
