@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import dtypes as _dtypes
 from . import storage
-from .errors import CheckpointChangedError, TensorNotFoundError, UnsupportedError
+from .errors import CheckpointChangedError, InvalidArgumentError, TensorNotFoundError, UnsupportedError
 from .formats import bundle_index, registry
 from .location import locate, resolve_prefix  # resolve_prefix re-exported: part of this module's API
 
@@ -170,13 +170,20 @@ class CheckpointReader(Mapping):
     def has_tensor(self, name: str) -> bool:
         return name in self._name_set
 
-    def get_tensor(self, name: str, *, copy: bool | None = None) -> np.ndarray:
+    def get_tensor(self, name: str, *, copy: bool | None = None, sharding: Any = None) -> np.ndarray:
         """The tensor `name`, crc32c verified (unless the reader has verify=False).
 
         `copy=False` returns a read-only view of the mapped shard where the data allow it
         (see the class doc); the default follows the reader's `mmap` option. With a
         `framework`, the framework's tensor instead (torch tensors never view the map).
+
+        `sharding` (a jax Sharding; the reader's framework must be "jax"): a sharded
+        jax.Array built by `jax.make_array_from_callback`, each device's window read by
+        `get_slice` (only its bytes; a window that is the whole tensor or a whole slice
+        of a partitioned variable crc32c checked, a partial one not: see ckptkit.slicing).
         """
+        if sharding is not None:
+            return self._sharded(name, sharding)
         copy = not self.mmap if copy is None else copy
         target = self._target
         if copy and target is None and self._copy is not None and name in self._name_set:
@@ -258,12 +265,24 @@ class CheckpointReader(Mapping):
     def get_slice(self, name: str) -> PartialTensor:
         """`name` to be read in part: `reader.get_slice(name)[a:b, :, 3]` reads only those
         elements (`.get_shape()`, `.get_dtype()` read nothing); see ckptkit.slicing."""
+        return self._partial(name, self._target)
+
+    def _sharded(self, name: str, sharding: Any) -> Any:
+        target = self._target
+        if target is None or target.framework != "jax":
+            raise InvalidArgumentError(f"sharding= builds jax arrays: open the reader with framework='jax' "
+                                       f"(it has framework={self.framework!r})", path=self.prefix, key=name)
+        partial = self._partial(name, None)  # numpy windows, which jax places on each device
+        return target.sharded(partial.shape, partial.dtype, sharding, partial.__getitem__, path=self.prefix,
+                              key=name)
+
+    def _partial(self, name: str, target: Target | None) -> PartialTensor:
+        """get_slice's object, its windows in `target`'s framework (None: numpy)."""
         from .slicing import PartialTensor, read_window  # noqa: PLC0415 - only partial reads need it
 
         if name not in self._name_set:
             raise TensorNotFoundError("tensor not found in checkpoint", path=self.prefix, key=name)
         dtype = _dtypes.from_enum(self._metas()[name][0], path=self.prefix, key=name)
-        target = self._target
 
         def read(axes: tuple[Axis, ...]) -> Any:
             arr = self._reading(name, lambda backend: read_window(backend, name, axes, self.verify))
@@ -454,7 +473,7 @@ def load_variable(path: str | os.PathLike, name: str, *,
 
 def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = None,
          include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None,
-         storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+         storage_options: Mapping[str, Any] | None = None, sharding: Any = None) -> dict[str, Any]:
     """Every tensor of a checkpoint (or those chosen), as {name: array}: all from one
     checkpoint, even when a writer replaces it meanwhile (then the new one is read whole).
 
@@ -470,7 +489,12 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
     filters leaving nothing, is an InvalidArgumentError naming it and the checkpoint). A
     tensor included by its own name (no wildcard) that the framework cannot hold is an
     UnsupportedError naming it, as `get_tensor` raises; globs leave such tensors out. `path` may be a URL
-    (`storage_options`: the fsspec store's options, e.g. credentials)."""
+    (`storage_options`: the fsspec store's options, e.g. credentials).
+
+    `sharding` (framework="jax"): sharded jax.Arrays, each device reading only its
+    window (`get_tensor(name, sharding=...)`): one jax Sharding for every tensor,
+    {name: Sharding} (the others unsharded), or a function (name, shape) -> Sharding or
+    None (see ckptkit.integrations.frameworks.sharding_for)."""
     from .selection import as_patterns  # noqa: PLC0415 - only selections need it
 
     where = storage.fspath(path)
@@ -480,7 +504,7 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
             generation = reader.generation
             names, left_out = _chosen(reader, includes, excludes)
             try:
-                values = reader.get_tensors(names)
+                values = reader.get_tensors(names) if sharding is None else _sharded(reader, names, sharding)
             except CheckpointChangedError:  # a name of the checkpoint that was replaced: list again
                 continue
             # get_tensors reads all of `names` from one checkpoint: whole if it has no others
@@ -489,6 +513,15 @@ def load(path: str | os.PathLike, *, framework: str = "numpy", device: Any = Non
                 return values
         raise bundle_index.IndexReplacedError("the checkpoint was replaced again and again while it was "
                                               "being read", path=reader.prefix)
+
+
+def _sharded(reader: CheckpointReader, names: list[str], sharding: Any) -> dict[str, Any]:
+    """load's tensors with `sharding=`: each laid out as `sharding_for` says, all from one checkpoint."""
+    from .integrations.frameworks import sharding_for  # noqa: PLC0415 - framework readers only
+
+    metas = reader._metas()
+    return reader._consistent(lambda: {
+        name: reader.get_tensor(name, sharding=sharding_for(sharding, name, metas[name][1])) for name in names})
 
 
 def _chosen(reader: CheckpointReader, includes: list[str], excludes: list[str]) -> tuple[list[str], list[str]]:

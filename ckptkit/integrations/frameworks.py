@@ -21,7 +21,10 @@ UnsupportedError.
 jax: `jax.device_put` of the array (to `device`, default jax's default device). jax
 silently narrows 64-bit types (float64, int64, uint64, complex128) to 32 bits unless
 `jax_enable_x64` is on, so those raise UnsupportedError instead of changing values;
-strings raise too.
+strings raise too. With a `sharding` (`get_tensor(name, sharding=...)`, `load(...,
+sharding=...)`), the array is built by `jax.make_array_from_callback`: each device's
+window is read alone (`get_slice`: only its bytes), a window several devices share
+(replication) once (see `Target.sharded`).
 
 Names: "numpy", "torch", "jax", and safetensors' names for the same ("np", "pt",
 "flax"; see ALIASES), so `framework=` takes what `safe_open(path, framework=...)` takes.
@@ -31,6 +34,7 @@ it, and `ckptkit.load` leaves such tensors out (see reader.load).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +51,12 @@ if TYPE_CHECKING:
     # what the fast paths read: a V2 entry's data, entry, dtype and shape
     PlainEntry = tuple[BundleReader, BundleEntryProto, _dtypes.DType, tuple[int, ...]]
 
-__all__ = ["ALIASES", "FRAMEWORKS", "Target", "Staging", "canonical", "target", "TORCH_DTYPES"]
+__all__ = ["ALIASES", "FRAMEWORKS", "Target", "Staging", "canonical", "target", "TORCH_DTYPES", "Sharding",
+           "sharding_for"]
+
+# What `sharding=` takes: one jax Sharding for every tensor, {name: Sharding} (other
+# tensors unsharded), or a function (name, shape) -> Sharding or None (None: unsharded).
+Sharding = Any
 
 FRAMEWORKS = ("numpy", "torch", "jax")
 # safetensors' framework names (safe_open(..., framework="pt")) -> ours: the one alias table
@@ -180,6 +189,30 @@ class Target:
         except TypeError as exc:
             raise UnsupportedError(f"jax cannot hold {dtype.name}: {exc}", path=path, key=key) from None
 
+    def sharded(self, shape: tuple[int, ...], dtype: _dtypes.DType, sharding: Any,
+                window: Callable[[tuple[slice, ...]], np.ndarray], *, path: str | None = None,
+                key: str | None = None) -> Any:
+        """A jax.Array of `shape` laid out by `sharding`, each device's part read by
+        `window(index)` (a get_slice read: only that window's bytes); devices holding the
+        same window (replication) share one read."""
+        refusal = self.refusal(dtype)
+        if refusal is not None:
+            raise UnsupportedError(refusal, path=path, key=key)
+        jax = self.module
+        read: dict[tuple, np.ndarray] = {}
+
+        def part(index: tuple[slice, ...]) -> np.ndarray:
+            bounds = tuple(s.indices(d) for s, d in zip(index, shape, strict=True))
+            if bounds not in read:
+                read[bounds] = window(index).astype(dtype.numpy, copy=False)
+            return read[bounds]
+
+        try:
+            return jax.make_array_from_callback(shape, sharding, part)
+        except (TypeError, ValueError, IndexError) as exc:  # a sharding that does not fit the shape, not a sharding
+            raise InvalidArgumentError(f"cannot lay out shape {list(shape)} by {sharding!r}: {exc}",
+                                       path=path, key=key) from None
+
     # ---- reading
 
     def read(self, backend: Any, name: str, verify: bool, copy: bool, *, path: str | None = None) -> Any:
@@ -292,6 +325,17 @@ class Staging:
                 event.record()
                 self.events[k] = event
         return crc
+
+
+def sharding_for(sharding: Sharding, name: str, shape: tuple[int, ...]) -> Any:
+    """The jax Sharding `sharding=` gives tensor `name` (None: none, read unsharded)."""
+    if sharding is None:
+        return None
+    if isinstance(sharding, Mapping):
+        return sharding.get(name)
+    if callable(sharding) and not hasattr(sharding, "addressable_devices"):  # a function, not a Sharding
+        return sharding(name, shape)
+    return sharding
 
 
 def target(framework: str | None, device: Any = None, *, path: str | None = None) -> Target | None:
