@@ -36,6 +36,7 @@ from .bundle_index import (
     BundleHeaderProto,
     decode_key,
     encode_key,
+    shape_of,
 )
 from .coding import FIXED32, crc32c, encode_varints, mask_crc, string_length_bytes
 from .naming import data_filename, existing_data_files, index_filename, meta_graph_filename
@@ -239,6 +240,13 @@ class BundleWriter:
 
     def _add_slice(self, key: str, full_shape: tuple[int, ...], tslice: TensorSlice, value: np.ndarray | Deferred,
                    dtype: _dtypes.DType, shard: int) -> None:
+        full = self._full_entry(key, full_shape, dtype)
+        _check_slice(_dtypes.from_enum(full.dtype), dtype, full_shape, tslice, tuple(value.shape), self.prefix, key)
+        self._add(decode_key(encode_tensor_name_slice(key, tslice)), value, dtype, shard)
+        full.slices.append(tslice.to_proto())
+
+    def _full_entry(self, key: str, full_shape: tuple[int, ...], dtype: _dtypes.DType) -> BundleEntryProto:
+        """Partitioned variable `key`'s own entry (dtype, full shape, its slices so far)."""
         full = self._sliced.get(key)
         if full is None:
             self._check_new(key)
@@ -246,8 +254,19 @@ class BundleWriter:
             full.shape.SetInParent()
             for d in full_shape:
                 full.shape.dim.add(size=d)
-        _check_slice(_dtypes.from_enum(full.dtype), dtype, full_shape, tslice, tuple(value.shape), self.prefix, key)
-        self._add(decode_key(encode_tensor_name_slice(key, tslice)), value, dtype, shard)
+        return full
+
+    def add_slice_entry(self, key: str, full_shape: tuple[int, ...], tslice: TensorSlice,
+                        entry: BundleEntryProto) -> None:
+        """`add_slice` of a slice whose bytes a linked shard holds already (`entry` says
+        where: a DCP rank's shard): its entry under the slice key, the slice listed in
+        the variable's own entry."""
+        full_shape = tuple(full_shape)
+        dtype = _dtypes.from_enum(entry.dtype, path=self.prefix, key=key)
+        full = self._full_entry(key, full_shape, dtype)
+        _check_slice(_dtypes.from_enum(full.dtype), dtype, full_shape, tslice, shape_of(entry, self.prefix, key),
+                     self.prefix, key)
+        self._put(decode_key(encode_tensor_name_slice(key, tslice)), entry)
         full.slices.append(tslice.to_proto())
 
     def add_entry(self, key: str, entry: BundleEntryProto | bytes) -> None:

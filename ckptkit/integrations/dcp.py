@@ -23,7 +23,8 @@ under a temp name (fsynced, not yet visible). The coordinator's `finish` then bu
 index TF's `MergeV2Checkpoints` would produce (a tensor split over ranks is a
 partitioned variable: its full-shape entry listing the slices, one entry per slice; a
 tensor written whole is a plain entry) and publishes the shards (hard links of the
-temps) and the index in one `storage.Commit` under the directory lock. Until that
+temps) and the index in one `storage.Commit` under the directory lock, through a
+`BundleWriter` (formats/bundle_writer.py), as every V2 writer does. Until that
 commit the old checkpoint at the prefix is untouched, so a rank that dies mid-save
 leaves it whole; its temp files are swept by the next writer in the directory.
 """
@@ -44,9 +45,10 @@ from torch.futures import Future
 
 from .. import storage
 from ..errors import CheckpointError, DataLossError, InvalidArgumentError, UnsupportedError
-from ..formats import bundle, naming
+from ..formats import naming
+from ..formats.bundle_writer import BundleWriter, drop_stale, make_entry
 from ..formats.coding import mask_crc
-from ..formats.slices import TensorSlice, check_tiling, encode_tensor_name_slice
+from ..formats.slices import TensorSlice, check_tiling
 from ..ops.convert import check_destination
 from ..reader import CheckpointReader
 from ..selection import compile_regex
@@ -320,63 +322,53 @@ class StorageWriter(dcp_storage.StorageWriter):
             for result in rank_results:
                 chunks.setdefault(result.index.fqn, {}).setdefault(tuple(result.index.offset or ()),
                                                                    result.storage_data)
-        entries: list[tuple[str | bytes, bytes]] = []
+        shapes: dict[str, tuple[int, ...]] = {}
         for key, md in metadata.state_dict_metadata.items():
             if not isinstance(md, dcp_metadata.TensorStorageMetadata):
                 raise UnsupportedError("a TF checkpoint stores tensors only, not other objects",
                                        path=self.path, key=key)
-            entries += self._entries(key, tuple(md.size), chunks.get(key, {}))
+            shapes[key] = tuple(md.size)
         num_shards = len(results)
         temps = {w.shard: w.temp for found in chunks.values() for w in found.values()}
         directory = os.path.dirname(self.path)
         try:
             with storage.Commit(directory, lock_timeout=self.lock_timeout) as tx:
-                new = set()
+                writer = BundleWriter(tx, self.path, num_shards, new_shards=False)
                 for shard in range(num_shards):
-                    target = naming.data_filename(self.path, shard, num_shards)
                     if shard in temps:
-                        tx.link(temps[shard], target)
+                        writer.link_shard(shard, temps[shard])
                     else:
-                        tx.file(target)  # a rank with nothing to write: an empty shard, as TF leaves one
-                    new.add(target)
-                for old in naming.existing_data_files(self.path):
-                    if old not in new:
-                        tx.delete_after(old)
-                bundle.write_index(self.path, bundle.make_header(num_shards), entries,
-                                   out=tx.file(naming.index_filename(self.path)))
-                bundle.drop_stale(tx, self.path)
+                        writer.new_shard(shard)  # a rank with nothing to write: an empty shard, as TF leaves one
+                for key, shape in shapes.items():
+                    self._add(writer, key, shape, chunks.get(key, {}))
+                writer.finish()
+                drop_stale(tx, self.path)
                 tx.publish()
         finally:
             for temp in temps.values():  # published as hard links (or copies), or given up
                 storage.of(temp).remove(temp)
 
-    def _entries(self, key: str, shape: tuple[int, ...],
-                 found: dict[tuple[int, ...], _Written]) -> list[tuple[str | bytes, bytes]]:
-        """Index entries of one tensor: a plain entry when one chunk holds all of it, else
-        TF's partitioned-variable layout (the full-shape entry with its slices, and an
-        entry per slice under the slice's key)."""
+    def _add(self, writer: BundleWriter, key: str, shape: tuple[int, ...],
+             found: dict[tuple[int, ...], _Written]) -> None:
+        """One tensor's entries: a plain entry when one chunk holds all of it, else TF's
+        partitioned-variable layout (`BundleWriter.add_slice_entry`: the full-shape entry
+        with its slices, and an entry per slice under the slice's key)."""
         if math.prod(shape):  # chunks without elements hold nothing (an uneven split's last ranks)
             found = {offsets: w for offsets, w in found.items() if math.prod(w.shape)}
         if not found:
             raise DataLossError("no rank wrote this tensor", path=self.path, key=key)
         if len(found) == 1 and next(iter(found.values())).shape == shape:
             w = next(iter(found.values()))
-            return [(key, bundle.make_entry(w.dtype, shape, w.shard, w.offset, w.size, w.crc32c).SerializeToString())]
-        full = bundle.make_entry(next(iter(found.values())).dtype, shape, 0, 0, 0, 0)
-        full.ClearField("shard_id")
-        full.ClearField("crc32c")
-        entries: list[tuple[str | bytes, bytes]] = []
+            writer.add_entry(key, make_entry(w.dtype, shape, w.shard, w.offset, w.size, w.crc32c))
+            return
         tslices = []
         for offsets, w in sorted(found.items()):
             tslice = TensorSlice.from_index(tuple(slice(o, o + n) for o, n in zip(offsets, w.shape, strict=True)),
                                             shape)
             tslices.append(tslice)
-            full.slices.append(tslice.to_proto())
-            entries.append((encode_tensor_name_slice(key, tslice),
-                            bundle.make_entry(w.dtype, w.shape, w.shard, w.offset, w.size,
-                                              w.crc32c).SerializeToString()))
+            writer.add_slice_entry(key, shape, tslice,
+                                   make_entry(w.dtype, w.shape, w.shard, w.offset, w.size, w.crc32c))
         check_tiling(shape, tslices, path=self.path, key=key)
-        return [(key, full.SerializeToString()), *entries]
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike) -> bool:
