@@ -25,9 +25,9 @@ and publishes through `storage.Commit` (temp names, a journal where several file
 change, renames, the index last), so a hard-linked shard is never modified in place,
 the source checkpoint never changes, and a crash leaves the old checkpoint or the new one.
 
-A V1 checkpoint (or a `.npz`/`.safetensors` file) cannot be edited in place; with
-`output=` it is read whole into a V2 bundle under a temp prefix beside the output (one
-tensor in memory at a time), which the edit publishes under the output's name.
+A V1 checkpoint (or a `.npz`/`.safetensors`/Keras file) cannot be edited in place; with
+`output=` the edit's one commit writes the tensors it keeps, read one at a time, into a
+new V2 bundle under the output's name (`_CopyEdit`).
 
 Partitioned variables (entries with `slices`) store their data under binary slice
 keys derived from the variable's name: renaming or removing the variable renames or
@@ -53,7 +53,7 @@ from ..errors import (
     UnsupportedError,
 )
 from ..formats import bundle, registry, values
-from ..formats.bundle_writer import BundleWriter, drop_stale, write_bundle
+from ..formats.bundle_writer import BundleWriter, drop_stale
 from ..formats.naming import meta_graph_filename
 from ..formats.objectgraph import OBJECT_GRAPH_KEY
 from ..formats.slices import TensorSlice, encode_tensor_name_slice, is_slice_key  # is_slice_key: re-exported
@@ -61,10 +61,8 @@ from ..location import Location, locate, resolve_prefix
 from ..reader import CheckpointReader
 from ..storage import Commit, locked_directory
 from ..storage.base import Progress
-from ..storage.files import temp_name
 from ..storage.lock import EDIT_WAIT_SECONDS
 from ..tf1.meta_edit import rewrite_meta
-from ..tf1.state import remove_checkpoint
 from ..tf2.objectgraph_edit import GraphEditor
 from .convert import check_destination
 
@@ -118,12 +116,15 @@ class _Edit:
         """A fresh editor of the stored object graph (None for TF1 checkpoints)."""
         if OBJECT_GRAPH_KEY not in self.items:
             return None
-        value = self.data.read(OBJECT_GRAPH_KEY)
+        value = self._read(OBJECT_GRAPH_KEY)
         data = value.item() if value.shape == () else None
         if not isinstance(data, bytes):
             raise DataLossError("the object graph is not a string scalar", path=self.prefix,
                                 key=OBJECT_GRAPH_KEY)
         return GraphEditor(data, path=self.prefix)
+
+    def _read(self, key: str) -> np.ndarray:
+        return self.data.read(key)
 
     def require(self, key: str) -> None:
         if key not in self.items:
@@ -255,6 +256,54 @@ class _Edit:
         return freed
 
 
+class _CopyEdit(_Edit):
+    """An edit of a checkpoint that is no V2 bundle (V1, `.npz`, `.safetensors`, Keras),
+    into `output` only, in one commit: the commit's `BundleWriter` writes each tensor the
+    edit keeps, read one at a time through a CheckpointReader (checked as every read
+    is), under its new name into a new data shard, in the source's key order; a changed
+    object graph comes last. `items` holds, under each name, the UTF-8 source name of
+    the tensor it stands for (what the planning moves between keys). No `.meta` is
+    carried over (a V1 Saver's graph restores V1 files); the source files are guarded."""
+
+    def __init__(self, location: Location, output: str) -> None:
+        self.prefix, self.target, self.in_place = location.prefix, output, False
+        self.reader = CheckpointReader(location)
+        self.source_as = {p: storage.of(p).identity(p) for p in self.reader.files}
+        self.meta_as = None
+        self.items = {name: name.encode() for name in self.reader}
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def _read(self, key: str) -> np.ndarray:
+        return np.asarray(self.reader.get_tensor(key), dtype=object)
+
+    def slice_keys(self, key: str, *, missing_ok: bool = False) -> list[str]:
+        return []  # a reader of these formats gives partitioned variables whole
+
+    def publish(self, change: _Change, progress: Progress | None = None, *, compact: bool = False,
+                drop_meta: bool = False) -> int:
+        """Write `change` at the target in one commit; return 0 (the source is untouched:
+        nothing is freed; every tensor written is live, so `compact` changes nothing)."""
+        items = {k: v.decode() for k, v in change.items.items()}
+        if change.graph is not None:
+            items.pop(OBJECT_GRAPH_KEY, None)
+        dtypes, shapes = self.reader.get_variable_to_dtype_map(), self.reader.get_variable_to_shape_map()
+        with Commit(os.path.dirname(self.target)) as tx:
+            for path, before in self.source_as.items():
+                tx.guard(path, before)
+            writer = BundleWriter(tx, self.target, progress=progress)
+            for key, name in sorted(items.items(), key=lambda kn: bundle.encode_key(kn[1])):
+                read = functools.partial(self.reader.get_tensor, name)
+                writer.add(key, values.Deferred(dtypes[name], tuple(shapes[name]), read))
+            if change.graph is not None:
+                writer.add(OBJECT_GRAPH_KEY, np.array(change.graph, dtype=object))
+            drop_stale(tx, self.target)  # an old checkpoint's .meta (and V1 file) at the output
+            writer.finish()
+            tx.publish()
+        return 0
+
+
 @contextmanager
 def _editing(prefix: str | os.PathLike | Location, output: str | os.PathLike | None,
              lock_timeout: float | None, overwrite: bool = False) -> Iterator[_Edit]:
@@ -290,28 +339,14 @@ def _editing(prefix: str | os.PathLike | Location, output: str | os.PathLike | N
                                        and storage.isfile(bundle.index_filename(now))):
             check_destination(target, make_parents=True, exist_ok=overwrite)
         if not storage.isfile(bundle.index_filename(now)) and target is not None:
-            now = stack.enter_context(_as_v2(now, target))
-        edit = _Edit(now, target)
+            if now != prefix:  # found again: what it is now (its format; --raw-names carried)
+                location = location._replace(prefix=now, format=next(
+                    f.name for f in registry.FORMATS if f.holds(now)))
+            edit: _Edit = _CopyEdit(location, target)
+        else:
+            edit = _Edit(now, target)
         stack.callback(edit.close)
         yield edit
-
-
-@contextmanager
-def _as_v2(source: str, target: str) -> Iterator[str]:
-    """A V1 checkpoint (or any file a reader opens) rewritten as a V2 bundle under a temp
-    prefix beside `target`, removed again afterwards: the source of an `-o` edit, whose
-    data shards the edit then links under `target`'s names."""
-    temp = temp_name(target)
-    try:
-        with CheckpointReader(source) as reader:
-            dtypes = reader.get_variable_to_dtype_map()
-            shapes = reader.get_variable_to_shape_map()
-            tensors = {name: values.Deferred(dtypes[name], tuple(shapes[name]),
-                                             functools.partial(reader.get_tensor, name)) for name in reader}
-            write_bundle(temp, tensors)
-        yield temp
-    finally:
-        remove_checkpoint(temp)
 
 
 # --------------------------------------------------------------------------- renames

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import SEED_EMA, same, tf_values
+from helpers import SEED_EMA, bounded_memory, same, tf_values
 
 import ckptkit
 from ckptkit.errors import InvalidArgumentError, TensorNotFoundError
@@ -199,3 +199,21 @@ def test_sliced_variables_move_with_their_slices(tf, partitioned):
 def test_missing_checkpoint_is_not_found(tmp_path):
     with pytest.raises(ckptkit.NotFoundError, match="nowhere"):
         edit.rename_keys(os.fspath(tmp_path / "nowhere"), {"a": "b"})
+
+
+def test_output_edit_of_a_tensor_file_streams_one_tensor_at_a_time(tmp_path):
+    """A `.safetensors` file (written by the safetensors package) edited into a V2 output:
+    its tensors pass one at a time (peak memory below two of them), checked end to end."""
+    from safetensors.numpy import save_file  # noqa: PLC0415 - a test dependency
+
+    rng = np.random.default_rng(7)
+    tensors = {f"layer{i}/w": rng.standard_normal(2 << 20, np.float32) for i in range(4)}  # 8 MiB each
+    source = os.fspath(tmp_path / "model.safetensors")
+    save_file(tensors, source)
+    out = os.fspath(tmp_path / "out" / "model")
+    with bounded_memory(14 << 20):
+        assert edit.remove_keys(source, ["layer1/w"], output=out) == ["layer1/w"]
+    got = ckptkit.load(out)
+    assert sorted(got) == ["layer0/w", "layer2/w", "layer3/w"]
+    assert all(np.array_equal(got[k], tensors[k]) for k in got)
+    assert sorted(os.listdir(tmp_path / "out")) == ["model.data-00000-of-00001", "model.index"]
