@@ -11,7 +11,7 @@ import click
 from ..errors import CheckpointError
 from .app import Command
 from .failure import Failure
-from .options import PATH, check_output, overwrite_option
+from .options import PATH, check_output, located, overwrite_option
 from .render import echo, echo_json, human, note, printable, table
 
 
@@ -35,7 +35,7 @@ def meta_cmd(file: str, tag_set: str | None, signature_def: str | None, as_json:
     """
     from ..tf1 import saved_model, saved_model_views  # noqa: PLC0415
     if tag_set is None and signature_def is None:
-        summary = saved_model.summarize(file)
+        summary = saved_model.summarize(file, locate=located)
         if as_json:
             echo_json(summary)
         elif summary["kind"] == "saved_model":
@@ -111,7 +111,7 @@ def state_cmd(directory: str, as_json: bool) -> None:
     here, with the checkpoint a reader of DIRECTORY opens. A damaged state file is an
     error (readers, like TF's, would ignore it).
     """
-    from .. import reader, storage  # noqa: PLC0415
+    from .. import storage  # noqa: PLC0415
     from ..ops import info  # noqa: PLC0415
     from ..tf1 import state  # noqa: PLC0415
 
@@ -131,7 +131,7 @@ def state_cmd(directory: str, as_json: bool) -> None:
         c["recorded"] = rec
     described["recorded_latest"] = recorded.model_checkpoint_path if recorded is not None else None
     try:
-        described["opens"], described["opens_error"] = reader.resolve_prefix(directory), None
+        described["opens"], described["opens_error"] = located(directory, quiet=True).prefix, None
     except CheckpointError as exc:
         described["opens"], described["opens_error"] = None, str(exc)
     if as_json:

@@ -6,6 +6,7 @@ module parses their options, shows a progress bar on a terminal, and reports.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +14,9 @@ from . import render
 from .app import Command
 from .options import PATH, check_output, filter_options, located, overwrite_option, raw_names_option
 from .render import echo, echo_json, human, note, plural, printable, shape_text, table
+
+if TYPE_CHECKING:
+    from ..location import Location
 
 
 @click.command("convert", cls=Command)
@@ -118,14 +122,14 @@ def _shape_change(row: dict) -> str:
 
 # --------------------------------------------------------------------------- average, merge
 
-def _bytes_to_read(paths: Iterable[str]) -> int:
-    """The total a progress bar counts to: what reading `paths` reads (0 off a terminal,
-    where there is no bar, so nothing is opened for it)."""
+def _bytes_to_read(locations: Iterable[Location]) -> int:
+    """The total a progress bar counts to: what reading `locations` reads (0 off a
+    terminal, where there is no bar, so nothing is opened for it)."""
     if not render.stderr_is_tty():
         return 0
     from ..ops.convert import source_bytes  # noqa: PLC0415
 
-    return sum(source_bytes(p) for p in paths)
+    return sum(source_bytes(p) for p in locations)
 
 
 @click.command("average", cls=Command)
@@ -150,7 +154,7 @@ def average_cmd(ckpts: tuple[str, ...], output: str, last: tuple[int, str] | Non
         raise click.UsageError("give the checkpoints to average, or --last N DIR (not both)")
     if len(ckpts) == 1:
         raise click.UsageError("averaging needs two or more checkpoints")
-    paths = average.last_checkpoints(last[1], last[0]) if last is not None else list(ckpts)
+    paths = [located(p) for p in (average.last_checkpoints(last[1], last[0]) if last is not None else ckpts)]
     check_output(output)
     with render.progress(_bytes_to_read(paths), "averaging") as progress:
         result = average.average_checkpoints(paths, output, progress=progress, overwrite=overwrite)
@@ -179,9 +183,10 @@ def merge_cmd(parts: tuple[str, ...], output: str, overwrite: bool, as_json: boo
     """
     from ..ops import merge  # noqa: PLC0415
 
+    locations = [located(p) for p in parts]
     check_output(output)
-    with render.progress(_bytes_to_read(parts), "merging") as progress:
-        result = merge.merge_checkpoints(parts, output, progress=progress, overwrite=overwrite)
+    with render.progress(_bytes_to_read(locations), "merging") as progress:
+        result = merge.merge_checkpoints(locations, output, progress=progress, overwrite=overwrite)
     if as_json:
         echo_json(result)
         return

@@ -37,6 +37,7 @@ from ..errors import InvalidArgumentError, NotFoundError
 from ..formats import naming, values
 from ..formats.bundle_writer import BundleWriter, drop_stale, write_tensors
 from ..formats.slices import SlicedTensor, TensorSlice
+from ..location import Location, locate
 from ..reader import CheckpointReader
 from ..storage.base import Progress
 from ..tf1.state import get_checkpoint_state
@@ -162,23 +163,23 @@ def _plan(readers: Sequence[CheckpointReader], chunk_bytes: int, progress: Progr
     return plan, averaged
 
 
-def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.PathLike, *,
+def average_checkpoints(paths: Sequence[str | os.PathLike | Location], output: str | os.PathLike, *,
                         progress: Progress | None = None, chunk_bytes: int = AVERAGE_CHUNK_BYTES,
                         overwrite: bool = False) -> dict:
     """Write at `output` the element-wise mean of the checkpoints `paths`, two or more
     (see the module docstring for what is averaged and what is taken from the last one).
 
+    Each of `paths` is resolved once (a Location is taken as it is).
     An existing checkpoint at `output` is refused (AlreadyExistsError) unless `overwrite`.
     Returns {"output", "inputs" (the resolved prefixes), "tensors", "averaged", "copied",
     "meta" (the .meta written beside the output, or None)}.
     """
-    paths = [storage.fspath(p) for p in paths]
     output = storage.fspath(output)
     if len(paths) < 2:
         raise InvalidArgumentError(f"averaging needs two or more checkpoints, got {len(paths)}", path=output)
     check_destination(output, make_parents=True)
     with ExitStack() as stack:
-        readers = [stack.enter_context(CheckpointReader(p)) for p in paths]
+        readers = [stack.enter_context(CheckpointReader(locate(p))) for p in paths]
         for reader in readers:
             if storage.abspath(reader.prefix) == storage.abspath(output):
                 raise InvalidArgumentError("the output would replace one of the checkpoints averaged; "

@@ -27,7 +27,7 @@ from ..errors import DataLossError, InvalidArgumentError, UnsupportedError
 from ..formats import bundle, naming
 from ..formats.bundle_writer import BundleWriter, drop_stale
 from ..formats.slices import TensorSlice, check_tiling, decode_tensor_name_slice, encode_tensor_name_slice, is_slice_key
-from ..reader import resolve_prefix
+from ..location import Location, locate
 from ..storage import Commit, locked_directory
 from ..storage.base import Progress
 from .convert import check_destination
@@ -130,12 +130,13 @@ class _Merge:
                                                path=self.owner[key], key=key)
 
 
-def _prefixes(parts: Sequence[str]) -> list[str]:
+def _prefixes(parts: Sequence[str | os.PathLike | Location]) -> list[str]:
+    """Each part's prefix, resolved once (a Location is taken as it is): V2 only, none twice."""
     prefixes: list[str] = []
     for part in parts:
-        prefix = resolve_prefix(part)
-        if naming.tensor_file_format(prefix) is not None or \
-                not storage.isfile(naming.index_filename(prefix)):
+        location = locate(part)
+        prefix = location.prefix
+        if location.format != "v2":
             raise UnsupportedError("only V2 checkpoints (.index + .data) can be merged; rewrite this one "
                                    "first with `ckptkit convert OLD NEW`", path=prefix)
         if any(storage.abspath(prefix) == storage.abspath(p) for p in prefixes):
@@ -144,11 +145,12 @@ def _prefixes(parts: Sequence[str]) -> list[str]:
     return prefixes
 
 
-def merge_checkpoints(parts: Sequence[str | os.PathLike], output: str | os.PathLike, *,
+def merge_checkpoints(parts: Sequence[str | os.PathLike | Location], output: str | os.PathLike, *,
                       progress: Progress | None = None, overwrite: bool = False) -> dict:
     """Write at `output` one checkpoint holding every tensor of the checkpoints `parts`.
 
-    An existing checkpoint at `output` is refused (AlreadyExistsError) unless `overwrite`;
+    Each part is resolved once (a Location is taken as it is). An existing checkpoint at
+    `output` is refused (AlreadyExistsError) unless `overwrite`;
     then its old files (a `.meta` of another graph, surplus data shards) are deleted in
     the commit that publishes the merged one.
 
@@ -159,7 +161,7 @@ def merge_checkpoints(parts: Sequence[str | os.PathLike], output: str | os.PathL
     if not parts:
         raise InvalidArgumentError("nothing to merge: give at least one checkpoint", path=output)
     check_destination(output, make_parents=True)
-    prefixes = _prefixes([storage.fspath(p) for p in parts])
+    prefixes = _prefixes(parts)
     for prefix in prefixes:
         if storage.abspath(prefix) == storage.abspath(output):
             raise InvalidArgumentError("the output would replace one of the parts; write it under another "

@@ -6,7 +6,8 @@ Apart from `metagraph.py`, which builds and reads the MetaGraphDefs a SavedModel
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
@@ -17,6 +18,11 @@ from ..formats import naming
 from ..proto import meta_graph_pb2, saved_model_pb2, types_pb2
 from . import saved_model_functions, saved_model_views
 from .metagraph import TEXT_TOO_DEEP, summarize_meta_graph
+
+if TYPE_CHECKING:
+    from ..location import Location
+
+Locate = Callable[[str], "Location"]  # a user's path -> its resolved checkpoint
 
 __all__ = ["dtype_enum_name", "find_meta_graph", "format_saved_model", "is_saved_model", "read_saved_model",
            "summarize", "summarize_saved_model"]
@@ -188,10 +194,15 @@ def format_saved_model(summary: dict) -> list[str]:
     return lines
 
 
-def find_meta_graph(path: str | os.PathLike) -> str:
+def find_meta_graph(path: str | os.PathLike, *, locate: Locate | None = None) -> str:
     """The `.meta` file a path names: the file itself, `PATH.meta`, or the `.meta` of the
-    checkpoint a prefix or directory names (via its state file / latest checkpoint)."""
-    from ..reader import resolve_prefix  # noqa: PLC0415 - reader pulls in numpy and the format layer
+    checkpoint a prefix or directory names (via its state file / latest checkpoint),
+    resolved once by `locate` (default `location.locate`; the CLI passes its `located`,
+    which notes why a directory opens what it does); a Location's own `.meta`."""
+    if locate is None:
+        from ..location import locate as resolve  # noqa: PLC0415 - the format layer, only when needed
+
+        locate = resolve
 
     path = storage.fspath(path)
     if storage.isfile(path) and path.endswith("." + naming.META_SUFFIX):
@@ -200,7 +211,7 @@ def find_meta_graph(path: str | os.PathLike) -> str:
     if not storage.isdir(path) and storage.isfile(direct):
         return direct
     try:
-        prefix = resolve_prefix(path)
+        prefix = locate(path).prefix
     except NotFoundError:
         if storage.isfile(path):  # a MetaGraphDef under another name (read_meta_graph checks it)
             return path
@@ -212,10 +223,11 @@ def find_meta_graph(path: str | os.PathLike) -> str:
     return meta
 
 
-def summarize(path: str | os.PathLike) -> dict:
+def summarize(path: str | os.PathLike, *, locate: Locate | None = None) -> dict:
     """`ckptkit meta`'s digest of a SavedModel (directory or saved_model.pb), a `.meta`
-    file, or the `.meta` of a checkpoint prefix or directory."""
+    file, or the `.meta` of a checkpoint prefix or directory (resolved by `locate`: see
+    `find_meta_graph`)."""
     if is_saved_model(path):
         return summarize_saved_model(path)
-    summary = summarize_meta_graph(find_meta_graph(path))
+    summary = summarize_meta_graph(find_meta_graph(path, locate=locate))
     return {"kind": "meta_graph", **summary}

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import ckptkit
 from ckptkit import location as locate
 from ckptkit.cli import cli
-from ckptkit.ops import edit
+from ckptkit.ops import average, edit, merge
 from ckptkit.ops.convert import convert
 from ckptkit.reader import CheckpointReader
 
@@ -69,6 +69,9 @@ def _cli(*args):
     ["ema", "{run}", "-o", "{out}"],
     ["convert", "{run}", "{out}.npz"],
     ["convert", "{run}", "{out}"],
+    ["merge", "{run}", "-o", "{out}"],
+    ["view", "{run}", "--html", "{out}.html"],
+    ["state", "{run}"],
 ], ids=lambda args: " ".join(a for a in args if "{" not in a))
 def test_one_resolution_per_command(run, tmp_path, resolved, args):
     _cli(*[a.format(run=run, out=tmp_path / "model") for a in args])
@@ -79,6 +82,58 @@ def test_diff_resolves_each_side_once(run, tmp_path, resolved):
     other = _run_dir(tmp_path / "other")
     _cli("diff", run, other)
     assert resolved == [run, other]
+
+
+def test_average_and_merge_resolve_each_input_once(run, tmp_path, resolved):
+    other = _run_dir(tmp_path / "other")
+    _cli("average", run, other, "-o", tmp_path / "avg")
+    assert resolved == [run, other]
+    resolved.clear()
+    ckptkit.save(os.path.join(other, "model-2"), TENSORS)
+    ckptkit.update_checkpoint_state(other, os.path.join(other, "model-2"),
+                                    [os.path.join(other, "model"), os.path.join(other, "model-2")])
+    _cli("average", "--last", 2, other, "-o", tmp_path / "last")  # each checkpoint the state file lists
+    assert resolved == [os.path.join(other, "model"), os.path.join(other, "model-2")]
+    parts = [_run_dir(tmp_path / "p0"), _run_dir(tmp_path / "p1")]
+    for i, part in enumerate(parts):  # disjoint parts
+        edit.rename_keys(part, {k: f"p{i}/{k}" for k in TENSORS})
+    resolved.clear()
+    _cli("merge", *parts, "-o", tmp_path / "merged")
+    assert resolved == parts
+    assert len(ckptkit.load(tmp_path / "merged")) == 2 * len(TENSORS)
+
+
+@pytest.mark.parametrize("command", ["average", "merge"])
+def test_average_and_merge_note_a_stale_state_file(run, tmp_path, resolved, command):
+    """Their inputs are resolved where every command's are (`located`): the note says so."""
+    with open(os.path.join(run, "checkpoint"), "w") as f:
+        f.write('model_checkpoint_path: "model-9"\n')
+    inputs = [run, _run_dir(tmp_path / "other")] if command == "average" else [run]
+    resolved.clear()
+    result = _cli(command, *inputs, "-o", tmp_path / "out")
+    assert f"names model-9 as latest, which does not exist; opened {os.path.join(run, 'model')}" in result.stderr
+    assert resolved == inputs
+
+
+def test_view_of_a_run_resolves_each_checkpoint_once(run, tmp_path, resolved):
+    ckptkit.save(os.path.join(run, "model-2"), TENSORS)
+    listed = [os.path.join(run, "model"), os.path.join(run, "model-2")]
+    ckptkit.update_checkpoint_state(run, listed[1], listed)
+    resolved.clear()
+    _cli("view", run, "--html", tmp_path / "run.html")
+    assert resolved == listed
+
+
+def test_meta_of_a_directory_resolves_it_once(tmp_path, resolved):
+    """`meta DIR` opens the .meta of the checkpoint DIR names: one resolution, and a stale
+    state file gets its note as for every command."""
+    _cli("example", tmp_path / "ex")
+    with open(tmp_path / "ex" / "checkpoint", "w") as f:
+        f.write('model_checkpoint_path: "model.ckpt-9"\n')
+    resolved.clear()
+    result = _cli("meta", tmp_path / "ex")
+    assert resolved == [str(tmp_path / "ex")]
+    assert "names model.ckpt-9 as latest, which does not exist" in result.stderr
 
 
 def test_positional_checkpoint_of_rm_is_resolved_once(run, resolved):
@@ -102,6 +157,8 @@ def test_a_location_is_not_resolved_again(run, tmp_path, resolved):
         assert set(reader) == set(TENSORS)
     assert edit.rename_keys(location, {"b/w": "c/w"}) == {"b/w": "c/w"}
     convert(location, str(tmp_path / "out.npz"))
+    merge.merge_checkpoints([location], tmp_path / "merged")
+    average.average_checkpoints([location, location], tmp_path / "avg")
     assert resolved == [run]
     assert set(np.load(tmp_path / "out.npz")) == {"a/w", "c/w", "a/w/ExponentialMovingAverage"}
 
