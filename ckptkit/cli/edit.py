@@ -275,6 +275,9 @@ def rm_cmd(ctx: click.Context, ckpt: str, names: tuple[str, ...], include: tuple
     if not removed and optimizer and not names:
         note(_NOTHING_TO_REMOVE + (f"; {printable(output)} written unchanged" if output else ""))
         return
+    if located(ckpt).format != "v2":  # written tensor by tensor into OUT: the removed ones are not there
+        note(f"removed {plural(len(removed))}")
+        return
     exception = " (except where the object graph's shard was rewritten)" if _has_object_graph(output or ckpt) else ""
     note(f"removed {plural(len(removed))}; their bytes stay in the data shards until `ckptkit rm --compact`"
           + exception)

@@ -263,12 +263,16 @@ class _CopyEdit(_Edit):
     is), under its new name into a new data shard, in the source's key order; a changed
     object graph comes last. `items` holds, under each name, the UTF-8 source name of
     the tensor it stands for (what the planning moves between keys). No `.meta` is
-    carried over (a V1 Saver's graph restores V1 files); the source files are guarded."""
+    carried over (a V1 Saver's graph restores V1 files). The commit fails if a source
+    file changed meanwhile."""
 
     def __init__(self, location: Location, output: str) -> None:
         self.prefix, self.target, self.in_place = location.prefix, output, False
         self.reader = CheckpointReader(location)
-        self.source_as = {p: storage.of(p).identity(p) for p in self.reader.files}
+        # Guarded by the commit, which compares identities as its own store sees them: a
+        # source on another store is not (each of its reads is checked).
+        store = storage.of(output)
+        self.source_as = {p: store.identity(p) for p in self.reader.files if storage.of(p) is store}
         self.meta_as = None
         self.items = {name: name.encode() for name in self.reader}
 

@@ -183,7 +183,8 @@ def test_not_really_a_safetensors_or_npz(tmp_path):
 def test_edits_refuse_npz_and_safetensors_in_place(st_file, tmp_path):
     one_line_error(run("rm", "-c", st_file, "step"), "only V2 checkpoints", "-o OUT")
     out = tmp_path / "out" / "ckpt"
-    assert run("rm", "-c", st_file, "step", "-o", out).exit_code == 0  # into a new V2 checkpoint
+    result = run("rm", "-c", st_file, "step", "-o", out)  # into a new V2 checkpoint, without "step"
+    assert result.exit_code == 0 and "removed 1 tensor" in result.stderr and "data shards" not in result.stderr
     with ckptkit.CheckpointReader(st_file) as source, ckptkit.CheckpointReader(out) as edited:
         assert edited.format == "v2" and sorted(edited) == sorted(set(source) - {"step"})
         for name in edited:

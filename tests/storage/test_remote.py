@@ -143,6 +143,11 @@ def test_edits_and_convert_on_a_store(store_url, tmp_path, tf):
         convert(os.fspath(tmp_path / "local.ckpt"), f"{base}/out/st.safetensors")
         assert same_values(ckptkit.load(f"{base}/out/st.safetensors"),
                            {k: v for k, v in want.items() if k != "names"})
+        # a tensor file on the store edited into a V2 checkpoint on the store, and here
+        kept = {k: v for k, v in want.items() if k not in ("names", "step")}
+        for out in (f"{base}/out/from_st", os.fspath(tmp_path / "from_st")):
+            assert edit.remove_keys(f"{base}/out/st.safetensors", ["step"], output=out) == ["step"]
+            assert same_values(ckptkit.load(out), kept)
     assert same_values(tf_values(tf, os.fspath(tmp_path / "local.ckpt")), want)
 
 
