@@ -24,7 +24,7 @@ from contextlib import ExitStack
 
 from .. import storage
 from ..errors import DataLossError, InvalidArgumentError, UnsupportedError
-from ..formats import bundle, naming
+from ..formats import bundle, naming, registry
 from ..formats.bundle_writer import BundleWriter, drop_stale
 from ..formats.slices import TensorSlice, check_tiling, decode_tensor_name_slice, encode_tensor_name_slice, is_slice_key
 from ..reader import resolve_prefix
@@ -134,7 +134,7 @@ def _prefixes(parts: Sequence[str]) -> list[str]:
     prefixes: list[str] = []
     for part in parts:
         prefix = resolve_prefix(part)
-        if naming.tensor_file_format(prefix) is not None or \
+        if registry.by_extension(prefix) is not None or \
                 not storage.isfile(naming.index_filename(prefix)):
             raise UnsupportedError("only V2 checkpoints (.index + .data) can be merged; rewrite this one "
                                    "first with `ckptkit convert OLD NEW`", path=prefix)
