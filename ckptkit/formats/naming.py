@@ -13,10 +13,8 @@ import os
 import re
 
 from .. import storage
-from . import registry
 
-__all__ = ["TENSOR_FILE_SUFFIXES", "tensor_file_format",
-           "INDEX_SUFFIX", "DATA_SUFFIX", "V1_SHARD_PATTERN", "V1_SHARD_GLOB", "index_filename", "data_filename",
+__all__ = ["INDEX_SUFFIX", "DATA_SUFFIX", "V1_SHARD_PATTERN", "V1_SHARD_GLOB", "index_filename", "data_filename",
            "existing_data_files", "v2_file_regex", "meta_graph_filename", "v1_shard_filename",
            "v1_shard_set_pattern", "existing_v1_shards", "SAVED_MODEL_FILENAMES",
            "saved_model_file", "saved_model_variables_prefix"]
@@ -39,17 +37,6 @@ _SHARD_TAIL = re.compile(r"-[\d?]+-of-\d+$")
 
 
 # --------------------------------------------------------------------------- V2
-
-# single files of tensors, by extension: the file formats of registry.FORMATS
-TENSOR_FILE_SUFFIXES = {suffix: f.name for f in registry.FORMATS for suffix in f.suffixes}
-
-
-def tensor_file_format(path: str) -> str | None:
-    """"npz" or "safetensors" (a file format of registry.FORMATS) for a path with that
-    extension (any case): a single file of tensors, not a checkpoint prefix; None otherwise."""
-    fmt = registry.by_extension(path)
-    return None if fmt is None else fmt.name
-
 
 def index_filename(prefix: str) -> str:
     return f"{prefix}{INDEX_SUFFIX}"

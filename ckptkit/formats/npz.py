@@ -377,3 +377,6 @@ def open_file(path: str) -> NpzFile:
 def open_backend(path: str) -> TensorFileBackend:
     """The archive behind CheckpointReader's API (see formats/registry.py)."""
     return TensorFileBackend(NpzFile(path), "npz")
+
+
+write = write_npz  # the registry's sink (convert's destination): see formats/registry.py

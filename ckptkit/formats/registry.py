@@ -18,7 +18,10 @@ provides:
   `read(name)`, a context manager: convert's source; `TensorFileBackend` puts it
   behind the backend API, its `read_window(name, axes)` included) and
   `holds(dtype) -> bool` (whether it can store that dtype); `find` and `holds` are
-  the extension and one `isfile` request.
+  the extension and one `isfile` request;
+- a format convert writes (`writes=` in its line, naming the options its writer takes):
+  `write(path, tensors, progress=None, **options)` (progress by keyword), `tensors` {name: array or
+  `values.Deferred`} written in one commit, one tensor in memory at a time.
 
 `location` tries the file formats (by extension) before anything else, then, after
 directories and SavedModels, the prefix formats in the table's order.
@@ -31,15 +34,20 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 from .. import storage
+from ..errors import InvalidArgumentError, UnsupportedError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy as np
 
+    from ..dtypes import DType
+    from ..storage.base import Progress
     from .bundle_index import BundleIndex
     from .slices import TensorSlice
     from .window import Axis
 
-__all__ = ["Backend", "Format", "FORMATS", "V2", "get", "by_extension", "file_formats", "prefix_formats"]
+__all__ = ["Backend", "Format", "FORMATS", "V2", "get", "by_extension", "destination", "file_formats", "prefix_formats"]
 
 
 class Backend(Protocol):
@@ -91,6 +99,9 @@ class Format:
     # whether its reader names tensors otherwise than stored (Keras 3's LAYER/VAR): its
     # open_backend and open_file then take `raw_names=True`, for the names as stored
     renames: bool = False
+    # None: read only. Else the options its module's `write` takes beyond the tensors
+    # (convert's `num_shards`, `metadata`): a destination of convert.
+    writes: tuple[str, ...] | None = None
 
     def code(self) -> ModuleType:
         """The module that reads it, imported now (it may import numpy)."""
@@ -120,6 +131,21 @@ class Format:
         found: list[str] = self.code().checkpoints_in(directory, listing)
         return found
 
+    def stores(self, dtype: DType) -> bool:
+        """Whether a file this format writes can hold `dtype` (a checkpoint holds every one)."""
+        return not self.suffixes or bool(self.code().holds(dtype))
+
+    def write(self, path: str, tensors: Mapping[str, object], progress: Progress | None = None,
+              **options: object) -> None:
+        """Write `tensors` at `path` in this format (UnsupportedError for a format read only,
+        InvalidArgumentError for an option its writer does not take)."""
+        if self.writes is None:
+            raise UnsupportedError(f"ckptkit reads {self.name} files but does not write them", path=path)
+        for option, value in options.items():
+            if value is not None and option not in self.writes:
+                raise InvalidArgumentError(f"{self.name} files take no {option}", path=path)
+        self.code().write(path, tensors, progress=progress, **{k: v for k, v in options.items() if k in self.writes})
+
     def open_backend(self, prefix: str, raw_names: bool = False) -> Backend:
         """The reader backend of `prefix`; `raw_names` (formats that rename only): its
         tensors by their names as stored (other formats have no other names)."""
@@ -130,11 +156,12 @@ class Format:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("v2", 2, "ckptkit.formats.v2"),
+    Format("v2", 2, "ckptkit.formats.v2", writes=("num_shards",)),
     Format("safetensors", 0, "ckptkit.formats.safetensors", (".safetensors",), checksums=False,
-           verified="header offsets consistent, every tensor readable; safetensors has no checksums"),
+           verified="header offsets consistent, every tensor readable; safetensors has no checksums",
+           writes=("metadata",)),
     Format("npz", 0, "ckptkit.formats.npz", (".npz",), checksums=False,
-           verified="every .npy header valid, every tensor readable; npz has no checksums"),
+           verified="every .npy header valid, every tensor readable; npz has no checksums", writes=()),
     Format("keras", 0, "ckptkit.formats.keras", (".weights.h5", ".keras", ".h5", ".hdf5"), checksums=False,
            verified="HDF5 structure and every dataset's size checked, every tensor readable; "
                     "Keras files have no checksums", renames=True),
@@ -154,6 +181,12 @@ def get(name: str) -> Format:
 def by_extension(path: str) -> Format | None:
     """The file format `path`'s extension names (no request), else None: a prefix."""
     return next((f for f in FORMATS if f.names_file(path)), None)
+
+
+def destination(path: str) -> Format:
+    """The format convert writes `path` in: the file format its extension names, else a
+    V2 checkpoint at that prefix."""
+    return by_extension(path) or V2
 
 
 def file_formats() -> list[Format]:

@@ -248,3 +248,6 @@ def open_file(path: str) -> SafetensorsFile:
 def open_backend(path: str) -> TensorFileBackend:
     """The file behind CheckpointReader's API (see formats/registry.py)."""
     return TensorFileBackend(SafetensorsFile(path), "safetensors")
+
+
+write = write_safetensors  # the registry's sink (convert's destination): see formats/registry.py

@@ -32,7 +32,7 @@ class TensorSource(Protocol):
 
 
 class TensorFile(TensorSource, Protocol):
-    """An open `.npz` or `.safetensors` file (format/npz.NpzFile, format/safetensors.SafetensorsFile)."""
+    """An open file of tensors (formats/npz.NpzFile, formats/safetensors.SafetensorsFile, formats/keras.KerasFile)."""
 
     path: str
     metadata: dict[str, str] | None
@@ -42,6 +42,10 @@ class TensorFile(TensorSource, Protocol):
     def read_window(self, name: str, axes: tuple[Axis, ...]) -> np.ndarray: ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> TensorFile: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 def read_all(source: TensorSource, progress: Progress | None) -> dict[str, np.ndarray]:

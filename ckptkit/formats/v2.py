@@ -5,6 +5,7 @@ that listing a V2 checkpoint imports no numpy.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -13,8 +14,11 @@ from .. import storage
 from . import bundle_index, naming
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy as np
 
+    from ..storage.base import Progress
     from .bundle import BundleReader
     from .slices import TensorSlice
     from .window import Axis
@@ -129,3 +133,20 @@ def checkpoints_in(directory: str, listing: list[str]) -> list[str]:
 
 def open_backend(prefix: str) -> V2Backend:
     return V2Backend(prefix)
+
+
+def write(prefix: str, tensors: Mapping[str, object], progress: Progress | None = None, *,
+          num_shards: int = 1) -> None:
+    """`tensors` as a V2 checkpoint at `prefix` (the registry's sink: convert's destination),
+    in one commit: the bundle (data shards, then the index), and an older checkpoint's
+    `.meta` and V1 file there deleted (they would describe other tensors)."""
+    from .bundle_writer import BundleWriter, drop_stale, write_tensors  # noqa: PLC0415 - numpy: writing only
+
+    directory = os.path.dirname(prefix)
+    storage.of(prefix).makedirs(directory)
+    with storage.Commit(directory) as tx:
+        writer = BundleWriter(tx, prefix, num_shards, progress=progress)
+        write_tensors(writer, tensors)
+        writer.finish()
+        drop_stale(tx, prefix)
+        tx.publish()

@@ -18,12 +18,11 @@ import numpy as np
 from .. import dtypes as _dtypes
 from .. import selection, storage
 from ..errors import AlreadyExistsError, CheckpointError, InvalidArgumentError, NotFoundError, UnsupportedError
-from ..formats import naming, registry, values
-from ..formats.bundle_writer import BundleWriter, drop_stale, write_tensors
-from ..formats.npz import NpzFile, read_npz, write_npz
+from ..formats import registry, values
+from ..formats.npz import read_npz, write_npz  # re-exported: part of this module's API
 from ..formats.objectgraph import OBJECT_GRAPH_KEY, friendly_names
-from ..formats.safetensors import SafetensorsFile, read_safetensors, write_safetensors
-from ..formats.tensor_file import read_all
+from ..formats.safetensors import read_safetensors, write_safetensors  # re-exported, as before
+from ..formats.tensor_file import TensorFile, read_all
 from ..location import Location
 from ..reader import CheckpointReader
 from ..storage.base import Progress
@@ -34,10 +33,6 @@ __all__ = ["OBJECT_GRAPH_KEY", "SAFETENSORS_FORMAT", "check_destination", "conve
            "friendly_names_of", "open_source", "read_any", "read_npz", "read_safetensors", "safetensors_metadata",
            "source_bytes", "write_npz", "write_safetensors"]
 
-
-
-def _kind(path: str) -> str:
-    return naming.tensor_file_format(path) or "checkpoint"
 
 
 # --------------------------------------------------------------------------- sources
@@ -67,7 +62,7 @@ class _CheckpointSource:
         self.close()
 
 
-Source = _CheckpointSource | SafetensorsFile | NpzFile
+Source = _CheckpointSource | TensorFile
 
 
 def open_source(path: str | os.PathLike | Location, raw_names: bool = False) -> Source:
@@ -79,7 +74,7 @@ def open_source(path: str | os.PathLike | Location, raw_names: bool = False) -> 
     raw_names = raw_names or (isinstance(path, Location) and path.raw_names)
     fmt = registry.by_extension(name)
     if fmt is not None:
-        found: NpzFile | SafetensorsFile = (fmt.code().open_file(name, raw_names=True) if raw_names and fmt.renames
+        found: TensorFile = (fmt.code().open_file(name, raw_names=True) if raw_names and fmt.renames
                                             else fmt.code().open_file(name))
         return found
     return _CheckpointSource(path if isinstance(path, Location) else name)
@@ -96,7 +91,7 @@ def source_bytes(path: str | os.PathLike | Location) -> int:
     """Roughly the bytes `read_any` will read (for progress bars)."""
     location = path if isinstance(path, Location) else None
     path = location.prefix if location is not None else storage.fspath(path)
-    if _kind(path) == "checkpoint":
+    if registry.by_extension(path) is None:
         with CheckpointReader(location or path) as reader:
             shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
             return sum(math.prod(shapes[k]) * (0 if dtypes[k].is_string else dtypes[k].itemsize)
@@ -128,7 +123,7 @@ def existing_destination(path: str | os.PathLike) -> list[str]:
     gives that checkpoint (`.index`, `.data-*`, `.meta`, a V1 file at the prefix).
     Sorted; [] when nothing is there."""
     path = storage.fspath(path)
-    if _kind(path) != "checkpoint":
+    if registry.by_extension(path) is not None:
         return [path] if storage.exists(path) and not storage.isdir(path) else []
     return sorted(set(checkpoint_files(path, V2)) | set(checkpoint_files(path, V1)))
 
@@ -150,14 +145,14 @@ def check_destination(path: str | os.PathLike, *, make_parents: bool = False, ex
         _check_parents(path, make_parents)
     if not exist_ok and (found := existing_destination(path)):
         what = "already exists"
-        if _kind(path) == "checkpoint":
+        if registry.by_extension(path) is None:
             shown = ", ".join(os.path.basename(f) for f in found[:4]) + (", ..." if len(found) > 4 else "")
             what = f"a checkpoint already exists here ({shown})"
         raise AlreadyExistsError(f"{what}; --overwrite (overwrite=True) replaces it", path=path)
 
 
 def _check_parents(path: str, make_parents: bool) -> None:
-    if storage.isdir(path) and _kind(path) != "checkpoint":
+    if storage.isdir(path) and registry.by_extension(path) is not None:
         raise InvalidArgumentError("destination is a directory", path=path)
     parent = os.path.dirname(path)
     while parent and not storage.isdir(parent):
@@ -178,10 +173,10 @@ def friendly_names_of(source: Source) -> dict[str, str]:
     return friendly_names(source.names, graph)
 
 
-def _holds(kind: str, dtype: _dtypes.DType) -> str | None:
-    """Why a `kind` destination can't hold `dtype` (None if it can)."""
-    if kind == "checkpoint" or registry.get(kind).code().holds(dtype):
-        return None  # (npz holds every ml_dtypes type: float8_e5m2 is 'f' to numpy)
+def _holds(fmt: registry.Format, dtype: _dtypes.DType) -> str | None:
+    """Why a destination of format `fmt` can't hold `dtype` (None if it can)."""
+    if fmt.stores(dtype):
+        return None
     return "strings" if dtype.is_string else dtype.name
 
 
@@ -207,7 +202,7 @@ def _layout_changes(source: Source, shown: Mapping[str, str], layout: str | None
     return {n: changes[shown.get(n, n)] for n in source.names}
 
 
-def _plan(source: Source, kind: str, dst: str, include: Iterable[str], exclude: Iterable[str],
+def _plan(source: Source, fmt: registry.Format, dst: str, include: Iterable[str], exclude: Iterable[str],
           casts: Mapping[int, _dtypes.DType], rename: tuple[str, str] | None, friendly: bool,
           strict: bool, layout: str | None = None, torch_names: bool = True
           ) -> tuple[dict[str, values.Deferred], list[dict], dict[str, str], dict[str, str]]:
@@ -227,7 +222,7 @@ def _plan(source: Source, kind: str, dst: str, include: Iterable[str], exclude: 
         dtype, shape = source.meta(name)
         target = casts.get(dtype.enum, dtype)
         reason = "the object graph (names changed)" if friendly and name == OBJECT_GRAPH_KEY else None
-        reason = reason or (None if _holds(kind, target) is None else f"{kind} has no {_holds(kind, target)}")
+        reason = reason or (None if _holds(fmt, target) is None else f"{fmt.name} has no {_holds(fmt, target)}")
         if reason is not None:
             if strict:
                 raise UnsupportedError(f"cannot write it: {reason} (drop --strict to leave it out)",
@@ -353,42 +348,24 @@ def convert(src: str | os.PathLike | Location, dst: str | os.PathLike, *, num_sh
     dst = storage.fspath(dst)
     if storage.abspath(src) == storage.abspath(dst):
         raise InvalidArgumentError("source and destination are the same file", path=dst)
-    kind = _kind(dst)
-    if kind not in ("checkpoint", "npz", "safetensors"):  # a file format registered for reading only
-        raise UnsupportedError(f"ckptkit reads {kind} files but does not write them", path=dst)
-    if metadata and kind != "safetensors":
+    fmt = registry.destination(dst)
+    if fmt.writes is None:  # a file format registered for reading only
+        raise UnsupportedError(f"ckptkit reads {fmt.name} files but does not write them", path=dst)
+    if metadata and "metadata" not in fmt.writes:
         raise InvalidArgumentError("metadata is written to .safetensors files only", path=dst)
-    check_destination(dst, make_parents=kind == "checkpoint", exist_ok=overwrite)
+    check_destination(dst, make_parents=not fmt.suffixes, exist_ok=overwrite)
     if layout not in (None, "torch"):
         raise InvalidArgumentError(f"unknown layout {layout!r}; the layouts are: torch", path=dst)
     casts = _parse_casts(cast)
-    header = safetensors_metadata(src, metadata, dst) if kind == "safetensors" else None
+    header = safetensors_metadata(src, metadata, dst) if "metadata" in fmt.writes else None
     with _naming(src), open_source(source_at or src, raw_names) as source:
-        plan, left_out, sources, rules = _plan(source, kind, dst, list(include), list(exclude), casts, rename,
+        plan, left_out, sources, rules = _plan(source, fmt, dst, list(include), list(exclude), casts, rename,
                                                friendly_names, strict, layout, torch_names)
         if dry_run:
             rows = _plan_rows(plan, sources, rules, source)
             return {"src": src, "dst": dst, "dry_run": True, "tensors": len(rows),
                     "bytes": sum(r["bytes"] for r in rows), "plan": rows, "left_out": left_out}
         with _naming(dst):
-            if kind == "npz":
-                write_npz(dst, plan, progress)
-            elif kind == "safetensors":
-                write_safetensors(dst, plan, header, progress=progress)
-            else:
-                _write_checkpoint(dst, plan, num_shards, progress)
+            fmt.write(dst, plan, progress, metadata=header, num_shards=num_shards if not fmt.suffixes else None)
     nbytes = sum(d.nbytes for d in plan.values())
     return {"src": src, "dst": dst, "tensors": len(plan), "bytes": nbytes, "left_out": left_out}
-
-
-def _write_checkpoint(dst: str, plan: Mapping[str, values.Deferred], num_shards: int,
-                      progress: Progress | None) -> None:
-    """`plan` as a V2 checkpoint at `dst`, in one commit: the bundle (data shards, then
-    the index), and an older checkpoint's `.meta` and V1 file there deleted."""
-    storage.of(dst).makedirs(os.path.dirname(dst))
-    with storage.Commit(os.path.dirname(dst)) as tx:
-        writer = BundleWriter(tx, dst, num_shards, progress=progress)
-        write_tensors(writer, plan)
-        writer.finish()
-        drop_stale(tx, dst)
-        tx.publish()

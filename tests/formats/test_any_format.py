@@ -15,7 +15,7 @@ from helpers import same
 import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import DataLossError, UnsupportedError
-from ckptkit.formats import npz, safetensors
+from ckptkit.formats import npz, registry, safetensors
 from ckptkit.ops import convert
 
 st_numpy = pytest.importorskip("safetensors.numpy")
@@ -97,7 +97,7 @@ def test_safetensors_bfloat16_from_ckptkit(tmp_path):
 def test_format_modules_hold_the_codecs():
     assert convert.read_safetensors is safetensors.read_safetensors
     assert convert.write_npz is npz.write_npz
-    assert convert.SafetensorsFile is safetensors.SafetensorsFile
+    assert registry.get("npz").code().write is npz.write_npz  # the registry's sink
 
 
 def test_cli_ls_show_verify(st_file, npz_file):
