@@ -19,6 +19,8 @@ import ckptkit
 from ckptkit.cli import cli
 from ckptkit.errors import DataLossError, UnsupportedError
 from ckptkit.formats.keras import KerasFile
+from ckptkit.location import locate
+from ckptkit.ops import edit
 from ckptkit.ops.convert import convert
 
 h5py = pytest.importorskip("h5py")
@@ -99,6 +101,21 @@ def test_diff_slice_and_convert_go_through_the_registry(keras_files, tmp_path):
     assert np.array_equal(ckptkit.load(out)["head/kernel"], model.get_layer("head").kernel.numpy())
     with pytest.raises(UnsupportedError, match="does not write them"):
         convert(out, str(tmp_path / "back.weights.h5"))
+
+
+@pytest.mark.parametrize("raw_names", [False, True], ids=["layer-names", "raw-names"])
+def test_an_edit_into_a_checkpoint_names_tensors_as_the_reader_does(keras_files, tmp_path, raw_names):
+    """An `output=` edit of a Keras file writes a V2 checkpoint in LAYER/VAR names, or for
+    a Location with `raw_names` (the CLI's --raw-names) in the HDF5 paths it was given."""
+    model, paths = keras_files
+    kernel, bias = ("layers/dense/vars/0", "layers/dense/vars/1") if raw_names else ("head/kernel", "head/bias")
+    out = str(tmp_path / "out" / "model")
+    assert edit.remove_keys(locate(paths["weights"])._replace(raw_names=raw_names), [bias], output=out) == [bias]
+    with KerasFile(paths["weights"], raw_names=raw_names) as source:
+        names = set(source.names)
+    got = ckptkit.load(out)
+    assert set(got) == names - {bias} and kernel in names
+    assert np.array_equal(got[kernel], model.get_layer("head").kernel.numpy())
 
 
 def test_names_follow_config_options_and_fall_back_to_raw_paths(tf, tmp_path):
