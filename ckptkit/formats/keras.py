@@ -27,8 +27,10 @@ Keras 3 DepthwiseConv's `kernel`).
 
 Hostile files: the HDF5 signature is checked before h5py sees a byte; on open every
 dataset's dtype (numbers and bools only), shape and stored size are checked against the
-file's size, so nothing larger than the file is allocated; whatever h5py raises on a
-damaged file becomes a DataLossError naming the file and key. Keras files carry no
+file's size, so nothing larger than the file is allocated; each global heap collection
+(the string attributes) is walked before the HDF5 library parses it, which loops forever
+on some corrupt ones (hdf5_heap.py); whatever h5py raises on a damaged file becomes a
+DataLossError naming the file and key. Keras files carry no
 checksums: `verify` checks this structure and reads every tensor.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ import numpy as np
 from .. import dtypes as _dtypes
 from .. import storage
 from ..errors import CheckpointError, DataLossError, UnsupportedError
+from .hdf5_heap import GuardedFile
 from .tensor_file import TensorFileBackend
 from .window import Axis, select
 
@@ -116,7 +119,7 @@ class KerasFile:
         else:
             raise DataLossError("not a Keras weights file (no HDF5 signature, not a .keras zip)", path=path)
         try:
-            self.h5 = h5py.File(file, "r")
+            self.h5 = h5py.File(GuardedFile(file, size, path), "r")
             raw, vars_names = _entries(self.h5, h5py, path)
             stored_config = self.h5.attrs.get("model_config") if config is None else None
         except CheckpointError:
