@@ -62,7 +62,7 @@ _DEFLATE_MAX_RATIO = 1032  # zlib's best case: a compressed chunk can't inflate 
 _COMPACT_MAX = 1 << 16     # an HDF5 compact dataset lives in its object header (< 64 KiB)
 # What h5py, zipfile and json raise on a damaged file.
 _ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError,
-           EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError)
+           EOFError, OverflowError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError)
 
 # Each Keras 3 layer class's variables in the order its build() creates them; a name
 # marked by an option is created only when that config option is true.
@@ -343,7 +343,10 @@ def _checked(ds: Any, h5py: ModuleType, size: int, path: str, key: str) -> tuple
         if np_dtype.kind not in "biufc":
             raise UnsupportedError(f"dataset of HDF5 type {np_dtype} is not numbers; Keras weights are",
                                    path=path, key=key)
-        dtype = _dtypes.as_dtype(np_dtype.newbyteorder("="))
+        try:
+            dtype = _dtypes.as_dtype(np_dtype.newbyteorder("="))
+        except UnsupportedError as exc:  # float128, a corrupt float type: named here
+            raise UnsupportedError(str(exc), path=path, key=key) from None
         nbytes = math.prod(shape) * np_dtype.itemsize
         dcpl = ds.id.get_create_plist()
         layout = dcpl.get_layout()

@@ -175,6 +175,13 @@ def test_a_dataset_claiming_more_than_the_file_is_refused_before_reading(tmp_pat
     with pytest.raises(UnsupportedError, match="not numbers") as exc:
         ckptkit.CheckpointReader(path)
     assert exc.value.key == "t/s"
+    with h5py.File(path, "w") as f:  # numbers TensorFlow has no dtype for (a fuzzed file's flipped float type)
+        f.attrs["layer_names"] = [b"t"]
+        f.create_group("t").attrs["weight_names"] = [b"t/x:0"]
+        f["t"]["t/x:0"] = np.zeros(2, np.longdouble)
+    with pytest.raises(UnsupportedError, match="no TensorFlow equivalent") as exc:
+        ckptkit.CheckpointReader(path)
+    assert (exc.value.path, exc.value.key) == (path, "t/x")
 
 
 def _zero_free_space(data: bytes) -> bytes:
