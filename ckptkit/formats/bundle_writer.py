@@ -430,14 +430,15 @@ def _write_planned(writer: BundleWriter, plan: list[_Planned]) -> None:
 
 def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1,
                  progress: Progress | None = None, *, lock_timeout: float | None = EDIT_WAIT_SECONDS,
-                 keep_order: bool = False) -> None:
+                 keep_order: bool = False, replace_checkpoint: bool = False) -> None:
     """Write `tensors` as a V2 bundle at `prefix`, atomically, in a commit of its own
     (`write_tensors` into a `BundleWriter` over `storage.Commit`).
 
     Data shards and then the index are published together under the directory lock:
     at every moment, even across a crash, the prefix names the old checkpoint or the
     new one, whole. Data shards of an older checkpoint at this prefix with another
-    shard count are deleted after the new index is in place.
+    shard count are deleted after the new index is in place; with `replace_checkpoint`
+    its `.meta` and a V1 file at the prefix too (`drop_stale`: convert's destination).
     """
     if num_shards < 1:
         raise InvalidArgumentError(f"num_shards must be >= 1, got {num_shards}", path=prefix)
@@ -448,6 +449,8 @@ def write_bundle(prefix: str, tensors: Mapping[str, object], num_shards: int = 1
         writer = BundleWriter(tx, prefix, num_shards, progress=progress)
         _write_planned(writer, plan)
         writer.finish()
+        if replace_checkpoint:
+            drop_stale(tx, prefix)
         tx.publish()
 
 

@@ -5,7 +5,6 @@ that listing a V2 checkpoint imports no numpy.
 """
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -140,13 +139,6 @@ def write(prefix: str, tensors: Mapping[str, object], progress: Progress | None 
     """`tensors` as a V2 checkpoint at `prefix` (the registry's sink: convert's destination),
     in one commit: the bundle (data shards, then the index), and an older checkpoint's
     `.meta` and V1 file there deleted (they would describe other tensors)."""
-    from .bundle_writer import BundleWriter, drop_stale, write_tensors  # noqa: PLC0415 - numpy: writing only
+    from .bundle_writer import write_bundle  # noqa: PLC0415 - numpy: writing only
 
-    directory = os.path.dirname(prefix)
-    storage.of(prefix).makedirs(directory)
-    with storage.Commit(directory) as tx:
-        writer = BundleWriter(tx, prefix, num_shards, progress=progress)
-        write_tensors(writer, tensors)
-        writer.finish()
-        drop_stale(tx, prefix)
-        tx.publish()
+    write_bundle(prefix, tensors, num_shards, progress, replace_checkpoint=True)

@@ -366,6 +366,7 @@ def convert(src: str | os.PathLike | Location, dst: str | os.PathLike, *, num_sh
             return {"src": src, "dst": dst, "dry_run": True, "tensors": len(rows),
                     "bytes": sum(r["bytes"] for r in rows), "plan": rows, "left_out": left_out}
         with _naming(dst):
-            fmt.write(dst, plan, progress, metadata=header, num_shards=num_shards if not fmt.suffixes else None)
+            fmt.write(dst, plan, progress, metadata=header,
+                      num_shards=num_shards if "num_shards" in fmt.writes else None)  # (files: one)
     nbytes = sum(d.nbytes for d in plan.values())
     return {"src": src, "dst": dst, "tensors": len(plan), "bytes": nbytes, "left_out": left_out}
